@@ -1,0 +1,1 @@
+"""Pure domain: money, events, rule packs, account state, rules and decisions. No I/O here."""

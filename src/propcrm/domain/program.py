@@ -1,0 +1,501 @@
+"""A rule pack compiled for evaluation: per phase, the rules sorted into the hooks they implement.
+
+``compile_pack`` resolves every amount to money, loads timezones and assigns each rule its slots in
+the account state. ``PhaseProgram.apply`` applies one account event to a state *in place*; callers
+that need the old state intact copy first (``engine.evaluate.apply``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from .calendar import TradingCalendar
+from .events import Balance, Equity, Session, TradeClosed, TradeOpened
+from .market import NewsEntry
+from .money import fmt
+from .rulepack import (
+    Consistency,
+    DailyLoss,
+    EarlyWarning,
+    Hedging,
+    Inactivity,
+    LotEscalation,
+    MaxDuration,
+    MaxLoss,
+    MaxLots,
+    MaxOpenPositions,
+    MaxTradesPerDay,
+    MinHoldingTime,
+    MinTradingDays,
+    NewsWindow,
+    OvernightHolding,
+    PerTradeLoss,
+    Phase,
+    ProfitTarget,
+    RulePack,
+    StopLossRequired,
+    TradingHours,
+    WeekendHolding,
+    content_hash,
+    parse_hhmm,
+)
+from .rules.base import CompiledRule, Ctx
+from .rules.exposure import (
+    HedgingRule,
+    LotEscalationRule,
+    MaxLotsRule,
+    MaxOpenPositionsRule,
+    MaxTradesPerDayRule,
+    StopLossRequiredRule,
+)
+from .rules.limits import DailyLossRule, MaxLossRule, PerTradeLossRule
+from .rules.progress import (
+    ConsistencyRule,
+    InactivityRule,
+    MaxDurationRule,
+    MinHoldingTimeRule,
+    MinTradingDaysRule,
+    ProfitTargetRule,
+)
+from .rules.schedule import NewsRule, OvernightHoldingRule, TradingHoursRule, WeekendHoldingRule
+from .state import FAR_FUTURE, AccountState, Position, RecentAction
+
+INFINITY = Decimal("Infinity")
+NEG_INFINITY = Decimal("-Infinity")
+LIVE = ("active", "paused")
+
+
+def _overrides(rule: CompiledRule, hook: str) -> bool:
+    return getattr(type(rule), hook) is not getattr(CompiledRule, hook)
+
+
+class PhaseProgram:
+    """One phase of one pack, ready to evaluate."""
+
+    def __init__(self, pack: RulePack, index: int, calendar: TradingCalendar) -> None:
+        phase: Phase = pack.phases[index]
+        self.pack = pack
+        self.phase = phase
+        self.name = phase.name
+        self.index = index
+        self.calendar = calendar
+        self.initial = pack.initial_balance
+        self.next_phase = pack.phases[index + 1].name if index + 1 < len(pack.phases) else None
+
+        warnings: dict[str, tuple[Decimal, ...]] = {}
+        for cfg in phase.rules:
+            if isinstance(cfg, EarlyWarning):
+                for limit in cfg.limits:
+                    warnings[limit] = tuple(sorted(set(warnings.get(limit, ()) + tuple(cfg.at_pct))))
+        target_cfg = next((r for r in phase.rules if isinstance(r, ProfitTarget)), None)
+        self.target: ProfitTargetRule | None = (
+            ProfitTargetRule(target_cfg, initial=self.initial) if target_cfg is not None else None
+        )
+
+        rules: list[CompiledRule] = []
+        levels = counts = warn_bit = 0
+        for cfg in phase.rules:
+            rule: CompiledRule | None
+            if isinstance(cfg, DailyLoss):
+                at = warnings.get("daily_loss", ())
+                rule = DailyLossRule(cfg, slot=levels, initial=self.initial, warn_at=at, warn_bit=warn_bit)
+                levels += 1
+                warn_bit += len(at)
+            elif isinstance(cfg, MaxLoss):
+                at = warnings.get("max_loss", ())
+                rule = MaxLossRule(
+                    cfg,
+                    slot=levels,
+                    initial=self.initial,
+                    target_balance=self.target.target_balance if self.target else None,
+                    warn_at=at,
+                    warn_bit=warn_bit,
+                )
+                levels += 1
+                warn_bit += len(at)
+            elif isinstance(cfg, PerTradeLoss):
+                rule = PerTradeLossRule(cfg, initial=self.initial)
+            elif isinstance(cfg, ProfitTarget):
+                rule = self.target
+            elif isinstance(cfg, MinTradingDays):
+                rule = MinTradingDaysRule(cfg, slot=counts, initial=self.initial)
+                counts += 1
+            elif isinstance(cfg, MaxDuration):
+                rule = MaxDurationRule(cfg)
+            elif isinstance(cfg, Inactivity):
+                rule = InactivityRule(cfg)
+            elif isinstance(cfg, Consistency):
+                rule = ConsistencyRule(cfg, initial=self.initial)
+            elif isinstance(cfg, MaxLots):
+                rule = MaxLotsRule(cfg)
+            elif isinstance(cfg, MaxOpenPositions):
+                rule = MaxOpenPositionsRule(cfg)
+            elif isinstance(cfg, MaxTradesPerDay):
+                rule = MaxTradesPerDayRule(cfg)
+            elif isinstance(cfg, StopLossRequired):
+                rule = StopLossRequiredRule(cfg)
+            elif isinstance(cfg, Hedging):
+                rule = HedgingRule(cfg)
+            elif isinstance(cfg, MinHoldingTime):
+                rule = MinHoldingTimeRule(cfg, slot=counts)
+                counts += 2
+            elif isinstance(cfg, LotEscalation):
+                rule = LotEscalationRule(cfg)
+            elif isinstance(cfg, NewsWindow):
+                rule = NewsRule(cfg)
+            elif isinstance(cfg, WeekendHolding):
+                rule = WeekendHoldingRule(cfg)
+            elif isinstance(cfg, OvernightHolding):
+                rule = OvernightHoldingRule(cfg)
+            elif isinstance(cfg, TradingHours):
+                rule = TradingHoursRule(cfg)
+            elif isinstance(cfg, EarlyWarning):
+                rule = None  # folded into the limits above
+            else:  # pragma: no cover - the union is exhaustive
+                raise TypeError(f"unknown rule {cfg!r}")
+            if rule is not None:
+                rules.append(rule)
+        if warn_bit > 62:
+            raise ValueError(f"phase {phase.name}: too many early-warning thresholds")
+
+        # A fixed evaluation order that does not depend on the order rules are written in the pack.
+        rules.sort(key=lambda r: (r.kind, r.rule_id))
+        self.rules = rules
+        self.n_levels, self.n_counts = levels, counts
+        self.limits = [r for r in rules if isinstance(r, (DailyLossRule, MaxLossRule))]
+        self.hook = {
+            hook: [r for r in rules if _overrides(r, hook)]
+            for hook in (
+                "on_phase_start",
+                "on_open",
+                "on_close",
+                "on_day_end",
+                "on_day_start",
+                "on_balance",
+                "on_equity",
+                "watch",
+                "deadline",
+            )
+        }
+        self.minimums = [r for r in rules if isinstance(r, MinTradingDaysRule)]
+        self.blockers = [r for r in rules if _overrides(r, "blocker")]
+        self.news_rules = [r for r in rules if isinstance(r, NewsRule)]
+        self.weekend = next((r for r in rules if isinstance(r, WeekendHoldingRule)), None)
+        self.keep_recent = (
+            dt.timedelta(seconds=max(r.cfg.before_s + r.cfg.after_s for r in self.news_rules))
+            if self.news_rules
+            else None
+        )
+
+    # ------------------------------------------------------------------ state lifecycle
+    def new_state(self, account: str) -> AccountState:
+        st = AccountState(
+            account=account,
+            phase=self.name,
+            phase_index=self.index,
+            status="active",
+            balance=self.initial,
+            equity=self.initial,
+            day_start_balance=self.initial,
+            day_start_equity=self.initial,
+            levels=[NEG_INFINITY] * self.n_levels,
+            peaks=[self.initial] * self.n_levels,
+            counts=[0] * self.n_counts,
+            low_watch=INFINITY,  # the first event always takes the full path
+        )
+        for rule in self.hook["on_phase_start"]:
+            rule.on_phase_start(st)
+        return st
+
+    def _begin(self, st: AccountState, ts: dt.datetime, ctx: Ctx) -> None:
+        st.phase_start = ts
+        if self.weekend is not None:
+            st.next_weekend = self.weekend.next_start(ts)
+        self._start_day(st, ts, ctx)
+
+    def _start_day(self, st: AccountState, ts: dt.datetime, ctx: Ctx) -> None:
+        st.trading_day, st.day_start_at, st.day_end_at = self.calendar.session(ts)
+        st.day_start_balance = st.balance
+        st.day_start_equity = st.equity
+        st.day_profit = Decimal(0)
+        st.trades_today = 0
+        st.opened_today = False
+        st.warned = 0
+        if st.status == "paused":
+            st.status = "active"
+            st.paused_until = None
+        for rule in self.hook["on_day_start"]:
+            rule.on_day_start(st, ctx)
+
+    def _end_day(self, st: AccountState, ctx: Ctx) -> None:
+        for rule in self.hook["on_day_end"]:
+            rule.on_day_end(st, ctx)
+        if st.day_profit > st.best_day_profit:
+            st.best_day_profit = st.day_profit
+
+    def advance(self, st: AccountState, ts: dt.datetime, ctx: Ctx) -> None:
+        """Handle every deadline at or before ``ts``, earliest first (rollovers, weekend, duration…)."""
+        while st.next_deadline <= ts and st.status in LIVE and not ctx.breached:
+            when = st.next_deadline
+            if when == st.day_end_at:
+                self._end_day(st, ctx)
+                if st.status not in LIVE:
+                    break
+                # Straight to the trading day that holds ts: days without events change nothing else.
+                self._start_day(st, max(ts, when), ctx)
+                self.check_limits(st, ctx)  # a carried floating loss can breach the new day's floor
+            else:
+                for rule in self.hook["deadline"]:
+                    if rule.deadline(st) == when:
+                        rule.on_deadline(st, when, ctx)
+                        if ctx.breached:
+                            break
+            self.refresh_deadline(st)
+
+    # ------------------------------------------------------------------ events
+    def apply(self, st: AccountState, ev: Any, ctx: Ctx) -> None:
+        """Apply one account event to ``st`` in place, appending decisions to ``ctx``."""
+        ts = ev.ts
+        if st.phase_start is None:
+            self._begin(st, ts, ctx)
+            self.refresh_deadline(st)
+        elif ts >= st.next_deadline:
+            self.advance(st, ts, ctx)
+        if st.status not in LIVE:
+            st.last_ts = ts
+            self.refresh_watch(st)
+            return
+        cls = type(ev)
+        if cls is Equity:
+            self._equity(st, ev, ctx)
+        elif cls is TradeOpened:
+            self._open(st, ev, ctx)
+        elif cls is TradeClosed:
+            self._close(st, ev, ctx)
+        elif cls is Balance:
+            st.balance += ev.amount
+            st.equity += ev.amount
+            self._balance_moved(st, ctx)
+            self._equity_moved(st, ctx)
+        elif cls is Session:
+            pass  # logins matter to the abuse analytics, not to the rules
+        if not ctx.breached:
+            self.check_limits(st, ctx)
+        if not ctx.breached and st.status == "active" and self.target is not None:
+            self.check_pass(st, ctx)
+        st.last_ts = ts
+        self.refresh_deadline(st)
+        self.refresh_watch(st)
+
+    def on_clock(self, st: AccountState, ts: dt.datetime, ctx: Ctx) -> None:
+        if st.phase_start is None or st.status not in LIVE:
+            return
+        if ts >= st.next_deadline:
+            self.advance(st, ts, ctx)
+            if not ctx.breached and st.status == "active" and self.target is not None:
+                self.check_pass(st, ctx)
+            self.refresh_deadline(st)
+            self.refresh_watch(st)
+        if st.last_ts is None or ts > st.last_ts:
+            st.last_ts = ts
+
+    def on_news(self, st: AccountState, entry: NewsEntry, ctx: Ctx) -> None:
+        if st.status not in LIVE or not st.recent:
+            return
+        for rule in self.news_rules:
+            rule.on_news(st, entry, ctx)
+        if not ctx.breached and st.status == "active" and self.target is not None:
+            self.check_pass(st, ctx)
+        self.refresh_watch(st)
+
+    def _equity(self, st: AccountState, ev: Equity, ctx: Ctx) -> None:
+        if ev.balance != st.balance:
+            st.balance = ev.balance  # the broker's figures are the truth
+            self._balance_moved(st, ctx)
+        st.equity = ev.equity
+        self._equity_moved(st, ctx)
+
+    def _balance_moved(self, st: AccountState, ctx: Ctx) -> None:
+        for rule in self.hook["on_balance"]:
+            rule.on_balance(st, ctx)
+
+    def _equity_moved(self, st: AccountState, ctx: Ctx) -> None:
+        for rule in self.hook["on_equity"]:
+            rule.on_equity(st, ctx)
+
+    def _remember(self, st: AccountState, action: RecentAction) -> None:
+        if self.keep_recent is None:
+            return
+        horizon = action.ts - self.keep_recent
+        st.recent = [a for a in st.recent if a.ts >= horizon] + [action]
+
+    def _open(self, st: AccountState, ev: TradeOpened, ctx: Ctx) -> None:
+        if st.status == "paused":
+            ctx.decide(
+                st,
+                "violation",
+                "pause",
+                f"position {ev.position} was opened while trading is paused until "
+                f"{st.paused_until:%Y-%m-%d %H:%M} UTC",
+                position=ev.position,
+            )
+        position = Position(
+            symbol=ev.symbol,
+            side=ev.side,
+            lots=ev.lots,
+            opened_lots=ev.lots,
+            opened_at=ev.ts,
+            price=ev.price,
+            sl=ev.sl,
+        )
+        st.positions = {**st.positions, ev.position: position}
+        st.trades_today += 1
+        if not st.opened_today:
+            st.opened_today = True
+            st.active_days += 1
+        st.last_trade_at = ev.ts
+        self._remember(st, RecentAction(ts=ev.ts, action="open", position=ev.position, symbol=ev.symbol))
+        for rule in self.hook["on_open"]:
+            rule.on_open(st, ev, ctx)
+            if ctx.breached:
+                return
+
+    def _close(self, st: AccountState, ev: TradeClosed, ctx: Ctx) -> None:
+        net = ev.profit + ev.commission + ev.swap
+        st.balance += net
+        st.day_profit += net
+        st.last_trade_at = ev.ts
+        pos = st.positions.get(ev.position)
+        if pos is not None:
+            before = pos.realised
+            remaining = pos.lots - ev.lots
+            if remaining < 0:
+                remaining = Decimal(0)
+            pos = msgspec.structs.replace(pos, lots=remaining, realised=before + net)
+            positions = dict(st.positions)
+            if remaining > 0:
+                positions[ev.position] = pos
+            else:
+                del positions[ev.position]
+            st.positions = positions
+        if not st.positions:
+            st.equity = st.balance  # flat: nothing floats
+        self._balance_moved(st, ctx)
+        self._equity_moved(st, ctx)
+        if pos is None:
+            return  # opened before propcrm saw the account: the balance counts, per-position rules cannot
+        self._remember(
+            st, RecentAction(ts=ev.ts, action="close", position=ev.position, symbol=pos.symbol, net=net)
+        )
+        for rule in self.hook["on_close"]:
+            rule.on_close(st, ev, pos, before, ctx)
+            if ctx.breached:
+                return
+
+    # ------------------------------------------------------------------ checks
+    def check_limits(self, st: AccountState, ctx: Ctx) -> None:
+        for rule in self.limits:
+            rule.check(st, ctx)
+
+    def check_pass(self, st: AccountState, ctx: Ctx) -> None:
+        target = self.target
+        assert target is not None
+        if not target.met(st) or not all(m.met(st) for m in self.minimums):
+            return
+        held = [(rule, found) for rule in self.blockers if (found := rule.blocker(st)) is not None]
+        if held:
+            key = " | ".join(message for _, (message, _) in held)
+            if key != st.blocked_key:
+                st.blocked_key = key
+                for rule, (message, numbers) in held:
+                    ctx.decide(st, "blocked", rule.rule_id, f"target met but {message}", **numbers)
+            return
+        st.status = "passed"
+        met = [target.describe(st)] + [m.describe(st) for m in self.minimums]
+        ctx.decide(
+            st,
+            "phase_passed",
+            target.rule_id,
+            f"{self.name} passed: {'; '.join(met)}"
+            + (f"; next: {self.next_phase}" if self.next_phase else ""),
+            value=target.measured(st),
+            threshold=target.target_balance,
+            comparator="at_or_above",
+            next_phase=self.next_phase,
+            trading_days=st.active_days,
+        )
+
+    def refresh_deadline(self, st: AccountState) -> None:
+        deadline = st.day_end_at
+        for rule in self.hook["deadline"]:
+            when = rule.deadline(st)
+            if when is not None and when < deadline:
+                deadline = when
+        st.next_deadline = deadline if st.status in LIVE else FAR_FUTURE
+
+    def refresh_watch(self, st: AccountState) -> None:
+        """Recompute the equity band inside which an equity update cannot change anything."""
+        if st.status not in LIVE:
+            st.low_watch, st.high_watch = INFINITY, NEG_INFINITY
+            return
+        low, high = NEG_INFINITY, INFINITY
+        for rule in self.hook["watch"]:
+            rule_low, rule_high = rule.watch(st)
+            if rule_low is not None and rule_low > low:
+                low = rule_low
+            if rule_high is not None and rule_high < high:
+                high = rule_high
+        st.low_watch, st.high_watch = low, high
+
+    # ------------------------------------------------------------------ reading
+    def summary(self, st: AccountState) -> dict[str, Any]:
+        """Limits and progress in numbers, for dashboards and reports."""
+        out: dict[str, Any] = {
+            "account": st.account,
+            "phase": st.phase,
+            "status": st.status,
+            "balance": st.balance,
+            "equity": st.equity,
+            "trading_days": st.active_days,
+        }
+        for rule in self.limits:
+            level = st.levels[rule.slot]
+            out[rule.rule_id] = {"level": level, "distance": st.equity - level}
+        if self.target is not None:
+            out["target"] = {"balance": self.target.target_balance, "progress": self.target.measured(st)}
+        return out
+
+
+class CompiledPack:
+    def __init__(self, pack: RulePack) -> None:
+        self.pack = pack
+        self.id = pack.id
+        self.version = pack.version
+        self.hash = content_hash(pack)
+        self.calendar = TradingCalendar(pack.timezone, parse_hhmm(pack.day_start))
+        self.phases = [PhaseProgram(pack, i, self.calendar) for i in range(len(pack.phases))]
+        self.by_name = {p.name: p for p in self.phases}
+
+    def phase(self, name: str | None) -> PhaseProgram:
+        if name is None:
+            return self.phases[0]
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise KeyError(
+                f"pack {self.id} v{self.version} has no phase {name!r} (phases: {', '.join(self.by_name)})"
+            ) from None
+
+    def describe(self) -> str:
+        return f"{self.id} v{self.version} ({self.hash[:19]}…)"
+
+
+def compile_pack(pack: RulePack) -> CompiledPack:
+    return CompiledPack(pack)
+
+
+__all__ = ["CompiledPack", "PhaseProgram", "compile_pack", "fmt"]

@@ -1,0 +1,1 @@
+"""Compiled rules, grouped by what they judge: limits, progress, exposure, schedule."""

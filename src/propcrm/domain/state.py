@@ -1,0 +1,89 @@
+"""An account's evaluation state: everything the rules need to decide the next event, and no more.
+
+A plain msgspec struct: compact (no ``__dict__``), fast to copy (the engine copies it before a
+non-trivial event so an event is applied whole or not at all) and serialisable for snapshots.
+Money fields are Decimal. ``low_watch``/``high_watch``/``next_deadline`` are derived caches that let an
+equity update inside the band skip every rule (see ``engine.evaluate``); they are recomputed whenever
+anything they depend on changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Literal
+
+import msgspec
+
+Status = Literal["active", "paused", "breached", "passed"]
+
+FAR_FUTURE = dt.datetime(9999, 12, 31, tzinfo=dt.timezone.utc)
+
+
+class Position(msgspec.Struct, gc=False):
+    symbol: str
+    side: str
+    lots: Decimal
+    opened_lots: Decimal
+    opened_at: dt.datetime
+    price: Decimal
+    sl: Decimal | None = None
+    realised: Decimal = Decimal(0)
+    in_news: bool = False
+
+
+class RecentAction(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """A trade action kept for ``before_s`` seconds, to judge news published after the fact."""
+
+    ts: dt.datetime
+    action: str  # "open" | "close"
+    position: str
+    symbol: str
+    net: Decimal | None = None
+
+
+class AccountState(msgspec.Struct, gc=False, omit_defaults=True):
+    account: str
+    phase: str
+    phase_index: int
+    status: Status
+    balance: Decimal
+    equity: Decimal
+    phase_start: dt.datetime | None = None
+    last_ts: dt.datetime | None = None
+    # trading day
+    trading_day: dt.date | None = None
+    day_start_at: dt.datetime | None = None
+    day_end_at: dt.datetime = FAR_FUTURE
+    day_start_balance: Decimal = Decimal(0)
+    day_start_equity: Decimal = Decimal(0)
+    day_profit: Decimal = Decimal(0)
+    best_day_profit: Decimal = Decimal(0)
+    trades_today: int = 0
+    opened_today: bool = False
+    active_days: int = 0
+    # per-rule slots (indices are assigned when the phase is compiled)
+    levels: list[Decimal] = []
+    peaks: list[Decimal] = []
+    counts: list[int] = []
+    warned: int = 0
+    # positions and history
+    positions: dict[str, Position] = {}
+    last_trade_at: dt.datetime | None = None
+    last_loss_lots: Decimal | None = None
+    closed_positions: int = 0
+    short_holds: int = 0
+    deductions: Decimal = Decimal(0)
+    recent: list[RecentAction] = []
+    # deadlines
+    next_weekend: dt.datetime = FAR_FUTURE
+    next_deadline: dt.datetime = FAR_FUTURE
+    paused_until: dt.datetime | None = None
+    blocked_key: str | None = None
+    # fast-path band
+    low_watch: Decimal = Decimal(0)
+    high_watch: Decimal = Decimal("Infinity")
+
+    @property
+    def open_lots(self) -> Decimal:
+        return sum((p.lots for p in self.positions.values()), Decimal(0))

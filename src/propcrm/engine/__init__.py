@@ -1,0 +1,1 @@
+"""Applying events to account states in order: the pure step, the multi-account engine, replay and what-if."""

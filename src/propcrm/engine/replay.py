@@ -1,0 +1,139 @@
+"""``propcrm replay`` and ``propcrm whatif``: one history, one or two rule packs, exact decisions."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from ..domain.decisions import ENCODER, Decision
+from ..domain.events import Rejected
+from ..domain.program import CompiledPack
+from .ndjson import iter_file
+from .runner import Engine
+
+
+@dataclass
+class ReplayRun:
+    engine: Engine
+    malformed: list[Rejected] = field(default_factory=list)
+    seconds: float = 0.0
+    decisions: int = 0
+
+    @property
+    def rejected(self) -> list[Rejected]:
+        return sorted(self.malformed + self.engine.rejected, key=lambda r: (r.line or 0, r.id or ""))
+
+
+def replay(
+    pack: CompiledPack,
+    events: str | Path,
+    *,
+    phase: str | None = None,
+    sink: Callable[[bytes], object] | None = None,
+) -> ReplayRun:
+    """Replay an NDJSON file through one pack; every decision goes to ``sink`` as an NDJSON line."""
+    engine = Engine(pack, phase=phase)
+    run = ReplayRun(engine)
+    started = time.perf_counter()
+    encode = ENCODER.encode
+    for batch, lines, malformed in iter_file(events):
+        run.malformed.extend(malformed)
+        decisions = engine.feed(batch, lines)
+        run.decisions += len(decisions)
+        if sink is not None and decisions:
+            sink(b"".join(encode(d) + b"\n" for d in decisions))
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    status: str  # breached | passed | paused | active
+    rule: str | None = None
+    at: str | None = None
+
+    def label(self) -> str:
+        if self.status == "breached":
+            return f"breached ({self.rule})"
+        return self.status
+
+
+def outcomes(engine: Engine, decisions: list[Decision]) -> dict[str, Outcome]:
+    ends: dict[str, Decision] = {}
+    for d in decisions:
+        if d.kind in ("breach", "phase_passed") and d.account not in ends:
+            ends[d.account] = d
+    result = {}
+    for account, st in engine.states.items():
+        end = ends.get(account)
+        if end is not None:
+            result[account] = Outcome(st.status, end.rule, end.ts.isoformat())
+        else:
+            result[account] = Outcome(st.status)
+    return result
+
+
+@dataclass
+class WhatIf:
+    labels: tuple[str, str]
+    outcomes: tuple[dict[str, Outcome], dict[str, Outcome]]
+    decisions: tuple[Counter, Counter]
+    malformed: list[Rejected]
+    seconds: float
+
+    def rates(self, side: int) -> dict[str, float]:
+        outs = self.outcomes[side]
+        total = len(outs) or 1
+        return {
+            "accounts": len(outs),
+            "pass_rate": sum(o.status == "passed" for o in outs.values()) / total,
+            "breach_rate": sum(o.status == "breached" for o in outs.values()) / total,
+        }
+
+    def breaches_by_rule(self, side: int) -> Counter:
+        return Counter(o.rule for o in self.outcomes[side].values() if o.status == "breached")
+
+    def differences(self) -> list[tuple[str, Outcome, Outcome]]:
+        a, b = self.outcomes
+        return [(acc, a[acc], b[acc]) for acc in sorted(a) if acc in b and a[acc].label() != b[acc].label()]
+
+    def changes(self) -> Counter:
+        """How outcomes moved from A to B, e.g. ``('passed', 'breached (daily_loss)'): 3``."""
+        return Counter((oa.label(), ob.label()) for _, oa, ob in self.differences())
+
+    def to_dict(self) -> dict:
+        return {
+            "packs": list(self.labels),
+            "a": {**self.rates(0), "breaches_by_rule": dict(self.breaches_by_rule(0))},
+            "b": {**self.rates(1), "breaches_by_rule": dict(self.breaches_by_rule(1))},
+            "changes": [{"from": k[0], "to": k[1], "accounts": v} for k, v in sorted(self.changes().items())],
+            "differences": [
+                {"account": acc, "a": oa.label(), "b": ob.label(), "a_at": oa.at, "b_at": ob.at}
+                for acc, oa, ob in self.differences()
+            ],
+            "rejected_lines": len(self.malformed),
+        }
+
+
+def whatif(a: CompiledPack, b: CompiledPack, events: str | Path, *, phase: str | None = None) -> WhatIf:
+    """Replay one history under two packs (decoding it once) and compare the outcomes."""
+    engines = (Engine(a, phase=phase), Engine(b, phase=phase))
+    collected: tuple[list[Decision], list[Decision]] = ([], [])
+    malformed: list[Rejected] = []
+    started = time.perf_counter()
+    for batch, lines, bad in iter_file(events):
+        malformed.extend(bad)
+        for engine, sink in zip(engines, collected):
+            sink.extend(engine.feed(batch, lines))
+    seconds = time.perf_counter() - started
+    return WhatIf(
+        labels=(a.describe(), b.describe()),
+        outcomes=(outcomes(engines[0], collected[0]), outcomes(engines[1], collected[1])),
+        decisions=(engines[0].stats.decisions, engines[1].stats.decisions),
+        malformed=malformed,
+        seconds=seconds,
+    )

@@ -1,0 +1,255 @@
+"""Applying a stream of events to many accounts, in order, exactly once.
+
+The :class:`Engine` owns the account states, the market context and the set of applied event ids.
+It rejects (and reports) duplicates and events older than the last one applied to their account,
+fans ``clock`` and ``news`` events out to the accounts they concern, and never lets one bad event
+stop the rest: an event that fails to apply leaves its account exactly as it was and is reported.
+It is the same code whether it runs in ``propcrm replay``, in the service's worker or in a
+partitioned worker on a bus: it knows nothing about where events come from.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgspec
+
+from ..domain.decisions import Decision
+from ..domain.events import ACCOUNT_EVENTS, Clock, Equity, News, Price, Rejected
+from ..domain.market import Market, NewsEntry
+from ..domain.program import CompiledPack, PhaseProgram
+from ..domain.rules.base import Ctx
+from ..domain.state import AccountState
+from .evaluate import apply, copy_state
+
+_ACCOUNT_EVENTS = frozenset(ACCOUNT_EVENTS)
+
+ProgramFor = Callable[[str], PhaseProgram | None]
+
+
+class Stats(msgspec.Struct):
+    events: int = 0
+    applied: int = 0
+    fast_path: int = 0
+    duplicates: int = 0
+    out_of_order: int = 0
+    unknown_account: int = 0
+    after_end: int = 0
+    failed: int = 0
+    decisions: Counter = msgspec.field(default_factory=Counter)
+    by_rule: Counter = msgspec.field(default_factory=Counter)
+
+
+class Snapshot(msgspec.Struct):
+    """Everything an engine needs to continue exactly where it stopped."""
+
+    states: list[AccountState]
+    market: Market
+    seen: list[str]
+    last_clock: dt.datetime | None
+
+
+class Engine:
+    def __init__(self, program_for: ProgramFor | CompiledPack, *, phase: str | None = None) -> None:
+        if isinstance(program_for, CompiledPack):
+            program = program_for.phase(phase)
+            self.program_for: ProgramFor = lambda _account: program
+        else:
+            self.program_for = program_for
+        self.states: dict[str, AccountState] = {}
+        self.programs: dict[str, PhaseProgram] = {}
+        self.market = Market()
+        self.seen: set[str] = set()
+        self.last_clock: dt.datetime | None = None
+        self.stats = Stats()
+        self.rejected: list[Rejected] = []
+
+    # ------------------------------------------------------------------ state
+    def state(self, account: str) -> AccountState | None:
+        return self.states.get(account)
+
+    def _open_account(self, account: str) -> AccountState | None:
+        program = self.program_for(account)
+        if program is None:
+            return None
+        st = program.new_state(account)
+        self.states[account] = st
+        self.programs[account] = program
+        return st
+
+    def snapshot(self) -> bytes:
+        return msgspec.msgpack.encode(
+            Snapshot(
+                states=list(self.states.values()),
+                market=self.market,
+                seen=sorted(self.seen),
+                last_clock=self.last_clock,
+            )
+        )
+
+    def restore(self, blob: bytes) -> None:
+        snap = msgspec.msgpack.decode(blob, type=Snapshot)
+        self.states = {}
+        self.programs = {}
+        for st in snap.states:
+            program = self.program_for(st.account)
+            if program is None or program.name != st.phase:
+                raise ValueError(f"snapshot account {st.account}: no program for phase {st.phase}")
+            self.states[st.account] = st
+            self.programs[st.account] = program
+        self.market = snap.market
+        self.seen = set(snap.seen)
+        self.last_clock = snap.last_clock
+
+    # ------------------------------------------------------------------ events
+    def _reject(self, ev: Any, kind: str, reason: str, line: int | None) -> None:
+        self.rejected.append(
+            Rejected(line=line, reason=reason, id=ev.id, account=getattr(ev, "account", None), kind=kind)  # type: ignore[arg-type]
+        )
+
+    def feed(self, events: Iterable[Any], lines: Iterable[int] | None = None) -> list[Decision]:
+        """Apply events in order; returns the decisions they caused, in order."""
+        out: list[Decision] = []
+        states = self.states
+        programs = self.programs
+        seen = self.seen
+        market = self.market
+        stats = self.stats
+        line_iter = iter(lines) if lines is not None else None
+        count = 0
+        fast = 0
+        for ev in events:
+            count += 1
+            line = next(line_iter) if line_iter is not None else None
+            before = len(seen)
+            seen.add(ev.id)
+            if len(seen) == before:
+                stats.duplicates += 1
+                self._reject(ev, "duplicate", "event id already applied; ignored", line)
+                continue
+            cls = type(ev)
+            if cls in _ACCOUNT_EVENTS:
+                account = ev.account
+                st = states.get(account)
+                if st is None:
+                    st = self._open_account(account)
+                    if st is None:
+                        stats.unknown_account += 1
+                        seen.discard(ev.id)
+                        self._reject(ev, "unknown_account", f"no rule pack is bound to account {account!r}", line)
+                        continue
+                ts = ev.ts
+                last = st.last_ts
+                if last is not None and ts < last:
+                    stats.out_of_order += 1
+                    seen.discard(ev.id)
+                    self._reject(
+                        ev,
+                        "out_of_order",
+                        f"event time {ts.isoformat()} is before the last event applied to {account} "
+                        f"({last.isoformat()}); not applied",
+                        line,
+                    )
+                    continue
+                if cls is Equity:
+                    equity = ev.equity
+                    if ts < st.next_deadline and st.low_watch < equity < st.high_watch and ev.balance == st.balance:
+                        st.equity = equity
+                        st.last_ts = ts
+                        fast += 1
+                        continue
+                program = programs[account]
+                if st.status != "active" and st.status != "paused":
+                    stats.after_end += 1
+                    st.last_ts = ts
+                    continue
+                try:
+                    new, decisions = apply(st, ev, program, market)
+                except Exception as exc:  # noqa: BLE001 - one bad event must not stop the others
+                    stats.failed += 1
+                    seen.discard(ev.id)
+                    self._reject(ev, "internal", f"not applied: {type(exc).__name__}: {exc}", line)
+                    continue
+                states[account] = new
+                if decisions:
+                    self._count(decisions)
+                    out.extend(decisions)
+            elif cls is Clock:
+                self._clock(ev, line, out)
+            elif cls is News:
+                self._news(ev, out)
+            elif cls is Price:
+                market.prices[ev.symbol] = (ev.ts, ev.bid, ev.ask)
+        stats.events += count
+        stats.fast_path += fast
+        stats.applied += count
+        return out
+
+    def _count(self, decisions: list[Decision]) -> None:
+        for d in decisions:
+            self.stats.decisions[d.kind] += 1
+            self.stats.by_rule[(d.kind, d.rule)] += 1
+
+    def _clock(self, ev: Clock, line: int | None, out: list[Decision]) -> None:
+        ts = ev.ts
+        if ev.account is not None:
+            targets = [ev.account] if ev.account in self.states else []
+        else:
+            if self.last_clock is not None and ts < self.last_clock:
+                self.stats.out_of_order += 1
+                self.seen.discard(ev.id)
+                self._reject(ev, "out_of_order", f"clock {ts.isoformat()} is before the last clock", line)
+                return
+            self.last_clock = ts
+            targets = sorted(self.states)
+        for account in targets:
+            st = self.states[account]
+            if st.last_ts is not None and ts <= st.last_ts:
+                continue
+            if st.status != "active" and st.status != "paused":
+                continue
+            program = self.programs[account]
+            if ts < st.next_deadline:
+                st.last_ts = ts
+                continue
+            new = copy_state(st)
+            ctx = Ctx(ev.id, ts, self.market)
+            try:
+                program.on_clock(new, ts, ctx)
+            except Exception as exc:  # noqa: BLE001
+                self.stats.failed += 1
+                self._reject(ev, "internal", f"clock not applied to {account}: {type(exc).__name__}: {exc}", line)
+                continue
+            self.states[account] = new
+            decisions = ctx.finish()
+            if decisions:
+                self._count(decisions)
+                out.extend(decisions)
+
+    def _news(self, ev: News, out: list[Decision]) -> None:
+        entry = NewsEntry(
+            ts=ev.ts,
+            title=ev.title,
+            impact=ev.impact,
+            currency=ev.currency.upper() if ev.currency else None,
+            symbols=tuple(ev.symbols) if ev.symbols else None,
+            event_id=ev.id,
+        )
+        if not self.market.add_news(entry):
+            return
+        for account in sorted(self.states):
+            st = self.states[account]
+            program = self.programs[account]
+            if not program.news_rules or not st.recent or st.status not in ("active", "paused"):
+                continue
+            new = copy_state(st)
+            ctx = Ctx(ev.id, ev.ts, self.market)
+            program.on_news(new, entry, ctx)
+            self.states[account] = new
+            decisions = ctx.finish()
+            if decisions:
+                self._count(decisions)
+                out.extend(decisions)
