@@ -44,6 +44,9 @@ class TradingCalendar:
             opened_on -= _DAY
             start = self._at(opened_on)
         end = self._at(opened_on + _DAY)
+        if end <= instant:  # the wall clock repeated an hour after today's day_start (fold=0) had passed
+            opened_on += _DAY
+            start, end = end, self._at(opened_on + _DAY)
         return opened_on + self._label_shift, start, end
 
     def _at(self, day: dt.date) -> dt.datetime:

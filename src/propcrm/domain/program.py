@@ -181,6 +181,7 @@ class PhaseProgram:
                 "deadline",
             )
         }
+        self.equity_trailers = [r for r in self.limits if isinstance(r, MaxLossRule) and r.trailing == "equity_intraday"]
         self.minimums = [r for r in rules if isinstance(r, MinTradingDaysRule)]
         self.blockers = [r for r in rules if _overrides(r, "blocker")]
         self.news_rules = [r for r in rules if isinstance(r, NewsRule)]
@@ -400,6 +401,8 @@ class PhaseProgram:
     def check_limits(self, st: AccountState, ctx: Ctx) -> None:
         for rule in self.limits:
             rule.check(st, ctx)
+            if ctx.breached:
+                return  # the account has failed: one breach, as everywhere else in an event
 
     def check_pass(self, st: AccountState, ctx: Ctx) -> None:
         target = self.target
@@ -440,7 +443,7 @@ class PhaseProgram:
     def refresh_watch(self, st: AccountState) -> None:
         """Recompute the equity band inside which an equity update cannot change anything."""
         if st.status not in LIVE:
-            st.low_watch, st.high_watch = INFINITY, NEG_INFINITY
+            st.low_watch, st.high_watch, st.peak_watch = INFINITY, NEG_INFINITY, INFINITY
             return
         low, high = NEG_INFINITY, INFINITY
         for rule in self.hook["watch"]:
@@ -449,7 +452,22 @@ class PhaseProgram:
                 low = rule_low
             if rule_high is not None and rule_high < high:
                 high = rule_high
-        st.low_watch, st.high_watch = low, high
+        peak = INFINITY
+        for rule in self.equity_trailers:
+            rule_peak = rule.trail_watch(st)
+            if rule_peak is not None and rule_peak < peak:
+                peak = rule_peak
+        st.low_watch, st.high_watch, st.peak_watch = low, high, peak
+
+    def raise_peak(self, st: AccountState) -> None:
+        """Equity rose above an intraday trailing peak (and stays inside the band): move the levels.
+
+        A new peak raises levels that stay below it, so no rule can decide anything: this is the
+        full evaluation of such an update, done in place.
+        """
+        for rule in self.equity_trailers:
+            rule.on_equity(st, None)  # type: ignore[arg-type]
+        self.refresh_watch(st)
 
     # ------------------------------------------------------------------ reading
     def summary(self, st: AccountState) -> dict[str, Any]:

@@ -44,8 +44,8 @@ def _check_pct(name: str, value: Decimal | None, *, allow_zero: bool = False) ->
         return
     low_ok = value >= _ZERO if allow_zero else value > _ZERO
     if not (value.is_finite() and low_ok and value <= _HUNDRED):
-        bound = "0" if allow_zero else "greater than 0"
-        raise ValueError(f"`{name}` must be a percentage from {bound} to 100, got {value}")
+        bound = "from 0 to 100" if allow_zero else "greater than 0 and at most 100"
+        raise ValueError(f"`{name}` must be a percentage {bound}, got {value}")
 
 
 def _check_zone(name: str, value: str) -> None:

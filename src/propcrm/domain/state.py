@@ -2,9 +2,9 @@
 
 A plain msgspec struct: compact (no ``__dict__``), fast to copy (the engine copies it before a
 non-trivial event so an event is applied whole or not at all) and serialisable for snapshots.
-Money fields are Decimal. ``low_watch``/``high_watch``/``next_deadline`` are derived caches that let an
-equity update inside the band skip every rule (see ``engine.evaluate``); they are recomputed whenever
-anything they depend on changes.
+Money fields are Decimal. ``low_watch``/``high_watch``/``peak_watch``/``next_deadline`` are derived
+caches that let an equity update inside the band skip every rule (see ``engine.runner``); they are
+recomputed whenever anything they depend on changes.
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ class AccountState(msgspec.Struct, gc=False, omit_defaults=True):
     # fast-path band
     low_watch: Decimal = Decimal(0)
     high_watch: Decimal = Decimal("Infinity")
+    peak_watch: Decimal = Decimal("Infinity")
 
     @property
     def open_lots(self) -> Decimal:

@@ -74,7 +74,10 @@ class Ctx:
             self.decide(st, "violation", rule, message, **kw)
 
     def finish(self) -> list[Decision]:
+        """The event's decisions in their deterministic order; a breach supersedes pause, warning and pass."""
         decisions = self.decisions
+        if self.breached and len(decisions) > 1:
+            decisions = [d for d in decisions if d.kind in ("breach", "violation")]
         if len(decisions) > 1:
             decisions.sort(key=Decision.sort_key)
         return decisions

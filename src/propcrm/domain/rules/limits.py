@@ -32,55 +32,59 @@ _TRAIL_WORDS = {
 
 
 class _Limit(CompiledRule):
-    """Shared by daily and max loss: a level, a comparator, warnings below the room."""
+    """Shared by daily and max loss: a level, a comparator, warnings inside the room above the level.
+
+    The room is the amount between the reference (day-start base, or the trailing peak) and the
+    level; a warning at p % fires when equity has used p % of it.
+    """
 
     slot: int
     touch: bool
-    warn_at: tuple[Decimal, ...]
-    warn_bit: int
+    warn: tuple[tuple[int, Decimal, Decimal], ...] = ()  # (bit mask, pct, share of the room left)
 
-    def room(self, st: AccountState) -> Decimal:  # the amount between reference and level
+    def _warnings(self, warn_at: tuple[Decimal, ...], warn_bit: int) -> None:
+        # ascending thresholds: the first one not yet fired has the highest warning level
+        self.warn = tuple(
+            (1 << (warn_bit + i), pct, (HUNDRED - pct) / HUNDRED) for i, pct in enumerate(sorted(warn_at))
+        )
+
+    def room(self, st: AccountState) -> Decimal:
         raise NotImplementedError
 
     def hit(self, equity: Decimal, level: Decimal) -> bool:
         return equity <= level if self.touch else equity < level
 
-    def warning_levels(self, st: AccountState) -> list[tuple[int, Decimal, Decimal]]:
-        level = st.levels[self.slot]
-        room = self.room(st)
-        return [
-            (self.warn_bit + i, pct, level + room * (HUNDRED - pct) / HUNDRED) for i, pct in enumerate(self.warn_at)
-        ]
-
     def check_warnings(self, st: AccountState, ctx: Ctx, name: str) -> None:
         equity = st.equity
-        for bit, pct, warn_level in self.warning_levels(st):
-            mask = 1 << bit
+        level = st.levels[self.slot]
+        room = self.room(st)
+        for mask, pct, left in self.warn:
+            warn_level = level + room * left
             if st.warned & mask or equity > warn_level:
                 continue
             st.warned |= mask
-            used = (self.room(st) - (equity - st.levels[self.slot])) * HUNDRED / self.room(st)
+            used = (room - (equity - level)) * HUNDRED / room
             ctx.decide(
                 st,
                 "warning",
                 self.rule_id,
                 f"equity {fmt(equity)} has used {fmt_pct(used.quantize(Decimal('0.1')))} of the {name} room "
-                f"{fmt(self.room(st))} (warning at {fmt_pct(pct)}; the level is {fmt(st.levels[self.slot])})",
+                f"{fmt(room)} (warning at {fmt_pct(pct)}; the level is {fmt(level)})",
                 value=equity,
                 threshold=warn_level,
                 comparator="at_or_below",
                 usage_pct=used.quantize(Decimal("0.01")),
                 warn_at_pct=pct,
-                level=st.levels[self.slot],
+                level=level,
             )
 
     def low_watch(self, st: AccountState) -> Decimal:
         level = st.levels[self.slot]
-        watch = level
-        for bit, _pct, warn_level in self.warning_levels(st) if self.warn_at else ():
-            if not st.warned & (1 << bit) and warn_level > watch:
-                watch = warn_level
-        return watch
+        warned = st.warned
+        for mask, _pct, left in self.warn:
+            if not warned & mask:
+                return level + self.room(st) * left
+        return level
 
 
 class DailyLossRule(_Limit):
@@ -93,8 +97,7 @@ class DailyLossRule(_Limit):
         self.initial = initial
         self.touch = cfg.comparator == "at_or_below"
         self.pause = cfg.on_breach == "pause"
-        self.warn_at = warn_at
-        self.warn_bit = warn_bit
+        self._warnings(warn_at, warn_bit)
 
     def base_value(self, st: AccountState) -> Decimal:
         base = self.cfg.base
@@ -107,10 +110,11 @@ class DailyLossRule(_Limit):
         return self.initial
 
     def room(self, st: AccountState) -> Decimal:
-        return self.cfg.amount.resolve(initial=self.initial, base=self.base_value(st))
+        return st.peaks[self.slot] - st.levels[self.slot]  # the day's base is kept in peaks[slot]
 
     def on_day_start(self, st: AccountState, ctx: Ctx) -> None:
         base = self.base_value(st)
+        st.peaks[self.slot] = base
         st.levels[self.slot] = base - self.cfg.amount.resolve(initial=self.initial, base=base)
 
     def derivation(self, st: AccountState) -> str:
@@ -161,7 +165,7 @@ class DailyLossRule(_Limit):
                 )
             else:
                 ctx.breach(st, self.rule_id, message, **numbers)
-        elif self.warn_at:
+        elif self.warn:
             self.check_warnings(st, ctx, "daily loss")
 
     def watch(self, st: AccountState) -> tuple[Decimal | None, Decimal | None]:
@@ -190,8 +194,7 @@ class MaxLossRule(_Limit):
         self.amount = cfg.amount.resolve(initial=initial)
         self.touch = cfg.comparator == "at_or_below"
         self.trailing = cfg.trailing
-        self.warn_at = warn_at
-        self.warn_bit = warn_bit
+        self._warnings(warn_at, warn_bit)
         lock = cfg.lock
         if lock is None:
             self.cap: Decimal | None = None
@@ -271,14 +274,17 @@ class MaxLossRule(_Limit):
                 amount=self.amount,
                 locked=self.locked(st) if self.cap is not None else None,
             )
-        elif self.warn_at:
+        elif self.warn:
             self.check_warnings(st, ctx, "max loss")
 
     def watch(self, st: AccountState) -> tuple[Decimal | None, Decimal | None]:
-        high = None
+        return self.low_watch(st), None
+
+    def trail_watch(self, st: AccountState) -> Decimal | None:
+        """Equity above this moves the level (a new intraday peak); it can never cause a decision."""
         if self.trailing == "equity_intraday" and not self.locked(st):
-            high = st.peaks[self.slot]
-        return self.low_watch(st), high
+            return st.peaks[self.slot]
+        return None
 
 
 class PerTradeLossRule(CompiledRule):
@@ -295,16 +301,16 @@ class PerTradeLossRule(CompiledRule):
         loss = -pos.realised
         if loss > limit >= -before:
             derivation = (
-                f"{fmt_pct(self.cfg.amount.pct_initial)} of initial {fmt(self.initial)}"
+                f" = {fmt_pct(self.cfg.amount.pct_initial)} of initial {fmt(self.initial)}"
                 if self.cfg.amount.pct_initial is not None
-                else "the per-trade limit"
+                else ""
             )
             ctx.offence(
                 st,
                 self.rule_id,
                 self.cfg.action,
                 f"position {ev.position} ({pos.symbol}) lost {fmt(loss)} after costs, more than the per-trade "
-                f"limit {fmt(limit)} = {derivation}",
+                f"limit {fmt(limit)}{derivation}",
                 value=loss,
                 threshold=limit,
                 comparator="above",

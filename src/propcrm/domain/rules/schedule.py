@@ -88,6 +88,13 @@ class NewsRule(CompiledRule):
                 return
             deducted = net * (1 - self.kept_share)
             st.deductions += deducted
+            # A close's profit is deducted once: news published later must not deduct it again.
+            st.recent = [
+                msgspec.structs.replace(a, net=Decimal(0))
+                if a.action == "close" and a.position == position and a.ts == when and a.net == net
+                else a
+                for a in st.recent
+            ]
             where = (
                 f"closed {when:%H:%M:%S} UTC inside {self._window(entry)}"
                 if entry is not None
