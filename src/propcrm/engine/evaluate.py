@@ -1,11 +1,13 @@
 """The pure core: ``apply(state, event, program, market) -> (state', decisions)``.
 
-No clock, no I/O: time comes from the event. ``apply`` never changes the state it is given. The
-engine's hot loop uses :func:`step`, which is the same function with two shortcuts that do not change
-any result: an equity update that stays inside the state's watch band (above every floor and
-warning level, below every trailing peak and equity target, before the next deadline, with the
-balance unchanged) only records the new equity; anything else is evaluated on a copy that replaces
-the state only when the whole event has been applied.
+No clock, no I/O: time comes from the event. ``apply`` never changes the state it is given: it
+evaluates a copy, which replaces the state only once the whole event has been applied.
+
+The engine's hot loop (``engine.runner.Engine.feed``) adds one shortcut that changes no result: an
+equity update inside the state's watch band (above every floor and warning level, below every
+equity target, before the next deadline, with the balance unchanged) only records the new equity,
+and moves an intraday trailing level when it is a new peak. The property tests hold the shortcut to
+this function event by event.
 """
 
 from __future__ import annotations
@@ -15,14 +17,10 @@ from typing import Any
 import msgspec
 
 from ..domain.decisions import Decision
-from ..domain.events import Equity
 from ..domain.market import Market
 from ..domain.program import PhaseProgram
 from ..domain.rules.base import Ctx
 from ..domain.state import AccountState
-
-_NO_DECISIONS: list[Decision] = []
-
 
 def copy_state(st: AccountState) -> AccountState:
     """A copy that shares nothing mutable with ``st`` (positions are replaced, never mutated)."""
@@ -39,18 +37,3 @@ def apply(st: AccountState, ev: Any, program: PhaseProgram, market: Market) -> t
     ctx = Ctx(ev.id, ev.ts, market)
     program.apply(new, ev, ctx)
     return new, ctx.finish()
-
-
-def step(st: AccountState, ev: Any, program: PhaseProgram, market: Market) -> tuple[AccountState, list[Decision]]:
-    """:func:`apply` with the in-band shortcut; may return ``st`` itself, updated."""
-    if type(ev) is Equity:
-        equity = ev.equity
-        if (
-            ev.ts < st.next_deadline
-            and st.low_watch < equity < st.high_watch
-            and ev.balance == st.balance
-        ):
-            st.equity = equity
-            st.last_ts = ev.ts
-            return st, _NO_DECISIONS
-    return apply(st, ev, program, market)

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from ..domain.decisions import Decision
-from ..domain.events import ACCOUNT_EVENTS, Clock, Equity, News, Price, Rejected
+from ..domain.events import ACCOUNT_EVENTS, Clock, Equity, News, Price, Rejected, Session
 from ..domain.market import Market, NewsEntry
 from ..domain.program import CompiledPack, PhaseProgram
 from ..domain.rules.base import Ctx
@@ -155,12 +155,21 @@ class Engine:
                     )
                     continue
                 if cls is Equity:
+                    # In the band nothing can be decided: record the equity (and move an intraday
+                    # trailing level on a new peak). The property tests hold this to full evaluation.
                     equity = ev.equity
                     if ts < st.next_deadline and st.low_watch < equity < st.high_watch and ev.balance == st.balance:
+                        if equity > st.peak_watch:
+                            st.equity = equity
+                            programs[account].raise_peak(st)
                         st.equity = equity
                         st.last_ts = ts
                         fast += 1
                         continue
+                elif cls is Session and ts < st.next_deadline:
+                    st.last_ts = ts  # logins feed the abuse analytics; no rule reads them
+                    fast += 1
+                    continue
                 program = programs[account]
                 if st.status != "active" and st.status != "paused":
                     stats.after_end += 1
