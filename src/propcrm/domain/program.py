@@ -261,11 +261,13 @@ class PhaseProgram:
     def apply(self, st: AccountState, ev: Any, ctx: Ctx) -> None:
         """Apply one account event to ``st`` in place, appending decisions to ``ctx``."""
         ts = ev.ts
+        settled = True  # nothing that limits or watch levels read has moved (yet)
         if st.phase_start is None:
             self._begin(st, ts, ctx)
-            self.refresh_deadline(st)
+            settled = False
         elif ts >= st.next_deadline:
             self.advance(st, ts, ctx)
+            settled = False
         if st.status not in LIVE:
             st.last_ts = ts
             self.refresh_watch(st)
@@ -273,24 +275,26 @@ class PhaseProgram:
         cls = type(ev)
         if cls is Equity:
             self._equity(st, ev, ctx)
+            settled = False
         elif cls is TradeOpened:
-            self._open(st, ev, ctx)
+            self._open(st, ev, ctx)  # opening moves neither equity nor any level
         elif cls is TradeClosed:
             self._close(st, ev, ctx)
+            settled = False
         elif cls is Balance:
             st.balance += ev.amount
             st.equity += ev.amount
             self._balance_moved(st, ctx)
             self._equity_moved(st, ctx)
-        elif cls is Session:
-            pass  # logins matter to the abuse analytics, not to the rules
-        if not ctx.breached:
+            settled = False
+        if not ctx.breached and not settled:
             self.check_limits(st, ctx)
         if not ctx.breached and st.status == "active" and self.target is not None:
             self.check_pass(st, ctx)
         st.last_ts = ts
         self.refresh_deadline(st)
-        self.refresh_watch(st)
+        if not settled or ctx.breached or ctx.decisions:
+            self.refresh_watch(st)
 
     def on_clock(self, st: AccountState, ts: dt.datetime, ctx: Ctx) -> None:
         if st.phase_start is None or st.status not in LIVE:
@@ -463,11 +467,18 @@ class PhaseProgram:
         """Equity rose above an intraday trailing peak (and stays inside the band): move the levels.
 
         A new peak raises levels that stay below it, so no rule can decide anything: this is the
-        full evaluation of such an update, done in place.
+        full evaluation of such an update, done in place. Only the trailers' own watch values move.
         """
+        low, peak = st.low_watch, INFINITY
         for rule in self.equity_trailers:
-            rule.on_equity(st, None)  # type: ignore[arg-type]
-        self.refresh_watch(st)
+            rule._move(st, st.equity)
+            rule_low = rule.low_watch(st)
+            if rule_low > low:
+                low = rule_low
+            rule_peak = rule.trail_watch(st)
+            if rule_peak is not None and rule_peak < peak:
+                peak = rule_peak
+        st.low_watch, st.peak_watch = low, peak
 
     # ------------------------------------------------------------------ reading
     def summary(self, st: AccountState) -> dict[str, Any]:

@@ -469,9 +469,29 @@ def content_hash(pack: RulePack) -> str:
     return "sha256:" + hashlib.sha256(canonical_json(pack)).hexdigest()
 
 
+_DECIMAL_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"},
+        {"type": "number"},
+    ],
+    "description": "a decimal: a string like \"2500.50\" or a number (read from its text, never via float)",
+}
+
+
+def _decimals_as_text_or_number(node: object) -> object:
+    if isinstance(node, dict):
+        if node.get("type") == "string" and node.get("format") == "decimal":
+            return dict(_DECIMAL_SCHEMA)
+        return {key: _decimals_as_text_or_number(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_decimals_as_text_or_number(item) for item in node]
+    return node
+
+
 def json_schema() -> dict:
-    """The published JSON Schema of a rule pack (the same structs validate packs)."""
-    schema = msgspec.json.schema(RulePack)
+    """The published JSON Schema of a rule pack, generated from the structs that validate packs."""
+    schema = _decimals_as_text_or_number(msgspec.json.schema(RulePack))
+    assert isinstance(schema, dict)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "propcrm rule pack"
     return schema

@@ -81,7 +81,7 @@ class AccountState(msgspec.Struct, gc=False, omit_defaults=True):
     paused_until: dt.datetime | None = None
     blocked_key: str | None = None
     # fast-path band
-    low_watch: Decimal = Decimal(0)
+    low_watch: Decimal = Decimal("Infinity")  # until computed, every update takes the full path
     high_watch: Decimal = Decimal("Infinity")
     peak_watch: Decimal = Decimal("Infinity")
 

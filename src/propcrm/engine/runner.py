@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
 
 from ..domain.decisions import Decision
-from ..domain.events import ACCOUNT_EVENTS, Clock, Equity, News, Price, Rejected, Session
+from ..domain.events import Clock, Equity, News, Price, Rejected, Session
 from ..domain.market import Market, NewsEntry
 from ..domain.program import CompiledPack, PhaseProgram
 from ..domain.rules.base import Ctx
 from ..domain.state import AccountState
 from .evaluate import apply, copy_state
 
-_ACCOUNT_EVENTS = frozenset(ACCOUNT_EVENTS)
 
 ProgramFor = Callable[[str], PhaseProgram | None]
 
@@ -110,92 +109,106 @@ class Engine:
             Rejected(line=line, reason=reason, id=ev.id, account=getattr(ev, "account", None), kind=kind)  # type: ignore[arg-type]
         )
 
-    def feed(self, events: Iterable[Any], lines: Iterable[int] | None = None) -> list[Decision]:
-        """Apply events in order; returns the decisions they caused, in order."""
+    def feed(self, events: Iterable[Any], lines: Sequence[int] | None = None) -> list[Decision]:
+        """Apply events in order; returns the decisions they caused, in order.
+
+        ``lines`` (the source line of each event) only serves the rejection reports.
+        """
         out: list[Decision] = []
-        states = self.states
+        states_get = self.states.get
         programs = self.programs
         seen = self.seen
-        market = self.market
+        seen_add = seen.add
         stats = self.stats
-        line_iter = iter(lines) if lines is not None else None
-        count = 0
-        fast = 0
+        count = fast = 0
         for ev in events:
             count += 1
-            line = next(line_iter) if line_iter is not None else None
-            before = len(seen)
-            seen.add(ev.id)
-            if len(seen) == before:
+            eid = ev.id
+            if eid in seen:
                 stats.duplicates += 1
-                self._reject(ev, "duplicate", "event id already applied; ignored", line)
+                self._reject(ev, "duplicate", "event id already applied; ignored", lines[count - 1] if lines else None)
                 continue
             cls = type(ev)
-            if cls in _ACCOUNT_EVENTS:
-                account = ev.account
-                st = states.get(account)
-                if st is None:
-                    st = self._open_account(account)
-                    if st is None:
-                        stats.unknown_account += 1
-                        seen.discard(ev.id)
-                        self._reject(ev, "unknown_account", f"no rule pack is bound to account {account!r}", line)
-                        continue
-                ts = ev.ts
-                last = st.last_ts
-                if last is not None and ts < last:
-                    stats.out_of_order += 1
-                    seen.discard(ev.id)
-                    self._reject(
-                        ev,
-                        "out_of_order",
-                        f"event time {ts.isoformat()} is before the last event applied to {account} "
-                        f"({last.isoformat()}); not applied",
-                        line,
-                    )
-                    continue
-                if cls is Equity:
-                    # In the band nothing can be decided: record the equity (and move an intraday
-                    # trailing level on a new peak). The property tests hold this to full evaluation.
+            if cls is Equity:
+                # The hot path. Inside the band nothing can be decided: record the equity (moving an
+                # intraday trailing level on a new peak). The property tests hold this to apply().
+                st = states_get(ev.account)
+                if st is not None:
                     equity = ev.equity
-                    if ts < st.next_deadline and st.low_watch < equity < st.high_watch and ev.balance == st.balance:
-                        if equity > st.peak_watch:
-                            st.equity = equity
-                            programs[account].raise_peak(st)
+                    ts = ev.ts
+                    if (
+                        st.low_watch < equity < st.high_watch
+                        and st.last_ts <= ts < st.next_deadline
+                        and ev.balance == st.balance
+                    ):
+                        seen_add(eid)
                         st.equity = equity
+                        if equity > st.peak_watch:
+                            programs[ev.account].raise_peak(st)
                         st.last_ts = ts
                         fast += 1
                         continue
-                elif cls is Session and ts < st.next_deadline:
-                    st.last_ts = ts  # logins feed the abuse analytics; no rule reads them
-                    fast += 1
-                    continue
-                program = programs[account]
-                if st.status != "active" and st.status != "paused":
-                    stats.after_end += 1
-                    st.last_ts = ts
-                    continue
-                try:
-                    new, decisions = apply(st, ev, program, market)
-                except Exception as exc:  # noqa: BLE001 - one bad event must not stop the others
-                    stats.failed += 1
-                    seen.discard(ev.id)
-                    self._reject(ev, "internal", f"not applied: {type(exc).__name__}: {exc}", line)
-                    continue
-                states[account] = new
-                if decisions:
-                    self._count(decisions)
-                    out.extend(decisions)
             elif cls is Clock:
-                self._clock(ev, line, out)
+                seen_add(eid)
+                self._clock(ev, lines[count - 1] if lines else None, out)
+                continue
             elif cls is News:
+                seen_add(eid)
                 self._news(ev, out)
+                continue
             elif cls is Price:
-                market.prices[ev.symbol] = (ev.ts, ev.bid, ev.ask)
+                seen_add(eid)
+                self.market.prices[ev.symbol] = (ev.ts, ev.bid, ev.ask)
+                continue
+            if self._account_event(ev, lines[count - 1] if lines else None, out):
+                fast += 1
         stats.events += count
         stats.fast_path += fast
         stats.applied += count
         return out
+
+    def _account_event(self, ev: Any, line: int | None, out: list[Decision]) -> bool:
+        """Everything but the in-band equity update; True when it took no evaluation at all."""
+        account = ev.account
+        st = self.states.get(account)
+        if st is None:
+            st = self._open_account(account)
+            if st is None:
+                self.stats.unknown_account += 1
+                self._reject(ev, "unknown_account", f"no rule pack is bound to account {account!r}", line)
+                return False
+        ts = ev.ts
+        last = st.last_ts
+        if last is not None and ts < last:
+            self.stats.out_of_order += 1
+            self._reject(
+                ev,
+                "out_of_order",
+                f"event time {ts.isoformat()} is before the last event applied to {account} "
+                f"({last.isoformat()}); not applied",
+                line,
+            )
+            return False
+        self.seen.add(ev.id)
+        if st.status != "active" and st.status != "paused":
+            self.stats.after_end += 1
+            st.last_ts = ts
+            return False
+        if type(ev) is Session and ts < st.next_deadline:
+            st.last_ts = ts  # logins feed the abuse analytics; no rule reads them
+            return True
+        try:
+            new, decisions = apply(st, ev, self.programs[account], self.market)
+        except Exception as exc:  # noqa: BLE001 - one bad event must not stop the others
+            self.stats.failed += 1
+            self.seen.discard(ev.id)
+            self._reject(ev, "internal", f"not applied: {type(exc).__name__}: {exc}", line)
+            return False
+        self.states[account] = new
+        if decisions:
+            self._count(decisions)
+            out.extend(decisions)
+        return False
 
     def _count(self, decisions: list[Decision]) -> None:
         for d in decisions:
@@ -205,7 +218,8 @@ class Engine:
     def _clock(self, ev: Clock, line: int | None, out: list[Decision]) -> None:
         ts = ev.ts
         if ev.account is not None:
-            targets = [ev.account] if ev.account in self.states else []
+            st = self.states.get(ev.account)
+            due = [ev.account] if st is not None and st.next_deadline <= ts else []
         else:
             if self.last_clock is not None and ts < self.last_clock:
                 self.stats.out_of_order += 1
@@ -213,21 +227,16 @@ class Engine:
                 self._reject(ev, "out_of_order", f"clock {ts.isoformat()} is before the last clock", line)
                 return
             self.last_clock = ts
-            targets = sorted(self.states)
-        for account in targets:
+            # Only accounts with a deadline due are touched; the others have nothing to roll over.
+            due = sorted(a for a, st in self.states.items() if st.next_deadline <= ts)
+        for account in due:
             st = self.states[account]
             if st.last_ts is not None and ts <= st.last_ts:
-                continue
-            if st.status != "active" and st.status != "paused":
-                continue
-            program = self.programs[account]
-            if ts < st.next_deadline:
-                st.last_ts = ts
                 continue
             new = copy_state(st)
             ctx = Ctx(ev.id, ts, self.market)
             try:
-                program.on_clock(new, ts, ctx)
+                self.programs[account].on_clock(new, ts, ctx)
             except Exception as exc:  # noqa: BLE001
                 self.stats.failed += 1
                 self._reject(ev, "internal", f"clock not applied to {account}: {type(exc).__name__}: {exc}", line)
