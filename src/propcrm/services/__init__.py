@@ -1,0 +1,1 @@
+"""Use cases: ingest, evaluate, enforce, audit — units of work over the adapters."""

@@ -1,0 +1,62 @@
+"""Shared fixtures: databases.
+
+``db_url`` runs a test on both SQLite (a fresh file) and PostgreSQL (a fresh schema in the ``test``
+database at 127.0.0.1:5432, or ``PROPCRM_TEST_PG_URL``). Without a reachable PostgreSQL those
+tests skip with the reason — except under ``CI=true``, where a missing PostgreSQL fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+
+PG_URL = os.environ.get("PROPCRM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _pg_available() -> str | None:
+    try:
+        engine = create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+@pytest.fixture(scope="session")
+def pg_base_url() -> str:
+    problem = _pg_available()
+    if problem is not None:
+        message = f"PostgreSQL is not reachable at {PG_URL} ({problem})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message}; under CI=true this is a failure, not a skip")
+        pytest.skip(message)
+    return PG_URL
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """A migrated, empty database URL on each backend."""
+    from propcrm.adapters.db.session import migrate
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'propcrm.db'}"
+        migrate(url)
+        yield url
+        return
+    base = request.getfixturevalue("pg_base_url")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in base else "?"
+    url = f"{base}{sep}options=-csearch_path%3D{schema}"
+    migrate(url)
+    yield url
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
