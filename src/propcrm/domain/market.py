@@ -23,6 +23,18 @@ class NewsEntry(msgspec.Struct, frozen=True, array_like=True):
     symbols: tuple[str, ...] | None
     event_id: str
 
+    @classmethod
+    def from_event(cls, ev) -> NewsEntry:
+        """The calendar entry a ``news`` event announces."""
+        return cls(
+            ts=ev.ts,
+            title=ev.title,
+            impact=ev.impact,
+            currency=ev.currency.upper() if ev.currency else None,
+            symbols=tuple(ev.symbols) if ev.symbols else None,
+            event_id=ev.id,
+        )
+
 
 def symbol_currencies(symbol: str, overrides: dict[str, list[str]] | None = None) -> frozenset[str]:
     """The currencies a symbol moves with: explicit override, else base and quote of a 6-letter pair."""

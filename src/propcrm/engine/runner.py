@@ -248,14 +248,7 @@ class Engine:
                 out.extend(decisions)
 
     def _news(self, ev: News, out: list[Decision]) -> None:
-        entry = NewsEntry(
-            ts=ev.ts,
-            title=ev.title,
-            impact=ev.impact,
-            currency=ev.currency.upper() if ev.currency else None,
-            symbols=tuple(ev.symbols) if ev.symbols else None,
-            event_id=ev.id,
-        )
+        entry = NewsEntry.from_event(ev)
         if not self.market.add_news(entry):
             return
         for account in sorted(self.states):
