@@ -113,6 +113,11 @@ def whatif(
     if len(pack) != 2:
         raise _fail("give exactly two packs: --pack CURRENT --pack CANDIDATE")
     a, b = _load(pack[0]), _load(pack[1])
+    for compiled in (a, b):
+        try:
+            compiled.phase(phase)
+        except KeyError as exc:
+            raise _fail(str(exc.args[0])) from None
     result = run_whatif(a, b, _events_path(events), phase=phase)
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
@@ -204,6 +209,45 @@ def bench_engine(
     from .bench import bench_engine as run_bench
 
     run_bench(accounts=accounts, events=events, repeat=repeat, profile=profile)
+
+
+audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    database_url: Annotated[
+        Optional[str],
+        typer.Option("--database-url", help="database URL (default: PROPCRM_DATABASE_URL, else PROPCRM_DATA_DIR)"),
+    ] = None,
+) -> None:
+    """Walk the audit log's hash chain and name the first entry that was altered or removed.
+
+    Exit status 0 when intact, 1 when broken, 2 when the database cannot be read.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .adapters.db import session as db
+    from .services.audit import verify
+
+    url = database_url or db.database_url()
+    try:
+        db.migrate(url)
+        engine = db.make_engine(url)
+        try:
+            with db.sessions(engine)() as session:
+                result = verify(session)
+        finally:
+            engine.dispose()
+    except SQLAlchemyError as exc:
+        raise _fail(f"cannot read the audit log: {str(exc).splitlines()[0]}") from None
+    if not result.ok:
+        print(f"audit log broken at entry #{result.first_bad_seq}: {result.problem}")
+        raise typer.Exit(1)
+    print(f"audit log intact: {result.entries} {'entry' if result.entries == 1 else 'entries'}")
+    if result.head_hash:
+        print(f"head: entry #{result.entries} hash {result.head_hash}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -141,3 +141,8 @@ def test_bench_engine_prints_its_figures(tmp_path, monkeypatch):
     out = result.stdout.decode()
     for figure in ("decode only", "engine (decode + rules)", "engine / decode", "bytes/account"):
         assert figure in out
+
+
+def test_whatif_with_an_unknown_phase_exits_2(history):
+    result = run("whatif", "--pack", "two-step-100k", "--pack", "one-step-100k", "--phase", "nope", str(history))
+    assert result.returncode == 2 and "has no phase 'nope'" in result.stderr.decode()

@@ -95,6 +95,9 @@ class Equity(Event, tag="equity", frozen=True, gc=False):
         if not (self.equity.is_finite() and self.balance.is_finite()):
             _finite("equity", self.equity)
             _finite("balance", self.balance)
+        if self.margin is not None or self.floating is not None:
+            _finite("margin", self.margin)
+            _finite("floating", self.floating)
 
 
 class Balance(Event, tag="balance", frozen=True, gc=False):

@@ -164,7 +164,9 @@ class Engine:
                 fast += 1
         stats.events += count
         stats.fast_path += fast
-        stats.applied += count
+        stats.applied = stats.events - (
+            stats.duplicates + stats.out_of_order + stats.unknown_account + stats.failed
+        )
         return out
 
     def _account_event(self, ev: Any, line: int | None, out: list[Decision]) -> bool:

@@ -148,3 +148,12 @@ class TestLotEscalation:
         t.close(at("09:03"), "p1", "-50", lots="1")
         assert t.open(at("09:04"), "p3", lots="3.99") == []
         assert kinds(t.open(at("09:05"), "p4", lots="4"))[0] == ("violation", "lot_escalation")
+
+
+def test_one_opening_that_breaks_two_limits_is_one_breach(trader_for):
+    t = trader_for("{kind: max_lots, per_position: 5, total: 8, action: breach}")
+    t.open(utc("2026-03-02 10:00"), "p1", lots="4")
+    decisions = t.open(utc("2026-03-02 10:01"), "p2", lots="6")
+    assert [d.kind for d in decisions] == ["breach"]
+    assert "at most 5 lots per position" in decisions[0].message
+    assert t.state.status == "breached"

@@ -189,3 +189,18 @@ class TestPartialProfit:
         t.news(AT, NFP, currency="USD")
         t.news(AT, "ECB rate decision", currency="EUR")
         assert t.state.deductions == D("500.00")
+
+    def test_news_published_late_deducts_a_position_opened_inside_and_closed_outside(self, trader_for):
+        """The same history gives the same deduction whether the news was known in advance or not."""
+        late = trader_for(*self.RULES)
+        late.open(t_("13:29:00"), "p1")
+        late.close(t_("13:33:00"), "p1", "1000.00")  # closed after the window
+        [d] = late.news(AT, NFP, currency="USD")
+        assert d.details["deducted"] == D("500.00")
+        assert "opened inside a news window" in d.message
+        early = trader_for(*self.RULES)
+        early.news(AT, NFP, currency="USD")
+        early.open(t_("13:29:00"), "p1")
+        early.close(t_("13:33:00"), "p1", "1000.00")
+        assert late.state.deductions == early.state.deductions == D("500.00")
+        assert late.news(AT, "another entry", currency="USD") == []  # deducted once, never twice

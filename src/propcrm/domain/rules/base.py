@@ -61,7 +61,10 @@ class Ctx:
         )
 
     def breach(self, st: AccountState, rule: str, message: str, **kw: Any) -> None:
-        """A hard breach: the account fails and accepts no further evaluation."""
+        """A hard breach: the account fails and accepts no further evaluation. One per event: the first
+        rule to fail the account is the breach; later ones in the same event are not reported."""
+        if self.breached:
+            return
         self.decide(st, "breach", rule, message, **kw)
         st.status = "breached"
         self.breached = True

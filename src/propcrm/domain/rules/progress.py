@@ -192,7 +192,7 @@ class MinHoldingTimeRule(CompiledRule):
     def _numbers(self, st: AccountState) -> dict[str, Any]:
         closed, short = st.counts[self.slot], st.counts[self.slot + 1]
         return dict(
-            value=Decimal(short) * HUNDRED / Decimal(closed),
+            value=(Decimal(short) * HUNDRED / Decimal(closed)).quantize(Decimal("0.01")),
             threshold=self.cfg.max_share_pct,
             short_trades=short,
             closed_trades=closed,

@@ -130,18 +130,30 @@ class NewsRule(CompiledRule):
         )
 
     def on_news(self, st: AccountState, entry: NewsEntry, ctx: Ctx) -> None:
-        """News published after trades in its window: judge the recent trades retroactively."""
+        """News published after trades in its window: judge the recent trades retroactively.
+
+        Judged as if the news had been known in advance: with ``partial_profit`` a position opened
+        inside the window and closed since has its closes' profit deducted. ``st.recent`` keeps its
+        length and order while deductions zero the remembered profit, so indices stay valid.
+        """
         if entry.impact not in self.impacts:
             return
         low, high = entry.ts - self.before, entry.ts + self.after
-        for action in st.recent:
+        partial = self.cfg.action == "partial_profit"
+        for index in range(len(st.recent)):
+            action = st.recent[index]
             if not (low <= action.ts <= high):
                 continue
             if not ctx.market.affects(entry, action.symbol, self.cfg.symbol_currencies):
                 continue
-            if action.action == "open":
+            if action.action == "open" and partial and action.position not in st.positions:
+                for later in list(st.recent):
+                    if later.action == "close" and later.position == action.position and later.ts >= action.ts:
+                        self._closed(st, later.position, later.symbol, later.ts, later.net or Decimal(0), True, None, ctx)
+            elif action.action == "open":
                 self._opened_inside(st, action.position, action.symbol, action.ts, entry, ctx)
             else:
+                action = st.recent[index]  # its profit may just have been deducted above
                 self._closed(st, action.position, action.symbol, action.ts, action.net or Decimal(0), False, entry, ctx)
 
 
