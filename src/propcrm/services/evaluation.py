@@ -1,0 +1,295 @@
+"""The evaluation worker: stored events → engine → state, decisions and effects, in one transaction.
+
+Each account's stream is its own events plus the firm's ``clock`` and ``news`` events, in stored
+order (``raw_events.seq``). ``account_states.last_seq`` records how far the account has been
+evaluated. One pass takes a batch of an account's next events, runs them through the same
+:class:`~propcrm.engine.runner.Engine` that ``propcrm replay`` uses, and commits — in a single
+transaction — the new state and ``last_seq``, the decisions, the raw events' status, the account's
+status, the audit entries and the outbox messages that carry the decisions' effects. A crash at any
+point therefore either loses the whole batch (it is evaluated again) or nothing: no decision is lost
+or doubled.
+
+Nothing here assumes one process: on PostgreSQL an account is claimed with ``FOR UPDATE SKIP
+LOCKED``, so any number of workers can run passes side by side; a partitioned worker on a bus (a
+later issue) only changes which accounts a worker asks for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import msgspec
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..adapters.db import models as m
+from ..domain.decisions import ENCODER as DECISION_ENCODER
+from ..domain.decisions import Decision
+from ..domain.events import DECODER
+from ..domain.market import Market, NewsEntry
+from ..domain.program import CompiledPack, compile_pack
+from ..domain.state import AccountState
+from ..engine.runner import Engine
+from . import audit
+from .catalog import pack_of
+
+GLOBAL_TYPES = ("clock", "news")
+STATE_DECODER = msgspec.msgpack.Decoder(AccountState)
+STATE_ENCODER = msgspec.msgpack.Encoder()
+
+
+@dataclass
+class PassReport:
+    accounts: int = 0
+    events: int = 0
+    decisions: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+class EvaluationWorker:
+    def __init__(self, session_factory: sessionmaker[Session], *, batch: int = 5000) -> None:
+        self.sessions = session_factory
+        self.batch = batch
+        self._packs: dict[int, CompiledPack] = {}
+
+    # ------------------------------------------------------------------ public
+    def run_pass(self, *, firm_id: str | None = None, max_accounts: int = 1000) -> PassReport:
+        """Evaluate every account that has something to evaluate (up to ``max_accounts``)."""
+        started = time.perf_counter()
+        report = PassReport()
+        for account_id in self._accounts_with_work(firm_id, max_accounts):
+            self._evaluate_account(account_id, report)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def run_until_idle(self, *, firm_id: str | None = None, max_passes: int = 10_000) -> PassReport:
+        total = PassReport()
+        for _ in range(max_passes):
+            report = self.run_pass(firm_id=firm_id)
+            if report.events == 0 and report.accounts == 0:
+                break
+            total.accounts += report.accounts
+            total.events += report.events
+            total.decisions += report.decisions
+            total.rejected += report.rejected
+            total.seconds += report.seconds
+            for kind, n in report.by_kind.items():
+                total.by_kind[kind] = total.by_kind.get(kind, 0) + n
+        return total
+
+    # ------------------------------------------------------------------ internals
+    def _program(self, session: Session, pack_version_id: int) -> CompiledPack:
+        compiled = self._packs.get(pack_version_id)
+        if compiled is None:
+            row = session.get(m.RulePackVersion, pack_version_id)
+            assert row is not None
+            compiled = self._packs[pack_version_id] = compile_pack(pack_of(row))
+        return compiled
+
+    def _accounts_with_work(self, firm_id: str | None, limit: int) -> list[int]:
+        with self.sessions() as session:
+            own = select(m.RawEvent.account_id).where(
+                m.RawEvent.status == "pending", m.RawEvent.account_id.is_not(None)
+            )
+            if firm_id is not None:
+                own = own.where(m.RawEvent.firm_id == firm_id)
+            ids = set(session.scalars(own.distinct().limit(limit)))
+            # accounts behind their firm's latest clock/news event have deadlines to catch up on
+            latest = (
+                select(m.RawEvent.firm_id, func.max(m.RawEvent.seq).label("seq"))
+                .where(m.RawEvent.account_id.is_(None), m.RawEvent.type.in_(GLOBAL_TYPES))
+                .group_by(m.RawEvent.firm_id)
+                .subquery()
+            )
+            behind = (
+                select(m.AccountState.account_id)
+                .join(latest, latest.c.firm_id == m.AccountState.firm_id)
+                .where(m.AccountState.last_seq < latest.c.seq)
+            )
+            if firm_id is not None:
+                behind = behind.where(m.AccountState.firm_id == firm_id)
+            ids.update(session.scalars(behind.limit(limit)))
+            return sorted(ids)[:limit]
+
+    def _evaluate_account(self, account_id: int, report: PassReport) -> None:
+        with self.sessions.begin() as session:
+            query = select(m.Account).where(m.Account.id == account_id)
+            if session.bind is not None and session.bind.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            account = session.scalars(query).one_or_none()
+            if account is None:
+                return  # another worker holds it: it will do the work
+            state_row = session.get(m.AccountState, account_id)
+            last_seq = state_row.last_seq if state_row is not None else 0
+            rows = list(
+                session.scalars(
+                    select(m.RawEvent)
+                    .where(
+                        m.RawEvent.firm_id == account.firm_id,
+                        m.RawEvent.seq > last_seq,
+                        or_(
+                            m.RawEvent.account_id == account_id,
+                            (m.RawEvent.account_id.is_(None)) & (m.RawEvent.type.in_(GLOBAL_TYPES)),
+                        ),
+                    )
+                    .order_by(m.RawEvent.seq)
+                    .limit(self.batch)
+                )
+            )
+            if not rows:
+                return
+            compiled = self._program(session, account.pack_version_id)
+            program = compiled.phase(account.phase)
+            engine = Engine(lambda external, _p=program, _a=account.external_id: _p if external == _a else None)
+            engine.market = self._market(session, account.firm_id, last_seq)
+            if state_row is not None:
+                engine.states[account.external_id] = STATE_DECODER.decode(state_row.state)
+                engine.programs[account.external_id] = program
+            events = [DECODER.decode(row.body) for row in rows]
+            seq_of = {row.event_id: row.seq for row in rows}
+            decisions = engine.feed(events)
+            rejected = {r.id: r for r in engine.rejected}
+            before_status = account.status
+            st = engine.states.get(account.external_id)
+            if st is None:  # only global events so far: nothing to keep yet
+                st = program.new_state(account.external_id)
+                st.last_ts = events[-1].ts
+            self._store(session, account, st, rows[-1].seq, state_row)
+            own = [row for row in rows if row.account_id == account_id]
+            for row in own:
+                problem = rejected.get(row.event_id)
+                row.status = "rejected" if problem is not None else "applied"
+                row.reason = problem.reason if problem is not None else None
+            self._record(session, account, decisions, seq_of)
+            account.status = _account_status(st.status, program)
+            if account.status != before_status:
+                audit.append(
+                    session,
+                    actor="engine",
+                    action="account.status",
+                    entity="account",
+                    entity_id=account.external_id,
+                    before={"status": before_status},
+                    after={"status": account.status},
+                    firm_id=account.firm_id,
+                    ts=events[-1].ts,
+                )
+            report.accounts += 1
+            report.events += len(own)
+            report.decisions += len(decisions)
+            report.rejected += len(rejected)
+            for d in decisions:
+                report.by_kind[d.kind] = report.by_kind.get(d.kind, 0) + 1
+
+    def _market(self, session: Session, firm_id: str, up_to_seq: int) -> Market:
+        """The news calendar as the account knew it after event ``up_to_seq`` (exactly as in replay)."""
+        market = Market()
+        news = session.scalars(
+            select(m.RawEvent)
+            .where(m.RawEvent.firm_id == firm_id, m.RawEvent.type == "news", m.RawEvent.seq <= up_to_seq)
+            .order_by(m.RawEvent.seq)
+        )
+        for row in news:
+            market.add_news(NewsEntry.from_event(DECODER.decode(row.body)))
+        return market
+
+    def _store(
+        self, session: Session, account: m.Account, st: AccountState, last_seq: int, row: m.AccountState | None
+    ) -> None:
+        blob = STATE_ENCODER.encode(st)
+        now = dt.datetime.now(dt.timezone.utc)
+        if row is None:
+            session.add(
+                m.AccountState(
+                    account_id=account.id,
+                    firm_id=account.firm_id,
+                    state=blob,
+                    last_seq=last_seq,
+                    balance=st.balance,
+                    equity=st.equity,
+                    updated_at=now,
+                )
+            )
+        else:
+            row.state, row.last_seq, row.balance, row.equity, row.updated_at = blob, last_seq, st.balance, st.equity, now
+
+    def _record(self, session: Session, account: m.Account, decisions: Iterable[Decision], seq_of: dict) -> None:
+        for decision in decisions:
+            row = m.Decision(
+                firm_id=account.firm_id,
+                account_id=account.id,
+                event_seq=seq_of.get(decision.event_id),
+                event_id=decision.event_id,
+                ts=decision.ts,
+                kind=decision.kind,
+                rule=decision.rule,
+                phase=decision.phase,
+                message=decision.message,
+                value=decision.value,
+                threshold=decision.threshold,
+                body=DECISION_ENCODER.encode(decision),
+            )
+            session.add(row)
+            session.flush()
+            audit.append(
+                session,
+                actor="engine",
+                action=f"decision.{decision.kind}",
+                entity="account",
+                entity_id=account.external_id,
+                after={"decision": row.id, "rule": decision.rule, "message": decision.message},
+                firm_id=account.firm_id,
+                ts=decision.ts,
+            )
+            for kind, payload in _effects(account, decision, row.id):
+                session.add(
+                    m.OutboxMessage(
+                        firm_id=account.firm_id,
+                        kind=kind,
+                        payload=payload,
+                        dedupe_key=f"decision:{row.id}:{kind}",
+                    )
+                )
+
+
+def _account_status(engine_status: str, program) -> str:
+    if engine_status == "active" and program.target is None:
+        return "funded"
+    return engine_status
+
+
+def _effects(account: m.Account, decision: Decision, decision_id: int) -> list[tuple[str, dict]]:
+    """What must happen in the world because of a decision (delivered from the outbox)."""
+    base = {"account": account.external_id, "platform": account.platform, "login": account.login,
+            "decision": decision_id, "rule": decision.rule, "message": decision.message}
+    if decision.kind == "breach":
+        return [("platform_command", {**base, "command": "disable"}), ("notify", {**base, "event": "breach"})]
+    if decision.kind == "pause":
+        until = decision.details.get("until")
+        return [
+            ("platform_command", {**base, "command": "pause", "until": until.isoformat() if until else None}),
+            ("notify", {**base, "event": "pause"}),
+        ]
+    if decision.kind == "phase_passed":
+        return [
+            ("platform_command", {**base, "command": "create_next_phase", "next_phase": decision.details.get("next_phase")}),
+            ("notify", {**base, "event": "phase_passed"}),
+        ]
+    if decision.kind in ("warning", "violation", "blocked"):
+        return [("notify", {**base, "event": decision.kind})]
+    return []
+
+
+def pending_counts(session: Session, firm_id: str) -> dict[str, int]:
+    rows = session.execute(
+        select(m.RawEvent.status, func.count()).where(m.RawEvent.firm_id == firm_id).group_by(m.RawEvent.status)
+    )
+    return {status: n for status, n in rows}
+
+
+__all__ = ["EvaluationWorker", "PassReport", "pending_counts", "update"]
