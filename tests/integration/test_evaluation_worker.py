@@ -109,3 +109,27 @@ def test_a_crash_mid_pass_loses_nothing_and_doubles_nothing(db_url, lines, monke
     worker.run_until_idle()
     assert _stored(Session) == _replay(lines)
     engine.dispose()
+
+
+def test_effects_go_to_the_outbox_and_a_pass_opens_the_next_phase(db_url):
+    lines = list(generate(FirmSpec(accounts=20, days=5, seed=3, equity_every_s=1800)))
+    engine = make_engine(db_url)
+    Session = sessions(engine)
+    _load(Session, lines)
+    EvaluationWorker(Session).run_until_idle()
+    with Session() as s:
+        passed = list(s.scalars(select(m.Decision).where(m.Decision.kind == "phase_passed")))
+        breaches = list(s.scalars(select(m.Decision).where(m.Decision.kind == "breach")))
+        outbox = list(s.scalars(select(m.OutboxMessage)))
+        commands = [(o.payload["command"], o.payload["account"]) for o in outbox if o.kind == "platform_command"]
+        for d in breaches:
+            account = s.get(m.Account, d.account_id)
+            assert ("disable", account.external_id) in commands
+        assert passed, "the synthetic firm has traders who pass"
+        for d in passed:
+            account = s.get(m.Account, d.account_id)
+            successor = s.scalars(select(m.Account).where(m.Account.external_id == f"{account.external_id}.phase-2")).one()
+            assert successor.phase == "phase-2" and successor.pack_version_id == account.pack_version_id
+            assert ("create_account", successor.external_id) in commands
+        assert len({o.dedupe_key for o in outbox}) == len(outbox)
+    engine.dispose()

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import msgspec
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..adapters.db import models as m
@@ -246,15 +246,61 @@ class EvaluationWorker:
                 firm_id=account.firm_id,
                 ts=decision.ts,
             )
-            for kind, payload in _effects(account, decision, row.id):
+            for kind, payload, not_before in _effects(account, decision, row.id):
                 session.add(
                     m.OutboxMessage(
                         firm_id=account.firm_id,
-                        kind=kind,
+                        kind=kind.split(":")[0],
                         payload=payload,
                         dedupe_key=f"decision:{row.id}:{kind}",
+                        next_attempt_at=not_before or dt.datetime.now(dt.timezone.utc),
                     )
                 )
+            if decision.kind == "phase_passed" and decision.details.get("next_phase"):
+                self._open_next_phase(session, account, decision, row.id)
+
+    def _open_next_phase(self, session: Session, account: m.Account, decision: Decision, decision_id: int) -> None:
+        """Passing a phase creates the next phase's account (same pack version) and asks the platform for it."""
+        next_phase = decision.details["next_phase"]
+        external_id = f"{account.external_id}.{next_phase}"
+        exists = session.scalars(
+            select(m.Account).where(m.Account.firm_id == account.firm_id, m.Account.external_id == external_id)
+        ).one_or_none()
+        if exists is not None:
+            return
+        successor = m.Account(
+            firm_id=account.firm_id,
+            external_id=external_id,
+            platform=account.platform,
+            login=external_id,
+            trader_id=account.trader_id,
+            product_id=account.product_id,
+            pack_version_id=account.pack_version_id,
+            phase=next_phase,
+            status="active",
+        )
+        session.add(successor)
+        session.flush()
+        audit.append(
+            session,
+            actor="engine",
+            action="account.create",
+            entity="account",
+            entity_id=external_id,
+            after={"phase": next_phase, "after_passing": account.external_id, "decision": decision_id},
+            firm_id=account.firm_id,
+            ts=decision.ts,
+        )
+        session.add(
+            m.OutboxMessage(
+                firm_id=account.firm_id,
+                kind="platform_command",
+                payload={"command": "create_account", "account": external_id, "platform": account.platform,
+                         "phase": next_phase, "previous": account.external_id, "trader_id": account.trader_id,
+                         "decision": decision_id},
+                dedupe_key=f"decision:{decision_id}:create_account",
+            )
+        )
 
 
 def _account_status(engine_status: str, program) -> str:
@@ -263,25 +309,28 @@ def _account_status(engine_status: str, program) -> str:
     return engine_status
 
 
-def _effects(account: m.Account, decision: Decision, decision_id: int) -> list[tuple[str, dict]]:
-    """What must happen in the world because of a decision (delivered from the outbox)."""
+def _effects(account: m.Account, decision: Decision, decision_id: int) -> list[tuple[str, dict, dt.datetime | None]]:
+    """What must happen in the world because of a decision: (outbox kind, payload, not before).
+
+    Payload fields are plain JSON. Platform commands: ``disable``, ``pause`` (with ``until``),
+    ``resume`` (delivered no earlier than the pause's end), ``create_account`` (the next phase).
+    """
     base = {"account": account.external_id, "platform": account.platform, "login": account.login,
-            "decision": decision_id, "rule": decision.rule, "message": decision.message}
+            "decision": decision_id, "kind": decision.kind, "rule": decision.rule, "message": decision.message,
+            "trader_id": account.trader_id}
     if decision.kind == "breach":
-        return [("platform_command", {**base, "command": "disable"}), ("notify", {**base, "event": "breach"})]
+        return [("platform_command", {**base, "command": "disable"}, None), ("notify", base, None)]
     if decision.kind == "pause":
         until = decision.details.get("until")
         return [
-            ("platform_command", {**base, "command": "pause", "until": until.isoformat() if until else None}),
-            ("notify", {**base, "event": "pause"}),
+            ("platform_command", {**base, "command": "pause", "until": until.isoformat() if until else None}, None),
+            ("platform_command:resume", {**base, "command": "resume"}, until),
+            ("notify", base, None),
         ]
     if decision.kind == "phase_passed":
-        return [
-            ("platform_command", {**base, "command": "create_next_phase", "next_phase": decision.details.get("next_phase")}),
-            ("notify", {**base, "event": "phase_passed"}),
-        ]
+        return [("notify", base, None)]
     if decision.kind in ("warning", "violation", "blocked"):
-        return [("notify", {**base, "event": decision.kind})]
+        return [("notify", base, None)]
     return []
 
 
@@ -292,4 +341,4 @@ def pending_counts(session: Session, firm_id: str) -> dict[str, int]:
     return {status: n for status, n in rows}
 
 
-__all__ = ["EvaluationWorker", "PassReport", "pending_counts", "update"]
+__all__ = ["EvaluationWorker", "PassReport", "pending_counts"]
