@@ -98,13 +98,17 @@ def test_a_crash_mid_pass_loses_nothing_and_doubles_nothing(db_url, lines, monke
         return original(*args, **kwargs)
 
     monkeypatch.setattr(worker, "_record", crash_sometimes)
-    for _ in range(200):
+    crashed = committed = 0
+    for _ in range(400):
         try:
-            report = worker.run_pass()
+            report = worker.run_pass(max_accounts=3)  # small passes: some commit, some crash
         except RuntimeError:
+            crashed += 1
             continue
+        committed += 1
         if report.accounts == 0:
             break
+    assert crashed and committed > 1
     monkeypatch.setattr(worker, "_record", original)
     worker.run_until_idle()
     assert _stored(Session) == _replay(lines)

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import msgspec
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..adapters.db import models as m
@@ -58,12 +58,15 @@ class EvaluationWorker:
         self._packs: dict[int, CompiledPack] = {}
 
     # ------------------------------------------------------------------ public
-    def run_pass(self, *, firm_id: str | None = None, max_accounts: int = 1000) -> PassReport:
-        """Evaluate every account that has something to evaluate (up to ``max_accounts``)."""
+    def run_pass(self, *, firm_id: str | None = None, max_accounts: int = 2000) -> PassReport:
+        """Evaluate the next batch of work — up to ``max_accounts`` accounts and ``batch`` of their
+        events — in one transaction."""
         started = time.perf_counter()
         report = PassReport()
-        for account_id in self._accounts_with_work(firm_id, max_accounts):
-            self._evaluate_account(account_id, report)
+        ids = self._accounts_with_work(firm_id, max_accounts)
+        if ids:
+            with self.sessions.begin() as session:
+                self._evaluate(session, ids, report)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -116,56 +119,81 @@ class EvaluationWorker:
             ids.update(session.scalars(behind.limit(limit)))
             return sorted(ids)[:limit]
 
-    def _evaluate_account(self, account_id: int, report: PassReport) -> None:
-        with self.sessions.begin() as session:
-            query = select(m.Account).where(m.Account.id == account_id)
-            if session.bind is not None and session.bind.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            account = session.scalars(query).one_or_none()
-            if account is None:
-                return  # another worker holds it: it will do the work
-            state_row = session.get(m.AccountState, account_id)
+    def _evaluate(self, session: Session, ids: list[int], report: PassReport) -> None:
+        """One transaction: claim the accounts, read their next events, evaluate, write everything."""
+        query = select(m.Account).where(m.Account.id.in_(ids)).order_by(m.Account.id)
+        if session.bind is not None and session.bind.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)  # others' accounts are skipped, not waited for
+        accounts = list(session.scalars(query))
+        if not accounts:
+            return
+        by_id = {a.id: a for a in accounts}
+        states = {
+            row.account_id: row
+            for row in session.scalars(select(m.AccountState).where(m.AccountState.account_id.in_(list(by_id))))
+        }
+        own = session.execute(
+            select(m.RawEvent.seq, m.RawEvent.event_id, m.RawEvent.account_id, m.RawEvent.body)
+            .where(m.RawEvent.account_id.in_(list(by_id)), m.RawEvent.status == "pending")
+            .order_by(m.RawEvent.seq)
+            .limit(self.batch)
+        ).all()
+        # Everything up to `cut` is complete for these accounts; later events wait for the next pass.
+        cut = own[-1].seq if len(own) == self.batch else None
+        low = min((states[i].last_seq if i in states else 0) for i in by_id)
+        firms = sorted({a.firm_id for a in accounts})
+        shared = select(m.RawEvent.seq, m.RawEvent.event_id, m.RawEvent.firm_id, m.RawEvent.body).where(
+            m.RawEvent.firm_id.in_(firms),
+            m.RawEvent.account_id.is_(None),
+            m.RawEvent.type.in_(GLOBAL_TYPES),
+            m.RawEvent.seq > low,
+        )
+        if cut is not None:
+            shared = shared.where(m.RawEvent.seq <= cut)
+        shared_rows = session.execute(shared.order_by(m.RawEvent.seq)).all()
+        by_account: dict[int, list] = {}
+        for row in own:
+            by_account.setdefault(row.account_id, []).append(row)
+        by_firm: dict[str, list] = {}
+        for row in shared_rows:
+            by_firm.setdefault(row.firm_id, []).append(row)
+        calendars = {firm: self._calendar(session, firm) for firm in firms}
+
+        applied: list[int] = []
+        for account in accounts:
+            state_row = states.get(account.id)
             last_seq = state_row.last_seq if state_row is not None else 0
-            rows = list(
-                session.scalars(
-                    select(m.RawEvent)
-                    .where(
-                        m.RawEvent.firm_id == account.firm_id,
-                        m.RawEvent.seq > last_seq,
-                        or_(
-                            m.RawEvent.account_id == account_id,
-                            (m.RawEvent.account_id.is_(None)) & (m.RawEvent.type.in_(GLOBAL_TYPES)),
-                        ),
-                    )
-                    .order_by(m.RawEvent.seq)
-                    .limit(self.batch)
-                )
-            )
-            if not rows:
-                return
-            compiled = self._program(session, account.pack_version_id)
-            program = compiled.phase(account.phase)
+            mine = [r for r in by_account.get(account.id, ()) if r.seq > last_seq]
+            stream = sorted(mine + [r for r in by_firm.get(account.firm_id, ()) if r.seq > last_seq], key=lambda r: r.seq)
+            if not stream:
+                continue
+            program = self._program(session, account.pack_version_id).phase(account.phase)
             engine = Engine(lambda external, _p=program, _a=account.external_id: _p if external == _a else None)
-            engine.market = self._market(session, account.firm_id, last_seq)
+            engine.market = _market_at(calendars[account.firm_id], last_seq)
             if state_row is not None:
                 engine.states[account.external_id] = STATE_DECODER.decode(state_row.state)
                 engine.programs[account.external_id] = program
-            events = [DECODER.decode(row.body) for row in rows]
-            seq_of = {row.event_id: row.seq for row in rows}
+            events = [DECODER.decode(row.body) for row in stream]
             decisions = engine.feed(events)
             rejected = {r.id: r for r in engine.rejected}
-            before_status = account.status
             st = engine.states.get(account.external_id)
             if st is None:  # only global events so far: nothing to keep yet
                 st = program.new_state(account.external_id)
                 st.last_ts = events[-1].ts
-            self._store(session, account, st, rows[-1].seq, state_row)
-            own = [row for row in rows if row.account_id == account_id]
-            for row in own:
+            self._store(session, account, st, stream[-1].seq, state_row)
+            for row in mine:
                 problem = rejected.get(row.event_id)
-                row.status = "rejected" if problem is not None else "applied"
-                row.reason = problem.reason if problem is not None else None
-            self._record(session, account, decisions, seq_of)
+                if problem is None:
+                    applied.append(row.seq)
+                else:
+                    session.execute(
+                        update(m.RawEvent)
+                        .where(m.RawEvent.seq == row.seq)
+                        .values(status="rejected", reason=problem.reason)
+                        .execution_options(synchronize_session=False)
+                    )
+            before_status = account.status
+            self._record(session, account, decisions, {row.event_id: row.seq for row in stream})
             account.status = _account_status(st.status, program)
             if account.status != before_status:
                 audit.append(
@@ -180,23 +208,27 @@ class EvaluationWorker:
                     ts=events[-1].ts,
                 )
             report.accounts += 1
-            report.events += len(own)
+            report.events += len(mine)
             report.decisions += len(decisions)
             report.rejected += len(rejected)
             for d in decisions:
                 report.by_kind[d.kind] = report.by_kind.get(d.kind, 0) + 1
+        for start in range(0, len(applied), 1000):
+            session.execute(
+                update(m.RawEvent)
+                .where(m.RawEvent.seq.in_(applied[start : start + 1000]))
+                .values(status="applied")
+                .execution_options(synchronize_session=False)
+            )
 
-    def _market(self, session: Session, firm_id: str, up_to_seq: int) -> Market:
-        """The news calendar as the account knew it after event ``up_to_seq`` (exactly as in replay)."""
-        market = Market()
-        news = session.scalars(
-            select(m.RawEvent)
-            .where(m.RawEvent.firm_id == firm_id, m.RawEvent.type == "news", m.RawEvent.seq <= up_to_seq)
+    def _calendar(self, session: Session, firm_id: str) -> list[tuple[int, NewsEntry]]:
+        """The firm's news calendar in stored order (seq, entry)."""
+        rows = session.execute(
+            select(m.RawEvent.seq, m.RawEvent.body)
+            .where(m.RawEvent.firm_id == firm_id, m.RawEvent.type == "news")
             .order_by(m.RawEvent.seq)
         )
-        for row in news:
-            market.add_news(NewsEntry.from_event(DECODER.decode(row.body)))
-        return market
+        return [(seq, NewsEntry.from_event(DECODER.decode(body))) for seq, body in rows]
 
     def _store(
         self, session: Session, account: m.Account, st: AccountState, last_seq: int, row: m.AccountState | None
@@ -301,6 +333,16 @@ class EvaluationWorker:
                 dedupe_key=f"decision:{decision_id}:create_account",
             )
         )
+
+
+def _market_at(calendar: list[tuple[int, NewsEntry]], up_to_seq: int) -> Market:
+    """The news calendar as the account knew it after event ``up_to_seq`` (exactly as in replay)."""
+    market = Market()
+    for seq, entry in calendar:
+        if seq > up_to_seq:
+            break
+        market.add_news(entry)
+    return market
 
 
 def _account_status(engine_status: str, program) -> str:
