@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
+from propcrm.adapters.db import user_sessions  # noqa: F401 - registers its table on Base.metadata
 from propcrm.adapters.db.models import Base
 
 config = context.config

@@ -1,0 +1,46 @@
+"""The composition root of the HTTP service: database engine, sessions, routers.
+
+``create_app()`` uses ``PROPCRM_DATABASE_URL`` or the embedded SQLite default; the schema is migrated
+to the latest revision when the app starts (FastAPI lifespan), and the engine is disposed when it stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from .. import __version__
+from ..adapters.db.session import database_url as default_database_url
+from ..adapters.db.session import make_engine, migrate, sessions
+from .routers import events
+
+
+def create_app(database_url: str | None = None) -> FastAPI:
+    url = database_url or default_database_url()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(migrate, url)
+        yield
+        app.state.engine.dispose()
+
+    app = FastAPI(
+        title="propcrm",
+        version=__version__,
+        summary="Real-time rule engine, abuse analytics, payouts and CRM for prop trading firms.",
+        lifespan=lifespan,
+    )
+    app.state.database_url = url
+    app.state.engine = make_engine(url)
+    app.state.sessions = sessions(app.state.engine)
+    app.include_router(events.router, prefix="/api/v1")
+    from .staff import mount as mount_staff_api  # login, roles, accounts, decisions, overrides, packs, users, keys
+
+    mount_staff_api(app)
+    return app
+
+
+__all__ = ["create_app"]

@@ -1,0 +1,1 @@
+"""One router per feature, mounted under ``/api/v1``."""

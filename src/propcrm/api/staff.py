@@ -1,0 +1,90 @@
+"""Mounts the people-facing API (login, accounts, decisions, overrides, packs, products, users, keys,
+quarantine) under ``/api/v1`` and makes every error a JSON ``{"error": …}`` with a 4xx code.
+
+Bad input never becomes a 500: validation problems are 422, refusals of the services are 404 / 409 /
+422, a value the database cannot hold is 422, a busy or unreachable database is 503 (retry). Error
+messages never carry SQL parameters (where a secret could sit).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..domain.rulepack import RulePackError
+from ..services.errors import Conflict, Invalid, NotFound
+from . import auth
+from .routers import accounts, admin, packs, quarantine
+
+log = logging.getLogger("propcrm.api")
+PREFIX = "/api/v1"
+
+
+def mount(app: FastAPI) -> None:
+    for router in (auth.router, accounts.router, packs.router, admin.router, quarantine.router):
+        app.include_router(router, prefix=PREFIX)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(NotFound, _status(404))
+    app.add_exception_handler(Conflict, _status(409))
+    app.add_exception_handler(Invalid, _status(422))
+    app.add_exception_handler(RulePackError, _status(422))
+    app.add_exception_handler(DataError, _data_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(OperationalError, _storage_busy)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = []
+    for item in exc.errors()[:20]:
+        where = ".".join(str(part) for part in item.get("loc", ()) if part != "body") or "body"
+        problems.append({"at": where, "problem": str(item.get("msg", "invalid"))})
+    summary = "; ".join(f"{p['at']}: {p['problem']}" for p in problems[:5]) or "invalid request"
+    return JSONResponse({"error": summary, "problems": problems}, status_code=422)
+
+
+def _status(status: int):
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return _error(status, str(exc.args[0]) if exc.args else type(exc).__name__)
+
+    return handler
+
+
+async def _data_error(request: Request, exc: DataError) -> JSONResponse:
+    log.info("refused a value the database cannot store on %s %s: %s", request.method, request.url.path,
+             type(getattr(exc, "orig", exc)).__name__)
+    return _error(422, "a value in the request cannot be stored (out of range, or a forbidden character such as NUL)")
+
+
+async def _integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
+    log.info("integrity conflict on %s %s: %s", request.method, request.url.path,
+             type(getattr(exc, "orig", exc)).__name__)
+    return _error(409, "the change conflicts with data stored meanwhile; reload and retry")
+
+
+async def _storage_busy(request: Request, exc: OperationalError) -> JSONResponse:
+    log.warning("storage busy or unavailable on %s %s: %s", request.method, request.url.path,
+                type(getattr(exc, "orig", exc)).__name__)
+    return _error(503, "storage busy or unavailable; retry the request")
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # the traceback's frames, not the exception's text: SQL parameters (secrets, hashes) stay out of logs
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unexpected %s on %s %s\n%s", type(exc).__name__, request.method, request.url.path, frames)
+    return _error(500, "internal error; it has been logged")

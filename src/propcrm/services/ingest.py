@@ -1,0 +1,396 @@
+"""Ingestion: platform events (GUIDE §2) into the event log, once each; everything else into quarantine.
+
+A request body is NDJSON (one event a line) or a JSON array of events. Every line gets an answer:
+
+* ``accepted`` — stored in ``raw_events`` (``status='pending'``) with the original bytes of the line, so
+  fields the decoder does not know are kept;
+* ``duplicate`` — the firm already has an event with this source and id (or an earlier line of the
+  same request had it): nothing is stored again, which makes re-sending a batch harmless;
+* ``rejected`` — malformed (the field and the problem) or for an account the firm does not have; the
+  line is kept in ``quarantine`` with its reason, so a risk officer can inspect it and :func:`resubmit`
+  it once the account exists. Nothing sent is lost.
+
+The work is done in bulk and inside the caller's transaction (the caller commits): one query
+resolves every account of the batch; ``INSERT … ON CONFLICT DO NOTHING RETURNING event_id`` stores
+the events and says which ids were new — on PostgreSQL one statement for the whole batch (the
+columns travel as arrays through ``unnest``), on SQLite one multi-row statement per 1,000 rows.
+
+On PostgreSQL the batch takes a per-firm transaction-scoped advisory lock before it inserts: ``seq``
+values are then committed in the order they were drawn, so a worker that remembers "evaluated up to
+seq N" can never miss a row that commits late with a smaller ``seq``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import msgspec
+from sqlalchemy import DateTime, Integer, String, Text, bindparam, column, func, insert, literal, select, table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from ..adapters.db import models as m
+from ..domain.events import DECODER, AnyEvent, decode_lines
+
+UTC = dt.timezone.utc
+Status = Literal["accepted", "duplicate", "rejected"]
+
+MAX_SOURCE = 64
+_ACCOUNT_CHUNK = 5000  # external ids per lookup query (well under SQLite's and PostgreSQL's bind limits)
+_INSERT_PAGE = 1000  # rows per multi-row INSERT round trip (9 binds a row)
+_TAGS = {cls: tag for tag, cls in ((c.__struct_config__.tag, c) for c in AnyEvent.__args__)}  # type: ignore[attr-defined]
+_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+class IngestError(ValueError):
+    """A refused ingestion request (not a refused line: those are answered per line)."""
+
+
+class LineOutcome(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What happened to one line (NDJSON line number, or array index + 1)."""
+
+    line: int
+    status: Status
+    id: str | None = None
+    reason: str | None = None
+    quarantine_id: int | None = None
+
+
+class IngestReport(msgspec.Struct):
+    lines: list[LineOutcome] = msgspec.field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return sum(1 for o in self.lines if o.status == "accepted")
+
+    @property
+    def duplicates(self) -> int:
+        return sum(1 for o in self.lines if o.status == "duplicate")
+
+    @property
+    def rejected(self) -> int:
+        return sum(1 for o in self.lines if o.status == "rejected")
+
+    def rejections(self) -> list[LineOutcome]:
+        return [o for o in self.lines if o.status == "rejected"]
+
+    def to_dict(self) -> dict:
+        """The API answer: counts, then every line."""
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "lines": msgspec.to_builtins(self.lines),
+        }
+
+    def to_json(self) -> bytes:
+        return _ENCODER.encode(self.to_dict())
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+# --------------------------------------------------------------------------------------------- public
+def ingest(
+    session: Session, *, firm_id: str, source: str, body: bytes, content_type: str | None = None
+) -> IngestReport:
+    """Store the events of one request body; quarantine what cannot be accepted. The caller commits."""
+    _check_source(source)
+    received_at = dt.datetime.now(UTC)
+    candidates, whole_body_problem = split_body(body, content_type)
+    if whole_body_problem is not None:
+        rejected = [_Rejected(1, body, whole_body_problem)]
+        outcomes: dict[int, LineOutcome] = {}
+    else:
+        outcomes, rejected = _store(session, firm_id=firm_id, source=source, candidates=candidates,
+                                    received_at=received_at)
+    if rejected:
+        rows = [
+            {"firm_id": firm_id, "source": source, "line": r.line, "body": r.raw, "reason": r.reason,
+             "received_at": received_at}
+            for r in rejected
+        ]
+        ids = session.scalars(
+            insert(m.Quarantine).returning(m.Quarantine.id, sort_by_parameter_order=True), rows
+        ).all()
+        for r, quarantine_id in zip(rejected, ids):
+            outcomes[r.line] = LineOutcome(r.line, "rejected", id=r.event_id, reason=r.reason,
+                                           quarantine_id=quarantine_id)
+    return IngestReport([outcomes[n] for n in sorted(outcomes)])
+
+
+def resubmit(session: Session, *, firm_id: str, quarantine_ids: Sequence[int]) -> IngestReport:
+    """Ingest quarantined lines again (say, after their account was created).
+
+    A line that is now stored — accepted, or a duplicate of a stored event — is marked resolved; one
+    that is still refused stays in quarantine with its up-to-date reason. The report's ``line`` is the
+    position in ``quarantine_ids`` (1-based) and ``quarantine_id`` names the entry.
+    """
+    wanted = list(dict.fromkeys(int(i) for i in quarantine_ids))
+    if not wanted:
+        return IngestReport()
+    rows = {
+        row.id: row
+        for row in session.scalars(
+            select(m.Quarantine).where(m.Quarantine.firm_id == firm_id, m.Quarantine.id.in_(wanted))
+        )
+    }
+    missing = [i for i in wanted if i not in rows]
+    if missing:
+        raise IngestError(f"no quarantine entr{'y' if len(missing) == 1 else 'ies'} "
+                          f"{', '.join(map(str, missing))} in firm {firm_id}")
+    now = dt.datetime.now(UTC)
+    outcomes: dict[int, LineOutcome] = {}
+    by_source: dict[str, list[tuple[int, bytes]]] = {}
+    for position, quarantine_id in enumerate(wanted, start=1):
+        by_source.setdefault(rows[quarantine_id].source, []).append((position, rows[quarantine_id].body))
+    for source, candidates in by_source.items():
+        stored, rejected = _store(session, firm_id=firm_id, source=source, candidates=candidates, received_at=now)
+        outcomes.update(stored)
+        for r in rejected:
+            outcomes[r.line] = LineOutcome(r.line, "rejected", id=r.event_id, reason=r.reason)
+    lines = []
+    for position, quarantine_id in enumerate(wanted, start=1):
+        outcome = msgspec.structs.replace(outcomes[position], quarantine_id=quarantine_id)
+        row = rows[quarantine_id]
+        if outcome.status == "rejected":
+            row.reason = outcome.reason or row.reason
+        elif row.resolved_at is None:
+            row.resolved_at = now
+        lines.append(outcome)
+    session.flush()
+    return IngestReport(lines)
+
+
+def split_body(body: bytes, content_type: str | None = None) -> tuple[list[tuple[int, bytes]], str | None]:
+    """The lines of a body as ``(line number, bytes)``, blank lines skipped.
+
+    A body whose first non-blank byte is ``[`` is read as a JSON array (unless the content type says
+    NDJSON): element *i* is line *i + 1* and keeps its own bytes. If such a body is not a valid array,
+    it is judged line by line as NDJSON — except when it was sent as ``application/json``, where it is
+    one document and is refused whole (the second value of the pair says why).
+    """
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    head = body.lstrip(b" \t\r\n")
+    if head.startswith(b"[") and kind not in ("application/x-ndjson", "application/ndjson", "application/jsonl"):
+        try:
+            elements = _ARRAY.decode(body)
+        except UnicodeDecodeError as exc:
+            if kind == "application/json":
+                return [], f"not valid UTF-8 at byte {exc.start}"
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            if kind == "application/json":
+                return [], f"not a valid JSON array of events: {exc}"
+        else:
+            return [(index, bytes(raw)) for index, raw in enumerate(elements, start=1)], None
+    lines = []
+    for number, line in enumerate(body.split(b"\n"), start=1):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if line.strip(b" \t\r"):
+            lines.append((number, line))
+    return lines, None
+
+
+# ------------------------------------------------------------------------------------------ internals
+class _Rejected(msgspec.Struct):
+    line: int
+    raw: bytes
+    reason: str
+    event_id: str | None = None
+
+
+def _check_source(source: str) -> None:
+    if not source or len(source) > MAX_SOURCE or not source.isprintable():
+        raise IngestError(f"source must be 1 to {MAX_SOURCE} printable characters, got {source!r}")
+
+
+def _decode(line: int, raw: bytes) -> AnyEvent | _Rejected:
+    try:
+        event = DECODER.decode(raw)
+    except UnicodeDecodeError as exc:
+        return _Rejected(line, raw, f"not valid UTF-8: {exc.reason} at byte {exc.start}")
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return _Rejected(line, raw, _explain(raw))
+    except Exception as exc:  # noqa: BLE001 - a line must never fail the request
+        return _Rejected(line, raw, f"could not be decoded: {type(exc).__name__}")
+    problem = _storable(event)
+    if problem is not None:
+        return _Rejected(line, raw, problem, _clean(event.id) if "`id`" not in problem else None)
+    return event
+
+
+def _explain(raw: bytes) -> str:
+    """The decoder's reason (field and problem) for a line that failed to decode."""
+    try:
+        rejected = decode_lines(raw.replace(b"\n", b" "))[2]
+    except Exception as exc:  # noqa: BLE001
+        return f"not valid JSON: {type(exc).__name__}"
+    return _clean(rejected[0].reason) if rejected else "not a single JSON object"
+
+
+def _storable(event: AnyEvent) -> str | None:
+    """What the decoder lets through but the database cannot hold (NUL characters, unrepresentable time)."""
+    for name in ("id", "account"):
+        value = getattr(event, name, None)
+        if value is not None and "\x00" in value:
+            return f"`{name}`: must not contain NUL characters"
+    try:
+        event.ts.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return "`ts`: outside the representable range of times"
+    return None
+
+
+def _clean(text: str) -> str:
+    return text.replace("\x00", "\\u0000")
+
+
+def _store(
+    session: Session,
+    *,
+    firm_id: str,
+    source: str,
+    candidates: Iterable[tuple[int, bytes]],
+    received_at: dt.datetime,
+) -> tuple[dict[int, LineOutcome], list[_Rejected]]:
+    """Decode, resolve accounts, insert new events; the outcomes of stored lines and the rejections."""
+    decoded: list[tuple[int, bytes, AnyEvent]] = []
+    rejected: list[_Rejected] = []
+    for line, raw in candidates:
+        result = _decode(line, raw)
+        if isinstance(result, _Rejected):
+            rejected.append(result)
+        else:
+            decoded.append((line, raw, result))
+    accounts = _resolve_accounts(session, firm_id, {getattr(e, "account", None) for _, _, e in decoded} - {None})
+
+    outcomes: dict[int, LineOutcome] = {}
+    first_line_of: dict[str, int] = {}
+    rows: list[dict] = []
+    for line, raw, event in decoded:
+        external = getattr(event, "account", None)
+        account_id = None
+        if external is not None:
+            account_id = accounts.get(external)
+            if account_id is None:
+                rejected.append(_Rejected(line, raw, f"no account '{external}' in firm {firm_id}", event.id))
+                continue
+        if event.id in first_line_of:
+            outcomes[line] = LineOutcome(line, "duplicate", id=event.id)
+            continue
+        first_line_of[event.id] = line
+        rows.append({
+            "firm_id": firm_id, "source": source, "event_id": event.id, "account_id": account_id,
+            "type": _TAGS[type(event)], "ts": event.ts, "body": raw, "received_at": received_at,
+            "status": "pending",
+        })
+    new_ids = _insert_new(session, firm_id, rows)
+    for event_id, line in first_line_of.items():
+        outcomes[line] = LineOutcome(line, "accepted" if event_id in new_ids else "duplicate", id=event_id)
+    rejected.sort(key=lambda r: r.line)
+    return outcomes, rejected
+
+
+def _resolve_accounts(session: Session, firm_id: str, externals: set[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    wanted = sorted(externals)
+    for start in range(0, len(wanted), _ACCOUNT_CHUNK):
+        chunk = wanted[start : start + _ACCOUNT_CHUNK]
+        rows = session.execute(
+            select(m.Account.external_id, m.Account.id).where(
+                m.Account.firm_id == firm_id, m.Account.external_id.in_(chunk)
+            )
+        )
+        found.update((external, account_id) for external, account_id in rows)
+    return found
+
+
+def _insert_new(session: Session, firm_id: str, rows: list[dict]) -> set[str]:
+    """Insert the rows that are not stored yet; the event ids that were new."""
+    if not rows:
+        return set()
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return _insert_new_postgresql(session, firm_id, rows)
+    if dialect == "sqlite":
+        return _insert_new_sqlite(session, rows)
+    raise IngestError(f"ingestion supports SQLite and PostgreSQL, not {dialect}")  # pragma: no cover
+
+
+# The same columns without types: SQLite rows arrive already in storage form (see _sqlite_time), which
+# spares two type conversions per row — the larger part of the cost of a batch insert on SQLite.
+_RAW_EVENTS_UNTYPED = table(
+    "raw_events", *(column(name) for name in
+                    ("firm_id", "source", "event_id", "account_id", "type", "ts", "body", "received_at", "status"))
+)
+
+
+def _sqlite_time(value: dt.datetime) -> str:
+    """A time as :class:`~propcrm.adapters.db.models.UtcDateTime` stores it on SQLite (naive UTC text)."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def _insert_new_sqlite(session: Session, rows: list[dict]) -> set[str]:
+    """executemany + RETURNING: SQLAlchemy's "insertmanyvalues" sends one multi-row INSERT per page of
+    rows from a statement compiled once (a literal ``.values([...])`` is recompiled every time)."""
+    received_at = _sqlite_time(rows[0]["received_at"])
+    stored = [{**r, "ts": _sqlite_time(r["ts"]), "received_at": received_at} for r in rows]
+    statement = (
+        sqlite.insert(_RAW_EVENTS_UNTYPED)
+        .on_conflict_do_nothing(index_elements=["firm_id", "source", "event_id"])
+        .returning(_RAW_EVENTS_UNTYPED.c.event_id)
+        .execution_options(insertmanyvalues_page_size=_INSERT_PAGE)
+    )
+    return set(session.connection().execute(statement, stored).scalars())
+
+
+def _insert_new_postgresql(session: Session, firm_id: str, rows: list[dict]) -> set[str]:
+    """One statement for the whole batch: ``INSERT … SELECT … FROM unnest(arrays) ON CONFLICT DO NOTHING``.
+
+    The arrays are five bound parameters whatever the batch size, so there is no bind limit to page
+    around and nothing for the driver to re-parse; ``WITH ORDINALITY`` keeps ``seq`` in line order.
+    """
+    _lock_firm(session, firm_id)
+    raw_events = m.RawEvent.__table__
+    first = rows[0]
+    arrays = func.unnest(
+        bindparam("event_ids", [r["event_id"] for r in rows], type_=postgresql.ARRAY(Text)),
+        bindparam("account_ids", [r["account_id"] for r in rows], type_=postgresql.ARRAY(Integer)),
+        bindparam("types", [r["type"] for r in rows], type_=postgresql.ARRAY(Text)),
+        bindparam("stamps", [r["ts"] for r in rows], type_=postgresql.ARRAY(DateTime(timezone=True))),
+        bindparam("bodies", [r["body"] for r in rows], type_=postgresql.ARRAY(postgresql.BYTEA)),
+    ).table_valued("event_id", "account_id", "type", "ts", "body", with_ordinality="n").render_derived(name="batch")
+    source_rows = select(
+        literal(first["firm_id"], String),
+        literal(first["source"], String),
+        arrays.c.event_id,
+        arrays.c.account_id,
+        arrays.c.type,
+        arrays.c.ts,
+        arrays.c.body,
+        literal(first["received_at"], DateTime(timezone=True)),
+        literal("pending", String),
+    ).order_by(arrays.c.n)
+    statement = (
+        postgresql.insert(raw_events)
+        .from_select(
+            ["firm_id", "source", "event_id", "account_id", "type", "ts", "body", "received_at", "status"],
+            source_rows,
+        )
+        .on_conflict_do_nothing(index_elements=["firm_id", "source", "event_id"])
+        .returning(raw_events.c.event_id)
+    )
+    return set(session.execute(statement).scalars())
+
+
+def _lock_firm(session: Session, firm_id: str) -> None:
+    """Serialise a firm's event inserts until commit, so ``seq`` order is commit order (PostgreSQL)."""
+    key = int.from_bytes(hashlib.blake2b(f"raw_events:{firm_id}".encode(), digest_size=8).digest(), "big", signed=True)
+    session.execute(select(func.pg_advisory_xact_lock(key)))
+
+
+__all__ = ["IngestError", "IngestReport", "LineOutcome", "ingest", "resubmit", "split_body"]

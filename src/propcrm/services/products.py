@@ -1,0 +1,55 @@
+"""Products a firm sells: a rule pack version at its account size, for a price."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..adapters.db import models as m
+from . import audit
+from .accounts import money
+from .catalog import pack_of
+from .errors import Conflict, Invalid
+
+MAX_PRICE = Decimal("1000000000")
+
+
+def product_view(row: m.Product) -> dict[str, Any]:
+    return {"id": row.id, "name": row.name, "pack_version_id": row.pack_version_id,
+            "account_size": money(row.account_size), "price": money(row.price), "currency": row.currency,
+            "active": row.active}
+
+
+def list_products(session: Session, *, firm_id: str) -> list[m.Product]:
+    return list(session.scalars(select(m.Product).where(m.Product.firm_id == firm_id).order_by(m.Product.id)))
+
+
+def create_product(session: Session, *, firm_id: str, name: str, pack_version_id: int, price: Decimal | str,
+                   actor: str) -> m.Product:
+    """A product of a live pack version; its account size and currency are the pack's own."""
+    name = (name or "").strip()
+    if not 1 <= len(name) <= 200:
+        raise Invalid("name must be 1 to 200 characters")
+    try:
+        amount = Decimal(str(price))
+    except (InvalidOperation, ValueError):
+        raise Invalid("price must be a decimal amount such as \"540.00\"") from None
+    if not amount.is_finite() or amount < 0 or amount > MAX_PRICE:
+        raise Invalid(f"price must be between 0 and {MAX_PRICE}")
+    version = session.get(m.RulePackVersion, pack_version_id)
+    if version is None or version.firm_id != firm_id:
+        raise Invalid(f"no rule pack version {pack_version_id} in firm {firm_id}")
+    if version.status == "retired":
+        raise Conflict(f"rule pack {version.pack_id} v{version.version} is retired and cannot be sold")
+    pack = pack_of(version)
+    row = m.Product(firm_id=firm_id, name=name, pack_version_id=version.id, account_size=pack.initial_balance,
+                    price=amount, currency=pack.currency, active=True)
+    session.add(row)
+    session.flush()
+    audit.append(session, actor=actor, action="product.create", entity="product", entity_id=str(row.id),
+                 after={"name": name, "pack": f"{version.pack_id} v{version.version}", "price": amount,
+                        "currency": pack.currency}, firm_id=firm_id)
+    return row

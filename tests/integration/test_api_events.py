@@ -1,0 +1,260 @@
+"""POST /api/v1/events on both backends: signatures, limits, and no input ever producing a 500."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import warnings
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # starlette's note about httpx vs httpx2
+    from fastapi.testclient import TestClient
+
+from propcrm.adapters.db import models as m
+from propcrm.api import create_app
+from propcrm.api.routers.events import MAX_BODY_BYTES
+from propcrm.domain.events import DECODER
+from propcrm.domain.rulepack import load_pack
+from propcrm.services.apikeys import AuthError, create_key, sign, verify_signature
+from propcrm.services.catalog import add_pack, create_account, ensure_firm
+
+FIRM = "f1"
+URL = "/api/v1/events"
+UTC = dt.timezone.utc
+
+
+class Platform:
+    """A platform holding a key: signs what it sends, like a real bridge."""
+
+    def __init__(self, client: TestClient, key_id: str, secret: str) -> None:
+        self.client, self.key_id, self.secret = client, key_id, secret
+
+    def headers(self, body: bytes, *, timestamp: str | None = None, secret: str | None = None) -> dict:
+        ts = timestamp if timestamp is not None else str(int(time.time()))
+        return {"X-Propcrm-Key": self.key_id, "X-Propcrm-Timestamp": ts,
+                "X-Propcrm-Signature": sign(secret or self.secret, ts, body)}
+
+    def post(self, body: bytes, **kwargs):
+        extra = kwargs.pop("headers", {})
+        return self.client.post(URL, content=body, headers={**self.headers(body, **kwargs), **extra})
+
+
+@pytest.fixture
+def platform(db_url):
+    app = create_app(db_url)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        with app.state.sessions.begin() as s:
+            ensure_firm(s, firm_id=FIRM)
+            version = add_pack(s, firm_id=FIRM, pack=load_pack("two-step-100k"), activate=True)
+            for name in ("A1", "A2"):
+                create_account(s, firm_id=FIRM, external_id=name, pack_version_id=version.id)
+            key_id, secret = create_key(s, firm_id=FIRM, platform="mt5")
+        yield Platform(client, key_id, secret)
+
+
+def event(event_id: str, account: str = "A1") -> bytes:
+    return json.dumps({"id": event_id, "type": "equity", "account": account, "ts": "2026-03-02T14:05:00Z",
+                       "equity": "99000", "balance": "100000"}).encode()
+
+
+def test_a_signed_batch_is_ingested_and_the_key_use_recorded(platform):
+    body = b"\n".join([event("e-1"), event("e-2", account="NOPE"), event("e-1"), b"oops"])
+    response = platform.post(body, headers={"Content-Type": "application/x-ndjson"})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["accepted"], answer["duplicates"], answer["rejected"]) == (1, 1, 2)
+    assert answer["lines"][0] == {"line": 1, "status": "accepted", "id": "e-1"}
+    assert answer["lines"][1]["reason"] == f"no account 'NOPE' in firm {FIRM}"
+    assert answer["lines"][2] == {"line": 3, "status": "duplicate", "id": "e-1"}
+    assert answer["lines"][3]["status"] == "rejected" and answer["lines"][3]["quarantine_id"] > 0
+    with platform.client.app.state.sessions() as s:
+        key = s.get(m.ApiKey, platform.key_id)
+        assert key.last_used_at is not None
+        row = s.scalars(select(m.RawEvent)).one()
+        assert (row.firm_id, row.source, row.event_id, row.body) == (FIRM, "mt5", "e-1", event("e-1"))
+    array = json.dumps([{"id": "c-1", "type": "clock", "ts": "2026-03-02T23:00:00Z"}]).encode()
+    response = platform.post(array, headers={"Content-Type": "application/json"})
+    assert response.json()["lines"] == [{"line": 1, "status": "accepted", "id": "c-1"}]
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"secret": "not-the-secret"}, "bad signature"),
+        ({"timestamp": str(int(time.time()) - 301)}, "stale X-Propcrm-Timestamp"),
+        ({"timestamp": str(int(time.time()) + 400)}, "stale X-Propcrm-Timestamp"),
+        ({"timestamp": "1.7e9"}, "malformed X-Propcrm-Timestamp"),
+        ({"timestamp": "-5"}, "malformed X-Propcrm-Timestamp"),
+    ],
+)
+def test_bad_signatures_and_timestamps_are_refused_with_401(platform, change, problem):
+    response = platform.post(event("e-1"), **change)
+    assert response.status_code == 401
+    assert problem in response.json()["error"]
+    with platform.client.app.state.sessions() as s:
+        assert s.scalars(select(m.RawEvent)).all() == []
+        assert s.get(m.ApiKey, platform.key_id).last_used_at is None
+
+
+def test_a_signature_over_another_body_or_a_malformed_one_is_refused(platform):
+    body = event("e-1")
+    headers = platform.headers(body)
+    assert platform.client.post(URL, content=body + b" ", headers=headers).status_code == 401
+    for bad in ("md5=abc", "sha256=" + "g" * 64, "", "sha256=" + "é" * 64):
+        response = platform.client.post(URL, content=body, headers={**headers, "X-Propcrm-Signature": bad.encode("latin-1")})
+        assert response.status_code == 401, bad
+        assert "X-Propcrm-Signature" in response.json()["error"]
+
+
+def test_missing_headers_and_unknown_or_inactive_keys_are_refused(platform):
+    body = event("e-1")
+    response = platform.client.post(URL, content=body)
+    assert response.status_code == 401
+    assert "X-Propcrm-Key, X-Propcrm-Timestamp, X-Propcrm-Signature" in response.json()["error"]
+    only_key = platform.client.post(URL, content=body, headers={"X-Propcrm-Key": platform.key_id})
+    assert only_key.status_code == 401 and "X-Propcrm-Key" not in only_key.json()["error"].split(".")[0]
+    for key in ("pk_" + "0" * 24, "'; DELETE FROM api_keys; --", "x" * 10_000, "pk_\u00e9"):
+        headers = {**platform.headers(body), "X-Propcrm-Key": key.encode("utf-8")}
+        response = platform.client.post(URL, content=body, headers=headers)
+        assert response.status_code == 401 and "unknown API key" in response.json()["error"]
+    with platform.client.app.state.sessions.begin() as s:
+        s.get(m.ApiKey, platform.key_id).active = False
+    response = platform.post(body)
+    assert response.status_code == 401 and "inactive" in response.json()["error"]
+
+
+def test_a_body_over_32_mib_is_refused_with_413(platform):
+    body = b" " * (MAX_BODY_BYTES + 1)
+    response = platform.post(body)
+    assert response.status_code == 413 and "limit" in response.json()["error"]
+
+    def chunks():  # no Content-Length: the limit holds while streaming
+        for _ in range(33):
+            yield b" " * (1024 * 1024)
+
+    response = platform.client.post(URL, content=chunks(), headers=platform.headers(b""))
+    assert response.status_code == 413 and "limit" in response.json()["error"]
+    exactly = platform.post(b" " * MAX_BODY_BYTES)
+    assert exactly.status_code == 200 and exactly.json()["lines"] == []
+
+
+def test_verify_signature_names_each_problem(platform):
+    now = dt.datetime.now(UTC)
+    ts = str(int(now.timestamp()))
+    with platform.client.app.state.sessions() as s:
+        key = verify_signature(s, key_id=platform.key_id, timestamp=ts, body=b"x",
+                               signature=sign(platform.secret, ts, b"x"), now=now)
+        assert key.firm_id == FIRM and key.platform == "mt5"
+        edge = str(int(now.timestamp()) - 300)
+        verify_signature(s, key_id=platform.key_id, timestamp=edge, body=b"", signature=sign(platform.secret, edge, b""),
+                         now=now.replace(microsecond=0))
+        with pytest.raises(AuthError, match="stale"):
+            verify_signature(s, key_id=platform.key_id, timestamp=ts, body=b"x",
+                             signature=sign(platform.secret, ts, b"x"), now=now + dt.timedelta(minutes=6))
+        with pytest.raises(AuthError, match="unknown"):
+            verify_signature(s, key_id="", timestamp=ts, body=b"x", signature="", now=now)
+
+
+def test_the_openapi_schema_describes_the_endpoint(platform):
+    schema = platform.client.get("/openapi.json").json()
+    operation = schema["paths"][URL]["post"]
+    content = operation["requestBody"]["content"]
+    assert content["application/x-ndjson"]["schema"] == {"type": "string", "format": "binary"}
+    assert "application/json" in content
+    assert {"200", "401", "413"} <= set(operation["responses"])
+    assert {p["name"] for p in operation["parameters"] if p["in"] == "header"} == {
+        "X-Propcrm-Key", "X-Propcrm-Timestamp", "X-Propcrm-Signature"}
+    assert schema["components"]["schemas"]["IngestResult"]["required"] == ["accepted", "duplicates", "rejected",
+                                                                           "lines"]
+
+
+# ----------------------------------------------------------------------------- fuzzing the endpoint
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+stamps = st.sampled_from(["2026-03-02T14:05:00Z", "2026-03-02T14:05:00+02:00", "2026-03-02T14:05:00",
+                          "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "yesterday"]) | st.text()
+decimals = st.sampled_from(["1", "-1", "0", "1e999", "NaN", "Infinity", "1.08512", ""]) | st.integers() | st.floats()
+event_like = st.fixed_dictionaries(
+    {
+        "id": st.text(max_size=12) | st.integers(),
+        "type": st.sampled_from(["trade_opened", "trade_closed", "equity", "balance", "price", "session", "news",
+                                 "clock", "TRADE", ""]),
+        "ts": stamps,
+    },
+    optional={
+        "account": st.sampled_from(["A1", "A2", "NOPE", "'; DROP TABLE accounts; --", ""]) | st.text(max_size=6),
+        "position": st.text(max_size=4), "symbol": st.sampled_from(["EURUSD", ""]),
+        "side": st.sampled_from(["buy", "sell", "hold"]), "lots": decimals, "price": decimals, "profit": decimals,
+        "equity": decimals, "balance": decimals, "amount": decimals,
+        "reason": st.sampled_from(["deposit", "manual", "x"]), "bid": decimals, "ask": decimals,
+        "ip": st.text(max_size=6), "device": st.text(max_size=6), "title": st.text(max_size=6),
+        "impact": st.sampled_from(["high", "low", "huge"]), "currency": st.sampled_from(["USD", "EURO"]),
+        "extra": json_values,
+    },
+)
+
+good_ts = st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2100, 1, 1),
+                       timezones=st.just(UTC)).map(lambda t: t.isoformat())
+good_money = st.decimals(min_value=1, max_value=10**9, places=2).map(str)
+valid_events = st.one_of(
+    st.fixed_dictionaries({"id": st.text(min_size=1, max_size=12), "type": st.just("clock"), "ts": good_ts},
+                          optional={"extra": json_values}),
+    st.fixed_dictionaries({"id": st.text(min_size=1, max_size=12), "type": st.just("equity"), "ts": good_ts,
+                           "account": st.sampled_from(["A1", "A2"]), "equity": good_money, "balance": good_money},
+                          optional={"margin": good_money, "unknown_field": json_values}),
+    st.fixed_dictionaries({"id": st.text(min_size=1, max_size=12), "type": st.just("trade_opened"), "ts": good_ts,
+                           "account": st.sampled_from(["A1", "A2", "NOPE"]), "position": st.just("p1"),
+                           "symbol": st.just("EURUSD"), "side": st.sampled_from(["buy", "sell"]), "lots": good_money,
+                           "price": good_money}),
+)
+
+
+def _check_answer(platform: Platform, response) -> None:
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    lines = answer["lines"]
+    assert answer["accepted"] + answer["duplicates"] + answer["rejected"] == len(lines)
+    accepted = [entry["id"] for entry in lines if entry["status"] == "accepted"]
+    if accepted:
+        with platform.client.app.state.sessions() as s:
+            rows = s.scalars(select(m.RawEvent).where(m.RawEvent.event_id.in_(accepted))).all()
+        assert len(rows) == len(accepted)
+        for row in rows:  # nothing accepted is malformed
+            decoded = DECODER.decode(row.body)
+            assert decoded.id == row.event_id and row.status == "pending"
+    for entry in lines:
+        if entry["status"] == "rejected":
+            assert entry["reason"] and entry["quarantine_id"] > 0
+
+
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FUZZ
+@given(body=st.binary(max_size=400) | st.lists(st.binary(max_size=60), max_size=6).map(b"\n".join))
+def test_arbitrary_bytes_with_a_valid_signature_never_make_a_500(platform, body):
+    _check_answer(platform, platform.post(body))
+
+
+@FUZZ
+@given(
+    items=st.lists(valid_events | event_like | json_values, max_size=6),
+    as_array=st.booleans(),
+    content_type=st.sampled_from([None, "application/json", "application/x-ndjson", "text/plain"]),
+)
+def test_arbitrary_json_with_a_valid_signature_never_makes_a_500(platform, items, as_array, content_type):
+    if as_array:
+        body = json.dumps(items).encode()
+    else:
+        body = b"\n".join(json.dumps(item).encode() for item in items)
+    headers = {"Content-Type": content_type} if content_type else {}
+    _check_answer(platform, platform.post(body, headers=headers))
