@@ -1,0 +1,585 @@
+"""The outbox dispatcher: the effects of decisions, delivered to the world at least once.
+
+The evaluation worker (and overrides) write outbox rows in the same transaction as the decisions
+that cause them. The dispatcher delivers them after commit:
+
+``platform_command``
+    to the account's platform through a :class:`~propcrm.adapters.platforms.PlatformConnector`
+    (``disable``, ``enable``, ``pause``, ``resume``, ``create_account``). The command carries the
+    row's ``dedupe_key`` as ``idempotency_key`` so a bridge can drop a repeat.
+``notify``
+    fanned out in one transaction: in-app notifications for the firm's admin and risk users and
+    the trader's own user, plus one new row per e-mail recipient (``notify_email``: the trader,
+    the risk desk) and one for the firm's webhook (``notify_webhook``), each retried on its own so
+    a dead SMTP server never re-sends a webhook that already arrived.
+
+**Claiming.** A short transaction selects due rows (``status = 'pending' AND next_attempt_at <=
+now``; on PostgreSQL ``FOR UPDATE SKIP LOCKED``, on SQLite under the database's single write lock),
+counts the attempt (``attempts + 1``) and leases each row by moving ``next_attempt_at`` to ``now +
+lease``; it commits *before* any network I/O, so no lock is held while a platform answers. A row is
+then finished in its own transaction — ``sent`` (with ``sent_at``), rescheduled with exponential
+backoff and jitter, or ``dead`` after ``max_attempts`` — only if its ``attempts`` is still the
+claimed value: if this dispatcher was so slow that its lease ran out and another one re-claimed
+the row, the later claim owns it. A dispatcher killed mid-delivery loses nothing: its leased rows
+come due again when the lease ends (at least once; hence the idempotency key).
+
+**Order per account.** Platform commands for one account are delivered in the order they were
+written: a command waits while an earlier command for the same account is still pending and
+either due or already tried (in flight, or failing and backing off). So a ``resume`` never
+overtakes a ``pause`` that could not be delivered yet, nor an ``enable`` a ``disable``. A
+``resume`` not yet due does not hold back later commands; and a ``resume`` is not sent to an
+account that has meanwhile been breached, suspended or closed — it is ``cancelled`` instead.
+
+**Audit.** Every row's final status is audited with :func:`services.audit.append` in the same
+transaction: ``platform.<command>`` for a delivered platform command, ``notification.sent`` /
+``notification.email`` / ``notification.webhook``, ``platform.cancelled`` and ``outbox.dead``.
+
+**Time** comes from ``run_once(now=…)`` (tests pass it), otherwise the wall clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import exists, or_, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from ..adapters.db import models as m
+from ..adapters.delivery import DeliveryError, safe_url
+from ..adapters.notify import EmailNotifier, WebhookNotifier, add_in_app, notice_of
+from ..adapters.platforms import LoggingConnector, PlatformConnector, SignedWebhookConnector
+from . import audit
+
+log = logging.getLogger("propcrm.dispatch")
+
+UTC = dt.timezone.utc
+ACTOR = "dispatcher"
+ANY_PLATFORM = "*"
+"""Key of ``connectors`` used for platforms without a connector of their own."""
+RESUME_CANCELLED_WHEN = ("breached", "suspended", "closed")
+ERROR_LIMIT = 500
+DEDUPE_LIMIT = 200  # outbox.dedupe_key is VARCHAR(200)
+
+
+class DispatchConfigError(ValueError):
+    """The dispatcher's configuration (environment) is incomplete or contradictory."""
+
+
+@dataclass
+class DispatchReport:
+    claimed: int = 0
+    delivered: int = 0
+    """Rows marked ``sent`` (a ``notify`` row counts once its fan-out is written)."""
+    failed: int = 0
+    """Attempts that failed and were rescheduled."""
+    dead: int = 0
+    cancelled: int = 0
+    lost: int = 0
+    """Claims another dispatcher took over after this one's lease ran out (nothing was recorded)."""
+    notifications: int = 0
+    """In-app notifications written."""
+    seconds: float = 0.0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: DispatchReport) -> None:
+        for name in ("claimed", "delivered", "failed", "dead", "cancelled", "lost", "notifications"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.seconds += other.seconds
+        for kind, n in other.by_kind.items():
+            self.by_kind[kind] = self.by_kind.get(kind, 0) + n
+
+
+@dataclass(frozen=True)
+class _Claim:
+    id: int
+    firm_id: str
+    kind: str
+    payload: dict[str, Any]
+    dedupe_key: str
+    attempts: int
+    """The attempt this claim is (1 for the first)."""
+
+
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+_URL_QUERY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s?#]*)[?#][^\s]*")
+
+
+def describe_error(exc: BaseException) -> str:
+    """What went wrong, fit for ``last_error`` and logs: no URL credentials or query strings, bounded."""
+    text = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
+    text = _URL_QUERY.sub(r"\1", _URL_USERINFO.sub(r"\1", text))
+    return text if len(text) <= ERROR_LIMIT else text[: ERROR_LIMIT - 1] + "…"
+
+
+class Dispatcher:
+    """Delivers due outbox rows. Any number of dispatchers may run side by side (see the module doc)."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        *,
+        connectors: Mapping[str, PlatformConnector],
+        email: EmailNotifier | None = None,
+        webhook: WebhookNotifier | None = None,
+        max_attempts: int = 8,
+        base_delay_s: float = 2,
+        max_delay_s: float = 3600,
+        batch: int = 50,
+        lease_s: float = 600,
+        max_rows: int = 1000,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if batch < 1 or max_rows < 1:
+            raise ValueError("batch and max_rows must be at least 1")
+        self.sessions = session_factory
+        self.connectors = dict(connectors)
+        self.email = email
+        self.webhook = webhook
+        self.max_attempts = max_attempts
+        self.base_delay_s = base_delay_s
+        self.max_delay_s = max_delay_s
+        self.batch = batch
+        self.lease = dt.timedelta(seconds=lease_s)
+        self.max_rows = max_rows
+
+    # ------------------------------------------------------------------ public
+    def run_once(self, now: dt.datetime | None = None) -> DispatchReport:
+        """Deliver what is due at ``now`` (up to ``max_rows`` rows), including what a fan-out adds."""
+        started = time.perf_counter()
+        now = (now or dt.datetime.now(UTC)).astimezone(UTC)
+        report = DispatchReport()
+        while report.claimed < self.max_rows:
+            claims = self._claim(now, min(self.batch, self.max_rows - report.claimed))
+            if not claims:
+                break
+            report.claimed += len(claims)
+            for claim in claims:
+                report.by_kind[claim.kind] = report.by_kind.get(claim.kind, 0) + 1
+                self._deliver(claim, now, report)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def retry_delay(self, attempts: int, row_id: int) -> dt.timedelta:
+        """Wait after failed attempt number ``attempts``: ``base · 2^(attempts−1)``, capped, plus up to
+        25% jitter that is deterministic in the row and the attempt (so dispatchers agree and tests
+        can predict it) yet spreads rows that failed together."""
+        exponent = min(max(attempts - 1, 0), 40)
+        delay = min(self.base_delay_s * (2 ** exponent), self.max_delay_s)
+        digest = hashlib.sha256(f"{row_id}:{attempts}".encode()).digest()
+        jitter = int.from_bytes(digest[:8], "big") / 2**64 * 0.25
+        return dt.timedelta(seconds=delay * (1 + jitter))
+
+    def close(self) -> None:
+        for thing in [*self.connectors.values(), self.email, self.webhook]:
+            closer = getattr(thing, "close", None)
+            if callable(closer):
+                closer()
+
+    # ------------------------------------------------------------------ claiming
+    def _claim(self, now: dt.datetime, limit: int) -> list[_Claim]:
+        o = m.OutboxMessage
+        earlier = aliased(m.OutboxMessage)
+        held_back = exists().where(
+            earlier.firm_id == o.firm_id,
+            earlier.kind == "platform_command",
+            earlier.status == "pending",
+            earlier.id < o.id,
+            earlier.payload["account"].as_string() == o.payload["account"].as_string(),
+            or_(earlier.attempts > 0, earlier.next_attempt_at <= now),
+        )
+        query = (
+            select(o.id, o.firm_id, o.kind, o.payload, o.dedupe_key, o.attempts)
+            .where(o.status == "pending", o.next_attempt_at <= now, or_(o.kind != "platform_command", ~held_back))
+            .order_by(o.id)
+            .limit(limit)
+        )
+        with self.sessions.begin() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True, of=o)
+            rows = session.execute(query).all()
+            if not rows:
+                return []
+            session.execute(
+                update(o)
+                .where(o.id.in_([r.id for r in rows]))
+                .values(attempts=o.attempts + 1, next_attempt_at=now + self.lease)
+                .execution_options(synchronize_session=False)
+            )
+        return [
+            _Claim(id=r.id, firm_id=r.firm_id, kind=r.kind, payload=dict(r.payload or {}), dedupe_key=r.dedupe_key,
+                   attempts=r.attempts + 1)
+            for r in rows
+        ]
+
+    @staticmethod
+    def _take(session: Session, claim: _Claim, **values: Any) -> bool:
+        """Record an outcome if the claim is still ours (nobody re-claimed the row since)."""
+        o = m.OutboxMessage
+        result = session.execute(
+            update(o)
+            .where(o.id == claim.id, o.status == "pending", o.attempts == claim.attempts)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
+
+    # ------------------------------------------------------------------ delivering
+    def _deliver(self, claim: _Claim, now: dt.datetime, report: DispatchReport) -> None:
+        try:
+            if claim.kind == "platform_command":
+                self._platform_command(claim, now, report)
+            elif claim.kind == "notify":
+                self._fan_out(claim, now, report)
+            elif claim.kind == "notify_email":
+                self._email(claim, now, report)
+            elif claim.kind == "notify_webhook":
+                self._webhook(claim, now, report)
+            else:
+                raise DeliveryError(f"no delivery for outbox kind {claim.kind!r}")
+        except Exception as exc:  # noqa: BLE001 - any failure is recorded on the row and retried
+            self._failed(claim, now, describe_error(exc), report)
+
+    def _platform_command(self, claim: _Claim, now: dt.datetime, report: DispatchReport) -> None:
+        payload = claim.payload
+        command = str(payload.get("command") or "")
+        account = payload.get("account")
+        if command == "resume":
+            status = self._account_status(claim.firm_id, account)
+            if status in RESUME_CANCELLED_WHEN:
+                self._cancelled(claim, now, f"account is {status}: trading must not resume", report)
+                return
+        platform = str(payload.get("platform") or "")
+        connector = self.connectors.get(platform) or self.connectors.get(ANY_PLATFORM)
+        if connector is None:
+            raise DeliveryError(f"no connector for platform {platform!r}")
+        connector.send({**payload, "firm": claim.firm_id, "idempotency_key": claim.dedupe_key})
+        self._sent(
+            claim, now, report,
+            action=f"platform.{command or 'command'}", entity="account", entity_id=account,
+            after={"outbox": claim.id, "command": command, "platform": platform,
+                   "idempotency_key": claim.dedupe_key, "attempt": claim.attempts,
+                   **({"until": payload["until"]} if payload.get("until") else {})},
+        )
+
+    def _fan_out(self, claim: _Claim, now: dt.datetime, report: DispatchReport) -> None:
+        """One ``notify`` row → in-app rows now, and an outbox row per e-mail recipient and webhook."""
+        payload = claim.payload
+        notice = notice_of(payload)
+        trader_id = payload.get("trader_id")
+        with self.sessions.begin() as session:
+            if not self._take(session, claim, status="sent", sent_at=now):
+                report.lost += 1
+                return
+            firm = session.get(m.Firm, claim.firm_id)
+            firm_name = firm.name if firm is not None else claim.firm_id
+            in_app = add_in_app(session, firm_id=claim.firm_id, trader_id=trader_id, notice=notice, now=now)
+            audiences: list[str] = []
+            if self.email is not None:
+                for address, audience in self._email_recipients(session, claim, trader_id):
+                    self._add_row(session, claim, now, kind="notify_email", suffix=f"email:{audience}",
+                                  payload={**payload, "to": address, "audience": audience, "firm_name": firm_name})
+                    audiences.append(audience)
+            if self.webhook is not None:
+                self._add_row(session, claim, now, kind="notify_webhook", suffix="webhook",
+                              payload={**payload, "firm_name": firm_name})
+            audit.append(
+                session, actor=ACTOR, action="notification.sent", entity="account", entity_id=payload.get("account"),
+                after={"outbox": claim.id, "kind": payload.get("kind"), "decision": payload.get("decision"),
+                       "in_app": in_app, "email": audiences, "webhook": self.webhook is not None},
+                firm_id=claim.firm_id, ts=now,
+            )
+        report.delivered += 1
+        report.notifications += in_app
+
+    def _email_recipients(self, session: Session, claim: _Claim, trader_id: Any) -> list[tuple[str, str]]:
+        assert self.email is not None
+        out: list[tuple[str, str]] = []
+        if self.email.notify_traders and isinstance(trader_id, int):
+            trader = session.get(m.Trader, trader_id)
+            if trader is not None and trader.firm_id == claim.firm_id and trader.email:
+                out.append((trader.email, "trader"))
+        if self.email.risk_address and claim.payload.get("kind") in self.email.risk_kinds:
+            out.append((self.email.risk_address, "risk"))
+        return out
+
+    @staticmethod
+    def _add_row(session: Session, claim: _Claim, now: dt.datetime, *, kind: str, suffix: str, payload: dict) -> None:
+        key = f"{claim.dedupe_key}:{suffix}"
+        if len(key) > DEDUPE_LIMIT:
+            key = f"outbox:{claim.id}:{suffix}"
+        session.add(m.OutboxMessage(firm_id=claim.firm_id, kind=kind, payload=payload, dedupe_key=key,
+                                    status="pending", attempts=0, next_attempt_at=now, created_at=now))
+
+    def _email(self, claim: _Claim, now: dt.datetime, report: DispatchReport) -> None:
+        if self.email is None:
+            raise DeliveryError("e-mail is not configured (PROPCRM_SMTP_HOST)")
+        payload = claim.payload
+        notice = notice_of(payload)
+        firm_name = payload.get("firm_name") or claim.firm_id
+        self.email.send(to=str(payload["to"]), subject=f"[{firm_name}] {notice.title}", body=notice.body,
+                        idempotency_key=claim.dedupe_key)
+        self._sent(
+            claim, now, report, action="notification.email", entity="account", entity_id=payload.get("account"),
+            after={"outbox": claim.id, "audience": payload.get("audience"), "kind": payload.get("kind"),
+                   "decision": payload.get("decision"), "attempt": claim.attempts},
+        )
+
+    def _webhook(self, claim: _Claim, now: dt.datetime, report: DispatchReport) -> None:
+        if self.webhook is None:
+            raise DeliveryError("the firm webhook is not configured (PROPCRM_FIRM_WEBHOOK_URL)")
+        payload = claim.payload
+        notice = notice_of(payload)
+        document = {
+            "type": "notification",
+            "idempotency_key": claim.dedupe_key,
+            "firm": claim.firm_id,
+            "title": notice.title,
+            **{name: payload.get(name) for name in
+               ("account", "platform", "login", "kind", "rule", "message", "decision", "trader_id")},
+        }
+        self.webhook.send(document)
+        self._sent(
+            claim, now, report, action="notification.webhook", entity="account", entity_id=payload.get("account"),
+            after={"outbox": claim.id, "kind": payload.get("kind"), "decision": payload.get("decision"),
+                   "attempt": claim.attempts},
+        )
+
+    # ------------------------------------------------------------------ outcomes
+    def _sent(self, claim: _Claim, now: dt.datetime, report: DispatchReport, *, action: str, entity: str,
+              entity_id: Any, after: dict) -> None:
+        with self.sessions.begin() as session:
+            if not self._take(session, claim, status="sent", sent_at=now):
+                report.lost += 1
+                log.warning("outbox #%s was delivered, but another dispatcher had re-claimed it", claim.id)
+                return
+            audit.append(session, actor=ACTOR, action=action, entity=entity,
+                         entity_id=None if entity_id is None else str(entity_id), before={"status": "pending"},
+                         after={"status": "sent", **after}, firm_id=claim.firm_id, ts=now)
+        report.delivered += 1
+
+    def _cancelled(self, claim: _Claim, now: dt.datetime, reason: str, report: DispatchReport) -> None:
+        with self.sessions.begin() as session:
+            if not self._take(session, claim, status="cancelled", last_error=reason):
+                report.lost += 1
+                return
+            audit.append(session, actor=ACTOR, action="platform.cancelled", entity="account",
+                         entity_id=claim.payload.get("account"), before={"status": "pending"},
+                         after={"status": "cancelled", "outbox": claim.id, "command": claim.payload.get("command"),
+                                "reason": reason},
+                         firm_id=claim.firm_id, ts=now)
+        report.cancelled += 1
+        log.info("outbox #%s (%s %s) cancelled: %s", claim.id, claim.payload.get("command"),
+                 claim.payload.get("account"), reason)
+
+    def _failed(self, claim: _Claim, now: dt.datetime, error: str, report: DispatchReport) -> None:
+        dead = claim.attempts >= self.max_attempts
+        with self.sessions.begin() as session:
+            if dead:
+                if not self._take(session, claim, status="dead", last_error=error):
+                    report.lost += 1
+                    return
+                audit.append(session, actor=ACTOR, action="outbox.dead", entity="outbox", entity_id=str(claim.id),
+                             before={"status": "pending"},
+                             after={"status": "dead", "kind": claim.kind, "account": claim.payload.get("account"),
+                                    "command": claim.payload.get("command"), "attempts": claim.attempts,
+                                    "last_error": error},
+                             firm_id=claim.firm_id, ts=now)
+            else:
+                retry_at = now + self.retry_delay(claim.attempts, claim.id)
+                if not self._take(session, claim, next_attempt_at=retry_at, last_error=error):
+                    report.lost += 1
+                    return
+        if dead:
+            report.dead += 1
+            log.error("outbox #%s (%s) is dead after %s attempts: %s", claim.id, claim.kind, claim.attempts, error)
+        else:
+            report.failed += 1
+            log.warning("outbox #%s (%s) attempt %s failed: %s; retrying at %s", claim.id, claim.kind,
+                        claim.attempts, error, retry_at.isoformat())
+
+    def _account_status(self, firm_id: str, external_id: Any) -> str | None:
+        if not isinstance(external_id, str):
+            return None
+        with self.sessions() as session:
+            return session.scalar(
+                select(m.Account.status).where(m.Account.firm_id == firm_id, m.Account.external_id == external_id)
+            )
+
+
+# ---------------------------------------------------------------------------------------------------
+# configuration from the environment and the `propcrm dispatch` loop
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise DispatchConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise DispatchConfigError(f"{name} must be a number, got {value!r}") from None
+    if number <= 0:
+        raise DispatchConfigError(f"{name} must be positive, got {value!r}")
+    return number
+
+
+def connectors_from_env(env: Mapping[str, str]) -> dict[str, PlatformConnector]:
+    """``PROPCRM_PLATFORM_BRIDGE_URL`` + ``…_SECRET`` (+ ``…_TIMEOUT``): one signed-webhook bridge for
+    every platform; neither: the logging connector. A URL without a secret is refused rather than
+    quietly falling back to logging, which would leave breached accounts trading."""
+    url = env.get("PROPCRM_PLATFORM_BRIDGE_URL", "").strip()
+    secret = env.get("PROPCRM_PLATFORM_BRIDGE_SECRET", "")
+    if url:
+        if not secret:
+            raise DispatchConfigError("PROPCRM_PLATFORM_BRIDGE_URL is set but PROPCRM_PLATFORM_BRIDGE_SECRET is not")
+        timeout = _number(env, "PROPCRM_PLATFORM_BRIDGE_TIMEOUT", 10.0)
+        try:
+            return {ANY_PLATFORM: SignedWebhookConnector(url, secret, timeout)}
+        except ValueError as exc:
+            raise DispatchConfigError(f"PROPCRM_PLATFORM_BRIDGE_URL: {exc}") from None
+    if secret:
+        raise DispatchConfigError("PROPCRM_PLATFORM_BRIDGE_SECRET is set but PROPCRM_PLATFORM_BRIDGE_URL is not")
+    return {ANY_PLATFORM: LoggingConnector()}
+
+
+def email_from_env(env: Mapping[str, str]) -> EmailNotifier | None:
+    """``PROPCRM_SMTP_HOST`` (required to send e-mail), ``…_PORT`` (25; 587 with STARTTLS; 465 with
+    SSL), ``…_FROM``, ``…_STARTTLS``, ``…_SSL``, ``…_USER``, ``…_PASSWORD``, ``…_TIMEOUT``;
+    ``PROPCRM_RISK_EMAIL``: the firm's risk desk."""
+    host = env.get("PROPCRM_SMTP_HOST", "").strip()
+    if not host:
+        return None
+    starttls = _flag(env, "PROPCRM_SMTP_STARTTLS")
+    use_ssl = _flag(env, "PROPCRM_SMTP_SSL")
+    if starttls and use_ssl:
+        raise DispatchConfigError("set PROPCRM_SMTP_STARTTLS or PROPCRM_SMTP_SSL, not both")
+    port_text = env.get("PROPCRM_SMTP_PORT", "").strip()
+    try:
+        port = int(port_text) if port_text else (465 if use_ssl else 587 if starttls else 25)
+    except ValueError:
+        raise DispatchConfigError(f"PROPCRM_SMTP_PORT must be a port number, got {port_text!r}") from None
+    return EmailNotifier(
+        host, port, env.get("PROPCRM_SMTP_FROM", "").strip() or "propcrm@localhost",
+        starttls=starttls, use_ssl=use_ssl,
+        username=env.get("PROPCRM_SMTP_USER") or None, password=env.get("PROPCRM_SMTP_PASSWORD") or None,
+        timeout=_number(env, "PROPCRM_SMTP_TIMEOUT", 10.0),
+        risk_address=env.get("PROPCRM_RISK_EMAIL", "").strip() or None,
+    )
+
+
+def webhook_from_env(env: Mapping[str, str]) -> WebhookNotifier | None:
+    """``PROPCRM_FIRM_WEBHOOK_URL`` + ``PROPCRM_FIRM_WEBHOOK_SECRET``: signed notifications to the firm."""
+    url = env.get("PROPCRM_FIRM_WEBHOOK_URL", "").strip()
+    secret = env.get("PROPCRM_FIRM_WEBHOOK_SECRET", "")
+    if not url:
+        return None
+    if not secret:
+        raise DispatchConfigError("PROPCRM_FIRM_WEBHOOK_URL is set but PROPCRM_FIRM_WEBHOOK_SECRET is not")
+    try:
+        return WebhookNotifier(url, secret, _number(env, "PROPCRM_FIRM_WEBHOOK_TIMEOUT", 10.0))
+    except ValueError as exc:
+        raise DispatchConfigError(f"PROPCRM_FIRM_WEBHOOK_URL: {exc}") from None
+
+
+def build_dispatcher(session_factory: sessionmaker[Session], env: Mapping[str, str] | None = None,
+                     **options: Any) -> Dispatcher:
+    """A dispatcher configured from the environment (see the ``*_from_env`` functions)."""
+    env = os.environ if env is None else env
+    return Dispatcher(session_factory, connectors=connectors_from_env(env), email=email_from_env(env),
+                      webhook=webhook_from_env(env), **options)
+
+
+def describe_setup(dispatcher: Dispatcher) -> str:
+    """One line on where things go (no secrets)."""
+    platforms = ", ".join(
+        f"{name}: {safe_url(c.url) if isinstance(c, SignedWebhookConnector) else type(c).__name__}"
+        for name, c in dispatcher.connectors.items()
+    )
+    email = (f"SMTP {dispatcher.email.host}:{dispatcher.email.port}"
+             + (f", risk desk {dispatcher.email.risk_address}" if dispatcher.email.risk_address else "")
+             if dispatcher.email else "off")
+    webhook = safe_url(dispatcher.webhook.url) if dispatcher.webhook else "off"
+    return f"platforms [{platforms}]; e-mail {email}; firm webhook {webhook}; in-app on"
+
+
+def summary(report: DispatchReport) -> str:
+    return (f"{report.delivered:,} delivered, {report.failed:,} to retry, {report.dead:,} dead, "
+            f"{report.cancelled:,} cancelled, {report.notifications:,} in-app notifications "
+            f"({report.claimed:,} claimed, {report.seconds:.2f} s)")
+
+
+def run_dispatcher(*, database_url: str | None, once: bool = False, interval: float = 1.0,
+                   env: Mapping[str, str] | None = None, stop: threading.Event | None = None,
+                   print_: Callable[[str], None] = print) -> DispatchReport:
+    """A dispatcher process: passes until stopped (``once``: a single pass). Returns the total report."""
+    from ..adapters.db.session import database_url as default_database_url
+    from ..adapters.db.session import make_engine, migrate, sessions
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    url = database_url or default_database_url()
+    migrate(url)
+    engine = make_engine(url)
+    total = DispatchReport()
+    dispatcher: Dispatcher | None = None
+    try:
+        dispatcher = build_dispatcher(sessions(engine), env)
+        log.info("dispatching: %s", describe_setup(dispatcher))
+        if once:
+            total = dispatcher.run_once()
+            print_(summary(total))
+            return total
+        stop = stop or threading.Event()
+        try:
+            while not stop.is_set():
+                try:
+                    report = dispatcher.run_once()
+                except Exception:  # noqa: BLE001 - a failed pass is retried; each outcome committed on its own
+                    log.exception("dispatch pass failed; retrying")
+                    stop.wait(interval)
+                    continue
+                total.add(report)
+                if report.claimed == 0:
+                    stop.wait(interval)
+        except KeyboardInterrupt:
+            pass
+        print_(summary(total))
+        return total
+    finally:
+        if dispatcher is not None:
+            dispatcher.close()
+        engine.dispose()
+
+
+__all__ = [
+    "ANY_PLATFORM",
+    "DispatchConfigError",
+    "DispatchReport",
+    "Dispatcher",
+    "build_dispatcher",
+    "connectors_from_env",
+    "describe_error",
+    "email_from_env",
+    "run_dispatcher",
+    "summary",
+    "webhook_from_env",
+]
