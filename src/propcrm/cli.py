@@ -250,5 +250,334 @@ def audit_verify(
         print(f"head: entry #{result.entries} hash {result.head_hash}")
 
 
+keys_app = typer.Typer(help="Platform API keys: the credentials that sign event batches.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+_DATABASE_URL_HELP = "database URL (default: PROPCRM_DATABASE_URL, else ./data/propcrm.db)"
+
+
+def _database(database_url: Optional[str]):
+    """A migrated engine for the CLI's database (the caller disposes it)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .adapters.db import session as db
+
+    url = database_url or db.database_url()
+    try:
+        db.migrate(url)
+    except SQLAlchemyError as exc:
+        raise _fail(f"cannot open the database: {str(exc).splitlines()[0]}") from None
+    return db.make_engine(url)
+
+
+def _firm_of(session, firm: Optional[str], *, create: bool) -> str:
+    """The firm named, or the only firm in the database (with ``create``: a new firm ``default``)."""
+    from sqlalchemy import select
+
+    from .adapters.db import models as m
+    from .services.catalog import ensure_firm
+
+    if firm is not None:
+        if session.get(m.Firm, firm) is None:
+            if not create:
+                raise _fail(f"no firm {firm!r} in the database")
+            ensure_firm(session, firm_id=firm)
+            err.print(f"created firm {firm}")
+        return firm
+    firms = list(session.scalars(select(m.Firm.id).order_by(m.Firm.id).limit(11)))
+    if len(firms) == 1:
+        return firms[0]
+    if not firms:
+        if not create:
+            raise _fail("the database has no firm yet; name one with --firm")
+        ensure_firm(session, firm_id="default")
+        err.print("created firm default")
+        return "default"
+    raise _fail(f"the database has several firms ({', '.join(firms[:10])}{', …' if len(firms) > 10 else ''}); "
+                "pick one with --firm")
+
+
+@keys_app.command("create")
+def keys_create(
+    platform: Annotated[str, typer.Option("--platform", help="platform the key is for (the events' source), e.g. mt5")],
+    firm: Annotated[Optional[str], typer.Option("--firm", help="firm id (default: the only firm)")] = None,
+    database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DATABASE_URL_HELP)] = None,
+) -> None:
+    """Create an API key for a platform; prints the key id and the secret — the secret only this once."""
+    from .adapters.db.session import sessions
+    from .services.apikeys import KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, create_key
+
+    engine = _database(database_url)
+    try:
+        with sessions(engine).begin() as session:
+            firm_id = _firm_of(session, firm, create=True)
+            try:
+                key_id, secret = create_key(session, firm_id=firm_id, platform=platform)
+            except ValueError as exc:
+                raise _fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    print(f"key id:  {key_id}")
+    print(f"secret:  {secret}")
+    err.print(
+        f"firm {firm_id}, platform {platform}. Store the secret now: it is not shown again. Sign each request "
+        f"with headers {KEY_HEADER}, {TIMESTAMP_HEADER} (unix seconds) and {SIGNATURE_HEADER} "
+        '(sha256= + hex HMAC-SHA256 of timestamp + "." + body).'
+    )
+
+
+@app.command()
+def ingest(
+    file: Annotated[str, typer.Argument(help="NDJSON or JSON-array events file (GUIDE §2), or - for stdin")],
+    firm: Annotated[Optional[str], typer.Option("--firm", help="firm id (default: the only firm)")] = None,
+    source: Annotated[str, typer.Option("--source", help="the events' source (their ids are unique per source)")] = "file",
+    database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DATABASE_URL_HELP)] = None,
+) -> None:
+    """Store the events of a file as POST /api/v1/events would: per-line outcome, rejections quarantined.
+
+    Exit status 0; 2 when a line was rejected (each is listed with its quarantine id) or on a bad file.
+    """
+    from rich.markup import escape
+
+    from .adapters.db.session import sessions
+    from .services.ingest import IngestError
+    from .services.ingest import ingest as run_ingest
+
+    path = _events_path(file)
+    body = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    engine = _database(database_url)
+    try:
+        with sessions(engine).begin() as session:
+            firm_id = _firm_of(session, firm, create=False)
+            try:
+                report = run_ingest(session, firm_id=firm_id, source=source, body=body,
+                                    content_type="application/json" if path.endswith(".json") else None)
+            except IngestError as exc:
+                raise _fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    print(f"{report.accepted:,} accepted, {report.duplicates:,} duplicate(s), {report.rejected:,} rejected "
+          f"(firm {firm_id}, source {source})")
+    rejections = report.rejections()
+    limit = 50
+    for outcome in rejections[:limit]:
+        ident = f" id={outcome.id}" if outcome.id else ""
+        err.print(escape(f"  line {outcome.line}{ident}: {outcome.reason} (quarantine #{outcome.quarantine_id})"))
+    if len(rejections) > limit:
+        err.print(f"  … and {len(rejections) - limit:,} more")
+    if rejections:
+        err.print("[bold red]error:[/] rejected lines were quarantined (listed above); the rest was stored")
+        raise typer.Exit(2)
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    backend: Annotated[list[str], typer.Option(help="sqlite and/or postgresql")] = ["sqlite", "postgresql"],  # noqa: B006
+    events: Annotated[int, typer.Option(help="events for the throughput run")] = 100_000,
+    accounts: Annotated[int, typer.Option(help="accounts in the synthetic firm")] = 1000,
+    request_size: Annotated[int, typer.Option(help="events per request in the throughput run")] = 10_000,
+    rate: Annotated[int, typer.Option(help="events/s for the latency run")] = 5000,
+    seconds: Annotated[float, typer.Option(help="length of the latency run")] = 20.0,
+) -> None:
+    """Events/s from signed HTTP request to persisted decisions, and latency at a steady rate."""
+    from .bench_service import bench_ingest as run_bench
+
+    run_bench(backends=backend, events=events, accounts=accounts, request_size=request_size, rate=rate,
+              seconds=seconds)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    demo: Annotated[bool, typer.Option("--demo/--no-demo", help="seed a demo firm if the database is empty and stream a demo platform feed into it")] = False,
+    demo_accounts: Annotated[int, typer.Option(help="accounts in the demo firm")] = 500,
+    demo_rate: Annotated[float, typer.Option(help="demo feed: events per second")] = 2000.0,
+    worker: Annotated[bool, typer.Option("--worker/--no-worker", help="run the evaluation worker and the outbox dispatcher in this process")] = True,
+    database_url: Annotated[Optional[str], typer.Option("--database-url", help="database URL (default: PROPCRM_DATABASE_URL, else ./data/propcrm.db)")] = None,
+) -> None:
+    """Run the service: signed ingestion API, evaluation worker, outbox dispatcher."""
+    from .serve import serve as run_serve
+
+    run_serve(host=host, port=port, database_url=database_url, demo=demo, demo_accounts=demo_accounts,
+              demo_rate=demo_rate, with_worker=worker)
+
+
+@app.command()
+def work(
+    database_url: Annotated[Optional[str], typer.Option("--database-url", help="database URL (default: PROPCRM_DATABASE_URL, else ./data/propcrm.db)")] = None,
+    once: Annotated[bool, typer.Option(help="evaluate everything pending, then exit")] = False,
+) -> None:
+    """Run an evaluation worker on its own (any number can run side by side on PostgreSQL)."""
+    from .serve import run_worker
+
+    run_worker(database_url=database_url, once=once)
+
+
+# -------------------------------------------------------------------------------------------------
+# people, accounts and rule pack versions in the service's database (`users create`, `accounts create`,
+# `packs add`); every change is audited with the operating-system user as the actor
+
+
+users_app = typer.Typer(help="Users who log in to the API: staff roles and traders.", no_args_is_help=True)
+accounts_app = typer.Typer(help="Trading accounts the engine evaluates.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(accounts_app, name="accounts")
+
+
+def _cli_actor() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        return "cli"
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Option("--email", help="the user's e-mail: their login")],
+    role: Annotated[str, typer.Option("--role", help="admin | risk | finance | support | trader")],
+    password: Annotated[
+        Optional[str],
+        typer.Option("--password", help="the password (default: asked for, hidden; a password given here stays in "
+                                        "the shell's history)"),
+    ] = None,
+    firm: Annotated[Optional[str], typer.Option("--firm", help="firm id (default: the only firm; a new one is created)")] = None,
+    trader_id: Annotated[Optional[int], typer.Option("--trader-id", help="the trader a trader user sees (trader role only)")] = None,
+    database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DATABASE_URL_HELP)] = None,
+) -> None:
+    """Create a user who logs in with a password (POST /api/v1/login). The password is never printed."""
+    from .adapters.db.session import sessions
+    from .services.errors import Conflict, Invalid, NotFound
+    from .services.users import ROLES, create_user
+
+    if role not in ROLES:
+        raise _fail(f"--role must be one of {', '.join(ROLES)}")
+    if password is None:
+        if sys.stdin.isatty():
+            password = typer.prompt("password", hide_input=True, confirmation_prompt=True, err=True)
+        else:  # piped in (scripts, secrets managers): the first line, unconfirmed
+            password = sys.stdin.readline().rstrip("\r\n")
+    engine = _database(database_url)
+    try:
+        with sessions(engine).begin() as session:
+            firm_id = _firm_of(session, firm, create=True)
+            try:
+                user = create_user(session, firm_id=firm_id, email=email, password=password, role=role,
+                                   trader_id=trader_id, actor=_cli_actor())
+            except (Invalid, Conflict, NotFound) as exc:
+                raise _fail(str(exc)) from None
+            user_id, user_email = user.id, user.email
+    finally:
+        engine.dispose()
+    print(f"created user #{user_id} {user_email} ({role}) in firm {firm_id}")
+
+
+@accounts_app.command("create")
+def accounts_create(
+    external_id: Annotated[str, typer.Option("--external-id", help="what the platform's events call the account")],
+    pack: Annotated[str, typer.Option("--pack", help="PACK_ID (its active version) or PACK_ID:VERSION")],
+    phase: Annotated[Optional[str], typer.Option("--phase", help="phase (default: the pack's first)")] = None,
+    platform: Annotated[str, typer.Option("--platform", help="platform the account lives on (the events' source)")] = "demo",
+    login: Annotated[Optional[str], typer.Option("--login", help="login on the platform (default: the external id)")] = None,
+    trader_id: Annotated[Optional[int], typer.Option("--trader-id", help="the trader who owns the account")] = None,
+    firm: Annotated[Optional[str], typer.Option("--firm", help="firm id (default: the only firm)")] = None,
+    database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DATABASE_URL_HELP)] = None,
+) -> None:
+    """Create an account bound to a rule pack version (it keeps that version until an audited re-bind)."""
+    from .adapters.db.session import sessions
+    from .services.accounts import create_account, resolve_pack_version
+    from .services.errors import Conflict, Invalid, NotFound
+
+    pack_id, sep, version_text = pack.partition(":")
+    if not pack_id or (sep and not version_text.isdigit()):
+        raise _fail("--pack must be PACK_ID or PACK_ID:VERSION")
+    engine = _database(database_url)
+    try:
+        with sessions(engine).begin() as session:
+            firm_id = _firm_of(session, firm, create=False)
+            try:
+                version = resolve_pack_version(session, firm_id=firm_id, pack_id=pack_id,
+                                               version=int(version_text) if sep else None)
+                account = create_account(session, firm_id=firm_id, external_id=external_id,
+                                         pack_version_id=version.id, phase=phase, platform=platform, login=login,
+                                         trader_id=trader_id, actor=_cli_actor())
+            except (Invalid, Conflict, NotFound) as exc:
+                raise _fail(str(exc)) from None
+            summary = (f"created account #{account.id} {account.external_id} on {account.platform}: "
+                       f"{version.pack_id} v{version.version}, {account.phase} (firm {firm_id})")
+    finally:
+        engine.dispose()
+    print(summary)
+
+
+@packs_app.command("add")
+def packs_add(
+    file: Annotated[str, typer.Argument(help="rule pack file (YAML/JSON) or preset name")],
+    activate: Annotated[bool, typer.Option("--activate", help="make it the pack's active version (the previous one retires)")] = False,
+    firm: Annotated[Optional[str], typer.Option("--firm", help="firm id (default: the only firm; a new one is created)")] = None,
+    database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DATABASE_URL_HELP)] = None,
+) -> None:
+    """Store a rule pack version in the database (a draft unless --activate). The same version with other
+    content is refused: give a changed pack a new version."""
+    from .adapters.db.session import sessions
+    from .services.errors import Conflict, Invalid, NotFound
+    from .services.rulepacks import add_version
+
+    try:
+        pack = load_pack(file)
+        compile_pack(pack)  # refuse what the engine could not run, as the API does
+    except RulePackError as exc:
+        raise _fail(str(exc)) from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise _fail(f"{file}: {exc}") from None
+    engine = _database(database_url)
+    try:
+        with sessions(engine).begin() as session:
+            firm_id = _firm_of(session, firm, create=True)
+            try:
+                row, created = add_version(session, firm_id=firm_id, pack=pack, activate=activate, actor=_cli_actor())
+            except (Invalid, Conflict, NotFound) as exc:
+                raise _fail(str(exc)) from None
+            summary = (f"{'added' if created else 'already stored:'} {row.pack_id} v{row.version} "
+                       f"(version id {row.id}, {row.status}, {row.content_hash}) in firm {firm_id}")
+    finally:
+        engine.dispose()
+    print(summary)
+
+
+# -------------------------------------------------------------------------------------------------
+# `propcrm dispatch`: the outbox dispatcher on its own
+
+
+@app.command()
+def dispatch(
+    once: Annotated[bool, typer.Option("--once", help="deliver what is due now, then exit")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.05, help="seconds to wait when nothing is due")] = 1.0,
+    database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DATABASE_URL_HELP)] = None,
+) -> None:
+    """Deliver the outbox: platform commands, e-mail, firm webhooks, in-app notifications (retried, audited).
+
+    Platforms: PROPCRM_PLATFORM_BRIDGE_URL + PROPCRM_PLATFORM_BRIDGE_SECRET (signed webhook), else logging.
+
+    E-mail: PROPCRM_SMTP_HOST, _PORT, _FROM (_STARTTLS, _SSL, _USER, _PASSWORD); PROPCRM_RISK_EMAIL.
+
+    Firm webhook: PROPCRM_FIRM_WEBHOOK_URL + PROPCRM_FIRM_WEBHOOK_SECRET.
+
+    Any number of dispatchers can run side by side on PostgreSQL.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .services.dispatch import DispatchConfigError, run_dispatcher
+
+    try:
+        run_dispatcher(database_url=database_url, once=once, interval=interval)
+    except DispatchConfigError as exc:
+        raise _fail(str(exc)) from None
+    except SQLAlchemyError as exc:
+        raise _fail(f"cannot open the database: {str(exc).splitlines()[0]}") from None
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

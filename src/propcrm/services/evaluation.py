@@ -37,6 +37,7 @@ from . import audit
 from .catalog import pack_of
 
 GLOBAL_TYPES = ("clock", "news")
+HELD = ("suspended", "closed")  # statuses set by staff, which evaluation never overrides
 STATE_DECODER = msgspec.msgpack.Decoder(AccountState)
 STATE_ENCODER = msgspec.msgpack.Encoder()
 
@@ -194,7 +195,8 @@ class EvaluationWorker:
                     )
             before_status = account.status
             self._record(session, account, decisions, {row.event_id: row.seq for row in stream})
-            account.status = _account_status(st.status, program)
+            if before_status not in HELD:  # a person's stop is lifted by a person, not by the next event
+                account.status = _account_status(st.status, program)
             if account.status != before_status:
                 audit.append(
                     session,

@@ -32,18 +32,33 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no cover - exercised by every test
+            # We emit BEGIN ourselves (below): the driver's implicit, deferred BEGIN lets two writers
+            # both read and then fail to upgrade ("database is locked") instead of waiting their turn.
+            dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn):  # pragma: no cover - exercised by every test
+            # Every unit of work takes the write lock up front and queues for it (busy_timeout); a
+            # session made with sessions(engine, readonly=True) stays deferred and never blocks a writer.
+            mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+            conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def sessions(engine: Engine, *, readonly: bool = False) -> sessionmaker[Session]:
+    """Sessions on ``engine``. On SQLite a unit of work begins with ``BEGIN IMMEDIATE`` (it waits its
+    turn to write instead of failing to upgrade a read lock); ``readonly=True`` sessions begin
+    deferred, so reads never wait for a writer in WAL mode."""
+    bind = engine.execution_options(sqlite_begin="DEFERRED") if readonly and engine.dialect.name == "sqlite" else engine
+    return sessionmaker(bind, expire_on_commit=False)
 
 
 def alembic_config(url: str) -> Config:

@@ -1,0 +1,249 @@
+"""``propcrm serve``: the API, the evaluation worker and the outbox dispatcher in one process.
+
+This is the embedded default (SQLite in ``./data``); the same roles run as separate processes at
+scale. With ``--demo`` and an empty database it seeds a demo firm — rule packs, traders, accounts,
+staff users of every role, a platform API key — and starts a demo platform feed that streams a
+synthetic firm's trading events into the server over the real, signed HTTP API, so a newcomer sees
+accounts breach and pass live.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import httpx
+from sqlalchemy import func, select
+
+from .adapters.db import models as m
+from .adapters.db.session import database_url as default_database_url
+from .adapters.db.session import make_engine, migrate, sessions
+from .domain.rulepack import load_pack
+from .services.catalog import add_pack, create_account, ensure_firm
+
+log = logging.getLogger("propcrm.serve")
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+DEMO_FIRM = "demo"
+DEMO_ROLES = ("admin", "risk", "finance", "support", "trader")
+
+
+@dataclass
+class DemoFirm:
+    key_id: str
+    secret: str
+    accounts: list[str]
+    logins: dict[str, str] = field(default_factory=dict)  # email -> password (demo only)
+
+
+def seed_demo_firm(session_factory, *, accounts: int, seed: int = 7) -> DemoFirm:
+    """A firm with presets, traders, accounts (named as the synthetic feed names them) and users."""
+    from .services.apikeys import create_key
+    from .services.users import create_user
+    from .synth.firm import FirmSpec, traders
+
+    spec = FirmSpec(accounts=accounts, seed=seed)
+    with session_factory.begin() as session:
+        ensure_firm(session, firm_id=DEMO_FIRM, name="Demo Prop Firm")
+        versions = {}
+        for name in ("two-step-100k", "one-step-100k", "futures-eod-50k", "intraday-trailing-50k"):
+            versions[name] = add_pack(session, firm_id=DEMO_FIRM, pack=load_pack(name), activate=True)
+        product = m.Product(
+            firm_id=DEMO_FIRM,
+            name="2-Step Challenge 100k",
+            pack_version_id=versions["two-step-100k"].id,
+            account_size=load_pack("two-step-100k").initial_balance,
+            price=Decimal("540.00"),
+            currency="USD",
+        )
+        session.add(product)
+        session.flush()
+        names = []
+        first_trader_id = None
+        for trader in traders(spec):
+            row = m.Trader(firm_id=DEMO_FIRM, name=f"Trader {trader.account}", email=f"{trader.account.lower()}@traders.example")
+            session.add(row)
+            session.flush()
+            first_trader_id = first_trader_id or row.id
+            create_account(
+                session,
+                firm_id=DEMO_FIRM,
+                external_id=trader.account,
+                pack_version_id=versions["two-step-100k"].id,
+                platform="demo",
+                trader_id=row.id,
+                product_id=product.id,
+            )
+            names.append(trader.account)
+        logins = {}
+        for role in DEMO_ROLES:
+            email = f"{role}@demo.propcrm"
+            password = f"demo-{role}-{secrets.token_hex(3)}"
+            create_user(
+                session,
+                firm_id=DEMO_FIRM,
+                email=email,
+                password=password,
+                role=role,
+                trader_id=first_trader_id if role == "trader" else None,
+            )
+            logins[email] = password
+        key_id, secret = create_key(session, firm_id=DEMO_FIRM, platform="demo")
+    return DemoFirm(key_id=key_id, secret=secret, accounts=names, logins=logins)
+
+
+def demo_feed(base_url: str, key_id: str, secret: str, *, accounts: int, rate: float, stop: threading.Event,
+              seed: int = 7, batch: int = 500) -> None:
+    """Stream the synthetic firm into the server over the signed API, ``rate`` events per second."""
+    from .synth.firm import FirmSpec, generate
+
+    lines = generate(FirmSpec(accounts=accounts, seed=seed))
+    pause = batch / rate if rate > 0 else 0.0
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        while not stop.is_set():
+            chunk = [line for _, line in zip(range(batch), lines)]
+            if not chunk:
+                log.info("demo feed: the synthetic firm's history is fully sent")
+                return
+            body = b"".join(chunk)
+            ts = str(int(time.time()))
+            mac = hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+            try:
+                response = client.post(
+                    "/api/v1/events",
+                    content=body,
+                    headers={"X-Propcrm-Key": key_id, "X-Propcrm-Timestamp": ts, "X-Propcrm-Signature": f"sha256={mac}",
+                             "Content-Type": "application/x-ndjson"},
+                )
+                if response.status_code != 200:
+                    log.warning("demo feed: %s %s", response.status_code, response.text[:200])
+            except httpx.HTTPError as exc:
+                log.warning("demo feed: %s", exc)
+                stop.wait(1.0)
+            stop.wait(pause)
+
+
+def _worker_loop(session_factory, stop: threading.Event) -> None:
+    from .services.evaluation import EvaluationWorker
+
+    worker = EvaluationWorker(session_factory)
+    while not stop.is_set():
+        try:
+            report = worker.run_pass()
+        except Exception:  # noqa: BLE001 - a failed pass is retried; its transaction rolled back
+            log.exception("evaluation pass failed; retrying")
+            stop.wait(1.0)
+            continue
+        if report.accounts == 0:
+            stop.wait(0.2)
+
+
+def _dispatch_loop(dispatcher, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            report = dispatcher.run_once()
+        except Exception:  # noqa: BLE001
+            log.exception("dispatch pass failed; retrying")
+            stop.wait(1.0)
+            continue
+        if not getattr(report, "delivered", 0) and not getattr(report, "failed", 0):
+            stop.wait(0.5)
+
+
+def run_worker(*, database_url: str | None, once: bool = False) -> None:
+    """An evaluation worker process: passes until stopped (or, with ``once``, until nothing is pending)."""
+    from .services.evaluation import EvaluationWorker
+
+    _configure_logging()
+    url = database_url or default_database_url()
+    migrate(url)
+    engine = make_engine(url)
+    try:
+        if once:
+            report = EvaluationWorker(sessions(engine)).run_until_idle()
+            print(f"evaluated {report.events:,} events of {report.accounts:,} account passes: "
+                  f"{report.decisions:,} decisions, {report.rejected:,} rejected")
+            return
+        stop = threading.Event()
+        try:
+            _worker_loop(sessions(engine), stop)
+        except KeyboardInterrupt:
+            stop.set()
+    finally:
+        engine.dispose()
+
+
+def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_accounts: int, demo_rate: float,
+          with_worker: bool = True, print_=print) -> None:
+    import uvicorn
+
+    from .api.app import create_app
+
+    _configure_logging()
+    url = database_url or default_database_url()
+    migrate(url)
+    engine = make_engine(url)
+    session_factory = sessions(engine)
+    seeded: DemoFirm | None = None
+    if demo:
+        with session_factory() as session:
+            empty = session.scalar(select(func.count()).select_from(m.Firm)) == 0
+        if empty:
+            seeded = seed_demo_firm(session_factory, accounts=demo_accounts)
+        else:
+            from .services.apikeys import create_key
+
+            with session_factory.begin() as session:
+                if session.get(m.Firm, DEMO_FIRM) is not None:
+                    key_id, secret = create_key(session, firm_id=DEMO_FIRM, platform="demo")
+                    names = list(session.scalars(select(m.Account.external_id).where(m.Account.firm_id == DEMO_FIRM)))
+                    seeded = DemoFirm(key_id=key_id, secret=secret, accounts=names)
+    stop = threading.Event()
+    threads = []
+    if with_worker:
+        from .services.dispatch import build_dispatcher
+
+        dispatcher = build_dispatcher(session_factory)  # a bad configuration stops the start, loudly
+        threads += [
+            threading.Thread(target=_worker_loop, args=(sessions(engine), stop), name="evaluation",
+                             daemon=True),
+            threading.Thread(target=_dispatch_loop, args=(dispatcher, stop), name="dispatch", daemon=True),
+        ]
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    if seeded is not None:
+        threads.append(
+            threading.Thread(
+                target=demo_feed,
+                args=(base, seeded.key_id, seeded.secret),
+                kwargs=dict(accounts=demo_accounts, rate=demo_rate, stop=stop),
+                name="demo-feed",
+                daemon=True,
+            )
+        )
+    for thread in threads:
+        thread.start()
+    print_(f"propcrm is running at {base}  (API reference: {base}/docs)")
+    print_(f"database: {url}")
+    if seeded is not None and seeded.logins:
+        print_("demo firm 'demo' seeded; log in (POST /api/v1/login, or the /docs page) as:")
+        for email, password in seeded.logins.items():
+            print_(f"  firm demo  {email:24}  password {password}")
+        print_("(demo passwords are printed once, now; create your own with `propcrm users create`)")
+    if seeded is not None:
+        print_(f"demo platform feed: {len(seeded.accounts):,} accounts streaming at ~{demo_rate:,.0f} events/s")
+    try:
+        uvicorn.run(create_app(url), host=host, port=port, log_level="warning")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
+        engine.dispose()
