@@ -1,4 +1,5 @@
-# The two commands a newcomer needs: `make run` (the product) and `make test` (the whole suite).
+# The two commands a newcomer needs: `make run` (the service with a live demo firm) and `make test`
+# (the whole suite; the PostgreSQL tests use 127.0.0.1:5432/test and skip without it, except under CI=true).
 # Both create ./.venv with everything the project needs; nothing else has to be installed first.
 PY ?= python3
 VENV := .venv
@@ -14,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/propcrm demo
+	$(BIN)/propcrm serve --demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

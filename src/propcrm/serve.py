@@ -32,6 +32,7 @@ log = logging.getLogger("propcrm.serve")
 
 def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 DEMO_FIRM = "demo"
 DEMO_ROLES = ("admin", "risk", "finance", "support", "trader")
@@ -159,6 +160,24 @@ def _dispatch_loop(dispatcher, stop: threading.Event) -> None:
             stop.wait(0.5)
 
 
+def _status_loop(session_factory, stop: threading.Event, print_, every: float = 5.0) -> None:
+    """For the demo: a line every few seconds with what the firm looks like now."""
+    while not stop.wait(every):
+        try:
+            with session_factory() as session:
+                events = dict(session.execute(select(m.RawEvent.status, func.count()).group_by(m.RawEvent.status)).all())
+                decisions = dict(session.execute(select(m.Decision.kind, func.count()).group_by(m.Decision.kind)).all())
+                statuses = dict(session.execute(select(m.Account.status, func.count()).group_by(m.Account.status)).all())
+        except Exception:  # noqa: BLE001 - a status line is never worth stopping for
+            continue
+        print_(
+            f"events evaluated {events.get('applied', 0):,} (pending {events.get('pending', 0):,}) · "
+            f"accounts {', '.join(f'{k} {v:,}' for k, v in sorted(statuses.items()))} · "
+            f"decisions {', '.join(f'{k} {v:,}' for k, v in sorted(decisions.items())) or 'none yet'}",
+            flush=True,
+        )
+
+
 def run_worker(*, database_url: str | None, once: bool = False) -> None:
     """An evaluation worker process: passes until stopped (or, with ``once``, until nothing is pending)."""
     from .services.evaluation import EvaluationWorker
@@ -229,9 +248,11 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
                 daemon=True,
             )
         )
+        threads.append(threading.Thread(target=_status_loop, args=(sessions(engine, readonly=True), stop, print_), name="status",
+                                        daemon=True))
     for thread in threads:
         thread.start()
-    print_(f"propcrm is running at {base}  (API reference: {base}/docs)")
+    print_(f"propcrm is running at {base}  (API reference and try-it-out: {base}/docs)", flush=True)
     print_(f"database: {url}")
     if seeded is not None and seeded.logins:
         print_("demo firm 'demo' seeded; log in (POST /api/v1/login, or the /docs page) as:")
@@ -239,7 +260,8 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
             print_(f"  firm demo  {email:24}  password {password}")
         print_("(demo passwords are printed once, now; create your own with `propcrm users create`)")
     if seeded is not None:
-        print_(f"demo platform feed: {len(seeded.accounts):,} accounts streaming at ~{demo_rate:,.0f} events/s")
+        print_(f"demo platform feed: {len(seeded.accounts):,} accounts streaming at ~{demo_rate:,.0f} events/s; "
+               "a status line follows every 5 s. Stop with Ctrl-C.", flush=True)
     try:
         uvicorn.run(create_app(url), host=host, port=port, log_level="warning")
     finally:
