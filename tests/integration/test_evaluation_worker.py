@@ -44,7 +44,7 @@ def _load(Session, lines: list[bytes]) -> None:
                     type=type(ev).__struct_config__.tag,
                     ts=ev.ts,
                     body=line.rstrip(b"\n"),
-                    status="pending" if getattr(ev, "account", None) else "applied",
+                    status="pending" if getattr(ev, "account", None) else "stored",
                 )
             )
 

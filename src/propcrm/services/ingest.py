@@ -2,7 +2,8 @@
 
 A request body is NDJSON (one event a line) or a JSON array of events. Every line gets an answer:
 
-* ``accepted`` — stored in ``raw_events`` (``status='pending'``) with the original bytes of the line, so
+* ``accepted`` — stored in ``raw_events`` (``status='pending'``; firm-wide clock/news/price events
+  ``'stored'``) with the original bytes of the line, so
   fields the decoder does not know are kept;
 * ``duplicate`` — the firm already has an event with this source and id (or an earlier line of the
   same request had it): nothing is stored again, which makes re-sending a batch harmless;
@@ -28,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import msgspec
-from sqlalchemy import DateTime, Integer, String, Text, bindparam, column, func, insert, literal, select, table
+from sqlalchemy import DateTime, Integer, String, Text, bindparam, column, func, insert, literal, select, table, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -289,6 +290,15 @@ def _store(
             "status": "pending",
         })
     new_ids = _insert_new(session, firm_id, rows)
+    if any(row["account_id"] is None for row in rows):
+        # clock/news/price concern the whole firm: the worker evaluates them per account through
+        # account_states.last_seq, so they are "stored", never waiting in the pending queue
+        session.execute(
+            update(m.RawEvent)
+            .where(m.RawEvent.firm_id == firm_id, m.RawEvent.status == "pending", m.RawEvent.account_id.is_(None))
+            .values(status="stored")
+            .execution_options(synchronize_session=False)
+        )
     for event_id, line in first_line_of.items():
         outcomes[line] = LineOutcome(line, "accepted" if event_id in new_ids else "duplicate", id=event_id)
     rejected.sort(key=lambda r: r.line)
