@@ -46,7 +46,8 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+    # FastAPI answers 400 for a body it cannot read (e.g. not UTF-8): bad input, which is 422 here, as documented
+    return _error(422 if exc.status_code == 400 else exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
