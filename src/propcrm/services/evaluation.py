@@ -57,6 +57,7 @@ class EvaluationWorker:
         self.sessions = session_factory
         self.batch = batch
         self._packs: dict[int, CompiledPack] = {}
+        self._calendars: dict[str, list[tuple[int, NewsEntry]]] = {}
 
     # ------------------------------------------------------------------ public
     def run_pass(self, *, firm_id: str | None = None, max_accounts: int = 2000) -> PassReport:
@@ -224,13 +225,17 @@ class EvaluationWorker:
             )
 
     def _calendar(self, session: Session, firm_id: str) -> list[tuple[int, NewsEntry]]:
-        """The firm's news calendar in stored order (seq, entry)."""
+        """The firm's news calendar in stored order (seq, entry), kept by the worker and extended with
+        what was stored since (news is append-only, in seq order)."""
+        calendar = self._calendars.setdefault(firm_id, [])
+        after = calendar[-1][0] if calendar else 0
         rows = session.execute(
             select(m.RawEvent.seq, m.RawEvent.body)
-            .where(m.RawEvent.firm_id == firm_id, m.RawEvent.type == "news")
+            .where(m.RawEvent.firm_id == firm_id, m.RawEvent.type == "news", m.RawEvent.seq > after)
             .order_by(m.RawEvent.seq)
         )
-        return [(seq, NewsEntry.from_event(DECODER.decode(body))) for seq, body in rows]
+        calendar.extend((seq, NewsEntry.from_event(DECODER.decode(body))) for seq, body in rows)
+        return calendar
 
     def _store(
         self, session: Session, account: m.Account, st: AccountState, last_seq: int, row: m.AccountState | None

@@ -204,6 +204,10 @@ class RawEvent(Base):
     __table_args__ = (
         UniqueConstraint("firm_id", "source", "event_id"),
         Index("ix_raw_events_pending", "status", "account_id", "seq"),
+        # the worker's reads: an account's (or the firm's account-less) events after a position,
+        # and the firm's news calendar
+        Index("ix_raw_events_stream", "firm_id", "account_id", "seq"),
+        Index("ix_raw_events_by_type", "firm_id", "type", "seq"),
     )
 
 
