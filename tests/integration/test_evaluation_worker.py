@@ -137,3 +137,25 @@ def test_effects_go_to_the_outbox_and_a_pass_opens_the_next_phase(db_url):
             assert ("create_account", successor.external_id) in commands
         assert len({o.dedupe_key for o in outbox}) == len(outbox)
     engine.dispose()
+
+
+def test_equal_event_ids_from_two_platforms_are_two_events(db_url):
+    """Event ids are unique per source: the worker must not take one platform's id for another's."""
+    engine = make_engine(db_url)
+    Session = sessions(engine)
+    line = (b'{"id":"7","type":"trade_opened","account":"A1","ts":"2026-03-02T09:00:00Z","position":"%s",'
+            b'"symbol":"EURUSD","side":"buy","lots":"%s","price":"1.1"}')
+    with Session.begin() as s:
+        ensure_firm(s, firm_id=FIRM)
+        version = add_pack(s, firm_id=FIRM, pack=load_pack("two-step-100k"), activate=True)
+        account = create_account(s, firm_id=FIRM, external_id="A1", pack_version_id=version.id).id
+        for source, position, lots in (("mt5", b"p1", b"1"), ("ctrader", b"p2", b"2")):
+            body = line % (position, lots)
+            s.add(m.RawEvent(firm_id=FIRM, source=source, event_id="7", account_id=account, type="trade_opened",
+                             ts=DECODER.decode(body).ts, body=body))
+    EvaluationWorker(Session).run_until_idle()
+    with Session() as s:
+        assert {r.status for r in s.scalars(select(m.RawEvent))} == {"applied"}
+        state = msgspec.msgpack.decode(s.get(m.AccountState, account).state)
+        assert sorted(state["positions"]) == ["p1", "p2"]
+    engine.dispose()

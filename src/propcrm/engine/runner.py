@@ -42,6 +42,18 @@ class Stats(msgspec.Struct):
     by_rule: Counter = msgspec.field(default_factory=Counter)
 
 
+class NoDedupe(set):
+    """For callers whose store already applies each event once (the service's ``raw_events`` is
+    unique per firm, source and id): event ids are then unique only per source, so the engine must
+    not take two sources' equal ids for one event."""
+
+    def __contains__(self, item: object) -> bool:
+        return False
+
+    def add(self, item: object) -> None:
+        pass
+
+
 class Snapshot(msgspec.Struct):
     """Everything an engine needs to continue exactly where it stopped."""
 
@@ -52,7 +64,9 @@ class Snapshot(msgspec.Struct):
 
 
 class Engine:
-    def __init__(self, program_for: ProgramFor | CompiledPack, *, phase: str | None = None) -> None:
+    def __init__(
+        self, program_for: ProgramFor | CompiledPack, *, phase: str | None = None, dedupe: bool = True
+    ) -> None:
         if isinstance(program_for, CompiledPack):
             program = program_for.phase(phase)
             self.program_for: ProgramFor = lambda _account: program
@@ -61,7 +75,7 @@ class Engine:
         self.states: dict[str, AccountState] = {}
         self.programs: dict[str, PhaseProgram] = {}
         self.market = Market()
-        self.seen: set[str] = set()
+        self.seen: set[str] = set() if dedupe else NoDedupe()
         self.last_clock: dt.datetime | None = None
         self.stats = Stats()
         self.rejected: list[Rejected] = []

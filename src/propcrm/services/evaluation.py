@@ -170,14 +170,17 @@ class EvaluationWorker:
             if not stream:
                 continue
             program = self._program(session, account.pack_version_id).phase(account.phase)
-            engine = Engine(lambda external, _p=program, _a=account.external_id: _p if external == _a else None)
+            engine = Engine(
+                lambda external, _p=program, _a=account.external_id: _p if external == _a else None,
+                dedupe=False,  # raw_events already holds each (source, id) once; ids repeat across sources
+            )
             engine.market = _market_at(calendars[account.firm_id], last_seq)
             if state_row is not None:
                 engine.states[account.external_id] = STATE_DECODER.decode(state_row.state)
                 engine.programs[account.external_id] = program
             events = [DECODER.decode(row.body) for row in stream]
             decisions = engine.feed(events)
-            rejected = {r.id: r for r in engine.rejected}
+            rejected = {r.id: r for r in engine.rejected}  # only out-of-order here; keyed by id within one account
             st = engine.states.get(account.external_id)
             if st is None:  # only global events so far: nothing to keep yet
                 st = program.new_state(account.external_id)
