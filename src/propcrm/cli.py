@@ -579,5 +579,12 @@ def dispatch(
         raise _fail(f"cannot open the database: {str(exc).splitlines()[0]}") from None
 
 
+
+from . import cli_analytics, cli_cluster, cli_lifecycle  # noqa: E402  (features add their commands)
+
+for _feature in (cli_analytics, cli_lifecycle, cli_cluster):
+    _feature.register(app, bench_app)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

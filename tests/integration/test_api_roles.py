@@ -7,21 +7,18 @@ allowed → 2xx, not allowed → 403, anonymous → 401.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
 
 from propcrm.services import users
+from support import routes_analytics, routes_lifecycle
+from support.routes import A1, ADMIN, ALL, FINANCE, RISK, Route
 from support.staff import PASSWORD, ROLES, World, build_world, seed
 
-ALL = ROLES
-RISK = ("admin", "risk")
-FINANCE = ("admin", "finance")
-ADMIN = ("admin",)
 NOT_IN_TABLE = {("POST", "/api/v1/events")}  # signed by platform API keys, not users (test_api_events.py)
+NOT_IN_TABLE |= routes_analytics.NOT_IN_TABLE | routes_lifecycle.NOT_IN_TABLE
 
 
 @pytest.fixture(autouse=True)
@@ -35,21 +32,6 @@ def world(db_url):
     app, world = build_world(db_url)
     with world.client:
         yield seed(world)
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    template: str
-    allowed: tuple[str, ...]
-    path: Callable[[World, str], str] = lambda w, who: ""
-    body: Callable[[World, str], Any] = lambda w, who: None
-    anonymous_ok: bool = False
-    fresh_token: bool = False  # the call ends the caller's session (logout)
-
-
-def A1(w: World, who: str) -> str:
-    return str(w.accounts["A1"])  # the trader user's own account
 
 
 TABLE = [
@@ -86,6 +68,7 @@ TABLE = [
     Route("GET", "/api/v1/quarantine/{entry_id}", RISK, path=lambda w, who: str(w.quarantine["fa"])),
     Route("POST", "/api/v1/quarantine/resubmit", RISK, body=lambda w, who: {"ids": [w.quarantine["fa"]]}),
 ]
+TABLE += routes_analytics.ROUTES + routes_lifecycle.ROUTES
 
 
 def call(world: World, route: Route, who: str | None, *, headers: dict | None = None):

@@ -20,14 +20,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..domain.rulepack import RulePackError
 from ..services.errors import Conflict, Invalid, NotFound
 from . import auth
-from .routers import accounts, admin, packs, quarantine
+from .routers import accounts, admin, cases, lifecycle, packs, quarantine
 
 log = logging.getLogger("propcrm.api")
 PREFIX = "/api/v1"
 
 
 def mount(app: FastAPI) -> None:
-    for router in (auth.router, accounts.router, packs.router, admin.router, quarantine.router):
+    for router in (auth.router, accounts.router, packs.router, admin.router, quarantine.router,
+                   *cases.routers, *lifecycle.routers):
         app.include_router(router, prefix=PREFIX)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -315,3 +315,7 @@ class Notification(Base):
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     read_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+# Feature tables live beside this module and share its metadata; importing them here registers them.
+from . import models_analytics, models_cluster, models_lifecycle  # noqa: E402,F401

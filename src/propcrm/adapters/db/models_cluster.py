@@ -1,0 +1,5 @@
+"""Tables of the cluster feature (filled in by its issue)."""
+
+from __future__ import annotations
+
+from .models import Base  # noqa: F401
