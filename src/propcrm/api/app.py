@@ -36,6 +36,7 @@ def create_app(database_url: str | None = None) -> FastAPI:
     app.state.database_url = url
     app.state.engine = make_engine(url)
     app.state.sessions = sessions(app.state.engine)
+    app.state.read_sessions = sessions(app.state.engine, readonly=True)  # GET/HEAD: never wait for a writer
     app.include_router(events.router, prefix="/api/v1")
     from .staff import mount as mount_staff_api  # login, roles, accounts, decisions, overrides, packs, users, keys
 

@@ -47,8 +47,15 @@ ADMIN = ("admin",)
 
 
 def db_session(request: Request) -> Iterator[Session]:
-    """One transaction per request: committed before the response is sent, rolled back on any error."""
-    with request.app.state.sessions.begin() as session:
+    """One transaction per request: committed before the response is sent, rolled back on any error.
+
+    Reads (GET, HEAD) take a read-only unit of work: on SQLite it begins deferred, so a page load never
+    queues behind the evaluation worker's write transaction (WAL readers see the last commit).
+    """
+    factory = request.app.state.sessions
+    if request.method in ("GET", "HEAD"):
+        factory = getattr(request.app.state, "read_sessions", factory)
+    with factory.begin() as session:
         yield session
 
 
