@@ -33,6 +33,7 @@ from .rulepack import (
     MinTradingDays,
     NewsWindow,
     OvernightHolding,
+    PayoutPolicy,
     PerTradeLoss,
     Phase,
     ProfitTarget,
@@ -85,6 +86,7 @@ class PhaseProgram:
         self.calendar = calendar
         self.initial = pack.initial_balance
         self.next_phase = pack.phases[index + 1].name if index + 1 < len(pack.phases) else None
+        self.payout_policy: PayoutPolicy = phase.payout or PayoutPolicy()
 
         warnings: dict[str, tuple[Decimal, ...]] = {}
         for cfg in phase.rules:
@@ -262,6 +264,7 @@ class PhaseProgram:
         """Apply one account event to ``st`` in place, appending decisions to ``ctx``."""
         ts = ev.ts
         settled = True  # nothing that limits or watch levels read has moved (yet)
+        moved = False
         if st.phase_start is None:
             self._begin(st, ts, ctx)
             settled = False
@@ -281,6 +284,9 @@ class PhaseProgram:
         elif cls is TradeClosed:
             self._close(st, ev, ctx)
             settled = False
+        elif cls is Balance and ev.reason == "payout" and ev.amount < 0:
+            self._payout(st, -ev.amount)  # moves every level with the money: nothing to check
+            moved = True  # …but the watch band must follow the moved levels
         elif cls is Balance:
             st.balance += ev.amount
             st.equity += ev.amount
@@ -293,7 +299,7 @@ class PhaseProgram:
             self.check_pass(st, ctx)
         st.last_ts = ts
         self.refresh_deadline(st)
-        if not settled or ctx.breached or ctx.decisions:
+        if not settled or moved or ctx.breached or ctx.decisions:
             self.refresh_watch(st)
 
     def on_clock(self, st: AccountState, ts: dt.datetime, ctx: Ctx) -> None:
@@ -323,6 +329,32 @@ class PhaseProgram:
             self._balance_moved(st, ctx)
         st.equity = ev.equity
         self._equity_moved(st, ctx)
+
+    def _payout(self, st: AccountState, withdrawn: Decimal) -> None:
+        """A payout withdrawal: the trader's profit leaves the account, which is not a trading loss.
+
+        Balance and equity fall by ``withdrawn``, and so does everything measured from the balance:
+        the day-start balance and equity, the daily floors (except those based on the initial
+        balance) and trailing max-loss peaks and levels (never below where they started). Static
+        levels stay where they are. Then the counters the pack's ``payout.resets`` names start again.
+        """
+        st.balance -= withdrawn
+        st.equity -= withdrawn
+        st.day_start_balance -= withdrawn
+        st.day_start_equity -= withdrawn
+        for rule in self.limits:
+            rule.on_payout(st, withdrawn)
+        resets = self.payout_policy.resets
+        if "trading_days" in resets:
+            st.active_days = 0
+            st.opened_today = False
+            for rule in self.minimums:
+                rule.reset(st)
+        if "best_day" in resets:
+            st.best_day_profit = Decimal(0)
+            st.day_profit = Decimal(0)
+        if "deductions" in resets:
+            st.deductions = Decimal(0)
 
     def _balance_moved(self, st: AccountState, ctx: Ctx) -> None:
         for rule in self.hook["on_balance"]:

@@ -351,10 +351,49 @@ AnyRule = Union[
 RULE_KINDS: tuple[str, ...] = tuple(cls.__struct_config__.tag for cls in AnyRule.__args__)  # type: ignore[attr-defined]
 
 
+PAYOUT_RESETS = ("trading_days", "best_day", "deductions")
+
+
+class SplitTier(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """From the ``after_payouts``-th approved payout on, the trader's share is ``split`` %."""
+
+    after_payouts: Annotated[int, msgspec.Meta(ge=0)]
+    split: Decimal
+
+    def __post_init__(self) -> None:
+        _check_pct("split", self.split)
+
+
+class PayoutPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """When a funded account may be paid and how much (docs/lifecycle.md).
+
+    The trader's amount is (profit since the last payout − deducted profit) × split %, rounded
+    down to the cent. ``resets`` names the counters a payout withdrawal starts again.
+    """
+
+    min_amount: Decimal = _ZERO
+    min_trading_days: Annotated[int, msgspec.Meta(ge=0)] = 0
+    consistency_max_day_pct: Decimal | None = None
+    split_tiers: list[SplitTier] = msgspec.field(default_factory=list)
+    resets: list[Literal["trading_days", "best_day", "deductions"]] = msgspec.field(
+        default_factory=lambda: list(PAYOUT_RESETS)
+    )
+    require_flat: bool = True
+
+    def __post_init__(self) -> None:
+        if not (self.min_amount.is_finite() and self.min_amount >= _ZERO):
+            raise ValueError(f"`min_amount` must be 0 or more, got {self.min_amount}")
+        _check_pct("consistency_max_day_pct", self.consistency_max_day_pct)
+        after = [tier.after_payouts for tier in self.split_tiers]
+        if after != sorted(set(after)):
+            raise ValueError("`split_tiers` must be in increasing order of `after_payouts`, each once")
+
+
 class Phase(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     rules: list[AnyRule]
     profit_split: Decimal | None = None
+    payout: PayoutPolicy | None = None
 
     def __post_init__(self) -> None:
         _check_pct("profit_split", self.profit_split)
@@ -373,6 +412,31 @@ class Phase(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaul
                 raise ValueError(f"rule {rule.rule_id!r}: `lock: target` needs a profit_target in the phase")
 
 
+class ScalingPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Capital scaling of funded accounts (docs/lifecycle.md): every ``every_months`` since funding or
+    the last scaling, an account that meets every condition grows by ``increase_pct`` % of its size,
+    up to ``max_balance``; ``split_steps`` gives the profit split after the 1st, 2nd, … scaling (the
+    last one repeats)."""
+
+    max_balance: Decimal
+    every_months: PositiveInt = 4
+    min_profit_pct: Decimal = Decimal(10)
+    min_payouts: Annotated[int, msgspec.Meta(ge=0)] = 2
+    require_balance_in_profit: bool = True
+    max_risk_score: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
+    require_no_violations: bool = True
+    increase_pct: Decimal = Decimal(25)
+    split_steps: list[Decimal] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check_positive("max_balance", self.max_balance)
+        _check_pct("increase_pct", self.increase_pct)
+        if not (self.min_profit_pct.is_finite() and self.min_profit_pct >= _ZERO):
+            raise ValueError(f"`min_profit_pct` must be 0 or more, got {self.min_profit_pct}")
+        for value in self.split_steps:
+            _check_pct("split_steps", value)
+
+
 class RulePack(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     id: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
     version: PositiveInt
@@ -384,6 +448,7 @@ class RulePack(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_def
     name: str | None = None
     description: str | None = None
     sources: list[str] | None = None
+    scaling: ScalingPlan | None = None
 
     def __post_init__(self) -> None:
         _check_positive("initial_balance", self.initial_balance)

@@ -117,6 +117,11 @@ class DailyLossRule(_Limit):
         st.peaks[self.slot] = base
         st.levels[self.slot] = base - self.cfg.amount.resolve(initial=self.initial, base=base)
 
+    def on_payout(self, st: AccountState, withdrawn: Decimal) -> None:
+        """The day-start figures have moved down with the withdrawal: the floor follows (not from initial)."""
+        if self.cfg.base != "initial" and st.day_start_at is not None:
+            self.on_day_start(st, None)  # type: ignore[arg-type]  # recomputes from the moved base
+
     def derivation(self, st: AccountState) -> str:
         base = self.base_value(st)
         amount = self.cfg.amount
@@ -224,6 +229,14 @@ class MaxLossRule(_Limit):
             level = self.cap
         if level > st.levels[self.slot]:
             st.levels[self.slot] = level
+
+    def on_payout(self, st: AccountState, withdrawn: Decimal) -> None:
+        """A trailing level moves down with a payout withdrawal, never below where it started."""
+        if self.trailing == "none":
+            return
+        st.peaks[self.slot] -= withdrawn
+        start = self.initial - self.amount
+        st.levels[self.slot] = max(st.levels[self.slot] - withdrawn, start)
 
     def on_equity(self, st: AccountState, ctx: Ctx) -> None:
         if self.trailing == "equity_intraday":

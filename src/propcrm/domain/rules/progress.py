@@ -81,6 +81,10 @@ class MinTradingDaysRule(CompiledRule):
     def met(self, st: AccountState) -> bool:
         return self.current(st) >= self.days
 
+    def reset(self, st: AccountState) -> None:
+        """Count again from zero (after a payout whose pack resets trading days)."""
+        st.counts[self.slot] = 0
+
     def on_day_end(self, st: AccountState, ctx: Ctx) -> None:
         if self.threshold is not None and st.day_profit >= self.threshold:
             st.counts[self.slot] += 1
