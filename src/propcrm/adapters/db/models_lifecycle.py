@@ -1,5 +1,205 @@
-"""Tables of the lifecycle feature (filled in by its issue)."""
+"""Tables of the trader lifecycle: leads, stages and their history, orders and discount codes, the
+communication log, payouts with their approvals, scalings, and a firm's lifecycle settings.
+
+Money is :class:`Money` (exact), times :class:`UtcDateTime` (aware UTC), as everywhere.
+"""
 
 from __future__ import annotations
 
-from .models import Base  # noqa: F401
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .models import Base, Money, UtcDateTime, utcnow
+
+
+class LifecycleSettings(Base):
+    """Per firm: the amount above which a payout needs two approvers, and how scaling is applied."""
+
+    __tablename__ = "lifecycle_settings"
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"), primary_key=True)
+    dual_approval_over: Mapped[Decimal | None] = mapped_column(Money, nullable=True)  # None: never two
+    scaling_mode: Mapped[str] = mapped_column(String(16), default="approval")  # auto | approval
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320))
+    country: Mapped[str | None] = mapped_column(String(2), nullable=True)
+    source: Mapped[str] = mapped_column(String(64))  # where the lead came from: web, affiliate:xyz, event…
+    consent: Mapped[bool] = mapped_column(Boolean)  # agreed to be contacted
+    consent_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="new")  # new | converted | lost
+    trader_id: Mapped[int | None] = mapped_column(ForeignKey("traders.id"), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    __table_args__ = (UniqueConstraint("firm_id", "email"),)
+
+
+class TraderStage(Base):
+    """Where a trader stands in the firm (see ``domain.lifecycle``), and KYC's details beside ``traders.kyc_status``."""
+
+    __tablename__ = "trader_stages"
+    trader_id: Mapped[int] = mapped_column(ForeignKey("traders.id"), primary_key=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"), index=True)
+    stage: Mapped[str] = mapped_column(String(16), default="registered")
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    kyc_reference: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    kyc_updated_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    kyc_expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class StageChange(Base):
+    """Every lifecycle transition: from, to, who, why (also in the audit chain)."""
+
+    __tablename__ = "stage_changes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"))
+    trader_id: Mapped[int] = mapped_column(ForeignKey("traders.id"), index=True)
+    from_stage: Mapped[str] = mapped_column(String(16))
+    to_stage: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class DiscountCode(Base):
+    __tablename__ = "discount_codes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"), index=True)
+    code: Mapped[str] = mapped_column(String(64))
+    percent_off: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    amount_off: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    max_uses: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    __table_args__ = (UniqueConstraint("firm_id", "code"),)
+
+
+class Order(Base):
+    """A purchase (or a reset) of a product; its payment status is set by the payment provider's webhook."""
+
+    __tablename__ = "orders"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"), index=True)
+    trader_id: Mapped[int] = mapped_column(ForeignKey("traders.id"), index=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    kind: Mapped[str] = mapped_column(String(16), default="purchase")  # purchase | reset
+    replaces_account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), nullable=True)
+    list_price: Mapped[Decimal] = mapped_column(Money)
+    discount_code_id: Mapped[int | None] = mapped_column(ForeignKey("discount_codes.id"), nullable=True)
+    discount: Mapped[Decimal] = mapped_column(Money)
+    amount: Mapped[Decimal] = mapped_column(Money)  # what the trader pays
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)  # pending|paid|failed|refunded
+    provider_ref: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    platform: Mapped[str] = mapped_column(String(64), default="demo")  # where the challenge account is created
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), nullable=True)
+    refund_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    paid_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    refunded_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class Communication(Base):
+    """The trader's timeline: notifications and e-mails sent (through the outbox), staff notes, messages."""
+
+    __tablename__ = "communications"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"))
+    trader_id: Mapped[int] = mapped_column(ForeignKey("traders.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # notification | note | message_in | message_out
+    subject: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(200))  # actor text of the user, or "system"
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    __table_args__ = (Index("ix_communications_trader", "firm_id", "trader_id", "id"),)
+
+
+class Payout(Base):
+    """A payout request and everything decided about it.
+
+    ``open_slot`` is 1 while the request is open (requested or prepared) and NULL after: the unique
+    constraint lets an account have at most one open request, on every backend.
+    """
+
+    __tablename__ = "payouts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    trader_id: Mapped[int | None] = mapped_column(ForeignKey("traders.id"), nullable=True, index=True)
+    lineage: Mapped[str] = mapped_column(String(200))  # the challenge account's external id
+    status: Mapped[str] = mapped_column(String(16), default="requested", index=True)
+    # requested | prepared | approved | rejected | refused (a request that failed its checks)
+    open_slot: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    requested_by: Mapped[str] = mapped_column(String(200))
+    prepared_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    profit: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    penalties: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    manual_deduction: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    deduction_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    split_pct: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    trader_amount: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    firm_amount: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    withdrawal: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    approvals_needed: Mapped[int] = mapped_column(Integer, default=1)
+    checks: Mapped[Any] = mapped_column(JSON, nullable=True)
+    steps: Mapped[Any] = mapped_column(JSON, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # a rejection's reason, shown to the trader
+    event_id: Mapped[str | None] = mapped_column(String(200), nullable=True)  # the withdrawal's balance event
+    state_seq: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), nullable=True)  # account_states.last_seq when prepared
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    prepared_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    __table_args__ = (UniqueConstraint("firm_id", "account_id", "open_slot", name="one_open_per_account"),)
+
+
+class PayoutApproval(Base):
+    __tablename__ = "payout_approvals"
+    payout_id: Mapped[int] = mapped_column(ForeignKey("payouts.id"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Scaling(Base):
+    """A capital scaling of a funded account: from which account and pack version to which, and why."""
+
+    __tablename__ = "scalings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    lineage: Mapped[str] = mapped_column(String(200))
+    step: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # pending | applied | rejected
+    open_slot: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    from_size: Mapped[Decimal] = mapped_column(Money)
+    to_size: Mapped[Decimal] = mapped_column(Money)
+    from_split: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    to_split: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    to_pack_version_id: Mapped[int | None] = mapped_column(ForeignKey("rule_pack_versions.id"), nullable=True)
+    new_account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), nullable=True)
+    carried_profit: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    checks: Mapped[Any] = mapped_column(JSON, nullable=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    __table_args__ = (UniqueConstraint("firm_id", "account_id", "open_slot", name="one_open_scaling"),)
+
+
+LIFECYCLE_TABLES = ("lifecycle_settings", "leads", "trader_stages", "stage_changes", "discount_codes", "orders",
+                    "communications", "payouts", "payout_approvals", "scalings")
+
+__all__ = ["LIFECYCLE_TABLES", "Communication", "DiscountCode", "Lead", "LifecycleSettings", "Order", "Payout", "PayoutApproval",
+           "Scaling", "StageChange", "TraderStage"]
