@@ -237,6 +237,9 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
                              daemon=True),
             threading.Thread(target=_dispatch_loop, args=(dispatcher, stop), name="dispatch", daemon=True),
         ]
+        from .services.analysis import analysis_loop  # abuse analysis: incremental passes (PROPCRM_ANALYSIS_INTERVAL)
+
+        threads.append(threading.Thread(target=analysis_loop, args=(sessions(engine), stop), name="analysis", daemon=True))
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     if seeded is not None:
         threads.append(

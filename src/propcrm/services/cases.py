@@ -7,13 +7,21 @@ account linked to it, is still open or under review.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from ..adapters.db.models_analytics import CASE_OPEN_STATUSES, AccountLink, Case, CaseAccount, RiskScore
+from ..adapters.db import models as m
+from ..adapters.db.models_analytics import (CASE_OPEN_STATUSES, CASE_STATUSES, AccountLink, Case, CaseAccount,
+                                            CaseNote, RiskScore)
+from . import audit
+from .errors import Conflict, Invalid, NotFound
+
+UTC = dt.timezone.utc
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,4 +78,218 @@ def risk_score_of(session: Session, *, firm_id: str, account_id: int) -> int | N
     return session.scalar(select(RiskScore.score).where(RiskScore.firm_id == firm_id, RiskScore.account_id == account_id))
 
 
-__all__ = ["CaseRef", "linked_accounts", "open_cases_touching", "risk_score_of"]
+# --------------------------------------------------------------------------------------------------
+# the case workflow (issue 4): opened or updated by the analysis, moved along by a risk officer
+
+#: status -> the statuses a risk officer may move it to
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "open": ("under_review", "dismissed"),
+    "under_review": ("confirmed", "dismissed", "open"),
+    "confirmed": ("under_review",),  # an appeal: look again (enforcement already done stays done)
+    "dismissed": ("open",),  # reopened by a person; the analysis never reopens a dismissed case by itself
+}
+MIN_TEXT, MAX_TEXT = 3, 4000
+MAX_EVIDENCE_NOTES = 200
+
+
+def _text(value: str, what: str) -> str:
+    text = value.strip() if isinstance(value, str) else ""
+    if not MIN_TEXT <= len(text) <= MAX_TEXT:
+        raise Invalid(f"`{what}`: {MIN_TEXT} to {MAX_TEXT} characters are required")
+    return text
+
+
+def get_case(session: Session, *, firm_id: str, case_id: int, for_update: bool = False) -> Case:
+    query = select(Case).where(Case.id == case_id, Case.firm_id == firm_id)
+    if for_update and session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    case = session.scalars(query).one_or_none()
+    if case is None:
+        raise NotFound(f"no case {case_id}")
+    return case
+
+
+def case_accounts(session: Session, case: Case) -> list[m.Account]:
+    return list(session.scalars(
+        select(m.Account).join(CaseAccount, CaseAccount.account_id == m.Account.id)
+        .where(CaseAccount.case_id == case.id).order_by(m.Account.external_id)))
+
+
+def case_view(session: Session, case: Case, *, notes: bool = True) -> dict[str, Any]:
+    """The case as the API shows it: accounts by id and external id, evidence, the timeline."""
+    out: dict[str, Any] = {
+        "id": case.id, "detector": case.detector, "fingerprint": case.fingerprint, "status": case.status,
+        "allowed_transitions": list(TRANSITIONS.get(case.status, ())), "title": case.title, "summary": case.summary,
+        "score": case.score, "assigned_user_id": case.assigned_user_id, "resolution": case.resolution,
+        "opened_at": case.opened_at, "updated_at": case.updated_at, "closed_at": case.closed_at,
+        "accounts": [{"id": a.id, "external_id": a.external_id, "status": a.status} for a in case_accounts(session, case)],
+    }
+    if notes:
+        out["evidence"] = case.evidence
+        out["notes"] = [{"id": n.id, "kind": n.kind, "text": n.text, "author_user_id": n.author_user_id,
+                         "created_at": n.created_at}
+                        for n in session.scalars(select(CaseNote).where(CaseNote.case_id == case.id).order_by(CaseNote.id))]
+    return out
+
+
+def list_cases(session: Session, *, firm_id: str, status: str | None = None, detector: str | None = None,
+               account_id: int | None = None, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+    if not 1 <= limit <= 500:
+        raise Invalid("`limit`: between 1 and 500")
+    if offset < 0:
+        raise Invalid("`offset`: must not be negative")
+    if status is not None and status not in CASE_STATUSES:
+        raise Invalid(f"`status`: one of {', '.join(CASE_STATUSES)}")
+    query = select(Case).where(Case.firm_id == firm_id)
+    if status is not None:
+        query = query.where(Case.status == status)
+    if detector is not None:
+        query = query.where(Case.detector == detector)
+    if account_id is not None:
+        query = query.where(Case.id.in_(select(CaseAccount.case_id).where(CaseAccount.account_id == account_id,
+                                                                            CaseAccount.firm_id == firm_id)))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(Case.score.desc(), Case.id.desc()).limit(limit).offset(offset))
+    return {"total": total, "limit": limit, "offset": offset, "items": [case_view(session, c, notes=False) for c in rows]}
+
+
+def _note(session: Session, case: Case, *, kind: str, text: str, author_user_id: int | None) -> CaseNote:
+    note = CaseNote(case_id=case.id, firm_id=case.firm_id, author_user_id=author_user_id, kind=kind, text=text)
+    session.add(note)
+    return note
+
+
+def record_finding(session: Session, *, firm_id: str, detector: str, fingerprint: str, account_ids: list[int],
+                   title: str, score: int, evidence: dict, summary: str = "",
+                   now: dt.datetime | None = None) -> tuple[Case, str]:
+    """Open a case for a detection, or update the one that already holds it; never bans anyone.
+
+    The same finding (``fingerprint``: detector + accounts) updates its case. A group that grew or shrank
+    (a copy group with a new follower) updates the open case of the same detector that shares an
+    account, adding the new accounts. A dismissed or confirmed case is not reopened by the analysis:
+    the new evidence is attached as a note for the person who decided. Returns the case and what
+    happened: ``opened``, ``updated``, ``unchanged`` or ``noted``.
+    """
+    now = now or dt.datetime.now(UTC)
+    case = session.scalars(select(Case).where(Case.firm_id == firm_id, Case.fingerprint == fingerprint)).one_or_none()
+    if case is None and account_ids:
+        case = session.scalars(
+            select(Case).where(Case.firm_id == firm_id, Case.detector == detector, Case.status.in_(CASE_OPEN_STATUSES),
+                               Case.id.in_(select(CaseAccount.case_id).where(CaseAccount.account_id.in_(account_ids))))
+            .order_by(Case.id).limit(1)).first()
+    if case is None:
+        case = Case(firm_id=firm_id, detector=detector, fingerprint=fingerprint, status="open", title=title[:300],
+                    summary=summary, score=int(score), evidence=evidence, opened_at=now, updated_at=now)
+        session.add(case)
+        session.flush()
+        for account_id in sorted(set(account_ids)):
+            session.add(CaseAccount(case_id=case.id, account_id=account_id, firm_id=firm_id))
+        _note(session, case, kind="evidence", text=f"opened by the analysis: {title}", author_user_id=None)
+        audit.append(session, actor="analysis", action="case.opened", entity="case", entity_id=str(case.id),
+                     after={"detector": detector, "accounts": sorted(set(account_ids)), "score": int(score)},
+                     firm_id=firm_id)
+        return case, "opened"
+    members = set(session.scalars(select(CaseAccount.account_id).where(CaseAccount.case_id == case.id)))
+    new_members = sorted(set(account_ids) - members)
+    if case.evidence == evidence and not new_members and case.score == int(score):
+        return case, "unchanged"
+    if case.fingerprint != fingerprint and not new_members:
+        # part of a group the case already holds (an incremental pass saw only some of its accounts):
+        # the case's evidence of the whole group stays
+        return case, "unchanged"
+    if case.status not in CASE_OPEN_STATUSES:
+        notes = session.scalar(select(func.count()).select_from(CaseNote).where(CaseNote.case_id == case.id)) or 0
+        if notes < MAX_EVIDENCE_NOTES:
+            _note(session, case, kind="evidence", text=f"new evidence after the case was {case.status}: {title}",
+                  author_user_id=None)
+        return case, "noted"
+    for account_id in new_members:
+        session.add(CaseAccount(case_id=case.id, account_id=account_id, firm_id=firm_id))
+    before = case.score
+    case.title, case.summary, case.score, case.evidence, case.updated_at = title[:300], summary, int(score), evidence, now
+    if case.fingerprint != fingerprint and new_members:
+        taken = session.scalar(select(Case.id).where(Case.firm_id == firm_id, Case.fingerprint == fingerprint))
+        if taken is None:
+            case.fingerprint = fingerprint
+    _note(session, case, kind="evidence",
+          text=f"evidence updated by the analysis (score {before} → {int(score)})"
+               + (f"; accounts added: {', '.join(map(str, new_members))}" if new_members else ""),
+          author_user_id=None)
+    return case, "updated"
+
+
+def transition(session: Session, *, firm_id: str, case_id: int, status: str, reason: str, actor_user_id: int,
+               actor: str, enforce: bool = False) -> Case:
+    """Move a case along its workflow (see :data:`TRANSITIONS`), with a reason that goes on its timeline.
+
+    ``enforce`` with ``confirmed``: every account of the case that still trades is emergency-stopped
+    through :func:`propcrm.services.overrides.emergency_stop` (the platform command goes through the
+    outbox, the override and the audit entry are written as for a stop by hand).
+    """
+    from .overrides import emergency_stop
+
+    if status not in CASE_STATUSES:
+        raise Invalid(f"`status`: one of {', '.join(CASE_STATUSES)}")
+    text = _text(reason, "reason")
+    case = get_case(session, firm_id=firm_id, case_id=case_id, for_update=True)
+    allowed = TRANSITIONS.get(case.status, ())
+    if status not in allowed:
+        raise Conflict(f"case {case.id} is {case.status}: it cannot become {status}; allowed: "
+                       f"{', '.join(allowed) if allowed else 'none'}")
+    if enforce and status != "confirmed":
+        raise Invalid("`enforce`: only a confirmation enforces")
+    before = case.status
+    now = dt.datetime.now(UTC)
+    case.status, case.updated_at = status, now
+    if status in ("confirmed", "dismissed"):
+        case.resolution, case.closed_at = text, now
+    else:
+        case.closed_at = None
+    _note(session, case, kind="status", text=f"{before} → {status}: {text}", author_user_id=actor_user_id)
+    stopped = []
+    if enforce:
+        for account in case_accounts(session, case):
+            if account.status in ("suspended", "closed"):
+                continue
+            emergency_stop(session, firm_id=firm_id, account_id=account.id, actor_user_id=actor_user_id, actor=actor,
+                           reason=f"case {case.id} confirmed ({case.detector}): {text}"[:2000])
+            stopped.append(account.external_id)
+        if stopped:
+            _note(session, case, kind="status", text=f"emergency stop of {', '.join(stopped)}",
+                  author_user_id=actor_user_id)
+    audit.append(session, actor=actor, action="case.status", entity="case", entity_id=str(case.id),
+                 before={"status": before}, after={"status": status, "reason": text, "stopped": stopped},
+                 firm_id=firm_id)
+    return case
+
+
+def add_note(session: Session, *, firm_id: str, case_id: int, text: str, actor_user_id: int, actor: str) -> CaseNote:
+    case = get_case(session, firm_id=firm_id, case_id=case_id)
+    note = _note(session, case, kind="note", text=_text(text, "text"), author_user_id=actor_user_id)
+    case.updated_at = dt.datetime.now(UTC)
+    session.flush()
+    audit.append(session, actor=actor, action="case.note", entity="case", entity_id=str(case.id),
+                 after={"note": note.id}, firm_id=firm_id)
+    return note
+
+
+def assign(session: Session, *, firm_id: str, case_id: int, user_id: int | None, actor_user_id: int,
+           actor: str) -> Case:
+    """Give the case to a risk officer (or admin) of the firm; ``None`` leaves it unassigned."""
+    case = get_case(session, firm_id=firm_id, case_id=case_id, for_update=True)
+    if user_id is not None:
+        user = session.scalars(select(m.User).where(m.User.id == user_id, m.User.firm_id == firm_id,
+                                                    m.User.active.is_(True))).one_or_none()
+        if user is None or user.role not in ("admin", "risk"):
+            raise Invalid(f"`user_id`: no active risk or admin user {user_id} in this firm")
+    before = case.assigned_user_id
+    case.assigned_user_id, case.updated_at = user_id, dt.datetime.now(UTC)
+    _note(session, case, kind="assign", text=f"assigned to user {user_id}" if user_id else "unassigned",
+          author_user_id=actor_user_id)
+    audit.append(session, actor=actor, action="case.assign", entity="case", entity_id=str(case.id),
+                 before={"assigned_user_id": before}, after={"assigned_user_id": user_id}, firm_id=firm_id)
+    return case
+
+
+__all__ = ["TRANSITIONS", "CaseRef", "add_note", "assign", "case_view", "get_case", "linked_accounts", "list_cases",
+           "open_cases_touching", "record_finding", "risk_score_of", "transition"]

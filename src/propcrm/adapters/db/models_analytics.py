@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .models import Base, UtcDateTime, utcnow
+from .models import Base, RawEvent, UtcDateTime, utcnow
 
 CASE_OPEN_STATUSES = ("open", "under_review")
 CASE_STATUSES = ("open", "under_review", "confirmed", "dismissed")
@@ -100,4 +100,41 @@ class RiskScore(Base):
     computed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
-__all__ = ["CASE_OPEN_STATUSES", "CASE_STATUSES", "AccountLink", "Case", "CaseAccount", "CaseNote", "RiskScore"]
+class AccountFingerprint(Base):
+    """What identifies whoever uses an account: each IP (IPv4, or IPv6 /64), device, payment method seen.
+
+    The linkage index: an incremental analysis finds every account sharing a new value with one query
+    instead of re-reading the firm's history. Rebuilt by a full analysis.
+    """
+
+    __tablename__ = "account_fingerprints"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    via: Mapped[str] = mapped_column(String(16))  # ip | device | payment
+    value: Mapped[str] = mapped_column(String(200))
+    first_seen: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_seen: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    seen: Mapped[int] = mapped_column(Integer, default=0)
+    __table_args__ = (
+        UniqueConstraint("firm_id", "via", "value", "account_id"),
+        Index("ix_account_fingerprints_value", "firm_id", "via", "value"),
+    )
+
+
+class AnalysisWatermark(Base):
+    """Where the firm's incremental analysis stands: the last ``raw_events.seq`` it has read, and the
+    population the last full analysis saw (quantiles of each risk feature, to place a new score)."""
+
+    __tablename__ = "analysis_watermarks"
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
+    full_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    population: Mapped[Any] = mapped_column(JSON, nullable=True)
+
+
+# the incremental analysis reads a firm's trades by time (counterparts of new trades inside a window)
+Index("ix_raw_events_type_ts", RawEvent.firm_id, RawEvent.type, RawEvent.ts)
+
+__all__ = ["CASE_OPEN_STATUSES", "CASE_STATUSES", "AccountFingerprint", "AccountLink", "AnalysisWatermark", "Case", "CaseAccount", "CaseNote", "RiskScore"]

@@ -1,0 +1,484 @@
+"""Abuse analysis over the stored events: full passes, incremental passes, and what they write.
+
+A **full** pass reads the firm's stored trade, session, price and news events, runs every detector
+(:mod:`propcrm.analytics`) and rewrites the firm's account links, fingerprints and risk scores; each
+finding opens or updates a case (:func:`propcrm.services.cases.record_finding`). An **incremental**
+pass reads only the events stored after the firm's watermark (``analysis_watermarks.last_seq``) and
+re-analyses the accounts they touch together with their possible counterparts — accounts that opened
+a trade inside the matching windows around the new trades, and accounts sharing an IP, device or
+payment method with them — so its cost follows the new batch, not the firm's history. Run one before
+any payout decision (:func:`refresh`), and continuously with ``propcrm analyze db --follow``.
+
+Everything a pass writes is one transaction: a crash loses the pass (the watermark did not move), never
+half of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from ..adapters.db import models as m
+from ..adapters.db.models_analytics import AccountFingerprint, AccountLink, AnalysisWatermark, RiskScore
+from ..domain.events import DECODER
+from .cases import record_finding
+from .errors import Invalid
+
+UTC = dt.timezone.utc
+TYPES = ("trade_opened", "trade_closed", "session", "price", "news")
+MAX_SCOPE_ROUNDS = 3
+
+
+@dataclass
+class AnalysisRun:
+    mode: str
+    events_read: int = 0
+    accounts_analysed: int = 0
+    trades: int = 0
+    findings: dict[str, int] = field(default_factory=dict)
+    cases: dict[str, int] = field(default_factory=dict)
+    scores_written: int = 0
+    links_written: int = 0
+    last_seq: int = 0
+    undecodable: int = 0
+    seconds: float = 0.0
+    population: Any = field(default=None, repr=False)  # a full pass's feature quantiles (kept on the watermark)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "population"}
+
+
+def _config(config):
+    from ..analytics.detect import AnalysisConfig
+
+    return config or AnalysisConfig()
+
+
+def _decode(bodies: list[bytes]) -> tuple[list, int]:
+    events, bad = [], 0
+    for body in bodies:
+        try:
+            events.append(DECODER.decode(body))
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            bad += 1  # stored before a contract change; it cannot be judged, and it is counted
+    return events, bad
+
+
+def _watermark(session: Session, firm_id: str) -> AnalysisWatermark | None:
+    query = select(AnalysisWatermark).where(AnalysisWatermark.firm_id == firm_id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
+
+
+def _accounts(session: Session, firm_id: str) -> tuple[dict[str, int], dict[int, str], dict[int, int | None]]:
+    rows = session.execute(select(m.Account.id, m.Account.external_id, m.Account.trader_id)
+                           .where(m.Account.firm_id == firm_id)).all()
+    return ({r.external_id: r.id for r in rows}, {r.id: r.external_id for r in rows},
+            {r.id: r.trader_id for r in rows})
+
+
+def record_payment_method(session: Session, *, firm_id: str, account_id: int, fingerprint: str,
+                          seen_at: dt.datetime | None = None) -> None:
+    """Remember that ``account_id`` was paid for with this payment method (a card/wallet fingerprint)."""
+    text = fingerprint.strip() if isinstance(fingerprint, str) else ""
+    if not 1 <= len(text) <= 200:
+        raise Invalid("`fingerprint`: 1 to 200 characters")
+    _upsert_fingerprints(session, firm_id, {(account_id, "payment", text): [seen_at, seen_at, 1]})
+
+
+def _upsert_fingerprints(session: Session, firm_id: str, values: dict[tuple[int, str, str], list]) -> None:
+    if not values:
+        return
+    by_account = defaultdict(list)
+    for (account_id, via, value), slot in values.items():
+        by_account[account_id].append((via, value, slot))
+    existing = {}
+    ids = list(by_account)
+    for chunk in range(0, len(ids), 500):
+        for row in session.scalars(select(AccountFingerprint).where(
+                AccountFingerprint.firm_id == firm_id, AccountFingerprint.account_id.in_(ids[chunk:chunk + 500]))):
+            existing[(row.account_id, row.via, row.value)] = row
+    for key, slot in values.items():
+        row = existing.get(key)
+        first, last, seen = slot
+        if row is None:
+            session.add(AccountFingerprint(firm_id=firm_id, account_id=key[0], via=key[1], value=key[2][:200],
+                                           first_seen=first, last_seen=last, seen=seen))
+        else:
+            if first is not None and (row.first_seen is None or first < row.first_seen):
+                row.first_seen = first
+            if last is not None and (row.last_seen is None or last > row.last_seen):
+                row.last_seen = last
+            row.seen += seen
+    session.flush()
+
+
+def _fingerprints_of(frame, ids: dict[str, int]) -> dict[tuple[int, str, str], list]:
+    """The ip/device values each account of the frame used, with first/last time and count."""
+    from ..analytics.frame import from_ms
+
+    out: dict[tuple[int, str, str], list] = {}
+    for a, t, ip, device in zip(frame.session_acc.tolist(), frame.session_ms.tolist(), frame.session_ip,
+                                frame.session_device):
+        account_id = ids.get(frame.accounts[a])
+        if account_id is None:
+            continue
+        for via, value in (("ip", ip), ("device", device)):
+            if not value:
+                continue
+            slot = out.get((account_id, via, value))
+            if slot is None:
+                out[(account_id, via, value)] = [t, t, 1]
+            else:
+                slot[0], slot[1], slot[2] = min(slot[0], t), max(slot[1], t), slot[2] + 1
+    return {k: [from_ms(v[0]), from_ms(v[1]), v[2]] for k, v in out.items()}
+
+
+def _without_crowded(session: Session, firm_id: str, rows: list, limit: int) -> list:
+    """Drop the IPs and devices more than ``limit`` accounts of the *firm* share (a scope sees only some of them)."""
+    from sqlalchemy import tuple_
+
+    values = sorted({(r.via, r.value) for r in rows if r.via != "payment"})
+    crowded = set()
+    for chunk in range(0, len(values), 300):
+        part = values[chunk:chunk + 300]
+        crowded |= {(via, value) for via, value, n in session.execute(
+            select(AccountFingerprint.via, AccountFingerprint.value, func.count())
+            .where(AccountFingerprint.firm_id == firm_id, tuple_(AccountFingerprint.via, AccountFingerprint.value).in_(part))
+            .group_by(AccountFingerprint.via, AccountFingerprint.value)) if n > limit}
+    return [r for r in rows if (r.via, r.value) not in crowded]
+
+
+def _load_linkage(session: Session, firm_id: str, frame, account_ids: set[int] | None, names: dict[int, str],
+                  limit: int = 12) -> None:
+    """Replace the frame's sessions by the stored fingerprints of its accounts (and read payment methods)."""
+    import numpy as np
+
+    from ..analytics.frame import to_ms
+
+    index = {name: i for i, name in enumerate(frame.accounts)}
+    query = select(AccountFingerprint).where(AccountFingerprint.firm_id == firm_id)
+    rows = []
+    if account_ids is None:
+        rows = list(session.scalars(query))
+    else:
+        ids = sorted(account_ids)
+        for chunk in range(0, len(ids), 500):
+            rows += list(session.scalars(query.where(AccountFingerprint.account_id.in_(ids[chunk:chunk + 500]))))
+    if account_ids is not None and rows:
+        rows = _without_crowded(session, firm_id, rows, limit)
+    acc, ms, ip, device = [], [], [], []
+    payments: dict[int, list[str]] = defaultdict(list)
+    for row in rows:
+        name = names.get(row.account_id)
+        if name is None:
+            continue
+        if name not in index:
+            index[name] = len(frame.accounts)
+            frame.accounts.append(name)
+        a = index[name]
+        if row.via == "payment":
+            payments[a].append(row.value)
+            continue
+        for stamp in {row.first_seen, row.last_seen}:
+            acc.append(a)
+            ms.append(to_ms(stamp) if stamp is not None else 0)
+            ip.append(row.value if row.via == "ip" else "")
+            device.append(row.value if row.via == "device" else "")
+    frame.session_acc = np.asarray(acc, np.int32)
+    frame.session_ms = np.asarray(ms, np.int64)
+    frame.session_ip, frame.session_device = ip, device
+    frame.payments_of = dict(payments)
+
+
+def _write_scores(session: Session, firm_id: str, analysis, ids: dict[str, int], only: set[str] | None) -> int:
+    now = dt.datetime.now(UTC)
+    written = []
+    for a, name in enumerate(analysis.frame.accounts):
+        account_id = ids.get(name)
+        if account_id is None or (only is not None and name not in only):
+            continue
+        explanation = analysis.scores.explain(a)
+        written.append(RiskScore(account_id=account_id, firm_id=firm_id, score=explanation["score"],
+                                 explanation=explanation, computed_at=now))
+    targets = [r.account_id for r in written]
+    for chunk in range(0, len(targets), 500):
+        session.execute(delete(RiskScore).where(RiskScore.firm_id == firm_id,
+                                                RiskScore.account_id.in_(targets[chunk:chunk + 500])))
+    session.add_all(written)
+    session.flush()
+    return len(written)
+
+
+def _write_links(session: Session, firm_id: str, links: list[dict], ids: dict[str, int], only: set[str] | None) -> int:
+    wanted = {}
+    for link in links:
+        if link["via"] == "trader":
+            continue
+        a, b = ids.get(link["account_a"]), ids.get(link["account_b"])
+        if a is None or b is None:
+            continue
+        if only is not None and link["account_a"] not in only and link["account_b"] not in only:
+            continue
+        a, b = min(a, b), max(a, b)
+        first = dt.datetime.fromisoformat(link["first_seen"].replace("Z", "+00:00")) if link.get("first_seen") else None
+        last = dt.datetime.fromisoformat(link["last_seen"].replace("Z", "+00:00")) if link.get("last_seen") else None
+        wanted[(a, b, link["via"], link["value"][:200])] = (first, last, link)
+    if only is None:
+        session.execute(delete(AccountLink).where(AccountLink.firm_id == firm_id))
+        existing = {}
+    else:
+        accounts = sorted({x for key in wanted for x in key[:2]})
+        existing = {}
+        for chunk in range(0, len(accounts), 500):
+            part = accounts[chunk:chunk + 500]
+            for row in session.scalars(select(AccountLink).where(AccountLink.firm_id == firm_id,
+                                                                 AccountLink.account_a.in_(part))):
+                existing[(row.account_a, row.account_b, row.via, row.value)] = row
+    now = dt.datetime.now(UTC)
+    for key, (first, last, link) in wanted.items():
+        row = existing.get(key)
+        if row is None:
+            session.add(AccountLink(firm_id=firm_id, account_a=key[0], account_b=key[1], via=key[2], value=key[3],
+                                    first_seen=first or now, last_seen=last or now, evidence=link))
+        else:
+            row.last_seen, row.evidence = last or row.last_seen, link
+    session.flush()
+    return len(wanted)
+
+
+def _write_cases(session: Session, firm_id: str, analysis, ids: dict[str, int], only: set[str] | None) -> dict[str, int]:
+    outcome: dict[str, int] = defaultdict(int)
+    for finding in analysis.all_findings():
+        if only is not None and not set(finding.accounts) & only:
+            continue
+        account_ids = [ids[a] for a in finding.accounts if a in ids]
+        if not account_ids:
+            continue
+        _case, what = record_finding(session, firm_id=firm_id, detector=finding.detector,
+                                     fingerprint=finding.fingerprint, account_ids=account_ids, title=finding.title,
+                                     score=finding.score, evidence=finding.evidence)
+        outcome[what] += 1
+    return dict(outcome)
+
+
+def _events(session: Session, firm_id: str, *, after: int, upto: int, account_ids: list[int] | None = None,
+            types: tuple[str, ...] = TYPES, ts_range: tuple[dt.datetime, dt.datetime] | None = None) -> list[bytes]:
+    query = select(m.RawEvent.body).where(m.RawEvent.firm_id == firm_id, m.RawEvent.type.in_(types),
+                                          m.RawEvent.seq > after, m.RawEvent.seq <= upto,
+                                          m.RawEvent.status != "rejected")
+    if ts_range is not None:
+        query = query.where(m.RawEvent.ts >= ts_range[0], m.RawEvent.ts <= ts_range[1])
+    if account_ids is None:
+        return [bytes(b) for b in session.scalars(query.order_by(m.RawEvent.seq))]
+    out = []
+    for chunk in range(0, len(account_ids), 500):
+        out += [bytes(b) for b in session.scalars(query.where(m.RawEvent.account_id.in_(account_ids[chunk:chunk + 500]))
+                                                   .order_by(m.RawEvent.seq))]
+    return out
+
+
+def run(session: Session, *, firm_id: str, full: bool = False, config=None) -> AnalysisRun:
+    """One analysis pass of the firm (incremental unless ``full`` or never analysed)."""
+    started = time.perf_counter()
+    cut = session.scalar(select(func.max(m.RawEvent.seq)).where(m.RawEvent.firm_id == firm_id)) or 0
+    mark = _watermark(session, firm_id)
+    if mark is None:
+        mark = AnalysisWatermark(firm_id=firm_id, last_seq=0, updated_at=dt.datetime.now(UTC))
+        session.add(mark)
+        session.flush()
+        full = True
+    result = _full(session, firm_id, cut, _config(config)) if full else _incremental(session, firm_id, mark, cut,
+                                                                                       _config(config))
+    if result.mode == "full":
+        mark.full_at = dt.datetime.now(UTC)
+        mark.population = result.population
+    mark.last_seq = max(cut, mark.last_seq)
+    mark.updated_at = dt.datetime.now(UTC)
+    result.last_seq = mark.last_seq
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result
+
+
+def refresh(session: Session, *, firm_id: str) -> AnalysisRun:
+    """Bring the firm's cases and scores up to the last stored event (call before deciding a payout)."""
+    return run(session, firm_id=firm_id)
+
+
+def _full(session: Session, firm_id: str, cut: int, config) -> AnalysisRun:
+    from ..analytics.frame import frame_from_events
+    from ..analytics.run import analyze
+
+    bodies = _events(session, firm_id, after=0, upto=cut)
+    ids, names, traders = _accounts(session, firm_id)
+    events, bad = _decode(bodies)
+    frame = frame_from_events(events, traders={names[i]: str(t) for i, t in traders.items() if t is not None})
+    session.execute(delete(AccountFingerprint).where(AccountFingerprint.firm_id == firm_id,
+                                                     AccountFingerprint.via != "payment"))
+    _upsert_fingerprints(session, firm_id, _fingerprints_of(frame, ids))
+    _load_linkage(session, firm_id, frame, None, names)
+    analysis = analyze(frame, config)
+    result = AnalysisRun(mode="full", events_read=len(bodies), accounts_analysed=len(frame.accounts), trades=frame.n,
+                         undecodable=bad, findings={d: len(v) for d, v in analysis.findings.items()})
+    result.links_written = _write_links(session, firm_id, analysis.links, ids, None)
+    result.cases = _write_cases(session, firm_id, analysis, ids, None)
+    result.scores_written = _write_scores(session, firm_id, analysis, ids, None)
+    result.population = analysis.scores.population
+    return result
+
+
+def _windows(opens_ms: list[int], window_ms: int, most: int = 200) -> list[tuple[int, int]]:
+    """The time ranges around the new opens (±window), overlapping ones merged; at most ``most`` ranges
+    (beyond that, neighbouring ranges are merged across the smallest gaps)."""
+    ranges: list[list[int]] = []
+    for t in opens_ms:
+        if ranges and t - window_ms <= ranges[-1][1]:
+            ranges[-1][1] = t + window_ms
+        else:
+            ranges.append([t - window_ms, t + window_ms])
+    while len(ranges) > most:
+        gaps = sorted(range(len(ranges) - 1), key=lambda k: ranges[k + 1][0] - ranges[k][1])[: len(ranges) - most]
+        for k in sorted(gaps, reverse=True):
+            ranges[k][1] = ranges[k + 1][1]
+            del ranges[k + 1]
+    return [(lo, hi) for lo, hi in ranges]
+
+
+def _incremental(session: Session, firm_id: str, mark: AnalysisWatermark, cut: int, config) -> AnalysisRun:
+    from ..analytics.frame import from_ms, frame_from_events
+    from ..analytics.run import analyze
+
+    result = AnalysisRun(mode="incremental")
+    if cut <= mark.last_seq:
+        return result
+    ids, names, traders = _accounts(session, firm_id)
+    new_bodies = _events(session, firm_id, after=mark.last_seq, upto=cut, types=("trade_opened", "trade_closed", "session"))
+    result.events_read = len(new_bodies)
+    new_events, bad = _decode(new_bodies)
+    result.undecodable = bad
+    batch = frame_from_events(new_events)
+    touched = {ids[a] for a in {getattr(e, "account", None) for e in new_events} if a in ids}
+    if not touched:
+        return result
+    _upsert_fingerprints(session, firm_id, _fingerprints_of(batch, ids))
+    scope = set(touched)
+    # counterparts in time: accounts that opened inside the matching windows around the new opens
+    window = dt.timedelta(seconds=max(config.hedge_window_s, config.copy_window_s))
+    for lo, hi in _windows(sorted(batch.open_ms.tolist()), int(window.total_seconds() * 1000)):
+        scope |= set(session.scalars(select(m.RawEvent.account_id).where(
+            m.RawEvent.firm_id == firm_id, m.RawEvent.type == "trade_opened", m.RawEvent.ts >= from_ms(lo),
+            m.RawEvent.ts <= from_ms(hi), m.RawEvent.seq <= cut).distinct()))
+    # counterparts in identity: accounts sharing a (not crowded) ip, device or payment method
+    frontier = set(touched)
+    for _ in range(MAX_SCOPE_ROUNDS):
+        values = set()
+        ids_list = sorted(frontier)
+        for chunk in range(0, len(ids_list), 500):
+            values |= set(session.execute(select(AccountFingerprint.via, AccountFingerprint.value).where(
+                AccountFingerprint.firm_id == firm_id, AccountFingerprint.account_id.in_(ids_list[chunk:chunk + 500]))).all())
+        found = set()
+        for via, value in values:
+            members = list(session.scalars(select(AccountFingerprint.account_id).where(
+                AccountFingerprint.firm_id == firm_id, AccountFingerprint.via == via, AccountFingerprint.value == value)
+                .limit(config.link_max_accounts_per_value + 1)))
+            if len(members) <= config.link_max_accounts_per_value or via == "payment":
+                found |= set(members)
+        frontier = found - scope
+        scope |= found
+        if not frontier:
+            break
+    scope.discard(None)
+    scope_list = sorted(scope)
+    bodies = _events(session, firm_id, after=0, upto=cut, account_ids=scope_list,
+                     types=("trade_opened", "trade_closed", "session"))
+    events, bad2 = _decode(bodies)
+    touched_names = {names[i] for i in touched}
+    own = frame_from_events([e for e in events if getattr(e, "account", None) in touched_names])
+    market: list = []
+    if own.n:
+        lo = from_ms(int(min(own.open_ms.min(), own.order_ms.min()))) - dt.timedelta(minutes=5)
+        hi = from_ms(int(own.open_ms.max()))
+        market, _bad = _decode(_events(session, firm_id, after=0, upto=cut, types=("price",), ts_range=(lo, hi)))
+    news, _bad = _decode(_events(session, firm_id, after=0, upto=cut, types=("news",)))
+    trader_of = {names[i]: str(traders[i]) for i in scope if traders.get(i) is not None}
+    frame = frame_from_events([*market, *news, *events], traders=trader_of)
+    _load_linkage(session, firm_id, frame, scope, names, config.link_max_accounts_per_value)
+    analysis = analyze(frame, config, population=mark.population)
+    only = touched_names
+    result.events_read += len(bodies)
+    result.undecodable += bad2
+    result.accounts_analysed, result.trades = len(frame.accounts), frame.n
+    result.findings = {d: sum(1 for f in v if set(f.accounts) & only) for d, v in analysis.findings.items()}
+    result.links_written = _write_links(session, firm_id, analysis.links, ids, only)
+    result.cases = _write_cases(session, firm_id, analysis, ids, only)
+    result.scores_written = _write_scores(session, firm_id, analysis, ids, only)
+    return result
+
+
+def account_risk(session: Session, *, firm_id: str, account_id: int) -> dict[str, Any]:
+    """An account's risk score with its explanation, its links and the open cases touching it."""
+    from .accounts import get_account
+    from .cases import linked_accounts, open_cases_touching
+
+    account = get_account(session, firm_id=firm_id, account_id=account_id)
+    score = session.scalars(select(RiskScore).where(RiskScore.firm_id == firm_id,
+                                                    RiskScore.account_id == account.id)).one_or_none()
+    links = session.scalars(select(AccountLink).where(AccountLink.firm_id == firm_id,
+                                                      (AccountLink.account_a == account.id) |
+                                                      (AccountLink.account_b == account.id)).order_by(AccountLink.id))
+    linked = sorted(linked_accounts(session, firm_id=firm_id, account_id=account.id))
+    cases = open_cases_touching(session, firm_id=firm_id, account_ids=[account.id])
+    return {
+        "account_id": account.id, "external_id": account.external_id,
+        "score": score.score if score else None, "explanation": score.explanation if score else None,
+        "computed_at": score.computed_at if score else None,
+        "links": [{"account_id": l.account_b if l.account_a == account.id else l.account_a, "via": l.via,
+                   "value": l.value, "first_seen": l.first_seen, "last_seen": l.last_seen} for l in links],
+        "linked_accounts": linked,
+        "open_cases": [{"id": c.id, "detector": c.detector, "status": c.status, "title": c.title,
+                        "account_ids": list(c.account_ids)} for c in cases],
+    }
+
+
+INTERVAL_ENV = "PROPCRM_ANALYSIS_INTERVAL"  # seconds between the service's incremental passes; 0 turns them off
+
+
+def analysis_loop(session_factory, stop, *, interval: float | None = None) -> None:
+    """The running service's analysis: an incremental pass of every firm, every ``interval`` seconds.
+
+    A failed pass rolls back (the watermark stays) and is tried again at the next interval.
+    """
+    import logging
+    import os
+
+    log = logging.getLogger("propcrm.analysis")
+    if interval is None:
+        try:
+            interval = float(os.environ.get(INTERVAL_ENV, "60"))
+        except ValueError:
+            log.error("%s must be a number of seconds; the analysis loop is off", INTERVAL_ENV)
+            return
+    if interval <= 0:
+        return
+    while not stop.wait(interval):
+        try:
+            with session_factory() as s:
+                firms = list(s.scalars(select(m.Firm.id).order_by(m.Firm.id)))
+            for firm_id in firms:
+                with session_factory.begin() as s:
+                    result = run(s, firm_id=firm_id)
+                if result.events_read:
+                    log.info("analysis of %s: %s", firm_id, result.to_dict())
+        except Exception:  # noqa: BLE001 - the pass rolled back; the next one starts from the same watermark
+            log.exception("analysis pass failed; retrying at the next interval")
+
+
+__all__ = ["AnalysisRun", "account_risk", "analysis_loop", "record_payment_method", "refresh", "run"]
