@@ -198,8 +198,22 @@ class Scaling(Base):
     __table_args__ = (UniqueConstraint("firm_id", "account_id", "open_slot", name="one_open_scaling"),)
 
 
+class ProviderDelivery(Base):
+    """A signed provider webhook already taken (its key and signature): the same signed request
+    delivered again inside the timestamp window is recognised and changes nothing."""
+
+    __tablename__ = "provider_deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"))
+    key_id: Mapped[str] = mapped_column(String(40))
+    signature: Mapped[str] = mapped_column(String(80))
+    signed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    received_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    __table_args__ = (UniqueConstraint("key_id", "signature", name="one_delivery"),)
+
+
 LIFECYCLE_TABLES = ("lifecycle_settings", "leads", "trader_stages", "stage_changes", "discount_codes", "orders",
-                    "communications", "payouts", "payout_approvals", "scalings")
+                    "communications", "payouts", "payout_approvals", "scalings", "provider_deliveries")
 
 __all__ = ["LIFECYCLE_TABLES", "Communication", "DiscountCode", "Lead", "LifecycleSettings", "Order", "Payout", "PayoutApproval",
-           "Scaling", "StageChange", "TraderStage"]
+           "ProviderDelivery", "Scaling", "StageChange", "TraderStage"]

@@ -42,6 +42,8 @@ def notice_of(payload: dict[str, Any]) -> Notice:
     account = str(payload.get("account") or "?")
     template = _TITLES.get(kind, "Account {account}: " + kind.replace("_", " ") + " ({rule})")
     title = template.format(account=account, rule=_rule(payload.get("rule")))
+    if isinstance(payload.get("title"), str) and payload["title"].strip():  # lifecycle messages name their own
+        title = payload["title"].strip()
     if len(title) > TITLE_LIMIT:
         title = title[: TITLE_LIMIT - 1] + "…"
     lines = [str(payload.get("message") or title), ""]

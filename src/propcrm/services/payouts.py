@@ -1,0 +1,515 @@
+"""Payouts from funded accounts: request, prepare, approve (maker-checker), reject.
+
+A payout can only pay what the rules allow, once:
+
+* **Eligibility** is a list of checks, each shown with its result (``domain.payouts.Check``); a
+  request that fails any is stored as ``refused`` with the failed checks, never raised.
+* **The amount** is derived step by step (``domain.payouts.amount``) from the engine's state of the
+  account — closed balance, deducted profit — and the pack's split, rounded down to the cent.
+* **One open request per account** (a unique constraint on ``payouts.open_slot``), and the account
+  row is locked while a request changes, so two requests, or two approvals, never both pay.
+* **Nothing is paid twice**: approval writes the withdrawal as a ``balance`` event with reason
+  ``payout`` (id ``payout-<id>``, idempotent like every event), which takes the whole profit since
+  the last payout out of the account. Until the worker has applied it, the account is not
+  ``settled`` and no new payout can be prepared or approved; a withdrawal the worker rejected keeps
+  it unsettled for good (a person must look).
+* **Maker-checker**: the finance user who prepared a payout cannot approve it; above the firm's
+  ``dual_approval_over`` it needs two different approvers. Approval re-checks everything and
+  refuses when the amount has changed since it was prepared.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from ..adapters.db import models as m
+from ..adapters.db.models_lifecycle import Payout, PayoutApproval
+from ..domain.money import ZERO, fmt
+from ..domain.payouts import Amount, Check, amount as payout_amount, consistency_check, split_for
+from ..domain.program import PhaseProgram
+from ..domain.state import AccountState
+from . import audit
+from .accounts import compiled_pack, get_account, money
+from .cases import open_cases_touching
+from .communications import notify_trader
+from .errors import Invalid, NotFound
+from .evaluation import STATE_DECODER
+from .lifecycle import Refusal, decimal_of, kyc_cleared, now_utc, reason_text, settings_of
+
+UTC = dt.timezone.utc
+SOURCE = "propcrm-payouts"
+OPEN = ("requested", "prepared")
+FUNDED_STATUSES = ("funded",)
+
+
+def lineage_of(external_id: str) -> str:
+    """The challenge account an account descends from: successors are named ``<id>.<phase>`` and
+    scaled accounts ``<id>.s<k>``, so it is the part before the first dot."""
+    return external_id.split(".", 1)[0]
+
+
+def lineage_accounts(session: Session, account: m.Account) -> list[m.Account]:
+    root = lineage_of(account.external_id)
+    rows = session.scalars(select(m.Account).where(
+        m.Account.firm_id == account.firm_id,
+        (m.Account.external_id == root) | m.Account.external_id.like(root.replace("%", r"\%").replace("_", r"\_") + ".%",
+                                                                       escape="\\"),
+    ))
+    return [a for a in rows if a.trader_id == account.trader_id]
+
+
+@dataclass
+class Assessment:
+    """Everything known about paying an account now."""
+
+    account: m.Account
+    checks: list[Check] = field(default_factory=list)
+    amount: Amount | None = None
+    state_seq: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+
+def _program(session: Session, account: m.Account) -> PhaseProgram:
+    version = session.get(m.RulePackVersion, account.pack_version_id)
+    return compiled_pack(version).phase(account.phase)
+
+
+def _unresolved(session: Session, account: m.Account) -> list[m.Decision]:
+    """Breaches and violations of the account not cleared or resolved by an override; a violation that
+    only deducted profit (news ``partial_profit``) is already paid for by the deduction."""
+    cleared = set(session.scalars(select(m.Override.decision_id).where(
+        m.Override.firm_id == account.firm_id, m.Override.account_id == account.id,
+        m.Override.decision_id.is_not(None))))
+    out = []
+    for row in session.scalars(select(m.Decision).where(
+            m.Decision.firm_id == account.firm_id, m.Decision.account_id == account.id,
+            m.Decision.kind.in_(("breach", "violation"))).order_by(m.Decision.id)):
+        if row.id in cleared:
+            continue
+        try:
+            details = json.loads(row.body).get("details") or {}
+        except ValueError:
+            details = {}
+        if row.kind == "violation" and "deducted" in details:
+            continue
+        out.append(row)
+    return out
+
+
+def approved_count(session: Session, *, firm_id: str, lineage: str) -> int:
+    return session.scalar(select(func.count()).select_from(Payout).where(
+        Payout.firm_id == firm_id, Payout.lineage == lineage, Payout.status == "approved")) or 0
+
+
+def penalties_since_last_payout(session: Session, account: m.Account, program: PhaseProgram,
+                                st: AccountState) -> Decimal:
+    """The deducted profit of the current period. The engine's counter starts again at a payout unless
+    the pack's ``payout.resets`` leaves ``deductions`` out; then it still holds what earlier payouts of
+    this account already deducted (their withdrawal took that profit out), which is not deducted twice."""
+    if "deductions" in program.payout_policy.resets:
+        return st.deductions
+    earlier = ZERO
+    for penalties in session.scalars(select(Payout.penalties).where(
+            Payout.firm_id == account.firm_id, Payout.account_id == account.id, Payout.status == "approved")):
+        earlier += penalties or ZERO
+    return max(st.deductions - earlier, ZERO)
+
+
+def _unsettled(session: Session, account: m.Account) -> str | None:
+    waiting = session.scalar(select(func.count()).select_from(m.RawEvent).where(
+        m.RawEvent.firm_id == account.firm_id, m.RawEvent.account_id == account.id, m.RawEvent.status == "pending"))
+    for payout_id, event_id in session.execute(select(Payout.id, Payout.event_id).where(
+            Payout.firm_id == account.firm_id, Payout.account_id == account.id, Payout.status == "approved")):
+        status, reason = session.execute(select(m.RawEvent.status, m.RawEvent.reason).where(
+            m.RawEvent.firm_id == account.firm_id, m.RawEvent.source == SOURCE,
+            m.RawEvent.event_id == event_id)).first() or ("missing", None)
+        if status != "applied":
+            return (f"the withdrawal of payout {payout_id} is {status}" + (f" ({reason})" if reason else "")
+                    + "; it must be applied to the account first")
+    if waiting:
+        return f"{waiting} event(s) of the account are not evaluated yet"
+    return None
+
+
+def assess(session: Session, *, account: m.Account, manual_deduction: Decimal = ZERO,
+           manual_reason: str | None = None, ignore_open: int | None = None, write: bool = True) -> Assessment:
+    """Every eligibility check of paying ``account`` now, and the amount when there is one.
+    ``write=False`` (a GET) writes nothing, not even an expired KYC approval."""
+    out = Assessment(account=account)
+    checks = out.checks
+    program = _program(session, account)
+    policy = program.payout_policy
+    funded = account.status in FUNDED_STATUSES and program.target is None
+    checks.append(Check("funded_and_active", funded,
+                        f"account {account.external_id} is {account.status} in {account.phase}"
+                        + ("" if funded else "; only an active funded account can be paid")))
+    state_row = session.get(m.AccountState, account.id)
+    st: AccountState | None = STATE_DECODER.decode(state_row.state) if state_row is not None else None
+    out.state_seq = state_row.last_seq if state_row is not None else None
+    unsettled = _unsettled(session, account)
+    checks.append(Check("settled", unsettled is None and st is not None,
+                        unsettled or ("every event of the account is evaluated" if st is not None
+                                      else "no trading on the account has been evaluated yet")))
+    open_other = session.scalar(select(Payout.id).where(
+        Payout.firm_id == account.firm_id, Payout.account_id == account.id, Payout.status.in_(OPEN),
+        *( [Payout.id != ignore_open] if ignore_open is not None else [])).limit(1))
+    checks.append(Check("no_open_request", open_other is None,
+                        f"payout {open_other} of this account is still open" if open_other else
+                        "no other payout request of this account is open"))
+    problems = _unresolved(session, account)
+    checks.append(Check(
+        "no_unresolved_violation", not problems,
+        "no unresolved breach or violation" if not problems else
+        "unresolved: " + "; ".join(f"#{d.id} {d.kind} {d.rule}: {d.message}" for d in problems[:3])
+        + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""),
+        value=str(len(problems)), required="0"))
+    days = st.active_days if st is not None else 0
+    since = "since the last payout" if "trading_days" in policy.resets else "since funding"
+    checks.append(Check("min_trading_days", days >= policy.min_trading_days,
+                        f"{days} trading day(s) {since}; at least {policy.min_trading_days} required",
+                        value=str(days), required=str(policy.min_trading_days)))
+    trader = session.get(m.Trader, account.trader_id) if account.trader_id is not None else None
+    if trader is None:
+        checks.append(Check("compliance", False, "the account has no trader to pay"))
+    else:
+        cleared, why = kyc_cleared(session, trader, write=write)
+        checks.append(Check("compliance", cleared, why, value=trader.kyc_status, required="approved"))
+    ids = [a.id for a in lineage_accounts(session, account)] or [account.id]
+    cases = open_cases_touching(session, firm_id=account.firm_id, account_ids=ids, include_linked=True)
+    # the trader reads this reason (and the stored refusal): the case's number, never its title or
+    # detector, which are the risk team's working text and may name other traders
+    checks.append(Check("no_open_case", not cases,
+                        "no open investigation case on the account or an account linked to it" if not cases else
+                        "under investigation: " + ", ".join(f"case {c.id} ({c.status})" for c in cases[:3])
+                        + (f" and {len(cases) - 3} more" if len(cases) > 3 else "")
+                        + "; a payout waits until the investigation is closed",
+                        value=str(len(cases)), required="0"))
+    if policy.require_flat:
+        flat = st is not None and not st.positions
+        checks.append(Check("flat", flat, "no open positions" if flat else
+                            f"{len(st.positions) if st else 0} position(s) open; close them before a payout"))
+    if st is None:
+        return out
+    profit = st.balance - program.initial
+    best_day = max(st.best_day_profit, st.day_profit)
+    checks.append(consistency_check(policy, best_day=best_day, profit=profit))
+    done = approved_count(session, firm_id=account.firm_id, lineage=lineage_of(account.external_id))
+    split, source = split_for(policy, program.phase.profit_split, done)
+    out.amount = payout_amount(balance=st.balance, baseline=program.initial,
+                               penalties=penalties_since_last_payout(session, account, program, st),
+                               manual_deduction=manual_deduction, manual_reason=manual_reason, split_pct=split,
+                               split_source=source)
+    checks.append(Check("profit", profit > 0, f"profit since the last payout {fmt(profit)}"
+                        + ("" if profit > 0 else "; there is nothing to pay"), value=money(profit), required="> 0"))
+    minimum = policy.min_amount
+    got = out.amount.trader_amount
+    checks.append(Check("min_amount", got >= minimum and got > 0,
+                        f"the trader's amount {fmt(got)} " + ("≥" if got >= minimum else "<")
+                        + f" the minimum {fmt(minimum)}", value=money(got), required=money(minimum)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# views
+
+
+def payout_view(session: Session, row: Payout, *, for_trader: bool = False) -> dict[str, Any]:
+    approvers = _standing_approvers(session, row.id) if row.status == "prepared" else list(session.scalars(
+        select(PayoutApproval.user_id).where(PayoutApproval.payout_id == row.id).order_by(PayoutApproval.created_at)))
+    account = session.get(m.Account, row.account_id)
+    return {
+        "id": row.id, "account_id": row.account_id, "account": account.external_id if account else None,
+        "trader_id": row.trader_id, "status": row.status, "requested_by": None if for_trader else row.requested_by,
+        "prepared_by_user_id": None if for_trader else row.prepared_by_user_id,
+        "approved_by_user_ids": [] if for_trader else approvers, "approvals": len(approvers),
+        "approvals_needed": row.approvals_needed,
+        "profit": money(row.profit), "penalties": money(row.penalties), "deduction": money(row.manual_deduction),
+        "deduction_reason": row.deduction_reason, "split_pct": money(row.split_pct),
+        "trader_amount": money(row.trader_amount), "firm_amount": money(row.firm_amount),
+        "withdrawal": money(row.withdrawal), "checks": row.checks or [], "steps": row.steps or [],
+        "failed_checks": [c for c in (row.checks or []) if not c.get("ok")],
+        "reason": row.reason, "created_at": row.created_at, "prepared_at": row.prepared_at,
+        "decided_at": row.decided_at,
+    }
+
+
+def get_payout(session: Session, *, firm_id: str, payout_id: int, trader_scope: int | None = None,
+               for_update: bool = False) -> Payout:
+    query = select(Payout).where(Payout.id == payout_id, Payout.firm_id == firm_id)
+    if trader_scope is not None:
+        query = query.where(Payout.trader_id == trader_scope)
+    if for_update and session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = session.scalars(query).one_or_none()
+    if row is None:
+        raise NotFound(f"no payout {payout_id}")
+    return row
+
+
+def list_payouts(session: Session, *, firm_id: str, trader_scope: int | None = None, status: str | None = None,
+                 account_id: int | None = None) -> list[Payout]:
+    query = select(Payout).where(Payout.firm_id == firm_id)
+    if trader_scope is not None:
+        query = query.where(Payout.trader_id == trader_scope)
+    if status is not None:
+        query = query.where(Payout.status == status)
+    if account_id is not None:
+        query = query.where(Payout.account_id == account_id)
+    return list(session.scalars(query.order_by(Payout.id)))
+
+
+def preview(session: Session, *, firm_id: str, account_id: int, trader_scope: int | None = None) -> dict[str, Any]:
+    """What a request would meet now: every check and the amount (nothing is stored)."""
+    account = get_account(session, firm_id=firm_id, account_id=account_id, trader_id=trader_scope)
+    found = assess(session, account=account, write=False)
+    return {"account_id": account.id, "account": account.external_id, "eligible": found.ok,
+            "checks": [c.to_dict() for c in found.checks], "failed_checks": [c.to_dict() for c in found.failed],
+            "steps": found.amount.steps_dicts() if found.amount else [],
+            "trader_amount": money(found.amount.trader_amount) if found.amount else None}
+
+
+# --------------------------------------------------------------------------------------------------
+# the workflow
+
+
+def _freeze(row: Payout, found: Assessment) -> None:
+    a = found.amount
+    row.checks = [c.to_dict() for c in found.checks]
+    if a is not None:
+        row.profit, row.penalties, row.split_pct = a.profit, a.penalties, a.split_pct
+        row.trader_amount, row.firm_amount, row.withdrawal = a.trader_amount, a.firm_amount, a.withdrawal
+        row.steps = a.steps_dicts()
+    row.state_seq = found.state_seq
+
+
+def request_payout(session: Session, *, firm_id: str, account_id: int, actor: str,
+                   trader_scope: int | None = None) -> Payout:
+    """A payout request. Always stored: ``requested`` when every check passes, otherwise ``refused``
+    with the checks that failed (the trader sees which and why)."""
+    account = get_account(session, firm_id=firm_id, account_id=account_id, trader_id=trader_scope, for_update=True)
+    found = assess(session, account=account)
+    row = Payout(firm_id=firm_id, account_id=account.id, trader_id=account.trader_id,
+                 lineage=lineage_of(account.external_id), status="requested" if found.ok else "refused",
+                 open_slot=1 if found.ok else None, requested_by=actor, manual_deduction=ZERO, approvals_needed=1,
+                 created_at=now_utc())
+    _freeze(row, found)
+    if not found.ok:
+        row.reason = "; ".join(f"{c.name}: {c.reason}" for c in found.failed)
+        row.decided_at = now_utc()
+    session.add(row)
+    session.flush()  # the unique open slot refuses a second open request (409 from the API)
+    audit.append(session, actor=actor, action=f"payout.{row.status}", entity="payout", entity_id=str(row.id),
+                 after={"account": account.external_id, "trader_amount": row.trader_amount,
+                        "failed": [c.name for c in found.failed]}, firm_id=firm_id)
+    if account.trader_id is not None:
+        if found.ok:
+            text = f"Your payout request {row.id} for {fmt(row.trader_amount)} is received and will be reviewed."
+        else:
+            text = f"Your payout request {row.id} cannot be accepted: {row.reason}"
+        notify_trader(session, firm_id=firm_id, trader_id=account.trader_id, kind="payout",
+                      key=f"payout:{row.id}:{row.status}", account=account.external_id,
+                      title=f"Payout request {row.id}: {row.status}", message=text, author=actor)
+    return row
+
+
+def prepare_payout(session: Session, *, firm_id: str, payout_id: int, user_id: int, actor: str,
+                   deduction: Any = None, deduction_reason: str | None = None) -> Payout | Refusal:
+    """Finance checks the request again, adds a deduction with a reason if any, and freezes the amount."""
+    row = get_payout(session, firm_id=firm_id, payout_id=payout_id, for_update=True)
+    if row.status not in OPEN:
+        return Refusal(f"payout {row.id} is {row.status}; only a requested (or prepared) payout can be prepared")
+    before = row.status
+    manual = decimal_of("deduction", deduction, cents=True) if deduction not in (None, "", 0) else ZERO
+    reason = reason_text(deduction_reason, "deduction_reason") if manual else None
+    own = _own_payout(session, row, user_id)
+    if own is not None:
+        return own
+    account = get_account(session, firm_id=firm_id, account_id=row.account_id, for_update=True)
+    found = assess(session, account=account, manual_deduction=manual, manual_reason=reason, ignore_open=row.id)
+    if not found.ok:  # nothing of the payout changes: a prepared amount and its approvals stay as they were
+        return Refusal("the payout is not eligible now: " + "; ".join(f"{c.name}: {c.reason}" for c in found.failed),
+                       [c.name for c in found.failed])
+    _freeze(row, found)
+    row.manual_deduction, row.deduction_reason = manual, reason
+    if before == "prepared":  # prepared again (the account changed): earlier approvals no longer count
+        session.execute(delete(PayoutApproval).where(PayoutApproval.payout_id == row.id))
+    threshold = settings_of(session, firm_id).dual_approval_over
+    row.approvals_needed = 2 if threshold is not None and row.trader_amount > threshold else 1
+    row.status, row.prepared_by_user_id, row.prepared_at = "prepared", user_id, now_utc()
+    audit.append(session, actor=actor, action="payout.prepared", entity="payout", entity_id=str(row.id),
+                 before={"status": before},
+                 after={"status": "prepared", "trader_amount": row.trader_amount, "deduction": manual,
+                        "deduction_reason": reason, "approvals_needed": row.approvals_needed}, firm_id=firm_id)
+    return row
+
+
+def _standing_approvers(session: Session, payout_id: int) -> list[int]:
+    """The approvers whose approval still counts: users active now (a user disabled since approving —
+    gone, or under suspicion — no longer completes a payout)."""
+    return list(session.scalars(
+        select(PayoutApproval.user_id).join(m.User, m.User.id == PayoutApproval.user_id)
+        .where(PayoutApproval.payout_id == payout_id, m.User.active.is_(True))
+        .order_by(PayoutApproval.created_at, PayoutApproval.user_id)))
+
+
+def _own_payout(session: Session, row: Payout, user_id: int) -> Refusal | None:
+    """Staff users are not linked to traders; a staff user with the payout's trader's e-mail address is
+    the trader, and neither prepares nor approves their own payout."""
+    user = session.get(m.User, user_id)
+    trader = session.get(m.Trader, row.trader_id) if row.trader_id is not None else None
+    if user is None or trader is None or not trader.email:
+        return None
+    if user.email.strip().lower() == trader.email.strip().lower():
+        return Refusal(f"maker-checker: payout {row.id} is your own payout (trader {trader.id}); "
+                       "other finance users must prepare and approve it")
+    return None
+
+
+def approve_payout(session: Session, *, firm_id: str, payout_id: int, user_id: int, actor: str,
+                   now: dt.datetime | None = None) -> Payout | Refusal:
+    """One approval. The last one needed pays: the withdrawal is recorded on the account."""
+    row = get_payout(session, firm_id=firm_id, payout_id=payout_id, for_update=True)
+    if row.status != "prepared":
+        return Refusal(f"payout {row.id} is {row.status}; only a prepared payout can be approved")
+    if row.prepared_by_user_id == user_id:
+        return Refusal("maker-checker: you prepared this payout; another finance user must approve it")
+    own = _own_payout(session, row, user_id)
+    if own is not None:
+        return own
+    if user_id in set(session.scalars(select(PayoutApproval.user_id).where(PayoutApproval.payout_id == row.id))):
+        return Refusal(f"you have already approved payout {row.id}; it needs {row.approvals_needed} different approvers")
+    done = set(_standing_approvers(session, row.id))
+    account = get_account(session, firm_id=firm_id, account_id=row.account_id, for_update=True)
+    found = assess(session, account=account, manual_deduction=row.manual_deduction,
+                   manual_reason=row.deduction_reason, ignore_open=row.id)
+    if not found.ok:
+        return Refusal("the payout is not eligible now: " + "; ".join(f"{c.name}: {c.reason}" for c in found.failed),
+                       [c.name for c in found.failed])
+    a = found.amount
+    assert a is not None
+    if (a.trader_amount, a.withdrawal, a.penalties) != (row.trader_amount, row.withdrawal, row.penalties):
+        return Refusal(f"the account has changed since payout {row.id} was prepared (now {fmt(a.trader_amount)} "
+                       f"instead of {fmt(row.trader_amount)}); prepare it again")
+    session.add(PayoutApproval(payout_id=row.id, user_id=user_id, firm_id=firm_id, created_at=now_utc()))
+    session.flush()
+    audit.append(session, actor=actor, action="payout.approval", entity="payout", entity_id=str(row.id),
+                 after={"approvals": len(done) + 1, "needed": row.approvals_needed}, firm_id=firm_id)
+    if len(done) + 1 < row.approvals_needed:
+        return row
+    _pay(session, row, account, actor, now=now)
+    return row
+
+
+def _withdrawal_ts(session: Session, account: m.Account, now: dt.datetime | None) -> dt.datetime:
+    """When the withdrawal happens for the engine: right after the latest event stored for the account
+    (or the firm's clock/news), so that it is never out of order and a platform event that arrives late
+    is refused no more than it would have been without it; now, for an account without events."""
+    latest = session.scalar(select(func.max(m.RawEvent.ts)).where(
+        m.RawEvent.firm_id == account.firm_id,
+        (m.RawEvent.account_id == account.id) | m.RawEvent.account_id.is_(None)))
+    return latest if latest is not None else (now or now_utc()).astimezone(UTC)
+
+
+def _pay(session: Session, row: Payout, account: m.Account, actor: str, *, now: dt.datetime | None) -> None:
+    from .ingest import ingest
+
+    ts = _withdrawal_ts(session, account, now)
+    event_id = f"payout-{row.id}"
+    line = json.dumps({"id": event_id, "type": "balance", "account": account.external_id,
+                       "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "amount": money(-row.withdrawal),
+                       "reason": "payout", "payout": row.id, "trader_amount": money(row.trader_amount)})
+    report = ingest(session, firm_id=account.firm_id, source=SOURCE, body=line.encode() + b"\n")
+    if report.rejected:
+        raise Invalid(f"the withdrawal event was refused: {report.rejections[0].reason}")
+    row.status, row.open_slot, row.event_id, row.decided_at = "approved", None, event_id, now_utc()
+    audit.append(session, actor=actor, action="payout.approved", entity="payout", entity_id=str(row.id),
+                 before={"status": "prepared"},
+                 after={"status": "approved", "account": account.external_id, "trader_amount": row.trader_amount,
+                        "withdrawal": row.withdrawal, "event": event_id}, firm_id=account.firm_id)
+    if account.trader_id is not None:
+        notify_trader(session, firm_id=account.firm_id, trader_id=account.trader_id, kind="payout",
+                      key=f"payout:{row.id}:approved", account=account.external_id,
+                      title=f"Payout {row.id} approved: {fmt(row.trader_amount)}",
+                      message=f"Your payout {row.id} of {fmt(row.trader_amount)} is approved. "
+                              + " · ".join(f"{s['label']}: {s['amount']}" for s in (row.steps or [])),
+                      author=actor)
+
+
+def reject_payout(session: Session, *, firm_id: str, payout_id: int, reason: str, actor: str) -> Payout | Refusal:
+    """Finance rejects a request with a reason the trader sees."""
+    text = reason_text(reason)
+    row = get_payout(session, firm_id=firm_id, payout_id=payout_id, for_update=True)
+    if row.status not in OPEN:
+        return Refusal(f"payout {row.id} is {row.status}; only a requested or prepared payout can be rejected")
+    before = row.status
+    row.status, row.open_slot, row.reason, row.decided_at = "rejected", None, text, now_utc()
+    audit.append(session, actor=actor, action="payout.rejected", entity="payout", entity_id=str(row.id),
+                 before={"status": before}, after={"status": "rejected", "reason": text}, firm_id=firm_id)
+    if row.trader_id is not None:
+        notify_trader(session, firm_id=firm_id, trader_id=row.trader_id, kind="payout",
+                      key=f"payout:{row.id}:rejected", title=f"Payout {row.id} rejected",
+                      message=f"Your payout request {row.id} was rejected: {text}", author=actor)
+    return row
+
+
+def resolve_violation(session: Session, *, firm_id: str, decision_id: int, reason: str, actor_user_id: int,
+                      actor: str) -> m.Override | Refusal:
+    """A risk officer marks a violation as dealt with (it no longer blocks payouts); the decision stays."""
+    text = reason_text(reason)
+    decision = session.get(m.Decision, decision_id)
+    if decision is None or decision.firm_id != firm_id:
+        raise NotFound(f"no decision {decision_id}")
+    if decision.kind != "violation":
+        return Refusal(f"decision {decision_id} is a {decision.kind}; only violations are resolved here "
+                       "(a breach is cleared with POST /accounts/{id}/overrides)")
+    if session.scalar(select(m.Override.id).where(m.Override.decision_id == decision_id)) is not None:
+        return Refusal(f"decision {decision_id} is already resolved")
+    row = m.Override(firm_id=firm_id, account_id=decision.account_id, decision_id=decision_id,
+                     action="resolve_violation", reason=text, actor_user_id=actor_user_id)
+    session.add(row)
+    session.flush()
+    account = session.get(m.Account, decision.account_id)
+    audit.append(session, actor=actor, action="account.resolve_violation", entity="account",
+                 entity_id=account.external_id, after={"decision": decision_id, "override": row.id, "reason": text},
+                 firm_id=firm_id)
+    return row
+
+
+def open_liability(session: Session, *, firm_id: str) -> tuple[Decimal, list[dict[str, Any]]]:
+    """What the firm would owe its funded accounts if each were paid now (trader's amounts, rounded down)."""
+    total = ZERO
+    rows = []
+    for account in session.scalars(select(m.Account).where(m.Account.firm_id == firm_id,
+                                                           m.Account.status == "funded").order_by(m.Account.id)):
+        program = _program(session, account)
+        state_row = session.get(m.AccountState, account.id)
+        if state_row is None or program.target is not None:
+            continue
+        st = STATE_DECODER.decode(state_row.state)
+        done = approved_count(session, firm_id=firm_id, lineage=lineage_of(account.external_id))
+        split, _ = split_for(program.payout_policy, program.phase.profit_split, done)
+        a = payout_amount(balance=st.balance, baseline=program.initial,
+                          penalties=penalties_since_last_payout(session, account, program, st), split_pct=split)
+        if a.trader_amount > 0:
+            total += a.trader_amount
+            rows.append({"account_id": account.id, "account": account.external_id,
+                         "trader_amount": money(a.trader_amount)})
+    return total, rows
+
+
+__all__ = ["approve_payout", "assess", "get_payout", "lineage_of", "list_payouts", "open_liability", "payout_view",
+           "prepare_payout", "preview", "reject_payout", "request_payout", "resolve_violation"]
