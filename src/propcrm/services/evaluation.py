@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import msgspec
-from sqlalchemy import func, select, update
+from sqlalchemy import DateTime, bindparam, func, insert, select, update
+from sqlalchemy import text as text_sql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..adapters.db import models as m
@@ -162,6 +163,7 @@ class EvaluationWorker:
         calendars = {firm: self._calendar(session, firm) for firm in firms}
 
         applied: list[int] = []
+        outcomes: list[AccountOutcome] = []
         for account in accounts:
             state_row = states.get(account.id)
             last_seq = state_row.last_seq if state_row is not None else 0
@@ -179,13 +181,19 @@ class EvaluationWorker:
                 engine.states[account.external_id] = STATE_DECODER.decode(state_row.state)
                 engine.programs[account.external_id] = program
             events = [DECODER.decode(row.body) for row in stream]
+            seq_of = {row.event_id: row.seq for row in stream}
             decisions = engine.feed(events)
             rejected = {r.id: r for r in engine.rejected}  # only out-of-order here; keyed by id within one account
             st = engine.states.get(account.external_id)
             if st is None:  # only global events so far: nothing to keep yet
                 st = program.new_state(account.external_id)
                 st.last_ts = events[-1].ts
-            self._store(session, account, st, stream[-1].seq, state_row)
+            outcomes.append(AccountOutcome(
+                account=AccountRef.of(account), state=st, last_seq=stream[-1].seq,
+                decisions=[(d, seq_of.get(d.event_id)) for d in decisions],
+                status=None if account.status in HELD else _account_status(st.status, program),
+                status_ts=events[-1].ts,
+            ))
             for row in mine:
                 problem = rejected.get(row.event_id)
                 if problem is None:
@@ -197,28 +205,13 @@ class EvaluationWorker:
                         .values(status="rejected", reason=problem.reason)
                         .execution_options(synchronize_session=False)
                     )
-            before_status = account.status
-            self._record(session, account, decisions, {row.event_id: row.seq for row in stream})
-            if before_status not in HELD:  # a person's stop is lifted by a person, not by the next event
-                account.status = _account_status(st.status, program)
-            if account.status != before_status:
-                audit.append(
-                    session,
-                    actor="engine",
-                    action="account.status",
-                    entity="account",
-                    entity_id=account.external_id,
-                    before={"status": before_status},
-                    after={"status": account.status},
-                    firm_id=account.firm_id,
-                    ts=events[-1].ts,
-                )
             report.accounts += 1
             report.events += len(mine)
             report.decisions += len(decisions)
             report.rejected += len(rejected)
             for d in decisions:
                 report.by_kind[d.kind] = report.by_kind.get(d.kind, 0) + 1
+        self._record(session, outcomes)
         for start in range(0, len(applied), 1000):
             session.execute(
                 update(m.RawEvent)
@@ -240,109 +233,239 @@ class EvaluationWorker:
         calendar.extend((seq, NewsEntry.from_event(DECODER.decode(body))) for seq, body in rows)
         return calendar
 
-    def _store(
-        self, session: Session, account: m.Account, st: AccountState, last_seq: int, row: m.AccountState | None
-    ) -> None:
-        blob = STATE_ENCODER.encode(st)
-        now = dt.datetime.now(dt.timezone.utc)
-        if row is None:
-            session.add(
-                m.AccountState(
-                    account_id=account.id,
-                    firm_id=account.firm_id,
-                    state=blob,
-                    last_seq=last_seq,
-                    balance=st.balance,
-                    equity=st.equity,
-                    updated_at=now,
-                )
-            )
-        else:
-            row.state, row.last_seq, row.balance, row.equity, row.updated_at = blob, last_seq, st.balance, st.equity, now
+    def _record(self, session: Session, outcomes: list[AccountOutcome]) -> None:
+        """Everything a pass decided, written set-based (see :func:`write_outcomes`)."""
+        write_outcomes(session, outcomes)
 
-    def _record(self, session: Session, account: m.Account, decisions: Iterable[Decision], seq_of: dict) -> None:
-        for decision in decisions:
-            row = m.Decision(
-                firm_id=account.firm_id,
-                account_id=account.id,
-                event_seq=seq_of.get(decision.event_id),
-                event_id=decision.event_id,
-                ts=decision.ts,
-                kind=decision.kind,
-                rule=decision.rule,
-                phase=decision.phase,
-                message=decision.message,
-                value=decision.value,
-                threshold=decision.threshold,
-                body=DECISION_ENCODER.encode(decision),
-            )
-            session.add(row)
-            session.flush()
-            audit.append(
-                session,
-                actor="engine",
-                action=f"decision.{decision.kind}",
-                entity="account",
-                entity_id=account.external_id,
-                after={"decision": row.id, "rule": decision.rule, "message": decision.message},
-                firm_id=account.firm_id,
-                ts=decision.ts,
-            )
-            for kind, payload, not_before in _effects(account, decision, row.id):
-                session.add(
-                    m.OutboxMessage(
-                        firm_id=account.firm_id,
-                        kind=kind.split(":")[0],
-                        payload=payload,
-                        dedupe_key=f"decision:{row.id}:{kind}",
-                        next_attempt_at=not_before or dt.datetime.now(dt.timezone.utc),
-                    )
-                )
-            if decision.kind == "phase_passed" and decision.details.get("next_phase"):
-                self._open_next_phase(session, account, decision, row.id)
 
-    def _open_next_phase(self, session: Session, account: m.Account, decision: Decision, decision_id: int) -> None:
-        """Passing a phase creates the next phase's account (same pack version) and asks the platform for it."""
-        next_phase = decision.details["next_phase"]
-        external_id = f"{account.external_id}.{next_phase}"
-        exists = session.scalars(
-            select(m.Account).where(m.Account.firm_id == account.firm_id, m.Account.external_id == external_id)
-        ).one_or_none()
-        if exists is not None:
-            return
-        successor = m.Account(
-            firm_id=account.firm_id,
-            external_id=external_id,
-            platform=account.platform,
-            login=external_id,
-            trader_id=account.trader_id,
-            product_id=account.product_id,
-            pack_version_id=account.pack_version_id,
-            phase=next_phase,
-            status="active",
+# ---------------------------------------------------------------------------------------------------
+# The set-based write path, shared by this worker and the partitioned NATS workers (propcrm.cluster)
+
+
+@dataclass
+class AccountRef:
+    """What the write path needs to know about an account (an ORM row or a worker's cached copy)."""
+
+    id: int
+    firm_id: str
+    external_id: str
+    platform: str
+    login: str
+    trader_id: int | None
+    pack_version_id: int
+    phase: str
+    status: str
+
+    @classmethod
+    def of(cls, row) -> AccountRef:
+        return cls(row.id, row.firm_id, row.external_id, row.platform, row.login, row.trader_id,
+                   row.pack_version_id, row.phase, row.status)
+
+
+@dataclass
+class AccountOutcome:
+    """One account's result of a batch: its new state and position, its decisions (each with the
+    stored event it came from, when there is one), and the status the engine gives it (``None``:
+    leave the status alone)."""
+
+    account: AccountRef
+    state: AccountState
+    last_seq: int
+    decisions: list[tuple[Decision, int | None]]
+    status: str | None
+    status_ts: dt.datetime
+
+
+@dataclass
+class WriteReport:
+    states: int = 0
+    decisions: int = 0
+    outbox: int = 0
+    audit: int = 0
+    status_changes: int = 0
+
+
+def write_outcomes(session: Session, outcomes: list[AccountOutcome], *, states: bool = True) -> WriteReport:
+    """Write a batch's outcomes inside the caller's transaction, a statement per table, not per row.
+
+    States are upserted (``INSERT … ON CONFLICT (account_id) DO UPDATE``); decisions are inserted in
+    one multi-row statement that returns their ids (the outbox dedupe keys and audit entries name
+    them); outbox rows in one more; accounts whose status the engine changes are re-read (locked on
+    PostgreSQL) so that a status staff set meanwhile (``suspended``, ``closed``) is never overwritten;
+    and every audit entry of the batch — one per decision, status change and opened account, in
+    that order per account — is appended with one lock and one tail read
+    (:func:`propcrm.services.audit.append_many`), so the chain verifies exactly as before.
+    """
+    report = WriteReport()
+    if not outcomes:
+        return report
+    now = dt.datetime.now(dt.timezone.utc)
+    if states:  # (the partitioned workers write states in periodic snapshots: upsert_states)
+        upsert_states(session, outcomes, now)
+        report.states = len(outcomes)
+
+    decision_rows = []
+    owners: list[tuple[AccountRef, Decision]] = []
+    for outcome in outcomes:
+        account = outcome.account
+        for decision, event_seq in outcome.decisions:
+            decision_rows.append({
+                "firm_id": account.firm_id, "account_id": account.id, "event_seq": event_seq,
+                "event_id": decision.event_id, "ts": decision.ts, "kind": decision.kind, "rule": decision.rule,
+                "phase": decision.phase, "message": decision.message, "value": decision.value,
+                "threshold": decision.threshold, "body": DECISION_ENCODER.encode(decision), "created_at": now,
+            })
+            owners.append((account, decision))
+    ids: list[int] = []
+    if decision_rows:
+        table = m.Decision.__table__
+        ids = list(session.execute(
+            insert(table).returning(table.c.id, sort_by_parameter_order=True), decision_rows
+        ).scalars())
+    report.decisions = len(ids)
+
+    entries: list[dict] = []
+    outbox_rows: list[dict] = []
+    decision_ids = iter(ids)
+    by_account: dict[int, list[dict]] = {}
+    for (account, decision), decision_id in zip(owners, decision_ids):
+        mine = by_account.setdefault(account.id, [])
+        mine.append(dict(actor="engine", action=f"decision.{decision.kind}", entity="account",
+                         entity_id=account.external_id, firm_id=account.firm_id, ts=decision.ts,
+                         after={"decision": decision_id, "rule": decision.rule, "message": decision.message}))
+        for kind, payload, not_before in _effects(account, decision, decision_id):
+            outbox_rows.append({"firm_id": account.firm_id, "kind": kind.split(":")[0], "payload": payload,
+                                "dedupe_key": f"decision:{decision_id}:{kind}", "status": "pending", "attempts": 0,
+                                "next_attempt_at": not_before or now, "created_at": now})
+        if decision.kind == "phase_passed" and decision.details.get("next_phase"):
+            opened = _open_next_phase(session, account, decision, decision_id, now)
+            if opened is not None:
+                entry, command = opened
+                mine.append(entry)
+                outbox_rows.append(command)
+
+    changed = _status_changes(session, outcomes)
+    for outcome, before in changed:
+        account = outcome.account
+        by_account.setdefault(account.id, []).append(dict(
+            actor="engine", action="account.status", entity="account", entity_id=account.external_id,
+            before={"status": before}, after={"status": outcome.status}, firm_id=account.firm_id,
+            ts=outcome.status_ts))
+    report.status_changes = len(changed)
+    for outcome in outcomes:  # the chain in account order, as the worker always wrote it
+        entries.extend(by_account.pop(outcome.account.id, ()))
+    if outbox_rows:
+        session.execute(insert(m.OutboxMessage.__table__), outbox_rows)
+    report.outbox = len(outbox_rows)
+    report.audit = len(audit.append_many(session, entries))
+    return report
+
+
+_UPSERT_STATES_PG = text_sql("""
+INSERT INTO account_states (account_id, firm_id, state, last_seq, balance, equity, updated_at)
+SELECT CAST(b.account_id AS INTEGER), b.firm_id, decode(b.state, 'hex'), CAST(b.last_seq AS BIGINT),
+       CAST(b.balance AS NUMERIC(24, 8)), CAST(b.equity AS NUMERIC(24, 8)), :now
+FROM unnest(string_to_array(:ids, ','), string_to_array(:firms, chr(31)), string_to_array(:states, ','),
+            string_to_array(:seqs, ','), string_to_array(:balances, ','), string_to_array(:equities, ','))
+     AS b(account_id, firm_id, state, last_seq, balance, equity)
+ON CONFLICT (account_id) DO UPDATE SET state = excluded.state, last_seq = excluded.last_seq,
+    balance = excluded.balance, equity = excluded.equity, updated_at = excluded.updated_at
+""").bindparams(bindparam("now", type_=DateTime(timezone=True)))
+
+
+def upsert_states(session: Session, outcomes: list[AccountOutcome], now: dt.datetime) -> None:
+    """Insert or update the accounts' states and positions: one statement on either backend."""
+    table = m.AccountState.__table__
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql" and not any("\x1f" in o.account.firm_id for o in outcomes):
+        # One statement for the whole batch. Each column travels as one delimited text parameter that the
+        # server splits (string_to_array) and casts: psycopg's array dumper escapes element by element
+        # in Python, which cost more than the rest of the write.
+        encode = STATE_ENCODER.encode
+        session.execute(_UPSERT_STATES_PG, {
+            "ids": ",".join(str(o.account.id) for o in outcomes),
+            "firms": "\x1f".join(o.account.firm_id for o in outcomes),
+            "states": ",".join(encode(o.state).hex() for o in outcomes),
+            "seqs": ",".join(str(o.last_seq) for o in outcomes),
+            "balances": ",".join(format(o.state.balance, "f") for o in outcomes),
+            "equities": ",".join(format(o.state.equity, "f") for o in outcomes),
+            "now": now,
+        })
+        return
+    rows = [{"account_id": o.account.id, "firm_id": o.account.firm_id, "state": STATE_ENCODER.encode(o.state),
+             "last_seq": o.last_seq, "balance": o.state.balance, "equity": o.state.equity, "updated_at": now}
+            for o in outcomes]
+    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c.account_id],
+        set_={name: statement.excluded[name] for name in ("state", "last_seq", "balance", "equity", "updated_at")},
+    )
+    session.execute(statement, rows)
+
+
+def _status_changes(session: Session, outcomes: list[AccountOutcome]) -> list[tuple[AccountOutcome, str]]:
+    """Apply the statuses the engine gives; staff statuses win. Returns (outcome, status before)."""
+    wanted = {o.account.id: o for o in outcomes if o.status is not None and o.status != o.account.status}
+    if not wanted:
+        return []
+    query = select(m.Account.id, m.Account.status).where(m.Account.id.in_(sorted(wanted)))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    current = dict(session.execute(query).all())
+    changes = []
+    for account_id in sorted(wanted):
+        outcome = wanted[account_id]
+        before = current.get(account_id, outcome.account.status)
+        if before in HELD or before == outcome.status:  # a person's stop is lifted by a person
+            outcome.account.status = before
+            continue
+        changes.append((outcome, before))
+        outcome.account.status = outcome.status
+    if changes:
+        session.execute(
+            update(m.Account.__table__).where(m.Account.__table__.c.id == bindparam("account_id"))
+            .values(status=bindparam("new_status")),
+            [{"account_id": o.account.id, "new_status": o.status} for o, _ in changes],
         )
-        session.add(successor)
-        session.flush()
-        audit.append(
-            session,
-            actor="engine",
-            action="account.create",
-            entity="account",
-            entity_id=external_id,
-            after={"phase": next_phase, "after_passing": account.external_id, "decision": decision_id},
-            firm_id=account.firm_id,
-            ts=decision.ts,
-        )
-        session.add(
-            m.OutboxMessage(
-                firm_id=account.firm_id,
-                kind="platform_command",
-                payload={"command": "create_account", "account": external_id, "platform": account.platform,
-                         "phase": next_phase, "previous": account.external_id, "trader_id": account.trader_id,
-                         "decision": decision_id},
-                dedupe_key=f"decision:{decision_id}:create_account",
-            )
-        )
+    return changes
+
+
+def _open_next_phase(
+    session: Session, account: AccountRef, decision: Decision, decision_id: int, now: dt.datetime
+) -> tuple[dict, dict] | None:
+    """Passing a phase creates the next phase's account (same pack version) and asks the platform for
+    it; returns the audit entry and the outbox row (``None`` when the account exists already)."""
+    next_phase = decision.details["next_phase"]
+    external_id = f"{account.external_id}.{next_phase}"
+    exists = session.scalars(
+        select(m.Account.id).where(m.Account.firm_id == account.firm_id, m.Account.external_id == external_id)
+    ).one_or_none()
+    if exists is not None:
+        return None
+    product_id = session.scalar(select(m.Account.product_id).where(m.Account.id == account.id))
+    successor = m.Account(
+        firm_id=account.firm_id,
+        external_id=external_id,
+        platform=account.platform,
+        login=external_id,
+        trader_id=account.trader_id,
+        product_id=product_id,
+        pack_version_id=account.pack_version_id,
+        phase=next_phase,
+        status="active",
+    )
+    session.add(successor)
+    session.flush()
+    entry = dict(actor="engine", action="account.create", entity="account", entity_id=external_id,
+                 after={"phase": next_phase, "after_passing": account.external_id, "decision": decision_id},
+                 firm_id=account.firm_id, ts=decision.ts)
+    command = {"firm_id": account.firm_id, "kind": "platform_command",
+               "payload": {"command": "create_account", "account": external_id, "platform": account.platform,
+                           "phase": next_phase, "previous": account.external_id, "trader_id": account.trader_id,
+                           "decision": decision_id},
+               "dedupe_key": f"decision:{decision_id}:create_account", "status": "pending", "attempts": 0,
+               "next_attempt_at": now, "created_at": now}
+    return entry, command
 
 
 def _market_at(calendar: list[tuple[int, NewsEntry]], up_to_seq: int) -> Market:
@@ -361,7 +484,7 @@ def _account_status(engine_status: str, program) -> str:
     return engine_status
 
 
-def _effects(account: m.Account, decision: Decision, decision_id: int) -> list[tuple[str, dict, dt.datetime | None]]:
+def _effects(account: AccountRef, decision: Decision, decision_id: int) -> list[tuple[str, dict, dt.datetime | None]]:
     """What must happen in the world because of a decision: (outbox kind, payload, not before).
 
     Payload fields are plain JSON. Platform commands: ``disable``, ``pause`` (with ``until``),
@@ -393,4 +516,5 @@ def pending_counts(session: Session, firm_id: str) -> dict[str, int]:
     return {status: n for status, n in rows}
 
 
-__all__ = ["EvaluationWorker", "PassReport", "pending_counts"]
+__all__ = ["AccountOutcome", "AccountRef", "EvaluationWorker", "PassReport", "WriteReport", "pending_counts",
+           "upsert_states", "write_outcomes"]
