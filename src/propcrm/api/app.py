@@ -2,6 +2,9 @@
 
 ``create_app()`` uses ``PROPCRM_DATABASE_URL`` or the embedded SQLite default; the schema is migrated
 to the latest revision when the app starts (FastAPI lifespan), and the engine is disposed when it stops.
+With ``PROPCRM_NATS_URL`` set the app is an ingest node of the scale-out deployment: it connects to
+NATS when it starts (and refuses to start without it) and ``POST /api/v1/events`` publishes to the
+partitioned JetStream stream instead of writing ``raw_events`` (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -15,17 +18,31 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__
 from ..adapters.db.session import database_url as default_database_url
 from ..adapters.db.session import make_engine, migrate, sessions
-from .routers import events
+from ..adapters.bus.jetstream import BusConfig
+from .operations import IngestMetrics
+from .routers import events, operations
 
 
 def create_app(database_url: str | None = None) -> FastAPI:
     url = database_url or default_database_url()
 
+    bus_config = BusConfig.from_env()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(migrate, url)
-        yield
-        app.state.engine.dispose()
+        if bus_config is not None:  # scale-out: ingestion publishes to JetStream (docs/cluster.md)
+            from ..adapters.bus.jetstream import EventPublisher, connect
+
+            nc, js = await connect(bus_config, name="propcrm-api")
+            app.state.nats = nc
+            app.state.bus = EventPublisher(js, bus_config)
+        try:
+            yield
+        finally:
+            if app.state.nats is not None:
+                await app.state.nats.close()
+            app.state.engine.dispose()
 
     app = FastAPI(
         title="propcrm",
@@ -37,7 +54,11 @@ def create_app(database_url: str | None = None) -> FastAPI:
     app.state.engine = make_engine(url)
     app.state.sessions = sessions(app.state.engine)
     app.state.read_sessions = sessions(app.state.engine, readonly=True)  # GET/HEAD: never wait for a writer
+    app.state.bus = None  # an EventPublisher when PROPCRM_NATS_URL is set (scale-out ingest node)
+    app.state.nats = None
+    app.state.metrics = IngestMetrics()
     app.include_router(events.router, prefix="/api/v1")
+    app.include_router(operations.router)  # /healthz, /metrics (outside /api/v1)
     from .staff import mount as mount_staff_api  # login, roles, accounts, decisions, overrides, packs, users, keys
 
     mount_staff_api(app)

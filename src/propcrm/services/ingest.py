@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
@@ -94,11 +95,25 @@ class IngestReport(msgspec.Struct):
 _ENCODER = msgspec.json.Encoder()
 
 
+BUS_MODE_MESSAGE = (
+    "this deployment's event log is the NATS JetStream stream (PROPCRM_NATS_URL is set): events written to "
+    "the embedded log would never be evaluated; send them through POST /api/v1/events instead"
+)
+
+
+def _embedded_log_only() -> None:
+    """In the scale-out deployment nothing may be written to ``raw_events``: no worker reads it."""
+    if os.environ.get("PROPCRM_NATS_URL"):
+        raise IngestError(BUS_MODE_MESSAGE)
+
+
 # --------------------------------------------------------------------------------------------- public
 def ingest(
     session: Session, *, firm_id: str, source: str, body: bytes, content_type: str | None = None
 ) -> IngestReport:
-    """Store the events of one request body; quarantine what cannot be accepted. The caller commits."""
+    """Store the events of one request body; quarantine what cannot be accepted. The caller commits.
+    (The embedded event log; with ``PROPCRM_NATS_URL`` set this refuses: see :func:`prepare_for_bus`.)"""
+    _embedded_log_only()
     _check_source(source)
     received_at = dt.datetime.now(UTC)
     candidates, whole_body_problem = split_body(body, content_type)
@@ -123,6 +138,63 @@ def ingest(
     return IngestReport([outcomes[n] for n in sorted(outcomes)])
 
 
+class PreparedBatch(msgspec.Struct):
+    """A request checked and ready for the bus: the lines to publish, and the outcomes known already
+    (rejections, quarantined in the caller's transaction, and ids repeated within the request)."""
+
+    firm_id: str
+    source: str
+    lines: list[tuple[int, str | None, bytes, str]]  # (line, account or None, raw, event id)
+    outcomes: dict[int, LineOutcome]
+
+
+def prepare_for_bus(
+    session: Session, *, firm_id: str, source: str, body: bytes, content_type: str | None = None
+) -> PreparedBatch:
+    """The scale-out path, first half (synchronous, in the caller's transaction): the same checks as
+    :func:`ingest` — malformed lines and unknown accounts are quarantined with their reason — but
+    nothing is written to ``raw_events``: the event log is the JetStream stream, and
+    :func:`publish_prepared` puts the lines on it. The caller commits (the quarantine) first."""
+    _check_source(source)
+    received_at = dt.datetime.now(UTC)
+    candidates, whole_body_problem = split_body(body, content_type)
+    if whole_body_problem is not None:
+        valid, outcomes, rejected = [], {}, [_Rejected(1, body, whole_body_problem)]
+    else:
+        valid, outcomes, rejected = _validate(session, firm_id=firm_id, candidates=candidates)
+    if rejected:
+        rows = [{"firm_id": firm_id, "source": source, "line": r.line, "body": r.raw, "reason": r.reason,
+                 "received_at": received_at} for r in rejected]
+        ids = session.scalars(insert(m.Quarantine).returning(m.Quarantine.id, sort_by_parameter_order=True), rows).all()
+        for r, quarantine_id in zip(rejected, ids):
+            outcomes[r.line] = LineOutcome(r.line, "rejected", id=r.event_id, reason=r.reason,
+                                           quarantine_id=quarantine_id)
+    lines = [(v.line, getattr(v.event, "account", None), v.raw, v.event.id) for v in valid]
+    return PreparedBatch(firm_id, source, lines, outcomes)
+
+
+async def publish_prepared(publisher, prepared: PreparedBatch) -> IngestReport:
+    """The scale-out path, second half: publish the checked lines to the partitioned stream
+    (:class:`propcrm.adapters.bus.jetstream.EventPublisher`) and answer per line. A line is
+    ``duplicate`` when JetStream recognised its message as already stored (a retried request within
+    the de-duplication window). Raises :class:`propcrm.adapters.bus.jetstream.BusError` when the bus
+    did not take the batch: the request may then be retried as is."""
+    from ..adapters.bus.partitions import partition_of
+
+    outcomes = dict(prepared.outcomes)
+    published = await publisher.publish(prepared.firm_id, prepared.source,
+                                        [(account, raw) for _, account, raw, _ in prepared.lines])
+    partitions = publisher.config.partitions
+    fresh = {p.message.partition for p in published if not p.duplicate}
+    for line, account, _, event_id in prepared.lines:
+        if account is None:  # copied to every partition: new if any copy was new
+            new = bool(fresh)
+        else:
+            new = partition_of(prepared.firm_id, account, partitions) in fresh
+        outcomes[line] = LineOutcome(line, "accepted" if new else "duplicate", id=event_id)
+    return IngestReport([outcomes[n] for n in sorted(outcomes)])
+
+
 def resubmit(session: Session, *, firm_id: str, quarantine_ids: Sequence[int]) -> IngestReport:
     """Ingest quarantined lines again (say, after their account was created).
 
@@ -130,6 +202,10 @@ def resubmit(session: Session, *, firm_id: str, quarantine_ids: Sequence[int]) -
     that is still refused stays in quarantine with its up-to-date reason. The report's ``line`` is the
     position in ``quarantine_ids`` (1-based) and ``quarantine_id`` names the entry.
     """
+    if os.environ.get("PROPCRM_NATS_URL"):  # a refusal of the use case (409), not a missing entry
+        from .errors import Conflict
+
+        raise Conflict(f"quarantined lines cannot be re-submitted here: {BUS_MODE_MESSAGE}")
     wanted = list(dict.fromkeys(int(i) for i in quarantine_ids))
     if not wanted:
         return IngestReport()
@@ -250,15 +326,20 @@ def _clean(text: str) -> str:
     return text.replace("\x00", "\\u0000")
 
 
-def _store(
-    session: Session,
-    *,
-    firm_id: str,
-    source: str,
-    candidates: Iterable[tuple[int, bytes]],
-    received_at: dt.datetime,
-) -> tuple[dict[int, LineOutcome], list[_Rejected]]:
-    """Decode, resolve accounts, insert new events; the outcomes of stored lines and the rejections."""
+class _Valid(msgspec.Struct):
+    """A line that may enter the event log: decoded, its account (if any) resolved, first of its id."""
+
+    line: int
+    raw: bytes
+    event: AnyEvent
+    account_id: int | None
+
+
+def _validate(
+    session: Session, *, firm_id: str, candidates: Iterable[tuple[int, bytes]]
+) -> tuple[list[_Valid], dict[int, LineOutcome], list[_Rejected]]:
+    """Decode and resolve accounts: the lines that may be stored (the first line of each id), the
+    outcomes of repeated ids within the request, and the rejections."""
     decoded: list[tuple[int, bytes, AnyEvent]] = []
     rejected: list[_Rejected] = []
     for line, raw in candidates:
@@ -270,8 +351,8 @@ def _store(
     accounts = _resolve_accounts(session, firm_id, {getattr(e, "account", None) for _, _, e in decoded} - {None})
 
     outcomes: dict[int, LineOutcome] = {}
-    first_line_of: dict[str, int] = {}
-    rows: list[dict] = []
+    seen: set[str] = set()
+    valid: list[_Valid] = []
     for line, raw, event in decoded:
         external = getattr(event, "account", None)
         account_id = None
@@ -280,15 +361,30 @@ def _store(
             if account_id is None:
                 rejected.append(_Rejected(line, raw, f"no account '{external}' in firm {firm_id}", event.id))
                 continue
-        if event.id in first_line_of:
+        if event.id in seen:
             outcomes[line] = LineOutcome(line, "duplicate", id=event.id)
             continue
-        first_line_of[event.id] = line
-        rows.append({
-            "firm_id": firm_id, "source": source, "event_id": event.id, "account_id": account_id,
-            "type": _TAGS[type(event)], "ts": event.ts, "body": raw, "received_at": received_at,
-            "status": "pending",
-        })
+        seen.add(event.id)
+        valid.append(_Valid(line, raw, event, account_id))
+    return valid, outcomes, rejected
+
+
+def _store(
+    session: Session,
+    *,
+    firm_id: str,
+    source: str,
+    candidates: Iterable[tuple[int, bytes]],
+    received_at: dt.datetime,
+) -> tuple[dict[int, LineOutcome], list[_Rejected]]:
+    """Decode, resolve accounts, insert new events; the outcomes of stored lines and the rejections."""
+    valid, outcomes, rejected = _validate(session, firm_id=firm_id, candidates=candidates)
+    first_line_of = {v.event.id: v.line for v in valid}
+    rows = [{
+        "firm_id": firm_id, "source": source, "event_id": v.event.id, "account_id": v.account_id,
+        "type": _TAGS[type(v.event)], "ts": v.event.ts, "body": v.raw, "received_at": received_at,
+        "status": "pending",
+    } for v in valid]
     new_ids = _insert_new(session, firm_id, rows)
     if any(row["account_id"] is None for row in rows):
         # clock/news/price concern the whole firm: the worker evaluates them per account through
@@ -403,4 +499,5 @@ def _lock_firm(session: Session, firm_id: str) -> None:
     session.execute(select(func.pg_advisory_xact_lock(key)))
 
 
-__all__ = ["IngestError", "IngestReport", "LineOutcome", "ingest", "resubmit", "split_body"]
+__all__ = ["IngestError", "IngestReport", "LineOutcome", "PreparedBatch", "ingest", "prepare_for_bus",
+           "publish_prepared", "resubmit", "split_body"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from typing import Literal
 
 from fastapi import APIRouter, Request
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from ...services.apikeys import KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, AuthError, verify_signature
-from ...services.ingest import ingest
+from ...services.ingest import IngestReport, PreparedBatch, ingest, prepare_for_bus, publish_prepared
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def _error(status: int, message: str) -> JSONResponse:
         400: {"model": ErrorBody, "description": "unreadable request (e.g. a bad Content-Length)"},
         401: {"model": ErrorBody, "description": "missing or bad key, timestamp or signature"},
         413: {"model": ErrorBody, "description": "body larger than 32 MiB"},
-        503: {"model": ErrorBody, "description": "storage busy or unavailable; the request may be retried as is"},
+        503: {"model": ErrorBody, "description": "storage or event bus busy or unavailable; the request may be retried as is"},
     },
     openapi_extra={"parameters": _HEADERS, "requestBody": _BODY},
 )
@@ -107,6 +108,17 @@ async def post_events(request: Request) -> Response:
         body += chunk
         if len(body) > MAX_BODY_BYTES:
             return _error(413, f"body is over the limit of {MAX_BODY_BYTES:,} bytes")
+    started = time.perf_counter()
+    response = await _answer(request, headers, bytes(body))
+    metrics = request.app.state.metrics
+    metrics.requests.labels(str(response.status_code)).inc()
+    metrics.seconds.observe(time.perf_counter() - started)
+    return response
+
+
+async def _answer(request: Request, headers: dict, body: bytes) -> Response:
+    if request.app.state.bus is not None:
+        return await _publish_signed(request, headers, body)
     try:
         return await run_in_threadpool(
             _ingest_signed,
@@ -114,8 +126,9 @@ async def post_events(request: Request) -> Response:
             key_id=headers[KEY_HEADER],
             timestamp=headers[TIMESTAMP_HEADER],
             signature=headers[SIGNATURE_HEADER],
-            body=bytes(body),
+            body=body,
             content_type=request.headers.get("content-type"),
+            metrics=request.app.state.metrics,
         )
     except OperationalError as exc:  # locked SQLite, lost connection, deadlock: retrying is safe (idempotent)
         log.warning("ingestion failed on storage: %s", str(exc).splitlines()[0])
@@ -124,7 +137,7 @@ async def post_events(request: Request) -> Response:
 
 def _ingest_signed(
     sessions: sessionmaker[Session], *, key_id: str, timestamp: str, signature: str, body: bytes,
-    content_type: str | None,
+    content_type: str | None, metrics=None,
 ) -> Response:
     now = dt.datetime.now(UTC)
     with sessions.begin() as session:
@@ -135,4 +148,55 @@ def _ingest_signed(
             return _error(401, str(exc))
         report = ingest(session, firm_id=key.firm_id, source=key.platform, body=body, content_type=content_type)
         key.last_used_at = now
+    if metrics is not None:
+        _count(metrics, report)
     return Response(report.to_json(), media_type="application/json")
+
+
+def _count(metrics, report: IngestReport) -> None:
+    for status, n in (("accepted", report.accepted), ("duplicate", report.duplicates), ("rejected", report.rejected)):
+        if n:
+            metrics.lines.labels(status).inc(n)
+
+
+# ------------------------------------------------------------------------------ scale-out ingest node
+async def _publish_signed(request: Request, headers: dict, body: bytes) -> Response:
+    """Verify and check as always (quarantine included, committed first), then publish the lines to
+    the partitioned JetStream stream; answer per line once JetStream has acknowledged them."""
+    from ...adapters.bus.jetstream import BusError
+
+    try:
+        prepared = await run_in_threadpool(
+            _prepare_signed, request.app.state.sessions, key_id=headers[KEY_HEADER],
+            timestamp=headers[TIMESTAMP_HEADER], signature=headers[SIGNATURE_HEADER], body=body,
+            content_type=request.headers.get("content-type"),
+        )
+    except OperationalError as exc:
+        log.warning("ingestion failed on storage: %s", str(exc).splitlines()[0])
+        return _error(503, "storage busy or unavailable; retry the request (it is idempotent)")
+    if isinstance(prepared, Response):
+        return prepared
+    try:
+        report = await publish_prepared(request.app.state.bus, prepared)
+    except BusError as exc:
+        log.warning("ingestion failed on the bus: %s", exc)
+        return _error(503, "event bus busy or unavailable; retry the request as is (it is de-duplicated)")
+    _count(request.app.state.metrics, report)
+    return Response(report.to_json(), media_type="application/json")
+
+
+def _prepare_signed(
+    sessions: sessionmaker[Session], *, key_id: str, timestamp: str, signature: str, body: bytes,
+    content_type: str | None,
+) -> Response | PreparedBatch:
+    now = dt.datetime.now(UTC)
+    with sessions.begin() as session:
+        try:
+            key = verify_signature(session, key_id=key_id, timestamp=timestamp, body=body, signature=signature, now=now)
+        except AuthError as exc:
+            log.info("refused event batch for key %r: %s", key_id[:48], exc)
+            return _error(401, str(exc))
+        prepared = prepare_for_bus(session, firm_id=key.firm_id, source=key.platform, body=body,
+                                   content_type=content_type)
+        key.last_used_at = now
+    return prepared
