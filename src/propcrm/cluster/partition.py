@@ -1,0 +1,474 @@
+"""A partition's evaluation, without I/O of the bus: take it over from its checkpoint, apply batches of
+stream messages, commit each batch in one transaction fenced on the checkpoint.
+
+Everything here is synchronous and runs on the worker's single processing thread.
+
+**Takeover.** The checkpoint row (``cluster_checkpoints``) gives ``seq``, the last stream sequence
+whose effects are committed, and ``state_seq``, the position of the partition's last state snapshot
+(the accounts' states in ``account_states`` and the engine context — news calendar, reference prices,
+last clock per firm — in the row). Both are read in one snapshot of the database. The worker reads
+the stream from ``state_seq`` + 1 and re-applies messages up to ``seq`` silently: the engine is
+deterministic, so the states come out exactly as they were and the effects it regenerates, already
+committed, are dropped.
+
+**A batch** is a list of messages of one or more partitions. Every event goes through the same
+:class:`~propcrm.engine.runner.Engine` as ``propcrm replay`` (one per firm in the partition, since
+clock and news events fan out to a firm's accounts). Then one transaction writes the checkpoints
+(``UPDATE … SET seq = new WHERE seq = old``: if another worker committed meanwhile — this worker's
+lease ran out — nothing matches, the whole transaction is rolled back and the partition is reloaded
+or given up), the decisions, audit entries, outbox rows and status changes
+(:func:`propcrm.services.evaluation.write_outcomes`), the dead letters and, for at most one partition
+whose snapshot is due (every ``snapshot_interval_s``), the states of its accounts that changed since
+its last snapshot. A message at or below a partition's position is a redelivery and is skipped: every
+event's effect happens exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+
+import msgspec
+from sqlalchemy import BigInteger, Integer, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..adapters.bus.partitions import HEADER_FIRM, HEADER_PUBLISHED, HEADER_SOURCE, partition_of
+from ..adapters.db import models as m
+from ..adapters.db.models_cluster import DeadLetter, PartitionCheckpoint
+from ..domain.decisions import Decision
+from ..domain.events import DECODER
+from ..domain.market import Market
+from ..domain.program import CompiledPack, PhaseProgram, compile_pack
+from ..engine.runner import Engine
+from ..services.catalog import pack_of
+from ..services.evaluation import (
+    HELD,
+    STATE_DECODER,
+    AccountOutcome,
+    AccountRef,
+    _account_status,
+    upsert_states,
+    write_outcomes,
+)
+
+log = logging.getLogger("propcrm.cluster")
+
+UTC = dt.timezone.utc
+_CHUNK = 1000
+
+
+class FirmContext(msgspec.Struct):
+    market: Market
+    last_clock: dt.datetime | None = None
+
+
+class PartitionContext(msgspec.Struct):
+    firms: dict[str, FirmContext] = {}
+
+
+_CONTEXT_DECODER = msgspec.msgpack.Decoder(PartitionContext)
+_CONTEXT_ENCODER = msgspec.msgpack.Encoder()
+
+
+class Fenced(RuntimeError):
+    """Another worker committed this partition since we loaded it: our lease had run out."""
+
+
+@dataclass
+class StreamMessage:
+    """What the processing thread needs of a NATS message (no nats-py types cross the thread)."""
+
+    partition: int
+    seq: int
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class PartitionRun:
+    """A partition held in memory. ``seq``: effects (decisions, audit, outbox, statuses) committed up to
+    here. ``applied``: the engines reflect the stream up to here (≥ ``seq`` once caught up; after a
+    takeover it starts at the last state snapshot, and messages up to ``seq`` are replayed silently).
+    ``dirty``: accounts whose state changed since the last snapshot."""
+
+    partition: int
+    seq: int
+    applied: int
+    engines: dict[str, Engine] = field(default_factory=dict)
+    epoch: int = 0
+    dirty: dict[tuple[str, str], AccountOutcome] = field(default_factory=dict)
+    last_snapshot: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class BatchResult:
+    events: int = 0
+    messages: int = 0
+    skipped: int = 0
+    decisions: dict[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+    committed: dict[int, int] = field(default_factory=dict)  # partition -> new seq
+    latencies: list[tuple[float, int]] = field(default_factory=list)  # (seconds since publish, events)
+    failed: set[int] = field(default_factory=set)
+    error: str | None = None
+    commit_seconds: float = 0.0
+
+
+class Directory:
+    """The accounts the worker may meet and their compiled programs (cached; new accounts are
+    looked up on first sight)."""
+
+    def __init__(self, sessions: sessionmaker[Session], partitions: int) -> None:
+        self.sessions = sessions
+        self.partitions = partitions
+        self.by_key: dict[tuple[str, str], AccountRef] = {}
+        self.partition_of: dict[int, int] = {}
+        self.members: dict[int, list[AccountRef]] = {}
+        self.max_id = 0
+        self._packs: dict[int, CompiledPack] = {}
+        self._missing: dict[tuple[str, str], float] = {}
+
+    def refresh(self, session: Session) -> None:
+        rows = session.execute(
+            select(m.Account.id, m.Account.firm_id, m.Account.external_id, m.Account.platform, m.Account.login,
+                   m.Account.trader_id, m.Account.pack_version_id, m.Account.phase, m.Account.status)
+            .where(m.Account.id > self.max_id).order_by(m.Account.id)
+        ).all()
+        for row in rows:
+            self._add(AccountRef(*row))
+
+    def _add(self, ref: AccountRef) -> None:
+        self.by_key[(ref.firm_id, ref.external_id)] = ref
+        p = self.partition_of[ref.id] = partition_of(ref.firm_id, ref.external_id, self.partitions)
+        self.members.setdefault(p, []).append(ref)
+        self.max_id = max(self.max_id, ref.id)
+
+    def in_partition(self, partition: int) -> list[AccountRef]:
+        return list(self.members.get(partition, ()))
+
+    def get(self, firm_id: str, external_id: str) -> AccountRef | None:
+        ref = self.by_key.get((firm_id, external_id))
+        if ref is not None:
+            return ref
+        key = (firm_id, external_id)
+        if time.monotonic() - self._missing.get(key, -1e9) < 5.0:
+            return None
+        with self.sessions() as session:
+            self.refresh(session)
+        ref = self.by_key.get(key)
+        if ref is None:
+            self._missing[key] = time.monotonic()
+        return ref
+
+    def program(self, ref: AccountRef) -> PhaseProgram:
+        compiled = self._packs.get(ref.pack_version_id)
+        if compiled is None:
+            with self.sessions() as session:
+                row = session.get(m.RulePackVersion, ref.pack_version_id)
+                assert row is not None, f"account {ref.external_id}: no rule pack version {ref.pack_version_id}"
+                compiled = self._packs[ref.pack_version_id] = compile_pack(pack_of(row))
+        return compiled.phase(ref.phase)
+
+    def program_for(self, firm_id: str):
+        def resolve(external_id: str) -> PhaseProgram | None:
+            ref = self.get(firm_id, external_id)
+            return None if ref is None else self.program(ref)
+
+        return resolve
+
+
+class PartitionStore:
+    """Takeover and batch commits for the partitions of one stream."""
+
+    def __init__(self, sessions: sessionmaker[Session], stream: str, partitions: int, worker_id: str, *,
+                 snapshot_interval_s: float = 2.0, snapshot_max_dirty: int = 20_000) -> None:
+        self.sessions = sessions
+        self.snapshot_interval_s = snapshot_interval_s
+        self.snapshot_max_dirty = snapshot_max_dirty
+        self.stream = stream
+        self.partitions = partitions
+        self.worker_id = worker_id
+        self.directory = Directory(sessions, partitions)
+        self._home: dict[tuple[str, str], int] = {}  # (firm, account) -> partition, cached
+
+    # ------------------------------------------------------------------ takeover
+    def take(self, partition: int, epoch: int = 0) -> PartitionRun:
+        with self.sessions.begin() as session:
+            make = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+            session.execute(
+                make(PartitionCheckpoint.__table__)
+                .values(stream=self.stream, partition=partition, seq=0, state_seq=0, updated_at=dt.datetime.now(UTC))
+                .on_conflict_do_nothing(index_elements=["stream", "partition"])
+            )
+        with self.sessions() as session:
+            if session.get_bind().dialect.name == "postgresql":  # the checkpoint and the states: one snapshot
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            checkpoint = session.get(PartitionCheckpoint, (self.stream, partition))
+            assert checkpoint is not None
+            run = PartitionRun(partition, checkpoint.seq, checkpoint.state_seq, epoch=epoch)
+            context = _CONTEXT_DECODER.decode(checkpoint.context) if checkpoint.context else PartitionContext()
+            self.directory.refresh(session)
+            refs = {ref.id: ref for ref in self.directory.in_partition(partition)}
+            ids = sorted(refs)
+            loaded: list[tuple[AccountRef, bytes]] = []
+            for start in range(0, len(ids), _CHUNK):
+                # statuses fresh from the database: a cached one may be from a batch that rolled back
+                for account_id, status in session.execute(
+                    select(m.Account.id, m.Account.status).where(m.Account.id.in_(ids[start : start + _CHUNK]))
+                ):
+                    refs[account_id].status = status
+                rows = session.execute(
+                    select(m.AccountState.account_id, m.AccountState.state)
+                    .where(m.AccountState.account_id.in_(ids[start : start + _CHUNK]))
+                ).all()
+                loaded.extend((refs[account_id], blob) for account_id, blob in rows)
+        # programs are compiled after the read transaction: on SQLite a second session would wait
+        # for the first one's lock
+        for ref, blob in loaded:
+            engine = self._engine(run, ref.firm_id)
+            engine.states[ref.external_id] = STATE_DECODER.decode(blob)
+            engine.programs[ref.external_id] = self.directory.program(ref)
+        for firm_id, firm in context.firms.items():
+            engine = self._engine(run, firm_id)
+            engine.market = firm.market
+            engine.last_clock = firm.last_clock
+        return run
+
+    def _engine(self, run: PartitionRun, firm_id: str) -> Engine:
+        engine = run.engines.get(firm_id)
+        if engine is None:
+            # dedupe off: event ids are unique per source only; a retried request is dropped by
+            # JetStream's de-duplication, a redelivered message by the checkpoint
+            engine = run.engines[firm_id] = Engine(self.directory.program_for(firm_id), dedupe=False)
+        return engine
+
+    # ------------------------------------------------------------------ batches
+    def apply(self, batch: list[tuple[PartitionRun, list[StreamMessage]]], *, snapshot: bool = False) -> BatchResult:
+        """Apply and commit a batch. On any failure nothing is committed and the batch's partitions
+        are listed in ``failed``: their in-memory engines are ahead of the database and must be
+        taken over again. ``snapshot`` forces a state snapshot of every partition in the batch."""
+        result = BatchResult()
+        outcomes: dict[tuple[str, str], AccountOutcome] = {}
+        dead: list[dict] = []
+        plans: list[_Plan] = []
+        published: list[tuple[int, int]] = []
+        now = time.monotonic()
+        try:
+            for run, messages in batch:
+                plan = _Plan(run, run.seq, run.seq, run.applied)
+                for message in messages:
+                    if message.seq <= plan.applied:
+                        result.skipped += 1  # a redelivery: already reflected
+                        continue
+                    silent = message.seq <= run.seq  # replay after a takeover: effects committed already
+                    events = self._apply_message(run, message, outcomes, dead, silent=silent)
+                    plan.applied = message.seq
+                    if silent:
+                        continue
+                    plan.new = message.seq
+                    result.messages += 1
+                    result.events += events
+                    stamp = message.headers.get(HEADER_PUBLISHED, "")
+                    if stamp.isdigit():
+                        published.append((int(stamp), events))
+                plan.snapshot = snapshot
+                if plan.new != plan.old or plan.snapshot:
+                    plans.append(plan)
+            if not snapshot:
+                # At most one partition's snapshot per batch, the most overdue: snapshots are spread over
+                # the batches instead of all landing in one long transaction.
+                due = [plan for plan in plans if plan.run.dirty and (
+                    now - plan.run.last_snapshot >= self.snapshot_interval_s
+                    or len(plan.run.dirty) >= self.snapshot_max_dirty)]
+                if due:
+                    min(due, key=lambda plan: plan.run.last_snapshot).snapshot = True
+            if not plans:
+                self._settle(batch, [], result)
+                return result
+            started = time.perf_counter()
+            with self.sessions.begin() as session:
+                self._advance(session, plans)
+                write_outcomes(session, list(outcomes.values()), states=False)
+                snapshot_states = [o for plan in plans if plan.snapshot for o in plan.run.dirty.values()]
+                if snapshot_states:
+                    upsert_states(session, snapshot_states, dt.datetime.now(UTC))
+                if dead:
+                    session.execute(insert(DeadLetter.__table__), dead)
+            result.commit_seconds = time.perf_counter() - started
+        except Exception as exc:  # noqa: BLE001 - a failed batch is retried from the checkpoint
+            result.failed = {run.partition for run, _ in batch}
+            result.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            return result
+        self._settle(batch, plans, result)
+        committed_ns = time.time_ns()
+        result.latencies = [((committed_ns - stamp) / 1e9, events) for stamp, events in published]
+        result.dead_letters = len(dead)
+        for outcome in outcomes.values():
+            for decision, _ in outcome.decisions:
+                result.decisions[decision.kind] = result.decisions.get(decision.kind, 0) + 1
+        return result
+
+    def _settle(self, batch, plans: list[_Plan], result: BatchResult) -> None:
+        """After the commit: the runs' positions move; snapshotted runs start a clean slate."""
+        planned = {id(plan.run): plan for plan in plans}
+        for run, messages in batch:
+            plan = planned.get(id(run))
+            if plan is None:
+                run.applied = max([run.applied] + [m.seq for m in messages if m.seq <= run.seq])
+                continue
+            run.seq, run.applied = plan.new, plan.applied
+            result.committed[run.partition] = plan.new
+            if plan.snapshot:
+                run.dirty = {}
+                run.last_snapshot = time.monotonic()
+
+    def _advance(self, session: Session, plans: list[_Plan]) -> None:
+        """Move the checkpoints from the sequence each run started at to the new one — all or nothing:
+        a checkpoint that moved meanwhile (another worker committed) fences the whole batch off. A
+        snapshot also records the position of the states and the engines' context."""
+        now = dt.datetime.now(UTC)
+        table = PartitionCheckpoint.__table__
+        state_seqs = [plan.applied if plan.snapshot else None for plan in plans]
+        contexts = [self._context(plan.run) if plan.snapshot else None for plan in plans]
+        if session.get_bind().dialect.name == "postgresql":  # one statement for all partitions
+            rows = func.unnest(
+                bindparam("partitions", [plan.run.partition for plan in plans], type_=postgresql.ARRAY(Integer)),
+                bindparam("olds", [plan.old for plan in plans], type_=postgresql.ARRAY(BigInteger)),
+                bindparam("news", [plan.new for plan in plans], type_=postgresql.ARRAY(BigInteger)),
+                bindparam("state_seqs", state_seqs, type_=postgresql.ARRAY(BigInteger)),
+                bindparam("contexts", contexts, type_=postgresql.ARRAY(postgresql.BYTEA)),
+            ).table_valued("partition", "old", "new", "state_seq", "context").render_derived(name="batch")
+            moved = session.execute(
+                update(table)
+                .where(table.c.stream == self.stream, table.c.partition == rows.c.partition, table.c.seq == rows.c.old)
+                .values(seq=rows.c.new, owner=self.worker_id, updated_at=now,
+                        state_seq=func.coalesce(rows.c.state_seq, table.c.state_seq),
+                        context=func.coalesce(rows.c.context, table.c.context))
+                .returning(table.c.partition)
+            ).scalars().all()
+            if len(moved) != len(plans):
+                lost = sorted({plan.run.partition for plan in plans} - set(moved))
+                raise Fenced(f"partitions {lost}: another worker committed past this worker's position")
+            return
+        for plan, state_seq, context in zip(plans, state_seqs, contexts):
+            values: dict = {"seq": plan.new, "owner": self.worker_id, "updated_at": now}
+            if state_seq is not None:
+                values["state_seq"] = state_seq
+                values["context"] = context
+            done = session.execute(
+                update(table)
+                .where(table.c.stream == self.stream, table.c.partition == plan.run.partition, table.c.seq == plan.old)
+                .values(**values)
+            )
+            if done.rowcount != 1:
+                raise Fenced(f"partition {plan.run.partition}: another worker committed past {plan.old}")
+
+    @staticmethod
+    def _context(run: PartitionRun) -> bytes:
+        return _CONTEXT_ENCODER.encode(PartitionContext(firms={
+            firm_id: FirmContext(engine.market, engine.last_clock) for firm_id, engine in sorted(run.engines.items())
+        }))
+
+    def _apply_message(self, run: PartitionRun, message: StreamMessage, outcomes: dict, dead: list[dict], *,
+                       silent: bool) -> int:
+        """Feed one message's events to its firm's engine. Effects (decisions, status changes, dead
+        letters) are collected unless ``silent``; changed states are always marked for the next
+        snapshot. Returns the number of events fed."""
+        firm_id = message.headers.get(HEADER_FIRM)
+        source = message.headers.get(HEADER_SOURCE)
+
+        def letter(reason: str, body: bytes, line: int | None = None, event_id: str | None = None) -> None:
+            if silent:
+                return
+            dead.append({"stream": self.stream, "partition": run.partition, "stream_seq": message.seq, "line": line,
+                         "firm_id": (firm_id or None) and firm_id[:64], "source": (source or None) and source[:64],
+                         "event_id": event_id and event_id[:200], "reason": reason, "body": body,
+                         "created_at": dt.datetime.now(UTC)})
+
+        if not firm_id or not source:
+            letter("message without the Propcrm-Firm and Propcrm-Source headers", message.body)
+            return 0
+        engine = self._engine(run, firm_id)
+        events = []
+        touched: set[str] = set()
+        global_events = False
+        decode = DECODER.decode
+        home = self._home
+        lines = message.body.split(b"\n")
+        for number, raw in enumerate(lines, start=1):
+            try:
+                event = decode(raw)
+            except Exception as exc:  # noqa: BLE001 - a bad line is dead-lettered whole, never half-applied
+                if raw and not raw.isspace():
+                    letter(f"line {number}: not a valid event: {str(exc)[:300]}", raw, number)
+                continue
+            account = getattr(event, "account", None)
+            if account is None:
+                global_events = True
+            else:
+                p = home.get((firm_id, account))
+                if p is None:
+                    p = home[(firm_id, account)] = partition_of(firm_id, account, self.partitions)
+                if p != run.partition:
+                    letter(f"line {number}: account {account!r} belongs to partition {p}, not {run.partition}",
+                           raw, number, event.id)
+                    continue
+                touched.add(account)
+            events.append(event)
+        if not events:
+            return 0
+        before = {a: id(st) for a, st in engine.states.items()} if global_events else None
+        decisions = engine.feed(events)
+        if engine.rejected:
+            if not silent:
+                raw_of: dict[str, bytes] = {}
+                for raw in lines:
+                    try:
+                        raw_of.setdefault(decode(raw).id, raw)
+                    except Exception:  # noqa: BLE001 - already dead-lettered above
+                        pass
+                for problem in engine.rejected:
+                    letter(f"{problem.kind}: {problem.reason}", raw_of.get(problem.id or "", b""), None, problem.id)
+            del engine.rejected[:]
+        if before is not None:
+            touched.update(a for a, st in engine.states.items() if before.get(a) != id(st))
+        by_account: dict[str, list[Decision]] = {}
+        for decision in decisions:
+            by_account.setdefault(decision.account, []).append(decision)
+            touched.add(decision.account)
+        for external_id in touched:
+            st = engine.states.get(external_id)
+            if st is None:
+                continue  # unknown account: dead-lettered above
+            ref = self.directory.get(firm_id, external_id)
+            if ref is None:
+                continue
+            key = (firm_id, external_id)
+            when = st.last_ts or events[-1].ts
+            run.dirty[key] = AccountOutcome(ref, st, message.seq, [], None, when)
+            if silent:
+                continue
+            program = engine.programs[external_id]
+            status = None if ref.status in HELD else _account_status(st.status, program)
+            outcome = outcomes.get(key)
+            if outcome is None:
+                outcome = outcomes[key] = AccountOutcome(ref, st, message.seq, [], status, when)
+            else:
+                outcome.state, outcome.last_seq, outcome.status, outcome.status_ts = st, message.seq, status, when
+            outcome.decisions.extend((d, None) for d in by_account.get(external_id, ()))
+        return len(events)
+
+
+@dataclass
+class _Plan:
+    run: PartitionRun
+    old: int
+    new: int
+    applied: int
+    snapshot: bool = False
+
+
+__all__ = ["BatchResult", "Directory", "Fenced", "PartitionRun", "PartitionStore", "StreamMessage"]
