@@ -175,6 +175,8 @@ def test_a_trader_buys_passes_gets_funded_is_paid_after_a_case_is_dismissed_and_
     assert queued["status"] == "pending" and (queued["from_size"], queued["to_size"]) == ("10000", "12500")
     applied = _ok(c.post(f"/api/v1/scalings/{queued['id']}/approve", headers=risk))
     assert applied["status"] == "applied" and applied["to_split"] == "90" and applied["carried_profit"] == "300"
+    # the carried profit keeps the split it was earned at (80%), not the scaled account's 90%
+    assert applied["carried_parts"] == [{"amount": "300", "split_pct": "80", "source": funded_ext}]
     world.evaluate()
     bigger = _ok(c.get(f"/api/v1/accounts/{applied['new_account_id']}", headers=me))
     assert bigger["external_id"] == f"{ext}.s1" and bigger["initial_balance"] == "12500"
@@ -199,7 +201,12 @@ def test_a_trader_buys_passes_gets_funded_is_paid_after_a_case_is_dismissed_and_
     rates = {(row["product_id"], row["phase"]): row for row in numbers["pass_rates"]}
     assert rates[(product["id"], "phase-1")]["pass_rate"] == "1.0000"
     assert numbers["payouts"] == {"paid": "1600", "challenge_revenue": "89.1", "payout_ratio": "17.9574"}
-    assert numbers["open_liability"]["total"] == "270"  # 300 unpaid on the scaled account × 90%
+    assert numbers["open_liability"]["total"] == "240"  # 300 carried to the scaled account × 80%, its split then
+    owed = _ok(c.get(f"/api/v1/accounts/{applied['new_account_id']}/payout-eligibility", headers=me))
+    assert owed["trader_amount"] == "240"
+    steps = {step["label"]: (step["amount"], step["note"]) for step in owed["steps"]}
+    assert steps[f"carried over from {funded_ext} at 80%"] == ("240", "300.00 × 80% = 240.00")
+    assert steps["earned since scaling at 90%"] == ("0", "0.00 × 90% = 0.00")
 
     # the funded account's history, payout withdrawal included, replays to the stored state and decisions
     from propcrm.domain.decisions import ENCODER

@@ -7,6 +7,12 @@ withdrawals) and the withdrawals approved but not yet applied. Every approval mu
 account that is settled (nothing pending, no withdrawal outstanding), withdraw exactly the profit
 since the last payout, and pay the trader exactly that profit less the finance deduction, times the
 split, rounded down to the cent; the one who prepared never approves; above the threshold two do.
+
+The account may be scaled (to 12,500 at 90%) once a payout is done: the unpaid profit is carried over
+to a new account, and its first payout must pay the carried profit at the split it was earned at (80%,
+or 85% after three payouts) and only the profit earned since scaling at 90% — a loss since scaling
+eating into the carried part, the deduction taken from the 90% part first. The total paid never
+exceeds each withdrawn profit at the split it was earned at.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_lifecycle import Payout, PayoutApproval
 from propcrm.adapters.db.session import make_engine, sessions
 from propcrm.domain.money import CENT, to_cents
-from propcrm.services import lifecycle, payouts
+from propcrm.services import lifecycle, payouts, scaling
 from propcrm.services.catalog import ensure_firm
 from propcrm.services.evaluation import EvaluationWorker
 from propcrm.services.ingest import ingest
@@ -62,6 +68,7 @@ class PayoutMachine(RuleBasedStateMachine):
         self.account_id = funded_account(self.sessions, firm="pp", version_id=CTX["version"], external_id=f"P{n}",
                                          trader_id=trader_id, balance=INITIAL, active_days=0)
         self.external = f"P{n}"
+        self.account_ids = [self.account_id]  # and the scaled account, once scaled
         self.clock = dt.datetime.now(UTC).replace(microsecond=0) + dt.timedelta(days=1)
         self.evaluated_balance = INITIAL
         self.pending_profit = D(0)
@@ -72,6 +79,11 @@ class PayoutMachine(RuleBasedStateMachine):
         self.paid = D(0)
         self.approved: set[int] = set()
         self.breached = False
+        self.baseline = INITIAL  # the initial balance of the account paid now
+        self.split = None  # the account's own split once scaled (90%), else the tier's
+        self.carried: tuple[D, D] | None = None  # (amount, split it was earned at), until paid
+        self.pending_carry = D(0)  # the carry's balance event, not evaluated yet
+        self.allowed = D(0)  # each withdrawn profit at the split it was earned at
 
     # ------------------------------------------------------------------ the world moves
     @initialize(profit=st.decimals(min_value=D("0"), max_value=D("900"), places=2))
@@ -104,11 +116,12 @@ class PayoutMachine(RuleBasedStateMachine):
             status = s.get(m.Account, self.account_id).status
             balance = s.get(m.AccountState, self.account_id).balance
         if not self.breached:
-            self.evaluated_balance += self.pending_profit - self.outstanding_withdrawal
+            self.evaluated_balance += self.pending_profit - self.outstanding_withdrawal + self.pending_carry
             self.evaluated_profit += self.pending_profit
             self.best_profit = max(self.best_profit, self.evaluated_profit)
         self.pending_profit = D(0)
         self.outstanding_withdrawal = D(0)
+        self.pending_carry = D(0)
         self.breached = self.breached or status == "breached"
         if not self.breached:
             assert balance == self.evaluated_balance
@@ -119,7 +132,8 @@ class PayoutMachine(RuleBasedStateMachine):
         with self.sessions.begin() as s:
             row = payouts.request_payout(s, firm_id="pp", account_id=self.account_id, actor="trader")
             if row.status == "requested":
-                assert self.pending_profit == 0 and self.outstanding_withdrawal == 0 and not self.breached
+                assert self.pending_profit == self.pending_carry == self.outstanding_withdrawal == 0
+                assert not self.breached
                 return row.id
             assert row.status == "refused" and row.reason
         return multiple()
@@ -143,12 +157,25 @@ class PayoutMachine(RuleBasedStateMachine):
                 return
             assert before == "prepared" and payout not in self.approved
             # settled: nothing pending, the previous withdrawal applied, the account alive
-            assert self.pending_profit == 0 and self.outstanding_withdrawal == 0 and not self.breached
+            assert self.pending_profit == self.pending_carry == self.outstanding_withdrawal == 0
+            assert not self.breached
             # exactly the profit since the last payout leaves the account
-            assert result.withdrawal == self.evaluated_balance - INITIAL > 0
-            split = D(85) if len(self.approved) >= 3 else D(80)
-            payable = max(result.withdrawal - result.manual_deduction, D(0))
-            assert result.trader_amount == to_cents(payable * split / 100) > 0
+            profit = result.withdrawal
+            assert profit == self.evaluated_balance - self.baseline > 0
+            split = self.split or (D(85) if len(self.approved) >= 3 else D(80))
+            payable = max(profit - result.manual_deduction, D(0))
+            if self.carried is None:
+                assert result.trader_amount == to_cents(payable * split / 100) > 0
+                self.allowed += profit * split / 100
+            else:  # the first payout of the scaled account
+                carry, carry_split = self.carried
+                earned, kept = max(profit - carry, D(0)), min(carry, profit)  # a loss eats the carried part
+                cut = profit - payable  # the deduction: off the 90% part first, then the carried part
+                earned_net, kept_net = max(earned - cut, D(0)), max(kept - max(cut - earned, D(0)), D(0))
+                assert result.trader_amount == to_cents(kept_net * carry_split / 100 + earned_net * split / 100)
+                assert result.carried_profit == kept_net
+                self.allowed += kept * carry_split / 100 + earned * split / 100
+                self.carried = None
             approvers = set(s.scalars(select(PayoutApproval.user_id).where(PayoutApproval.payout_id == payout)))
             assert result.prepared_by_user_id not in approvers
             assert len(approvers) == (2 if result.trader_amount > THRESHOLD else 1)
@@ -174,6 +201,37 @@ class PayoutMachine(RuleBasedStateMachine):
             self.approve(found, who)
         return found
 
+    @rule()
+    def scale(self):
+        """The risk officer scales the account (refused unless every check of the plan passes)."""
+        with self.sessions.begin() as s:
+            row = scaling.scale_account(s, firm_id="pp", account_id=self.account_id, actor="risk")
+            if isinstance(row, Refusal):
+                return
+            row = scaling.approve_scaling(s, firm_id="pp", scaling_id=row.id, actor="risk")
+            assert not isinstance(row, Refusal) and row.status == "applied"
+            assert self.pending_profit == self.outstanding_withdrawal == 0 and not self.breached
+            carry = self.evaluated_balance - self.baseline
+            earned_at = D(85) if len(self.approved) >= 3 else D(80)
+            assert carry > 0 and row.carried_profit == carry and self.carried is None and self.split is None
+            assert row.carried_parts == [{"amount": format(carry.normalize(), "f"), "split_pct": str(earned_at),
+                                          "source": self.external}]
+            self.account_id, self.external = row.new_account_id, s.get(m.Account, row.new_account_id).external_id
+            self.account_ids.append(self.account_id)
+        self.baseline = self.evaluated_balance = D(12500)
+        self.pending_carry, self.carried, self.split = carry, (carry, earned_at), D(90)
+
+    @rule(target=payouts, preparer=st.sampled_from(["f1", "f2", "f3"]),
+          approvers=st.permutations(["f1", "f2", "f3"]),
+          profit=st.decimals(min_value=D("1"), max_value=D("600"), places=2))
+    def pay_out_trade_and_scale(self, preparer, approvers, profit):
+        """A payout, more trading, then scaling: the way to a scaled account's first payout."""
+        found = self.pay_out(preparer, approvers, None)
+        self.evaluate()
+        self.trade(profit, True)
+        self.scale()
+        return found
+
     @rule(payout=payouts)
     def reject(self, payout):
         with self.sessions.begin() as s:
@@ -182,20 +240,22 @@ class PayoutMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ what must always hold
     @invariant()
     def never_more_than_the_rules_allow(self):
-        assert self.paid <= self.withdrawn * D("0.85")
+        assert self.paid <= self.allowed <= self.withdrawn * (D("0.9") if self.split else D("0.85"))
         assert self.withdrawn <= self.best_profit  # each withdrawal took exactly the profit evaluated then
         assert self.paid == self.paid.quantize(CENT)
 
     @invariant()
     def never_twice(self):
         with self.sessions() as s:
-            rows = list(s.scalars(select(Payout).where(Payout.account_id == self.account_id)))
-            assert sum(1 for r in rows if r.status in payouts.OPEN) <= 1
+            rows = list(s.scalars(select(Payout).where(Payout.account_id.in_(self.account_ids))))
+            for account_id in self.account_ids:
+                assert sum(1 for r in rows if r.status in payouts.OPEN and r.account_id == account_id) <= 1
             approved = [r for r in rows if r.status == "approved"]
             assert {r.id for r in approved} == self.approved
             assert sum((r.trader_amount for r in approved), D(0)) == self.paid
             events = s.scalar(select(func.count()).select_from(m.RawEvent).where(
-                m.RawEvent.account_id == self.account_id, m.RawEvent.source == payouts.SOURCE))
+                m.RawEvent.account_id.in_(self.account_ids), m.RawEvent.source == payouts.SOURCE,
+                m.RawEvent.event_id.like("payout-%")))
             assert events == len(approved)
 
 

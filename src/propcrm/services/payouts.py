@@ -5,7 +5,9 @@ A payout can only pay what the rules allow, once:
 * **Eligibility** is a list of checks, each shown with its result (``domain.payouts.Check``); a
   request that fails any is stored as ``refused`` with the failed checks, never raised.
 * **The amount** is derived step by step (``domain.payouts.amount``) from the engine's state of the
-  account — closed balance, deducted profit — and the pack's split, rounded down to the cent.
+  account — closed balance, deducted profit — and the pack's split, rounded down to the cent. Profit
+  a scaling carried over to the account (``scalings.carried_parts``) is paid, at the account's first
+  payout, at the split in force when it was earned (``carried_over``).
 * **One open request per account** (a unique constraint on ``payouts.open_slot``), and the account
   row is locked while a request changes, so two requests, or two approvals, never both pay.
 * **Nothing is paid twice**: approval writes the withdrawal as a ``balance`` event with reason
@@ -30,9 +32,9 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
-from ..adapters.db.models_lifecycle import Payout, PayoutApproval
-from ..domain.money import ZERO, fmt
-from ..domain.payouts import Amount, Check, amount as payout_amount, consistency_check, split_for
+from ..adapters.db.models_lifecycle import Payout, PayoutApproval, Scaling
+from ..domain.money import HUNDRED, ZERO, fmt
+from ..domain.payouts import Amount, Carried, Check, amount as payout_amount, consistency_check, split_for
 from ..domain.program import PhaseProgram
 from ..domain.state import AccountState
 from . import audit
@@ -129,6 +131,39 @@ def penalties_since_last_payout(session: Session, account: m.Account, program: P
     return max(st.deductions - earlier, ZERO)
 
 
+def carried_over(session: Session, account: m.Account) -> tuple[Carried, ...]:
+    """Profit a scaling carried over to ``account`` and not paid yet, each part with the split it was
+    earned at (``scalings.carried_parts``). The account's first approved payout withdraws its whole
+    profit, the carried part included, so after it nothing is carried any more."""
+    row = session.scalar(select(Scaling).where(
+        Scaling.firm_id == account.firm_id, Scaling.new_account_id == account.id, Scaling.status == "applied")
+        .order_by(Scaling.id.desc()).limit(1))
+    if row is None or not row.carried_profit or row.carried_profit <= 0:
+        return ()
+    paid = session.scalar(select(Payout.id).where(
+        Payout.firm_id == account.firm_id, Payout.account_id == account.id, Payout.status == "approved").limit(1))
+    if paid is not None:
+        return ()
+    if row.carried_parts:
+        return tuple(Carried.from_dict(part) for part in row.carried_parts)
+    # a scaling stored without its parts: the carried profit at the old account's phase split (none: 100%)
+    old = session.get(m.Account, row.account_id)
+    return (Carried(amount=row.carried_profit, split_pct=row.from_split if row.from_split is not None else HUNDRED,
+                    source=old.external_id if old is not None else f"scaling {row.id}"),)
+
+
+def amount_now(session: Session, account: m.Account, program: PhaseProgram, st: AccountState, *,
+               manual_deduction: Decimal = ZERO, manual_reason: str | None = None) -> Amount:
+    """The amount paying ``account`` now, step by step: its profit since the last payout at the split
+    for the payouts already approved in its lineage, a carried-over part at the split it was earned at."""
+    done = approved_count(session, firm_id=account.firm_id, lineage=lineage_of(account.external_id))
+    split, source = split_for(program.payout_policy, program.phase.profit_split, done)
+    return payout_amount(balance=st.balance, baseline=program.initial,
+                         penalties=penalties_since_last_payout(session, account, program, st),
+                         manual_deduction=manual_deduction, manual_reason=manual_reason, split_pct=split,
+                         split_source=source, carried=carried_over(session, account), account=account.external_id)
+
+
 def _unsettled(session: Session, account: m.Account) -> str | None:
     waiting = session.scalar(select(func.count()).select_from(m.RawEvent).where(
         m.RawEvent.firm_id == account.firm_id, m.RawEvent.account_id == account.id, m.RawEvent.status == "pending"))
@@ -207,12 +242,8 @@ def assess(session: Session, *, account: m.Account, manual_deduction: Decimal = 
     profit = st.balance - program.initial
     best_day = max(st.best_day_profit, st.day_profit)
     checks.append(consistency_check(policy, best_day=best_day, profit=profit))
-    done = approved_count(session, firm_id=account.firm_id, lineage=lineage_of(account.external_id))
-    split, source = split_for(policy, program.phase.profit_split, done)
-    out.amount = payout_amount(balance=st.balance, baseline=program.initial,
-                               penalties=penalties_since_last_payout(session, account, program, st),
-                               manual_deduction=manual_deduction, manual_reason=manual_reason, split_pct=split,
-                               split_source=source)
+    out.amount = amount_now(session, account, program, st, manual_deduction=manual_deduction,
+                            manual_reason=manual_reason)
     checks.append(Check("profit", profit > 0, f"profit since the last payout {fmt(profit)}"
                         + ("" if profit > 0 else "; there is nothing to pay"), value=money(profit), required="> 0"))
     minimum = policy.min_amount
@@ -239,6 +270,7 @@ def payout_view(session: Session, row: Payout, *, for_trader: bool = False) -> d
         "approvals_needed": row.approvals_needed,
         "profit": money(row.profit), "penalties": money(row.penalties), "deduction": money(row.manual_deduction),
         "deduction_reason": row.deduction_reason, "split_pct": money(row.split_pct),
+        "carried_profit": money(row.carried_profit),
         "trader_amount": money(row.trader_amount), "firm_amount": money(row.firm_amount),
         "withdrawal": money(row.withdrawal), "checks": row.checks or [], "steps": row.steps or [],
         "failed_checks": [c for c in (row.checks or []) if not c.get("ok")],
@@ -291,6 +323,7 @@ def _freeze(row: Payout, found: Assessment) -> None:
     row.checks = [c.to_dict() for c in found.checks]
     if a is not None:
         row.profit, row.penalties, row.split_pct = a.profit, a.penalties, a.split_pct
+        row.carried_profit = a.carried_payable if any(p.carried for p in a.parts) else None
         row.trader_amount, row.firm_amount, row.withdrawal = a.trader_amount, a.firm_amount, a.withdrawal
         row.steps = a.steps_dicts()
     row.state_seq = found.state_seq
@@ -499,11 +532,7 @@ def open_liability(session: Session, *, firm_id: str) -> tuple[Decimal, list[dic
         state_row = session.get(m.AccountState, account.id)
         if state_row is None or program.target is not None:
             continue
-        st = STATE_DECODER.decode(state_row.state)
-        done = approved_count(session, firm_id=firm_id, lineage=lineage_of(account.external_id))
-        split, _ = split_for(program.payout_policy, program.phase.profit_split, done)
-        a = payout_amount(balance=st.balance, baseline=program.initial,
-                          penalties=penalties_since_last_payout(session, account, program, st), split_pct=split)
+        a = amount_now(session, account, program, STATE_DECODER.decode(state_row.state))
         if a.trader_amount > 0:
             total += a.trader_amount
             rows.append({"account_id": account.id, "account": account.external_id,
@@ -511,5 +540,6 @@ def open_liability(session: Session, *, firm_id: str) -> tuple[Decimal, list[dic
     return total, rows
 
 
-__all__ = ["approve_payout", "assess", "get_payout", "lineage_of", "list_payouts", "open_liability", "payout_view",
-           "prepare_payout", "preview", "reject_payout", "request_payout", "resolve_violation"]
+__all__ = ["amount_now", "approve_payout", "assess", "carried_over", "get_payout", "lineage_of", "list_payouts",
+           "open_liability", "payout_view", "prepare_payout", "preview", "reject_payout", "request_payout",
+           "resolve_violation"]

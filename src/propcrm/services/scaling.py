@@ -11,8 +11,11 @@ officer's approval (``approval``, the default). Scaling stores a scaled pack ver
 (``domain.scaling.scaled_pack``: the size grown, absolute amounts in proportion, the split raised),
 opens a new funded account ``<challenge>.s<k>`` bound to it (created on the platform through the
 outbox), carries the unpaid profit over as an ``adjustment`` balance event, and closes the old
-account (``disable``). Each account keeps one pack version for its whole life, so its decisions
-replay byte for byte; the history is the ``scalings`` table and the audit chain.
+account (``disable``). The carried profit is recorded with the split in force when it was earned
+(``scalings.carried_parts``: the old account's split for its payout count, tier included), and the
+new account's first payout pays it at that split, not at the raised one (``payouts.carried_over``).
+Each account keeps one pack version for its whole life, so its decisions replay byte for byte; the
+history is the ``scalings`` table and the audit chain.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from sqlalchemy.orm import Session
 from ..adapters.db import models as m
 from ..adapters.db.models_lifecycle import Payout, Scaling
 from ..domain.money import HUNDRED, ZERO, fmt, fmt_pct
-from ..domain.payouts import Check
+from ..domain.payouts import Carried, Check
 from ..domain.scaling import add_months, next_size, scaled_pack, split_after
 from . import audit
 from .accounts import compiled_pack, get_account, money
@@ -39,8 +42,7 @@ from .communications import notify_trader
 from .errors import NotFound
 from .evaluation import STATE_DECODER
 from .lifecycle import Refusal, now_utc, reason_text, settings_of
-from .payouts import (OPEN, SOURCE, _unresolved, _unsettled, _withdrawal_ts, lineage_accounts, lineage_of,
-                      penalties_since_last_payout)
+from .payouts import OPEN, SOURCE, _unresolved, _unsettled, _withdrawal_ts, amount_now, lineage_accounts, lineage_of
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Review:
     to_split: Decimal | None = None
     step: int = 0
     carry: Decimal = ZERO
+    carried: tuple[Carried, ...] = ()  # ``carry`` by the split it was earned at
 
     @property
     def ok(self) -> bool:
@@ -64,7 +67,7 @@ class Review:
                 "failed_checks": [c.to_dict() for c in self.checks if not c.ok],
                 "from_size": money(self.from_size), "to_size": money(self.to_size),
                 "from_split": money(self.from_split), "to_split": money(self.to_split), "step": self.step,
-                "carried_profit": money(self.carry)}
+                "carried_profit": money(self.carry), "carried_parts": [c.to_dict() for c in self.carried]}
 
 
 def _steps_done(session: Session, account: m.Account) -> int:
@@ -156,7 +159,10 @@ def review(session: Session, *, account: m.Account, now: dt.datetime | None = No
     checks.append(Check("below_cap", size < plan.max_balance,
                         f"size {fmt(size)} → {fmt(out.to_size)}; the cap is {fmt(plan.max_balance)}",
                         value=money(size), required=f"< {money(plan.max_balance)}"))
-    out.carry = max(unpaid - penalties_since_last_payout(session, account, program, st), ZERO)
+    # what paying the account now would pay, part by part: the payable profit (unpaid profit net of its
+    # deducted profit) at the split in force now — and a part it was itself carried, at that part's split
+    owed = amount_now(session, account, program, st)
+    out.carry, out.carried = owed.payable, owed.still_owed()
     return out
 
 
@@ -166,6 +172,7 @@ def scaling_view(row: Scaling, *, for_trader: bool = False) -> dict[str, Any]:
             "from_size": money(row.from_size), "to_size": money(row.to_size), "from_split": money(row.from_split),
             "to_split": money(row.to_split), "to_pack_version_id": row.to_pack_version_id,
             "new_account_id": row.new_account_id, "carried_profit": money(row.carried_profit),
+            "carried_parts": row.carried_parts or [],
             "checks": row.checks or [], "actor": None if for_trader else row.actor, "reason": row.reason,
             "created_at": row.created_at,
             "decided_at": row.decided_at}
@@ -252,6 +259,7 @@ def _apply(session: Session, row: Scaling, account: m.Account, found: Review, ac
     account.status = "closed"
     row.status, row.open_slot, row.decided_at = "applied", None, now_utc()
     row.to_pack_version_id, row.new_account_id, row.carried_profit = scaled_version.id, new.id, found.carry
+    row.carried_parts = [c.to_dict() for c in found.carried]
     base = {"platform": account.platform, "trader_id": account.trader_id, "scaling": row.id}
     session.add(m.OutboxMessage(firm_id=account.firm_id, kind="platform_command",
                                 dedupe_key=f"lifecycle:scaling:{row.id}:create_account",
@@ -274,7 +282,8 @@ def _apply(session: Session, row: Scaling, account: m.Account, found: Review, ac
                          "pack": f"{version.pack_id} v{version.version}"},
                  after={"status": "closed", "scaled_to": new.external_id, "size": found.to_size,
                         "split": found.to_split, "pack": f"{scaled_version.pack_id} v{scaled_version.version}",
-                        "carried_profit": found.carry, "scaling": row.id}, firm_id=account.firm_id)
+                        "carried_profit": found.carry, "carried_parts": row.carried_parts, "scaling": row.id},
+                 firm_id=account.firm_id)
     if account.trader_id is not None:
         notify_trader(session, firm_id=account.firm_id, trader_id=account.trader_id, kind="scaling",
                       key=f"scaling:{row.id}:applied", account=new.external_id,
@@ -282,7 +291,9 @@ def _apply(session: Session, row: Scaling, account: m.Account, found: Review, ac
                       message=f"Congratulations: account {account.external_id} is scaled from {fmt(found.from_size)} "
                               f"to {fmt(found.to_size)} as {new.external_id}"
                               + (f", profit split {fmt_pct(found.to_split)}" if found.to_split is not None else "")
-                              + (f"; unpaid profit {fmt(found.carry)} carried over" if found.carry else ""),
+                              + (f"; unpaid profit {fmt(found.carry)} carried over, paid at "
+                                 + ", ".join(f"{fmt_pct(c.split_pct)} ({fmt(c.amount)})" for c in found.carried)
+                                 + ", the split it was earned at" if found.carry else ""),
                       author=actor)
 
 

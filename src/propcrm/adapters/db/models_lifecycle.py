@@ -148,7 +148,10 @@ class Payout(Base):
     penalties: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
     manual_deduction: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
     deduction_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    split_pct: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    split_pct: Mapped[Decimal | None] = mapped_column(Money, nullable=True)  # the account's split
+    # of the payable profit, the part carried over by a scaling and paid at the split it was earned at
+    # (the first payout of a scaled account; see ``steps`` for each part and its split)
+    carried_profit: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
     trader_amount: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
     firm_amount: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
     withdrawal: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
@@ -190,6 +193,9 @@ class Scaling(Base):
     to_pack_version_id: Mapped[int | None] = mapped_column(ForeignKey("rule_pack_versions.id"), nullable=True)
     new_account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), nullable=True)
     carried_profit: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    # the carried profit by the split it is paid at, the split in force when it was earned (the old
+    # account's, tier included): [{"amount": "300", "split_pct": "80", "source": "CH-1.phase-2.funded"}]
+    carried_parts: Mapped[Any] = mapped_column(JSON, nullable=True)
     checks: Mapped[Any] = mapped_column(JSON, nullable=True)
     actor: Mapped[str] = mapped_column(String(200))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
