@@ -388,3 +388,23 @@ def test_a_provider_id_out_of_range_is_a_named_422(world, path, platform, docume
     """An id beyond 64 bits was a 500 on SQLite (OverflowError binding it) and an unnamed 422 on PostgreSQL."""
     got = signed_post(world, path, document, provider_key(world, platform=platform))
     assert got.status_code == 422 and next(iter(document)) in got.json()["error"], got.text
+
+
+def test_in_the_scale_out_deployment_approving_a_payout_is_refused_before_anything_is_recorded(world, monkeypatch):
+    """With PROPCRM_NATS_URL set the event log is the stream, so a withdrawal written to the embedded log
+    would never be applied: the approval is a 409 with the reason, and the payout stays prepared."""
+    version = _life(world)
+    approve_kyc(world.sessions, world.traders["t1"])
+    finance, f2 = world.headers("finance"), _finance(world, "f2")
+    account = funded_account(world.sessions, firm="fa", version_id=version, external_id="BUS1",
+                             trader_id=world.traders["t1"], balance=Decimal("10500"))
+    payout = world.client.post("/api/v1/payouts", json={"account_id": account}, headers=finance).json()
+    assert world.client.post(f"/api/v1/payouts/{payout['id']}/prepare", json={}, headers=finance).status_code == 200
+    monkeypatch.setenv("PROPCRM_NATS_URL", "nats://127.0.0.1:4222")
+    refused = world.client.post(f"/api/v1/payouts/{payout['id']}/approve", headers=f2)
+    assert refused.status_code == 409 and "scale-out deployment" in refused.json()["error"]
+    seen = world.client.get(f"/api/v1/payouts/{payout['id']}", headers=finance).json()
+    assert seen["status"] == "prepared"
+    monkeypatch.delenv("PROPCRM_NATS_URL")
+    paid = world.client.post(f"/api/v1/payouts/{payout['id']}/approve", headers=f2).json()
+    assert paid["status"] == "approved"

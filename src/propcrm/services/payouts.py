@@ -416,6 +416,8 @@ def approve_payout(session: Session, *, firm_id: str, payout_id: int, user_id: i
                    now: dt.datetime | None = None) -> Payout | Refusal:
     """One approval. The last one needed pays: the withdrawal is recorded on the account."""
     row = get_payout(session, firm_id=firm_id, payout_id=payout_id, for_update=True)
+    if (bus := bus_mode_refusal("approving a payout")) is not None:
+        return bus
     if row.status != "prepared":
         return Refusal(f"payout {row.id} is {row.status}; only a prepared payout can be approved")
     if row.prepared_by_user_id == user_id:
@@ -455,6 +457,19 @@ def _withdrawal_ts(session: Session, account: m.Account, now: dt.datetime | None
         m.RawEvent.firm_id == account.firm_id,
         (m.RawEvent.account_id == account.id) | m.RawEvent.account_id.is_(None)))
     return latest if latest is not None else (now or now_utc()).astimezone(UTC)
+
+
+def bus_mode_refusal(what: str) -> Refusal | None:
+    """Payouts and scaling write their balance events to the embedded event log (``raw_events``). In
+    the scale-out deployment (``PROPCRM_NATS_URL`` set) the stream is the log and nothing reads that
+    table, so the money-moving step is refused, before anything is recorded, rather than approving a
+    payout whose withdrawal no engine would ever apply."""
+    import os
+
+    if os.environ.get("PROPCRM_NATS_URL"):
+        return Refusal(f"{what} is not available in the scale-out deployment yet (PROPCRM_NATS_URL is set): "
+                       "its balance event cannot be written to the NATS event log from here; see docs/lifecycle.md")
+    return None
 
 
 def _pay(session: Session, row: Payout, account: m.Account, actor: str, *, now: dt.datetime | None) -> None:

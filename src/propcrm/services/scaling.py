@@ -42,7 +42,7 @@ from .communications import notify_trader
 from .errors import NotFound
 from .evaluation import STATE_DECODER
 from .lifecycle import Refusal, now_utc, reason_text, settings_of
-from .payouts import OPEN, SOURCE, _unresolved, _unsettled, _withdrawal_ts, amount_now, lineage_accounts, lineage_of
+from .payouts import OPEN, SOURCE, bus_mode_refusal, _unresolved, _unsettled, _withdrawal_ts, amount_now, lineage_accounts, lineage_of
 
 
 @dataclass
@@ -191,6 +191,8 @@ def scale_account(session: Session, *, firm_id: str, account_id: int, actor: str
                   now: dt.datetime | None = None) -> Scaling | Refusal:
     """Review one account; if eligible, scale it now (``auto``) or queue it for approval."""
     account = get_account(session, firm_id=firm_id, account_id=account_id, for_update=True)
+    if (bus := bus_mode_refusal("scaling an account")) is not None:
+        return bus
     found = review(session, account=account, now=now)
     if not found.ok:
         failed = [c for c in found.checks if not c.ok]
@@ -212,6 +214,8 @@ def scale_account(session: Session, *, firm_id: str, account_id: int, actor: str
 def approve_scaling(session: Session, *, firm_id: str, scaling_id: int, actor: str,
                     now: dt.datetime | None = None) -> Scaling | Refusal:
     row = _get(session, firm_id, scaling_id)
+    if (bus := bus_mode_refusal("scaling an account")) is not None:
+        return bus
     if row.status != "pending":
         return Refusal(f"scaling {row.id} is {row.status}; only a pending scaling can be approved")
     account = get_account(session, firm_id=firm_id, account_id=row.account_id, for_update=True)
