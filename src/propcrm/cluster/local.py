@@ -28,6 +28,7 @@ from ..adapters.bus.jetstream import safe_url
 from ..adapters.db.session import migrate
 
 RESTART_AFTER_S = 5.0
+STOP_TIMEOUT_S = 10.0  # after SIGTERM, a child gets this long before SIGKILL
 
 
 def _without_password(url: str) -> str:
@@ -53,9 +54,40 @@ class Child:
 
     def start(self) -> None:
         with open(self.log, "ab") as out:
+            # its own session: Ctrl-C in the terminal reaches only the launcher, which then stops the
+            # children itself (so a killed or restarting child never takes the others down with it)
             self.proc = subprocess.Popen([sys.executable, "-m", "propcrm.cli", *self.args], env=self.env,
                                          stdout=out, stderr=out, start_new_session=True)
         self.died_at = None
+
+    def send(self, sig: int) -> None:
+        """Signal the child's whole process group (it leads one), so nothing it started is left behind."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _stop_all(children: list[Child], timeout: float = STOP_TIMEOUT_S, print_=print) -> None:
+    """SIGTERM every child, wait for them together (one deadline, not one per child), SIGKILL the rest."""
+    for child in children:
+        child.send(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for child in children:
+        if child.proc is None:
+            continue
+        try:
+            child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for child in children:
+        if child.proc is not None and child.proc.poll() is None:
+            print_(f"  {child.name} (pid {child.proc.pid}) did not stop within {timeout:.0f} s; killing it",
+                   flush=True)
+            child.send(signal.SIGKILL)
+            child.proc.wait()
 
 
 def cluster_up(*, bus: BusConfig, database_url: str, workers: int, dispatchers: int, port: int,
@@ -79,27 +111,32 @@ def cluster_up(*, bus: BusConfig, database_url: str, workers: int, dispatchers: 
         metrics = metrics_base_port + workers + j
         children.append(Child(f"dispatcher-{j}", ["cluster", "dispatch", "--metrics-port", str(metrics)],
                               logs / f"dispatcher-{j}.log", env, extra={"metrics": metrics}))
-    for child in children:
-        child.start()
-    print_(f"propcrm cluster: stream {bus.stream} ({bus.partitions} partitions) at {safe_url(bus.url)}; "
-           f"database {_without_password(database_url)}")
-    print_(f"  ingest API     http://127.0.0.1:{port}/api/v1/events   health /healthz   metrics /metrics (loopback)")
-    for child in children[1:]:
-        print_(f"  {child.name:<14} pid {child.proc.pid:<7} http://127.0.0.1:{child.extra['metrics']}/metrics  /healthz")
-    print_(f"  logs in {logs}. Kill a worker (kill -9 PID) and watch the others take its partitions; it is "
-           f"restarted after {RESTART_AFTER_S:.0f} s. Ctrl-C stops everything.", flush=True)
     stopping = False
 
     def stop(*_args) -> None:
         nonlocal stopping
         stopping = True
 
+    # the handlers come first: a SIGTERM or Ctrl-C while the children start must still stop them all
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
+        for child in children:
+            child.start()
+        print_(f"propcrm cluster: stream {bus.stream} ({bus.partitions} partitions) at {safe_url(bus.url)}; "
+               f"database {_without_password(database_url)}")
+        print_(f"  {'api':<14} pid {children[0].proc.pid:<7} http://127.0.0.1:{port}/api/v1/events   "
+               f"health /healthz   metrics /metrics (loopback)")
+        for child in children[1:]:
+            print_(f"  {child.name:<14} pid {child.proc.pid:<7} "
+                   f"http://127.0.0.1:{child.extra['metrics']}/metrics  /healthz")
+        print_(f"  logs in {logs}. Kill a worker (kill -9 PID) and watch the others take its partitions; it is "
+               f"restarted after {RESTART_AFTER_S:.0f} s. Ctrl-C stops everything.", flush=True)
         while not stopping:
             time.sleep(0.5)
             for child in children:
+                if stopping:  # never start a process once asked to stop
+                    break
                 code = child.proc.poll()
                 if code is None:
                     continue
@@ -112,15 +149,10 @@ def cluster_up(*, bus: BusConfig, database_url: str, workers: int, dispatchers: 
                     child.start()
                     print_(f"  {child.name} restarted as pid {child.proc.pid}", flush=True)
     finally:
-        for child in children:
-            if child.proc is not None and child.proc.poll() is None:
-                child.proc.terminate()
-        for child in children:
-            if child.proc is not None:
-                try:
-                    child.proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    child.proc.kill()
+        # a second Ctrl-C while stopping must not interrupt the clean-up and orphan the children
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop_all(children, print_=print_)
         print_("propcrm cluster: stopped", flush=True)
 
 
