@@ -147,6 +147,9 @@ def test_traders_and_other_firms_see_nothing_of_cases(world):
     for who in ("trader", "support", "finance"):
         for method, url, body in (("GET", f"/api/v1/cases/{case_id}", None), ("GET", "/api/v1/cases", None),
                                   ("POST", f"/api/v1/cases/{case_id}/status", {"status": "dismissed", "reason": "mine"}),
+                                  ("POST", f"/api/v1/cases/{case_id}/notes", {"text": "hello"}),
+                                  ("POST", f"/api/v1/cases/{case_id}/assign", {"user_id": None}),
+                                  ("POST", "/api/v1/analysis/run", {"full": True}),
                                   ("GET", f"/api/v1/accounts/{world.accounts['A1']}/risk", None)):
             assert world.client.request(method, url, json=body, headers=world.headers(who)).status_code == 403
     fb = world.headers("fb:risk")
@@ -240,3 +243,49 @@ def test_a_finding_updates_its_case_a_growing_group_extends_it_and_a_partial_vie
         assert case.evidence == {"pairs": [1, 2, 3]} and case.score == 90
         assert set(s.scalars(select(CaseAccount.account_id).where(CaseAccount.case_id == first))) == {a1, a2, a3}
     assert len(_cases(world)) == 1
+
+
+def test_a_payment_method_cannot_be_recorded_on_another_firms_account(world):
+    from propcrm.adapters.db.models_analytics import AccountFingerprint
+    from propcrm.services.analysis import record_payment_method
+    from propcrm.services.errors import NotFound
+
+    with world.sessions.begin() as s:
+        with pytest.raises(NotFound):
+            record_payment_method(s, firm_id="fa", account_id=world.accounts["B1"], fingerprint="card:1111…1111")
+    with world.sessions() as s:
+        assert s.scalars(select(AccountFingerprint).where(AccountFingerprint.account_id == world.accounts["B1"])).all() == []
+
+
+def test_a_case_that_gains_accounts_is_audited(world):
+    a1, a2, a3 = (world.accounts[x] for x in ("A1", "A2", "A3"))
+    with world.sessions.begin() as s:
+        case, _ = record_finding(s, firm_id="fa", detector="copy", account_ids=[a1, a2], title="same signals",
+                                 fingerprint=f"copy:{a1},{a2}", score=70, evidence={"pairs": [1]})
+        case_id = case.id
+    with world.sessions.begin() as s:
+        record_finding(s, firm_id="fa", detector="copy", account_ids=[a1, a2, a3], title="same signals",
+                       fingerprint=f"copy:{a1},{a2},{a3}", score=80, evidence={"pairs": [1, 2]})
+    with world.sessions() as s:
+        actions = list(s.scalars(select(m.AuditEntry.action).where(m.AuditEntry.entity == "case",
+                                                                  m.AuditEntry.entity_id == str(case_id))
+                                 .order_by(m.AuditEntry.seq)))
+    assert actions == ["case.opened", "case.updated"]
+
+
+def test_a_device_longer_than_the_index_column_does_not_stall_the_analysis(world):
+    from propcrm.adapters.db.models_analytics import AccountFingerprint
+    from propcrm.services.analysis import run
+
+    device = "d" * 250  # trade_opened's ip/device are not length-limited by the contract
+    world.ingest({"id": "o1", "type": "trade_opened", "account": "A1", "ts": "2026-03-02T07:00:00Z", "position": "p1",
+                  "symbol": "EURUSD", "side": "buy", "lots": "1", "price": "1.08500", "device": device})
+    with world.sessions.begin() as s:
+        assert run(s, firm_id="fa", full=True).mode == "full"
+    world.ingest({"id": "o2", "type": "trade_opened", "account": "A1", "ts": "2026-03-02T08:00:00Z", "position": "p2",
+                  "symbol": "EURUSD", "side": "buy", "lots": "1", "price": "1.08500", "device": device})
+    with world.sessions.begin() as s:
+        assert run(s, firm_id="fa").mode == "incremental"
+    with world.sessions() as s:
+        [row] = s.scalars(select(AccountFingerprint).where(AccountFingerprint.via == "device"))
+        assert row.value == device[:200] and row.seen == 2

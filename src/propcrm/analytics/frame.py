@@ -56,13 +56,6 @@ def money_e8(value: Decimal) -> int:
     return int((value * E8).to_integral_value(ROUND_HALF_EVEN))
 
 
-def e8_money(units: int) -> Decimal:
-    """Exact decimal of integer 1e-8 units, shown with at least two decimals (currency style)."""
-    exact = Decimal(int(units)).scaleb(-8)
-    value = exact.normalize()
-    return exact.quantize(Decimal("0.01")) if value.as_tuple().exponent > -2 else value
-
-
 def money_text(units: int) -> str:
     """Exact text of integer 1e-8 units, at least two decimals (fast: integers only)."""
     units = int(units)
@@ -174,11 +167,12 @@ class TradeFrame:
                 out["order_at"] = order
             if self.close_ms[i] >= 0:
                 out["closed_at"] = closed
-                out["closed_lots"] = _float_text(self.closed_lots[i])
-                out["net_profit"] = money_text(self.profit_e8[i])  # profit + commission + swap, all closes
                 detail = self.close_detail.get(i)
+                out["closed_lots"] = _closed_lots(detail) if detail else _float_text(self.closed_lots[i])
+                out["net_profit"] = money_text(self.profit_e8[i])  # profit + commission + swap, all closes
                 if self.closes[i] > 1:
-                    out["close_price"] = f"{self.close_price[i]:.6g} (lots-weighted)"
+                    weighted = _weighted_price(detail) if detail else f"{self.close_price[i]:.6g}"
+                    out["close_price"] = f"{weighted} (lots-weighted)"
                     out["closes"] = detail or int(self.closes[i])
                 else:
                     out["close_price"] = detail[0]["price"] if detail else _float_text(self.close_price[i])
@@ -187,6 +181,23 @@ class TradeFrame:
 
 def _rfc3339(text: str) -> str:
     return (text[:-4] if text.endswith(".000") else text) + "Z"
+
+
+def _closed_lots(closes: list[dict]) -> str:
+    """The lots of the closes as sent, summed exactly (0.1 + 0.1 + 0.1 is 0.3)."""
+    total = sum((Decimal(c["lots"]) for c in closes), Decimal(0))
+    return "0" if total == 0 else format(total.normalize(), "f")
+
+
+def _weighted_price(closes: list[dict]) -> str:
+    """The lots-weighted close price in decimals, at the precision of the finest price sent."""
+    lots = [Decimal(c["lots"]) for c in closes]
+    prices = [Decimal(c["price"]) for c in closes]
+    total = sum(lots, Decimal(0))
+    if total == 0:
+        return "n/a"
+    step = Decimal(1).scaleb(min(p.as_tuple().exponent for p in prices))
+    return str((sum((q * p for q, p in zip(lots, prices)), Decimal(0)) / total).quantize(step, ROUND_HALF_EVEN))
 
 
 def _float_text(value: float) -> str:
@@ -316,5 +327,5 @@ def frame_from_events(events: Iterable, *, traders: dict[str, str] | None = None
     return frame
 
 
-__all__ = ["unique", "E8", "FrameBuilder", "TradeFrame", "e8_money", "frame_from_events", "from_ms", "iso", "money_e8", "money_text",
+__all__ = ["unique", "E8", "FrameBuilder", "TradeFrame", "frame_from_events", "from_ms", "iso", "money_e8", "money_text",
            "network_of", "to_ms"]

@@ -34,6 +34,7 @@ from .errors import Invalid
 UTC = dt.timezone.utc
 TYPES = ("trade_opened", "trade_closed", "session", "price", "news")
 MAX_SCOPE_ROUNDS = 3
+VALUE_MAX = 200  # account_fingerprints.value / account_links.value
 
 
 @dataclass
@@ -88,15 +89,29 @@ def _accounts(session: Session, firm_id: str) -> tuple[dict[str, int], dict[int,
 def record_payment_method(session: Session, *, firm_id: str, account_id: int, fingerprint: str,
                           seen_at: dt.datetime | None = None) -> None:
     """Remember that ``account_id`` was paid for with this payment method (a card/wallet fingerprint)."""
+    from .accounts import get_account
+
     text = fingerprint.strip() if isinstance(fingerprint, str) else ""
     if not 1 <= len(text) <= 200:
         raise Invalid("`fingerprint`: 1 to 200 characters")
+    account_id = get_account(session, firm_id=firm_id, account_id=account_id).id  # another firm's account: 404
     _upsert_fingerprints(session, firm_id, {(account_id, "payment", text): [seen_at, seen_at, 1]})
 
 
 def _upsert_fingerprints(session: Session, firm_id: str, values: dict[tuple[int, str, str], list]) -> None:
     if not values:
         return
+    clipped: dict[tuple[int, str, str], list] = {}
+    for (account_id, via, value), (first, last, seen) in values.items():
+        key = (account_id, via, value[:VALUE_MAX])  # the column's width: the stored value is the key
+        slot = clipped.get(key)
+        if slot is None:
+            clipped[key] = [first, last, seen]
+        else:
+            slot[0] = min((t for t in (slot[0], first) if t is not None), default=None)
+            slot[1] = max((t for t in (slot[1], last) if t is not None), default=None)
+            slot[2] += seen
+    values = clipped
     by_account = defaultdict(list)
     for (account_id, via, value), slot in values.items():
         by_account[account_id].append((via, value, slot))
@@ -110,7 +125,7 @@ def _upsert_fingerprints(session: Session, firm_id: str, values: dict[tuple[int,
         row = existing.get(key)
         first, last, seen = slot
         if row is None:
-            session.add(AccountFingerprint(firm_id=firm_id, account_id=key[0], via=key[1], value=key[2][:200],
+            session.add(AccountFingerprint(firm_id=firm_id, account_id=key[0], via=key[1], value=key[2],
                                            first_seen=first, last_seen=last, seen=seen))
         else:
             if first is not None and (row.first_seen is None or first < row.first_seen):

@@ -175,7 +175,8 @@ def record_finding(session: Session, *, firm_id: str, detector: str, fingerprint
     if case is None and account_ids:
         case = session.scalars(
             select(Case).where(Case.firm_id == firm_id, Case.detector == detector, Case.status.in_(CASE_OPEN_STATUSES),
-                               Case.id.in_(select(CaseAccount.case_id).where(CaseAccount.account_id.in_(account_ids))))
+                               Case.id.in_(select(CaseAccount.case_id).where(CaseAccount.firm_id == firm_id,
+                                                                             CaseAccount.account_id.in_(account_ids))))
             .order_by(Case.id).limit(1)).first()
     if case is None:
         case = Case(firm_id=firm_id, detector=detector, fingerprint=fingerprint, status="open", title=title[:300],
@@ -215,6 +216,8 @@ def record_finding(session: Session, *, firm_id: str, detector: str, fingerprint
           text=f"evidence updated by the analysis (score {before} → {int(score)})"
                + (f"; accounts added: {', '.join(map(str, new_members))}" if new_members else ""),
           author_user_id=None)
+    audit.append(session, actor="analysis", action="case.updated", entity="case", entity_id=str(case.id),
+                 before={"score": before}, after={"score": int(score), "accounts_added": new_members}, firm_id=firm_id)
     return case, "updated"
 
 

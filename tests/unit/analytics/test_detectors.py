@@ -284,3 +284,14 @@ def test_winning_nearly_every_very_short_trade_or_slipping_only_one_way_is_laten
     assert finding.accounts == ("SLIP",)
     assert finding.evidence["reasons"] == ["slippage in the trader's favour on 30 of 30 fills that slipped"]
     assert finding.evidence["trades"][0]["slippage_from_order_time"] == "0.00002"
+
+
+def test_evidence_of_a_position_closed_in_parts_shows_exact_lots_and_a_decimal_close_price():
+    events = [opened("PX", "p0", 0, symbol="BTCUSD", lots="0.3", price="65432.10"),
+              closed("PX", "p0", 60, lots="0.1", price="65432.17", profit="0.01", commission="0"),
+              closed("PX", "p0", 120, lots="0.1", price="65432.20", profit="0.01", commission="0"),
+              closed("PX", "p0", 180, lots="0.1", price="65432.20", profit="0.01", commission="0")]
+    evidence = frame_of(events).trade_evidence(0)
+    assert evidence["closed_lots"] == "0.3"  # not 0.1 + 0.1 + 0.1 in floats
+    assert evidence["close_price"] == "65432.19 (lots-weighted)"  # not 6 significant digits
+    assert evidence["net_profit"] == "0.03"
