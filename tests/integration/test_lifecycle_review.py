@@ -408,3 +408,36 @@ def test_in_the_scale_out_deployment_approving_a_payout_is_refused_before_anythi
     monkeypatch.delenv("PROPCRM_NATS_URL")
     paid = world.client.post(f"/api/v1/payouts/{payout['id']}/approve", headers=f2).json()
     assert paid["status"] == "approved"
+
+
+def test_the_payout_review_runs_the_abuse_analysis_first(world):
+    """Two traders log in from one device; no background analysis has run yet. Preparing the payout
+    (the finance review) brings the analysis up to the last stored event, which opens the linkage
+    case, and the case holds the payout now rather than at the next background pass."""
+    from sqlalchemy import func, select
+
+    from propcrm.adapters.db import models as m
+    from propcrm.services.evaluation import EvaluationWorker
+    from propcrm.services.ingest import ingest
+
+    version = _life(world)
+    approve_kyc(world.sessions, world.traders["t1"])
+    finance = world.headers("finance")
+    account = funded_account(world.sessions, firm="fa", version_id=version, external_id="LNK1",
+                             trader_id=world.traders["t1"], balance=Decimal("10500"))
+    other = world.new_account(trader="t2")
+    with world.sessions.begin() as s:
+        names = {account: "LNK1", other: s.get(m.Account, other).external_id}
+        lines = [f'{{"id":"s-{n}","type":"session","account":"{name}","ts":"2026-01-06T08:0{n}:00Z",'
+                 f'"ip":"203.0.113.{10 + n}","device":"dev-7f3a9c"}}'
+                 for n, name in enumerate(names.values())]
+        ingest(s, firm_id="fa", source="mt5", body="\n".join(lines).encode())
+    EvaluationWorker(world.sessions).run_until_idle(firm_id="fa")
+    with world.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Case)) == 0  # nothing has analysed the logins yet
+    payout = world.client.post("/api/v1/payouts", json={"account_id": account}, headers=finance).json()
+    refused = world.client.post(f"/api/v1/payouts/{payout['id']}/prepare", json={}, headers=finance)
+    assert refused.status_code == 409 and "no_open_case" in refused.json()["allowed"], refused.text
+    with world.sessions() as s:
+        case = s.scalars(select(Case)).one()
+        assert case.detector == "linkage" and case.status == "open"

@@ -372,6 +372,11 @@ def prepare_payout(session: Session, *, firm_id: str, payout_id: int, user_id: i
     if own is not None:
         return own
     account = get_account(session, firm_id=firm_id, account_id=row.account_id, for_update=True)
+    from .analysis import refresh as refresh_analysis
+
+    # the payout review: abuse analysis is brought up to the last stored event first, so a case the
+    # newest trades would open holds the payout now, not at the next background pass
+    refresh_analysis(session, firm_id=firm_id)
     found = assess(session, account=account, manual_deduction=manual, manual_reason=reason, ignore_open=row.id)
     if not found.ok:  # nothing of the payout changes: a prepared amount and its approvals stay as they were
         return Refusal("the payout is not eligible now: " + "; ".join(f"{c.name}: {c.reason}" for c in found.failed),
