@@ -261,3 +261,19 @@ def test_arbitrary_json_with_a_valid_signature_never_makes_a_500(platform, items
         body = b"\n".join(json.dumps(item).encode() for item in items)
     headers = {"Content-Type": content_type} if content_type else {}
     _check_answer(platform, platform.post(body, headers=headers))
+
+
+def test_metrics_without_a_token_answer_loopback_peers_only(tmp_path, monkeypatch):
+    """Without PROPCRM_METRICS_TOKEN only a peer on the loopback interface is answered: a client that
+    merely calls itself "testclient" or "localhost" (a host name, never a peer address) is not."""
+    from propcrm.adapters.db.session import migrate
+
+    monkeypatch.delenv("PROPCRM_METRICS_TOKEN", raising=False)
+    monkeypatch.delenv("PROPCRM_NATS_URL", raising=False)
+    url = f"sqlite:///{tmp_path / 'metrics.db'}"
+    migrate(url)
+    app = create_app(url)
+    for host, expected in (("127.0.0.1", 200), ("::1", 200), ("testclient", 403), ("localhost", 403),
+                           ("203.0.113.5", 403)):
+        with TestClient(app, client=(host, 50000)) as client:
+            assert client.get("/metrics").status_code == expected, host

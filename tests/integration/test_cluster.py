@@ -317,7 +317,7 @@ def test_the_api_as_an_ingest_node_publishes_and_reports_health(bus, tmp_path, m
     for name, value in bus.as_env().items():
         monkeypatch.setenv(name, value)
     body = b"".join(generate(spec)) + b'{"id":"nobody-1","type":"session","account":"NOPE","ts":"2026-03-02T09:00:00Z","ip":"1.2.3.4","device":"d"}\n'
-    with TestClient(create_app(url), raise_server_exceptions=False) as client:
+    with TestClient(create_app(url), raise_server_exceptions=False, client=("127.0.0.1", 50000)) as client:
         health = client.get("/healthz")
         assert health.status_code == 200 and health.json()["mode"] == "bus" and health.json()["nats_connected"]
         answer = client.post("/api/v1/events", content=body, headers=_signed(key_id, secret, body))

@@ -102,3 +102,48 @@ def test_a_takeover_replays_silently_from_the_last_snapshot(db_url):
     replayed = Engine(compile_pack(load_pack("two-step-100k")))
     assert stored == sorted(ENCODER.encode(d) for d in replayed.feed([DECODER.decode(x) for x in lines]))
     engine.dispose()
+
+
+def test_a_run_whose_batch_rolled_back_is_never_snapshotted(db_url, monkeypatch):
+    """A batch that fails after its events went through the engines (a storage error, not a fence)
+    leaves the run ahead of the database. Giving the partition up then must not write that run's
+    states as a snapshot at the old position: the next owner would apply those events a second time."""
+    import propcrm.cluster.partition as partition_module
+
+    lines = [x.rstrip(b"\n") for x in generate(SPEC)]
+    _seed(db_url, [SPEC])
+    engine = make_engine(db_url)
+    Session = sessions(engine)
+    stream = _messages(lines)
+    real_write = partition_module.write_outcomes
+    for p in range(P):
+        messages = stream[p]
+        third = len(messages) // 3
+        store = PartitionStore(Session, "S", P, "first", snapshot_interval_s=3600)
+        run = store.take(p)
+        assert not store.apply([(run, messages[:third])]).failed
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("connection lost")
+
+        monkeypatch.setattr(partition_module, "write_outcomes", broken)
+        failed = store.apply([(run, messages[third : 2 * third])])
+        assert failed.failed == {p} and "connection lost" in failed.error
+        monkeypatch.setattr(partition_module, "write_outcomes", real_write)
+        # the worker gives the partition up (rebalance) before reloading it: the final snapshot is refused
+        final = store.apply([(run, [])], snapshot=True)
+        assert final.failed == {p}
+        # and so is any further batch on that run
+        assert store.apply([(run, messages[2 * third :])]).failed == {p}
+        # the next owner continues from what was committed
+        second = PartitionStore(Session, "S", P, "second", snapshot_interval_s=3600)
+        taken = second.take(p)
+        assert taken.seq == messages[third - 1].seq
+        result = second.apply([(taken, messages)])
+        assert not result.failed, result.error
+    with Session() as s:
+        stored = sorted(bytes(b) for b in s.scalars(select(m.Decision.body)))
+        assert audit.verify(s).ok
+    replayed = Engine(compile_pack(load_pack("two-step-100k")))
+    assert stored == sorted(ENCODER.encode(d) for d in replayed.feed([DECODER.decode(x) for x in lines]))
+    engine.dispose()

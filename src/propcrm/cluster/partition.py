@@ -92,7 +92,9 @@ class PartitionRun:
     """A partition held in memory. ``seq``: effects (decisions, audit, outbox, statuses) committed up to
     here. ``applied``: the engines reflect the stream up to here (≥ ``seq`` once caught up; after a
     takeover it starts at the last state snapshot, and messages up to ``seq`` are replayed silently).
-    ``dirty``: accounts whose state changed since the last snapshot."""
+    ``dirty``: accounts whose state changed since the last snapshot. ``stale``: a batch on this run
+    rolled back after its events went through the engines, which are therefore ahead of the database:
+    the run must be taken over again, never committed or snapshotted."""
 
     partition: int
     seq: int
@@ -101,6 +103,7 @@ class PartitionRun:
     epoch: int = 0
     dirty: dict[tuple[str, str], AccountOutcome] = field(default_factory=dict)
     last_snapshot: float = field(default_factory=time.monotonic)
+    stale: bool = False
 
 
 @dataclass
@@ -125,7 +128,6 @@ class Directory:
         self.sessions = sessions
         self.partitions = partitions
         self.by_key: dict[tuple[str, str], AccountRef] = {}
-        self.partition_of: dict[int, int] = {}
         self.members: dict[int, list[AccountRef]] = {}
         self.max_id = 0
         self._packs: dict[int, CompiledPack] = {}
@@ -142,8 +144,7 @@ class Directory:
 
     def _add(self, ref: AccountRef) -> None:
         self.by_key[(ref.firm_id, ref.external_id)] = ref
-        p = self.partition_of[ref.id] = partition_of(ref.firm_id, ref.external_id, self.partitions)
-        self.members.setdefault(p, []).append(ref)
+        self.members.setdefault(partition_of(ref.firm_id, ref.external_id, self.partitions), []).append(ref)
         self.max_id = max(self.max_id, ref.id)
 
     def in_partition(self, partition: int) -> list[AccountRef]:
@@ -256,6 +257,11 @@ class PartitionStore:
         plans: list[_Plan] = []
         published: list[tuple[int, int]] = []
         now = time.monotonic()
+        stale = sorted(run.partition for run, _ in batch if run.stale)
+        if stale:  # its engines are ahead of its checkpoint: committing it would apply events twice
+            result.failed = {run.partition for run, _ in batch}
+            result.error = f"partitions {stale}: a batch rolled back on this run; take the partition over again"
+            return result
         try:
             for run, messages in batch:
                 plan = _Plan(run, run.seq, run.seq, run.applied)
@@ -299,6 +305,8 @@ class PartitionStore:
                     session.execute(insert(DeadLetter.__table__), dead)
             result.commit_seconds = time.perf_counter() - started
         except Exception as exc:  # noqa: BLE001 - a failed batch is retried from the checkpoint
+            for run, _ in batch:
+                run.stale = True
             result.failed = {run.partition for run, _ in batch}
             result.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
             return result

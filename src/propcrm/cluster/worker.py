@@ -36,7 +36,7 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..adapters.bus.jetstream import BusConfig, Leases, connect
 from ..adapters.db.session import make_engine, migrate, sessions
@@ -72,7 +72,6 @@ class Owned:
     sub: object | None = None
     fetcher: asyncio.Task | None = None
     queued: int = 0
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class ClusterWorker:
@@ -134,6 +133,9 @@ class ClusterWorker:
             log.info("worker %s: stopping, giving back %d partitions", self.worker_id, len(self.owned))
             for p in list(self.owned):
                 await self._stop_partition(p, release=True)
+            stopping = [t for t in self._tasks if t.get_name().startswith(("release-", "drop-"))]
+            if stopping:  # partitions being given up by the heartbeat: let them hand over too
+                await asyncio.wait(stopping, timeout=10)
             for task in tasks + list(self._tasks):
                 task.cancel()
             await asyncio.gather(*tasks, *self._tasks, return_exceptions=True)
@@ -169,19 +171,27 @@ class ClusterWorker:
                 await self._leases.heartbeat(self.worker_id, info)
                 for p, owned in list(self.owned.items()):
                     revision = await self._leases.renew(p, self.worker_id, owned.revision)
-                    if self.owned.get(p) is not owned:
+                    current = self.owned.get(p)
+                    if current is not owned:
+                        # reloaded meanwhile (a rolled-back batch): the fresh holder copied the lease
+                        # revision renewed here, and must have the new one or its next renewal fails
+                        if current is not None and revision is not None and current.revision == owned.revision:
+                            current.revision = revision
                         continue
                     if revision is None:
                         log.warning("worker %s: lease of partition %d lost; giving it up", self.worker_id, p)
-                        await self._stop_partition(p, release=False)
+                        self._spawn(self._stop_partition(p, release=False), f"drop-{p}")
                     else:
                         owned.revision = revision
                 members = await self._leases.members()
                 if self.worker_id not in members:
                     members.append(self.worker_id)
                 mine = assign(members, self.bus.partitions)[self.worker_id]
+                # Stopping waits for the batch in flight and writes a final snapshot: not on this loop,
+                # whose other leases would expire meanwhile. (_stop_partition takes p out of
+                # self.owned before its first wait.)
                 for p in sorted(set(self.owned) - mine):
-                    await self._stop_partition(p, release=True)
+                    self._spawn(self._stop_partition(p, release=True), f"release-{p}")
                 for p in sorted(mine - set(self.owned)):
                     revision = await self._leases.acquire(p, self.worker_id)
                     if revision is not None:
@@ -235,7 +245,6 @@ class ClusterWorker:
                  seconds * 1000)
         if not self.push:
             owned.fetcher = asyncio.create_task(self._fetch_loop(owned), name=f"fetch-{owned.partition}")
-        owned.ready.set()
 
     async def _stop_partition(self, p: int, *, release: bool) -> None:
         owned = self.owned.pop(p, None)
@@ -253,7 +262,9 @@ class ClusterWorker:
                 await asyncio.shield(self._applying)
             except Exception:  # noqa: BLE001
                 pass
-        if release and owned.run is not None:  # hand over a fresh snapshot: the next owner replays nothing
+        if release and owned.run is not None and not owned.run.stale:
+            # hand over a fresh snapshot: the next owner replays nothing (a stale run, ahead of the
+            # database after a rolled-back batch, is never snapshotted)
             loop = asyncio.get_running_loop()
             try:
                 result = await loop.run_in_executor(self._executor, functools.partial(
@@ -360,6 +371,11 @@ class ClusterWorker:
             self._applying = loop.run_in_executor(self._executor, self._store.apply, batch)
             try:
                 result: BatchResult = await asyncio.shield(self._applying)
+            except Exception as exc:  # noqa: BLE001 - a dead loop would keep the leases and commit nothing
+                log.exception("worker %s: applying a batch raised", self.worker_id)
+                for run, _ in batch:
+                    run.stale = True
+                result = BatchResult(failed=set(groups), error=f"{type(exc).__name__}: {exc}".splitlines()[0])
             finally:
                 self._applying = None
             self._observe(result)
