@@ -8,9 +8,10 @@ tests skip with the reason — except under ``CI=true``, where a missing Postgre
 from __future__ import annotations
 
 import os
-import uuid
 
 import pytest
+
+from support.pg import fresh_pg_schema
 from sqlalchemy import create_engine, text
 
 PG_URL = os.environ.get("PROPCRM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -48,15 +49,5 @@ def db_url(request, tmp_path) -> str:
         migrate(url)
         yield url
         return
-    base = request.getfixturevalue("pg_base_url")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in base else "?"
-    url = f"{base}{sep}options=-csearch_path%3D{schema}"
-    migrate(url)
-    yield url
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    with fresh_pg_schema(request.getfixturevalue("pg_base_url")) as url:
+        yield url

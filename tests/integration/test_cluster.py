@@ -29,13 +29,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select, text
 
 from propcrm.adapters.bus.jetstream import BusConfig, EventPublisher, connect, delete_stream
 from propcrm.adapters.bus.partitions import HEADER_FIRM, HEADER_SOURCE, partition_of, subject_of
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_cluster import DeadLetter, PartitionCheckpoint
-from propcrm.adapters.db.session import make_engine, migrate, sessions
+from propcrm.adapters.db.session import make_engine, sessions
 from propcrm.bench_service import _seed, _signed
 from propcrm.domain.decisions import ENCODER
 from propcrm.domain.events import DECODER
@@ -45,6 +45,7 @@ from propcrm.engine.runner import Engine
 from propcrm.services import audit
 from propcrm.services.ingest import prepare_for_bus, publish_prepared
 from propcrm.synth.firm import FirmSpec, generate
+from support.pg import fresh_pg_schema
 
 NATS_URL = os.environ.get("PROPCRM_TEST_NATS_URL", "nats://127.0.0.1:4222")
 FIRM = "bench"  # bench_service._seed's firm
@@ -87,17 +88,8 @@ def bus(nats_url):
 
 @pytest.fixture
 def pg_url(pg_base_url):
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_base_url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in pg_base_url else "?"
-    url = f"{pg_base_url}{sep}options=-csearch_path%3D{schema}"
-    migrate(url)
-    yield url
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    with fresh_pg_schema(pg_base_url) as url:
+        yield url
 
 
 # ------------------------------------------------------------------------------------------- helpers
