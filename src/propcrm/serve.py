@@ -255,10 +255,11 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
                                         daemon=True))
     for thread in threads:
         thread.start()
-    print_(f"propcrm is running at {base}  (API reference and try-it-out: {base}/docs)", flush=True)
+    print_(f"propcrm is running at {base}  (back office and trader portal: {base}/ ; API reference: {base}/docs)",
+           flush=True)
     print_(f"database: {url}")
     if seeded is not None and seeded.logins:
-        print_("demo firm 'demo' seeded; log in (POST /api/v1/login, or the /docs page) as:")
+        print_(f"demo firm 'demo' seeded; log in at {base}/login (or POST /api/v1/login) as:")
         for email, password in seeded.logins.items():
             print_(f"  firm demo  {email:24}  password {password}")
         print_("(demo passwords are printed once, now; create your own with `propcrm users create`)")

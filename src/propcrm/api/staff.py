@@ -8,6 +8,7 @@ messages never carry SQL parameters (where a secret could sit).
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 
@@ -19,6 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..domain.rulepack import RulePackError
 from ..services.errors import Conflict, Invalid, NotFound
+from .. import web
+from ..web.core import LoginRequired, PageForbidden, error_page
 from . import auth
 from .routers import accounts, admin, cases, lifecycle, packs, quarantine
 
@@ -30,16 +33,48 @@ def mount(app: FastAPI) -> None:
     for router in (auth.router, accounts.router, packs.router, admin.router, quarantine.router,
                    *cases.routers, *lifecycle.routers):
         app.include_router(router, prefix=PREFIX)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(NotFound, _status(404))
-    app.add_exception_handler(Conflict, _status(409))
-    app.add_exception_handler(Invalid, _status(422))
-    app.add_exception_handler(RulePackError, _status(422))
-    app.add_exception_handler(DataError, _data_error)
-    app.add_exception_handler(IntegrityError, _integrity_error)
-    app.add_exception_handler(OperationalError, _storage_busy)
-    app.add_exception_handler(Exception, _unexpected)
+    web.mount(app)
+    for kind, handler in (
+        (StarletteHTTPException, _http_error),
+        (RequestValidationError, _validation_error),
+        (NotFound, _status(404)),
+        (Conflict, _status(409)),
+        (Invalid, _status(422)),
+        (RulePackError, _status(422)),
+        (DataError, _data_error),
+        (IntegrityError, _integrity_error),
+        (OperationalError, _storage_busy),
+        (Exception, _unexpected),
+    ):
+        app.add_exception_handler(kind, _page_or_json(handler))
+    app.add_exception_handler(LoginRequired, _login_required)
+    app.add_exception_handler(PageForbidden, _page_forbidden)
+
+
+def _page_or_json(handler):
+    """The API's JSON error, or — for the web application's paths — the same status and message as a page."""
+
+    async def answer(request: Request, exc: Exception):
+        response = await handler(request, exc)
+        if not web.wants_html(request.url.path):
+            return response
+        try:
+            message = json.loads(response.body).get("error", "")
+        except ValueError:
+            message = ""
+        return error_page(request, response.status_code, message)
+
+    return answer
+
+
+async def _login_required(request: Request, exc: Exception):
+    if web.wants_html(request.url.path) and request.method in ("GET", "HEAD"):
+        return error_page(request, 401, "")
+    return _error(401, "log in first", {"WWW-Authenticate": "Bearer"})
+
+
+async def _page_forbidden(request: Request, exc: Exception):
+    return error_page(request, 403, str(exc))
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:

@@ -1,0 +1,252 @@
+"""What every page of the web application shares: templates, the logged-in user, roles, CSRF, flashes.
+
+Pages are rendered on the server (Jinja2, autoescaped) and work without JavaScript; scripts add live
+updates (server-sent events, ``live.py``) and charts (Chart.js, installed by ``make`` from npm into
+``static/vendor``). A page route declares who may see it::
+
+    @router.get("/office/accounts")
+    def accounts(request: Request, user: Annotated[Principal, Depends(page_roles(*STAFF))], session: Db): ...
+
+and every form posts back with a CSRF token (``{{ csrf_field() }}`` in the template, ``Depends(csrf)``
+on the route).
+
+- not logged in: a page redirects to ``/login?next=…`` (a POST answers 401);
+- logged in with a role that may not: 403 page, and no link to it in the navigation;
+- data of another firm (or, for a trader, another trader): 404, exactly like data that does not exist.
+
+The session is the API's (``propcrm_session`` cookie, ``HttpOnly``, ``SameSite=Lax``). The CSRF
+token of a session is HMAC-SHA256(session token, "csrf"): unforgeable without the cookie, which
+scripts cannot read, and it needs no storage. Forms of a logged-out visitor (the login form) use a
+double-submit token in a ``SameSite=Strict`` cookie. Writes also refuse a foreign ``Origin``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, unquote, urlsplit
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
+from markupsafe import Markup, escape
+
+from ..api.auth import COOKIE_NAME, Db, _same_origin, _secure
+from ..services import users as user_service
+from ..services.users import Principal
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+VENDOR = STATIC / "vendor"
+FLASH_COOKIE = "propcrm_flash"
+LOGIN_CSRF_COOKIE = "propcrm_login_csrf"
+UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
+
+STAFF = ("admin", "risk", "finance", "support")
+RISK = ("admin", "risk")
+FINANCE = ("admin", "finance")
+ADMIN = ("admin",)
+TRADER = ("trader",)
+
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+
+# --------------------------------------------------------------------------------------------------
+# navigation: what each role sees (the routes check the same roles; the menu only mirrors them)
+
+NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("Dashboard", "/office/dashboard", ("admin", "risk", "finance")),
+    ("Accounts", "/office/accounts", STAFF),
+    ("Decisions", "/office/decisions", STAFF),
+    ("Cases", "/office/cases", RISK),
+    ("Payouts", "/office/payouts", ("admin", "risk", "finance")),
+    ("Rule packs", "/office/packs", RISK),
+    ("Audit log", "/office/audit", RISK),
+    ("My accounts", "/portal", TRADER),
+    ("Payouts", "/portal/payouts", TRADER),
+    ("Messages", "/portal/messages", TRADER),
+    ("Profile & KYC", "/portal/profile", TRADER),
+)
+
+
+def nav_for(role: str) -> list[tuple[str, str]]:
+    return [(label, href) for label, href, roles in NAV if role in roles]
+
+
+def home_of(role: str) -> str:
+    return "/portal" if role == "trader" else "/office/accounts"
+
+
+# --------------------------------------------------------------------------------------------------
+# who is asking
+
+
+class LoginRequired(Exception):
+    """Raised by page dependencies when no live session cookie came with the request."""
+
+
+class PageForbidden(Exception):
+    def __init__(self, role: str, allowed: tuple[str, ...]):
+        super().__init__(f"a {role} user may not open this page (allowed: {', '.join(allowed)})")
+
+
+def web_user(request: Request, session: Db) -> Principal:
+    """The user of the session cookie (a bearer header is not a browser session and is ignored here)."""
+    token = request.cookies.get(COOKIE_NAME)
+    principal = user_service.resolve_token(session, token=token) if token else None
+    if principal is None:
+        raise LoginRequired()
+    request.state.token = token
+    request.state.principal = principal
+    return principal
+
+
+WebUser = Annotated[Principal, Depends(web_user)]
+
+
+def page_roles(*roles: str):
+    """A dependency that lets only users with one of ``roles`` open the page (403 page for the others)."""
+    allowed = tuple(roles)
+
+    def check(user: WebUser) -> Principal:
+        if user.role not in allowed:
+            raise PageForbidden(user.role, allowed)
+        return user
+
+    check.__name__ = f"page_{'_'.join(allowed)}"
+    return check
+
+
+def Role(*roles: str):  # noqa: N802 - reads as a type in route signatures
+    return Annotated[Principal, Depends(page_roles(*roles))]
+
+
+# --------------------------------------------------------------------------------------------------
+# CSRF
+
+
+def csrf_token(request: Request) -> str:
+    token = getattr(request.state, "token", None) or request.cookies.get(COOKIE_NAME)
+    if token:
+        return hmac.new(token.encode(), b"propcrm-csrf", hashlib.sha256).hexdigest()
+    return request.cookies.get(LOGIN_CSRF_COOKIE) or getattr(request.state, "login_csrf", "")
+
+
+async def csrf(request: Request) -> dict[str, str]:
+    """Checks a form post's CSRF token and origin; returns the form's fields (single values, text)."""
+    if not _same_origin(request):
+        raise HTTPException(status_code=403, detail="cross-site form post refused")
+    form = await request.form(max_files=0, max_fields=200)
+    sent = form.get("csrf")
+    expected = csrf_token(request)
+    if not isinstance(sent, str) or not expected or not hmac.compare_digest(sent, expected):
+        raise HTTPException(status_code=403, detail="the form has expired or did not come from this site; "
+                                                    "reload the page and try again")
+    return {key: value for key, value in form.items() if isinstance(value, str) and key != "csrf"}
+
+
+Form = Annotated[dict[str, str], Depends(csrf)]
+
+
+def new_login_csrf(request: Request) -> str:
+    value = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
+    request.state.login_csrf = value
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# rendering
+
+
+def render(request: Request, name: str, context: dict[str, Any] | None = None, *, status: int = 200) -> HTMLResponse:
+    """A page with the layout's context: user, navigation, CSRF token, one-shot flash message."""
+    user: Principal | None = getattr(request.state, "principal", None)
+    flash = request.cookies.get(FLASH_COOKIE)
+    ctx = {
+        "user": user,
+        "nav": nav_for(user.role) if user else [],
+        "path": request.url.path,
+        "csrf": csrf_token(request),
+        "flash": unquote(flash)[:500] if flash else None,
+        "charts": (VENDOR / "chart.umd.js").exists(),
+        **(context or {}),
+    }
+    response = templates.TemplateResponse(request, name, ctx, status_code=status)
+    if flash:
+        response.delete_cookie(FLASH_COOKIE, path="/")
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def redirect(request: Request, to: str, *, flash: str | None = None) -> RedirectResponse:
+    """Post/redirect/get: 303 to a local path, with an optional one-shot message for the next page."""
+    response = RedirectResponse(safe_next(to), status_code=303)
+    if flash:
+        response.set_cookie(FLASH_COOKIE, quote(flash[:500]), max_age=60, path="/", httponly=True,
+                            samesite="lax", secure=_secure(request))
+    return response
+
+
+def safe_next(target: str | None, default: str = "/") -> str:
+    """Only a path on this site (never ``//host`` or ``https://…``): no open redirect after login."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return default
+    return target
+
+
+def error_page(request: Request, status: int, message: str) -> Response:
+    if status == 401 or isinstance(message, LoginRequired):
+        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+    titles = {403: "Not allowed", 404: "Not found", 409: "Conflict", 422: "Check the form", 503: "Busy"}
+    return render(request, "error.html", {"status": status, "title": titles.get(status, "Error"),
+                                          "message": message}, status=status)
+
+
+# --------------------------------------------------------------------------------------------------
+# filters for templates
+
+
+def fmt_money(value: Any, places: int = 2) -> str:
+    """``Decimal``/text money with thousands separators, two places, never through float."""
+    if value is None or value == "":
+        return "—"
+    number = value if isinstance(value, Decimal) else Decimal(str(value))
+    if not number.is_finite():
+        return "—"
+    return f"{number.quantize(Decimal(1).scaleb(-places)):,}"
+
+
+def fmt_ts(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc)
+        return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return str(value)
+
+
+@pass_context
+def csrf_input(ctx) -> Markup:
+    """``{{ csrf_input() }}`` inside every ``<form method="post">``."""
+    return Markup('<input type="hidden" name="csrf" value="{}">').format(escape(ctx.get("csrf", "")))
+
+
+templates.env.filters["money"] = fmt_money
+templates.env.filters["ts"] = fmt_ts
+templates.env.globals["STAFF"] = STAFF
+templates.env.globals["csrf_input"] = csrf_input

@@ -1,0 +1,77 @@
+"""Log in, log out, and ``/`` (the home page of the user's role)."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+
+from ...api.auth import COOKIE_NAME, Db, _same_origin, _secure
+from ...services import users as user_service
+from ...services.users import SESSION_TTL, AuthenticationFailed, Principal
+from ..core import LOGIN_CSRF_COOKIE, Form, WebUser, home_of, redirect, render, safe_next
+
+router = APIRouter()
+
+
+@router.get("/")
+def home(request: Request, session: Db) -> Response:
+    token = request.cookies.get(COOKIE_NAME)
+    principal = user_service.resolve_token(session, token=token) if token else None
+    return RedirectResponse(home_of(principal.role) if principal else "/login", status_code=303)
+
+
+def _login_page(request: Request, *, error: str | None = None, firm: str = "", email: str = "",
+                next_path: str = "", status: int = 200) -> Response:
+    value = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
+    request.state.login_csrf = value
+    response = render(request, "login.html", {"error": error, "firm": firm, "email": email, "next": next_path},
+                      status=status)
+    response.set_cookie(LOGIN_CSRF_COOKIE, value, max_age=3600, path="/login", httponly=True,
+                        samesite="strict", secure=_secure(request))
+    return response
+
+
+@router.get("/login")
+def login_page(request: Request, next: str = "") -> Response:  # noqa: A002 - the query parameter's name
+    return _login_page(request, next_path=safe_next(next, ""))
+
+
+@router.post("/login")
+async def login(request: Request, session: Db) -> Response:
+    if not _same_origin(request):
+        raise HTTPException(status_code=403, detail="cross-site form post refused")
+    form = await request.form(max_files=0, max_fields=20)
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not expected or not hmac.compare_digest(fields.get("csrf", ""), expected):
+        return _login_page(request, error="The form expired; please log in again.", status=403)
+    firm, email, password = fields.get("firm", "").strip(), fields.get("email", "").strip(), fields.get("password", "")
+    next_path = safe_next(fields.get("next"), "")
+    missing = [label for label, value in (("firm", firm), ("e-mail", email), ("password", password)) if not value]
+    if missing:
+        return _login_page(request, error=f"Enter your {', '.join(missing)}.", firm=firm, email=email,
+                           next_path=next_path, status=422)
+    try:
+        user = user_service.authenticate(session, firm_id=firm, email=email, password=password)
+    except AuthenticationFailed:
+        # the failed attempt is audited by authenticate(); the transaction commits with this answer
+        return _login_page(request, error="Wrong firm, e-mail or password.", firm=firm, email=email,
+                           next_path=next_path, status=401)
+    token, _ = user_service.issue_token(session, user=user)
+    principal = Principal.of(user)
+    response = RedirectResponse(next_path or home_of(principal.role), status_code=303)
+    response.set_cookie(COOKIE_NAME, token, max_age=int(SESSION_TTL.total_seconds()), path="/", httponly=True,
+                        samesite="lax", secure=_secure(request))
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, user: WebUser, session: Db, form: Form) -> Response:
+    user_service.revoke_token(session, token=request.state.token, actor=user.actor)
+    response = redirect(request, "/login", flash="You are logged out.")
+    response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax", secure=_secure(request))
+    return response
