@@ -33,6 +33,7 @@ log = logging.getLogger("propcrm.serve")
 def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the demo feed's every request is not news
 
 DEMO_FIRM = "demo"
 DEMO_ROLES = ("admin", "risk", "finance", "support", "trader")
@@ -56,7 +57,8 @@ def seed_demo_firm(session_factory, *, accounts: int, seed: int = 7) -> DemoFirm
     with session_factory.begin() as session:
         ensure_firm(session, firm_id=DEMO_FIRM, name="Demo Prop Firm")
         versions = {}
-        for name in ("two-step-100k", "one-step-100k", "futures-eod-50k", "intraday-trailing-50k"):
+        for name in ("two-step-100k", "one-step-100k", "futures-eod-50k", "intraday-trailing-50k",
+                     "two-step-scaling-100k"):
             versions[name] = add_pack(session, firm_id=DEMO_FIRM, pack=load_pack(name), activate=True)
         product = m.Product(
             firm_id=DEMO_FIRM,
@@ -99,7 +101,39 @@ def seed_demo_firm(session_factory, *, accounts: int, seed: int = 7) -> DemoFirm
             )
             logins[email] = password
         key_id, secret = create_key(session, firm_id=DEMO_FIRM, platform="demo")
+        _seed_funded_story(session, version_id=versions["two-step-scaling-100k"].id, trader_id=first_trader_id)
     return DemoFirm(key_id=key_id, secret=secret, accounts=names, logins=logins)
+
+
+def _seed_funded_story(session, *, version_id: int, trader_id: int) -> None:
+    """The demo trader (the ``trader`` login) also holds a funded account with three profitable days
+    behind it and approved KYC, so a payout can be requested in the portal and prepared and approved
+    in the back office. Its events go through the same ingestion as a platform's; the worker
+    evaluates them when the service starts."""
+    import datetime as dt
+    import json
+
+    from .services.ingest import ingest
+
+    trader = session.get(m.Trader, trader_id)
+    trader.kyc_status = "approved"
+    account = create_account(session, firm_id=DEMO_FIRM, external_id="DEMO-FUNDED-1", pack_version_id=version_id,
+                             platform="demo", trader_id=trader_id, phase="funded")
+    account.status = "funded"
+    today = dt.datetime.now(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    events = []
+    for day, (symbol, profit) in enumerate((("EURUSD", "1240.50"), ("XAUUSD", "-310.25"), ("GBPUSD", "2315.00"))):
+        opened = today - dt.timedelta(days=4 - day, hours=-9)
+        closed = opened + dt.timedelta(hours=3, minutes=17)
+        position = f"f{day + 1}"
+        events.append({"id": f"demo-f-{day}-o", "type": "trade_opened", "account": "DEMO-FUNDED-1",
+                       "ts": opened.isoformat().replace("+00:00", "Z"), "position": position, "symbol": symbol,
+                       "side": "buy", "lots": "2", "price": "1"})
+        events.append({"id": f"demo-f-{day}-c", "type": "trade_closed", "account": "DEMO-FUNDED-1",
+                       "ts": closed.isoformat().replace("+00:00", "Z"), "position": position, "lots": "2",
+                       "price": "1", "profit": profit, "commission": "-14.00"})
+    body = b"".join(json.dumps(e).encode() + b"\n" for e in events)
+    ingest(session, firm_id=DEMO_FIRM, source="demo", body=body)
 
 
 def demo_feed(base_url: str, key_id: str, secret: str, *, accounts: int, rate: float, stop: threading.Event,
@@ -110,6 +144,14 @@ def demo_feed(base_url: str, key_id: str, secret: str, *, accounts: int, rate: f
     lines = generate(FirmSpec(accounts=accounts, seed=seed))
     pause = batch / rate if rate > 0 else 0.0
     with httpx.Client(base_url=base_url, timeout=30) as client:
+        for _ in range(150):  # the server starts listening a moment after this thread starts
+            try:
+                if client.get("/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if stop.wait(0.2):
+                return
         while not stop.is_set():
             chunk = [line for _, line in zip(range(batch), lines)]
             if not chunk:
