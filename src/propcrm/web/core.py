@@ -66,6 +66,7 @@ NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Decisions", "/office/decisions", STAFF),
     ("Cases", "/office/cases", RISK),
     ("Payouts", "/office/payouts", ("admin", "risk", "finance")),
+    ("Scalings", "/office/scalings", ("admin", "risk", "finance")),
     ("Rule packs", "/office/packs", RISK),
     ("Audit log", "/office/audit", RISK),
     ("My accounts", "/portal", TRADER),
