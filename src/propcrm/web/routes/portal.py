@@ -1,0 +1,201 @@
+"""The trader portal: my accounts with progress bars, one account with its decisions and "why did my
+account fail", payouts (eligibility, request, history), profile and KYC, messages.
+
+Only the ``trader`` role opens these pages (every staff role gets 403); everything is read with the
+trader's scope (``Principal.trader_scope``), so another trader's account, payout or timeline is 404
+exactly like one that does not exist. The actions call the same service functions as the JSON API
+with the trader's scope: ``POST /portal/payouts`` is ``POST /api/v1/payouts`` (``payouts.request_payout``)
+and ``POST /portal/messages`` is ``POST /api/v1/traders/{id}/messages`` (``communications.add_message``,
+``from_trader``), so the same checks, audit entries and notifications apply.
+
+Form routes list ``form: Form`` before the user: the CSRF token and origin are checked first, so a
+forged post is refused as such whoever sends it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from ...api.auth import Db
+from ...services import communications as comms
+from ...services import decisions as decision_service
+from ...services import lifecycle as lifecycle_service
+from ...services import payouts as payout_service
+from ...services.accounts import get_account, list_accounts
+from ...services.errors import Conflict, Invalid, NotFound
+from .. import queries_portal as q
+from ..core import TRADER, Form, Role, fmt_money, redirect, render
+
+router = APIRouter()
+
+MAX_ID = 2_147_483_647
+AccountId = Annotated[int, Path(ge=1, le=MAX_ID)]
+Trader = Role(*TRADER)
+DECISIONS_PER_PAGE = 25
+
+
+def _scope(user) -> int:
+    return user.trader_scope  # a trader's own id (-1 for a trader user without a trader: sees nothing)
+
+
+# --------------------------------------------------------------------------------------------------
+# accounts
+
+
+@router.get("/portal")
+def portal_home(request: Request, user: Trader, session: Db) -> Response:
+    cards = q.my_accounts(session, firm_id=user.firm_id, trader_id=_scope(user))
+    return render(request, "portal/index.html", {"cards": cards})
+
+
+@router.get("/portal/accounts/{account_id}")
+def portal_account(request: Request, account_id: AccountId, user: Trader, session: Db,
+                   offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> Response:
+    card = q.card(session, firm_id=user.firm_id, trader_id=_scope(user), account_id=account_id)
+    decisions = decision_service.list_decisions(session, firm_id=user.firm_id, trader_id=_scope(user),
+                                                account_id=account_id, limit=DECISIONS_PER_PAGE, offset=offset)
+    return render(request, "portal/account.html", {
+        "card": card, "a": card.detail, "decisions": decisions, "series_url": _series_url(account_id),
+        "positions": _positions(session, user, account_id) if card.detail["open_positions"] else [],
+    })
+
+
+def _positions(session, user, account_id: int) -> list[dict]:
+    """The account's open positions (the accounts area's reader of the engine's state), when installed."""
+    try:
+        from ..queries_accounts import open_positions
+    except ImportError:  # pragma: no cover - the accounts area ships with it
+        return []
+    return open_positions(session, get_account(session, firm_id=user.firm_id, account_id=account_id,
+                                               trader_id=_scope(user)))
+
+
+@router.get("/portal/accounts/{account_id}/card")
+def portal_card(request: Request, account_id: AccountId, user: Trader, session: Db) -> Response:
+    """One account's card alone (HTML fragment): what the live updates of /portal swap in."""
+    card = q.card(session, firm_id=user.firm_id, trader_id=_scope(user), account_id=account_id)
+    return render(request, "portal/card.html", {"c": card})
+
+
+@router.get("/portal/accounts/{account_id}/why")
+def portal_why(request: Request, account_id: AccountId, user: Trader, session: Db) -> Response:
+    card = q.card(session, firm_id=user.firm_id, trader_id=_scope(user), account_id=account_id)
+    breaches, zone = q.why(session, firm_id=user.firm_id, trader_id=_scope(user), account_id=account_id)
+    return render(request, "portal/why.html", {"card": card, "a": card.detail, "breaches": breaches, "zone": zone,
+                                               "detail_rows": q.detail_rows, "comparators": q.COMPARATOR_WORDS})
+
+
+def _series_source():
+    """The accounts area's chart series (``queries_accounts.series``: the same points, levels and target
+    the back office draws), when that module is installed."""
+    try:
+        from .. import queries_accounts
+    except ImportError:  # pragma: no cover - the accounts area ships with it
+        return None
+    return getattr(queries_accounts, "series", None)
+
+
+def _series_url(account_id: int) -> str | None:
+    return f"/portal/accounts/{account_id}/series.json" if _series_source() is not None else None
+
+
+@router.get("/portal/accounts/{account_id}/series.json")
+def portal_series(account_id: AccountId, user: Trader, session: Db) -> Response:
+    account = get_account(session, firm_id=user.firm_id, account_id=account_id, trader_id=_scope(user))  # 404
+    source = _series_source()
+    if source is None:
+        raise NotFound("no chart data for this account")
+    return JSONResponse(source(session, account), headers={"Cache-Control": "no-store"})
+
+
+# --------------------------------------------------------------------------------------------------
+# payouts (as GET/POST /api/v1/accounts/{id}/payout-eligibility, /payouts)
+
+
+def _payout_views(session, user) -> list[dict]:
+    rows = payout_service.list_payouts(session, firm_id=user.firm_id, trader_scope=_scope(user))
+    return [payout_service.payout_view(session, row, for_trader=True) for row in reversed(rows)]
+
+
+@router.get("/portal/payouts")
+def portal_payouts(request: Request, user: Trader, session: Db) -> Response:
+    mine = list_accounts(session, firm_id=user.firm_id, trader_id=_scope(user), sort="-id", limit=200).items
+    eligibility = [payout_service.preview(session, firm_id=user.firm_id, account_id=a["id"],
+                                          trader_scope=_scope(user)) for a in mine if a["status"] == "funded"]
+    others = [a for a in mine if a["status"] != "funded"]
+    return render(request, "portal/payouts.html", {
+        "eligibility": eligibility, "others": others, "payouts": _payout_views(session, user),
+    })
+
+
+@router.post("/portal/payouts")
+def portal_request_payout(request: Request, form: Form, user: Trader, session: Db) -> Response:
+    raw = (form.get("account_id") or "").strip()
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_ID:
+        return redirect(request, "/portal/payouts", flash="Choose the account to be paid.")
+    try:
+        row = payout_service.request_payout(session, firm_id=user.firm_id, account_id=int(raw), actor=user.actor,
+                                            trader_scope=_scope(user))
+    except (Invalid, Conflict) as exc:
+        return redirect(request, "/portal/payouts", flash=f"The request was not accepted: {exc}")
+    if row.status == "requested":
+        flash = (f"Payout request {row.id} for {fmt_money(row.trader_amount)} is received; finance will review "
+                 "it and you will be told here and in your messages.")
+    else:
+        flash = f"Payout request {row.id} was refused: {row.reason}"
+    return redirect(request, f"/portal/payouts#payout-{row.id}", flash=flash)
+
+
+# --------------------------------------------------------------------------------------------------
+# profile, messages
+
+
+def _trader_view(request: Request, session, user) -> dict:
+    """As ``GET /api/v1/traders/{id}``: the trader with their stage brought up to date. The page's own
+    unit of work only reads; when the stage is behind the facts (a KYC approval expired, an account
+    funded), the catch-up runs in a write unit of work of its own, exactly like the API's read."""
+    comms.trader_in_firm(session, firm_id=user.firm_id, trader_id=_scope(user), trader_scope=_scope(user))
+    if not lifecycle_service.behind(session, firm_id=user.firm_id, trader_id=_scope(user)):
+        return lifecycle_service.trader_view(session, firm_id=user.firm_id, trader_id=_scope(user),
+                                             trader_scope=_scope(user))
+    with request.app.state.sessions.begin() as writer:
+        lifecycle_service.sync(writer, firm_id=user.firm_id, trader_id=_scope(user))
+        return lifecycle_service.trader_view(writer, firm_id=user.firm_id, trader_id=_scope(user),
+                                             trader_scope=_scope(user))
+
+
+@router.get("/portal/profile")
+def portal_profile(request: Request, user: Trader, session: Db) -> Response:
+    trader = _trader_view(request, session, user)
+    record = comms.trader_in_firm(session, firm_id=user.firm_id, trader_id=_scope(user), trader_scope=_scope(user))
+    cleared, kyc_words = lifecycle_service.kyc_cleared(session, record, write=False)
+    orders = [lifecycle_service.order_view(o) for o in
+              lifecycle_service.list_orders(session, firm_id=user.firm_id, trader_id=_scope(user))]
+    return render(request, "portal/profile.html", {"trader": trader, "kyc_cleared": cleared,
+                                                   "kyc_words": kyc_words, "orders": orders, "login": user.email})
+
+
+def _messages_page(request: Request, session, user, *, subject: str = "", text: str = "", error: str | None = None,
+                   status: int = 200) -> Response:
+    items = comms.timeline(session, firm_id=user.firm_id, trader_id=_scope(user), trader_scope=_scope(user))
+    return render(request, "portal/messages.html", {"items": items, "subject": subject, "text": text,
+                                                    "error": error, "max_body": comms.MAX_BODY}, status=status)
+
+
+@router.get("/portal/messages")
+def portal_messages(request: Request, user: Trader, session: Db) -> Response:
+    return _messages_page(request, session, user)
+
+
+@router.post("/portal/messages")
+def portal_send_message(request: Request, form: Form, user: Trader, session: Db) -> Response:
+    subject, text = form.get("subject", ""), form.get("text", "")
+    try:
+        comms.add_message(session, firm_id=user.firm_id, trader_id=_scope(user), subject=subject, text=text,
+                          actor=user.actor, from_trader=True, trader_scope=_scope(user))
+    except Invalid as exc:
+        return _messages_page(request, session, user, subject=subject, text=text, error=str(exc), status=422)
+    return redirect(request, "/portal/messages", flash="Your message is sent to support.")
