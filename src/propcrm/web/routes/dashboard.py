@@ -1,0 +1,68 @@
+"""The firm dashboard: the business numbers as charts, with every chart's data as a table.
+
+Roles: admin, risk and finance open the page. The business numbers (pass rates, days to pass,
+breaches by rule, payout ratio, open liability) are ``services.business.business_numbers``, the
+same function as ``GET /api/v1/metrics/business``, and shown only to the API's roles for it (admin,
+finance). Everyone on the page sees accounts by status and decisions per day (counts of what every
+staff role may list through ``/api/v1/accounts`` and ``/api/v1/decisions``).
+
+Charts are drawn by ``static/dashboard.js`` from JSON embedded in the page; amounts are shown as
+exact decimal text and turned into numbers only for drawing.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from ...api.auth import Db
+from ...services import business
+from ..core import Role, render
+from .. import queries_audit as q
+
+router = APIRouter()
+
+READERS = ("admin", "risk", "finance")
+NUMBERS = ("admin", "finance")  # GET /api/v1/metrics/business
+
+
+def _percent(ratio: str | None) -> str | None:
+    """``"0.6667"`` → ``"66.67"`` (exact: a shift of the decimal point)."""
+    return None if ratio is None else format(Decimal(ratio).scaleb(2), "f")
+
+
+def _charts(numbers: dict[str, Any] | None, statuses: list[tuple[str, int]], per_day: dict[str, Any]) -> dict:
+    data: dict[str, Any] = {
+        "statuses": {"labels": [s for s, _ in statuses], "counts": [n for _, n in statuses]},
+        "decisions": per_day,
+    }
+    if numbers is not None:
+        groups = numbers["pass_rates"]
+        data["pass_rates"] = {
+            "labels": [f"{g['product'] or 'no product'} · {g['phase']}" for g in groups],
+            "percent": [_percent(g["pass_rate"]) for g in groups],
+            "passed": [g["passed"] for g in groups], "failed": [g["failed"] for g in groups],
+            "median": [g["days_to_pass_median"] for g in groups], "mean": [g["days_to_pass_mean"] for g in groups],
+        }
+        rules = sorted({b["rule"] for b in numbers["breaches_by_rule"]},
+                       key=lambda r: -sum(b["count"] for b in numbers["breaches_by_rule"] if b["rule"] == r))
+        phases = sorted({b["phase"] or "" for b in numbers["breaches_by_rule"]})
+        counts = {(b["rule"], b["phase"] or ""): b["count"] for b in numbers["breaches_by_rule"]}
+        data["breaches"] = {"labels": rules,
+                            "phases": {p: [counts.get((r, p), 0) for r in rules] for p in phases}}
+    return data
+
+
+@router.get("/office/dashboard")
+def dashboard(request: Request, user: Role(*READERS), session: Db) -> Response:
+    numbers = business.business_numbers(session, firm_id=user.firm_id) if user.role in NUMBERS else None
+    statuses = q.accounts_by_status(session, firm_id=user.firm_id)
+    per_day = q.decisions_per_day(session, firm_id=user.firm_id)
+    return render(request, "dashboard/dashboard.html", {
+        "n": numbers, "statuses": statuses, "per_day": per_day, "total_accounts": sum(c for _, c in statuses),
+        "chart_data": _charts(numbers, statuses, per_day), "percent": _percent,
+        "decisions_30d": sum(per_day["totals"]),
+    })
