@@ -309,7 +309,8 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
         print_(f"demo platform feed: {len(seeded.accounts):,} accounts streaming at ~{demo_rate:,.0f} events/s; "
                "a status line follows every 5 s. Stop with Ctrl-C.", flush=True)
     try:
-        uvicorn.run(create_app(url), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(url), host=host, port=port, log_level="warning",
+                    timeout_graceful_shutdown=5)  # open live streams must not hold the exit
     finally:
         stop.set()
         for thread in threads:

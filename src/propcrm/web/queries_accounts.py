@@ -1,0 +1,387 @@
+"""Reads the accounts pages need beyond the services: display rows, the decisions feed with a rule
+filter, open positions, and the equity/balance series of an account replayed through the engine.
+
+Nothing here decides anything: figures come from ``services.accounts`` (the engine's stored state and
+the account's compiled pack phase) and the series is the engine's own replay of the stored events.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..adapters.db import models as m
+from ..domain.events import DECODER
+from ..domain.market import Market
+from ..domain.rules.limits import DailyLossRule, MaxLossRule
+from ..engine.runner import Engine
+from ..services import accounts as account_service
+from ..services import decisions as decision_service
+from ..services.accounts import MAX_PAGE, Page, compiled_pack, figures, money
+from ..services.errors import Invalid
+from ..services.evaluation import GLOBAL_TYPES, STATE_DECODER
+from .core import fmt_money
+
+MAX_POINTS = 2000
+FIGURE_KEYS = ("daily_floor", "daily_distance", "max_loss_level", "max_loss_distance", "target_pct", "trading_days",
+               "trading_days_required", "risk_score", "trader_name")
+
+
+# --------------------------------------------------------------------------------------------------
+# account rows: the list's items, complete with figures (from services.accounts when it has them)
+
+
+def supports(function, name: str) -> bool:
+    """Whether a service function takes a keyword (the accounts service grows new filters)."""
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def list_rows(session: Session, *, firm_id: str, trader_id: int | None = None, **filters: Any) -> Page:
+    """``services.accounts.list_accounts`` with only the filters it knows, items completed with figures."""
+    known = {k: v for k, v in filters.items() if v is not None and supports(account_service.list_accounts, k)}
+    page = account_service.list_accounts(session, firm_id=firm_id, trader_id=trader_id, **known)
+    complete(session, firm_id, page.items)
+    return page
+
+
+def rows_for(session: Session, *, firm_id: str, trader_id: int | None, ids: list[int]) -> list[dict[str, Any]]:
+    """The list items of these accounts (only those in the caller's scope), for live updates."""
+    if not ids:
+        return []
+    rows = getattr(account_service, "account_rows", None)
+    if rows is not None:
+        items = list(rows(session, firm_id=firm_id, trader_id=trader_id, ids=ids))
+    else:
+        query = select(m.Account, m.AccountState.balance, m.AccountState.equity).outerjoin(
+            m.AccountState, m.AccountState.account_id == m.Account.id
+        ).where(m.Account.firm_id == firm_id, m.Account.id.in_(ids))
+        if trader_id is not None:
+            query = query.where(m.Account.trader_id == trader_id)
+        items = [{**account_service.account_summary(a), "balance": money(b), "equity": money(e)}
+                 for a, b, e in session.execute(query)]
+    complete(session, firm_id, items)
+    return items
+
+
+def complete(session: Session, firm_id: str, items: list[dict[str, Any]]) -> None:
+    """Fill in the figures the accounts service does not give (yet), from the stored state."""
+    missing = [item for item in items if any(key not in item for key in FIGURE_KEYS)]
+    if not missing:
+        return
+    ids = [item["id"] for item in missing]
+    states = {row.account_id: row for row in session.scalars(select(m.AccountState).where(
+        m.AccountState.account_id.in_(ids)))}
+    versions = {v.id: v for v in session.scalars(select(m.RulePackVersion).where(
+        m.RulePackVersion.id.in_({item["pack_version_id"] for item in missing})))}
+    trader_ids = {item["trader_id"] for item in missing if item.get("trader_id")}
+    names = dict(session.execute(select(m.Trader.id, m.Trader.name).where(m.Trader.id.in_(trader_ids)))) if trader_ids else {}
+    scores = _risk_scores(session, firm_id, ids)
+    for item in missing:
+        version = versions.get(item["pack_version_id"])
+        if version is None:
+            continue
+        program = compiled_pack(version).phase(item["phase"])
+        row = states.get(item["id"])
+        st = STATE_DECODER.decode(row.state) if row is not None else None
+        numbers = figures(program, st)
+        daily, maxloss = numbers["daily_floor"] or {}, numbers["max_loss_level"] or {}
+        target = numbers["target"] or {}
+        extra = {
+            "daily_floor": daily.get("level"), "daily_distance": daily.get("distance"),
+            "max_loss_level": maxloss.get("level"), "max_loss_distance": maxloss.get("distance"),
+            "target_pct": target.get("progress_pct"),
+            "trading_days": numbers["trading_days"]["count"],
+            "trading_days_required": numbers["trading_days"]["required"],
+            "risk_score": scores.get(item["id"]),
+            "trader_name": names.get(item.get("trader_id")),
+        }
+        for key, value in extra.items():
+            item.setdefault(key, value)
+
+
+def _risk_scores(session: Session, firm_id: str, ids: list[int]) -> dict[int, int]:
+    try:
+        from ..adapters.db.models_analytics import RiskScore
+    except ImportError:  # pragma: no cover - analytics models always ship
+        return {}
+    return dict(session.execute(select(RiskScore.account_id, RiskScore.score).where(
+        RiskScore.firm_id == firm_id, RiskScore.account_id.in_(ids))))
+
+
+def _pct_text(value: Any) -> str:
+    if value is None or value == "":
+        return "—"
+    return f"{Decimal(str(value)).quantize(Decimal('0.1'))} %"
+
+
+def meter_value(value: Any) -> str:
+    """A target percentage clamped to 0–100 for a ``<meter>`` (text keeps the exact value)."""
+    if value is None or value == "":
+        return "0"
+    number = min(max(Decimal(str(value)), Decimal(0)), Decimal(100))
+    return format(number, "f")
+
+
+def display(item: dict[str, Any]) -> dict[str, Any]:
+    """A row as the page shows it: every field already text (the live updates send exactly this)."""
+    required = item.get("trading_days_required")
+    days = item.get("trading_days")
+    score = item.get("risk_score")
+    return {
+        "id": item["id"],
+        "status": item["status"],
+        "external_id": item["external_id"],
+        "trader": item.get("trader_name") or (f"trader {item['trader_id']}" if item.get("trader_id") else "—"),
+        "phase": item["phase"],
+        "balance": fmt_money(item.get("balance")),
+        "equity": fmt_money(item.get("equity")),
+        "daily_distance": fmt_money(item.get("daily_distance")),
+        "daily_floor": fmt_money(item.get("daily_floor")),
+        "max_loss_distance": fmt_money(item.get("max_loss_distance")),
+        "max_loss_level": fmt_money(item.get("max_loss_level")),
+        "target_pct": _pct_text(item.get("target_pct")),
+        "target_meter": meter_value(item.get("target_pct")),
+        "trading_days": "—" if days is None else (f"{days} / {required}" if required else str(days)),
+        "risk_score": "—" if score is None else str(score),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# decisions: the firm's feed with a rule filter (the service filters by kind and account)
+
+
+def decisions_feed(session: Session, *, firm_id: str, trader_id: int | None = None, kind: str | None = None,
+                   rule: str | None = None, account_id: int | None = None, limit: int = 50, offset: int = 0) -> Page:
+    """Decisions of the firm newest first, like ``services.decisions.list_decisions`` plus ``rule``."""
+    if rule is None:
+        return decision_service.list_decisions(session, firm_id=firm_id, trader_id=trader_id, account_id=account_id,
+                                               kind=kind, limit=limit, offset=offset)
+    if kind is not None and kind not in decision_service.KINDS:
+        raise Invalid(f"kind must be one of {', '.join(decision_service.KINDS)}")
+    if not 1 <= limit <= MAX_PAGE or offset < 0:
+        raise Invalid(f"limit must be between 1 and {MAX_PAGE} and offset not negative")
+    if account_id is not None:
+        account_service.get_account(session, firm_id=firm_id, account_id=account_id, trader_id=trader_id)
+    conditions = [m.Decision.firm_id == firm_id, m.Account.firm_id == firm_id, m.Decision.rule == rule]
+    if trader_id is not None:
+        conditions.append(m.Account.trader_id == trader_id)
+    if account_id is not None:
+        conditions.append(m.Decision.account_id == account_id)
+    if kind is not None:
+        conditions.append(m.Decision.kind == kind)
+    joined = select(m.Decision, m.Account.external_id).join(m.Account, m.Account.id == m.Decision.account_id)
+    total = session.scalar(select(func.count()).select_from(m.Decision).join(
+        m.Account, m.Account.id == m.Decision.account_id).where(*conditions)) or 0
+    rows = session.execute(joined.where(*conditions).order_by(m.Decision.ts.desc(), m.Decision.id.desc())
+                           .limit(limit).offset(offset)).all()
+    overrides = decision_service.overrides_of(session, firm_id=firm_id, decision_ids=[d.id for d, _ in rows],
+                                              redact=trader_id is not None)
+    items = [decision_service.decision_view(d, ext, overrides.get(d.id, [])) for d, ext in rows]
+    return Page(total=total, limit=limit, offset=offset, items=items)
+
+
+def rules_of_firm(session: Session, *, firm_id: str) -> list[str]:
+    """The rule ids of the firm's live pack versions (for the feed's rule filter)."""
+    found: set[str] = set()
+    for version in session.scalars(select(m.RulePackVersion).where(
+            m.RulePackVersion.firm_id == firm_id, m.RulePackVersion.status != "draft").limit(50)):
+        try:
+            compiled = compiled_pack(version)
+        except Exception:  # noqa: BLE001 - an unreadable pack only loses its names in a filter
+            continue
+        for program in compiled.phases:
+            for rule in getattr(program, "rules", ()):
+                rule_id = getattr(rule, "rule_id", None)
+                if rule_id:
+                    found.add(rule_id)
+            for rule in program.limits:
+                found.add(rule.rule_id)
+            if program.target is not None:
+                found.add(program.target.rule_id)
+    return sorted(found)
+
+
+# --------------------------------------------------------------------------------------------------
+# the account page: open positions and the series
+
+
+def open_positions(session: Session, account: m.Account) -> list[dict[str, Any]]:
+    row = session.get(m.AccountState, account.id)
+    if row is None:
+        return []
+    st = STATE_DECODER.decode(row.state)
+    return [{"position": key, "symbol": p.symbol, "side": p.side, "lots": p.lots, "price": p.price, "sl": p.sl,
+             "opened_at": p.opened_at, "realised": p.realised}
+            for key, p in sorted(st.positions.items(), key=lambda kv: kv[1].opened_at)]
+
+
+def _ms(ts: dt.datetime) -> int:
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=dt.timezone.utc)
+    return int(ts.timestamp() * 1000)
+
+
+def replay_points(session: Session, account: m.Account) -> tuple[list[dict[str, Any]], Any]:
+    """Every point of the account's history: its applied events (and the firm's clock and news events
+    among them) replayed through the engine with the account's pack phase, a point after each account
+    event with the levels ``program.summary`` gives at that moment. Returns (points, program).
+
+    A breach that staff cleared is cleared in the replay too, as ``services.overrides`` does it (the
+    engine's state back to active, deadlines and watch band recomputed), before the first event that
+    arrived after the override — so the line goes on after a cleared breach as the account did.
+    """
+    version = session.get(m.RulePackVersion, account.pack_version_id)
+    program = compiled_pack(version).phase(account.phase)
+    state = session.get(m.AccountState, account.id)
+    if state is None:
+        return [], program
+    own = session.execute(
+        select(m.RawEvent.seq, m.RawEvent.body, m.RawEvent.received_at).where(
+            m.RawEvent.firm_id == account.firm_id, m.RawEvent.account_id == account.id,
+            m.RawEvent.seq <= state.last_seq, m.RawEvent.status == "applied")
+        .order_by(m.RawEvent.seq)
+    ).all()
+    if not own:
+        return [], program
+    first = own[0].seq
+    shared = session.execute(
+        select(m.RawEvent.seq, m.RawEvent.type, m.RawEvent.body).where(
+            m.RawEvent.firm_id == account.firm_id, m.RawEvent.account_id.is_(None),
+            m.RawEvent.type.in_(GLOBAL_TYPES), m.RawEvent.seq <= state.last_seq)
+        .order_by(m.RawEvent.seq)
+    ).all()
+    clears = list(session.scalars(select(m.Override.created_at).where(
+        m.Override.firm_id == account.firm_id, m.Override.account_id == account.id,
+        m.Override.action == "clear_breach").order_by(m.Override.id)))
+    engine = Engine(lambda external: program if external == account.external_id else None, dedupe=False)
+    engine.market = Market()
+    # news before the account's first event only shape the market; clocks before it touch nothing
+    stream = [(seq, body, received) for seq, body, received in own]
+    stream += [(seq, body, None) for seq, kind, body in shared if kind == "news" or seq > first]
+    stream.sort(key=lambda item: item[0])
+    limits = [(rule.rule_id, isinstance(rule, DailyLossRule), isinstance(rule, MaxLossRule)) for rule in program.limits]
+    daily_id = next((rid for rid, daily, _ in limits if daily), None)
+    max_id = next((rid for rid, _, maxloss in limits if maxloss), None)
+    points: list[dict[str, Any]] = []
+    name = account.external_id
+    for _, body, received in stream:
+        mine = received is not None
+        if mine and clears and _aware(received) > _aware(clears[0]):
+            while clears and _aware(received) > _aware(clears[0]):
+                clears.pop(0)
+            st = engine.states.get(name)
+            if st is not None and st.status == "breached":  # as services.overrides.override_account
+                st.status = "active"
+                st.paused_until = None
+                program.refresh_deadline(st)
+                program.refresh_watch(st)
+        event = DECODER.decode(body)
+        decisions = engine.feed([event])
+        st = engine.states.get(name)
+        if st is None or not (mine or decisions):
+            continue
+        summary = program.summary(st)
+        points.append({
+            "t": _ms(event.ts), "equity": st.equity, "balance": st.balance,
+            "daily_floor": _finite(summary.get(daily_id, {}).get("level")) if daily_id else None,
+            "max_loss": _finite(summary.get(max_id, {}).get("level")) if max_id else None,
+            "decisions": [(d.kind, d.rule) for d in decisions],
+        })
+    return points, program
+
+
+def _aware(ts: dt.datetime) -> dt.datetime:
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=dt.timezone.utc)
+
+
+def _finite(value: Decimal | None) -> Decimal | None:
+    return value if value is not None and value.is_finite() else None
+
+
+def downsample(points: list[dict[str, Any]], limit: int = MAX_POINTS) -> list[dict[str, Any]]:
+    """At most ``limit`` points in time order, keeping the first, the last, every point with a decision
+    and, per bucket, the lowest and the highest equity (so no breach or peak disappears)."""
+    if len(points) <= limit:
+        return points
+    keep = {0, len(points) - 1}
+    keep.update(i for i, p in enumerate(points) if p["decisions"])
+    budget = max(limit - len(keep), 2)
+    buckets = max(budget // 2, 1)
+    size = len(points) / buckets
+    for b in range(buckets):
+        lo, hi = int(b * size), min(int((b + 1) * size), len(points))
+        if lo >= hi:
+            continue
+        chunk = range(lo, hi)
+        keep.add(min(chunk, key=lambda i: points[i]["equity"]))
+        keep.add(max(chunk, key=lambda i: points[i]["equity"]))
+    chosen = sorted(keep)
+    if len(chosen) > limit:  # too many decisions: thin them evenly, keeping both ends
+        step = len(chosen) / limit
+        chosen = sorted({chosen[0], chosen[-1], *(chosen[int(i * step)] for i in range(limit - 2))})
+    return [points[i] for i in chosen]
+
+
+def series(session: Session, account: m.Account, *, limit: int = MAX_POINTS) -> dict[str, Any]:
+    """The chart of an account: equity, balance, daily floor, max-loss level and target over time (money
+    as decimal text; times in epoch milliseconds), plus the datasets in the shape ``app.js`` draws."""
+    points, program = replay_points(session, account)
+    shown = downsample(points, limit)
+    target = program.target.target_balance if program.target is not None else None
+    texts: dict[Decimal, str | None] = {}
+
+    def text(value: Decimal | None) -> str | None:
+        """``services.accounts.money`` (decimal text without trailing zeros), memoised: levels repeat."""
+        if value is None:
+            return None
+        found = texts.get(value)
+        if found is None:
+            if not value.is_finite():
+                return None
+            found = format(value, "f")
+            if "." in found:
+                found = found.rstrip("0").rstrip(".")
+            if found in ("0", "-0"):
+                found = "0"
+            texts[value] = found
+        return found
+
+    rows = [{"t": p["t"], "equity": text(p["equity"]), "balance": text(p["balance"]),
+             "daily_floor": text(p["daily_floor"]), "max_loss": text(p["max_loss"]),
+             "decisions": [f"{kind}: {rule}" for kind, rule in p["decisions"]]} for p in shown]
+
+    def line(key: str) -> list[list[Any]]:
+        return [[row["t"], row[key]] for row in rows]
+
+    datasets = [
+        {"label": "Equity", "data": line("equity"), "color": "#1f5eff"},
+        {"label": "Balance", "data": line("balance"), "color": "#137a3a", "stepped": True},
+        {"label": "Daily floor", "data": line("daily_floor"), "color": "#a15c00", "dashed": True, "stepped": True},
+        {"label": "Max-loss level", "data": line("max_loss"), "color": "#b3261e", "dashed": True, "stepped": True},
+    ]
+    if target is not None and shown:
+        datasets.append({"label": "Target", "data": [[shown[0]["t"], money(target)], [shown[-1]["t"], money(target)]],
+                         "color": "#6b21a8", "dashed": True})
+    return {
+        "account": account.external_id,
+        "currency": program.pack.currency,
+        "initial": money(program.initial),
+        "target": money(target),
+        "count": len(points),
+        "shown": len(shown),
+        "points": rows,
+        "datasets": datasets,
+        "y_label": program.pack.currency,
+    }
+
+
+__all__ = ["decisions_feed", "display", "downsample", "list_rows", "open_positions", "replay_points", "rows_for",
+           "rules_of_firm", "series"]

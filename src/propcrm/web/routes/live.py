@@ -1,0 +1,26 @@
+"""``GET /live``: the server-sent event stream of live decisions and account rows (``web/live.py``)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import StreamingResponse
+
+from ..core import WebUser
+from ..live import Scope, Subscriber, hub_for, parse_params, stream
+
+router = APIRouter()
+
+
+@router.get("/live")
+async def live(request: Request, user: WebUser, decisions: str = "", accounts: str = "") -> StreamingResponse:
+    """Any logged-in user; each event is filtered to what the user may see (firm, a trader's own)."""
+    try:
+        mode, ids = parse_params(decisions, accounts)
+    except ValueError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+    sub = Subscriber(scope=Scope(firm_id=user.firm_id, trader_id=user.trader_scope), decisions=mode, accounts=ids)
+    return StreamingResponse(
+        stream(hub_for(request.app), sub, request.is_disconnected),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
