@@ -133,3 +133,14 @@ def test_the_login_form_escapes_what_was_typed(world):
     response = login(world, firm='"><script>alert(1)</script>')
     assert response.status_code == 401
     assert "<script>alert(1)</script>" not in response.text and "&lt;script&gt;" in response.text
+
+
+@pytest.mark.parametrize("path", ["/office/audit/verify", "/office/packs/two-step-100k/whatif?run=1"])
+def test_costly_pages_refuse_a_navigation_started_by_another_site(world, path):
+    # SameSite=Lax still sends the session cookie on a cross-site top-level GET: the browser's
+    # Sec-Fetch-Site header tells, and a what-if or a chain verification is not started for another site
+    page = browse(world, "fa:admin")
+    refused = page.get(path, headers={"Sec-Fetch-Site": "cross-site"})
+    assert refused.status_code == 403 and "another site" in refused.text
+    assert page.get(path, headers={"Sec-Fetch-Site": "same-origin"}).status_code == 200
+    assert page.get(path).status_code == 200  # not a browser, or a typed address: allowed

@@ -58,6 +58,8 @@ def _page_or_json(handler):
         response = await handler(request, exc)
         if not web.wants_html(request.url.path):
             return response
+        if isinstance(exc, RequestValidationError) and any(e.get("loc", ("",))[0] == "path" for e in exc.errors()):
+            return error_page(request, 404, "There is no such page: the address names something that cannot exist.")
         try:
             message = json.loads(response.body).get("error", "")
         except ValueError:

@@ -155,6 +155,17 @@ async def csrf(request: Request) -> dict[str, str]:
 Form = Annotated[dict[str, str], Depends(csrf)]
 
 
+def same_site_navigation(request: Request) -> None:
+    """For GET pages that cost real work (a what-if back-test, verifying the audit chain): refuse a
+    navigation another site started. ``SameSite=Lax`` still sends the session cookie on a cross-site
+    top-level GET; browsers say where a request came from in ``Sec-Fetch-Site``."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise HTTPException(status_code=403, detail="open this page from propcrm itself, not from a link on another site")
+
+
+SameSiteOnly = Depends(same_site_navigation)
+
+
 def new_login_csrf(request: Request) -> str:
     value = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
     request.state.login_csrf = value
@@ -206,7 +217,10 @@ def safe_next(target: str | None, default: str = "/") -> str:
 
 def error_page(request: Request, status: int, message: str) -> Response:
     if status == 401 or isinstance(message, LoginRequired):
-        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+        response = RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+        if request.cookies.get(COOKIE_NAME):  # a dead session's cookie: forget it
+            response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax", secure=_secure(request))
+        return response
     titles = {403: "Not allowed", 404: "Not found", 409: "Conflict", 422: "Check the form", 503: "Busy"}
     return render(request, "error.html", {"status": status, "title": titles.get(status, "Error"),
                                           "message": message}, status=status)

@@ -44,6 +44,7 @@ log = logging.getLogger("propcrm.web.live")
 
 INTERVAL = 1.0  # seconds between polls
 HEARTBEAT = 15.0  # seconds between comments on a quiet stream
+RECHECK = 0.5  # s: a stream re-reads its session before sending when its last check is older
 LINGER = 5.0  # seconds the polling task waits for a new stream after the last one closed
 MAX_ACCOUNTS = 500  # account ids one stream may follow
 MAX_DECISIONS = 1000  # decisions read per poll (the rest follow on the next)
@@ -313,10 +314,23 @@ def sse(event: str, data: dict[str, Any]) -> str:
 
 async def stream(hub: LiveHub, sub: Subscriber, is_disconnected: Callable[[], Awaitable[bool]], *,
                  heartbeat: float = HEARTBEAT, tick: float = 1.0,
-                 exiting: Callable[[], bool] = server_exiting) -> AsyncIterator[str]:
+                 exiting: Callable[[], bool] = server_exiting,
+                 authorized: Callable[[], Awaitable[bool]] | None = None,
+                 recheck: float = RECHECK) -> AsyncIterator[str]:
     """The body of one ``/live`` response: events as they come, a heartbeat, and an end when the
-    client leaves, the hub closes or the server is stopping."""
+    client leaves, the hub closes, the server is stopping or the session has ended (logout, revoked,
+    expired, user deactivated: ``authorized`` is asked again before an event is sent when its last
+    answer is older than ``recheck`` seconds, and every ``heartbeat`` when nothing happens)."""
     hub.subscribe(sub)
+    checked = time.monotonic()
+
+    async def still_allowed(older_than: float) -> bool:
+        nonlocal checked
+        if authorized is None or time.monotonic() - checked < older_than:
+            return True
+        checked = time.monotonic()
+        return await authorized()
+
     try:
         yield "retry: 3000\n: connected\n\n"
         quiet_since = time.monotonic()
@@ -327,9 +341,13 @@ async def stream(hub: LiveHub, sub: Subscriber, is_disconnected: Callable[[], Aw
                 if await is_disconnected():
                     break
                 if time.monotonic() - quiet_since >= heartbeat:
+                    if not await still_allowed(0):
+                        break
                     quiet_since = time.monotonic()
                     yield ": keepalive\n\n"
                 continue
+            if not await still_allowed(recheck):
+                break
             quiet_since = time.monotonic()
             yield sse(event, data)
     finally:

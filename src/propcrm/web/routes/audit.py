@@ -3,7 +3,8 @@ verify the hash chain exactly as ``propcrm audit verify`` does.
 
 Roles: admin and risk (the JSON API has no audit route; the menu's "Audit log"). A user sees the
 entries of their own firm only. "Verify chain" is a GET: it reads the log and writes nothing (a
-read-only unit of work), and the ``SameSite`` session cookie keeps another site from starting it.
+read-only unit of work); a navigation another site starts is refused (``Sec-Fetch-Site``), because
+``SameSite=Lax`` still sends the cookie on a cross-site GET and the check costs seconds of work.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from ...api.auth import Db
-from ..core import RISK, Role, render
+from ..core import RISK, Role, SameSiteOnly, render
 from .. import queries_audit as q
 
 router = APIRouter()
@@ -41,9 +42,10 @@ def _when(text: str, *, end: bool) -> dt.datetime | None:
             day = dt.date.fromisoformat(text)
             return dt.datetime.combine(day + dt.timedelta(days=1 if end else 0), dt.time(), tzinfo=UTC)
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
-    except ValueError:
-        raise ValueError(f"“{text}” is not a date (2026-03-02) or a time (2026-03-02T14:05)") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: a day past 9999-12-31 or before 0001-01-01 in UTC
+        raise ValueError(f"“{text}” is not a date (2026-03-02) or a time (2026-03-02T14:05) "
+                         "between the years 1 and 9999") from None
 
 
 @router.get("/office/audit")
@@ -88,7 +90,7 @@ def _query(request: Request) -> str:
                       if key not in ("before", "after") and value])
 
 
-@router.get("/office/audit/verify")
+@router.get("/office/audit/verify", dependencies=[SameSiteOnly])
 def verify_chain(request: Request, user: Role(*RISK), session: Db) -> Response:
     result = q.verify_bounded(session, firm_id=user.firm_id)
     status = 200

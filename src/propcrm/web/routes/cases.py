@@ -27,7 +27,7 @@ from ..core import RISK, Form, Role, redirect, render
 
 router = APIRouter()
 
-MAX_ID = 2**63 - 1
+MAX_ID = 2**31 - 1  # the id columns are 32-bit integers (as the API bounds them)
 CaseId = Annotated[int, Path(ge=1, le=MAX_ID)]
 MAX_TEXT = case_service.MAX_TEXT
 MIN_TEXT = case_service.MIN_TEXT
@@ -67,7 +67,7 @@ def _act(request: Request, session: Session, case_id: int, done: str | Callable[
 @router.post("/office/cases/{case_id}/assign")
 def assign(request: Request, case_id: CaseId, user: Role(*RISK), session: Db, form: Form) -> Response:
     raw = form.get("user_id", "").strip()
-    if raw and not (raw.isdigit() and 1 <= int(raw) <= MAX_ID):
+    if raw and not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_ID):
         return redirect(request, f"/office/cases/{case_id}", flash="Not done: choose a risk or admin user from the list")
     target = int(raw) if raw else None
     return _act(request, session, case_id,

@@ -23,7 +23,7 @@ from ...services import rulepacks as pack_service
 from ...services.catalog import pack_of
 from ...services.errors import Conflict, Invalid, NotFound
 from .. import queries_packs as q
-from ..core import ADMIN, RISK, Form, Role, redirect, render
+from ..core import ADMIN, RISK, Form, Role, SameSiteOnly, redirect, render
 
 router = APIRouter()
 
@@ -126,7 +126,7 @@ def draft_form(request: Request, pack_id: str, user: Role(*ADMIN), session: Db,
 def draft_save(request: Request, pack_id: str, user: Role(*ADMIN), session: Db, form: Form) -> Response:
     summary = _summary(session, user, pack_id)
     text = form.get("pack", "")
-    source = q.version_in(summary, int(form["from"])) if form.get("from", "").isdigit() else None
+    source = q.version_in(summary, int(form["from"])) if form.get("from", "").isascii() and form.get("from", "").isdigit() else None
     if not text.strip():
         return _draft_page(request, summary, text=text, source=source, error="The pack is empty.", status=422)
     try:
@@ -150,7 +150,7 @@ def draft_save(request: Request, pack_id: str, user: Role(*ADMIN), session: Db, 
 # what-if (admin, risk: it only reads)
 
 
-@router.get("/office/packs/{pack_id}/whatif")
+@router.get("/office/packs/{pack_id}/whatif", dependencies=[SameSiteOnly])
 def whatif_page(request: Request, pack_id: str, user: Role(*RISK), session: Db,
                 a: VersionQuery = None, b: VersionQuery = None,
                 scope: Annotated[str, Query(pattern="^(bound|pack|list)$")] = "bound",

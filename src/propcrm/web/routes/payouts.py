@@ -27,7 +27,7 @@ from .. import queries_payouts as q
 router = APIRouter()
 
 READERS = ("admin", "risk", "finance")  # GET /api/v1/payouts minus support (the menu's "Payouts")
-MAX_ID = 2**63 - 1
+MAX_ID = 2**31 - 1  # the id columns are 32-bit integers (as the API bounds them)
 PayoutId = Annotated[int, Path(ge=1, le=MAX_ID)]
 MAX_DEDUCTION_TEXT = 40  # as the API's PrepareIn.deduction
 MAX_REASON_TEXT = 2000

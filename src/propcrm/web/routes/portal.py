@@ -134,7 +134,7 @@ def portal_payouts(request: Request, user: Trader, session: Db) -> Response:
 @router.post("/portal/payouts")
 def portal_request_payout(request: Request, form: Form, user: Trader, session: Db) -> Response:
     raw = (form.get("account_id") or "").strip()
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_ID:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_ID:
         return redirect(request, "/portal/payouts", flash="Choose the account to be paid.")
     try:
         row = payout_service.request_payout(session, firm_id=user.firm_id, account_id=int(raw), actor=user.actor,

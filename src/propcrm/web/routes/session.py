@@ -27,8 +27,9 @@ def _login_page(request: Request, *, error: str | None = None, firm: str = "", e
                 next_path: str = "", status: int = 200) -> Response:
     value = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
     request.state.login_csrf = value
-    response = render(request, "login.html", {"error": error, "firm": firm, "email": email, "next": next_path},
-                      status=status)
+    # the login form's token is always the login cookie's: a dead session cookie must not replace it
+    response = render(request, "login.html", {"error": error, "firm": firm, "email": email, "next": next_path,
+                                              "csrf": value}, status=status)
     response.set_cookie(LOGIN_CSRF_COOKIE, value, max_age=3600, path="/login", httponly=True,
                         samesite="strict", secure=_secure(request))
     return response
