@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import msgspec
 from sqlalchemy import DateTime, bindparam, func, insert, select, update
@@ -362,27 +363,52 @@ def write_outcomes(session: Session, outcomes: list[AccountOutcome], *, states: 
 
 
 _UPSERT_STATES_PG = text_sql("""
-INSERT INTO account_states (account_id, firm_id, state, last_seq, balance, equity, updated_at)
+INSERT INTO account_states (account_id, firm_id, state, last_seq, balance, equity, updated_at,
+    daily_floor, daily_distance, daily_distance_cents, max_loss_level, max_loss_distance, max_loss_distance_cents,
+    nearest_bp, target_bp, trading_days)
 SELECT CAST(b.account_id AS INTEGER), b.firm_id, decode(b.state, 'hex'), CAST(b.last_seq AS BIGINT),
-       CAST(b.balance AS NUMERIC(24, 8)), CAST(b.equity AS NUMERIC(24, 8)), :now
+       CAST(b.balance AS NUMERIC(24, 8)), CAST(b.equity AS NUMERIC(24, 8)), :now,
+       CAST(b.daily_floor AS NUMERIC(24, 8)), CAST(b.daily_distance AS NUMERIC(24, 8)),
+       CAST(b.daily_distance_cents AS BIGINT), CAST(b.max_loss_level AS NUMERIC(24, 8)),
+       CAST(b.max_loss_distance AS NUMERIC(24, 8)), CAST(b.max_loss_distance_cents AS BIGINT),
+       CAST(b.nearest_bp AS INTEGER), CAST(b.target_bp AS INTEGER), CAST(b.trading_days AS INTEGER)
 FROM unnest(string_to_array(:ids, ','), string_to_array(:firms, chr(31)), string_to_array(:states, ','),
-            string_to_array(:seqs, ','), string_to_array(:balances, ','), string_to_array(:equities, ','))
-     AS b(account_id, firm_id, state, last_seq, balance, equity)
+            string_to_array(:seqs, ','), string_to_array(:balances, ','), string_to_array(:equities, ','),
+            string_to_array(:daily_floor, ',', ''), string_to_array(:daily_distance, ',', ''),
+            string_to_array(:daily_distance_cents, ',', ''), string_to_array(:max_loss_level, ',', ''),
+            string_to_array(:max_loss_distance, ',', ''), string_to_array(:max_loss_distance_cents, ',', ''),
+            string_to_array(:nearest_bp, ',', ''), string_to_array(:target_bp, ',', ''),
+            string_to_array(:trading_days, ',', ''))
+     AS b(account_id, firm_id, state, last_seq, balance, equity, daily_floor, daily_distance, daily_distance_cents,
+          max_loss_level, max_loss_distance, max_loss_distance_cents, nearest_bp, target_bp, trading_days)
 ON CONFLICT (account_id) DO UPDATE SET state = excluded.state, last_seq = excluded.last_seq,
-    balance = excluded.balance, equity = excluded.equity, updated_at = excluded.updated_at
+    balance = excluded.balance, equity = excluded.equity, updated_at = excluded.updated_at,
+    daily_floor = excluded.daily_floor, daily_distance = excluded.daily_distance,
+    daily_distance_cents = excluded.daily_distance_cents, max_loss_level = excluded.max_loss_level,
+    max_loss_distance = excluded.max_loss_distance, max_loss_distance_cents = excluded.max_loss_distance_cents,
+    nearest_bp = excluded.nearest_bp, target_bp = excluded.target_bp, trading_days = excluded.trading_days
 """).bindparams(bindparam("now", type_=DateTime(timezone=True)))
+
+_STATE_COLUMNS = ("state", "last_seq", "balance", "equity", "updated_at")
 
 
 def upsert_states(session: Session, outcomes: list[AccountOutcome], now: dt.datetime) -> None:
-    """Insert or update the accounts' states and positions: one statement on either backend."""
+    """Insert or update the accounts' states and positions: one statement on either backend.
+
+    With each state go the figures the accounts list sorts and filters on (distances to the daily
+    floor and the max-loss level, target progress, trading days: :func:`propcrm.services.accounts.stored_figures`),
+    computed from the state with the account's compiled phase — the numbers the account page shows."""
+    from .accounts import FIGURE_COLUMNS, figures_for_states  # (accounts imports this module)
+
     table = m.AccountState.__table__
     dialect = session.get_bind().dialect.name
+    figures = figures_for_states(session, ((o.account.pack_version_id, o.account.phase, o.state) for o in outcomes))
     if dialect == "postgresql" and not any("\x1f" in o.account.firm_id for o in outcomes):
         # One statement for the whole batch. Each column travels as one delimited text parameter that the
         # server splits (string_to_array) and casts: psycopg's array dumper escapes element by element
-        # in Python, which cost more than the rest of the write.
+        # in Python, which cost more than the rest of the write. An empty element is NULL (a figure only).
         encode = STATE_ENCODER.encode
-        session.execute(_UPSERT_STATES_PG, {
+        params = {
             "ids": ",".join(str(o.account.id) for o in outcomes),
             "firms": "\x1f".join(o.account.firm_id for o in outcomes),
             "states": ",".join(encode(o.state).hex() for o in outcomes),
@@ -390,15 +416,19 @@ def upsert_states(session: Session, outcomes: list[AccountOutcome], now: dt.date
             "balances": ",".join(format(o.state.balance, "f") for o in outcomes),
             "equities": ",".join(format(o.state.equity, "f") for o in outcomes),
             "now": now,
-        })
+        }
+        for name in FIGURE_COLUMNS:
+            params[name] = ",".join("" if f[name] is None else format(f[name], "f") if isinstance(f[name], Decimal)
+                                    else str(f[name]) for f in figures)
+        session.execute(_UPSERT_STATES_PG, params)
         return
     rows = [{"account_id": o.account.id, "firm_id": o.account.firm_id, "state": STATE_ENCODER.encode(o.state),
-             "last_seq": o.last_seq, "balance": o.state.balance, "equity": o.state.equity, "updated_at": now}
-            for o in outcomes]
+             "last_seq": o.last_seq, "balance": o.state.balance, "equity": o.state.equity, "updated_at": now, **f}
+            for o, f in zip(outcomes, figures)]
     statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     statement = statement.on_conflict_do_update(
         index_elements=[table.c.account_id],
-        set_={name: statement.excluded[name] for name in ("state", "last_seq", "balance", "equity", "updated_at")},
+        set_={name: statement.excluded[name] for name in (*_STATE_COLUMNS, *FIGURE_COLUMNS)},
     )
     session.execute(statement, rows)
 

@@ -8,7 +8,6 @@ the account's compiled pack phase) and the series is the engine's own replay of 
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 from decimal import Decimal
 from typing import Any
 
@@ -22,98 +21,29 @@ from ..domain.rules.limits import DailyLossRule, MaxLossRule
 from ..engine.runner import Engine
 from ..services import accounts as account_service
 from ..services import decisions as decision_service
-from ..services.accounts import MAX_PAGE, Page, compiled_pack, figures, money
+from ..services.accounts import MAX_PAGE, Page, compiled_pack, money
 from ..services.errors import Invalid
 from ..services.evaluation import GLOBAL_TYPES, STATE_DECODER
 from .core import fmt_money
 
 MAX_POINTS = 2000
-FIGURE_KEYS = ("daily_floor", "daily_distance", "max_loss_level", "max_loss_distance", "target_pct", "trading_days",
-               "trading_days_required", "risk_score", "trader_name")
 
 
 # --------------------------------------------------------------------------------------------------
-# account rows: the list's items, complete with figures (from services.accounts when it has them)
-
-
-def supports(function, name: str) -> bool:
-    """Whether a service function takes a keyword (the accounts service grows new filters)."""
-    try:
-        return name in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
+# account rows: the accounts service's items (stored figures, migration 0007)
 
 
 def list_rows(session: Session, *, firm_id: str, trader_id: int | None = None, **filters: Any) -> Page:
-    """``services.accounts.list_accounts`` with only the filters it knows, items completed with figures."""
-    known = {k: v for k, v in filters.items() if v is not None and supports(account_service.list_accounts, k)}
-    page = account_service.list_accounts(session, firm_id=firm_id, trader_id=trader_id, **known)
-    complete(session, firm_id, page.items)
-    return page
+    """``services.accounts.list_accounts`` (filters left as ``None`` are not applied)."""
+    known = {k: v for k, v in filters.items() if v is not None}
+    return account_service.list_accounts(session, firm_id=firm_id, trader_id=trader_id, **known)
 
 
 def rows_for(session: Session, *, firm_id: str, trader_id: int | None, ids: list[int]) -> list[dict[str, Any]]:
     """The list items of these accounts (only those in the caller's scope), for live updates."""
     if not ids:
         return []
-    rows = getattr(account_service, "account_rows", None)
-    if rows is not None:
-        items = list(rows(session, firm_id=firm_id, trader_id=trader_id, ids=ids))
-    else:
-        query = select(m.Account, m.AccountState.balance, m.AccountState.equity).outerjoin(
-            m.AccountState, m.AccountState.account_id == m.Account.id
-        ).where(m.Account.firm_id == firm_id, m.Account.id.in_(ids))
-        if trader_id is not None:
-            query = query.where(m.Account.trader_id == trader_id)
-        items = [{**account_service.account_summary(a), "balance": money(b), "equity": money(e)}
-                 for a, b, e in session.execute(query)]
-    complete(session, firm_id, items)
-    return items
-
-
-def complete(session: Session, firm_id: str, items: list[dict[str, Any]]) -> None:
-    """Fill in the figures the accounts service does not give (yet), from the stored state."""
-    missing = [item for item in items if any(key not in item for key in FIGURE_KEYS)]
-    if not missing:
-        return
-    ids = [item["id"] for item in missing]
-    states = {row.account_id: row for row in session.scalars(select(m.AccountState).where(
-        m.AccountState.account_id.in_(ids)))}
-    versions = {v.id: v for v in session.scalars(select(m.RulePackVersion).where(
-        m.RulePackVersion.id.in_({item["pack_version_id"] for item in missing})))}
-    trader_ids = {item["trader_id"] for item in missing if item.get("trader_id")}
-    names = dict(session.execute(select(m.Trader.id, m.Trader.name).where(m.Trader.id.in_(trader_ids)))) if trader_ids else {}
-    scores = _risk_scores(session, firm_id, ids)
-    for item in missing:
-        version = versions.get(item["pack_version_id"])
-        if version is None:
-            continue
-        program = compiled_pack(version).phase(item["phase"])
-        row = states.get(item["id"])
-        st = STATE_DECODER.decode(row.state) if row is not None else None
-        numbers = figures(program, st)
-        daily, maxloss = numbers["daily_floor"] or {}, numbers["max_loss_level"] or {}
-        target = numbers["target"] or {}
-        extra = {
-            "daily_floor": daily.get("level"), "daily_distance": daily.get("distance"),
-            "max_loss_level": maxloss.get("level"), "max_loss_distance": maxloss.get("distance"),
-            "target_pct": target.get("progress_pct"),
-            "trading_days": numbers["trading_days"]["count"],
-            "trading_days_required": numbers["trading_days"]["required"],
-            "risk_score": scores.get(item["id"]),
-            "trader_name": names.get(item.get("trader_id")),
-        }
-        for key, value in extra.items():
-            item.setdefault(key, value)
-
-
-def _risk_scores(session: Session, firm_id: str, ids: list[int]) -> dict[int, int]:
-    try:
-        from ..adapters.db.models_analytics import RiskScore
-    except ImportError:  # pragma: no cover - analytics models always ship
-        return {}
-    return dict(session.execute(select(RiskScore.account_id, RiskScore.score).where(
-        RiskScore.firm_id == firm_id, RiskScore.account_id.in_(ids))))
+    return list(account_service.account_rows(session, firm_id=firm_id, trader_id=trader_id, ids=ids))
 
 
 def _pct_text(value: Any) -> str:

@@ -236,6 +236,29 @@ class AccountState(Base):
     balance: Mapped[Decimal] = mapped_column(Money)
     equity: Mapped[Decimal] = mapped_column(Money)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # The figures the accounts list sorts and filters on, written with the state (migration 0007;
+    # services.accounts.stored_figures). NULL: no such level yet (a daily floor before the first
+    # trading day), no such rule, or a row written before 0007 (`propcrm accounts refresh-figures`).
+    # The *_cents copies are the exact value floored to the cent (for indexes); *_bp are percentages
+    # with two places as integer basis points (12.50 % -> 1250).
+    daily_floor: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    daily_distance: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    daily_distance_cents: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    max_loss_level: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    max_loss_distance: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    max_loss_distance_cents: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    nearest_bp: Mapped[int | None] = mapped_column(Integer, nullable=True)  # min distance % of equity
+    target_bp: Mapped[int | None] = mapped_column(Integer, nullable=True)  # target progress %
+    trading_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # (firm_id, figure, account_id): a sorted page of the list is a walk along one index
+    __table_args__ = (
+        Index("ix_account_states_changed", "firm_id", "updated_at"),
+        Index("ix_account_states_daily", "firm_id", "daily_distance_cents", "account_id"),
+        Index("ix_account_states_max_loss", "firm_id", "max_loss_distance_cents", "account_id"),
+        Index("ix_account_states_nearest", "firm_id", "nearest_bp", "account_id"),
+        Index("ix_account_states_target", "firm_id", "target_bp", "account_id"),
+        Index("ix_account_states_days", "firm_id", "trading_days", "account_id"),
+    )
 
 
 class Decision(Base):
@@ -254,6 +277,13 @@ class Decision(Base):
     threshold: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
     body: Mapped[bytes] = mapped_column(LargeBinary)  # the decision as the engine's NDJSON line
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # (migration 0008) the dashboard's recent decisions of a firm, by time; and an account's decisions
+    # by time — without the second, SQLite (no planner statistics) walks the first, the whole firm's
+    # decisions, to page one account's newest first
+    __table_args__ = (
+        Index("ix_decisions_firm_ts", "firm_id", "ts"),
+        Index("ix_decisions_account_ts", "firm_id", "account_id", "ts"),
+    )
 
 
 class Override(Base):
@@ -285,6 +315,12 @@ class AuditEntry(Base):
     after: Mapped[Any] = mapped_column(JSON, nullable=True)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # the audit viewer's filters, newest first: by action, by entity, by time (migration 0008)
+    __table_args__ = (
+        Index("ix_audit_log_firm_action", "firm_id", "action", "seq"),
+        Index("ix_audit_log_firm_entity", "firm_id", "entity", "entity_id", "seq"),
+        Index("ix_audit_log_firm_ts", "firm_id", "ts"),
+    )
 
 
 class OutboxMessage(Base):

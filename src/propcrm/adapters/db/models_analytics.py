@@ -98,6 +98,7 @@ class RiskScore(Base):
     score: Mapped[int] = mapped_column(Integer)
     explanation: Mapped[Any] = mapped_column(JSON)
     computed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    __table_args__ = (Index("ix_risk_scores_firm_score", "firm_id", "score", "account_id"),)  # sort by risk (0007)
 
 
 class AccountFingerprint(Base):

@@ -16,7 +16,7 @@ from ...adapters.db import models as m
 from ...services import accounts as account_service
 from ...services import decisions as decision_service
 from ...services import overrides as override_service
-from ...services.accounts import MAX_PAGE, SORT_KEYS, STATUSES
+from ...services.accounts import COUNT_CAP, MAX_PAGE, SORT_KEYS, STATUSES
 from ...services.decisions import KINDS, override_view
 from ...services.errors import Invalid
 from ...services.users import Principal
@@ -46,7 +46,7 @@ router = APIRouter(tags=["accounts"], responses=ERRORS)
 # shapes
 
 
-class AccountItem(BaseModel):
+class AccountBase(BaseModel):
     id: int
     external_id: str
     platform: str
@@ -61,10 +61,26 @@ class AccountItem(BaseModel):
     equity: str | None = None
 
 
+class AccountItem(AccountBase):
+    daily_floor: str | None = Field(None, description="the daily loss floor; null before the first trading day or event")
+    daily_distance: str | None = Field(None, description="equity − daily floor")
+    max_loss_level: str | None = None
+    max_loss_distance: str | None = Field(None, description="equity − max-loss level")
+    nearest_pct: str | None = Field(
+        None, description="the smaller distance (daily floor, max-loss level) as % of equity, two places")
+    target_pct: str | None = Field(None, description="profit target progress in %, two places")
+    trading_days: int | None = None
+    trading_days_required: int | None = None
+    risk_score: int | None = Field(None, description="latest behavioural risk score 0–100; null when never scored")
+    trader_name: str | None = None
+    updated_at: dt.datetime | None = Field(None, description="when the state was last written")
+
+
 class AccountPage(BaseModel):
     total: int
     limit: int
     offset: int
+    total_capped: bool = Field(False, description=f"more than {COUNT_CAP:,} matches: total is {COUNT_CAP + 1:,}")
     items: list[AccountItem]
 
 
@@ -111,7 +127,7 @@ class Evaluated(BaseModel):
     last_event_at: dt.datetime | None
 
 
-class AccountDetail(AccountItem):
+class AccountDetail(AccountBase):
     pack: PackRef
     currency: str
     initial_balance: str | None
@@ -187,7 +203,7 @@ class StopIn(BaseModel):
 
 class OverrideResult(BaseModel):
     override: OverrideView
-    account: AccountItem
+    account: AccountBase
 
 
 # --------------------------------------------------------------------------------------------------
@@ -200,18 +216,22 @@ def list_accounts(
     session: Db,
     status: Annotated[Literal[STATUSES] | None, Query()] = None,  # type: ignore[valid-type]
     phase: Annotated[str | None, Query(max_length=64)] = None,
-    search: Annotated[str | None, Query(max_length=200, description="part of the external id or login")] = None,
+    search: Annotated[str | None, Query(
+        max_length=200, description="part of the external id, login, trader's name or e-mail")] = None,
+    near: Annotated[str | None, Query(
+        max_length=8, description="a percentage of equity (e.g. 5): accounts whose distance to the daily floor "
+                                  "or the max-loss level is at most that")] = None,
     sort: Annotated[str, Query(description=f"one of {', '.join(SORT_KEYS)}; '-' in front for descending")] = "id",
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> dict:
     return account_service.list_accounts(
         session, firm_id=user.firm_id, trader_id=user.trader_scope, status=status, phase=phase, search=search,
-        sort=sort, limit=limit, offset=offset,
+        near=near, sort=sort, limit=limit, offset=offset,
     ).to_dict()
 
 
-@router.post("/accounts", response_model=AccountItem, status_code=201, summary="Create an account bound to a pack version",
+@router.post("/accounts", response_model=AccountBase, status_code=201, summary="Create an account bound to a pack version",
              responses={409: {"model": ErrorOut}})
 def create_account(body: AccountIn, user: AdminUser, session: Db) -> dict:
     if (body.pack_version_id is None) == (body.pack is None):

@@ -80,7 +80,7 @@ def accounts_page(request: Request, user: Role(*STAFF), session: Db) -> Response
     limit = _int(params.get("limit"), 50, 1, max(PAGE_SIZES))
     offset = _int(params.get("offset"), 0, 0, 1_000_000_000)
     page = q.list_rows(session, firm_id=user.firm_id, status=status, phase=phase, search=search,
-                       near=near if q.supports(account_service.list_accounts, "near") else None,
+                       near=near,
                        sort=sort, limit=limit, offset=offset)
     rows = [q.display(item) for item in page.items]
     state = {"status": status, "phase": phase, "q": search, "near": near, "sort": sort if sort != "id" else None,
@@ -102,7 +102,7 @@ def accounts_page(request: Request, user: Role(*STAFF), session: Db) -> Response
         headers.append({"field": field, "label": label, "href": link(sort=target, offset=None), "aria": aria})
     return render(request, "accounts/list.html", {
         "rows": rows, "page": page, "headers": headers, "statuses": STATUSES, "near_choices": NEAR_CHOICES,
-        "near_supported": q.supports(account_service.list_accounts, "near"),
+        "near_supported": True,
         "page_sizes": PAGE_SIZES, "filters": state, "limit": limit, "sort": sort,
         "prev_href": link(offset=max(offset - limit, 0) or None) if offset > 0 else None,
         "next_href": link(offset=offset + limit) if offset + limit < page.total else None,
