@@ -8,14 +8,13 @@ import statistics
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
-from ..adapters.db.models_lifecycle import Payout
+from ..adapters.db.models_lifecycle import Order, Payout
 from ..domain.money import ZERO
 from .accounts import money
-from .lifecycle import paid_revenue
 from .payouts import open_liability
 
 RATIO = Decimal("0.0001")
@@ -27,35 +26,54 @@ def _ratio(part: Decimal, whole: Decimal) -> str | None:
     return format((part / whole).quantize(RATIO, rounding=ROUND_HALF_EVEN), "f")
 
 
+def _total(session: Session, column: Any, *conditions: Any) -> Decimal:
+    """The exact sum of a money column over the rows matching ``conditions`` (NULL counts as 0): the
+    database counts each distinct amount (prices and discounts repeat), Python adds them as Decimals —
+    never the database's SUM, which is binary floating point on SQLite, where money is text."""
+    total = ZERO
+    for amount, count in session.execute(select(column, func.count()).where(*conditions).group_by(column)):
+        if amount is not None:
+            total += amount * count
+    return total
+
+
 def business_numbers(session: Session, *, firm_id: str) -> dict[str, Any]:
     products = {p.id: p.name for p in session.scalars(select(m.Product).where(m.Product.firm_id == firm_id))}
-    accounts = {a.id: a for a in session.scalars(select(m.Account).where(m.Account.firm_id == firm_id))}
-    outcome: dict[int, tuple[str, Any]] = {}
-    for account_id, kind, ts in session.execute(
-            select(m.Decision.account_id, m.Decision.kind, m.Decision.ts).where(
-                m.Decision.firm_id == firm_id, m.Decision.kind.in_(("phase_passed", "breach")))
-            .order_by(m.Decision.id)):
-        outcome.setdefault(account_id, (kind, ts))
-    starts = dict(session.execute(
-        select(m.RawEvent.account_id, func.min(m.RawEvent.ts)).where(
-            m.RawEvent.firm_id == firm_id, m.RawEvent.account_id.is_not(None),
-            m.RawEvent.type != "session").group_by(m.RawEvent.account_id)).all())
     groups: dict[tuple[Any, str], dict[str, Any]] = {}
-    for account in accounts.values():
-        key = (account.product_id, account.phase)
-        group = groups.setdefault(key, {"product_id": account.product_id,
-                                        "product": products.get(account.product_id), "phase": account.phase,
-                                        "accounts": 0, "passed": 0, "failed": 0, "days": []})
-        group["accounts"] += 1
-        found = outcome.get(account.id)
-        if found is None:
+    # the accounts per product and phase, counted by the database
+    for product_id, phase, count in session.execute(
+            select(m.Account.product_id, m.Account.phase, func.count()).where(m.Account.firm_id == firm_id)
+            .group_by(m.Account.product_id, m.Account.phase)):
+        groups[(product_id, phase)] = {"product_id": product_id, "product": products.get(product_id), "phase": phase,
+                                       "accounts": count, "passed": 0, "failed": 0, "days": []}
+    # each decided account's outcome: its first pass or breach (by decision id); for a pass, the days
+    # from its first non-session event to the pass
+    # (SQLite has no planner statistics: an indexable firm_id term sends it down a (firm_id, …) index —
+    # every decision of the firm, a random table read each — rather than ix_decisions_kind, which reads
+    # only passes and breaches; ``firm_id || ''`` keeps the term a plain filter there)
+    firm_term = m.Decision.firm_id == firm_id
+    if session.get_bind().dialect.name == "sqlite":
+        firm_term = m.Decision.firm_id.concat("") == firm_id
+    first = (select(m.Decision.account_id, func.min(m.Decision.id).label("decision_id"))
+             .where(firm_term, m.Decision.kind.in_(("phase_passed", "breach")))
+             .group_by(m.Decision.account_id).subquery())
+    start = (select(func.min(m.RawEvent.ts)).where(
+        m.RawEvent.firm_id == firm_id, m.RawEvent.account_id == m.Account.id, m.RawEvent.type != "session")
+        .correlate(m.Account).scalar_subquery())
+    passed = m.Decision.kind == "phase_passed"
+    # (plain rows from the connection: nothing ORM to load; the session has flushed at its first query)
+    for product_id, phase, kind, ts, started in session.connection().execute(
+            select(m.Account.product_id, m.Account.phase, m.Decision.kind, case((passed, m.Decision.ts), else_=None),
+                   case((passed, start), else_=None))
+            .join(first, first.c.account_id == m.Account.id).join(m.Decision, m.Decision.id == first.c.decision_id)
+            .where(m.Account.firm_id == firm_id)):  # in any order: the median and fmean (fsum) do not depend on it
+        group = groups.get((product_id, phase))
+        if group is None:  # an account added since the count: counted at the next call
             continue
-        kind, ts = found
         if kind == "phase_passed":
             group["passed"] += 1
-            start = starts.get(account.id)
-            if start is not None:
-                group["days"].append((ts - start).total_seconds() / 86400)
+            if started is not None:
+                group["days"].append((ts - started).total_seconds() / 86400)
         else:
             group["failed"] += 1
     pass_rates = []
@@ -71,11 +89,9 @@ def business_numbers(session: Session, *, firm_id: str) -> dict[str, Any]:
         select(m.Decision.rule, m.Decision.phase, func.count()).where(
             m.Decision.firm_id == firm_id, m.Decision.kind == "breach")
         .group_by(m.Decision.rule, m.Decision.phase).order_by(func.count().desc(), m.Decision.rule))]
-    paid_out = ZERO
-    for amount in session.scalars(select(Payout.trader_amount).where(Payout.firm_id == firm_id,
-                                                                     Payout.status == "approved")):
-        paid_out += amount or ZERO
-    revenue = paid_revenue(session, firm_id=firm_id)
+    paid_out = _total(session, Payout.trader_amount, Payout.firm_id == firm_id, Payout.status == "approved")
+    # challenge revenue, as lifecycle.paid_revenue counts it: what paid (not refunded) orders brought in
+    revenue = _total(session, Order.amount, Order.firm_id == firm_id, Order.status == "paid")
     liability, by_account = open_liability(session, firm_id=firm_id)
     return {
         "pass_rates": pass_rates,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
@@ -128,6 +129,14 @@ def penalties_since_last_payout(session: Session, account: m.Account, program: P
     for penalties in session.scalars(select(Payout.penalties).where(
             Payout.firm_id == account.firm_id, Payout.account_id == account.id, Payout.status == "approved")):
         earlier += penalties or ZERO
+    return _penalties_net(program, st, earlier)
+
+
+def _penalties_net(program: PhaseProgram, st: AccountState, earlier: Decimal) -> Decimal:
+    """:func:`penalties_since_last_payout` given ``earlier``, the penalties the account's approved
+    payouts already deducted (only read when the pack's ``payout.resets`` leaves ``deductions`` out)."""
+    if "deductions" in program.payout_policy.resets:
+        return st.deductions
     return max(st.deductions - earlier, ZERO)
 
 
@@ -138,18 +147,30 @@ def carried_over(session: Session, account: m.Account) -> tuple[Carried, ...]:
     row = session.scalar(select(Scaling).where(
         Scaling.firm_id == account.firm_id, Scaling.new_account_id == account.id, Scaling.status == "applied")
         .order_by(Scaling.id.desc()).limit(1))
-    if row is None or not row.carried_profit or row.carried_profit <= 0:
+    if not _carries(row):
         return ()
     paid = session.scalar(select(Payout.id).where(
         Payout.firm_id == account.firm_id, Payout.account_id == account.id, Payout.status == "approved").limit(1))
     if paid is not None:
         return ()
+    old = session.get(m.Account, row.account_id) if not row.carried_parts else None
+    return _carried_parts(row, old.external_id if old is not None else None)
+
+
+def _carries(row: Scaling | None) -> bool:
+    """Whether the account's latest applied scaling (``row``) carried profit over to it."""
+    return row is not None and bool(row.carried_profit) and row.carried_profit > 0
+
+
+def _carried_parts(row: Scaling, old_external_id: str | None) -> tuple[Carried, ...]:
+    """The carried-over parts of a scaling that carried profit (:func:`_carries`) to an account without an
+    approved payout yet; ``old_external_id``: the old account's external id (None: not found), only
+    used for a scaling stored without its parts."""
     if row.carried_parts:
         return tuple(Carried.from_dict(part) for part in row.carried_parts)
     # a scaling stored without its parts: the carried profit at the old account's phase split (none: 100%)
-    old = session.get(m.Account, row.account_id)
     return (Carried(amount=row.carried_profit, split_pct=row.from_split if row.from_split is not None else HUNDRED,
-                    source=old.external_id if old is not None else f"scaling {row.id}"),)
+                    source=old_external_id if old_external_id is not None else f"scaling {row.id}"),)
 
 
 def amount_now(session: Session, account: m.Account, program: PhaseProgram, st: AccountState, *,
@@ -157,11 +178,21 @@ def amount_now(session: Session, account: m.Account, program: PhaseProgram, st: 
     """The amount paying ``account`` now, step by step: its profit since the last payout at the split
     for the payouts already approved in its lineage, a carried-over part at the split it was earned at."""
     done = approved_count(session, firm_id=account.firm_id, lineage=lineage_of(account.external_id))
+    return _amount_of(program, st, external_id=account.external_id, done=done,
+                      penalties=penalties_since_last_payout(session, account, program, st),
+                      carried=carried_over(session, account), manual_deduction=manual_deduction,
+                      manual_reason=manual_reason)
+
+
+def _amount_of(program: PhaseProgram, st: AccountState, *, external_id: str, done: int, penalties: Decimal,
+               carried: tuple[Carried, ...], manual_deduction: Decimal = ZERO,
+               manual_reason: str | None = None) -> Amount:
+    """:func:`amount_now` from what it reads: ``done`` approved payouts in the lineage, the penalties of
+    the period (:func:`penalties_since_last_payout`), the carried-over parts (:func:`carried_over`)."""
     split, source = split_for(program.payout_policy, program.phase.profit_split, done)
-    return payout_amount(balance=st.balance, baseline=program.initial,
-                         penalties=penalties_since_last_payout(session, account, program, st),
+    return payout_amount(balance=st.balance, baseline=program.initial, penalties=penalties,
                          manual_deduction=manual_deduction, manual_reason=manual_reason, split_pct=split,
-                         split_source=source, carried=carried_over(session, account), account=account.external_id)
+                         split_source=source, carried=carried, account=external_id)
 
 
 def _unsettled(session: Session, account: m.Account) -> str | None:
@@ -542,21 +573,87 @@ def resolve_violation(session: Session, *, firm_id: str, decision_id: int, reaso
     return row
 
 
-def open_liability(session: Session, *, firm_id: str) -> tuple[Decimal, list[dict[str, Any]]]:
-    """What the firm would owe its funded accounts if each were paid now (trader's amounts, rounded down)."""
+class _PayoutFigures(msgspec.Struct):
+    """The only fields of an engine state (``domain.state.AccountState``, a msgpack map) that an amount
+    reads — ``balance`` and ``deductions``, with the same types and defaults; decoding just these skips
+    the rest of the state (positions, recent actions, levels), which is most of the work of decoding."""
+
+    balance: Decimal
+    deductions: Decimal = Decimal(0)
+
+
+_FIGURES_DECODER = msgspec.msgpack.Decoder(_PayoutFigures)
+
+
+def open_liability(session: Session, *, firm_id: str, chunk: int = 2000) -> tuple[Decimal, list[dict[str, Any]]]:
+    """What the firm would owe its funded accounts if each were paid now (trader's amounts, rounded down).
+
+    Each account's amount is :func:`amount_now`'s, computed from a few set-wide reads instead of
+    queries per account: the funded accounts with their states (in id order, ``chunk`` at a time), the
+    firm's approved payouts (count per lineage, penalties per account), the latest applied scaling into
+    each account, and each pack version compiled once."""
+    approved_by_lineage: dict[str, int] = {}
+    earlier_by_account: dict[int, Decimal] = {}
+    for account_id, lineage, penalties in session.execute(
+            select(Payout.account_id, Payout.lineage, Payout.penalties)
+            .where(Payout.firm_id == firm_id, Payout.status == "approved")):
+        approved_by_lineage[lineage] = approved_by_lineage.get(lineage, 0) + 1
+        earlier_by_account[account_id] = earlier_by_account.get(account_id, ZERO) + (penalties or ZERO)
+    latest_scaling: dict[int, Scaling] = {}
+    for row in session.scalars(select(Scaling).where(Scaling.firm_id == firm_id, Scaling.status == "applied",
+                                                     Scaling.new_account_id.is_not(None)).order_by(Scaling.id)):
+        latest_scaling[row.new_account_id] = row  # by id: the last one kept is the latest
+    carrying = {account_id: row for account_id, row in latest_scaling.items()
+                if _carries(row) and account_id not in earlier_by_account}
+    wanted = sorted({row.account_id for row in carrying.values() if not row.carried_parts})
+    old_names: dict[int, str] = {}
+    for start in range(0, len(wanted), 500):
+        old_names.update(session.execute(select(m.Account.id, m.Account.external_id)
+                                         .where(m.Account.id.in_(wanted[start:start + 500]))).all())
+    versions: dict[int, m.RulePackVersion] = {}
+    programs: dict[tuple[int, str], PhaseProgram] = {}
+
+    def program_of(version_id: int, phase: str) -> PhaseProgram:
+        key = (version_id, phase)
+        found = programs.get(key)
+        if found is None:
+            version = versions.get(version_id)
+            if version is None:
+                version = versions[version_id] = session.get(m.RulePackVersion, version_id)
+            found = programs[key] = compiled_pack(version).phase(phase)
+        return found
+
     total = ZERO
     rows = []
-    for account in session.scalars(select(m.Account).where(m.Account.firm_id == firm_id,
-                                                           m.Account.status == "funded").order_by(m.Account.id)):
-        program = _program(session, account)
-        state_row = session.get(m.AccountState, account.id)
-        if state_row is None or program.target is not None:
-            continue
-        a = amount_now(session, account, program, STATE_DECODER.decode(state_row.state))
-        if a.trader_amount > 0:
-            total += a.trader_amount
-            rows.append({"account_id": account.id, "account": account.external_id,
-                         "trader_amount": money(a.trader_amount)})
+    after = None
+    while True:
+        query = (select(m.Account.id, m.Account.external_id, m.Account.pack_version_id, m.Account.phase,
+                        m.AccountState.state)
+                 .outerjoin(m.AccountState, m.AccountState.account_id == m.Account.id)
+                 .where(m.Account.firm_id == firm_id, m.Account.status == "funded")
+                 .order_by(m.Account.id).limit(chunk))
+        if after is not None:
+            query = query.where(m.Account.id > after)
+        batch = session.connection().execute(query).all()  # plain rows; the session flushed at its first query
+        if not batch:
+            break
+        after = batch[-1].id
+        for account_id, external_id, version_id, phase, state in batch:
+            program = program_of(version_id, phase)
+            if state is None or program.target is not None:
+                continue
+            st = _FIGURES_DECODER.decode(state)
+            penalties = _penalties_net(program, st, earlier_by_account.get(account_id, ZERO))  # type: ignore[arg-type]
+            done = approved_by_lineage.get(lineage_of(external_id), 0)
+            scaling = carrying.get(account_id)
+            carried = () if scaling is None else _carried_parts(scaling, old_names.get(scaling.account_id))
+            trader_amount = _amount_of(program, st, external_id=external_id, done=done,  # type: ignore[arg-type]
+                                       penalties=penalties, carried=carried).trader_amount
+            if trader_amount > 0:
+                total += trader_amount
+                rows.append({"account_id": account_id, "account": external_id, "trader_amount": money(trader_amount)})
+        if len(batch) < chunk:
+            break
     return total, rows
 
 
