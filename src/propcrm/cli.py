@@ -386,6 +386,21 @@ def bench_ingest(
               seconds=seconds)
 
 
+@bench_app.command("web")
+def bench_web(
+    accounts: Annotated[int, typer.Option(help="accounts in the firm")] = 100_000,
+    events: Annotated[int, typer.Option(help="stored raw events")] = 10_000_000,
+    db: Annotated[Optional[str], typer.Option("--db", help="SQLite file to build, or to reuse when it exists")] = None,
+    database_url: Annotated[Optional[str], typer.Option("--database-url", help="time PostgreSQL instead (built when empty)")] = None,
+    requests: Annotated[int, typer.Option(help="timed requests per page")] = 200,
+    url: Annotated[Optional[list[str]], typer.Option("--url", help="a page to time (repeatable; {id} = a random account id); default: the accounts pages")] = None,
+) -> None:
+    """Response times of the back office's account pages over a big firm (p50/p95/p99/max per page)."""
+    from .bench_web import bench_web as run_bench
+
+    run_bench(accounts=accounts, events=events, db=db, database_url=database_url, requests=requests, urls=url)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
@@ -510,6 +525,26 @@ def accounts_create(
     finally:
         engine.dispose()
     print(summary)
+
+
+@accounts_app.command("refresh-figures")
+def accounts_refresh_figures(
+    all_rows: Annotated[bool, typer.Option("--all", help="recompute every row, not only those without figures")] = False,
+    firm: Annotated[Optional[str], typer.Option("--firm", help="only this firm (default: every firm)")] = None,
+    database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DATABASE_URL_HELP)] = None,
+) -> None:
+    """Fill the accounts list's figures (distances, target progress, trading days) from the stored states:
+    rows written before migration 0007 have none until their account's next event."""
+    from .adapters.db.session import sessions
+    from .services.accounts import refresh_figures
+
+    engine = _database(database_url)
+    try:
+        with sessions(engine).begin() as session:
+            done = refresh_figures(session, firm_id=firm, only_missing=not all_rows)
+    finally:
+        engine.dispose()
+    print(f"refreshed the figures of {done:,} account {'state' if done == 1 else 'states'}")
 
 
 @packs_app.command("add")
