@@ -7,7 +7,6 @@ from __future__ import annotations
 from decimal import ROUND_FLOOR, Decimal
 
 import pytest
-from argon2 import PasswordHasher
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, update
@@ -15,16 +14,12 @@ from typer.testing import CliRunner
 
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_analytics import RiskScore
-from propcrm.services import users
 from propcrm.services.accounts import FIGURE_COLUMNS, account_rows, basis_points, cents, changed_since, list_accounts
 from support.staff import build_world, seed
 
+pytestmark = pytest.mark.usefixtures("cheap_argon2")
+
 KEYS = ("daily_distance", "max_loss_distance", "nearest", "target_pct", "trading_days", "risk_score")
-
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 def opened(eid, account, ts, position=None):

@@ -26,27 +26,12 @@ from propcrm.services import accounts as account_service
 from propcrm.services.catalog import create_account
 from propcrm.web import live
 from propcrm.web.queries_accounts import downsample
-from support.staff import build_world, seed
 from support.web import browse
+
+pytestmark = pytest.mark.usefixtures("cheap_argon2")
 
 STAFF = ("admin", "risk", "finance", "support")
 PAGES = ("/office/accounts", "/office/accounts/{A1}", "/office/accounts/{A1}/series.json", "/office/decisions")
-
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    from argon2 import PasswordHasher
-
-    from propcrm.services import users
-
-    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
-@pytest.fixture
-def world(db_url):
-    app, world = build_world(db_url)
-    with world.client:
-        yield seed(world)
 
 
 def opened(eid, account, ts, position="p1"):

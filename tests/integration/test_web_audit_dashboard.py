@@ -13,30 +13,19 @@ from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import func, select, text
 
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_lifecycle import Order, Payout
-from propcrm.services import audit, business, users
+from propcrm.services import audit, business
 from propcrm.web import queries_audit
 from support.lifecycle import add_life_pack, funded_account
-from support.staff import PASSWORD, build_world, seed
+from support.staff import PASSWORD
 from support.web import browse
 
+pytestmark = pytest.mark.usefixtures("cheap_argon2")
+
 UTC = dt.timezone.utc
-
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
-@pytest.fixture
-def world(db_url):
-    app, world = build_world(db_url)
-    with world.client:
-        yield seed(world)
 
 
 def login(world, email: str) -> None:

@@ -13,30 +13,18 @@ import re
 from html import unescape
 
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import select
 
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_analytics import AccountLink, Case, CaseAccount, CaseNote
-from propcrm.services import analysis, users
+from propcrm.services import analysis
 from support.analytics import new_case
-from support.staff import build_world, seed
 from support.web import browse
+
+pytestmark = pytest.mark.usefixtures("cheap_argon2")
 
 UTC = dt.timezone.utc
 START = dt.datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
-@pytest.fixture
-def world(db_url):
-    app, world = build_world(db_url)
-    with world.client:
-        yield seed(world)
 
 
 def iso(t: dt.datetime) -> str:

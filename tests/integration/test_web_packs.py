@@ -10,30 +10,17 @@ import re
 from decimal import Decimal
 
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import select
-from support.staff import build_world, seed
 from support.web import browse
 
 from propcrm.adapters.db import models as m
 from propcrm.domain.program import compile_pack
 from propcrm.engine.replay import whatif as engine_whatif
-from propcrm.services import users
 from propcrm.services.catalog import pack_of
 
+pytestmark = pytest.mark.usefixtures("cheap_argon2")
+
 PACK = "two-step-100k"
-
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
-@pytest.fixture
-def world(db_url):
-    app, world = build_world(db_url)
-    with world.client:
-        yield seed(world)
 
 
 def textarea(page_html: str, name: str = "pack") -> str:
@@ -225,7 +212,7 @@ def test_whatif_reports_the_breach_the_draft_would_add_like_the_engine(world, tm
         packs = [compile_pack(pack_of(s.get(m.RulePackVersion, v.id))) for v in (v1, v2)]
     expected = engine_whatif(packs[0], packs[1], events, phase="phase-1").to_dict()
     assert [(d["account"], d["a"], d["b"]) for d in expected["differences"]] == [("A1", "active", "breached (daily_loss)")]
-    assert f'<span class="badge active">active</span>' in rows[0]
+    assert '<span class="badge active">active</span>' in rows[0]
     # totals: breached by daily_loss 0 → 1
     assert re.search(r"Breached by daily_loss</th><td class=\"num\">0</td><td class=\"num\"><strong>1</strong>", body)
     # an explicit list, and a bad one

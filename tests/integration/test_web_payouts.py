@@ -8,21 +8,16 @@ import re
 from decimal import Decimal
 
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import select
 
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_lifecycle import Payout
-from propcrm.services import users
 from support.lifecycle import add_life_pack, add_user, approve_kyc, funded_account, open_case
 from support.staff import build_world, seed
 from support.web import browse
 
 
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
+pytestmark = pytest.mark.usefixtures("cheap_argon2")
 
 @pytest.fixture
 def world(db_url):

@@ -8,32 +8,19 @@ import re
 from decimal import Decimal
 
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import select
 
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_lifecycle import Communication, Payout
-from propcrm.services import users
 from propcrm.services.accounts import account_detail
 from propcrm.services.communications import add_note
 from propcrm.web.core import fmt_money
 from support.lifecycle import add_life_pack, add_user, approve_kyc, funded_account
-from support.staff import build_world, seed
 from support.web import browse
 
+pytestmark = pytest.mark.usefixtures("cheap_argon2")
+
 STAFF = ("admin", "risk", "finance", "support")
-
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
-@pytest.fixture
-def world(db_url):
-    app, world = build_world(db_url)
-    with world.client:
-        yield seed(world)
 
 
 def opened(eid, account, ts):
@@ -192,7 +179,6 @@ def test_a_breached_account_says_why_with_the_exact_event_and_numbers(world):
     assert "feed glitch" not in html and "internal" not in html
 
 
-
 # --------------------------------------------------------------------------------------------------
 # payouts
 
@@ -249,10 +235,8 @@ def test_a_rejected_payout_shows_the_reason_to_the_trader(world):
     assert "finance@fa.example" not in html  # who requested it stays with staff
 
 
-
 # --------------------------------------------------------------------------------------------------
 # profile, messages
-
 
 
 def test_a_message_to_support_is_stored_escaped_and_staff_notes_stay_hidden(world):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from argon2 import PasswordHasher
 
 from propcrm.adapters.db import models as m
 from propcrm.api.auth import COOKIE_NAME
@@ -15,10 +14,7 @@ from support.staff import PASSWORD, build_world, seed
 from support.web import browse
 
 
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
+pytestmark = pytest.mark.usefixtures("cheap_argon2")
 
 @pytest.fixture
 def world(tmp_path):
