@@ -8,6 +8,7 @@ tests skip with the reason — except under ``CI=true``, where a missing Postgre
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +52,13 @@ def db_url(request, tmp_path) -> str:
         return
     with fresh_pg_schema(request.getfixturevalue("pg_base_url")) as url:
         yield url
+
+
+BROWSER_TESTS = Path(__file__).parent / "browser"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Real-browser tests run last: Playwright's sync API keeps an asyncio event loop running in the
+    main thread while its (session-scoped) browser is open, and a later test's ``asyncio.run()``
+    would refuse to start inside it."""
+    items.sort(key=lambda item: Path(str(item.path)).is_relative_to(BROWSER_TESTS))  # stable: order kept otherwise
