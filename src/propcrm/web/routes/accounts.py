@@ -102,7 +102,6 @@ def accounts_page(request: Request, user: Role(*STAFF), session: Db) -> Response
         headers.append({"field": field, "label": label, "href": link(sort=target, offset=None), "aria": aria})
     return render(request, "accounts/list.html", {
         "rows": rows, "page": page, "headers": headers, "statuses": STATUSES, "near_choices": NEAR_CHOICES,
-        "near_supported": True,
         "page_sizes": PAGE_SIZES, "filters": state, "limit": limit, "sort": sort,
         "prev_href": link(offset=max(offset - limit, 0) or None) if offset > 0 else None,
         "next_href": link(offset=offset + limit) if offset + limit < page.total else None,

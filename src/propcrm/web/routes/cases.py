@@ -110,5 +110,3 @@ def run_analysis(request: Request, user: Role(*RISK), session: Db, form: Form) -
     return redirect(request, "/office/cases",
                     flash=f"Analysis ({result.mode}) read {result.events_read} event(s): {cases}")
 
-
-routers: tuple[APIRouter, ...] = (router,)
