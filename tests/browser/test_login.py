@@ -40,3 +40,37 @@ def test_a_wrong_password_is_refused_with_a_message_and_logout_ends_the_session(
     page.goto("/office/accounts")
     assert "/login" in page.url
     context.close()
+
+
+def test_the_keyboard_alone_logs_in_and_skips_to_the_content(site, browser):
+    context = browser.new_context(base_url=site.url)
+    page = context.new_page()
+    page.goto("/login")
+
+    def focused() -> str:
+        return page.evaluate("() => { const e = document.activeElement;"
+                             " return (e.id || e.getAttribute('class') || e.textContent || e.tagName).trim(); }")
+
+    order = []
+    for _ in range(6):
+        page.keyboard.press("Tab")
+        order.append(focused())
+    assert order == ["skip", "brand", "firm", "email", "password", "primary"], order  # the skip link comes first
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Shift+Tab")
+    assert focused() == "firm"
+    page.keyboard.type("acme")
+    page.keyboard.press("Tab")
+    page.keyboard.type(site.email("risk"))
+    page.keyboard.press("Tab")
+    page.keyboard.type(site.password)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/office/accounts")
+    page.keyboard.press("Tab")
+    assert focused() == "skip" and page.locator("a.skip").is_visible()  # shown when focused, hidden otherwise
+    page.keyboard.press("Enter")
+    assert focused() == "main"
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.querySelector('main').contains(document.activeElement)")
+    context.close()
