@@ -30,6 +30,40 @@ def test_the_published_schema_is_current():
     )
 
 
+def _indented_like_old_msgspec(node):
+    """A schema as msgspec < 0.23 made it: docstrings with their source indentation kept."""
+    if isinstance(node, dict):
+        return {key: value.replace("\n", "\n    ") if key == "description" and isinstance(value, str)
+                else _indented_like_old_msgspec(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_indented_like_old_msgspec(item) for item in node]
+    return node
+
+
+def test_the_schema_does_not_depend_on_how_msgspec_formats_docstrings(monkeypatch):
+    """msgspec 0.23 stopped keeping docstring indentation; the published schema must not change with it."""
+    import msgspec
+
+    from propcrm.domain import rulepack
+
+    current = json_schema()
+    real_schema = msgspec.json.schema
+    monkeypatch.setattr(rulepack.msgspec.json, "schema", lambda t: _indented_like_old_msgspec(real_schema(t)))
+    assert "\\n    " in json.dumps(msgspec.json.schema(rulepack.RulePack)), "the stand-in should indent"
+    assert json_schema() == current
+
+
+def test_the_schema_describes_each_struct_with_its_cleaned_docstring():
+    import inspect
+
+    from propcrm.domain import rulepack
+
+    described = {name: node["description"] for name, node in json_schema()["$defs"].items() if "description" in node}
+    assert {"PayoutPolicy", "ScalingPlan"} <= set(described)
+    for name, text in described.items():
+        assert text == inspect.cleandoc(getattr(rulepack, name).__doc__), name
+
+
 def test_the_required_presets_ship():
     assert {"two-step-100k", "one-step-100k", "futures-eod-50k", "intraday-trailing-50k"} <= set(preset_names())
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import inspect
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -553,9 +554,23 @@ def _decimals_as_text_or_number(node: object) -> object:
     return node
 
 
+def _descriptions_cleaned(node: object) -> object:
+    """Descriptions (docstrings) with their indentation removed as ``inspect.cleandoc`` does.
+
+    msgspec before 0.23 kept a docstring's indentation and 0.23 removes it; cleaning it here gives the
+    same published schema with any msgspec.
+    """
+    if isinstance(node, dict):
+        return {key: inspect.cleandoc(value) if key == "description" and isinstance(value, str)
+                else _descriptions_cleaned(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_descriptions_cleaned(item) for item in node]
+    return node
+
+
 def json_schema() -> dict:
     """The published JSON Schema of a rule pack, generated from the structs that validate packs."""
-    schema = _decimals_as_text_or_number(msgspec.json.schema(RulePack))
+    schema = _descriptions_cleaned(_decimals_as_text_or_number(msgspec.json.schema(RulePack)))
     assert isinstance(schema, dict)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "propcrm rule pack"
