@@ -15,7 +15,8 @@ TEST_STAMP := $(VENV)/.installed-test
 # where `propcrm serve` listens: `make run PORT=8080` (HOST=0.0.0.0 to listen on every interface)
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# the web application's front-end libraries (Chart.js, Swagger UI) from the npm registry, pinned by package-lock.json
+# the web application's front-end libraries (Chart.js; Swagger UI for /docs) from the npm registry, pinned by
+# package-lock.json; no install scripts run (swagger-ui-dist's analytics dependency would report the install)
 VENDOR := src/propcrm/web/static/vendor
 VENDOR_STAMP := $(VENDOR)/.installed
 # `make lock` resolves pyproject.toml into the lock files with uv (itself pinned by requirements/lock-tool.txt)
@@ -39,10 +40,14 @@ $(TEST_STAMP): $(TEST_LOCK) pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENDOR_STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	mkdir -p $(VENDOR)
 	cp node_modules/chart.js/dist/chart.umd.min.js $(VENDOR)/chart.umd.js
 	cp node_modules/chart.js/LICENSE.md $(VENDOR)/chart.js.LICENSE.md
+	cp node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css $(VENDOR)/
+	cp node_modules/swagger-ui-dist/favicon-32x32.png $(VENDOR)/swagger-ui-favicon.png
+	cp node_modules/swagger-ui-dist/LICENSE $(VENDOR)/swagger-ui.LICENSE
+	cp node_modules/swagger-ui-dist/NOTICE $(VENDOR)/swagger-ui.NOTICE
 	touch $(VENDOR_STAMP)
 
 # the browser tests drive Debian's Chromium (no browser download is possible); installed when missing

@@ -20,6 +20,7 @@ from ..adapters.db.session import database_url as default_database_url
 from ..adapters.db.session import make_engine, migrate, sessions
 from ..adapters.bus.jetstream import BusConfig
 from .operations import IngestMetrics
+from . import reference
 from .routers import events, operations
 
 
@@ -49,6 +50,11 @@ def create_app(database_url: str | None = None) -> FastAPI:
         version=__version__,
         summary="Real-time rule engine, abuse analytics, payouts and CRM for prop trading firms.",
         lifespan=lifespan,
+        # /docs is ours (reference.py: Swagger UI served from /static, no inline script, as the CSP demands);
+        # no ReDoc (CDN assets) and no OAuth2 redirect page (inline script; the API has no OAuth2)
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.database_url = url
     app.state.engine = make_engine(url)
@@ -59,6 +65,7 @@ def create_app(database_url: str | None = None) -> FastAPI:
     app.state.metrics = IngestMetrics()
     app.include_router(events.router, prefix="/api/v1")
     app.include_router(operations.router)  # /healthz, /metrics (outside /api/v1)
+    app.include_router(reference.router)  # /docs: the API reference (Swagger UI)
     from .staff import mount as mount_staff_api  # login, roles, accounts, decisions, overrides, packs, users, keys
 
     mount_staff_api(app)
