@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -114,6 +115,13 @@ def test_only_risk_and_admin_may_act_and_a_post_without_csrf_is_refused(world):
 # what the pages show
 
 
+def sorted_by(html: str) -> list[tuple[str, str]]:
+    """(heading, aria-sort) of every column heading of the accounts table that says the rows are sorted by it."""
+    head = html.split('<table id="accounts-table"')[1].split("</thead>")[0]
+    return [(label.strip(), aria) for aria, label in
+            re.findall(r'<th scope="col" aria-sort="(\w+)"[^>]*>\s*<a [^>]*>([^<]+)', head)]
+
+
 def test_the_table_shows_the_figures_sorts_filters_and_pages(world):
     world.ingest(opened("o1", "A2", "2026-03-02T09:00:00Z"), equity("e1", "A2", "2026-03-02T10:00:00Z", "98500.50"))
     world.evaluate()
@@ -125,9 +133,11 @@ def test_the_table_shows_the_figures_sorts_filters_and_pages(world):
     # daily floor 95,000 (balance at day start − 5 % of initial): 3,500.50 to go; max loss 90,000: 8,500.50
     assert ">3,500.50<" in row and ">8,500.50<" in row
     assert ">1 / 4<" in row  # trading days
-    assert 'aria-sort' not in html.split("<tbody>")[0] or "aria-sort=\"ascending\"" not in html
-    sorted_html = page.get("/office/accounts?sort=-equity").text
-    assert 'aria-sort="descending"' in sorted_html
+    # the heading of the sorted column says so (aria-sort); the default order (by id) is no column's
+    assert sorted_by(html) == [] and "aria-sort" not in html
+    assert sorted_by(page.get("/office/accounts?sort=-equity").text) == [("Equity", "descending")]
+    assert sorted_by(page.get("/office/accounts?sort=equity").text) == [("Equity", "ascending")]
+    assert sorted_by(page.get("/office/accounts?sort=external_id").text) == [("Account", "ascending")]
     assert page.get("/office/accounts?status=breached").text.count("data-account-id=") == 0
     assert page.get("/office/accounts?q=A2").text.count("data-account-id=") == 1
     first = page.get("/office/accounts?limit=25&sort=external_id")
