@@ -130,17 +130,56 @@ def test_demo_streams_a_synthetic_firm_and_summarises_it():
     assert "summary" in out and "outcome by trading style" in out and "gambler" in out
 
 
-def test_bench_engine_prints_its_figures(tmp_path, monkeypatch):
-    result = subprocess.run(
-        [sys.executable, "-m", "propcrm.cli", "bench", "engine", "--accounts", "80", "--events", "20000", "--repeat", "1"],
-        capture_output=True,
-        timeout=300,
-        env={**__import__("os").environ, "PROPCRM_CACHE": str(tmp_path), "COLUMNS": "200"},
-    )
-    assert result.returncode == 0, result.stderr.decode()
-    out = result.stdout.decode()
-    for figure in ("decode only", "engine (decode + rules)", "engine / decode", "bytes/account"):
-        assert figure in out
+def _table_rows(out: str) -> dict[str, str]:
+    """The rows of a rich table as {figure: value}."""
+    rows = {}
+    for line in out.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("│").split("│")]
+        if line.startswith("│") and len(cells) == 2:
+            rows[cells[0]] = cells[1]
+    return rows
+
+
+def _number(text: str) -> float:
+    return float(text.split()[0].replace(",", ""))
+
+
+def test_bench_engine_measures_the_whole_firm_through_the_full_pack_and_prints_consistent_figures(tmp_path, monkeypatch):
+    """The figures are of the real work: every event of the generated firm, through the benchmark's pack.
+
+    A tiny firm in-process (the figures' size does not matter here; docs/benchmarks.md has real ones).
+    """
+    from typer.testing import CliRunner
+
+    from propcrm import bench
+    from propcrm.cli import app
+    from propcrm.domain.events import DECODER
+    from propcrm.domain.program import compile_pack
+    from propcrm.domain.rulepack import parse_pack
+    from propcrm.engine.runner import Engine
+
+    monkeypatch.setenv("PROPCRM_CACHE", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "250")
+    result = CliRunner().invoke(app, ["bench", "engine", "--accounts", "12", "--events", "1500", "--repeat", "2"])
+    assert result.exit_code == 0, result.output
+    rows = _table_rows(result.output)
+
+    [firm] = list((tmp_path / "propcrm" / "bench").glob("firm-12-1500-*.ndjson"))
+    data = firm.read_bytes()
+    replay = Engine(compile_pack(parse_pack(bench.BENCH_PACK)))
+    replay.feed(DECODER.decode_lines(data))
+    assert 1000 <= replay.stats.events == data.count(b"\n") <= 2000  # about the events asked for
+
+    assert _number(rows["events"]) == replay.stats.events
+    assert _number(rows["accounts"]) == len(replay.states) == 12
+    assert rows["decisions"] == ", ".join(f"{k} {v:,}" for k, v in sorted(replay.stats.decisions.items()))
+    assert rows["equity updates on the fast path"] == f"{replay.stats.fast_path / replay.stats.events:.1%} of all events"
+    decode, engine = _number(rows["decode only"]), _number(rows["engine (decode + rules)"])
+    assert rows["decode only"].endswith(" events/s") and rows["engine (decode + rules)"].endswith(" events/s")
+    assert 0 < engine and 0 < decode
+    assert abs(_number(rows["engine / decode"]) - engine / decode) <= 0.006  # the ratio of the two printed rates
+    assert 0 < _number(rows["state, msgpack snapshot"]) < _number(rows["state, in memory"])
+    assert rows["runs"].startswith("best of 2: ")
 
 
 def test_whatif_with_an_unknown_phase_exits_2(history):
