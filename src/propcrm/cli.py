@@ -616,8 +616,9 @@ def dispatch(
 
 
 from . import cli_analytics, cli_cluster, cli_lifecycle  # noqa: E402  (features add their commands)
+from . import cli_platforms  # noqa: E402  (issue 20: platform connections)
 
-for _feature in (cli_analytics, cli_lifecycle, cli_cluster):
+for _feature in (cli_analytics, cli_lifecycle, cli_cluster, cli_platforms):
     _feature.register(app, bench_app)
 
 

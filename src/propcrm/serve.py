@@ -282,6 +282,11 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
         from .services.analysis import analysis_loop  # abuse analysis: incremental passes (PROPCRM_ANALYSIS_INTERVAL)
 
         threads.append(threading.Thread(target=analysis_loop, args=(sessions(engine), stop), name="analysis", daemon=True))
+        # issue 20: the platform connectors (`propcrm platforms add`) run inside the embedded service
+        from .features.platforms.service import ConnectorSupervisor
+
+        threads.append(threading.Thread(target=ConnectorSupervisor(sessions(engine)).run, args=(stop,),
+                                        name="platforms", daemon=True))
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     if seeded is not None:
         threads.append(

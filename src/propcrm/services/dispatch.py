@@ -504,8 +504,13 @@ def build_dispatcher(session_factory: sessionmaker[Session], env: Mapping[str, s
                      **options: Any) -> Dispatcher:
     """A dispatcher configured from the environment (see the ``*_from_env`` functions)."""
     env = os.environ if env is None else env
-    return Dispatcher(session_factory, connectors=connectors_from_env(env), email=email_from_env(env),
-                      webhook=webhook_from_env(env), **options)
+    dispatcher = Dispatcher(session_factory, connectors=connectors_from_env(env), email=email_from_env(env),
+                            webhook=webhook_from_env(env), **options)
+    # issue 20: platforms with a stored connection (`propcrm platforms add`) are commanded through it
+    from ..features.platforms.commands import with_connections
+
+    dispatcher.connectors = with_connections(session_factory, dispatcher.connectors)
+    return dispatcher
 
 
 def describe_setup(dispatcher: Dispatcher) -> str:

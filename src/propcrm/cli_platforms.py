@@ -1,0 +1,280 @@
+"""`propcrm` commands of the platforms feature (issue 20): `platforms …`, `connect`, `import mt5-report`,
+`calendar …`, `platform-sim`, `bench platforms`.
+
+Keep imports of heavy modules inside the commands: every `propcrm` invocation imports this module.
+Secrets are read from a hidden prompt, stdin or an environment variable — never from the command line,
+where they would stay in the shell's history — and are never printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+
+_DB_HELP = "database URL (default: PROPCRM_DATABASE_URL, else ./data/propcrm.db)"
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _settings(pairs: list[str] | None) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"--setting takes KEY=VALUE, got {pair!r}")
+        settings[key.strip()] = _value(value)
+    return settings
+
+
+def _secrets(names: list[str] | None, from_env: list[str] | None) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for pair in from_env or []:
+        key, sep, variable = pair.partition("=")
+        if not sep or variable not in os.environ:
+            raise typer.BadParameter(f"--secret-env takes NAME=ENVIRONMENT_VARIABLE (set), got {pair!r}")
+        found[key] = os.environ[variable]
+    for name in names or []:
+        if sys.stdin.isatty():
+            found[name] = typer.prompt(f"{name}", hide_input=True, err=True)
+        else:
+            found[name] = sys.stdin.readline().rstrip("\r\n")
+    return found
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    from .cli import _cli_actor, _database, _fail, _firm_of
+
+    platforms_app = typer.Typer(help="Connections to trading platforms (docs/platforms.md).", no_args_is_help=True)
+    app.add_typer(platforms_app, name="platforms")
+
+    @platforms_app.command("families")
+    def families() -> None:
+        """The platform families propcrm connects, their settings and secrets."""
+        import msgspec
+
+        from .features.platforms.families import FamilyError, family, names
+
+        for name in names():
+            try:
+                kind = family(name)
+            except FamilyError as exc:
+                print(f"{name}: {exc}")
+                continue
+            fields = msgspec.structs.fields(kind.settings_type)
+            print(f"{name} — {kind.title}")
+            print(f"  secrets: {', '.join(kind.secrets)}")
+            for f in fields:
+                default = "" if f.required else f" = {f.default if f.default is not msgspec.NODEFAULT else '…'}"
+                print(f"  {f.name}{' (required)' if f.required else default}")
+
+    @platforms_app.command("keygen")
+    def keygen() -> None:
+        """Print a new key for PROPCRM_SECRET_KEY (the key that seals platform credentials)."""
+        from .adapters.platforms.secrets import new_key
+
+        print(new_key())
+
+    @platforms_app.command("add")
+    def add(
+        name: Annotated[str, typer.Argument(help="the connection's name: what accounts call their platform")],
+        family_name: Annotated[str, typer.Option("--family", help="mt5-web | mt5-manager | matchtrader")],
+        setting: Annotated[Optional[list[str]], typer.Option("--setting", "-s", help="KEY=VALUE (JSON values allowed), repeatable")] = None,
+        secret: Annotated[Optional[list[str]], typer.Option("--secret", help="NAME of a secret to read (hidden prompt, or a line of stdin)")] = None,
+        secret_env: Annotated[Optional[list[str]], typer.Option("--secret-env", help="NAME=ENVIRONMENT_VARIABLE holding a secret")] = None,
+        disabled: Annotated[bool, typer.Option("--disabled", help="store it without connecting yet")] = False,
+        firm: Annotated[Optional[str], typer.Option("--firm", help="firm id (default: the only firm)")] = None,
+        database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DB_HELP)] = None,
+    ) -> None:
+        """Store a platform connection: its settings, and its credentials sealed (never printed)."""
+        from .adapters.db.session import sessions
+        from .adapters.platforms.secrets import SecretError
+        from .features.platforms.connections import add_connection
+        from .services.errors import Conflict, Invalid, NotFound
+
+        secrets = _secrets(secret, secret_env)
+        engine = _database(database_url)
+        try:
+            with sessions(engine).begin() as session:
+                firm_id = _firm_of(session, firm, create=False)
+                try:
+                    row = add_connection(session, firm_id=firm_id, name=name, family_name=family_name,
+                                         settings=_settings(setting), secrets=secrets, actor=_cli_actor(),
+                                         enabled=not disabled)
+                except (Invalid, Conflict, NotFound, SecretError) as exc:
+                    raise _fail(str(exc)) from None
+                summary = f"added platform connection {row.name} ({row.family}) in firm {firm_id}"
+        finally:
+            engine.dispose()
+        print(summary)
+
+    @platforms_app.command("set")
+    def set_(
+        name: Annotated[str, typer.Argument(help="the connection's name")],
+        setting: Annotated[Optional[list[str]], typer.Option("--setting", "-s", help="KEY=VALUE, repeatable")] = None,
+        secret: Annotated[Optional[list[str]], typer.Option("--secret", help="NAME of a secret to replace (hidden prompt)")] = None,
+        secret_env: Annotated[Optional[list[str]], typer.Option("--secret-env", help="NAME=ENVIRONMENT_VARIABLE")] = None,
+        enable: Annotated[Optional[bool], typer.Option("--enable/--disable", help="connect it, or stop connecting")] = None,
+        firm: Annotated[Optional[str], typer.Option("--firm", help="firm id (default: the only firm)")] = None,
+        database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DB_HELP)] = None,
+    ) -> None:
+        """Change a connection's settings, credentials or state (audited)."""
+        from .adapters.db.session import sessions
+        from .features.platforms.connections import update_connection
+        from .services.errors import Conflict, Invalid, NotFound
+
+        secrets = _secrets(secret, secret_env)
+        engine = _database(database_url)
+        try:
+            with sessions(engine).begin() as session:
+                firm_id = _firm_of(session, firm, create=False)
+                try:
+                    update_connection(session, firm_id=firm_id, name=name, actor=_cli_actor(),
+                                      settings=_settings(setting) if setting else None, secrets=secrets or None,
+                                      enabled=enable)
+                except (Invalid, Conflict, NotFound) as exc:
+                    raise _fail(str(exc)) from None
+        finally:
+            engine.dispose()
+        print(f"updated platform connection {name}")
+
+    @platforms_app.command("list")
+    def list_(
+        firm: Annotated[Optional[str], typer.Option("--firm", help="only this firm")] = None,
+        database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DB_HELP)] = None,
+    ) -> None:
+        """The connections, their settings (no secrets: only which are set) and how many logins each maps."""
+        from .adapters.db.session import sessions
+        from .features.platforms.connections import list_connections
+
+        engine = _database(database_url)
+        try:
+            with sessions(engine)() as session:
+                rows = list_connections(session, firm_id=firm)
+        finally:
+            engine.dispose()
+        for row in rows:
+            print(json.dumps({"firm": row.firm_id, **row.to_dict()}, default=str))
+
+    @platforms_app.command("map")
+    def map_(
+        name: Annotated[str, typer.Argument(help="the connection's name")],
+        login: Annotated[str, typer.Option("--login", help="the account's login on the platform")],
+        account: Annotated[str, typer.Option("--account", help="the propcrm account (external id)")],
+        firm: Annotated[Optional[str], typer.Option("--firm", help="firm id (default: the only firm)")] = None,
+        database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DB_HELP)] = None,
+    ) -> None:
+        """Map a platform login to a propcrm account (the account's platform becomes this connection)."""
+        from .adapters.db.session import sessions
+        from .features.platforms.connections import map_login
+        from .services.errors import Conflict, Invalid, NotFound
+
+        engine = _database(database_url)
+        try:
+            with sessions(engine).begin() as session:
+                firm_id = _firm_of(session, firm, create=False)
+                try:
+                    map_login(session, firm_id=firm_id, connection=name, login=login, account=account,
+                              actor=_cli_actor())
+                except (Invalid, Conflict, NotFound) as exc:
+                    raise _fail(str(exc)) from None
+        finally:
+            engine.dispose()
+        print(f"login {login} on {name} → account {account}")
+
+    @platforms_app.command("test")
+    def test(
+        name: Annotated[str, typer.Argument(help="the connection's name")],
+        firm: Annotated[Optional[str], typer.Option("--firm", help="firm id (default: the only firm)")] = None,
+        database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DB_HELP)] = None,
+    ) -> None:
+        """Open a session with the platform and read the mapped accounts once (nothing is ingested)."""
+        from .adapters.db.session import sessions
+        from .adapters.platforms.port import PlatformError
+        from .features.platforms.connections import gateway_for, get_connection, mapped_logins
+        from .services.errors import NotFound
+
+        engine = _database(database_url)
+        try:
+            with sessions(engine)() as session:
+                firm_id = _firm_of(session, firm, create=False)
+                try:
+                    row = get_connection(session, firm_id=firm_id, name=name)
+                except NotFound as exc:
+                    raise _fail(str(exc)) from None
+                logins = sorted(mapped_logins(session, connection_id=row.id))
+                gateway = gateway_for(row)
+        finally:
+            engine.dispose()
+        try:
+            gateway.open()
+            readings = gateway.readings(logins[:100]) if logins else []
+            positions = gateway.positions(logins[:100]) if logins else []
+        except (PlatformError, ValueError) as exc:
+            raise _fail(f"{name}: {exc}") from None
+        finally:
+            try:
+                gateway.close()
+            except Exception:  # noqa: BLE001
+                pass
+        print(f"{name}: connected; {len(logins)} mapped login(s); read {len(readings)} account(s), "
+              f"{len(positions)} open position(s)")
+
+    @app.command("connect")
+    def connect(
+        connection: Annotated[Optional[list[str]], typer.Option("--connection", "-c", help="only these connections (repeatable)")] = None,
+        firm: Annotated[Optional[str], typer.Option("--firm", help="only this firm's connections")] = None,
+        metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="serve /metrics and /healthz on this port (internal)")] = None,
+        metrics_host: Annotated[str, typer.Option("--metrics-host", help="address of the metrics port")] = "127.0.0.1",
+        database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DB_HELP)] = None,
+    ) -> None:
+        """Run the platform connectors as their own role: snapshot and reconciliation on connect, then the
+        live stream into ingestion, reconnecting with backoff (one or more processes; give each its own
+        --connection set)."""
+        import logging
+        import threading
+
+        from .adapters.db.session import database_url as default_url
+        from .adapters.db.session import make_engine, migrate, sessions
+        from .features.platforms.service import ConnectorSupervisor
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        url = database_url or default_url()
+        migrate(url)
+        engine = make_engine(url)
+        supervisor = ConnectorSupervisor(sessions(engine), firm_id=firm, names=tuple(connection or ()))
+        server = None
+        if metrics_port is not None:
+            from .cluster.metrics import serve_http
+
+            server = serve_http(metrics_host, metrics_port, supervisor.metrics.registry, supervisor.health)
+        stop = threading.Event()
+        try:
+            supervisor.run(stop)
+        except KeyboardInterrupt:
+            stop.set()
+        finally:
+            supervisor.close()
+            if server is not None:
+                server.shutdown()
+            engine.dispose()
+
+    _register_more(app, bench_app)
+
+
+def _register_more(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Commands of the later steps (report and calendar import, simulator, benchmark)."""
+    for name in ("cli_imports", "cli_sim"):
+        try:
+            module = __import__(f"propcrm.{name}", fromlist=["register"])
+        except ImportError:
+            continue
+        module.register(app, bench_app)
