@@ -271,10 +271,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
 
 def _register_more(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Commands of the later steps (report and calendar import, simulator, benchmark)."""
-    for name in ("cli_imports", "cli_sim"):
-        try:
-            module = __import__(f"propcrm.{name}", fromlist=["register"])
-        except ImportError:
-            continue
-        module.register(app, bench_app)
+    """Commands of the later steps (simulator, report and calendar import, benchmark)."""
+    from . import cli_sim
+
+    cli_sim.register(app, bench_app)

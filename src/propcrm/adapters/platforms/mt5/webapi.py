@@ -194,19 +194,26 @@ class Mt5WebApi:
         self._password = password
         self.agent = agent
         self.version = max(int(version), 484)
-        self._client = httpx.Client(
-            base_url=self.url, timeout=timeout, verify=verify, transport=transport,
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-            headers={"Connection": "keep-alive", "User-Agent": f"propcrm/{agent} (MetaTrader 5 Web API client)"})
+        self._options = dict(timeout=timeout, verify=verify, transport=transport)
+        self._client = self._new_client()
         self.authenticated = False
         self.version_access: str | None = None
 
     def __repr__(self) -> str:
         return f"Mt5WebApi({self.url!r}, manager={self.manager!r})"
 
+    def _new_client(self) -> httpx.Client:
+        # one keep-alive connection: the Web API's session belongs to the connection
+        return httpx.Client(
+            base_url=self.url, limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            headers={"Connection": "keep-alive", "User-Agent": f"propcrm/{self.agent} (MetaTrader 5 Web API client)"},
+            **self._options)
+
     # -- session
     def connect(self) -> None:
         self.authenticated = False
+        if self._client.is_closed:
+            self._client = self._new_client()
         start = self._raw("GET", "/api/auth/start",
                           {"version": self.version, "agent": self.agent, "login": self.manager, "type": "manager"})
         srv_rand = str(start.get("srv_rand") or "")
@@ -263,15 +270,17 @@ class Mt5WebApi:
         return document
 
     def request(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None,
-                kind: Any = None) -> Any:
-        """One request; re-authenticates once if the server lost the session. Returns ``answer``."""
+                kind: Any = None, whole: bool = False) -> Any:
+        """One request; re-authenticates once if the server lost the session. Returns ``answer`` (with
+        ``whole``, the whole document: ``dealer/get_request_result`` answers per request id)."""
         data = None if body is None else json.dumps(body, default=str).encode()
         for attempt in (1, 2):
             if not self.authenticated:
                 self.connect()
             try:
                 if kind is None:
-                    return self._raw(method, path, params or {}, data).get("answer")
+                    document = self._raw(method, path, params or {}, data)
+                    return document if whole else document.get("answer")
                 response = self._send(method, path, params or {}, data)
                 if response.status_code in (401, 403):
                     self.authenticated = False
@@ -573,7 +582,8 @@ class Mt5WebGateway:
         deadline = time.monotonic() + self.settings.close_timeout_s
         pending = [i for i in ids if i]
         while pending and time.monotonic() < deadline:
-            result = self.api.request("GET", "/api/dealer/get_request_result", {"id": ",".join(pending)}) or {}
+            result = self.api.request("GET", "/api/dealer/get_request_result", {"id": ",".join(pending)},
+                                      whole=True) or {}
             still = []
             for request_id in pending:
                 code = _request_code(result, request_id)

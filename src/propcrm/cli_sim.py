@@ -1,0 +1,51 @@
+"""`propcrm platform-sim` (the trading-platform simulator) and `propcrm bench platforms`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    @app.command("platform-sim")
+    def platform_sim(
+        port: Annotated[int, typer.Option(help="port of its MT5 Web API")] = 8443,
+        host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+        db: Annotated[str, typer.Option("--db", help="its SQLite file (accounts, positions, deals survive restarts)")] = "data/platform-sim.db",
+        manager: Annotated[str, typer.Option(help="the manager login of its Web API")] = "1000",
+        zone: Annotated[str, typer.Option(help="server time zone (offset or IANA name)")] = "Europe/Athens",
+        tick: Annotated[float, typer.Option(help="seconds between price ticks")] = 0.1,
+        group: Annotated[str, typer.Option(help="group mask of the accounts its traders trade")] = "*",
+        orders_per_s: Annotated[float, typer.Option("--orders-per-s", help="simulated traders' orders per second (0: none)")] = 0.0,
+        controls: Annotated[bool, typer.Option("--controls", help="accept /sim/control (set prices, rollover): tests and demos only")] = False,
+    ) -> None:
+        """Run the trading-platform simulator: an MT5 Web API subset, a price feed, simulated traders.
+
+        The manager password is read from PROPCRM_SIM_MANAGER_PASSWORD (or a line of stdin).
+        """
+        import logging
+        import threading
+
+        from .tools.platform_sim.main import Simulator
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        password = os.environ.get("PROPCRM_SIM_MANAGER_PASSWORD") or sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            typer.echo("error: set PROPCRM_SIM_MANAGER_PASSWORD (the Web API's manager password)", err=True)
+            raise typer.Exit(2)
+        os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
+        sim = Simulator(db, manager, password, host=host, port=port, zone=zone, tick_s=tick, controls=controls).start()
+        if orders_per_s > 0:
+            sim.trade(sim.server.logins_of(group=group), orders_per_s=orders_per_s)
+        print(f"platform simulator: MT5 Web API at {sim.url} (manager {manager}); {len(sim.server.accounts)} accounts, "
+              f"{len(sim.server.deals)} deals so far. Stop with Ctrl-C.", flush=True)
+        stop = threading.Event()
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sim.close()

@@ -1,0 +1,193 @@
+"""The whole loop against the platform simulator, through the real MT5 Web API connector:
+
+a challenge account is created on the platform by the outbox, its trades stream into ingestion, the
+worker decides a breach, the dispatcher disables the account on the platform and its next order is
+refused; and the stream loses and repeats no deal across dropped sessions and restarts of either side.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from propcrm.adapters.db import models as m
+from propcrm.adapters.db.models_platforms import PlatformConnection
+from propcrm.adapters.db.session import make_engine, sessions
+from propcrm.adapters.platforms.guard import GuardSettings
+from propcrm.adapters.platforms.metrics import ConnectorMetrics
+from propcrm.adapters.platforms.mt5.webapi import USER_RIGHT_TRADE_DISABLED
+from propcrm.adapters.platforms.runner import ConnectorRunner, RunnerSettings
+from propcrm.adapters.platforms.secrets import SecretBox, new_key
+from propcrm.domain.rulepack import load_pack
+from propcrm.features.platforms.connections import add_connection, gateway_for
+from propcrm.features.platforms.store import DatabaseStore
+from propcrm.services.catalog import add_pack, create_account, ensure_firm
+from propcrm.services.dispatch import build_dispatcher
+from propcrm.services.evaluation import EvaluationWorker
+from propcrm.tools.platform_sim.main import Simulator
+from propcrm.tools.platform_sim.server import TRADE_DISABLED
+
+UTC = dt.timezone.utc
+FIRM = "acme"
+MANAGER, PASSWORD = "1000", "Manager#2026"
+
+
+class World:
+    def __init__(self, db_url: str, tmp_path, monkeypatch) -> None:
+        monkeypatch.setenv("PROPCRM_SECRET_KEY", new_key())
+        for name in ("PROPCRM_PLATFORM_BRIDGE_URL", "PROPCRM_PLATFORM_BRIDGE_SECRET", "PROPCRM_SMTP_HOST",
+                     "PROPCRM_FIRM_WEBHOOK_URL", "PROPCRM_NATS_URL"):
+            monkeypatch.delenv(name, raising=False)
+        self.engine = make_engine(db_url)
+        self.db = sessions(self.engine)
+        self.sim_path = str(tmp_path / "sim.db")
+        self.sim = Simulator(self.sim_path, MANAGER, PASSWORD, zone="+02:00", controls=True).start(feed=False)
+        self.box = SecretBox()
+        with self.db.begin() as s:
+            ensure_firm(s, firm_id=FIRM, name="Acme Prop")
+            version = add_pack(s, firm_id=FIRM, pack=load_pack("two-step-100k"), activate=True)
+            trader = m.Trader(firm_id=FIRM, name="Alice", email="alice@traders.example")
+            s.add(trader)
+            s.flush()
+            self.trader_id = trader.id
+            self.version_id = version.id
+            row = add_connection(s, firm_id=FIRM, name="sim", family_name="mt5-web",
+                                 settings={"url": self.sim.url, "manager": MANAGER, "server_timezone": "+02:00",
+                                           "groups_by_phase": {"*": "demo\\challenge"}, "readings_interval_s": 0,
+                                           "users_interval_s": 0.5},
+                                 secrets={"password": PASSWORD}, actor="test", box=self.box)
+            self.connection_id = row.id
+        self.dispatcher = build_dispatcher(self.db, {})
+        self.worker = EvaluationWorker(self.db)
+        self.runner = self.new_runner()
+
+    def new_runner(self) -> ConnectorRunner:
+        with self.db() as s:
+            row = s.get(PlatformConnection, self.connection_id)
+            s.expunge(row)
+        store = DatabaseStore(self.db, firm_id=FIRM, connection_id=self.connection_id, name="sim")
+        return ConnectorRunner(gateway_for(row, self.box), store, metrics=ConnectorMetrics(), settings=RunnerSettings(
+            poll_interval_s=0.01, backoff_initial_s=0.05, backoff_max_s=0.2, guard=GuardSettings(settle_s=0)))
+
+    def challenge(self, external_id: str) -> str:
+        """A challenge account, created on the platform by the outbox as a paid order does."""
+        with self.db.begin() as s:
+            create_account(s, firm_id=FIRM, external_id=external_id, pack_version_id=self.version_id, platform="sim",
+                           trader_id=self.trader_id)
+            s.add(m.OutboxMessage(firm_id=FIRM, kind="platform_command", dedupe_key=f"test:create:{external_id}",
+                                  payload={"command": "create_account", "account": external_id, "platform": "sim",
+                                           "account_size": "100000"}))
+        report = self.dispatcher.run_once()
+        assert report.delivered >= 1 and report.failed == 0, report
+        with self.db() as s:
+            return s.scalar(select(m.Account.login).where(m.Account.external_id == external_id))
+
+    def evaluate(self) -> None:
+        self.worker.run_until_idle()
+        self.dispatcher.run_once()
+
+    def stored_ids(self) -> list[str]:
+        with self.db() as s:
+            return list(s.scalars(select(m.RawEvent.event_id).where(m.RawEvent.source == "sim")))
+
+    def restart_simulator(self) -> None:
+        port = self.sim.port
+        self.sim.close()
+        self.sim = Simulator(self.sim_path, MANAGER, PASSWORD, zone="+02:00", controls=True, port=port).start(feed=False)
+
+    def close(self) -> None:
+        self.dispatcher.close()
+        self.sim.close()
+        self.engine.dispose()
+
+
+@pytest.fixture
+def world(db_url, tmp_path, monkeypatch):
+    w = World(db_url, tmp_path, monkeypatch)
+    yield w
+    w.close()
+
+
+def test_a_breach_disables_the_platform_account_and_its_next_order_is_refused(world):
+    login = world.challenge("CH-1")
+    server = world.sim.server
+    account = server.accounts[int(login)]
+    assert account.balance_c == 10_000_000 and account.group == "demo\\challenge"
+    with world.db() as s:  # the trader was told the new login and password
+        note = s.scalar(select(m.OutboxMessage.payload).where(m.OutboxMessage.kind == "notify"))
+    assert login in note["message"] and "password" in note["message"]
+
+    world.runner.connect()
+    world.runner.sync()
+    server.set_price("EURUSD", 1.08500)
+    assert server.execute(int(login), "EURUSD", 0, 500_000_000).retcode.startswith("10009")
+    world.runner.step()
+    world.evaluate()
+    server.set_price("EURUSD", 1.07400)  # about −5,500 on 5 lots: below the 95,000 daily floor
+    world.runner.step()
+    world.evaluate()
+
+    with world.db() as s:
+        status = s.scalar(select(m.Account.status).where(m.Account.external_id == "CH-1"))
+        breach = s.scalar(select(m.Decision.message).where(m.Decision.kind == "breach"))
+        sent = s.scalar(select(m.OutboxMessage.status).where(m.OutboxMessage.payload["command"].as_string() == "disable"))
+    assert status == "breached" and "daily" in breach and sent == "sent"
+    assert account.rights & USER_RIGHT_TRADE_DISABLED
+    assert not server.open_by_login.get(int(login))  # flattened
+    assert server.execute(int(login), "EURUSD", 0, 100_000_000).retcode == TRADE_DISABLED
+    world.runner.step()  # the flattening deal comes back as a trade_closed of a breached account: stored, no decision
+    ids = world.stored_ids()
+    assert sum(1 for i in ids if i.startswith("deal-")) == 3  # open, its commission, the close
+
+
+def test_no_deal_is_lost_or_repeated_across_dropped_sessions_and_restarts_of_either_side(world):
+    logins = [world.challenge(f"CH-{i}") for i in range(3)]
+    stop = threading.Event()
+    runner = world.runner
+    thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
+    thread.start()
+
+    def trade(rounds: int) -> None:
+        for _ in range(rounds):
+            for login in logins:
+                result = world.sim.server.execute(int(login), "EURUSD", 0, 10_000_000)
+                assert result.retcode.startswith("10009"), result
+                world.sim.server.close_position(result.order, login=int(login))
+
+    def settle() -> None:
+        deadline = time.monotonic() + 20
+        wanted = {f"deal-{d.Deal}" for d in world.sim.server.deals if d.Action in (0, 1)}
+        while time.monotonic() < deadline and not wanted <= set(world.stored_ids()):
+            time.sleep(0.05)
+        assert wanted <= set(world.stored_ids()), f"the running connector did not catch up: {runner.health.to_dict()}"
+
+
+    trade(3)
+    settle()
+    world.sim.api.sessions.clear()  # the access server forgets the session
+    trade(3)
+    settle()
+    world.restart_simulator()  # the platform restarts (same file, same port)
+    trade(3)
+    settle()
+    stop.set()
+    thread.join(timeout=10)
+    trade(3)  # while propcrm's connector is down
+    runner = world.new_runner()  # propcrm's side restarts: it goes on from the stored cursor
+    runner.connect()
+    runner.sync()
+    runner.step()
+
+    deals = [d for d in world.sim.server.deals if d.Action in (0, 1)]
+    assert len(deals) == 3 * 4 * 3 * 2
+    ids = world.stored_ids()
+    trades = sorted(i for i in ids if i.startswith("deal-") and not i.endswith("-fee")
+                    and int(i.split("-")[1]) in {d.Deal for d in deals})
+    assert trades == sorted(f"deal-{d.Deal}" for d in deals)
+    assert len(ids) == len(set(ids))
+    with world.db() as s:
+        assert s.scalar(select(func.count()).select_from(m.Quarantine)) == 0
