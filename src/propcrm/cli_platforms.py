@@ -257,6 +257,10 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
             server = serve_http(metrics_host, metrics_port, supervisor.metrics.registry, supervisor.health)
         stop = threading.Event()
+        from .features.calendar.service import CalendarScheduler
+
+        threading.Thread(target=CalendarScheduler(sessions(engine)).run, args=(stop,), name="calendar",
+                         daemon=True).start()
         try:
             supervisor.run(stop)
         except KeyboardInterrupt:
@@ -272,6 +276,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
 def _register_more(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Commands of the later steps (simulator, report and calendar import, benchmark)."""
-    from . import cli_sim
+    from . import cli_imports, cli_sim
 
     cli_sim.register(app, bench_app)
+    cli_imports.register(app, bench_app)

@@ -285,8 +285,12 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
         # issue 20: the platform connectors (`propcrm platforms add`) run inside the embedded service
         from .features.platforms.service import ConnectorSupervisor
 
+        from .features.calendar.service import CalendarScheduler
+
         threads.append(threading.Thread(target=ConnectorSupervisor(sessions(engine)).run, args=(stop,),
                                         name="platforms", daemon=True))
+        threads.append(threading.Thread(target=CalendarScheduler(sessions(engine)).run, args=(stop,),
+                                        name="calendar", daemon=True))
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     if seeded is not None:
         threads.append(

@@ -69,6 +69,8 @@ NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Scalings", "/office/scalings", ("admin", "risk", "finance")),
     ("Rule packs", "/office/packs", RISK),
     ("Audit log", "/office/audit", RISK),
+    ("Calendar", "/office/calendar", STAFF),  # issue 20
+    ("Platforms", "/office/platforms", RISK),  # issue 20
     ("My accounts", "/portal", TRADER),
     ("Payouts", "/portal/payouts", TRADER),
     ("Messages", "/portal/messages", TRADER),

@@ -6,6 +6,7 @@ One module per area; each owns its templates under ``templates/<area>/``.
 from __future__ import annotations
 
 from . import accounts, audit, cases, dashboard, decisions, live, packs, payouts, portal, session
+from . import platforms  # issue 20
 
 ROUTERS = [module.router for module in (session, live, accounts, decisions, cases, payouts, packs, audit,
-                                        dashboard, portal)]
+                                        dashboard, portal, platforms)]
