@@ -271,6 +271,52 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                 server.shutdown()
             engine.dispose()
 
+    @app.command("mt5-bridge")
+    def mt5_bridge(
+        server: Annotated[str, typer.Option("--server", help="the MT5 server's address (host:port)")],
+        manager: Annotated[int, typer.Option("--manager", help="the manager account's login")],
+        groups: Annotated[str, typer.Option("--groups", help="group mask of the accounts to watch (demo\\*,real\\prop*)")] = "*",
+        server_timezone: Annotated[str, typer.Option("--server-timezone", help="the MT5 server's time zone")] = "UTC",
+        listen: Annotated[str, typer.Option("--listen", help="host:port propcrm connects to")] = "127.0.0.1:8765",
+        journal: Annotated[str, typer.Option("--journal", help="the bridge's journal (SQLite file)")] = "mt5-bridge.db",
+        cert: Annotated[Optional[str], typer.Option("--cert", help="TLS certificate (PEM) for the listener")] = None,
+        key: Annotated[Optional[str], typer.Option("--key", help="TLS private key (PEM)")] = None,
+    ) -> None:
+        """Run the MT5 Manager API bridge on the Windows host next to the MT5 server (needs MetaQuotes'
+        MT5Manager package). The manager password is read from PROPCRM_MT5_MANAGER_PASSWORD and the
+        secret shared with propcrm from PROPCRM_MT5_BRIDGE_SECRET (docs/platforms.md)."""
+        import logging
+        import threading
+
+        from .adapters.platforms.mt5.manager_bridge import BridgeConfig, ManagerBridge
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        password = os.environ.get("PROPCRM_MT5_MANAGER_PASSWORD", "")
+        secret = os.environ.get("PROPCRM_MT5_BRIDGE_SECRET", "")
+        if not password or not secret:
+            raise _fail("set PROPCRM_MT5_MANAGER_PASSWORD and PROPCRM_MT5_BRIDGE_SECRET")
+        host, _, port = listen.rpartition(":")
+        try:
+            config = BridgeConfig(server=server, manager=manager, password=password, secret=secret, groups=groups,
+                                  server_timezone=server_timezone, journal=journal, listen_host=host or "127.0.0.1",
+                                  listen_port=int(port))
+            bridge = ManagerBridge(config)
+        except ImportError:
+            raise _fail("the MT5Manager package is not installed (MetaQuotes ships it for Windows: "
+                        "pip install MT5Manager on the bridge host)") from None
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+        http = bridge.serve(certfile=cert, keyfile=key)
+        print(f"MT5 bridge for {server} listening on {listen}{' (TLS)' if cert else ''}; journal {journal}", flush=True)
+        stop = threading.Event()
+        try:
+            bridge.keep_connected(stop)
+        except KeyboardInterrupt:
+            stop.set()
+        finally:
+            http.shutdown()
+            bridge.disconnect()
+
     _register_more(app, bench_app)
 
 

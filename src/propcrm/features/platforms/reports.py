@@ -49,7 +49,7 @@ class ReportImport:
     skipped_initial: Decimal | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return msgspec.to_builtins(self.__dict__, decimal_format="string")
+        return {k: str(v) if isinstance(v, Decimal) else v for k, v in self.__dict__.items()}
 
 
 def import_mt5_report(session: Session, *, firm_id: str, account: str, data: bytes, filename: str = "",

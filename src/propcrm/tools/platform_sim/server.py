@@ -225,6 +225,7 @@ class SimServer:
         self.next_request = 1
         self._last_server_day: dt.date | None = None
         self._db: sqlite3.Connection | None = None
+        self.listeners: list[Any] = []  # objects with on_deal / on_position / on_login (the fake Manager API)
         for spec in self.symbols.values():
             self._quote(spec, spec.price)
         if path:
@@ -421,6 +422,7 @@ class SimServer:
             account.last_access = self.server_ms() // 1000
             account.last_ip = ip
             self._save(accounts=[account])
+            self._notify("on_login", account, ip)
 
     def trade_state(self, login: int) -> dict[str, float]:
         with self.lock:
@@ -444,7 +446,14 @@ class SimServer:
         self.next_deal += 1
         self.deals.append(deal)
         self.deals_by_login.setdefault(deal.Login, []).append(deal)
+        self._notify("on_deal", deal)
         return deal
+
+    def _notify(self, name: str, *args: Any) -> None:
+        for listener in self.listeners:
+            handler = getattr(listener, name, None)
+            if handler is not None:
+                handler(*args)
 
     def balance_operation(self, login: int, amount_c: int, comment: str, *, action: int = DEAL_BALANCE) -> Deal:
         with self.lock:

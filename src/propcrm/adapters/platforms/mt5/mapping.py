@@ -37,7 +37,7 @@ import datetime as dt
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from ..port import PlatformEvent, PlatformPosition
@@ -83,6 +83,17 @@ def dec(value: Any, default: Decimal = ZERO) -> Decimal:
         return Decimal(str(value).strip())
     except InvalidOperation:
         raise ValueError(f"not a number: {value!r}") from None
+
+
+CENT = Decimal("0.01")
+
+
+def money(value: Any) -> Decimal:
+    """Money as the platform reports it: a decimal string as it is; a double (the Manager API's
+    values are C doubles) rounded to the cent, half up."""
+    if isinstance(value, float):
+        return Decimal(repr(value)).quantize(CENT, rounding=ROUND_HALF_UP)
+    return dec(value)
 
 
 def norm(value: Decimal) -> Decimal:
@@ -136,8 +147,8 @@ class Mt5Deal:
             closed = dec(get("VolumeClosed")) / LOT
         return cls(deal=integer(get("Deal")), login=str(integer(get("Login"))), action=integer(get("Action")),
                    entry=integer(get("Entry")), time_ms=time_ms, symbol=str(get("Symbol") or ""),
-                   price=dec(get("Price")), lots=norm(lots) if lots else ZERO, profit=dec(get("Profit")),
-                   storage=dec(get("Storage")), commission=dec(get("Commission")),
+                   price=dec(get("Price")), lots=norm(lots) if lots else ZERO, profit=money(get("Profit")),
+                   storage=money(get("Storage")), commission=money(get("Commission")),
                    position=integer(get("PositionID")), order=integer(get("Order")), reason=integer(get("Reason")),
                    comment=str(get("Comment") or ""), price_sl=dec(get("PriceSL")), price_tp=dec(get("PriceTP")),
                    lots_closed=norm(closed) if closed else ZERO)
@@ -239,4 +250,4 @@ def opening_from_position(position: PlatformPosition) -> PlatformEvent:
     return PlatformEvent(position.login, position.opened_at, body, "position")
 
 
-__all__ = ["Mt5Deal", "dec", "norm", "deal_events", "integer", "opening_from_position", "position_from_record"]
+__all__ = ["Mt5Deal", "dec", "money", "norm", "deal_events", "integer", "opening_from_position", "position_from_record"]
