@@ -39,7 +39,7 @@ def _mt5_manager() -> Family:
 def _matchtrader() -> Family:
     from ...adapters.platforms.matchtrader.brokerapi import MatchTraderGateway, MatchTraderSettings
 
-    return Family("matchtrader", "Match-Trader — Broker API v2 (REST)", MatchTraderSettings, ("api_key",),
+    return Family("matchtrader", "Match-Trader — Broker API (REST)", MatchTraderSettings, ("api_key",),
                   lambda settings, secrets: MatchTraderGateway(settings, secrets))
 
 

@@ -1,0 +1,1 @@
+"""Match-Trader (Match-Trade Technologies): the Broker API connector (``brokerapi.py``)."""
