@@ -194,3 +194,28 @@ def test_outbox_commands_create_fund_and_disable_a_match_trader_account(firm):
                        "reason": "payout", "payout": 7, "amount": "500", "idempotency_key": "payout:7"})
     assert [op["profit"] for op in api.accounts[login].ledgers if op["type"] == "WITHDRAWAL"] == [Decimal("-500")]
     commands.close()
+
+
+def test_an_approved_payout_is_withdrawn_on_the_platform_once(firm):
+    from propcrm.features.platforms.payouts import queue_platform_withdrawal
+
+    api = FakeBrokerApi()
+    api.user("bob@traders.example")
+    commands = PlatformCommands(firm, gateway_factory=lambda row: _gateway(api))
+    with firm.begin() as s:
+        account = s.scalar(select(m.Account).where(m.Account.external_id == "MT-1"))
+        assert queue_platform_withdrawal(s, account, payout_id=41, amount=Decimal("800")) is False  # no login yet
+    commands.send({"firm": "acme", "platform": "mt", "command": "create_account", "account": "MT-1",
+                   "idempotency_key": "order-1"})
+    with firm.begin() as s:
+        account = s.scalar(select(m.Account).where(m.Account.external_id == "MT-1"))
+        assert queue_platform_withdrawal(s, account, payout_id=41, amount=Decimal("800")) is True
+        assert queue_platform_withdrawal(s, account, payout_id=41, amount=Decimal("800")) is False
+        s.flush()
+        [row] = s.scalars(select(m.OutboxMessage).where(m.OutboxMessage.kind == "platform_command")).all()
+        payload = dict(row.payload)
+    for _ in range(2):
+        commands.send({**payload, "firm": "acme", "idempotency_key": row.dedupe_key})
+    [login] = api.accounts
+    assert [op["comment"] for op in api.accounts[login].ledgers if op["type"] == "WITHDRAWAL"] == ["pc payout 41"]
+    commands.close()

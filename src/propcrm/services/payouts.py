@@ -520,6 +520,10 @@ def _pay(session: Session, row: Payout, account: m.Account, actor: str, *, now: 
     if report.rejected:
         raise Invalid(f"the withdrawal event was refused: {report.rejections[0].reason}")
     row.status, row.open_slot, row.event_id, row.decided_at = "approved", None, event_id, now_utc()
+    # -- platforms (issue 20): withdraw it on the trading platform too, through the outbox
+    from ..features.platforms.payouts import queue_platform_withdrawal
+    queue_platform_withdrawal(session, account, payout_id=row.id, amount=row.withdrawal)
+    # -- end platforms
     audit.append(session, actor=actor, action="payout.approved", entity="payout", entity_id=str(row.id),
                  before={"status": "prepared"},
                  after={"status": "approved", "account": account.external_id, "trader_amount": row.trader_amount,
