@@ -304,6 +304,11 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
         )
         threads.append(threading.Thread(target=_status_loop, args=(sessions(engine, readonly=True), stop, print_), name="status",
                                         daemon=True))
+    demo_platform = None
+    if seeded is not None and with_worker:  # issue 20: the demo's trading platform (tools/platform_sim/demo.py)
+        from .tools.platform_sim.demo import start_demo_platform
+
+        demo_platform = start_demo_platform(session_factory, stop=stop, print_=print_)
     for thread in threads:
         thread.start()
     print_(f"propcrm is running at {base}  (back office and trader portal: {base}/ ; API reference: {base}/docs)",
@@ -324,4 +329,6 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
         stop.set()
         for thread in threads:
             thread.join(timeout=5)
+        if demo_platform is not None:  # issue 20
+            demo_platform.close()
         engine.dispose()

@@ -116,6 +116,7 @@ class PlatformCommands:
                 self.metrics.commands.labels(row.name, name, "failed").inc()
                 raise CommandError(f"{row.name}: {exc}") from None
         self.metrics.commands.labels(row.name, name, "done").inc()
+        log.info("platform %s (firm %s): %s %s done", row.name, row.firm_id, name, command.get("account"))
         self.metrics.command_seconds.labels(row.name, name).observe(time.perf_counter() - started)
 
     def close(self) -> None:

@@ -40,6 +40,7 @@ class DatabaseStore:
         self.firm_id = firm_id
         self.connection_id = connection_id
         self.name = name
+        self._stored: str | None = None  # the cursor as last read or written
 
     def mapped(self) -> dict[str, str]:
         with self.sessions() as session:
@@ -47,7 +48,9 @@ class DatabaseStore:
 
     def cursor(self) -> str | None:
         with self.sessions() as session:
-            return session.scalar(select(PlatformConnection.cursor).where(PlatformConnection.id == self.connection_id))
+            self._stored = session.scalar(select(PlatformConnection.cursor)
+                                          .where(PlatformConnection.id == self.connection_id))
+            return self._stored
 
     def views(self, accounts: Sequence[str]) -> dict[str, AccountView]:
         views: dict[str, AccountView] = {}
@@ -107,6 +110,8 @@ class DatabaseStore:
 
     def commit(self, lines: list[bytes], cursor: str | None) -> CommitReport:
         report = CommitReport()
+        if not lines and cursor == self._stored:
+            return report  # nothing new: no write transaction (SQLite has one writer at a time)
         with self.sessions.begin() as session:
             if lines:
                 result = ingest(session, firm_id=self.firm_id, source=self.name, body=b"\n".join(lines) + b"\n",
@@ -114,8 +119,9 @@ class DatabaseStore:
                 report.accepted, report.duplicates, report.rejected = result.accepted, result.duplicates, result.rejected
                 report.reasons = [f"{o.id}: {o.reason}" for o in result.rejections()[:10]]
             session.execute(update(PlatformConnection).where(PlatformConnection.id == self.connection_id)
-                            .values(cursor=cursor, updated_at=dt.datetime.now(UTC))
+                            .values(cursor=cursor)  # not updated_at: that marks a change of settings
                             .execution_options(synchronize_session=False))
+        self._stored = cursor
         return report
 
     def enforce(self, account: str, command: str, reason: str) -> bool:

@@ -69,9 +69,10 @@ class Simulator:
             time.sleep(0.02)
         return self
 
-    def trade(self, logins: list[int], *, orders_per_s: float, reckless_share: float = 0.1) -> Robots:
+    def trade(self, logins: list[int], *, orders_per_s: float, reckless_share: float = 0.1,
+              reckless_scale: float = 10.0) -> Robots:
         self.robots = Robots(self.server, logins, orders_per_s=orders_per_s, reckless_share=reckless_share,
-                             seed=self.seed + 4)
+                             reckless_scale=reckless_scale, seed=self.seed + 4)
         thread = threading.Thread(target=self.robots.run, args=(self.stop,), name="platform-sim-robots", daemon=True)
         self.threads.append(thread)
         thread.start()

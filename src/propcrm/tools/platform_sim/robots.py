@@ -34,6 +34,7 @@ class Robots:
     reckless_share: float = 0.1
     seed: int = 11
     max_positions: int = 3
+    reckless_scale: float = 10.0  # a reckless trader's lots, as a multiple of a careful one's
     robots: list[Robot] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -54,7 +55,7 @@ class Robots:
                 result = server.close_position(rng.choice(open_positions).ticket, login=robot.login)
             else:
                 symbol = rng.choice(list(SYMBOL_LOTS))
-                scale = 10.0 if robot.style == "reckless" else 1.0
+                scale = self.reckless_scale if robot.style == "reckless" else 1.0
                 lots = max(0.01, round(SYMBOL_LOTS[symbol] * scale * rng.choice((0.1, 0.2, 0.5, 1.0)), 2))
                 side = rng.randrange(2)
                 bid, ask = server.prices[symbol]
