@@ -21,6 +21,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         group: Annotated[str, typer.Option(help="group mask of the accounts its traders trade")] = "*",
         orders_per_s: Annotated[float, typer.Option("--orders-per-s", help="simulated traders' orders per second (0: none)")] = 0.0,
         controls: Annotated[bool, typer.Option("--controls", help="accept /sim/control (set prices, rollover): tests and demos only")] = False,
+        reckless_share: Annotated[float, typer.Option("--reckless-share", help="share of simulated traders who trade recklessly")] = 0.1,
+        reckless_scale: Annotated[float, typer.Option("--reckless-scale", help="their lots, as a multiple of a careful trader's")] = 10.0,
     ) -> None:
         """Run the trading-platform simulator: an MT5 Web API subset, a price feed, simulated traders.
 
@@ -39,7 +41,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
         sim = Simulator(db, manager, password, host=host, port=port, zone=zone, tick_s=tick, controls=controls).start()
         if orders_per_s > 0:
-            sim.trade(sim.server.logins_of(group=group), orders_per_s=orders_per_s)
+            sim.trade(sim.server.logins_of(group=group), orders_per_s=orders_per_s, reckless_share=reckless_share,
+                      reckless_scale=reckless_scale)
         print(f"platform simulator: MT5 Web API at {sim.url} (manager {manager}); {len(sim.server.accounts)} accounts, "
               f"{len(sim.server.deals)} deals so far. Stop with Ctrl-C.", flush=True)
         stop = threading.Event()
@@ -49,3 +52,25 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             pass
         finally:
             sim.close()
+
+    @bench_app.command("platforms")
+    def bench_platforms(
+        accounts: Annotated[int, typer.Option(help="accounts on the simulator, all mapped")] = 400,
+        deals_per_s: Annotated[float, typer.Option("--deals-per-s", help="orders (deals) per second the simulated traders place")] = 2000,
+        equity_per_s: Annotated[float, typer.Option("--equity-per-s", help="equity updates per second (sets how often the connector reads the accounts)")] = 10_000,
+        seconds: Annotated[float, typer.Option(help="measured seconds (after the warm-up)")] = 30,
+        warmup: Annotated[float, typer.Option(help="seconds before measuring")] = 5,
+        reckless_share: Annotated[float, typer.Option("--reckless-share", help="share of traders who breach sooner or later")] = 0.05,
+        wake: Annotated[bool, typer.Option("--wake/--poll", help="event-driven worker and dispatcher instead of the embedded loops' idle waits")] = False,
+        workdir: Annotated[Optional[str], typer.Option(help="directory for the two databases (default: a new temporary one)")] = None,
+    ) -> None:
+        """Deals and equity updates from the platform simulator through the MT5 Web API connector into
+        decisions: rates, p50/p99 from the simulator's event to propcrm's decision, and from a breach to
+        the simulator refusing the account's orders."""
+        import logging
+
+        from .tools.platform_sim.bench import bench_platforms as run
+
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        run(accounts=accounts, deals_per_s=deals_per_s, equity_per_s=equity_per_s, seconds=seconds, warmup=warmup,
+            reckless_share=reckless_share, wake=wake, workdir=workdir)

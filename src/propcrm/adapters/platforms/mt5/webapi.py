@@ -470,13 +470,15 @@ class Mt5WebGateway:
         return self.api.get("/api/deal/get_batch", list[WebDeal], **selector, **{"from": start, "to": end}) or []
 
     def _deals_since(self, start: int, logins: Sequence[str]) -> list[WebDeal]:
-        horizon = self.clock.to_server(self._now()) + 86400  # server clocks run ahead of ours, sometimes by hours
+        server_now = self.clock.to_server(self._now())
+        horizon = server_now + 86400  # server clocks run ahead of ours, sometimes by hours
         selectors = self._selectors(logins)
         deals: list[WebDeal] = []
         window = max(60, self.settings.catchup_window_s)
         cursor = start
         while cursor <= horizon:
-            end = horizon if horizon - cursor <= window else cursor + window - 1
+            # catching up: windows of ``catchup_window_s``; the last one (now and the future) in one request
+            end = horizon if cursor + window > server_now else cursor + window - 1
             for selector in selectors:
                 deals.extend(self._deals(selector, cursor, end))
             cursor = end + 1
