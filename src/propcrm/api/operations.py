@@ -26,4 +26,7 @@ class IngestMetrics:
                                  buckets=LATENCY_BUCKETS, registry=r)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        from ..adapters.platforms import metrics as platform_metrics  # issue 20: connectors run inside `serve`
+
+        extra = platform_metrics._DEFAULT
+        return generate_latest(self.registry) + (generate_latest(extra.registry) if extra is not None else b"")
