@@ -401,6 +401,19 @@ def bench_web(
     run_bench(accounts=accounts, events=events, db=db, database_url=database_url, requests=requests, urls=url)
 
 
+@bench_app.command("login")
+def bench_login(
+    threads: Annotated[int, typer.Option(help="anonymous clients posting wrong passwords")] = 8,
+    seconds: Annotated[float, typer.Option(help="length of each phase")] = 20.0,
+    rate: Annotated[float, typer.Option(help="ingestion requests per second")] = 10.0,
+    events_per_request: Annotated[int, typer.Option(help="events per ingestion request")] = 20,
+) -> None:
+    """Ingestion latency and login audit entries, quiet and while anonymous clients guess passwords."""
+    from .bench_login import bench_login as run_bench
+
+    run_bench(threads=threads, seconds=seconds, rate=rate, events_per_request=events_per_request)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
