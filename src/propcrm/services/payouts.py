@@ -14,7 +14,9 @@ A payout can only pay what the rules allow, once:
   ``payout`` (id ``payout-<id>``, idempotent like every event), which takes the whole profit since
   the last payout out of the account. Until the worker has applied it, the account is not
   ``settled`` and no new payout can be prepared or approved; a withdrawal the worker rejected keeps
-  it unsettled for good (a person must look).
+  it unsettled for good (a person must look). The withdrawal is stored exactly once: when an event
+  with its id already exists and is something else, or ingestion refuses it, the approval is refused
+  (409), audited as ``payout.withdrawal_refused``, and nothing of it is recorded.
 * **Maker-checker**: the finance user who prepared a payout cannot approve it; above the firm's
   ``dual_approval_over`` it needs two different approvers. Approval re-checks everything and
   refuses when the amount has changed since it was prepared.
@@ -475,13 +477,24 @@ def approve_payout(session: Session, *, firm_id: str, payout_id: int, user_id: i
     if (a.trader_amount, a.withdrawal, a.penalties) != (row.trader_amount, row.withdrawal, row.penalties):
         return Refusal(f"the account has changed since payout {row.id} was prepared (now {fmt(a.trader_amount)} "
                        f"instead of {fmt(row.trader_amount)}); prepare it again")
+    final = len(done) + 1 >= row.approvals_needed
+    if final:
+        # the withdrawal first: when it cannot be stored as this payout's, nothing of the approval is
+        failure = _withdraw(session, row, account, now=now)
+        if failure is not None:
+            audit.append(session, actor=actor, action="payout.withdrawal_refused", entity="payout",
+                         entity_id=str(row.id), before={"status": row.status},
+                         after={"status": row.status, "event": f"payout-{row.id}", "reason": failure},
+                         firm_id=firm_id)
+            return Refusal(f"payout {row.id} is not approved and nothing was withdrawn: {failure}. A person must "
+                           "look at the stored event before this payout can be paid")
     session.add(PayoutApproval(payout_id=row.id, user_id=user_id, firm_id=firm_id, created_at=now_utc()))
     session.flush()
     audit.append(session, actor=actor, action="payout.approval", entity="payout", entity_id=str(row.id),
                  after={"approvals": len(done) + 1, "needed": row.approvals_needed}, firm_id=firm_id)
-    if len(done) + 1 < row.approvals_needed:
+    if not final:
         return row
-    _pay(session, row, account, actor, now=now)
+    _mark_paid(session, row, account, actor)
     return row
 
 
@@ -508,17 +521,66 @@ def bus_mode_refusal(what: str) -> Refusal | None:
     return None
 
 
-def _pay(session: Session, row: Payout, account: m.Account, actor: str, *, now: dt.datetime | None) -> None:
+def _withdrawal_line(row: Payout, account: m.Account, ts: dt.datetime) -> bytes:
+    return json.dumps({"id": f"payout-{row.id}", "type": "balance", "account": account.external_id,
+                       "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "amount": money(-row.withdrawal),
+                       "reason": "payout", "payout": row.id, "trader_amount": money(row.trader_amount)}).encode() + b"\n"
+
+
+def _stored_withdrawal_problem(stored_account_id: int | None, body: bytes, row: Payout, account: m.Account) -> str | None:
+    """Why a stored ``payout-<id>`` event of the payouts' source is not this payout's withdrawal, or
+    ``None`` when it is exactly that (same account, a ``payout`` balance event of minus the withdrawal,
+    naming this payout): then it is the one withdrawal, and is not written again."""
+    try:
+        event = json.loads(body)
+        same = (stored_account_id == account.id and isinstance(event, dict) and event.get("type") == "balance"
+                and event.get("reason") == "payout" and event.get("account") == account.external_id
+                and event.get("payout") == row.id and Decimal(str(event.get("amount"))) == -row.withdrawal)
+    except (ValueError, ArithmeticError):
+        same = False
+    if same:
+        return None
+    return (f"the event log already holds an event payout-{row.id} of source {SOURCE} that is not this payout's "
+            f"withdrawal of {fmt(row.withdrawal)} from {account.external_id}")
+
+
+def _withdraw(session: Session, row: Payout, account: m.Account, *, now: dt.datetime | None) -> str | None:
+    """Store the payout's withdrawal — the balance event ``payout-<id>`` of source ``propcrm-payouts`` —
+    so that it exists exactly once. ``None`` when it is stored (now, or already, exactly as this payout's);
+    otherwise why not: an event with that id that is something else (the idempotency key would make the
+    withdrawal a silent "duplicate" and the payout would be paid without being withdrawn), or a refusal by
+    ingestion. Then nothing is stored (the line is not even quarantined, where it could be re-submitted
+    without the payout)."""
     from .ingest import ingest
 
-    ts = _withdrawal_ts(session, account, now)
     event_id = f"payout-{row.id}"
-    line = json.dumps({"id": event_id, "type": "balance", "account": account.external_id,
-                       "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "amount": money(-row.withdrawal),
-                       "reason": "payout", "payout": row.id, "trader_amount": money(row.trader_amount)})
-    report = ingest(session, firm_id=account.firm_id, source=SOURCE, body=line.encode() + b"\n")
-    if report.rejected:
-        raise Invalid(f"the withdrawal event was refused: {report.rejections[0].reason}")
+    stored = session.execute(select(m.RawEvent.account_id, m.RawEvent.body).where(
+        m.RawEvent.firm_id == account.firm_id, m.RawEvent.source == SOURCE, m.RawEvent.event_id == event_id)).first()
+    if stored is not None:
+        return _stored_withdrawal_problem(stored.account_id, stored.body, row, account)
+    line = _withdrawal_line(row, account, _withdrawal_ts(session, account, now))
+    savepoint = session.begin_nested()
+    report = ingest(session, firm_id=account.firm_id, source=SOURCE, body=line)
+    outcome = report.lines[0] if len(report.lines) == 1 else None
+    if outcome is not None and outcome.status == "accepted":
+        savepoint.commit()
+        return None
+    savepoint.rollback()
+    if outcome is None:
+        return f"ingestion answered {len(report.lines)} outcomes for the one withdrawal line"
+    if outcome.status == "duplicate":  # stored meanwhile by someone else: what is it?
+        stored = session.execute(select(m.RawEvent.account_id, m.RawEvent.body).where(
+            m.RawEvent.firm_id == account.firm_id, m.RawEvent.source == SOURCE,
+            m.RawEvent.event_id == event_id)).first()
+        if stored is None:
+            return f"ingestion called the withdrawal {event_id} a duplicate, but no such event is stored"
+        return _stored_withdrawal_problem(stored.account_id, stored.body, row, account)
+    return f"ingestion refused the withdrawal event: {outcome.reason}"
+
+
+def _mark_paid(session: Session, row: Payout, account: m.Account, actor: str) -> None:
+    """The payout is approved: its withdrawal is stored (:func:`_withdraw`); audit it and tell the trader."""
+    event_id = f"payout-{row.id}"
     row.status, row.open_slot, row.event_id, row.decided_at = "approved", None, event_id, now_utc()
     # -- platforms (issue 20): withdraw it on the trading platform too, through the outbox
     from ..features.platforms.payouts import queue_platform_withdrawal
