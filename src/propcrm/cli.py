@@ -628,11 +628,12 @@ def dispatch(
 
 
 
-from . import cli_analytics, cli_cluster, cli_lifecycle  # noqa: E402  (features add their commands)
+from . import cli_analytics, cli_cluster, cli_lifecycle, cli_people  # noqa: E402  (features add their commands)
 from . import cli_platforms  # noqa: E402  (issue 20: platform connections)
 
 for _feature in (cli_analytics, cli_lifecycle, cli_cluster, cli_platforms):
     _feature.register(app, bench_app)
+cli_people.register(users_app)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ class DemoFirm:
 def seed_demo_firm(session_factory, *, accounts: int, seed: int = 7) -> DemoFirm:
     """A firm with presets, traders, accounts (named as the synthetic feed names them) and users."""
     from .services.apikeys import create_key
+    from .services.passwords import generate_password
     from .services.users import create_user
     from .synth.firm import FirmSpec, traders
 
@@ -90,7 +90,7 @@ def seed_demo_firm(session_factory, *, accounts: int, seed: int = 7) -> DemoFirm
         logins = {}
         for role in DEMO_ROLES:
             email = f"{role}@demo.propcrm"
-            password = f"demo-{role}-{secrets.token_hex(3)}"
+            password = generate_password(email=email, firm_id=DEMO_FIRM)  # 120 random bits, printed at start
             create_user(
                 session,
                 firm_id=DEMO_FIRM,

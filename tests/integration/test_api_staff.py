@@ -86,7 +86,7 @@ def test_a_wrong_password_fails_and_is_audited_without_the_password(world):
     response = login(world, password="not the password at all")
     assert response.status_code == 401 and response.json() == {"error": "wrong firm, e-mail or password"}
     assert "set-cookie" not in response.headers
-    unknown = world.client.post("/api/v1/login", data={"firm": "fa", "email": "nobody@fa.example",
+    unknown = world.client.post("/api/v1/login", json={"firm": "fa", "email": "nobody@fa.example",
                                                        "password": "whatever-it-is"})
     assert unknown.status_code == 401 and unknown.json() == response.json()  # no hint which part was wrong
     failed = world.audit("user.login_failed")
@@ -101,8 +101,8 @@ def test_a_wrong_password_fails_and_is_audited_without_the_password(world):
         assert audit.verify(s).ok
 
 
-def test_form_login_logout_and_dead_sessions(world):
-    response = world.client.post("/api/v1/login", data={"firm": "fa", "email": "ADMIN@fa.example ",
+def test_login_logout_and_dead_sessions(world):
+    response = world.client.post("/api/v1/login", json={"firm": "fa", "email": "ADMIN@fa.example ",
                                                         "password": PASSWORD})
     assert response.status_code == 200, response.text
     token = response.json()["token"]
@@ -140,7 +140,7 @@ def test_expired_tokens_and_odd_credentials_are_refused(world):
     (b'{"firm": "fa", "email": "risk@fa.example"}', "application/json", 422),
     (b'{"firm": 1, "email": [], "password": {}}', "application/json", 422),
     (b"\xff\xfe", "application/json", 422),
-    (b"firm=fa&email=risk%40fa.example", "application/x-www-form-urlencoded", 422),
+    (b"firm=fa&email=risk%40fa.example", "application/x-www-form-urlencoded", 415),
     (b'{"firm": "f\\u0000a", "email": "ri\\u0000sk@fa.example", "password": "x\\u0000"}', "application/json", 401),
     (json.dumps({"firm": "fa", "email": "risk@fa.example", "password": "p" * 5000}).encode(), "application/json", 401),
     (b"x" * 70_000, "application/json", 413),
@@ -385,24 +385,29 @@ def test_admins_create_users_who_can_then_log_in(world):
         "email": "Trader2@FA.example", "password": "a long enough one", "role": "trader",
         "trader_id": world.traders["t2"]})
     assert made.status_code == 201, made.text
-    assert made.json()["email"] == "trader2@fa.example" and "password" not in json.dumps(made.json())
+    assert made.json()["email"] == "trader2@fa.example"
+    assert "a long enough one" not in json.dumps(made.json()) and "password_hash" not in json.dumps(made.json())
     assert "password_hash" not in json.dumps(world.client.get("/api/v1/users", headers=admin).json())
     token = login(world, "trader2", password="a long enough one").json()["token"]
     mine = world.client.get("/api/v1/accounts", headers={"Authorization": f"Bearer {token}"}).json()
     assert [a["external_id"] for a in mine["items"]] == ["A2"]
-    for bad, status in (
-        ({"email": "trader2@fa.example", "password": "another one!", "role": "support"}, 409),
-        ({"email": "x@fa.example", "password": "long enough", "role": "trader"}, 422),
-        ({"email": "x@fa.example", "password": "long enough", "role": "risk", "trader_id": world.traders["t1"]}, 422),
-        ({"email": "x@fa.example", "password": "long enough", "role": "trader", "trader_id": world.traders["tb"]}, 422),
-        ({"email": "x@fa.example", "password": "short", "role": "risk"}, 422),
-        ({"email": "not-an-email", "password": "long enough", "role": "risk"}, 422),
-        ({"email": "x@fa.example", "password": "long enough", "role": "root"}, 422),
+    good = "a long enough one"
+    for bad, status, why in (
+        ({"email": "trader2@fa.example", "password": good, "role": "support"}, 409, "already exists"),
+        ({"email": "x@fa.example", "password": good, "role": "trader"}, 422, "trader_id"),
+        ({"email": "x@fa.example", "password": good, "role": "risk", "trader_id": world.traders["t1"]}, 422,
+         "only trader users"),
+        ({"email": "x@fa.example", "password": good, "role": "trader", "trader_id": world.traders["tb"]}, 422,
+         "no trader"),
+        ({"email": "x@fa.example", "password": "short", "role": "risk"}, 422, "at least 12 characters"),
+        ({"email": "not-an-email", "password": good, "role": "risk"}, 422, "not an e-mail"),
+        ({"email": "x@fa.example", "password": good, "role": "root"}, 422, "role"),
     ):
         response = world.client.post("/api/v1/users", json=bad, headers=admin)
-        assert response.status_code == status, (bad, response.text)
+        assert response.status_code == status and why in response.json()["error"], (bad, response.text)
     entry = world.audit("user.create")[-1]
-    assert entry.after == {"email": "trader2@fa.example", "role": "trader", "trader_id": world.traders["t2"]}
+    assert entry.after == {"email": "trader2@fa.example", "role": "trader", "trader_id": world.traders["t2"],
+                           "created_by_user_id": world.user_ids["fa:admin"]}
     assert entry.actor.startswith(f"user:{world.user_ids['fa:admin']}:")
 
 

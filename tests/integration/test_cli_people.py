@@ -47,7 +47,7 @@ def test_an_admin_sets_up_a_firm_from_the_command_line(cli):
     pinned = cli("accounts", "create", "--external-id", "MT5-1002", "--pack", "two-step-100k:1", "--phase", "phase-2")
     assert pinned.exit_code == 0 and "phase-2" in pinned.stdout
 
-    secret = "s3cret-for-the-risk-desk"
+    secret = "s3cret-for-the-trading-desk"
     user = cli("users", "create", "--email", "Risk@Acme.example", "--role", "risk", "--password", secret)
     assert user.exit_code == 0, user.stderr
     assert "risk@acme.example (risk) in firm acme" in user.stdout
@@ -71,9 +71,10 @@ def test_an_admin_sets_up_a_firm_from_the_command_line(cli):
 
 
 @pytest.mark.parametrize("args,message", [
-    (("users", "create", "--email", "x@acme.example", "--role", "root", "--password", "long enough"), "--role must be"),
-    (("users", "create", "--email", "x@acme.example", "--role", "trader", "--password", "long enough"), "trader user must"),
-    (("users", "create", "--email", "x@acme.example", "--role", "risk", "--password", "short"), "at least 8"),
+    (("users", "create", "--email", "x@acme.example", "--role", "root", "--password", "a long enough one"), "--role must be"),
+    (("users", "create", "--email", "x@acme.example", "--role", "trader", "--password", "a long enough one"), "trader user must"),
+    (("users", "create", "--email", "x@acme.example", "--role", "risk", "--password", "short"), "at least 12"),
+    (("users", "create", "--email", "x@acme.example", "--role", "risk", "--password", "password1234"), "too easy to guess"),
     (("accounts", "create", "--external-id", "A1", "--pack", "nope"), "has no active version"),
     (("accounts", "create", "--external-id", "A1", "--pack", "two-step-100k:7"), "no rule pack two-step-100k v7"),
     (("accounts", "create", "--external-id", "A1", "--pack", "two-step-100k:x"), "PACK_ID:VERSION"),

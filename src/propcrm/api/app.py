@@ -19,6 +19,7 @@ from .. import __version__
 from ..adapters.db.session import database_url as default_database_url
 from ..adapters.db.session import make_engine, migrate, sessions
 from ..adapters.bus.jetstream import BusConfig
+from ..services.logins import LoginThrottle
 from .operations import IngestMetrics
 from . import reference
 from .routers import events, operations
@@ -63,6 +64,7 @@ def create_app(database_url: str | None = None) -> FastAPI:
     app.state.bus = None  # an EventPublisher when PROPCRM_NATS_URL is set (scale-out ingest node)
     app.state.nats = None
     app.state.metrics = IngestMetrics()
+    app.state.login_throttle = LoginThrottle()  # per process: docs/api.md "Logging in"
     app.include_router(events.router, prefix="/api/v1")
     app.include_router(operations.router)  # /healthz, /metrics (outside /api/v1)
     app.include_router(reference.router)  # /docs: the API reference (Swagger UI)

@@ -10,6 +10,13 @@ they need::
 
 No credentials (or a dead token) is 401; a role that may not is 403; data of another firm — or, for a
 trader, of another trader — is 404, exactly like data that does not exist.
+
+``POST /api/v1/login`` takes JSON only (``Content-Type: application/json``, which a page of another site
+cannot send without the browser asking this server first, and it does not agree) and refuses a request a
+browser says comes from another site (``Origin``, ``Sec-Fetch-Site``): no login CSRF. The web login form
+posts to ``/login`` with its own double-submit token. Logins are throttled per account and per address
+(429 with ``Retry-After``) and the password is verified outside any write transaction
+(:mod:`propcrm.services.logins`).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import json
 import os
 from collections.abc import Iterator
 from typing import Annotated, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Security
 from fastapi.responses import JSONResponse
@@ -27,8 +34,9 @@ from fastapi.security import APIKeyCookie, HTTPBearer
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from ..services import logins
 from ..services import users as user_service
-from ..services.users import ROLES, SESSION_TTL, AuthenticationFailed, Principal
+from ..services.users import ROLES, SESSION_TTL, Principal
 
 COOKIE_NAME = "propcrm_session"
 SECURE_COOKIES_ENV = "PROPCRM_SECURE_COOKIES"  # "1": mark the cookie Secure even when TLS ends at a proxy
@@ -80,6 +88,20 @@ def _presented_token(request: Request) -> tuple[str | None, str | None]:
     return None, None
 
 
+def client_address(request: Request) -> str:
+    """The client's address as this server sees it (uvicorn applies trusted proxies' headers)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def _cross_site(request: Request) -> bool:
+    """A browser says this request was started by a page of another site (``Sec-Fetch-Site``), or its
+    ``Origin``/``Referer`` names another host."""
+    fetched_from = request.headers.get("sec-fetch-site")
+    if fetched_from is not None and fetched_from.lower() not in ("same-origin", "none"):
+        return True
+    return not _same_origin(request)
+
+
 def _same_origin(request: Request) -> bool:
     """For cookie-authenticated writes: an ``Origin`` (or ``Referer``), when sent, must be this host.
 
@@ -108,6 +130,27 @@ def current_user(
     _cookie: Annotated[Any, Security(_COOKIE)] = None,
 ) -> Principal:
     """The logged-in user of this request, or 401."""
+    return _principal(request, session)
+
+
+def _reading_session(request: Request) -> Iterator[Session]:
+    """A read-only unit of work (on SQLite it never takes the write lock), for routes that must not hold
+    a write transaction while they work (verifying a password with argon2)."""
+    with request.app.state.read_sessions() as session:
+        yield session
+
+
+def current_user_reading(
+    request: Request,
+    session: Annotated[Session, Depends(_reading_session, scope="function")],
+    _bearer: Annotated[Any, Security(_BEARER)] = None,
+    _cookie: Annotated[Any, Security(_COOKIE)] = None,
+) -> Principal:
+    """:func:`current_user`, resolved in a read-only unit of work; the route opens its own write one."""
+    return _principal(request, session)
+
+
+def _principal(request: Request, session: Session) -> Principal:
     token, how = _presented_token(request)
     if token is None:
         raise _unauthorized("log in first: POST /api/v1/login, then send the token as 'Authorization: Bearer …' "
@@ -175,8 +218,20 @@ def user_out(user: Principal) -> UserOut:
     return UserOut(id=user.user_id, email=user.email, role=user.role, firm_id=user.firm_id, trader_id=user.trader_id)
 
 
+class TooManyLogins(BaseModel):
+    error: str
+    retry_after: int = Field(description="seconds until a login may be tried again (also the Retry-After header)")
+
+
 async def _login_form(request: Request) -> dict[str, Any]:
-    """The login fields from a JSON or an url-encoded form body (bounded); ``{}`` when unreadable."""
+    """The login fields from a JSON body (bounded), from this site only."""
+    if _cross_site(request):
+        raise HTTPException(status_code=403, detail="cross-site login refused: log in from propcrm's own pages "
+                                                    "or from a program that is not a browser page of another site")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise HTTPException(status_code=415, detail="send firm, email and password as JSON "
+                                                    "(Content-Type: application/json)")
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.strip().isdigit() or int(declared) > MAX_LOGIN_BYTES):
         raise HTTPException(status_code=413, detail=f"a login request is at most {MAX_LOGIN_BYTES:,} bytes")
@@ -185,17 +240,13 @@ async def _login_form(request: Request) -> dict[str, Any]:
         body += chunk
         if len(body) > MAX_LOGIN_BYTES:
             raise HTTPException(status_code=413, detail=f"a login request is at most {MAX_LOGIN_BYTES:,} bytes")
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         text = bytes(body).decode("utf-8")
-        if kind == "application/x-www-form-urlencoded":
-            fields = {k: v[0] for k, v in parse_qs(text, keep_blank_values=True, max_num_fields=20).items()}
-        else:
-            fields = json.loads(text) if text.strip() else {}
+        fields = json.loads(text) if text.strip() else {}
     except (ValueError, UnicodeDecodeError):
-        raise HTTPException(status_code=422, detail="send firm, email and password as JSON or as a form") from None
+        raise HTTPException(status_code=422, detail="send firm, email and password as a JSON object") from None
     if not isinstance(fields, dict):
-        raise HTTPException(status_code=422, detail="send firm, email and password as JSON or as a form")
+        raise HTTPException(status_code=422, detail="send firm, email and password as a JSON object")
     missing = [name for name in ("firm", "email", "password") if not isinstance(fields.get(name), str)]
     if missing:
         raise HTTPException(status_code=422, detail=f"missing or not text: {', '.join(missing)}")
@@ -209,12 +260,15 @@ _LOGIN_BODY = {
             "type": "object", "required": ["firm", "email", "password"],
             "properties": {"firm": {"type": "string"}, "email": {"type": "string"}, "password": {"type": "string"}},
         }},
-        "application/x-www-form-urlencoded": {"schema": {
-            "type": "object", "required": ["firm", "email", "password"],
-            "properties": {"firm": {"type": "string"}, "email": {"type": "string"}, "password": {"type": "string"}},
-        }},
     },
 }
+
+
+def throttled_response(throttled: logins.Throttled) -> JSONResponse:
+    what = "this account" if throttled.which == "account" else "your address"
+    return JSONResponse({"error": f"too many failed logins for {what}; try again in {throttled.retry_after} s",
+                         "retry_after": throttled.retry_after},
+                        status_code=429, headers={"Retry-After": str(throttled.retry_after)})
 
 
 @router.post(
@@ -222,23 +276,28 @@ _LOGIN_BODY = {
     summary="Log in with a password: a bearer token and a session cookie",
     response_model=LoginOut,
     responses={401: {"model": ErrorOut, "description": "wrong firm, e-mail or password"},
-               413: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+               403: {"model": ErrorOut, "description": "a browser page of another site sent it"},
+               413: {"model": ErrorOut}, 415: {"model": ErrorOut, "description": "not JSON"},
+               422: {"model": ErrorOut},
+               429: {"model": TooManyLogins, "description": "too many failed logins for the account or the address"}},
     openapi_extra={"requestBody": _LOGIN_BODY},
 )
-def login(request: Request, session: Db, fields: Annotated[dict, Depends(_login_form)]):
-    try:
-        user = user_service.authenticate(session, firm_id=fields["firm"], email=fields["email"],
-                                         password=fields["password"])
-    except AuthenticationFailed as exc:
-        # answered, not raised: the failed attempt's audit entry must be committed
-        return JSONResponse({"error": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-    token, expires_at = user_service.issue_token(session, user=user)
-    principal = Principal.of(user)
-    answer = LoginOut(token=token, expires_at=expires_at, user=user_out(principal))
+def login(request: Request, fields: Annotated[dict, Depends(_login_form)]):
+    app = request.app
+    result = logins.log_in(app.state.sessions, app.state.read_sessions, app.state.login_throttle,
+                           firm_id=fields["firm"], email=fields["email"], password=fields["password"],
+                           address=client_address(request))
+    if result.throttled is not None:
+        return throttled_response(result.throttled)
+    if not result.ok:
+        return JSONResponse({"error": "wrong firm, e-mail or password"}, status_code=401,
+                            headers={"WWW-Authenticate": "Bearer"})
+    principal = Principal.of(result.user)
+    answer = LoginOut(token=result.token, expires_at=result.expires_at, user=user_out(principal))
     response = JSONResponse(answer.model_dump(mode="json"))
     response.set_cookie(
         COOKIE_NAME,
-        token,
+        result.token,
         max_age=int(SESSION_TTL.total_seconds()),
         path="/",
         httponly=True,
@@ -264,3 +323,44 @@ def logout(request: Request, user: CurrentUser, session: Db) -> JSONResponse:
 @router.get("/me", summary="The logged-in user", response_model=UserOut, responses={401: {"model": ErrorOut}})
 def me(user: CurrentUser) -> UserOut:
     return user_out(user)
+
+
+class PasswordChangeIn(BaseModel):
+    current_password: str = Field(min_length=1, max_length=user_service.MAX_PASSWORD)
+    new_password: str = Field(min_length=1, max_length=user_service.MAX_PASSWORD,
+                              description="at least 12 characters, not easy to guess, without the e-mail address "
+                                          "(docs/api.md)")
+
+
+class SessionsEnded(BaseModel):
+    ended: int = Field(description="sessions that were live and are ended now")
+
+
+@router.post("/me/password", summary="Change your own password (the current one is needed); your other sessions end",
+             response_model=SessionsEnded,
+             responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut, "description": "wrong current password"},
+                        409: {"model": ErrorOut}, 422: {"model": ErrorOut, "description": "the new password is refused"},
+                        429: {"model": TooManyLogins}})
+def change_password(request: Request, body: PasswordChangeIn,
+                    user: Annotated[Principal, Depends(current_user_reading)]) -> JSONResponse:
+    app = request.app
+    verified, throttled = logins.check_current_password(
+        app.state.read_sessions, app.state.login_throttle, user_id=user.user_id, firm_id=user.firm_id,
+        email=user.email, password=body.current_password, address=client_address(request))
+    if throttled is not None:
+        return throttled_response(throttled)
+    if verified is None:
+        return JSONResponse({"error": "the current password is wrong"}, status_code=403)
+    with app.state.sessions.begin() as session:
+        ended = user_service.change_own_password(session, user_id=user.user_id, verified_hash=verified,
+                                                 new_password=body.new_password, actor=user.actor,
+                                                 keep_token=request.state.token)
+    return JSONResponse({"ended": ended})
+
+
+@router.post("/me/sessions/end", summary="End your other sessions (this one stays)", response_model=SessionsEnded,
+             responses={401: {"model": ErrorOut}})
+def end_my_other_sessions(request: Request, user: CurrentUser, session: Db) -> dict:
+    ended = user_service.end_sessions(session, firm_id=user.firm_id, user_id=user.user_id, actor=user.actor,
+                                      keep_token=request.state.token)
+    return {"ended": ended}

@@ -18,8 +18,10 @@ A payout can only pay what the rules allow, once:
   with its id already exists and is something else, or ingestion refuses it, the approval is refused
   (409), audited as ``payout.withdrawal_refused``, and nothing of it is recorded.
 * **Maker-checker**: the finance user who prepared a payout cannot approve it; above the firm's
-  ``dual_approval_over`` it needs two different approvers. Approval re-checks everything and
-  refuses when the amount has changed since it was prepared.
+  ``dual_approval_over`` it needs two different approvers. Each approver must be independent of the
+  preparer and of the other approvers: not sponsored by them, not their sponsor, no sponsor in common
+  (``users.dependence``), so one admin cannot create two finance users and pay alone. Approval
+  re-checks everything and refuses when the amount has changed since it was prepared.
 """
 
 from __future__ import annotations
@@ -450,6 +452,24 @@ def _own_payout(session: Session, row: Payout, user_id: int) -> Refusal | None:
     return None
 
 
+def _independence_refusal(session: Session, row: Payout, user_id: int, approvers: set[int]) -> Refusal | None:
+    """Maker-checker between people, not accounts: the approver must be independent of the preparer and
+    of every approval that still counts — not sponsored by them, not their sponsor, no sponsor in common
+    (``users.dependence``: who created a user, reset their password or set their role). Otherwise one
+    admin could create two finance users and pay alone."""
+    from .users import dependence
+
+    others = ([("prepared it", row.prepared_by_user_id)] if row.prepared_by_user_id is not None else []) + \
+        [("approved it", other) for other in sorted(approvers)]
+    for did, other in others:
+        why = dependence(session, firm_id=row.firm_id, first=other, second=user_id)
+        if why is not None:
+            return Refusal(f"maker-checker: you are not independent of the user who {did}: {why}. No one person may "
+                           f"choose the people who pay a payout and pay it; payout {row.id} needs an approver "
+                           "independent of them")
+    return None
+
+
 def approve_payout(session: Session, *, firm_id: str, payout_id: int, user_id: int, actor: str,
                    now: dt.datetime | None = None) -> Payout | Refusal:
     """One approval. The last one needed pays: the withdrawal is recorded on the account."""
@@ -466,6 +486,9 @@ def approve_payout(session: Session, *, firm_id: str, payout_id: int, user_id: i
     if user_id in set(session.scalars(select(PayoutApproval.user_id).where(PayoutApproval.payout_id == row.id))):
         return Refusal(f"you have already approved payout {row.id}; it needs {row.approvals_needed} different approvers")
     done = set(_standing_approvers(session, row.id))
+    independent = _independence_refusal(session, row, user_id, done)
+    if independent is not None:
+        return independent
     account = get_account(session, firm_id=firm_id, account_id=row.account_id, for_update=True)
     found = assess(session, account=account, manual_deduction=row.manual_deduction,
                    manual_reason=row.deduction_reason, ignore_open=row.id)

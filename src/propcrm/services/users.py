@@ -1,10 +1,22 @@
 """People who log in: staff of a firm (admin, risk, finance, support) and traders; passwords; sessions.
 
-Passwords are hashed with argon2id (``argon2-cffi``'s defaults) and never stored, logged or audited.
-A login issues a random token (bearer header or session cookie); only its SHA-256 is stored in
-``user_sessions``, so a copy of the database lets nobody log in, and logout revokes the token for
-real. Every login and every failed login is appended to the audit log — with the e-mail that was
-tried, never the password.
+Passwords are hashed with argon2id (``argon2-cffi``'s defaults) and never stored, logged or audited;
+a new one must meet :mod:`propcrm.services.passwords`. A login issues a random token (bearer header or
+session cookie); only its SHA-256 is stored in ``user_sessions``, so a copy of the database lets nobody
+log in, and logout revokes the token for real. Logging in itself (throttling, verifying the password
+outside any write transaction, which attempts are audited) is :mod:`propcrm.services.logins`.
+
+An admin manages the firm's users: creates them, disables and enables them (a disabled user's sessions
+end at once and they cannot log in), resets a password (the user's sessions end), changes a staff role,
+and ends a user's sessions. Everyone changes their own password (the current one is needed; their other
+sessions end) and ends their own other sessions. Each change is audited, never with a password.
+
+**Sponsors** (the maker-checker rule of payouts, docs/lifecycle.md): a user's sponsors are the users who
+created them (``created_by_user_id``), last reset their password (``password_set_by_user_id``) or last
+set their role (``role_set_by_user_id``) — each one could have chosen who this user is or known their
+password. The installation's operator (``propcrm users create``, ``propcrm users reset-password`` and
+``set-role`` on the command line, the demo seed) sponsors nobody: such users are roots.
+:func:`dependence` says why two users may not act as two people on one payment.
 """
 
 from __future__ import annotations
@@ -18,20 +30,19 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
 from ..adapters.db.user_sessions import UserSession
 from . import audit
 from .errors import Conflict, Invalid, NotFound
+from .passwords import MAX_PASSWORD, MIN_PASSWORD, generate_password, password_problem
 
 UTC = dt.timezone.utc
 ROLES = ("admin", "risk", "finance", "support", "trader")
 STAFF_ROLES = ("admin", "risk", "finance", "support")
 SESSION_TTL = dt.timedelta(hours=12)
-MIN_PASSWORD = 8
-MAX_PASSWORD = 1024  # argon2 takes any length; a bound keeps a login request cheap to refuse
 TOKEN_PREFIX = "pst_"
 
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}")
@@ -103,17 +114,21 @@ def create_user(
     role: str,
     trader_id: int | None = None,
     actor: str = "system",
+    by_user_id: int | None = None,
 ) -> m.User:
-    """A new active user of a firm. A ``trader`` user must link a trader of the same firm; staff must not."""
+    """A new active user of a firm. A ``trader`` user must link a trader of the same firm; staff must not.
+
+    ``by_user_id``: the user (an admin) who creates them, their sponsor; ``None`` for the installation's
+    operator (the command line, the demo seed), whose users are roots.
+    """
     email = normalise_email(email)
     if not _EMAIL.fullmatch(email) or len(email) > 320 or not email.isprintable():
         raise Invalid(f"not an e-mail address: {email[:80]!r}")
     if role not in ROLES:
         raise Invalid(f"role must be one of {', '.join(ROLES)}, got {str(role)[:40]!r}")
-    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
-        raise Invalid(f"the password must have at least {MIN_PASSWORD} characters")
-    if len(password) > MAX_PASSWORD:
-        raise Invalid(f"the password must have at most {MAX_PASSWORD} characters")
+    problem = password_problem(password, email=email, firm_id=firm_id)
+    if problem is not None:
+        raise Invalid(problem)
     if session.get(m.Firm, firm_id) is None:
         raise NotFound(f"no firm {firm_id!r}")
     if role == "trader":
@@ -128,7 +143,8 @@ def create_user(
     if clash is not None:
         raise Conflict(f"a user {email} already exists in firm {firm_id}")
     user = m.User(
-        firm_id=firm_id, email=email, password_hash=hash_password(password), role=role, trader_id=trader_id, active=True
+        firm_id=firm_id, email=email, password_hash=hash_password(password), role=role, trader_id=trader_id, active=True,
+        created_by_user_id=by_user_id, password_set_by_user_id=by_user_id, role_set_by_user_id=by_user_id,
     )
     session.add(user)
     session.flush()
@@ -138,10 +154,192 @@ def create_user(
         action="user.create",
         entity="user",
         entity_id=str(user.id),
-        after={"email": email, "role": role, "trader_id": trader_id},
+        after={"email": email, "role": role, "trader_id": trader_id, "created_by_user_id": by_user_id},
         firm_id=firm_id,
     )
     return user
+
+
+def get_user(session: Session, *, firm_id: str, user_id: int) -> m.User:
+    """A user of the firm, or :class:`NotFound` (also for another firm's user)."""
+    user = session.get(m.User, user_id)
+    if user is None or user.firm_id != firm_id:
+        raise NotFound(f"no user {user_id}")
+    return user
+
+
+def user_by_email(session: Session, *, firm_id: str, email: str) -> m.User:
+    found = session.scalars(select(m.User).where(m.User.firm_id == firm_id,
+                                                 m.User.email == normalise_email(email))).first()
+    if found is None:
+        raise NotFound(f"no user {normalise_email(email)[:80]!r} in firm {firm_id}")
+    return found
+
+
+def _not_yourself(user: m.User, by_user_id: int | None, what: str) -> None:
+    if by_user_id is not None and user.id == by_user_id:
+        raise Conflict(f"you cannot {what} yourself; another admin (or the operator, on the command line) must")
+
+
+def set_active(session: Session, *, firm_id: str, user_id: int, active: bool, actor: str,
+               by_user_id: int | None = None, now: dt.datetime | None = None) -> m.User:
+    """Disable (``active=False``: every session of the user ends now, logging in is refused) or enable a
+    user. An admin cannot disable themselves (nobody would be left to undo a mistake)."""
+    user = get_user(session, firm_id=firm_id, user_id=user_id)
+    if not active:
+        _not_yourself(user, by_user_id, "disable")
+    if user.active == active:
+        raise Conflict(f"user {user.id} ({user.email}) is already {'enabled' if active else 'disabled'}")
+    user.active = active
+    ended = 0 if active else _end_sessions(session, user.id, now=now)
+    audit.append(session, actor=actor, action="user.enable" if active else "user.disable", entity="user",
+                 entity_id=str(user.id), before={"active": not active},
+                 after={"active": active, "email": user.email, **({} if active else {"sessions_ended": ended})},
+                 firm_id=firm_id)
+    return user
+
+
+def reset_password(session: Session, *, firm_id: str, user_id: int, password: str | None, actor: str,
+                   by_user_id: int | None = None, now: dt.datetime | None = None) -> tuple[m.User, str | None]:
+    """An admin (or the operator) sets a user's password: ``password``, or a generated one (returned,
+    to be handed over once). The user's sessions end. The admin becomes the user's sponsor (they know the
+    password); the operator's reset makes the user a root again. Your own password is changed with
+    :func:`change_own_password`, which needs the current one."""
+    user = get_user(session, firm_id=firm_id, user_id=user_id)
+    if by_user_id is not None and user.id == by_user_id:
+        raise Conflict("change your own password with your current one (POST /api/v1/me/password)")
+    generated = None
+    if password is None:
+        password = generated = generate_password(email=user.email, firm_id=firm_id)
+    problem = password_problem(password, email=user.email, firm_id=firm_id)
+    if problem is not None:
+        raise Invalid(problem)
+    user.password_hash = hash_password(password)
+    before = user.password_set_by_user_id
+    user.password_set_by_user_id = by_user_id
+    ended = _end_sessions(session, user.id, now=now)
+    audit.append(session, actor=actor, action="user.password_reset", entity="user", entity_id=str(user.id),
+                 before={"password_set_by_user_id": before},
+                 after={"email": user.email, "password_set_by_user_id": by_user_id, "sessions_ended": ended,
+                        "generated": generated is not None}, firm_id=firm_id)
+    return user, generated
+
+
+def change_own_password(session: Session, *, user_id: int, verified_hash: str, new_password: str, actor: str,
+                        keep_token: str | None = None, now: dt.datetime | None = None) -> int:
+    """Set the user's own new password; the caller verified the current one against ``verified_hash``
+    (outside any write transaction: argon2 is slow). Refused when the stored hash changed meanwhile. The
+    user's other sessions end (``keep_token``, the session making the change, stays); returns how many.
+
+    Who last *set* the password (its sponsor, after an admin's reset) does not change: the admin who
+    reset it could have logged in and changed it too. Only the operator's reset clears it."""
+    user = session.get(m.User, user_id)
+    if user is None or not user.active:
+        raise NotFound(f"no user {user_id}")
+    if user.password_hash != verified_hash:
+        raise Conflict("the password was changed meanwhile; log in again")
+    problem = password_problem(new_password, email=user.email, firm_id=user.firm_id)
+    if problem is not None:
+        raise Invalid(problem)
+    user.password_hash = hash_password(new_password)
+    ended = _end_sessions(session, user.id, now=now, keep=keep_token)
+    audit.append(session, actor=actor, action="user.password_change", entity="user", entity_id=str(user.id),
+                 after={"email": user.email, "other_sessions_ended": ended}, firm_id=user.firm_id)
+    return ended
+
+
+def set_role(session: Session, *, firm_id: str, user_id: int, role: str, actor: str,
+             by_user_id: int | None = None) -> m.User:
+    """Change a staff user's role to another staff role (a trader user stays a trader, and staff do not
+    become traders). The admin who does it becomes the user's sponsor; an admin cannot change their own."""
+    user = get_user(session, firm_id=firm_id, user_id=user_id)
+    if role not in STAFF_ROLES:
+        raise Invalid(f"role must be one of {', '.join(STAFF_ROLES)}, got {str(role)[:40]!r}")
+    if user.role not in STAFF_ROLES:
+        raise Invalid(f"user {user.id} is a {user.role} user; only a staff user's role can be changed")
+    _not_yourself(user, by_user_id, "change the role of")
+    if user.role == role:
+        raise Conflict(f"user {user.id} ({user.email}) is already {role}")
+    before = {"role": user.role, "role_set_by_user_id": user.role_set_by_user_id}
+    user.role, user.role_set_by_user_id = role, by_user_id
+    audit.append(session, actor=actor, action="user.role_change", entity="user", entity_id=str(user.id),
+                 before=before, after={"role": role, "role_set_by_user_id": by_user_id, "email": user.email},
+                 firm_id=firm_id)
+    return user
+
+
+def end_sessions(session: Session, *, firm_id: str, user_id: int, actor: str, keep_token: str | None = None,
+                 now: dt.datetime | None = None) -> int:
+    """End every live session of a user (an admin's action, or one's own with ``keep_token`` = the
+    session asking, which stays). Returns how many ended; audited."""
+    user = get_user(session, firm_id=firm_id, user_id=user_id)
+    ended = _end_sessions(session, user.id, now=now, keep=keep_token)
+    audit.append(session, actor=actor, action="user.sessions_ended", entity="user", entity_id=str(user.id),
+                 after={"email": user.email, "sessions_ended": ended, "kept_current": keep_token is not None},
+                 firm_id=firm_id)
+    return ended
+
+
+def _end_sessions(session: Session, user_id: int, *, now: dt.datetime | None = None, keep: str | None = None) -> int:
+    now = now or dt.datetime.now(UTC)
+    query = (update(UserSession)
+             .where(UserSession.user_id == user_id, UserSession.revoked_at.is_(None), UserSession.expires_at > now)
+             .values(revoked_at=now))
+    if keep:
+        query = query.where(UserSession.token_hash != token_hash(keep))
+    return session.execute(query.execution_options(synchronize_session=False)).rowcount or 0
+
+
+def live_sessions(session: Session, *, user_id: int, now: dt.datetime | None = None) -> int:
+    now = now or dt.datetime.now(UTC)
+    return len(session.scalars(select(UserSession.token_hash).where(
+        UserSession.user_id == user_id, UserSession.revoked_at.is_(None), UserSession.expires_at > now)).all())
+
+
+# --------------------------------------------------------------------------------------------------
+# sponsors: who could have chosen or controlled whom
+
+
+def sponsors(user: m.User) -> set[int]:
+    """The users who created ``user``, last reset their password or last set their role (not themselves)."""
+    return {uid for uid in (user.created_by_user_id, user.password_set_by_user_id, user.role_set_by_user_id)
+            if uid is not None and uid != user.id}
+
+
+def sponsor_chain(session: Session, user_id: int) -> dict[int, m.User]:
+    """Every transitive sponsor of the user, by id (the user's sponsors, theirs, and so on)."""
+    found: dict[int, m.User] = {}
+    start = session.get(m.User, user_id)
+    waiting = sorted(sponsors(start)) if start is not None else []
+    while waiting:
+        uid = waiting.pop()
+        if uid in found or uid == user_id:
+            continue
+        row = session.get(m.User, uid)
+        if row is None:
+            continue
+        found[uid] = row
+        waiting.extend(sponsors(row) - set(found))
+    return found
+
+
+def dependence(session: Session, *, firm_id: str, first: int, second: int) -> str | None:
+    """Why users ``first`` and ``second`` may not act as two people on one payment, or ``None``: they are
+    the same user, one sponsored the other (directly or through others), or they share a sponsor."""
+    if first == second:
+        return "it is the same user"
+    a, b = session.get(m.User, first), session.get(m.User, second)
+    if a is None or b is None or a.firm_id != firm_id or b.firm_id != firm_id:
+        return "one of them is not a user of this firm"
+    up_a, up_b = sponsor_chain(session, a.id), sponsor_chain(session, b.id)
+    if a.id in up_b:
+        return f"{a.email} sponsored {b.email} (created them, reset their password or set their role, or sponsored who did)"
+    if b.id in up_a:
+        return f"{b.email} sponsored {a.email} (created them, reset their password or set their role, or sponsored who did)"
+    shared = sorted(set(up_a) & set(up_b))
+    if shared:
+        return f"{a.email} and {b.email} share a sponsor, {up_a[shared[0]].email}"
+    return None
 
 
 def list_users(session: Session, *, firm_id: str) -> list[m.User]:
@@ -266,14 +464,24 @@ def revoke_token(session: Session, *, token: str, actor: str, now: dt.datetime |
 
 __all__ = [
     "AuthenticationFailed",
+    "MAX_PASSWORD",
+    "MIN_PASSWORD",
     "Principal",
     "ROLES",
     "STAFF_ROLES",
     "authenticate",
+    "change_own_password",
     "create_user",
+    "dependence",
+    "end_sessions",
+    "get_user",
     "hash_password",
     "issue_token",
     "list_users",
+    "reset_password",
     "resolve_token",
     "revoke_token",
+    "set_active",
+    "set_role",
+    "sponsor_chain",
 ]

@@ -125,6 +125,11 @@ class User(Base):
     trader_id: Mapped[int | None] = mapped_column(ForeignKey("traders.id"), nullable=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # the user's sponsors (migration 0009_people): who created them, last reset their password, last set
+    # their role; NULL = the installation's operator (command line, demo seed). services/users.py
+    created_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    password_set_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    role_set_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     __table_args__ = (UniqueConstraint("firm_id", "email"),)
 
 

@@ -8,9 +8,12 @@ import secrets
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
-from ...api.auth import COOKIE_NAME, Db, _same_origin, _secure
+from starlette.concurrency import run_in_threadpool
+
+from ...api.auth import COOKIE_NAME, Db, _cross_site, _secure, client_address
+from ...services import logins
 from ...services import users as user_service
-from ...services.users import SESSION_TTL, AuthenticationFailed, Principal
+from ...services.users import SESSION_TTL, Principal
 from ..core import LOGIN_CSRF_COOKIE, Form, WebUser, home_of, redirect, render, safe_next
 
 router = APIRouter()
@@ -41,8 +44,8 @@ def login_page(request: Request, next: str = "") -> Response:  # noqa: A002 - th
 
 
 @router.post("/login")
-async def login(request: Request, session: Db) -> Response:
-    if not _same_origin(request):
+async def login(request: Request) -> Response:
+    if _cross_site(request):
         raise HTTPException(status_code=403, detail="cross-site form post refused")
     form = await request.form(max_files=0, max_fields=20)
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
@@ -55,16 +58,22 @@ async def login(request: Request, session: Db) -> Response:
     if missing:
         return _login_page(request, error=f"Enter your {', '.join(missing)}.", firm=firm, email=email,
                            next_path=next_path, status=422)
-    try:
-        user = user_service.authenticate(session, firm_id=firm, email=email, password=password)
-    except AuthenticationFailed:
-        # the failed attempt is audited by authenticate(); the transaction commits with this answer
+    app = request.app
+    # argon2 and the database in a worker thread: the event loop keeps serving other requests
+    result = await run_in_threadpool(logins.log_in, app.state.sessions, app.state.read_sessions,
+                                     app.state.login_throttle, firm_id=firm, email=email, password=password,
+                                     address=client_address(request))
+    if result.throttled is not None:
+        response = _login_page(request, error=f"Too many failed logins; try again in {result.throttled.retry_after} "
+                                              "seconds.", firm=firm, email=email, next_path=next_path, status=429)
+        response.headers["Retry-After"] = str(result.throttled.retry_after)
+        return response
+    if not result.ok:  # the failed attempt is counted (and audited when it says something new)
         return _login_page(request, error="Wrong firm, e-mail or password.", firm=firm, email=email,
                            next_path=next_path, status=401)
-    token, _ = user_service.issue_token(session, user=user)
-    principal = Principal.of(user)
+    principal = Principal.of(result.user)
     response = RedirectResponse(next_path or home_of(principal.role), status_code=303)
-    response.set_cookie(COOKIE_NAME, token, max_age=int(SESSION_TTL.total_seconds()), path="/", httponly=True,
+    response.set_cookie(COOKIE_NAME, result.token, max_age=int(SESSION_TTL.total_seconds()), path="/", httponly=True,
                         samesite="lax", secure=_secure(request))
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
