@@ -132,6 +132,68 @@ def test_an_admin_changes_a_staff_role_and_becomes_that_users_sponsor(world):
 
 
 # --------------------------------------------------------------------------------------------------
+# the web pages
+
+
+def flash(response) -> str:
+    import re
+
+    found = re.search(r'<p class="flash" role="status"[^>]*>(.*?)</p>', response.text, re.S)
+    return " ".join(found.group(1).split()) if found else ""
+
+
+@pytest.mark.parametrize("who", ["support", "trader"])
+def test_staff_and_traders_change_their_own_password_on_the_web(world, who):
+    other = world.fresh_token(who)
+    page = browse(world, who)
+    form = page.get("/account/password")
+    assert form.status_code == 200 and 'name="current_password"' in form.text and "2 time(s)" in form.text
+    post = lambda **f: page.post_form("/account/password", f, follow_redirects=True)  # noqa: E731
+    assert "current password is wrong" in flash(post(current_password="nope nope nope", new_password=NEW,
+                                                     new_password_again=NEW))
+    assert "differ" in flash(post(current_password=PASSWORD, new_password=NEW, new_password_again=NEW + "x"))
+    assert "too easy to guess" in flash(post(current_password=PASSWORD, new_password="password1234",
+                                             new_password_again="password1234"))
+    done = post(current_password=PASSWORD, new_password=NEW, new_password_again=NEW)
+    assert "Your password is changed; 1 other session(s)" in flash(done)
+    assert alive(world, world.tokens[f"fa:{who}"]) and not alive(world, other)
+    assert login(world, f"{who}@fa.example", NEW).status_code == 200
+    # ending one's other sessions from the page (the login just above and one more)
+    again = world.fresh_token(who)
+    page = browse(world, who)
+    assert "2 other session(s) of yours ended" in flash(page.post_form("/account/sessions/end", follow_redirects=True))
+    assert not alive(world, again)
+
+
+def test_the_admins_users_page(world):
+    for role in ("risk", "finance", "support", "trader"):
+        assert browse(world, role).get("/office/users").status_code == 403
+        assert 'href="/office/users"' not in browse(world, role).get("/account/password").text
+    page = browse(world, "admin")
+    listing = page.get("/office/users")
+    assert listing.status_code == 200 and 'href="/office/users"' in listing.text
+    assert "support@fa.example" in listing.text and "admin@fb.example" not in listing.text
+    support = world.user_ids["fa:support"]
+    done = page.post_form(f"/office/users/{support}/disable", follow_redirects=True)
+    assert "support@fa.example is disabled" in flash(done) and not alive(world, world.tokens["fa:support"])
+    page = browse(world, "admin")
+    generated = page.post_form(f"/office/users/{support}/password", {"password": ""})
+    assert generated.status_code == 200 and "set-cookie" not in generated.headers  # shown, never in a cookie
+    import re
+
+    password = re.search(r"<code>([^<]+)</code>", generated.text).group(1)
+    assert page.post_form(f"/office/users/{support}/enable").status_code == 303
+    assert login(world, "support@fa.example", password).status_code == 200
+    page = browse(world, "admin")
+    assert "support@fa.example is now finance" in flash(
+        page.post_form(f"/office/users/{support}/role", {"role": "finance"}, follow_redirects=True))
+    mine = page.post_form(f"/office/users/{world.user_ids['fa:admin']}/disable", follow_redirects=True)
+    assert "yourself" in flash(mine)
+    assert page.post_form(f"/office/users/{world.user_ids['fb:admin']}/disable").status_code == 404
+    assert [e.action for e in world.audit("user.disable")] == ["user.disable"]
+
+
+# --------------------------------------------------------------------------------------------------
 # maker-checker between people
 
 

@@ -16,11 +16,13 @@ PAGES = {
     "admin": ["/office/accounts", "/office/accounts/{A1}", "/office/decisions", "/office/cases", "/office/payouts",
               "/office/scalings", "/office/packs", "/office/packs/two-step-100k",
               "/office/packs/two-step-100k/draft", "/office/packs/two-step-100k/whatif", "/office/audit",
-              "/office/dashboard", "/office/platforms", "/office/calendar"],
-    "risk": ["/office/accounts", "/office/accounts/{A1}", "/office/cases", "/office/audit", "/office/platforms"],
-    "finance": ["/office/payouts", "/office/dashboard"],
-    "support": ["/office/accounts", "/office/accounts/{A1}", "/office/decisions"],
-    "trader": ["/portal", "/portal/accounts/{A1}", "/portal/payouts", "/portal/profile", "/portal/messages"],
+              "/office/dashboard", "/office/platforms", "/office/calendar", "/office/users", "/account/password"],
+    "risk": ["/office/accounts", "/office/accounts/{A1}", "/office/cases", "/office/audit", "/office/platforms",
+             "/account/password"],
+    "finance": ["/office/payouts", "/office/dashboard", "/account/password"],
+    "support": ["/office/accounts", "/office/accounts/{A1}", "/office/decisions", "/account/password"],
+    "trader": ["/portal", "/portal/accounts/{A1}", "/portal/payouts", "/portal/profile", "/portal/messages",
+               "/account/password"],
 }
 
 

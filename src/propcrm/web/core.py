@@ -71,6 +71,7 @@ NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Audit log", "/office/audit", RISK),
     ("Calendar", "/office/calendar", STAFF),  # issue 20
     ("Platforms", "/office/platforms", RISK),  # issue 20
+    ("Users", "/office/users", ADMIN),
     ("My accounts", "/portal", TRADER),
     ("Payouts", "/portal/payouts", TRADER),
     ("Messages", "/portal/messages", TRADER),
@@ -111,6 +112,21 @@ def web_user(request: Request, session: Db) -> Principal:
 
 
 WebUser = Annotated[Principal, Depends(web_user)]
+
+
+def _reading_session(request: Request):
+    with request.app.state.read_sessions() as session:
+        yield session
+
+
+def web_user_reading(request: Request,
+                     session: Annotated[Any, Depends(_reading_session, scope="function")]) -> Principal:
+    """:func:`web_user` resolved in a read-only unit of work, for a form that must not hold a write
+    transaction while it works (checking a password with argon2); the route opens its own."""
+    return web_user(request, session)
+
+
+WebUserReading = Annotated[Principal, Depends(web_user_reading)]
 
 
 def page_roles(*roles: str):
