@@ -215,14 +215,33 @@ audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=Tr
 app.add_typer(audit_app, name="audit")
 
 
+def _anchor_config(url: str, key_file: Optional[str], anchors: Optional[str]):
+    from dataclasses import replace
+
+    from .services.audit_anchors import AnchorConfigError, _read_key, config_for
+
+    try:
+        config = config_for(url)
+        if key_file is not None:
+            config = replace(config, key=_read_key(Path(key_file)), key_source=key_file)
+    except AnchorConfigError as exc:
+        raise _fail(str(exc)) from None
+    if anchors is not None:
+        config = replace(config, directory=Path(anchors))
+    return config
+
+
 @audit_app.command("verify")
 def audit_verify(
     database_url: Annotated[
         Optional[str],
         typer.Option("--database-url", help="database URL (default: PROPCRM_DATABASE_URL, else PROPCRM_DATA_DIR)"),
     ] = None,
+    anchors: Annotated[Optional[str], typer.Option("--anchors", help="anchor directory (default: the configured one)")] = None,
+    key_file: Annotated[Optional[str], typer.Option("--key-file", help="audit key file (default: the configured key)")] = None,
 ) -> None:
-    """Walk the audit log's hash chain and name the first entry that was altered or removed.
+    """Walk the audit log's hash chain and key marks, check it against the anchors kept outside the
+    database, and name the first entry that was altered, removed or forged.
 
     Exit status 0 when intact, 1 when broken, 2 when the database cannot be read.
     """
@@ -230,14 +249,17 @@ def audit_verify(
 
     from .adapters.db import session as db
     from .services.audit import verify
+    from .services.audit_anchors import check_anchors
 
     url = database_url or db.database_url()
+    config = _anchor_config(url, key_file, anchors)
     try:
         db.migrate(url)
         engine = db.make_engine(url)
         try:
             with db.sessions(engine)() as session:
-                result = verify(session)
+                result = verify(session, key=config.key)
+                check = check_anchors(session, config) if result.ok and config.key is not None else None
         finally:
             engine.dispose()
     except SQLAlchemyError as exc:
@@ -245,9 +267,50 @@ def audit_verify(
     if not result.ok:
         print(f"audit log broken at entry #{result.first_bad_seq}: {result.problem}")
         raise typer.Exit(1)
+    if check is not None and not check.ok:
+        print("audit log broken: " + "; ".join(check.problems))
+        raise typer.Exit(1)
     print(f"audit log intact: {result.entries} {'entry' if result.entries == 1 else 'entries'}")
     if result.head_hash:
         print(f"head: entry #{result.entries} hash {result.head_hash}")
+    if config.key is None:
+        print("NOT keyed: no audit key is configured (PROPCRM_AUDIT_KEY or PROPCRM_AUDIT_KEY_FILE), so removal of "
+              "the newest entries and forged appends cannot be detected")
+        return
+    keyed = (f"keyed from entry #{result.keyed_from}" if result.keyed_from else "no keyed entry yet")
+    print(f"{keyed} (key {config.key_id} from {config.key_source})")
+    if check is None or check.latest is None:
+        print(f"no anchors yet in {config.directory}: the serve process and the workers write them")
+    else:
+        print(f"{check.anchors} anchor(s) in {config.directory}, all authentic; the latest, written "
+              f"{check.latest.anchored_at}, saw entry #{check.latest.seq}, which is unchanged")
+
+
+@audit_app.command("anchor")
+def audit_anchor(
+    database_url: Annotated[Optional[str], typer.Option("--database-url", help="database URL (default: PROPCRM_DATABASE_URL, else PROPCRM_DATA_DIR)")] = None,
+) -> None:
+    """Write an anchor of the audit log now (the serve process and the workers do it on a schedule)."""
+    from .adapters.db import session as db
+    from .services.audit_anchors import write_anchor
+
+    url = database_url or db.database_url()
+    config = _anchor_config(url, None, None)
+    if config.key is None or config.directory is None:
+        raise _fail("no audit key is configured (PROPCRM_AUDIT_KEY or PROPCRM_AUDIT_KEY_FILE): nothing to anchor with")
+    engine = _database(url)
+    try:
+        with db.sessions(engine, readonly=True)() as session:
+            outcome = write_anchor(session, config)
+    finally:
+        engine.dispose()
+    if outcome.problem:
+        print(f"NOT anchored: {outcome.problem}")
+        raise typer.Exit(1)
+    if outcome.written is None:
+        print("nothing new to anchor")
+    else:
+        print(f"anchored entry #{outcome.written.seq} in {config.directory / outcome.written.where}")
 
 
 keys_app = typer.Typer(help="Platform API keys: the credentials that sign event batches.", no_args_is_help=True)

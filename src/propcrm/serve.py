@@ -221,7 +221,9 @@ def _status_loop(session_factory, stop: threading.Event, print_, every: float = 
 
 
 def run_worker(*, database_url: str | None, once: bool = False) -> None:
-    """An evaluation worker process: passes until stopped (or, with ``once``, until nothing is pending)."""
+    """An evaluation worker process: passes until stopped (or, with ``once``, until nothing is pending).
+    It also anchors the audit log on its schedule (``services/audit_anchors.py``)."""
+    from .services.audit_anchors import anchor_loop
     from .services.evaluation import EvaluationWorker
 
     _configure_logging()
@@ -235,10 +237,16 @@ def run_worker(*, database_url: str | None, once: bool = False) -> None:
                   f"{report.decisions:,} decisions, {report.rejected:,} rejected")
             return
         stop = threading.Event()
+        anchors = threading.Thread(target=anchor_loop, args=(sessions(engine, readonly=True), url, stop),
+                                   name="audit-anchors", daemon=True)
+        anchors.start()
         try:
             _worker_loop(sessions(engine), stop)
         except KeyboardInterrupt:
             stop.set()
+        finally:
+            stop.set()
+            anchors.join(timeout=5)
     finally:
         engine.dispose()
 
@@ -252,6 +260,12 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
     _configure_logging()
     url = database_url or default_database_url()
     migrate(url)
+    from .services.audit_anchors import AnchorConfigError, anchor_loop, ensure_embedded_key
+
+    try:
+        anchoring = ensure_embedded_key(url)  # the embedded default is keyed from its first start
+    except AnchorConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
     engine = make_engine(url)
     session_factory = sessions(engine)
     seeded: DemoFirm | None = None
@@ -269,7 +283,8 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
                     names = list(session.scalars(select(m.Account.external_id).where(m.Account.firm_id == DEMO_FIRM)))
                     seeded = DemoFirm(key_id=key_id, secret=secret, accounts=names)
     stop = threading.Event()
-    threads = []
+    threads = [threading.Thread(target=anchor_loop, args=(sessions(engine, readonly=True), url, stop),
+                                name="audit-anchors", daemon=True)]
     if with_worker:
         from .services.dispatch import build_dispatcher
 
@@ -314,6 +329,11 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
     print_(f"propcrm is running at {base}  (back office and trader portal: {base}/ ; API reference: {base}/docs)",
            flush=True)
     print_(f"database: {url}")
+    if anchoring.key is not None and anchoring.directory is not None:
+        print_(f"audit log: keyed (key {anchoring.key_id} from {anchoring.key_source}), anchored every "
+               f"{anchoring.interval:.0f} s to {anchoring.directory}")
+    else:
+        print_("audit log: NOT keyed or anchored — set PROPCRM_AUDIT_KEY (or _KEY_FILE) and PROPCRM_AUDIT_ANCHOR_DIR")
     if seeded is not None and seeded.logins:
         print_(f"demo firm 'demo' seeded; log in at {base}/login (or POST /api/v1/login) as:")
         for email, password in seeded.logins.items():

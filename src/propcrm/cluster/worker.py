@@ -452,7 +452,22 @@ def run_worker(*, bus: BusConfig, database_url: str, worker_id: str | None = Non
     sys.setswitchinterval(0.0005)
     worker = ClusterWorker(bus=bus, database_url=database_url, worker_id=worker_id, metrics_port=metrics_port,
                            metrics_host=metrics_host, max_batch_events=max_batch_events)
-    asyncio.run(worker.run())
+    # the audit log's anchors on their schedule (services/audit_anchors.py), beside the evaluation
+    import threading
+
+    from ..services.audit_anchors import anchor_loop
+
+    stop = threading.Event()
+    anchor_engine = make_engine(database_url)
+    anchors = threading.Thread(target=anchor_loop, args=(sessions(anchor_engine, readonly=True), database_url, stop),
+                               kwargs={"first_delay": 10.0}, name="audit-anchors", daemon=True)
+    anchors.start()
+    try:
+        asyncio.run(worker.run())
+    finally:
+        stop.set()
+        anchors.join(timeout=5)
+        anchor_engine.dispose()
 
 
 __all__ = ["ClusterWorker", "assign", "run_worker"]

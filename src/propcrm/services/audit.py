@@ -17,9 +17,18 @@ Anyone can therefore re-compute every hash from the rows alone, in any language.
 Editing an entry in place breaks its own hash; deleting one leaves a gap in ``seq`` and breaks the
 next entry's link; moving one changes its ``seq`` (which is hashed). :func:`verify` walks the chain and
 names the first such entry. Two things a chain on its own cannot show, by construction: removal of the
-*newest* entries (the tail simply gets shorter) and a wholesale rewrite of every hash after an edit.
-Both are caught by keeping the head (``VerifyResult.head_hash``, printed by ``propcrm audit verify``)
-somewhere the database's administrators cannot write, and comparing it later.
+*newest* entries (the tail simply gets shorter) and entries appended (or a tail rewritten) by someone
+who can write to the table, since anyone can compute a SHA-256. Both are caught by the **key** and the
+**anchors** (:mod:`propcrm.services.audit_anchors`):
+
+* with an audit key configured, every entry also carries ``mac`` = HMAC-SHA256(key, ``hash``) (lower-case
+  hex of the hash's ASCII). Without the key nobody can append an entry that verifies; the key lives in
+  the configuration, never in the database or the log. Entries written before the key was configured
+  carry none; every entry after the first keyed one must.
+* the serve process and the workers export, on a schedule, keyed **anchors** — the newest entry's
+  ``seq`` and ``hash``, MAC'd — to files outside the database; ``propcrm audit verify`` checks every anchor
+  with the key and the log against them, so removing the newest entries is caught up to the latest
+  anchor.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import hashlib
+import hmac
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -137,6 +147,36 @@ def entry_hash(
     return hashlib.sha256(canonical_json(document)).hexdigest()
 
 
+def entry_mac(key: bytes, entry_hash_hex: str) -> str:
+    """The key mark of an entry: HMAC-SHA256(key, its hash's hex text), lower-case hex."""
+    return hmac.new(key, entry_hash_hex.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+class AuditKeyError(RuntimeError):
+    """This process cannot append: the log is keyed and the process has no key, or another key."""
+
+
+def _key_of(session: Session) -> bytes | None:
+    """The audit key configured for the session's database (``audit_anchors.config_for``), if any."""
+    from .audit_anchors import config_for
+
+    bind = session.get_bind()
+    url = getattr(bind, "url", None) or bind.engine.url
+    return config_for(url.render_as_string(hide_password=False)).key
+
+
+def _check_tail_key(key: bytes | None, tail: Any) -> None:
+    """Refuse to append onto a keyed tail without its key (the entries would fail verification)."""
+    if tail is None or tail.mac is None:
+        return
+    if key is None:
+        raise AuditKeyError("the audit log is keyed but this process has no audit key: set PROPCRM_AUDIT_KEY or "
+                            "PROPCRM_AUDIT_KEY_FILE as for the service (docs/service.md)")
+    if not hmac.compare_digest(entry_mac(key, tail.hash), tail.mac):
+        raise AuditKeyError(f"this process's audit key is not the one entry #{tail.seq} was written with "
+                            "(or that entry was altered): nothing is appended; run propcrm audit verify")
+
+
 # --------------------------------------------------------------------------------------------------
 # appending
 
@@ -193,17 +233,20 @@ def append(
     after_plain = plain(after, _path="after")
     if ts is not None:
         rfc3339(ts)  # refuse a naive time before taking the lock
+    key = _key_of(session)
     _lock_tail(session)
     tail = session.execute(
-        select(_TABLE.c.seq, _TABLE.c.hash).order_by(_TABLE.c.seq.desc()).limit(1)
+        select(_TABLE.c.seq, _TABLE.c.hash, _TABLE.c.mac).order_by(_TABLE.c.seq.desc()).limit(1)
     ).first()
+    _check_tail_key(key, tail)
     seq, prev_hash = (1, GENESIS) if tail is None else (tail.seq + 1, tail.hash)
     when = (ts or dt.datetime.now(UTC)).astimezone(UTC)
     fields = dict(
         seq=seq, firm_id=firm_id, ts=when, actor=actor, action=action, entity=entity, entity_id=entity_id,
         before=before_plain, after=after_plain, prev_hash=prev_hash,
     )
-    entry = AuditEntry(**fields, hash=entry_hash(**fields))
+    digest = entry_hash(**fields)
+    entry = AuditEntry(**fields, hash=digest, mac=entry_mac(key, digest) if key is not None else None)
     session.add(entry)
     session.flush()
     return entry
@@ -226,9 +269,12 @@ def append_many(session: Session, entries: list[dict[str, Any]]) -> list[int]:
         if ts is not None:
             rfc3339(ts)
         prepared.append((entry, plain(entry.get("before"), _path="before"), plain(entry.get("after"), _path="after")))
+    key = _key_of(session)
     _lock_tail(session)
     session.flush()
-    tail = session.execute(select(_TABLE.c.seq, _TABLE.c.hash).order_by(_TABLE.c.seq.desc()).limit(1)).first()
+    tail = session.execute(select(_TABLE.c.seq, _TABLE.c.hash, _TABLE.c.mac)
+                           .order_by(_TABLE.c.seq.desc()).limit(1)).first()
+    _check_tail_key(key, tail)
     seq, prev_hash = (0, GENESIS) if tail is None else (tail.seq, tail.hash)
     now = dt.datetime.now(UTC)
     rows = []
@@ -240,7 +286,7 @@ def append_many(session: Session, entries: list[dict[str, Any]]) -> list[int]:
             before=before_plain, after=after_plain, prev_hash=prev_hash,
         )
         prev_hash = entry_hash(**fields)
-        rows.append({**fields, "hash": prev_hash})
+        rows.append({**fields, "hash": prev_hash, "mac": entry_mac(key, prev_hash) if key is not None else None})
     session.execute(_TABLE.insert(), rows)
     return [row["seq"] for row in rows]
 
@@ -258,6 +304,8 @@ class VerifyResult:
     problem: str | None = None
     head_hash: str | None = None
     """Hash of the last intact entry: keep it elsewhere to detect later truncation or rewriting."""
+    keyed_from: int | None = None
+    """With a key: the first entry that carries a key mark (the ones before predate the key)."""
 
 
 class _Unreadable:
@@ -273,10 +321,10 @@ def _short(digest: Any) -> str:
     return text[:12] + "…" if len(text) > 12 else text
 
 
-def _rows(session: Session, page_size: int) -> Iterator[Any]:
-    """All entries in ``seq`` order, ``page_size`` at a time (keyset pagination, nothing held)."""
-    columns = [_TABLE.c[name] for name in _FIELDS] + [_TABLE.c.hash]
-    last: int | None = None
+def _rows(session: Session, page_size: int, after: int | None = None) -> Iterator[Any]:
+    """All entries in ``seq`` order (after ``after``), ``page_size`` at a time (keyset pagination)."""
+    columns = [_TABLE.c[name] for name in _FIELDS] + [_TABLE.c.hash, _TABLE.c.mac]
+    last: int | None = after
     while True:
         query = select(*columns).order_by(_TABLE.c.seq).limit(page_size)
         if last is not None:
@@ -299,7 +347,7 @@ def _rows_one_by_one(session: Session, last: int | None, page_size: int) -> Iter
     seqs = select(_TABLE.c.seq).order_by(_TABLE.c.seq).limit(page_size)
     if last is not None:
         seqs = seqs.where(_TABLE.c.seq > last)
-    columns = [_TABLE.c[name] for name in _FIELDS] + [_TABLE.c.hash]
+    columns = [_TABLE.c[name] for name in _FIELDS] + [_TABLE.c.hash, _TABLE.c.mac]
     for seq in session.scalars(seqs).all():
         try:
             yield session.execute(select(*columns).where(_TABLE.c.seq == seq)).one()
@@ -309,25 +357,30 @@ def _rows_one_by_one(session: Session, last: int | None, page_size: int) -> Iter
             yield _Unreadable(seq, exc)
 
 
-def verify(session: Session, *, page_size: int = 1000) -> VerifyResult:
+def verify(session: Session, *, page_size: int = 1000, key: bytes | None = None, after_seq: int = 0,
+           after_hash: str = GENESIS) -> VerifyResult:
     """Walk the whole chain in ``seq`` order and stop at the first entry that is not what was appended.
 
     Checks, entry by entry: ``seq`` continues without a gap (a gap = entries removed); the entry's
     own hash matches its content (else it was altered, or moved — ``seq`` is hashed); its
     ``prev_hash`` is the previous entry's hash (else the previous entry was altered and re-hashed,
-    or this entry's link was rewritten). Reads in pages of ``page_size``.
+    or this entry's link was rewritten); with ``key``, its key mark (``mac``) — required from the first
+    keyed entry on (else it was appended or rewritten by someone without the key). Reads in pages of
+    ``page_size``. ``after_seq``/``after_hash``: start after an entry already verified (the anchor
+    writer checks only what is new); ``entries`` then counts from there.
     """
     count = 0
-    prev_seq = 0
-    prev_hash = GENESIS
+    prev_seq = after_seq
+    prev_hash = after_hash
     heads: list[str | None] = [None]  # heads[-1]: hash of the last entry that verified
+    keyed_from: int | None = None
 
     def broken(seq: int, problem: str) -> VerifyResult:
-        intact = seq - 1  # entries #1 … #seq-1 verified
+        intact = seq - 1 - after_seq  # entries after_seq+1 … seq-1 verified
         return VerifyResult(ok=False, entries=intact, first_bad_seq=seq, problem=problem,
-                            head_hash=heads[-1] if intact == count else heads[-2])
+                            head_hash=heads[-1] if intact == count else heads[-2], keyed_from=keyed_from)
 
-    for row in _rows(session, page_size):
+    for row in _rows(session, page_size, after=after_seq or None):
         seq = row.seq
         if seq != prev_seq + 1:
             missing = prev_seq + 1
@@ -352,6 +405,14 @@ def verify(session: Session, *, page_size: int = 1000) -> VerifyResult:
                       f"another position")
         if recomputed != row.hash:
             return broken(seq, f"entry #{seq} was altered: {reason}")
+        if key is not None:
+            mark = getattr(row, "mac", None)
+            if mark is not None and hmac.compare_digest(entry_mac(key, row.hash), str(mark)):
+                keyed_from = keyed_from or seq
+            elif mark is not None or keyed_from is not None or after_seq:
+                return broken(seq, f"entry #{seq} was not written by propcrm: its key mark is "
+                                   f"{'missing' if mark is None else 'wrong'} (a forged append, or an entry "
+                                   "rewritten by someone without the audit key — or the key is not the log's)")
         if row.prev_hash != prev_hash:
             if prev_seq == 0:
                 return broken(seq, f"entry #{seq} should start the chain (previous hash of 64 zeros) but "
@@ -364,4 +425,4 @@ def verify(session: Session, *, page_size: int = 1000) -> VerifyResult:
         prev_seq = seq
         prev_hash = row.hash
         heads = [heads[-1], prev_hash]
-    return VerifyResult(ok=True, entries=count, head_hash=heads[-1])
+    return VerifyResult(ok=True, entries=count, head_hash=heads[-1], keyed_from=keyed_from)

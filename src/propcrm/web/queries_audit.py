@@ -213,6 +213,9 @@ class Verification:
     head_hash: str | None = None
     total: int = 0  # entries in the whole log (the newest seq)
     bad_in_firm: bool | None = None  # the broken entry is one of the viewer's firm (None: missing/unknown)
+    keyed: bool = False  # an audit key is configured: key marks checked, and the anchors
+    anchors: int = 0
+    latest_anchor: Any = None  # audit_anchors.Anchor
 
     @property
     def rate(self) -> int:
@@ -231,17 +234,28 @@ def verify_bounded(session: Session, *, firm_id: str, budget_s: float | None = N
         return None
     try:
         budget = VERIFY_BUDGET_S if budget_s is None else budget_s
+        from ..services.audit_anchors import check_anchors, config_for
+
+        bind = session.get_bind()
+        config = config_for((getattr(bind, "url", None) or bind.engine.url).render_as_string(hide_password=False))
         total = session.execute(select(func.max(LOG.seq))).scalar() or 0
         started = time.monotonic()
         metered = _Metered(session, started + budget)
         try:
-            result = audit_service.verify(metered, page_size=VERIFY_PAGE)  # type: ignore[arg-type]
+            result = audit_service.verify(metered, page_size=VERIFY_PAGE, key=config.key)  # type: ignore[arg-type]
         except _OutOfTime:
             seconds = time.monotonic() - started
             return Verification(ok=None, entries=metered.reads * VERIFY_PAGE, seconds=seconds, total=total)
         seconds = time.monotonic() - started
         found = Verification(ok=result.ok, entries=result.entries, seconds=seconds, first_bad_seq=result.first_bad_seq,
-                             problem=result.problem, head_hash=result.head_hash, total=total)
+                             problem=result.problem, head_hash=result.head_hash, total=total,
+                             keyed=config.key is not None)
+        if result.ok and config.key is not None:  # the anchors outside the database: the newest entries
+            check = check_anchors(session, config)
+            found.anchors, found.latest_anchor = check.anchors, check.latest
+            if not check.ok:
+                found.ok, found.problem = False, "; ".join(check.problems)
+                found.first_bad_seq = (check.latest.seq if check.latest else None)
         if result.first_bad_seq is not None:
             exists, firm = firm_of_entry(session, result.first_bad_seq)
             found.bad_in_firm = (firm == firm_id) if exists else None

@@ -320,6 +320,8 @@ class AuditEntry(Base):
     after: Mapped[Any] = mapped_column(JSON, nullable=True)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # HMAC-SHA256(audit key, hash) when an audit key is configured (migration 0010_audit_mac)
+    mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # the audit viewer's filters, newest first: by action, by entity, by time (migration 0008)
     __table_args__ = (
         Index("ix_audit_log_firm_action", "firm_id", "action", "seq"),

@@ -1,0 +1,357 @@
+"""The audit log's key and its anchors outside the database.
+
+A hash chain alone cannot show that its newest entries were removed, nor stop someone who can write to
+the table from appending entries with valid hashes. Two things close that (docs/service.md, "Audit log"):
+
+* **The audit key** (configuration, never in the database or any log): every entry carries
+  HMAC-SHA256(key, its hash) (:func:`propcrm.services.audit.entry_mac`), so an entry appended without the
+  key does not verify.
+* **Anchors**: the serve process and the workers append, every ``PROPCRM_AUDIT_ANCHOR_INTERVAL`` seconds
+  when the log has grown, one line to a file in the anchor directory — the newest entry's ``seq`` and
+  ``hash``, when, by whom, and an HMAC of all that with the key. A line is written only after what is new
+  since the previous anchor verified (chain and key marks), so an anchor never vouches for a forgery.
+  ``propcrm audit verify`` checks every anchor with the key and the log against them: entries an anchor
+  saw that are gone (the newest ones deleted) or changed are reported. Put the directory where the
+  database's administrators cannot rewrite it (another host's mount, a write-once bucket the files are
+  shipped to); what happens after the latest anchor is covered by the key marks alone.
+
+Configuration, read once per process and database:
+
+=====================================  ==================================================================
+``PROPCRM_AUDIT_KEY``                  the key itself (at least 32 characters)
+``PROPCRM_AUDIT_KEY_FILE``             a file holding the key (first line)
+``PROPCRM_AUDIT_ANCHOR_DIR``           where anchors go
+``PROPCRM_AUDIT_ANCHOR_INTERVAL``      seconds between anchors (default 60)
+=====================================  ==================================================================
+
+On the embedded SQLite default, without those, the key is the file ``audit.key`` beside the database
+(``propcrm serve`` creates it, mode 0600, on its first start) and anchors go to ``audit-anchors/`` beside
+it. Without a key nothing is keyed or anchored, and ``propcrm audit verify`` says so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..adapters.db.models import AuditEntry
+from . import audit
+
+UTC = dt.timezone.utc
+KEY_ENV = "PROPCRM_AUDIT_KEY"
+KEY_FILE_ENV = "PROPCRM_AUDIT_KEY_FILE"
+DIR_ENV = "PROPCRM_AUDIT_ANCHOR_DIR"
+INTERVAL_ENV = "PROPCRM_AUDIT_ANCHOR_INTERVAL"
+MIN_KEY = 32
+KEY_FILE = "audit.key"
+ANCHOR_DIR = "audit-anchors"
+_LOG = AuditEntry.__table__
+log = logging.getLogger("propcrm.audit")
+
+
+class AnchorConfigError(ValueError):
+    """The audit key or anchor configuration cannot be used (the message never contains the key)."""
+
+
+@dataclass(frozen=True)
+class AnchorConfig:
+    key: bytes | None
+    key_source: str | None
+    """Where the key came from (an environment variable's name or a file's path), never the key."""
+    directory: Path | None
+    interval: float = 60.0
+    default_key_file: Path | None = None
+    """Where the embedded default looks for its key file (None: a key is configured, or not SQLite)."""
+
+    @property
+    def key_id(self) -> str | None:
+        """A short public name of the key (anchors carry it, so another key is told from a forgery)."""
+        if self.key is None:
+            return None
+        return hashlib.sha256(b"propcrm-audit-key-id\x00" + self.key).hexdigest()[:16]
+
+    def __repr__(self) -> str:  # the key never reaches a log through a repr
+        return (f"AnchorConfig(key={'set' if self.key else None}, key_source={self.key_source!r}, "
+                f"directory={str(self.directory) if self.directory else None!r}, interval={self.interval})")
+
+
+def _beside_database(database_url: str) -> Path | None:
+    """The directory of an SQLite database file (None for PostgreSQL and in-memory SQLite)."""
+    url = make_url(database_url)
+    if not url.drivername.startswith("sqlite") or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database).resolve().parent
+
+
+def _read_key(path: Path) -> bytes:
+    try:
+        text = path.read_text(encoding="utf-8").splitlines()[0].strip() if path.stat().st_size else ""
+    except (OSError, UnicodeDecodeError, IndexError) as exc:
+        raise AnchorConfigError(f"cannot read the audit key file {path}: {type(exc).__name__}") from None
+    if len(text) < MIN_KEY:
+        raise AnchorConfigError(f"the audit key in {path} is shorter than {MIN_KEY} characters")
+    return text.encode("utf-8")
+
+
+def config_for(database_url: str) -> AnchorConfig:
+    """The audit key and anchor directory for ``database_url`` (see the module's docstring). Read once
+    and kept; a default key file that appears later (``propcrm serve`` creates it) is noticed."""
+    config = _config_for(database_url)
+    if config.key is None and config.default_key_file is not None and config.default_key_file.exists():
+        _config_for.cache_clear()
+        config = _config_for(database_url)
+    return config
+
+
+@functools.lru_cache(maxsize=64)
+def _config_for(database_url: str) -> AnchorConfig:
+    beside = _beside_database(database_url)
+    key = source = None
+    if os.environ.get(KEY_ENV):
+        text = os.environ[KEY_ENV].strip()
+        if len(text) < MIN_KEY:
+            raise AnchorConfigError(f"{KEY_ENV} is shorter than {MIN_KEY} characters")
+        key, source = text.encode("utf-8"), KEY_ENV
+    elif os.environ.get(KEY_FILE_ENV):
+        path = Path(os.environ[KEY_FILE_ENV])
+        key, source = _read_key(path), str(path)
+    elif beside is not None and (beside / KEY_FILE).exists():
+        key, source = _read_key(beside / KEY_FILE), str(beside / KEY_FILE)
+    directory = Path(os.environ[DIR_ENV]) if os.environ.get(DIR_ENV) else (
+        beside / ANCHOR_DIR if beside is not None else None)
+    try:
+        interval = float(os.environ.get(INTERVAL_ENV) or 60)
+    except ValueError:
+        raise AnchorConfigError(f"{INTERVAL_ENV} must be a number of seconds") from None
+    if not 1 <= interval <= 86_400:
+        raise AnchorConfigError(f"{INTERVAL_ENV} must be between 1 and 86400 seconds")
+    default_key_file = beside / KEY_FILE if beside is not None and not (
+        os.environ.get(KEY_ENV) or os.environ.get(KEY_FILE_ENV)) else None
+    return AnchorConfig(key=key, key_source=source, directory=directory, interval=interval,
+                        default_key_file=default_key_file)
+
+
+def forget_configuration() -> None:
+    """Read the configuration again at the next use (after the environment or a key file changed)."""
+    _config_for.cache_clear()
+
+
+def ensure_embedded_key(database_url: str) -> AnchorConfig:
+    """For ``propcrm serve`` on SQLite: when no key is configured, create ``audit.key`` beside the database
+    (random, 256 bits, mode 0600) so the embedded default is keyed and anchored from its first entry."""
+    config = config_for(database_url)
+    beside = _beside_database(database_url)
+    if config.key is not None or beside is None or os.environ.get(KEY_ENV) or os.environ.get(KEY_FILE_ENV):
+        return config
+    path = beside / KEY_FILE
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            out.write(secrets.token_hex(32) + "\n")
+        log.info("created the audit key file %s (keep a copy apart from the database)", path)
+    forget_configuration()
+    return config_for(database_url)
+
+
+# --------------------------------------------------------------------------------------------------
+# anchor lines
+
+
+@dataclass(frozen=True)
+class Anchor:
+    seq: int
+    hash: str
+    anchored_at: str
+    key_id: str
+    writer: str
+    where: str
+    """file:line, for messages"""
+
+
+def _anchor_mac(key: bytes, record: dict) -> str:
+    body = {k: v for k, v in record.items() if k != "mac"}
+    return hmac.new(key, audit.canonical_json(body), hashlib.sha256).hexdigest()
+
+
+def read_anchors(directory: Path | None, key: bytes, *, only_latest_file: bool = False) -> tuple[list[Anchor], list[str]]:
+    """Every anchor line in ``directory`` (``anchors-*.ndjson``), checked with ``key``: the authentic
+    anchors, and a problem for each line that is not (unreadable, altered, forged, another key)."""
+    if directory is None or not directory.is_dir():
+        return [], []
+    files = sorted(directory.glob("anchors-*.ndjson"))
+    if only_latest_file:
+        files = files[-1:]
+    anchors, problems = [], []
+    key_id = AnchorConfig(key=key, key_source=None, directory=None).key_id
+    for path in files:
+        try:
+            lines = path.read_bytes().splitlines()
+        except OSError as exc:
+            problems.append(f"cannot read {path}: {type(exc).__name__}")
+            continue
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            where = f"{path.name}:{number}"
+            try:
+                record = json.loads(raw)
+                seq, digest, mark = record["seq"], record["hash"], record["mac"]
+                if not isinstance(seq, int) or not isinstance(digest, str) or not isinstance(mark, str):
+                    raise ValueError("wrong types")
+            except (ValueError, KeyError, TypeError):
+                problems.append(f"anchor {where} cannot be read")
+                continue
+            if record.get("key_id") != key_id:
+                problems.append(f"anchor {where} was made with another audit key (key id {record.get('key_id')!r}, "
+                                f"this key's is {key_id!r})")
+                continue
+            if not hmac.compare_digest(_anchor_mac(key, record), mark):
+                problems.append(f"anchor {where} is not authentic: its content does not match its MAC "
+                                "(altered or forged)")
+                continue
+            anchors.append(Anchor(seq=seq, hash=digest, anchored_at=str(record.get("anchored_at")),
+                                  key_id=key_id, writer=str(record.get("writer")), where=where))
+    return anchors, problems
+
+
+def _append_line(directory: Path, record: dict, now: dt.datetime) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"anchors-{now.strftime('%Y-%m-%d')}.ndjson"
+    line = json.dumps(record, sort_keys=True, separators=(",", ":")).encode("utf-8") + b"\n"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(descriptor, line)  # one write of a short line with O_APPEND: never interleaved
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    return path
+
+
+@dataclass(frozen=True)
+class AnchorOutcome:
+    written: Anchor | None = None
+    problem: str | None = None
+    """Why no anchor was written when one was due (the log does not verify): an alarm."""
+
+
+def write_anchor(session: Session, config: AnchorConfig, *, now: dt.datetime | None = None,
+                 writer: str | None = None) -> AnchorOutcome:
+    """Anchor the newest entry when the log has grown since the latest anchor, after checking what is
+    new (chain and key marks) — never anchoring a log that does not verify."""
+    if config.key is None or config.directory is None:
+        return AnchorOutcome()
+    anchors, _ = read_anchors(config.directory, config.key, only_latest_file=True)
+    latest = max(anchors, key=lambda a: a.seq, default=None)
+    after_seq, after_hash = 0, audit.GENESIS
+    if latest is not None:
+        stored = session.execute(select(_LOG.c.hash).where(_LOG.c.seq == latest.seq)).scalar()
+        if stored != latest.hash:
+            return AnchorOutcome(problem=f"entry #{latest.seq}, seen by anchor {latest.where}, is "
+                                         f"{'gone' if stored is None else 'changed'}: run propcrm audit verify")
+        after_seq, after_hash = latest.seq, latest.hash
+    result = audit.verify(session, key=config.key, after_seq=after_seq, after_hash=after_hash)
+    if not result.ok:
+        return AnchorOutcome(problem=f"the audit log does not verify at entry #{result.first_bad_seq}: {result.problem}")
+    if result.entries == 0 or result.head_hash is None:
+        return AnchorOutcome()  # nothing new
+    if result.keyed_from is None and after_seq == 0:
+        return AnchorOutcome()  # nothing keyed yet: the first keyed entry starts the anchors
+    now = (now or dt.datetime.now(UTC)).astimezone(UTC)
+    record = {"v": 1, "seq": after_seq + result.entries, "hash": result.head_hash,
+              "anchored_at": audit.rfc3339(now), "key_id": config.key_id,
+              "writer": writer or f"{socket.gethostname()}/{os.getpid()}"}
+    record["mac"] = _anchor_mac(config.key, record)
+    path = _append_line(config.directory, record, now)
+    return AnchorOutcome(written=Anchor(seq=record["seq"], hash=record["hash"], anchored_at=record["anchored_at"],
+                                        key_id=record["key_id"], writer=record["writer"], where=path.name))
+
+
+def anchor_loop(read_sessions: sessionmaker[Session], database_url: str, stop: threading.Event, *,
+                first_delay: float = 0.0) -> None:
+    """Write anchors every interval until ``stop`` (a thread of ``propcrm serve`` and of the workers);
+    ``first_delay``: seconds to wait before the first (a worker that migrates the schema first)."""
+    if first_delay and stop.wait(first_delay):
+        return
+    try:
+        config = config_for(database_url)
+    except AnchorConfigError as exc:
+        log.error("audit anchoring is off: %s", exc)
+        return
+    if config.key is None or config.directory is None:
+        log.warning("audit anchoring is off: no audit key configured (%s or %s); truncation of the newest "
+                    "entries and forged appends cannot be detected", KEY_ENV, KEY_FILE_ENV)
+        return
+    log.info("audit anchors every %.0f s to %s (key %s from %s)", config.interval, config.directory,
+             config.key_id, config.key_source)
+    while True:
+        try:
+            with read_sessions() as session:
+                outcome = write_anchor(session, config)
+            if outcome.problem:
+                log.error("audit log NOT anchored: %s", outcome.problem)
+        except Exception:  # noqa: BLE001 - a failed anchor is retried at the next interval
+            log.exception("writing an audit anchor failed; retrying")
+        if stop.wait(config.interval):
+            return
+
+
+# --------------------------------------------------------------------------------------------------
+# checking the log against the anchors
+
+
+@dataclass(frozen=True)
+class AnchorCheck:
+    ok: bool
+    anchors: int
+    latest: Anchor | None
+    problems: list[str]
+
+
+def check_anchors(session: Session, config: AnchorConfig) -> AnchorCheck:
+    """Every anchor authentic (MAC with the key), and every entry an anchor saw still in the log, unchanged."""
+    assert config.key is not None
+    anchors, problems = read_anchors(config.directory, config.key)
+    if not anchors:
+        return AnchorCheck(ok=not problems, anchors=0, latest=None, problems=problems)
+    last_seq = session.execute(select(_LOG.c.seq).order_by(_LOG.c.seq.desc()).limit(1)).scalar() or 0
+    latest = max(anchors, key=lambda a: a.seq)
+    if latest.seq > last_seq:
+        first = last_seq + 1
+        span = f"entry #{first} is" if first == latest.seq else f"entries #{first}–#{latest.seq} are"
+        problems.append(f"{span} missing: anchor {latest.where}, written {latest.anchored_at}, saw the log up to "
+                        f"#{latest.seq} (hash {latest.hash[:12]}…) and the log now ends at "
+                        f"{'#' + str(last_seq) if last_seq else 'nothing'}; the newest entries were removed")
+    wanted = sorted({a.seq for a in anchors if a.seq <= last_seq})
+    stored: dict[int, str] = {}
+    for start in range(0, len(wanted), 500):
+        stored.update(session.execute(select(_LOG.c.seq, _LOG.c.hash).where(
+            _LOG.c.seq.in_(wanted[start:start + 500]))).all())
+    for anchor in sorted(anchors, key=lambda a: a.seq):
+        if anchor.seq <= last_seq and stored.get(anchor.seq) != anchor.hash:
+            what = "is missing" if anchor.seq not in stored else "is not the entry it saw"
+            problems.append(f"entry #{anchor.seq} {what}: anchor {anchor.where}, written {anchor.anchored_at}, saw hash "
+                            f"{anchor.hash[:12]}…; the log was rewritten from there")
+            break
+    return AnchorCheck(ok=not problems, anchors=len(anchors), latest=latest, problems=problems)
+
+
+__all__ = ["Anchor", "AnchorCheck", "AnchorConfig", "AnchorConfigError", "AnchorOutcome", "anchor_loop",
+           "check_anchors", "config_for", "ensure_embedded_key", "forget_configuration", "read_anchors",
+           "write_anchor"]
