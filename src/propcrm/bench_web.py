@@ -50,7 +50,7 @@ from .services.evaluation import STATE_ENCODER, _account_status
 
 FIRM = "bench"
 EMAIL = "risk@bench.example"
-PASSWORD = "bench-web-password"
+PASSWORD = "quiet harbour lanterns at dusk"
 UTC = dt.timezone.utc
 START = dt.datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 EVENTS_PER_DAY = 8

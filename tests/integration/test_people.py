@@ -296,6 +296,10 @@ def test_the_payout_page_says_why_an_approval_is_refused(world, payable):
     f1, f2 = created_by_admin(world, "f1"), created_by_admin(world, "f2")
     payout = payable(f1)
     page = browse(world, f"fa:{f2}")
+    shown = page.get(f"/office/payouts/{payout}")
+    assert 'data-testid="not-independent"' in shown.text and "share a sponsor" in shown.text
+    assert 'data-testid="not-independent"' not in browse(world, "finance").get(f"/office/payouts/{payout}").text
+    page = browse(world, f"fa:{f2}")
     answer = page.post_form(f"/office/payouts/{payout}/approve", follow_redirects=True)
     assert "maker-checker" in answer.text and "share a sponsor" in answer.text
     assert world.client.get(f"/api/v1/payouts/{payout}", headers=world.headers("admin")).json()["status"] == "prepared"

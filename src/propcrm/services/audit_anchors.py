@@ -190,14 +190,13 @@ def _anchor_mac(key: bytes, record: dict) -> str:
     return hmac.new(key, audit.canonical_json(body), hashlib.sha256).hexdigest()
 
 
-def read_anchors(directory: Path | None, key: bytes, *, only_latest_file: bool = False) -> tuple[list[Anchor], list[str]]:
-    """Every anchor line in ``directory`` (``anchors-*.ndjson``), checked with ``key``: the authentic
-    anchors, and a problem for each line that is not (unreadable, altered, forged, another key)."""
+def read_anchors(directory: Path | None, key: bytes, *, files: list[Path] | None = None) -> tuple[list[Anchor], list[str]]:
+    """Every anchor line in ``directory`` (``anchors-*.ndjson``; or in ``files``), checked with ``key``: the
+    authentic anchors, and a problem for each line that is not (unreadable, altered, forged, another key)."""
     if directory is None or not directory.is_dir():
         return [], []
-    files = sorted(directory.glob("anchors-*.ndjson"))
-    if only_latest_file:
-        files = files[-1:]
+    if files is None:
+        files = sorted(directory.glob("anchors-*.ndjson"))
     anchors, problems = [], []
     key_id = AnchorConfig(key=key, key_source=None, directory=None).key_id
     for path in files:
@@ -231,6 +230,18 @@ def read_anchors(directory: Path | None, key: bytes, *, only_latest_file: bool =
     return anchors, problems
 
 
+def _latest_anchor(directory: Path, key: bytes) -> Anchor | None:
+    """The newest authentic anchor, reading files from the newest back until one has an anchor (so a new
+    day's empty file does not send the writer back to verifying the whole log)."""
+    if not directory.is_dir():
+        return None
+    for path in sorted(directory.glob("anchors-*.ndjson"), reverse=True):
+        anchors, _ = read_anchors(directory, key, files=[path])
+        if anchors:
+            return max(anchors, key=lambda a: a.seq)
+    return None
+
+
 def _append_line(directory: Path, record: dict, now: dt.datetime) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"anchors-{now.strftime('%Y-%m-%d')}.ndjson"
@@ -257,8 +268,7 @@ def write_anchor(session: Session, config: AnchorConfig, *, now: dt.datetime | N
     new (chain and key marks) — never anchoring a log that does not verify."""
     if config.key is None or config.directory is None:
         return AnchorOutcome()
-    anchors, _ = read_anchors(config.directory, config.key, only_latest_file=True)
-    latest = max(anchors, key=lambda a: a.seq, default=None)
+    latest = _latest_anchor(config.directory, config.key)
     after_seq, after_hash = 0, audit.GENESIS
     if latest is not None:
         stored = session.execute(select(_LOG.c.hash).where(_LOG.c.seq == latest.seq)).scalar()

@@ -452,7 +452,7 @@ def _own_payout(session: Session, row: Payout, user_id: int) -> Refusal | None:
     return None
 
 
-def _independence_refusal(session: Session, row: Payout, user_id: int, approvers: set[int]) -> Refusal | None:
+def independence_refusal(session: Session, row: Payout, user_id: int, approvers: set[int]) -> Refusal | None:
     """Maker-checker between people, not accounts: the approver must be independent of the preparer and
     of every approval that still counts — not sponsored by them, not their sponsor, no sponsor in common
     (``users.dependence``: who created a user, reset their password or set their role). Otherwise one
@@ -486,7 +486,7 @@ def approve_payout(session: Session, *, firm_id: str, payout_id: int, user_id: i
     if user_id in set(session.scalars(select(PayoutApproval.user_id).where(PayoutApproval.payout_id == row.id))):
         return Refusal(f"you have already approved payout {row.id}; it needs {row.approvals_needed} different approvers")
     done = set(_standing_approvers(session, row.id))
-    independent = _independence_refusal(session, row, user_id, done)
+    independent = independence_refusal(session, row, user_id, done)
     if independent is not None:
         return independent
     account = get_account(session, firm_id=firm_id, account_id=row.account_id, for_update=True)

@@ -49,9 +49,16 @@ def payout_detail(request: Request, payout_id: PayoutId, user: Role(*READERS), s
     can_act = user.role in FINANCE
     you_prepared = d.payout.prepared_by_user_id == user.user_id
     you_approved = user.user_id in approver_ids
+    not_independent = None
+    if can_act and d.payout.status == "prepared" and not you_prepared and not you_approved:
+        refusal = payout_service.independence_refusal(session, d.payout, user.user_id,
+                                                      {a.user_id for a in d.approvals if a.counts})
+        not_independent = refusal.reason if refusal is not None else None
     return render(request, "payouts/detail.html", {
         "d": d, "p": d.payout, "can_act": can_act, "you_prepared": you_prepared, "you_approved": you_approved,
-        "can_approve": can_act and d.payout.status == "prepared" and not you_prepared and not you_approved,
+        "not_independent": not_independent,
+        "can_approve": (can_act and d.payout.status == "prepared" and not you_prepared and not you_approved
+                        and not_independent is None),
         "can_see_cases": user.role in RISK, "steps": q.step_rows(d.payout.steps),
         "steps_now": q.step_rows(d.steps_now),
     })
