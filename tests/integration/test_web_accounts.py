@@ -398,7 +398,8 @@ def test_propcrm_serve_exits_promptly_with_a_live_page_open(tmp_path):
     engine = make_engine(url)
     with sessions(engine).begin() as s:
         ensure_firm(s, firm_id="fa")
-        user = users.create_user(s, firm_id="fa", email="risk@fa.example", password="x" * 12, role="risk")
+        user = users.create_user(s, firm_id="fa", email="risk@fa.example", password="correct horse battery staple",
+                                 role="risk")
         token, _ = users.issue_token(s, user=user)
     engine.dispose()
     port = _free_port()
