@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 MENUS = {
-    "admin": {"Dashboard", "Accounts", "Decisions", "Cases", "Payouts", "Scalings", "Rule packs", "Audit log"},
+    "admin": {"Dashboard", "Accounts", "Decisions", "Cases", "Payouts", "Scalings", "Rule packs", "Audit log", "Users"},
     "risk": {"Dashboard", "Accounts", "Decisions", "Cases", "Payouts", "Scalings", "Rule packs", "Audit log"},
     "finance": {"Dashboard", "Accounts", "Decisions", "Payouts", "Scalings"},
     "support": {"Accounts", "Decisions"},
