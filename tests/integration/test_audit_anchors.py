@@ -10,7 +10,6 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, select, text

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, select, text
 from propcrm.adapters.db import models as m
 from propcrm.services import users
 from support.lifecycle import add_life_pack, add_user, approve_kyc, funded_account
-from support.staff import PASSWORD, build_world, seed
+from support.staff import PASSWORD, build_world
 from support.web import browse
 
 pytestmark = pytest.mark.usefixtures("cheap_argon2")

@@ -46,7 +46,7 @@ from . import audit
 from .accounts import compiled_pack, get_account, money
 from .cases import open_cases_touching
 from .communications import notify_trader
-from .errors import Invalid, NotFound
+from .errors import NotFound
 from .evaluation import STATE_DECODER
 from .lifecycle import Refusal, decimal_of, kyc_cleared, now_utc, reason_text, settings_of
 
