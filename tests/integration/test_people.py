@@ -333,7 +333,7 @@ def test_the_demo_firm_can_do_a_real_two_person_payout_with_its_seeded_staff(db_
 
 
 # --------------------------------------------------------------------------------------------------
-# migration 0009_people: creators are read back from the audit log
+# migration 0010: creators are read back from the audit log
 
 
 def test_the_migration_finds_each_users_creator_in_the_audit_log(db_url, tmp_path, request):

@@ -125,7 +125,7 @@ class User(Base):
     trader_id: Mapped[int | None] = mapped_column(ForeignKey("traders.id"), nullable=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
-    # the user's sponsors (migration 0009_people): who created them, last reset their password, last set
+    # the user's sponsors (migration 0010): who created them, last reset their password, last set
     # their role; NULL = the installation's operator (command line, demo seed). services/users.py
     created_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     password_set_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
@@ -320,7 +320,7 @@ class AuditEntry(Base):
     after: Mapped[Any] = mapped_column(JSON, nullable=True)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
-    # HMAC-SHA256(audit key, hash) when an audit key is configured (migration 0010_audit_mac)
+    # HMAC-SHA256(audit key, hash) when an audit key is configured (migration 0011)
     mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # the audit viewer's filters, newest first: by action, by entity, by time (migration 0008)
     __table_args__ = (

@@ -1,7 +1,7 @@
 """audit mac — each audit entry's key mark, HMAC-SHA256(audit key, hash)
 
-Revision ID: 0010_audit_mac
-Revises: 0009_people
+Revision ID: 0011
+Revises: 0010
 
 Entries written before an audit key is configured keep NULL (services/audit.py). Adding a column is
 not an UPDATE: PostgreSQL's append-only trigger on audit_log is untouched.
@@ -10,8 +10,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0010_audit_mac'
-down_revision = '0009_people'
+revision = '0011'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """people — each user's sponsors: who created them, last reset their password, last set their role
 
-Revision ID: 0009_people
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 
 The maker-checker rule of payouts refuses an approver who sponsored the preparer, was sponsored by them,
 or shares a sponsor with them (services/users.py ``dependence``). NULL is the installation's operator
@@ -12,8 +12,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0009_people'
-down_revision = '0008'
+revision = '0010'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
