@@ -1,7 +1,8 @@
 """Trading-platform events: the wire contract of GUIDE §2, decoded by msgspec into typed structs.
 
 Money and prices are :class:`~decimal.Decimal` (decimal strings on the wire; JSON numbers are read
-from their text, never through a float). Timestamps must carry a UTC offset. Unknown fields are
+from their text, never through a float), bounded so that every figure derived from them fits the
+books (:data:`MAX_MAGNITUDE`, :data:`MAX_PLACES`, :data:`MAX_DIGITS`). Timestamps must carry a UTC offset. Unknown fields are
 ignored by the typed event (the raw line is what the event log keeps). Every malformed line is
 rejected whole, with its line number, the field and the reason — nothing of it is applied.
 """
@@ -9,7 +10,7 @@ rejected whole, with its line number, the field and the reason — nothing of it
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
+from decimal import Context, Decimal, DecimalException, InvalidOperation, Rounded
 from typing import Annotated, Literal, Union
 
 import msgspec
@@ -23,14 +24,57 @@ Impact = Literal["low", "medium", "high"]
 
 _ZERO = Decimal(0)
 
+#: Every money amount, price and lot size is less than 10^12 in magnitude (a trillion in the account's
+#: currency: far above any real account, yet every sum and percentage the engine derives from it still
+#: fits NUMERIC(24, 8) and a cent count in 64 bits) …
+MAX_MAGNITUDE = Decimal(10) ** 12
+#: … has at most 8 decimal places (trailing zeros beyond them are fine: ``1.08512000000`` is 1.08512) …
+MAX_PLACES = 8
+#: … and is written with at most 24 digits (what a double printed in full needs, and no more).
+MAX_DIGITS = 24
+
+# One call checks magnitude and places: quantizing to 8 places with 20 digits of precision fails
+# (InvalidOperation) from 10^12 up and signals Rounded when digits beyond the 8th place are dropped.
+_BOUNDS = Context(prec=12 + MAX_PLACES, traps=[InvalidOperation, Rounded])
+_TO_PLACES = _BOUNDS.quantize
+_PLACE = Decimal(1).scaleb(-MAX_PLACES)
+
+
+def _shown(value: Decimal) -> str:
+    """The value for a refusal, cut short: a refusal must not echo a 200,000-digit number."""
+    text = str(value)
+    if len(text) <= 40:
+        return text
+    return f"{text[:16]}… ({len(value.as_tuple().digits)} digits)"
+
+
+def _bounded(name: str, value: Decimal | None) -> None:
+    """A finite decimal inside the documented bounds, or ValueError naming the field and the limit."""
+    if value is None:
+        return
+    if not value.is_finite():
+        raise ValueError(f"`{name}`: must be a finite decimal, got {value}")
+    try:
+        _TO_PLACES(value, _PLACE)
+        return
+    except InvalidOperation:
+        raise ValueError(f"`{name}`: must be less than 10^12 in magnitude, got {_shown(value)}") from None
+    except DecimalException:  # Rounded: written with more than 8 places; only zeros may follow the 8th
+        pass
+    sign, digits, exponent = value.as_tuple()
+    if len(digits) > MAX_DIGITS:
+        raise ValueError(f"`{name}`: must be written with at most {MAX_DIGITS} digits, got {_shown(value)}")
+    if any(digits[exponent + MAX_PLACES:]):  # exponent < -MAX_PLACES here
+        raise ValueError(f"`{name}`: must have at most {MAX_PLACES} decimal places, got {_shown(value)}")
+
 
 def _finite(name: str, value: Decimal | None) -> None:
-    if value is not None and not value.is_finite():
-        raise ValueError(f"`{name}`: must be a finite decimal, got {value}")
+    _bounded(name, value)
 
 
 def _positive(name: str, value: Decimal | None) -> None:
-    if value is not None and not (value.is_finite() and value > _ZERO):
+    _bounded(name, value)
+    if value is not None and not value > _ZERO:
         raise ValueError(f"`{name}`: must be a decimal greater than 0, got {value}")
 
 
@@ -92,12 +136,19 @@ class Equity(Event, tag="equity", frozen=True, gc=False):
     floating: Decimal | None = None
 
     def __post_init__(self) -> None:
-        if not (self.equity.is_finite() and self.balance.is_finite()):
-            _finite("equity", self.equity)
-            _finite("balance", self.balance)
+        equity, balance = self.equity, self.balance
+        try:  # the hot path of every feed: both figures checked inline, the reason found only on failure
+            if equity.is_finite() and balance.is_finite():
+                _TO_PLACES(equity, _PLACE)
+                _TO_PLACES(balance, _PLACE)
+            else:
+                raise InvalidOperation
+        except DecimalException:
+            _bounded("equity", equity)
+            _bounded("balance", balance)
         if self.margin is not None or self.floating is not None:
-            _finite("margin", self.margin)
-            _finite("floating", self.floating)
+            _bounded("margin", self.margin)
+            _bounded("floating", self.floating)
 
 
 class Balance(Event, tag="balance", frozen=True, gc=False):
