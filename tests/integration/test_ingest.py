@@ -25,9 +25,9 @@ def line(**fields) -> bytes:
     return json.dumps(fields, separators=(",", ":")).encode()
 
 
-def equity(event_id: str, account: str = "A1", **extra) -> bytes:
+def equity(event_id: str, account: str = "A1", ts: str = "2026-03-02T14:05:00Z", **extra) -> bytes:
     fields = {"equity": "99820.00", "balance": "100000.00", **extra}
-    return line(id=event_id, type="equity", account=account, ts="2026-03-02T14:05:00Z", **fields)
+    return line(id=event_id, type="equity", account=account, ts=ts, **fields)
 
 
 @pytest.fixture
@@ -269,3 +269,100 @@ def test_sqlite_rows_hold_times_exactly_as_the_orm_writes_them():
     for moment in (dt.datetime(2026, 3, 2, 14, 5, tzinfo=UTC), dt.datetime(2026, 3, 2, 14, 5, 0, 1, tzinfo=plus_two),
                    dt.datetime(1, 1, 1, tzinfo=UTC), dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)):
         assert _sqlite_time(moment) == orm_writes(moment)
+
+
+# ------------------------------------------------------------------ bounds, the server's clock, scoping
+def test_money_prices_and_lots_out_of_bounds_are_rejected_naming_line_field_and_limit(db):
+    closed = line(id="c-big", type="trade_closed", account="A1", ts="2026-03-02T14:05:00Z", position="p1",
+                  lots="1", price="1.1", profit="1e30")
+    body = b"\n".join([
+        equity("b-1", equity="100000000000000000"),
+        equity("b-2", equity="-1e17"),
+        b'{"id":"b-3","type":"equity","account":"A1","ts":"2026-03-02T14:05:00Z","equity":1e999999,"balance":"1"}',
+        equity("b-4", balance="9" * 200_000),
+        closed,
+        line(id="o-big", type="trade_opened", account="A1", ts="2026-03-02T14:05:00Z", position="p1",
+             symbol="EURUSD", side="buy", lots="1e1000000", price="1.1"),
+        equity("fine"),
+    ])
+    report = run(db, body)
+    assert [o.status for o in report.lines] == ["rejected"] * 6 + ["accepted"]
+    reasons = [(o.line, o.reason) for o in report.rejections()]
+    fields = ["equity", "equity", "equity", "balance", "profit", "lots"]
+    for (number, reason), field, expected_line in zip(reasons, fields, range(1, 7)):
+        assert number == expected_line
+        assert reason.startswith(f"`{field}`: must be less than 10^12 in magnitude"), reason
+        assert len(reason) < 200
+    assert [r.event_id for r in stored(db)] == ["fine"]
+    assert len(quarantined(db)) == 6
+
+
+def test_events_from_the_future_are_refused_naming_the_field(db):
+    now = dt.datetime.now(UTC)
+    soon = (now + dt.timedelta(minutes=2)).isoformat()
+    later = (now + dt.timedelta(minutes=30)).isoformat()
+    body = b"\n".join([
+        line(id="k-2099", type="clock", ts="2099-01-01T00:00:00Z"),
+        line(id="s-2099", type="session", account="A1", ts="2099-01-01T00:00:00Z", ip="10.0.0.1", device="pc"),
+        line(id="o-late", type="trade_opened", account="A1", ts="2026-03-02T14:05:00Z", position="p1",
+             symbol="EURUSD", side="buy", lots="1", price="1.1", order_ts="2099-01-01T00:00:00Z"),
+        equity("e-later", ts=later),
+        equity("e-soon", ts=soon),  # a platform clock a little fast: accepted
+        line(id="n-next-week", type="news", ts=(now + dt.timedelta(days=7)).isoformat(), title="NFP",
+             currency="USD", impact="high"),  # a calendar is published in advance
+    ])
+    report = run(db, body)
+    assert [o.status for o in report.lines] == ["rejected"] * 4 + ["accepted"] * 2, report.lines
+    reasons = [o.reason for o in report.rejections()]
+    assert reasons[0].startswith("`ts`: 2099-01-01T00:00:00+00:00 is ahead of the server's clock")
+    assert "more than 5 minutes" in reasons[0] and "PROPCRM_MAX_EVENT_AHEAD_MINUTES" in reasons[0]
+    assert reasons[1].startswith("`ts`:") and reasons[2].startswith("`order_ts`:") and reasons[3].startswith("`ts`:")
+    assert [q.reason for q in quarantined(db)] == reasons
+
+
+def test_how_far_ahead_is_configured_in_minutes(db, monkeypatch):
+    ahead = (dt.datetime.now(UTC) + dt.timedelta(minutes=30)).isoformat()
+    monkeypatch.setenv("PROPCRM_MAX_EVENT_AHEAD_MINUTES", "60")
+    assert run(db, line(id="k-1", type="clock", ts=ahead)).accepted == 1
+    monkeypatch.setenv("PROPCRM_MAX_EVENT_AHEAD_MINUTES", "0.5")
+    refused = run(db, line(id="k-2", type="clock", ts=ahead))
+    assert refused.rejected == 1 and "more than 0.5 minutes" in refused.lines[0].reason
+    monkeypatch.setenv("PROPCRM_MAX_EVENT_AHEAD_MINUTES", "lots")
+    with pytest.raises(IngestError, match="PROPCRM_MAX_EVENT_AHEAD_MINUTES must be a number of minutes"):
+        run(db, line(id="k-3", type="clock", ts=ahead))
+
+
+def test_a_platform_scope_rejects_lines_for_other_platforms_accounts(db):
+    with db.begin() as s:
+        create_account(s, firm_id=FIRM, external_id="M1", pack_version_id=db.pack_version_id, platform="mt5")
+    body = b"\n".join([equity("e-1", account="M1"), equity("e-2", account="A1"),
+                       line(id="k-1", type="clock", ts="2026-03-02T14:06:00Z"),
+                       line(id="k-2", type="clock", account="A1", ts="2026-03-02T14:06:00Z")])
+    with db.begin() as s:
+        report = ingest(s, firm_id=FIRM, source="mt5", body=body, only_platform="mt5")
+    assert [o.status for o in report.lines] == ["accepted", "rejected", "accepted", "rejected"]
+    assert report.lines[1].reason == "account 'A1' is on platform 'demo': this key writes only to accounts on 'mt5'"
+    assert [r.event_id for r in stored(db)] == ["e-1", "k-1"]
+
+
+def test_an_id_set_aside_by_evaluation_is_free_for_a_corrected_event(db):
+    assert run(db, equity("e-1", equity="90000")).accepted == 1
+    with db.begin() as s:  # what the worker does with an event it cannot apply (out of order, …)
+        row = s.scalars(select(m.RawEvent).where(m.RawEvent.event_id == "e-1")).one()
+        row.status, row.reason = "rejected", "out_of_order: before the last event applied to A1"
+        s.add(m.Quarantine(firm_id=FIRM, source="mt5", line=None, body=row.body, reason=row.reason))
+    again = run(db, equity("e-1", equity="91000"))
+    assert [o.status for o in again.lines] == ["accepted"]
+    rows = stored(db)
+    assert len(rows) == 1 and rows[0].status == "pending" and json.loads(rows[0].body)["equity"] == "91000"
+    held = quarantined(db)
+    assert len(held) == 1 and held[0].resolved_at is not None, "the set-aside line is kept, resolved"
+    assert run(db, equity("e-1", equity="92000")).lines[0].status == "duplicate", "a stored id is still spent"
+    # an id rejected before its line was quarantined: the replaced line is recorded, resolved
+    with db.begin() as s:
+        row = s.scalars(select(m.RawEvent).where(m.RawEvent.event_id == "e-1")).one()
+        row.status, row.reason = "rejected", "out of order"
+    assert run(db, equity("e-1", equity="93000")).accepted == 1
+    held = quarantined(db)
+    assert len(held) == 2 and held[1].resolved_at is not None and "out of order" in held[1].reason
+    assert json.loads(held[1].body)["equity"] == "91000"

@@ -7,9 +7,15 @@ A request body is NDJSON (one event a line) or a JSON array of events. Every lin
   fields the decoder does not know are kept;
 * ``duplicate`` — the firm already has an event with this source and id (or an earlier line of the
   same request had it): nothing is stored again, which makes re-sending a batch harmless;
-* ``rejected`` — malformed (the field and the problem) or for an account the firm does not have; the
-  line is kept in ``quarantine`` with its reason, so a risk officer can inspect it and :func:`resubmit`
-  it once the account exists. Nothing sent is lost.
+* ``rejected`` — malformed (the field and the problem, a value outside the bounds of money, prices and
+  lots), dated more than :func:`max_ahead_from_env` ahead of the server's clock, for an account the
+  firm does not have, or (with ``only_platform``) for an account on another platform; the line is kept
+  in ``quarantine`` with its reason, so a risk officer can inspect it and :func:`resubmit` it once the
+  problem is fixed. Nothing sent is lost.
+
+An event the worker later sets aside (out of order, or an account whose events could not be
+evaluated or stored) is kept in ``raw_events`` as ``rejected`` and in ``quarantine`` with the reason;
+its id is not spent: the same source may send a corrected event with that id, which replaces it.
 
 The work is done in bulk and inside the caller's transaction (the caller commits): one query
 resolves every account of the batch; ``INSERT … ON CONFLICT DO NOTHING RETURNING event_id`` stores
@@ -26,21 +32,24 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 import msgspec
-from sqlalchemy import DateTime, Integer, String, Text, bindparam, column, func, insert, literal, select, table, update
+from sqlalchemy import DateTime, Integer, String, Text, bindparam, column, delete, func, insert, literal, select, table, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
-from ..domain.events import DECODER, AnyEvent, decode_lines
+from ..domain.events import DECODER, AnyEvent, News, decode_lines
 
 UTC = dt.timezone.utc
 Status = Literal["accepted", "duplicate", "rejected"]
 
 MAX_SOURCE = 64
+MAX_AHEAD_VARIABLE = "PROPCRM_MAX_EVENT_AHEAD_MINUTES"
+DEFAULT_MAX_AHEAD = dt.timedelta(minutes=5)
+_MAX_AHEAD_LIMIT = 24 * 60  # a day: more is no longer "a clock a little fast"
 _ACCOUNT_CHUNK = 5000  # external ids per lookup query (well under SQLite's and PostgreSQL's bind limits)
 _INSERT_PAGE = 1000  # rows per multi-row INSERT round trip (9 binds a row)
 _TAGS = {cls: tag for tag, cls in ((c.__struct_config__.tag, c) for c in AnyEvent.__args__)}  # type: ignore[attr-defined]
@@ -101,6 +110,45 @@ BUS_MODE_MESSAGE = (
 )
 
 
+def max_ahead_from_env(env: Mapping[str, str] | None = None) -> dt.timedelta:
+    """How far ahead of the server's clock an event's time may be: ``PROPCRM_MAX_EVENT_AHEAD_MINUTES``
+    (default 5; 0 to 1440, fractions allowed). Platforms' clocks drift a little; an event from the
+    future would freeze its account (every real event after it would be out of order), so it is refused."""
+    text = (os.environ if env is None else env).get(MAX_AHEAD_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_MAX_AHEAD
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = float("nan")
+    if not 0 <= minutes <= _MAX_AHEAD_LIMIT:
+        raise IngestError(f"{MAX_AHEAD_VARIABLE} must be a number of minutes from 0 to {_MAX_AHEAD_LIMIT}, "
+                          f"got {text[:40]!r}")
+    return dt.timedelta(minutes=minutes)
+
+
+def ahead_of_clock(event: AnyEvent, horizon: dt.datetime, max_ahead: dt.timedelta) -> str | None:
+    """Why ``event`` is refused as dated in the future (``ts``, or ``order_ts`` of an opening, later than
+    ``horizon`` = server time + ``max_ahead``), or ``None``. A ``news`` event is the one exception:
+    its ``ts`` is when the news is scheduled, published in advance, and it moves no account's time."""
+    if type(event) is News:
+        return None
+    for name in ("ts", "order_ts"):
+        value = getattr(event, name, None)
+        if value is not None and value > horizon:
+            now = horizon - max_ahead
+            return (f"`{name}`: {value.isoformat()} is ahead of the server's clock "
+                    f"({now.isoformat(timespec='seconds')}) by more than {_minutes(max_ahead)} "
+                    f"(at most {_minutes(max_ahead)} ahead is accepted, {MAX_AHEAD_VARIABLE}); "
+                    "send events when they happen")
+    return None
+
+
+def _minutes(span: dt.timedelta) -> str:
+    minutes = span.total_seconds() / 60
+    return f"{minutes:g} minute{'' if minutes == 1 else 's'}"
+
+
 def _embedded_log_only() -> None:
     """In the scale-out deployment nothing may be written to ``raw_events``: no worker reads it."""
     if os.environ.get("PROPCRM_NATS_URL"):
@@ -108,21 +156,41 @@ def _embedded_log_only() -> None:
 
 
 # --------------------------------------------------------------------------------------------- public
+class Checks(msgspec.Struct, frozen=True):
+    """What every line is checked against besides its own validity: the server's clock (``horizon`` =
+    now + ``max_ahead``) and, for a platform's key, the platform its accounts must be on."""
+
+    horizon: dt.datetime
+    max_ahead: dt.timedelta
+    only_platform: str | None = None
+
+    @classmethod
+    def now(cls, *, max_ahead: dt.timedelta | None = None, only_platform: str | None = None) -> Checks:
+        ahead = max_ahead_from_env() if max_ahead is None else max_ahead
+        return cls(dt.datetime.now(UTC) + ahead, ahead, only_platform)
+
+
 def ingest(
-    session: Session, *, firm_id: str, source: str, body: bytes, content_type: str | None = None
+    session: Session, *, firm_id: str, source: str, body: bytes, content_type: str | None = None,
+    max_ahead: dt.timedelta | None = None, only_platform: str | None = None,
 ) -> IngestReport:
     """Store the events of one request body; quarantine what cannot be accepted. The caller commits.
-    (The embedded event log; with ``PROPCRM_NATS_URL`` set this refuses: see :func:`prepare_for_bus`.)"""
+    (The embedded event log; with ``PROPCRM_NATS_URL`` set this refuses: see :func:`prepare_for_bus`.)
+
+    ``max_ahead``: how far ahead of the server's clock an event may be (default: the environment,
+    :func:`max_ahead_from_env`). ``only_platform``: lines for accounts on another platform are rejected
+    (a platform's key writes only to its own accounts)."""
     _embedded_log_only()
     _check_source(source)
     received_at = dt.datetime.now(UTC)
+    checks = Checks.now(max_ahead=max_ahead, only_platform=only_platform)
     candidates, whole_body_problem = split_body(body, content_type)
     if whole_body_problem is not None:
         rejected = [_Rejected(1, body, whole_body_problem)]
         outcomes: dict[int, LineOutcome] = {}
     else:
         outcomes, rejected = _store(session, firm_id=firm_id, source=source, candidates=candidates,
-                                    received_at=received_at)
+                                    received_at=received_at, checks=checks)
     if rejected:
         rows = [
             {"firm_id": firm_id, "source": source, "line": r.line, "body": r.raw, "reason": r.reason,
@@ -149,19 +217,22 @@ class PreparedBatch(msgspec.Struct):
 
 
 def prepare_for_bus(
-    session: Session, *, firm_id: str, source: str, body: bytes, content_type: str | None = None
+    session: Session, *, firm_id: str, source: str, body: bytes, content_type: str | None = None,
+    max_ahead: dt.timedelta | None = None, only_platform: str | None = None,
 ) -> PreparedBatch:
     """The scale-out path, first half (synchronous, in the caller's transaction): the same checks as
-    :func:`ingest` — malformed lines and unknown accounts are quarantined with their reason — but
-    nothing is written to ``raw_events``: the event log is the JetStream stream, and
-    :func:`publish_prepared` puts the lines on it. The caller commits (the quarantine) first."""
+    :func:`ingest` — malformed lines, events from the future, unknown accounts and (with
+    ``only_platform``) other platforms' accounts are quarantined with their reason — but nothing is
+    written to ``raw_events``: the event log is the JetStream stream, and :func:`publish_prepared` puts
+    the lines on it. The caller commits (the quarantine) first."""
     _check_source(source)
     received_at = dt.datetime.now(UTC)
+    checks = Checks.now(max_ahead=max_ahead, only_platform=only_platform)
     candidates, whole_body_problem = split_body(body, content_type)
     if whole_body_problem is not None:
         valid, outcomes, rejected = [], {}, [_Rejected(1, body, whole_body_problem)]
     else:
-        valid, outcomes, rejected = _validate(session, firm_id=firm_id, candidates=candidates)
+        valid, outcomes, rejected = _validate(session, firm_id=firm_id, candidates=candidates, checks=checks)
     if rejected:
         rows = [{"firm_id": firm_id, "source": source, "line": r.line, "body": r.raw, "reason": r.reason,
                  "received_at": received_at} for r in rejected]
@@ -220,12 +291,14 @@ def resubmit(session: Session, *, firm_id: str, quarantine_ids: Sequence[int]) -
         raise IngestError(f"no quarantine entr{'y' if len(missing) == 1 else 'ies'} "
                           f"{', '.join(map(str, missing))} in firm {firm_id}")
     now = dt.datetime.now(UTC)
+    checks = Checks.now()
     outcomes: dict[int, LineOutcome] = {}
     by_source: dict[str, list[tuple[int, bytes]]] = {}
     for position, quarantine_id in enumerate(wanted, start=1):
         by_source.setdefault(rows[quarantine_id].source, []).append((position, rows[quarantine_id].body))
     for source, candidates in by_source.items():
-        stored, rejected = _store(session, firm_id=firm_id, source=source, candidates=candidates, received_at=now)
+        stored, rejected = _store(session, firm_id=firm_id, source=source, candidates=candidates, received_at=now,
+                                  checks=checks)
         outcomes.update(stored)
         for r in rejected:
             outcomes[r.line] = LineOutcome(r.line, "rejected", id=r.event_id, reason=r.reason)
@@ -285,7 +358,7 @@ def _check_source(source: str) -> None:
         raise IngestError(f"source must be 1 to {MAX_SOURCE} printable characters, got {source!r}")
 
 
-def _decode(line: int, raw: bytes) -> AnyEvent | _Rejected:
+def _decode(line: int, raw: bytes, checks: Checks) -> AnyEvent | _Rejected:
     try:
         event = DECODER.decode(raw)
     except UnicodeDecodeError as exc:
@@ -297,6 +370,9 @@ def _decode(line: int, raw: bytes) -> AnyEvent | _Rejected:
     problem = _storable(event)
     if problem is not None:
         return _Rejected(line, raw, problem, _clean(event.id) if "`id`" not in problem else None)
+    problem = ahead_of_clock(event, checks.horizon, checks.max_ahead)
+    if problem is not None:
+        return _Rejected(line, raw, problem, event.id)
     return event
 
 
@@ -336,14 +412,14 @@ class _Valid(msgspec.Struct):
 
 
 def _validate(
-    session: Session, *, firm_id: str, candidates: Iterable[tuple[int, bytes]]
+    session: Session, *, firm_id: str, candidates: Iterable[tuple[int, bytes]], checks: Checks
 ) -> tuple[list[_Valid], dict[int, LineOutcome], list[_Rejected]]:
     """Decode and resolve accounts: the lines that may be stored (the first line of each id), the
     outcomes of repeated ids within the request, and the rejections."""
     decoded: list[tuple[int, bytes, AnyEvent]] = []
     rejected: list[_Rejected] = []
     for line, raw in candidates:
-        result = _decode(line, raw)
+        result = _decode(line, raw, checks)
         if isinstance(result, _Rejected):
             rejected.append(result)
         else:
@@ -353,13 +429,20 @@ def _validate(
     outcomes: dict[int, LineOutcome] = {}
     seen: set[str] = set()
     valid: list[_Valid] = []
+    only = checks.only_platform
     for line, raw, event in decoded:
         external = getattr(event, "account", None)
         account_id = None
         if external is not None:
-            account_id = accounts.get(external)
-            if account_id is None:
+            found = accounts.get(external)
+            if found is None:
                 rejected.append(_Rejected(line, raw, f"no account '{external}' in firm {firm_id}", event.id))
+                continue
+            account_id, platform = found
+            if only is not None and platform != only:
+                rejected.append(_Rejected(
+                    line, raw, f"account '{external}' is on platform '{platform}': this key writes only to "
+                               f"accounts on '{only}'", event.id))
                 continue
         if event.id in seen:
             outcomes[line] = LineOutcome(line, "duplicate", id=event.id)
@@ -376,9 +459,10 @@ def _store(
     source: str,
     candidates: Iterable[tuple[int, bytes]],
     received_at: dt.datetime,
+    checks: Checks,
 ) -> tuple[dict[int, LineOutcome], list[_Rejected]]:
     """Decode, resolve accounts, insert new events; the outcomes of stored lines and the rejections."""
-    valid, outcomes, rejected = _validate(session, firm_id=firm_id, candidates=candidates)
+    valid, outcomes, rejected = _validate(session, firm_id=firm_id, candidates=candidates, checks=checks)
     first_line_of = {v.event.id: v.line for v in valid}
     rows = [{
         "firm_id": firm_id, "source": source, "event_id": v.event.id, "account_id": v.account_id,
@@ -386,6 +470,11 @@ def _store(
         "status": "pending",
     } for v in valid]
     new_ids = _insert_new(session, firm_id, rows)
+    if len(new_ids) < len(rows):  # some ids are stored already: those set aside by evaluation are free again
+        replaced = _free_set_aside_ids(session, firm_id, source,
+                                       [row["event_id"] for row in rows if row["event_id"] not in new_ids])
+        if replaced:
+            new_ids |= _insert_new(session, firm_id, [row for row in rows if row["event_id"] in replaced])
     if any(row["account_id"] is None for row in rows):
         # clock/news/price concern the whole firm: the worker evaluates them per account through
         # account_states.last_seq, so they are "stored", never waiting in the pending queue
@@ -401,17 +490,52 @@ def _store(
     return outcomes, rejected
 
 
-def _resolve_accounts(session: Session, firm_id: str, externals: set[str]) -> dict[str, int]:
-    found: dict[str, int] = {}
+def _free_set_aside_ids(session: Session, firm_id: str, source: str, event_ids: list[str]) -> set[str]:
+    """Of these stored ids, the ones whose event evaluation set aside (``rejected``: out of order, or
+    its account's events could not be evaluated or stored): their rows are deleted so that the re-sent
+    event takes their place — the id was never spent. The set-aside line stays in the quarantine; an
+    open entry holding exactly its bytes is marked resolved, and one is recorded (resolved) if none
+    does (a line set aside before quarantine entries were written for it)."""
+    found = []
+    for start in range(0, len(event_ids), _ACCOUNT_CHUNK):
+        found += session.execute(
+            select(m.RawEvent.seq, m.RawEvent.event_id, m.RawEvent.body, m.RawEvent.reason, m.RawEvent.received_at)
+            .where(m.RawEvent.firm_id == firm_id, m.RawEvent.source == source, m.RawEvent.status == "rejected",
+                   m.RawEvent.event_id.in_(event_ids[start : start + _ACCOUNT_CHUNK]))
+        ).all()
+    if not found:
+        return set()
+    now = dt.datetime.now(UTC)
+    for row in found:
+        resolved = session.execute(
+            update(m.Quarantine)
+            .where(m.Quarantine.firm_id == firm_id, m.Quarantine.source == source,
+                   m.Quarantine.resolved_at.is_(None), m.Quarantine.body == row.body)
+            .values(resolved_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if not resolved:
+            session.execute(insert(m.Quarantine).values(
+                firm_id=firm_id, source=source, line=None, body=row.body, received_at=row.received_at,
+                resolved_at=now, reason=f"replaced by a re-sent event with the same id; set aside because: "
+                                        f"{row.reason or 'rejected'}"))
+    session.execute(delete(m.RawEvent).where(m.RawEvent.seq.in_([row.seq for row in found]))
+                    .execution_options(synchronize_session=False))
+    return {row.event_id for row in found}
+
+
+def _resolve_accounts(session: Session, firm_id: str, externals: set[str]) -> dict[str, tuple[int, str]]:
+    """External id -> (account id, platform) for the firm's accounts among ``externals``."""
+    found: dict[str, tuple[int, str]] = {}
     wanted = sorted(externals)
     for start in range(0, len(wanted), _ACCOUNT_CHUNK):
         chunk = wanted[start : start + _ACCOUNT_CHUNK]
         rows = session.execute(
-            select(m.Account.external_id, m.Account.id).where(
+            select(m.Account.external_id, m.Account.id, m.Account.platform).where(
                 m.Account.firm_id == firm_id, m.Account.external_id.in_(chunk)
             )
         )
-        found.update((external, account_id) for external, account_id in rows)
+        found.update((external, (account_id, platform)) for external, account_id, platform in rows)
     return found
 
 
@@ -499,5 +623,6 @@ def _lock_firm(session: Session, firm_id: str) -> None:
     session.execute(select(func.pg_advisory_xact_lock(key)))
 
 
-__all__ = ["IngestError", "IngestReport", "LineOutcome", "PreparedBatch", "ingest", "prepare_for_bus",
-           "publish_prepared", "resubmit", "split_body"]
+__all__ = ["Checks", "DEFAULT_MAX_AHEAD", "IngestError", "IngestReport", "LineOutcome", "MAX_AHEAD_VARIABLE",
+           "PreparedBatch", "ahead_of_clock", "ingest", "max_ahead_from_env", "prepare_for_bus", "publish_prepared",
+           "resubmit", "split_body"]
