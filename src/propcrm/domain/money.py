@@ -11,7 +11,7 @@ only at the edges, and explicitly:
 
 from __future__ import annotations
 
-from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
+from decimal import MAX_EMAX, MIN_EMIN, ROUND_DOWN, ROUND_HALF_EVEN, Context, Decimal, localcontext
 
 ZERO = Decimal(0)
 HUNDRED = Decimal(100)
@@ -27,6 +27,8 @@ def fmt(amount: Decimal | None) -> str:
     """``94999.005`` → ``"94,999.00"`` (half-even to the cent; display only, never compared)."""
     if amount is None:
         return "—"
+    if not amount.is_finite() or amount.adjusted() >= 26:  # never from bounded events; shown, not written out
+        return f"{amount:.6E}"
     return f"{amount.quantize(CENT, rounding=ROUND_HALF_EVEN):,.2f}"
 
 
@@ -39,3 +41,9 @@ def fmt_pct(percent: Decimal) -> str:
 def to_cents(amount: Decimal) -> Decimal:
     """Round toward zero to the cent: the amount a firm may pay without paying too much."""
     return amount.quantize(CENT, rounding=ROUND_DOWN)
+
+
+def wide_context():
+    """Decimal arithmetic without an exponent limit, for reading a state an older version stored
+    before events were bounded (lots of 1e1000000): it is shown, not refused with an overflow."""
+    return localcontext(Context(prec=28, Emax=MAX_EMAX, Emin=MIN_EMIN))

@@ -15,7 +15,7 @@ import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import ROUND_FLOOR, Context, Decimal, InvalidOperation
 from typing import Any, Iterable
 
 from sqlalchemy import Numeric, bindparam, cast, func, or_, select, update
@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
 from ..adapters.db.models_analytics import RiskScore
+from ..domain.money import wide_context
 from ..domain.program import CompiledPack, PhaseProgram, compile_pack
 from ..domain.rules.limits import DailyLossRule, MaxLossRule
 from ..domain.state import AccountState
@@ -98,6 +99,8 @@ def money(value: Decimal | None) -> str | None:
         return None
     if not value:
         return "0"
+    if value.adjusted() >= 28:  # only a state an older version stored before the bounds: not written out
+        return str(value)
     return format(value.normalize(), "f")
 
 
@@ -394,6 +397,11 @@ def account_summary(account: m.Account) -> dict[str, Any]:
 def account_detail(session: Session, *, firm_id: str, account_id: int, trader_id: int | None = None) -> dict[str, Any]:
     """An account with its live figures: balance, equity, every loss limit and the distance to it,
     target and progress, trading days — from the engine's stored state."""
+    with wide_context():  # a state stored before events were bounded still shows
+        return _account_detail(session, firm_id=firm_id, account_id=account_id, trader_id=trader_id)
+
+
+def _account_detail(session: Session, *, firm_id: str, account_id: int, trader_id: int | None) -> dict[str, Any]:
     account = get_account(session, firm_id=firm_id, account_id=account_id, trader_id=trader_id)
     version = session.get(m.RulePackVersion, account.pack_version_id)
     assert version is not None and version.firm_id == firm_id
@@ -476,10 +484,13 @@ def figures(program: PhaseProgram, st: AccountState | None) -> dict[str, Any]:
     }
 
 
+_PCT_CONTEXT = Context(prec=60)  # room for any ratio of two bounded figures, quantized to the hundredth
+
+
 def _pct_value(part: Decimal, whole: Decimal) -> Decimal | None:
     if not whole:
         return None
-    return (part * HUNDRED / whole).quantize(Decimal("0.01"))
+    return _PCT_CONTEXT.quantize(_PCT_CONTEXT.divide(_PCT_CONTEXT.multiply(part, HUNDRED), whole), Decimal("0.01"))
 
 
 def _pct(part: Decimal, whole: Decimal) -> str | None:
@@ -501,9 +512,15 @@ def cents(value: Decimal) -> int:
     return int((value * HUNDRED).to_integral_value(ROUND_FLOOR))
 
 
+#: the basis-point columns are 32-bit integers: a percentage beyond ±21 million (a distance of
+#: 94,999.99 from a floor when equity is 0.01) is stored at the limit, which sorts it just as well
+MAX_BASIS_POINTS = 2**31 - 1
+
+
 def basis_points(pct: Decimal) -> int:
-    """A percentage with two places as an integer: ``12.50`` -> ``1250`` (exact)."""
-    return int(pct * HUNDRED)
+    """A percentage with two places as an integer: ``12.50`` -> ``1250`` (exact within ±21,474,836.47 %,
+    clamped beyond: only the order of such accounts matters)."""
+    return max(-MAX_BASIS_POINTS, min(MAX_BASIS_POINTS, int(pct * HUNDRED)))
 
 
 class _FigurePlan:

@@ -12,17 +12,32 @@ or doubled.
 Nothing here assumes one process: on PostgreSQL an account is claimed with ``FOR UPDATE SKIP
 LOCKED``, so any number of workers can run passes side by side; a partitioned worker on a bus (a
 later issue) only changes which accounts a worker asks for.
+
+**One account never holds up another.** An event that cannot be decoded (stored by an older version
+before the bounds were checked) or is dated more than the allowed skew ahead of the clock is set aside
+alone; an account whose events raise while they are evaluated, or whose outcome the database refuses
+to store, has all its events of the pass set aside. Setting aside means ``raw_events.status =
+'rejected'`` with the reason and a quarantine entry (what a risk officer reads); the account keeps its
+state, its position moves past the firm's clock/news events of the pass, and the rest of the pass
+commits. The outcomes are written all at once and, only when that fails, again in halves, each in a
+savepoint (:func:`write_isolated`): a bad account costs a few retries of the write, never a rollback of
+the others. Failures of the database itself (a lost connection, a lock timeout) still fail the whole
+pass, which is retried.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TypeVar
 
 import msgspec
 from sqlalchemy import DateTime, bindparam, func, insert, select, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text as text_sql
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,7 +45,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..adapters.db import models as m
 from ..domain.decisions import ENCODER as DECISION_ENCODER
 from ..domain.decisions import Decision
-from ..domain.events import DECODER
+from ..domain.events import DECODER, decode_lines
 from ..domain.market import Market, NewsEntry
 from ..domain.program import CompiledPack, compile_pack
 from ..domain.state import AccountState
@@ -38,10 +53,18 @@ from ..engine.runner import Engine
 from . import audit
 from .catalog import pack_of
 
+log = logging.getLogger("propcrm.evaluation")
+
 GLOBAL_TYPES = ("clock", "news")
 HELD = ("suspended", "closed")  # statuses set by staff, which evaluation never overrides
 STATE_DECODER = msgspec.msgpack.Decoder(AccountState)
 STATE_ENCODER = msgspec.msgpack.Encoder()
+#: Failures of the database itself, not of one account's data: the whole pass (batch) fails and is
+#: retried, rather than setting anything aside.
+SYSTEMIC_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.ProgrammingError, sa_exc.InternalError,
+                   sa_exc.DisconnectionError, sa_exc.PendingRollbackError, sa_exc.TimeoutError)
+MAX_REASON = 2000
+RESEND = "a corrected event may be sent again with the same id"
 
 
 @dataclass
@@ -50,14 +73,36 @@ class PassReport:
     events: int = 0
     decisions: int = 0
     rejected: int = 0
+    set_aside: int = 0  # accounts whose events of the pass were set aside (not evaluated or not stored)
     seconds: float = 0.0
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class _AccountWork:
+    """One account's share of a pass: its rows, what evaluating them gave, or why it failed."""
+
+    account: AccountRef
+    mine: list  # its own pending rows in the pass
+    last_seq: int  # the position the account reaches with this pass (own and firm-wide rows)
+    has_state: bool
+    outcome: AccountOutcome | None = None
+    applied: list[int] = field(default_factory=list)
+    rejected: list[tuple] = field(default_factory=list)  # (own row, reason): set aside alone
+    firm_problems: list[tuple] = field(default_factory=list)  # (firm-wide row, reason) for this account
+    failure: str | None = None  # set: every own row of the pass is set aside with this reason
+    events: int = 0
+    decisions: int = 0
+
+
 class EvaluationWorker:
-    def __init__(self, session_factory: sessionmaker[Session], *, batch: int = 5000) -> None:
+    def __init__(self, session_factory: sessionmaker[Session], *, batch: int = 5000,
+                 max_ahead: dt.timedelta | None = None) -> None:
+        from .ingest import max_ahead_from_env
+
         self.sessions = session_factory
         self.batch = batch
+        self.max_ahead = max_ahead_from_env() if max_ahead is None else max_ahead
         self._packs: dict[int, CompiledPack] = {}
         self._calendars: dict[str, list[tuple[int, NewsEntry]]] = {}
 
@@ -78,12 +123,13 @@ class EvaluationWorker:
         total = PassReport()
         for _ in range(max_passes):
             report = self.run_pass(firm_id=firm_id)
-            if report.events == 0 and report.accounts == 0:
+            if report.events == 0 and report.accounts == 0 and report.set_aside == 0:
                 break
             total.accounts += report.accounts
             total.events += report.events
             total.decisions += report.decisions
             total.rejected += report.rejected
+            total.set_aside += report.set_aside
             total.seconds += report.seconds
             for kind, n in report.by_kind.items():
                 total.by_kind[kind] = total.by_kind.get(kind, 0) + n
@@ -109,7 +155,8 @@ class EvaluationWorker:
             # accounts behind their firm's latest clock/news event have deadlines to catch up on
             latest = (
                 select(m.RawEvent.firm_id, func.max(m.RawEvent.seq).label("seq"))
-                .where(m.RawEvent.account_id.is_(None), m.RawEvent.type.in_(GLOBAL_TYPES))
+                .where(m.RawEvent.account_id.is_(None), m.RawEvent.type.in_(GLOBAL_TYPES),
+                       m.RawEvent.status != "rejected")
                 .group_by(m.RawEvent.firm_id)
                 .subquery()
             )
@@ -136,8 +183,9 @@ class EvaluationWorker:
             row.account_id: row
             for row in session.scalars(select(m.AccountState).where(m.AccountState.account_id.in_(list(by_id))))
         }
+        columns = (m.RawEvent.seq, m.RawEvent.event_id, m.RawEvent.source, m.RawEvent.body, m.RawEvent.received_at)
         own = session.execute(
-            select(m.RawEvent.seq, m.RawEvent.event_id, m.RawEvent.account_id, m.RawEvent.body)
+            select(*columns, m.RawEvent.account_id)
             .where(m.RawEvent.account_id.in_(list(by_id)), m.RawEvent.status == "pending")
             .order_by(m.RawEvent.seq)
             .limit(self.batch)
@@ -146,25 +194,28 @@ class EvaluationWorker:
         cut = own[-1].seq if len(own) == self.batch else None
         low = min((states[i].last_seq if i in states else 0) for i in by_id)
         firms = sorted({a.firm_id for a in accounts})
-        shared = select(m.RawEvent.seq, m.RawEvent.event_id, m.RawEvent.firm_id, m.RawEvent.body).where(
+        shared = select(*columns, m.RawEvent.account_id, m.RawEvent.firm_id).where(
             m.RawEvent.firm_id.in_(firms),
             m.RawEvent.account_id.is_(None),
             m.RawEvent.type.in_(GLOBAL_TYPES),
             m.RawEvent.seq > low,
+            m.RawEvent.status != "rejected",
         )
         if cut is not None:
             shared = shared.where(m.RawEvent.seq <= cut)
         shared_rows = session.execute(shared.order_by(m.RawEvent.seq)).all()
+        horizon = dt.datetime.now(dt.timezone.utc) + self.max_ahead
+        firm_events = self._firm_events(session, shared_rows, horizon)
         by_account: dict[int, list] = {}
         for row in own:
             by_account.setdefault(row.account_id, []).append(row)
         by_firm: dict[str, list] = {}
         for row in shared_rows:
-            by_firm.setdefault(row.firm_id, []).append(row)
+            if row.seq in firm_events:
+                by_firm.setdefault(row.firm_id, []).append(row)
         calendars = {firm: self._calendar(session, firm) for firm in firms}
 
-        applied: list[int] = []
-        outcomes: list[AccountOutcome] = []
+        work: list[_AccountWork] = []
         for account in accounts:
             state_row = states.get(account.id)
             last_seq = state_row.last_seq if state_row is not None else 0
@@ -172,54 +223,121 @@ class EvaluationWorker:
             stream = sorted(mine + [r for r in by_firm.get(account.firm_id, ()) if r.seq > last_seq], key=lambda r: r.seq)
             if not stream:
                 continue
-            program = self._program(session, account.pack_version_id).phase(account.phase)
-            engine = Engine(
-                lambda external, _p=program, _a=account.external_id: _p if external == _a else None,
-                dedupe=False,  # raw_events already holds each (source, id) once; ids repeat across sources
-            )
-            engine.market = _market_at(calendars[account.firm_id], last_seq)
-            if state_row is not None:
-                engine.states[account.external_id] = STATE_DECODER.decode(state_row.state)
-                engine.programs[account.external_id] = program
-            events = [DECODER.decode(row.body) for row in stream]
-            seq_of = {row.event_id: row.seq for row in stream}
-            decisions = engine.feed(events)
-            rejected = {r.id: r for r in engine.rejected}  # only out-of-order here; keyed by id within one account
-            st = engine.states.get(account.external_id)
-            if st is None:  # only global events so far: nothing to keep yet
-                st = program.new_state(account.external_id)
-                st.last_ts = events[-1].ts
-            outcomes.append(AccountOutcome(
-                account=AccountRef.of(account), state=st, last_seq=stream[-1].seq,
-                decisions=[(d, seq_of.get(d.event_id)) for d in decisions],
-                status=None if account.status in HELD else _account_status(st.status, program),
-                status_ts=events[-1].ts,
-            ))
-            for row in mine:
-                problem = rejected.get(row.event_id)
-                if problem is None:
-                    applied.append(row.seq)
-                else:
-                    session.execute(
-                        update(m.RawEvent)
-                        .where(m.RawEvent.seq == row.seq)
-                        .values(status="rejected", reason=problem.reason)
-                        .execution_options(synchronize_session=False)
-                    )
+            unit = _AccountWork(AccountRef.of(account), mine, stream[-1].seq, state_row is not None)
+            try:
+                self._run_account(session, account, state_row, stream, firm_events, calendars, horizon, unit)
+            except SYSTEMIC_ERRORS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - this account's events are set aside; the others go on
+                unit.failure = f"not applied: the events of {account.external_id} in this pass could not be " \
+                               f"evaluated ({_error_text(exc)}); nothing of them was applied"
+            work.append(unit)
+        self._write(session, work, report)
+
+    def _firm_events(self, session: Session, rows: Sequence, horizon: dt.datetime) -> dict[int, object]:
+        """The firm-wide events of the pass decoded once, by seq. One that no longer decodes (stored by
+        an older version) or lies in the future is set aside here, once for the whole firm."""
+        from .ingest import ahead_of_clock
+
+        decoded: dict[int, object] = {}
+        aside: list[tuple] = []
+        for row in rows:
+            try:
+                event = DECODER.decode(row.body)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                aside.append((row, f"malformed: {_decode_reason(row.body)}"))
+                continue
+            problem = ahead_of_clock(event, horizon, self.max_ahead)
+            if problem is not None:
+                aside.append((row, problem))
+                continue
+            decoded[row.seq] = event
+        if aside:
+            _set_rows_aside(session, [(row, row.firm_id, reason) for row, reason in aside])
+        return decoded
+
+    def _run_account(self, session: Session, account: m.Account, state_row, stream: list, firm_events: dict,
+                     calendars: dict, horizon: dt.datetime, unit: _AccountWork) -> None:
+        """Evaluate one account's stream (pure but for compiling its pack); fills ``unit``."""
+        from .ingest import ahead_of_clock
+
+        program = self._program(session, account.pack_version_id).phase(account.phase)
+        engine = Engine(
+            lambda external, _p=program, _a=account.external_id: _p if external == _a else None,
+            dedupe=False,  # raw_events already holds each (source, id) once; ids repeat across sources
+        )
+        last_seq = state_row.last_seq if state_row is not None else 0
+        engine.market = _market_at(calendars[account.firm_id], last_seq)
+        if state_row is not None:
+            engine.states[account.external_id] = STATE_DECODER.decode(state_row.state)
+            engine.programs[account.external_id] = program
+        events, fed = [], []
+        for row in stream:
+            event = firm_events.get(row.seq) if row.account_id is None else None
+            if row.account_id is not None:
+                try:
+                    event = DECODER.decode(row.body)
+                except (msgspec.ValidationError, msgspec.DecodeError):
+                    unit.rejected.append((row, f"malformed: {_decode_reason(row.body)}"))
+                    continue
+                problem = ahead_of_clock(event, horizon, self.max_ahead)
+                if problem is not None:
+                    unit.rejected.append((row, problem))
+                    continue
+            events.append(event)
+            fed.append(row)
+        seq_of = {row.event_id: row.seq for row in fed}
+        decisions = engine.feed(events, lines=range(len(events)))  # "lines": positions in `fed`
+        refused: set[int] = set()
+        for problem in engine.rejected:
+            row = fed[problem.line]
+            if row.account_id is not None:
+                refused.add(row.seq)
+                reason = f"{problem.kind}: {problem.reason}"
+                unit.rejected.append((row, f"{reason}; {RESEND}" if problem.kind == "out_of_order" else reason))
+            elif problem.kind == "internal":  # a firm-wide event that failed for this account only
+                unit.firm_problems.append((row, f"{problem.kind}: {problem.reason}"))
+        st = engine.states.get(account.external_id)
+        if st is None:  # only global events so far: nothing to keep yet
+            st = program.new_state(account.external_id)
+            st.last_ts = events[-1].ts if events else None
+        problem = state_problem(st)
+        if problem is not None:
+            unit.failure = f"not applied: {problem}; nothing of the events of {account.external_id} in this " \
+                           "pass was applied"
+            return
+        unit.outcome = AccountOutcome(
+            account=unit.account, state=st, last_seq=unit.last_seq,
+            decisions=[(d, seq_of.get(d.event_id)) for d in decisions],
+            status=None if account.status in HELD else _account_status(st.status, program),
+            status_ts=events[-1].ts if events else (st.last_ts or dt.datetime.now(dt.timezone.utc)),
+        )
+        fed_seqs = {row.seq for row in fed}
+        unit.applied = [row.seq for row in unit.mine if row.seq in fed_seqs and row.seq not in refused]
+        unit.events = len(unit.mine)
+        unit.decisions = len(decisions)
+
+    def _write(self, session: Session, work: list[_AccountWork], report: PassReport) -> None:
+        """Write the evaluated accounts' outcomes, isolating any that the database refuses; set aside the
+        accounts that failed. Only what commits is counted in ``report``."""
+        evaluated = [unit for unit in work if unit.failure is None]
+        for unit, problem in write_isolated(session, evaluated, self._record, account_of=lambda u: u.account):
+            unit.failure = f"not applied: the events of {unit.account.external_id} in this pass could not be " \
+                           f"stored ({problem}); nothing of them was applied"
+        for unit in work:
+            if unit.failure is not None:
+                log.warning("evaluation set aside %d event(s) of account %s (firm %s): %s", len(unit.mine),
+                            unit.account.external_id, unit.account.firm_id, unit.failure)
+                _set_account_aside(session, unit)
+                report.set_aside += 1
+                report.rejected += len(unit.mine)
+                continue
             report.accounts += 1
-            report.events += len(mine)
-            report.decisions += len(decisions)
-            report.rejected += len(rejected)
-            for d in decisions:
-                report.by_kind[d.kind] = report.by_kind.get(d.kind, 0) + 1
-        self._record(session, outcomes)
-        for start in range(0, len(applied), 1000):
-            session.execute(
-                update(m.RawEvent)
-                .where(m.RawEvent.seq.in_(applied[start : start + 1000]))
-                .values(status="applied")
-                .execution_options(synchronize_session=False)
-            )
+            report.events += unit.events
+            report.decisions += unit.decisions
+            report.rejected += len(unit.rejected)
+            for decision, _ in unit.outcome.decisions:
+                report.by_kind[decision.kind] = report.by_kind.get(decision.kind, 0) + 1
 
     def _calendar(self, session: Session, firm_id: str) -> list[tuple[int, NewsEntry]]:
         """The firm's news calendar in stored order (seq, entry), kept by the worker and extended with
@@ -234,9 +352,145 @@ class EvaluationWorker:
         calendar.extend((seq, NewsEntry.from_event(DECODER.decode(body))) for seq, body in rows)
         return calendar
 
-    def _record(self, session: Session, outcomes: list[AccountOutcome]) -> None:
-        """Everything a pass decided, written set-based (see :func:`write_outcomes`)."""
-        write_outcomes(session, outcomes)
+    def _record(self, session: Session, units: list[_AccountWork]) -> None:
+        """Everything the accounts of ``units`` commit, written set-based (see :func:`write_outcomes`)."""
+        _write_units(session, units)
+
+
+#: An account's balance, equity and levels stay below 10^15 in magnitude: every figure stored beside the
+#: state (distances, cents, percentages) then fits its column. Events are bounded at 10^12 each, but a
+#: long enough run of them could add up past any bound; the events that would take an account there
+#: are set aside instead of making its state unstorable.
+STATE_LIMIT = Decimal(10) ** 15
+
+
+def state_problem(st: AccountState) -> str | None:
+    """Why ``st`` may not be stored (a figure at or beyond :data:`STATE_LIMIT`), or ``None``."""
+    limit = STATE_LIMIT
+    if -limit < st.balance < limit and -limit < st.equity < limit and all(
+            -limit < level < limit for level in st.levels if level.is_finite()):
+        return None
+    for name, value in (("balance", st.balance), ("equity", st.equity), *(("a level", v) for v in st.levels)):
+        if value.is_finite() and not -limit < value < limit:
+            return f"the account's {name} would reach {value:.2E}, beyond what an account can hold (10^15)"
+    return None  # pragma: no cover - one of them is out of bounds
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
+    return _clean_reason(text)[:500]
+
+
+def _clean_reason(text: str) -> str:
+    return text.replace("\x00", "\\u0000")[:MAX_REASON]
+
+
+def _decode_reason(body: bytes) -> str:
+    """Why a stored line no longer decodes: the field and the problem, as ingestion would answer."""
+    try:
+        rejected = decode_lines(bytes(body).replace(b"\n", b" "))[2]
+    except Exception as exc:  # noqa: BLE001
+        return f"could not be decoded: {type(exc).__name__}"
+    return _clean_reason(rejected[0].reason) if rejected else "not a single JSON object"
+
+
+def _write_units(session: Session, units: list[_AccountWork]) -> None:
+    """Everything the accounts of ``units`` commit: outcomes, applied and refused rows, quarantine."""
+    write_outcomes(session, [unit.outcome for unit in units])
+    applied = [seq for unit in units for seq in unit.applied]
+    for start in range(0, len(applied), 1000):
+        session.execute(
+            update(m.RawEvent)
+            .where(m.RawEvent.seq.in_(applied[start : start + 1000]))
+            .values(status="applied")
+            .execution_options(synchronize_session=False)
+        )
+    aside = [(row, unit.account.firm_id, reason) for unit in units for row, reason in unit.rejected]
+    if aside:
+        _set_rows_aside(session, aside)
+    problems = {(row.seq, reason): (row, unit.account.firm_id, reason)
+                for unit in units for row, reason in unit.firm_problems}
+    if problems:
+        _quarantine(session, list(problems.values()))
+
+
+def _set_rows_aside(session: Session, rows: list[tuple]) -> None:
+    """Mark stored rows ``rejected`` with their reason and keep each line in the quarantine."""
+    session.execute(
+        update(m.RawEvent.__table__).where(m.RawEvent.__table__.c.seq == bindparam("row_seq"))
+        .values(status="rejected", reason=bindparam("row_reason")),
+        [{"row_seq": row.seq, "row_reason": _clean_reason(reason)} for row, _, reason in rows],
+    )
+    _quarantine(session, rows)
+
+
+def _quarantine(session: Session, rows: list[tuple]) -> None:
+    session.execute(insert(m.Quarantine.__table__), [
+        {"firm_id": firm_id, "source": row.source, "line": None, "body": bytes(row.body),
+         "reason": _clean_reason(reason), "received_at": row.received_at, "resolved_at": None}
+        for row, firm_id, reason in rows])
+
+
+def _set_account_aside(session: Session, unit: _AccountWork) -> None:
+    """Set every own row of the pass aside (those refused alone keep their own reason) and move the
+    account past the pass's firm-wide events, keeping its state: the next pass does not meet them again."""
+    own_reason = dict((row.seq, reason) for row, reason in unit.rejected)
+    rows = [(row, unit.account.firm_id, own_reason.get(row.seq, unit.failure)) for row in unit.mine]
+    try:
+        with session.begin_nested():
+            if rows:
+                _set_rows_aside(session, rows)
+            if unit.has_state:
+                session.execute(update(m.AccountState).where(m.AccountState.account_id == unit.account.id)
+                                .values(last_seq=unit.last_seq).execution_options(synchronize_session=False))
+    except SYSTEMIC_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. a reason the quarantine could not hold: the short form
+        log.error("could not quarantine the events of account %s: %s", unit.account.external_id, _error_text(exc))
+        if rows:
+            session.execute(update(m.RawEvent).where(m.RawEvent.seq.in_([row.seq for row, _, _ in rows]))
+                            .values(status="rejected", reason="not applied: could not be evaluated or stored")
+                            .execution_options(synchronize_session=False))
+        if unit.has_state:
+            session.execute(update(m.AccountState).where(m.AccountState.account_id == unit.account.id)
+                            .values(last_seq=unit.last_seq).execution_options(synchronize_session=False))
+
+
+Unit = TypeVar("Unit")
+
+
+def write_isolated(session: Session, units: list[Unit], write: Callable[[Session, list[Unit]], None], *,
+                   account_of: Callable[[Unit], AccountRef]) -> list[tuple[Unit, str]]:
+    """Write ``units`` (one account each) with ``write`` inside the caller's transaction, isolating the
+    ones the write fails for: all at once in a savepoint; if that fails with anything but a
+    :data:`SYSTEMIC_ERRORS` failure, each half again in its own savepoint, down to single units.
+    Returns the units that could not be written, with the error; every other unit is written.
+
+    A bad unit therefore costs about 2·log2(n) extra writes of shrinking batches, and n good units still
+    cost one write. The in-memory account statuses a failed write changed are put back."""
+    failed: list[tuple[Unit, str]] = []
+
+    def attempt(part: list[Unit]) -> None:
+        statuses = [(ref, ref.status) for ref in map(account_of, part)]
+        try:
+            with session.begin_nested():
+                write(session, part)
+            return
+        except SYSTEMIC_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - narrowed down below
+            for ref, status in statuses:
+                ref.status = status
+            if len(part) == 1:
+                failed.append((part[0], _error_text(exc)))
+                return
+        middle = len(part) // 2
+        attempt(part[:middle])
+        attempt(part[middle:])
+
+    if units:
+        attempt(list(units))
+    return failed
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -546,5 +800,5 @@ def pending_counts(session: Session, firm_id: str) -> dict[str, int]:
     return {status: n for status, n in rows}
 
 
-__all__ = ["AccountOutcome", "AccountRef", "EvaluationWorker", "PassReport", "WriteReport", "pending_counts",
-           "upsert_states", "write_outcomes"]
+__all__ = ["AccountOutcome", "AccountRef", "EvaluationWorker", "PassReport", "SYSTEMIC_ERRORS", "WriteReport",
+           "pending_counts", "upsert_states", "write_isolated", "write_outcomes"]

@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
@@ -474,7 +475,21 @@ def _store(
         replaced = _free_set_aside_ids(session, firm_id, source,
                                        [row["event_id"] for row in rows if row["event_id"] not in new_ids])
         if replaced:
-            new_ids |= _insert_new(session, firm_id, [row for row in rows if row["event_id"] in replaced])
+            # the stored order must stay the line order: the rows this request stored after the first
+            # replaced line are taken out again and stored once more with the replacements, in order
+            first = next(i for i, row in enumerate(rows) if row["event_id"] in replaced)
+            again = [row for row in rows[first:] if row["event_id"] in replaced or row["event_id"] in new_ids]
+            moved = [row["event_id"] for row in again if row["event_id"] in new_ids]
+            for start in range(0, len(moved), _ACCOUNT_CHUNK):
+                session.execute(delete(m.RawEvent).where(
+                    m.RawEvent.firm_id == firm_id, m.RawEvent.source == source,
+                    m.RawEvent.event_id.in_(moved[start : start + _ACCOUNT_CHUNK])
+                ).execution_options(synchronize_session=False))
+            new_ids |= _insert_new(session, firm_id, again)
+            # only now, with the new rows stored after them, may the old ones go: SQLite would hand the
+            # highest seq out again if its row were deleted first, behind positions the worker holds
+            session.execute(delete(m.RawEvent).where(m.RawEvent.seq.in_(list(replaced.values())))
+                            .execution_options(synchronize_session=False))
     if any(row["account_id"] is None for row in rows):
         # clock/news/price concern the whole firm: the worker evaluates them per account through
         # account_states.last_seq, so they are "stored", never waiting in the pending queue
@@ -490,12 +505,13 @@ def _store(
     return outcomes, rejected
 
 
-def _free_set_aside_ids(session: Session, firm_id: str, source: str, event_ids: list[str]) -> set[str]:
+def _free_set_aside_ids(session: Session, firm_id: str, source: str, event_ids: list[str]) -> dict[str, int]:
     """Of these stored ids, the ones whose event evaluation set aside (``rejected``: out of order, or
-    its account's events could not be evaluated or stored): their rows are deleted so that the re-sent
-    event takes their place — the id was never spent. The set-aside line stays in the quarantine; an
-    open entry holding exactly its bytes is marked resolved, and one is recorded (resolved) if none
-    does (a line set aside before quarantine entries were written for it)."""
+    its account's events could not be evaluated or stored), freed for the re-sent events: their rows
+    are renamed (the caller deletes them once the new rows are stored) — the id was never spent.
+    Returns ``{event id: seq of the old row}``. The set-aside line stays in the quarantine: an open
+    entry holding exactly its bytes is marked resolved, and one is recorded (resolved) if none does (a
+    line set aside before quarantine entries were written for it)."""
     found = []
     for start in range(0, len(event_ids), _ACCOUNT_CHUNK):
         found += session.execute(
@@ -504,7 +520,7 @@ def _free_set_aside_ids(session: Session, firm_id: str, source: str, event_ids: 
                    m.RawEvent.event_id.in_(event_ids[start : start + _ACCOUNT_CHUNK]))
         ).all()
     if not found:
-        return set()
+        return {}
     now = dt.datetime.now(UTC)
     for row in found:
         resolved = session.execute(
@@ -519,9 +535,10 @@ def _free_set_aside_ids(session: Session, firm_id: str, source: str, event_ids: 
                 firm_id=firm_id, source=source, line=None, body=row.body, received_at=row.received_at,
                 resolved_at=now, reason=f"replaced by a re-sent event with the same id; set aside because: "
                                         f"{row.reason or 'rejected'}"))
-    session.execute(delete(m.RawEvent).where(m.RawEvent.seq.in_([row.seq for row in found]))
-                    .execution_options(synchronize_session=False))
-    return {row.event_id for row in found}
+        session.execute(update(m.RawEvent).where(m.RawEvent.seq == row.seq)
+                        .values(event_id=f"\x1freplaced {row.seq} {secrets.token_hex(8)}")
+                        .execution_options(synchronize_session=False))
+    return {row.event_id: row.seq for row in found}
 
 
 def _resolve_accounts(session: Session, firm_id: str, externals: set[str]) -> dict[str, tuple[int, str]]:

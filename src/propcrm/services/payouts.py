@@ -523,11 +523,14 @@ def approve_payout(session: Session, *, firm_id: str, payout_id: int, user_id: i
 
 def _withdrawal_ts(session: Session, account: m.Account, now: dt.datetime | None) -> dt.datetime:
     """When the withdrawal happens for the engine: right after the latest event stored for the account
-    (or the firm's clock/news), so that it is never out of order and a platform event that arrives late
-    is refused no more than it would have been without it; now, for an account without events."""
+    (or the firm's clock), so that it is never out of order and a platform event that arrives late
+    is refused no more than it would have been without it; now, for an account without events. News is
+    left out (its time is when it is scheduled, often ahead, and it moves no account's time), and so are
+    events evaluation set aside (never applied)."""
     latest = session.scalar(select(func.max(m.RawEvent.ts)).where(
         m.RawEvent.firm_id == account.firm_id,
-        (m.RawEvent.account_id == account.id) | m.RawEvent.account_id.is_(None)))
+        (m.RawEvent.account_id == account.id) | m.RawEvent.account_id.is_(None),
+        m.RawEvent.type != "news", m.RawEvent.status != "rejected"))
     return latest if latest is not None else (now or now_utc()).astimezone(UTC)
 
 
