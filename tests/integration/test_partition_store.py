@@ -5,6 +5,7 @@ decides exactly what one uninterrupted replay decides."""
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from propcrm.adapters.bus.partitions import split_into_messages
 from propcrm.adapters.db import models as m
@@ -123,8 +124,8 @@ def test_a_run_whose_batch_rolled_back_is_never_snapshotted(db_url, monkeypatch)
         run = store.take(p)
         assert not store.apply([(run, messages[:third])]).failed
 
-        def broken(*args, **kwargs):
-            raise RuntimeError("connection lost")
+        def broken(*args, **kwargs):  # the database fails (any other error would set one account aside)
+            raise OperationalError("connection lost", None, Exception("connection lost"))
 
         monkeypatch.setattr(partition_module, "write_outcomes", broken)
         failed = store.apply([(run, messages[third : 2 * third])])

@@ -21,6 +21,15 @@ or given up), the decisions, audit entries, outbox rows and status changes
 whose snapshot is due (every ``snapshot_interval_s``), the states of its accounts that changed since
 its last snapshot. A message at or below a partition's position is a redelivery and is skipped: every
 event's effect happens exactly once.
+
+**One account never holds up another.** The state of every account a batch touches is kept as it was
+before the batch. When an account's events raise while evaluated, leave it beyond what it can hold
+(:func:`~propcrm.services.evaluation.state_problem`), or its effects are refused by the database (the
+write is retried in halves, each in a savepoint: :func:`~propcrm.services.evaluation.write_isolated`),
+that account goes back to its state before the batch and its events of the batch are set aside — dead
+letters and quarantine entries with the reason — while the batch commits for everyone else. A takeover
+skips the events dead-lettered in the range it replays silently, so the rebuilt states are the ones
+the committed effects came from. Only a failure of the database itself (or a fence) fails the batch.
 """
 
 from __future__ import annotations
@@ -43,14 +52,22 @@ from ..domain.events import DECODER
 from ..domain.market import Market
 from ..domain.program import CompiledPack, PhaseProgram, compile_pack
 from ..engine.runner import Engine
+from ..engine.evaluate import copy_state
 from ..services.catalog import pack_of
+from ..services.ingest import ahead_of_clock, max_ahead_from_env
 from ..services.evaluation import (
     HELD,
+    RESEND,
     STATE_DECODER,
+    SYSTEMIC_ERRORS,
     AccountOutcome,
     AccountRef,
     _account_status,
+    _clean_reason,
+    _error_text,
+    state_problem,
     upsert_states,
+    write_isolated,
     write_outcomes,
 )
 
@@ -104,6 +121,9 @@ class PartitionRun:
     dirty: dict[tuple[str, str], AccountOutcome] = field(default_factory=dict)
     last_snapshot: float = field(default_factory=time.monotonic)
     stale: bool = False
+    # (stream seq, event id) dead-lettered between the last snapshot and the committed position: a
+    # takeover's silent replay skips them, as the live run did
+    skip: set[tuple[int, str]] = field(default_factory=set)
 
 
 @dataclass
@@ -118,6 +138,19 @@ class BatchResult:
     failed: set[int] = field(default_factory=set)
     error: str | None = None
     commit_seconds: float = 0.0
+    set_aside: dict[tuple[str, str], str] = field(default_factory=dict)  # (firm, account) -> why
+
+
+@dataclass
+class _Touched:
+    """An account a batch changed: its state before the batch (``None``: it had none) and the messages
+    that carried its events, so that it can be put back and its events set aside."""
+
+    run: PartitionRun
+    before: object
+    program: object
+    messages: list[StreamMessage] = field(default_factory=list)
+    problem: str | None = None
 
 
 class Directory:
@@ -132,6 +165,8 @@ class Directory:
         self.max_id = 0
         self._packs: dict[int, CompiledPack] = {}
         self._missing: dict[tuple[str, str], float] = {}
+        self.problems: dict[tuple[str, str], str] = {}  # accounts whose rule pack could not be compiled
+        self._failed: dict[tuple[str, str], float] = {}
 
     def refresh(self, session: Session) -> None:
         rows = session.execute(
@@ -176,7 +211,21 @@ class Directory:
     def program_for(self, firm_id: str):
         def resolve(external_id: str) -> PhaseProgram | None:
             ref = self.get(firm_id, external_id)
-            return None if ref is None else self.program(ref)
+            if ref is None:
+                return None
+            failed_at = self._failed.get((firm_id, external_id))
+            if failed_at is not None and time.monotonic() - failed_at < 30.0:
+                return None  # tried moments ago: not compiled again for every event
+            try:
+                return self.program(ref)
+            except SYSTEMIC_ERRORS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - its events are refused one by one, with this reason
+                self._failed[(firm_id, external_id)] = time.monotonic()
+                self.problems[(firm_id, external_id)] = (
+                    f"rule pack version {ref.pack_version_id} of account {external_id} cannot be used "
+                    f"({_error_text(exc)})")
+                return None
 
         return resolve
 
@@ -185,7 +234,8 @@ class PartitionStore:
     """Takeover and batch commits for the partitions of one stream."""
 
     def __init__(self, sessions: sessionmaker[Session], stream: str, partitions: int, worker_id: str, *,
-                 snapshot_interval_s: float = 2.0, snapshot_max_dirty: int = 20_000) -> None:
+                 snapshot_interval_s: float = 2.0, snapshot_max_dirty: int = 20_000,
+                 max_ahead: dt.timedelta | None = None) -> None:
         self.sessions = sessions
         self.snapshot_interval_s = snapshot_interval_s
         self.snapshot_max_dirty = snapshot_max_dirty
@@ -194,6 +244,7 @@ class PartitionStore:
         self.worker_id = worker_id
         self.directory = Directory(sessions, partitions)
         self._home: dict[tuple[str, str], int] = {}  # (firm, account) -> partition, cached
+        self.max_ahead = max_ahead_from_env() if max_ahead is None else max_ahead
 
     # ------------------------------------------------------------------ takeover
     def take(self, partition: int, epoch: int = 0) -> PartitionRun:
@@ -210,6 +261,11 @@ class PartitionStore:
             checkpoint = session.get(PartitionCheckpoint, (self.stream, partition))
             assert checkpoint is not None
             run = PartitionRun(partition, checkpoint.seq, checkpoint.state_seq, epoch=epoch)
+            run.skip = {(seq, event_id) for seq, event_id in session.execute(
+                select(DeadLetter.stream_seq, DeadLetter.event_id).where(
+                    DeadLetter.stream == self.stream, DeadLetter.partition == partition,
+                    DeadLetter.stream_seq > checkpoint.state_seq, DeadLetter.stream_seq <= checkpoint.seq,
+                    DeadLetter.event_id.is_not(None)))}
             context = _CONTEXT_DECODER.decode(checkpoint.context) if checkpoint.context else PartitionContext()
             self.directory.refresh(session)
             refs = {ref.id: ref for ref in self.directory.in_partition(partition)}
@@ -248,14 +304,17 @@ class PartitionStore:
 
     # ------------------------------------------------------------------ batches
     def apply(self, batch: list[tuple[PartitionRun, list[StreamMessage]]], *, snapshot: bool = False) -> BatchResult:
-        """Apply and commit a batch. On any failure nothing is committed and the batch's partitions
-        are listed in ``failed``: their in-memory engines are ahead of the database and must be
-        taken over again. ``snapshot`` forces a state snapshot of every partition in the batch."""
+        """Apply and commit a batch. On a failure of the database (or a fence) nothing is committed and
+        the batch's partitions are listed in ``failed``: their in-memory engines are ahead of the
+        database and must be taken over again. An account whose events cannot be evaluated or stored
+        is set aside (``set_aside``) and the rest commits. ``snapshot`` forces a state snapshot of
+        every partition in the batch."""
         result = BatchResult()
         outcomes: dict[tuple[str, str], AccountOutcome] = {}
         dead: list[dict] = []
         plans: list[_Plan] = []
         published: list[tuple[int, int]] = []
+        touched: dict[tuple[str, str], _Touched] = {}
         now = time.monotonic()
         stale = sorted(run.partition for run, _ in batch if run.stale)
         if stale:  # its engines are ahead of its checkpoint: committing it would apply events twice
@@ -270,7 +329,7 @@ class PartitionStore:
                         result.skipped += 1  # a redelivery: already reflected
                         continue
                     silent = message.seq <= run.seq  # replay after a takeover: effects committed already
-                    events = self._apply_message(run, message, outcomes, dead, silent=silent)
+                    events = self._apply_message(run, message, outcomes, dead, touched, silent=silent)
                     plan.applied = message.seq
                     if silent:
                         continue
@@ -283,6 +342,15 @@ class PartitionStore:
                 plan.snapshot = snapshot
                 if plan.new != plan.old or plan.snapshot:
                     plans.append(plan)
+            for key, mark in touched.items():  # what no account can hold is set aside before any write
+                if mark.problem is None:
+                    state = mark.run.engines[key[0]].states.get(key[1])
+                    problem = state_problem(state) if state is not None else None
+                    if problem is not None:
+                        mark.problem = f"not applied: {problem}; nothing of the events of {key[1]} in this " \
+                                       "batch was applied"
+            for key in [key for key, mark in touched.items() if mark.problem is not None]:
+                self._put_back(key, touched[key], outcomes, dead, result)
             if not snapshot:
                 # At most one partition's snapshot per batch, the most overdue: snapshots are spread over
                 # the batches instead of all landing in one long transaction.
@@ -296,13 +364,19 @@ class PartitionStore:
                 return result
             started = time.perf_counter()
             with self.sessions.begin() as session:
+                effects = list(outcomes.values())
+                for outcome, problem in write_isolated(session, effects, _write_effects, account_of=lambda o: o.account):
+                    key = (outcome.account.firm_id, outcome.account.external_id)
+                    touched[key].problem = f"not applied: the events of {key[1]} in this batch could not be " \
+                                           f"stored ({problem}); nothing of them was applied"
+                    self._put_back(key, touched[key], outcomes, dead, result)
+                self._snapshot(session, plans)
                 self._advance(session, plans)
-                write_outcomes(session, list(outcomes.values()), states=False)
-                snapshot_states = [o for plan in plans if plan.snapshot for o in plan.run.dirty.values()]
-                if snapshot_states:
-                    upsert_states(session, snapshot_states, dt.datetime.now(UTC))
                 if dead:
+                    quarantined = [row for row in map(self._quarantine_row, dead) if row is not None]
                     session.execute(insert(DeadLetter.__table__), dead)
+                    if quarantined:
+                        session.execute(insert(m.Quarantine.__table__), quarantined)
             result.commit_seconds = time.perf_counter() - started
         except Exception as exc:  # noqa: BLE001 - a failed batch is retried from the checkpoint
             for run, _ in batch:
@@ -318,6 +392,75 @@ class PartitionStore:
             for decision, _ in outcome.decisions:
                 result.decisions[decision.kind] = result.decisions.get(decision.kind, 0) + 1
         return result
+
+    def _snapshot(self, session: Session, plans: list[_Plan]) -> None:
+        """The states of the partitions whose snapshot is due, all or none per batch: a snapshot is only
+        right whole (its position is the partition's). The states were checked before (every account a
+        batch changes is: :func:`~propcrm.services.evaluation.state_problem`); should the database still
+        refuse one, the snapshot waits for the next batch — effects commit all the same — and says so."""
+        states = [outcome for plan in plans if plan.snapshot for outcome in plan.run.dirty.values()]
+        if not states:
+            return
+        try:
+            with session.begin_nested():
+                upsert_states(session, states, dt.datetime.now(UTC))
+        except SYSTEMIC_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the partitions keep going; their snapshot is retried
+            for plan in plans:
+                plan.snapshot = False
+            log.error("partition store: a snapshot of partitions %s could not be written (%s); it is retried "
+                      "with a later batch", sorted(plan.run.partition for plan in plans), _error_text(exc))
+
+    def _put_back(self, key: tuple[str, str], mark: _Touched, outcomes: dict, dead: list[dict],
+                  result: BatchResult) -> None:
+        """Set an account's events of the batch aside: its state and effects go back to before the
+        batch, and each of its events becomes a dead letter (and a quarantine entry) with the reason."""
+        firm_id, external_id = key
+        run = mark.run
+        engine = run.engines[firm_id]
+        if mark.before is None:
+            engine.states.pop(external_id, None)
+            engine.programs.pop(external_id, None)
+            run.dirty.pop(key, None)
+        else:
+            engine.states[external_id] = mark.before
+            engine.programs[external_id] = mark.program
+            ref = self.directory.get(firm_id, external_id)
+            if ref is not None:
+                run.dirty[key] = AccountOutcome(ref, mark.before, run.seq, [], None, mark.before.last_ts)
+        outcomes.pop(key, None)
+        reason = _clean_reason(mark.problem or "not applied")
+        result.set_aside[key] = reason
+        log.warning("partition %d: set aside the events of account %s (firm %s): %s", run.partition, external_id,
+                    firm_id, reason)
+        for message in mark.messages:
+            if message.seq <= run.seq:
+                continue  # replayed silently: its effects (or its dead letters) are committed already
+            source = message.headers.get(HEADER_SOURCE)
+            for number, raw in enumerate(message.body.split(b"\n"), start=1):
+                try:
+                    event = DECODER.decode(raw)
+                except Exception:  # noqa: BLE001 - dead-lettered when the message was read
+                    continue
+                if getattr(event, "account", None) != external_id:
+                    continue
+                dead.append({"stream": self.stream, "partition": run.partition, "stream_seq": message.seq,
+                             "line": number, "firm_id": firm_id[:64], "source": (source or None) and source[:64],
+                             "event_id": event.id[:200], "reason": reason, "body": raw,
+                             "created_at": dt.datetime.now(UTC), "account": external_id})
+
+    def _quarantine_row(self, letter: dict) -> dict | None:
+        """A dead letter as the firm's risk officers see it: only for an account the firm has (a
+        message can name any firm; the quarantine belongs to one that exists)."""
+        account = letter.pop("account", None)
+        if account is None or not letter["firm_id"] or not letter["source"]:
+            return None
+        if self.directory.get(letter["firm_id"], account) is None:
+            return None
+        return {"firm_id": letter["firm_id"], "source": letter["source"], "line": letter["line"],
+                "body": letter["body"], "reason": letter["reason"], "received_at": letter["created_at"],
+                "resolved_at": None}
 
     def _settle(self, batch, plans: list[_Plan], result: BatchResult) -> None:
         """After the commit: the runs' positions move; snapshotted runs start a clean slate."""
@@ -380,40 +523,52 @@ class PartitionStore:
             firm_id: FirmContext(engine.market, engine.last_clock) for firm_id, engine in sorted(run.engines.items())
         }))
 
-    def _apply_message(self, run: PartitionRun, message: StreamMessage, outcomes: dict, dead: list[dict], *,
-                       silent: bool) -> int:
+    def _apply_message(self, run: PartitionRun, message: StreamMessage, outcomes: dict, dead: list[dict],
+                       touched_accounts: dict, *, silent: bool) -> int:
         """Feed one message's events to its firm's engine. Effects (decisions, status changes, dead
         letters) are collected unless ``silent``; changed states are always marked for the next
-        snapshot. Returns the number of events fed."""
+        snapshot, and the state each changed account had before the batch is kept in
+        ``touched_accounts``. Returns the number of events fed."""
         firm_id = message.headers.get(HEADER_FIRM)
         source = message.headers.get(HEADER_SOURCE)
 
-        def letter(reason: str, body: bytes, line: int | None = None, event_id: str | None = None) -> None:
+        def letter(reason: str, body: bytes, line: int | None = None, event_id: str | None = None,
+                   account: str | None = None) -> None:
             if silent:
                 return
             dead.append({"stream": self.stream, "partition": run.partition, "stream_seq": message.seq, "line": line,
                          "firm_id": (firm_id or None) and firm_id[:64], "source": (source or None) and source[:64],
-                         "event_id": event_id and event_id[:200], "reason": reason, "body": body,
-                         "created_at": dt.datetime.now(UTC)})
+                         "event_id": event_id and event_id[:200], "reason": _clean_reason(reason), "body": body,
+                         "created_at": dt.datetime.now(UTC), "account": account})
 
         if not firm_id or not source:
             letter("message without the Propcrm-Firm and Propcrm-Source headers", message.body)
             return 0
         engine = self._engine(run, firm_id)
         events = []
-        touched: set[str] = set()
+        lines_of: list[int] = []
+        accounts: set[str] = set()
         global_events = False
         decode = DECODER.decode
         home = self._home
+        skip = run.skip
+        horizon = None if silent else dt.datetime.now(UTC) + self.max_ahead
         lines = message.body.split(b"\n")
         for number, raw in enumerate(lines, start=1):
             try:
                 event = decode(raw)
             except Exception as exc:  # noqa: BLE001 - a bad line is dead-lettered whole, never half-applied
-                if raw and not raw.isspace():
-                    letter(f"line {number}: not a valid event: {str(exc)[:300]}", raw, number)
+                if raw and not raw.isspace() and not silent:
+                    letter(f"line {number}: not a valid event: {str(exc)[:300]}", raw, number, *_named(raw))
                 continue
+            if silent and (message.seq, event.id) in skip:
+                continue  # dead-lettered when it was live: the replay skips it too
             account = getattr(event, "account", None)
+            if horizon is not None:
+                problem = ahead_of_clock(event, horizon, self.max_ahead)
+                if problem is not None:
+                    letter(f"line {number}: {problem}", raw, number, event.id, account)
+                    continue
             if account is None:
                 global_events = True
             else:
@@ -424,37 +579,63 @@ class PartitionStore:
                     letter(f"line {number}: account {account!r} belongs to partition {p}, not {run.partition}",
                            raw, number, event.id)
                     continue
-                touched.add(account)
+                accounts.add(account)
             events.append(event)
+            lines_of.append(number)
         if not events:
             return 0
-        before = {a: id(st) for a, st in engine.states.items()} if global_events else None
-        decisions = engine.feed(events)
+        states = engine.states
+        if silent:  # replayed after a takeover: what it rebuilds is the committed past, never put back
+            touched_accounts = {}
+        for account in accounts:  # kept before an in-place update (the engine's hot path) can change it
+            key = (firm_id, account)
+            if key not in touched_accounts:
+                st = states.get(account)
+                touched_accounts[key] = _Touched(run, None if st is None else copy_state(st), engine.programs.get(account))
+        before = dict(states) if global_events else None  # a clock or news event replaces what it changes
+        try:
+            decisions = engine.feed(events, lines_of)
+        except SYSTEMIC_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the accounts of this message are set aside, the rest goes on
+            error = _error_text(exc)
+            del engine.rejected[:]
+            changed = set(accounts)
+            if before is not None:
+                changed.update(a for a, st in states.items() if before.get(a) is not st)
+            for account in changed:
+                self._touch(run, touched_accounts, (firm_id, account), before, message).problem = (
+                    f"not applied: the events of {account} in this batch could not be evaluated ({error}); "
+                    "nothing of them was applied")
+            return len(events)
         if engine.rejected:
             if not silent:
-                raw_of: dict[str, bytes] = {}
-                for raw in lines:
-                    try:
-                        raw_of.setdefault(decode(raw).id, raw)
-                    except Exception:  # noqa: BLE001 - already dead-lettered above
-                        pass
                 for problem in engine.rejected:
-                    letter(f"{problem.kind}: {problem.reason}", raw_of.get(problem.id or "", b""), None, problem.id)
+                    number = problem.line
+                    raw = lines[number - 1] if number else b""
+                    reason = f"{problem.kind}: {problem.reason}"
+                    if problem.kind == "unknown_account" and (firm_id, problem.account) in self.directory.problems:
+                        reason = f"not applied: {self.directory.problems[(firm_id, problem.account)]}"
+                    elif problem.kind == "out_of_order":
+                        reason += f"; {RESEND}"
+                    letter(reason, raw, number, problem.id, problem.account)
             del engine.rejected[:]
+        changed = set(accounts)
         if before is not None:
-            touched.update(a for a, st in engine.states.items() if before.get(a) != id(st))
+            changed.update(a for a, st in states.items() if before.get(a) is not st)
         by_account: dict[str, list[Decision]] = {}
         for decision in decisions:
             by_account.setdefault(decision.account, []).append(decision)
-            touched.add(decision.account)
-        for external_id in touched:
-            st = engine.states.get(external_id)
+            changed.add(decision.account)
+        for external_id in changed:
+            st = states.get(external_id)
             if st is None:
                 continue  # unknown account: dead-lettered above
             ref = self.directory.get(firm_id, external_id)
             if ref is None:
                 continue
             key = (firm_id, external_id)
+            self._touch(run, touched_accounts, key, before, message)
             when = st.last_ts or events[-1].ts
             run.dirty[key] = AccountOutcome(ref, st, message.seq, [], None, when)
             if silent:
@@ -468,6 +649,35 @@ class PartitionStore:
                 outcome.state, outcome.last_seq, outcome.status, outcome.status_ts = st, message.seq, status, when
             outcome.decisions.extend((d, None) for d in by_account.get(external_id, ()))
         return len(events)
+
+    @staticmethod
+    def _touch(run: PartitionRun, touched_accounts: dict, key: tuple[str, str], before: dict | None,
+               message: StreamMessage) -> _Touched:
+        """The batch's mark of an account its events (or a firm-wide event) changed, with this message."""
+        mark = touched_accounts.get(key)
+        if mark is None:  # first changed by a firm-wide event: the state it replaced is the one before
+            engine = run.engines[key[0]]
+            mark = touched_accounts[key] = _Touched(run, (before or {}).get(key[1]), engine.programs.get(key[1]))
+        if not mark.messages or mark.messages[-1] is not message:
+            mark.messages.append(message)
+        return mark
+
+
+def _named(raw: bytes) -> tuple[str | None, str | None]:
+    """The id and account a line names, if it is a JSON object with them (it may fail the event's
+    checks): for a dead letter's quarantine entry."""
+    try:
+        fields = msgspec.json.decode(raw)
+    except Exception:  # noqa: BLE001
+        return None, None
+    if not isinstance(fields, dict):
+        return None, None
+    event_id, account = fields.get("id"), fields.get("account")
+    return (event_id if isinstance(event_id, str) else None), (account if isinstance(account, str) else None)
+
+
+def _write_effects(session: Session, outcomes: list[AccountOutcome]) -> None:
+    write_outcomes(session, outcomes, states=False)
 
 
 @dataclass
