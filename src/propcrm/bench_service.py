@@ -53,7 +53,8 @@ def _seed(url: str, specs: list[FirmSpec]) -> tuple[str, str]:
         version = add_pack(session, firm_id="bench", pack=load_pack("two-step-100k"), activate=True)
         for spec in specs:
             for trader in traders(spec):
-                create_account(session, firm_id="bench", external_id=trader.account, pack_version_id=version.id)
+                create_account(session, firm_id="bench", external_id=trader.account, pack_version_id=version.id,
+                               platform="bench")  # the key below writes only to its platform's accounts
         key_id, secret = create_key(session, firm_id="bench", platform="bench")
     engine.dispose()
     return key_id, secret

@@ -403,9 +403,13 @@ def ingest(
     from rich.markup import escape
 
     from .adapters.db.session import sessions
+    from .services.apikeys import reserved_source_refusal
     from .services.ingest import IngestError
     from .services.ingest import ingest as run_ingest
 
+    refusal = reserved_source_refusal(source)
+    if refusal is not None:
+        raise _fail(f"--source: {refusal}")
     path = _events_path(file)
     body = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     engine = _database(database_url)

@@ -53,7 +53,8 @@ def platform(db_url):
             ensure_firm(s, firm_id=FIRM)
             version = add_pack(s, firm_id=FIRM, pack=load_pack("two-step-100k"), activate=True)
             for name in ("A1", "A2"):
-                create_account(s, firm_id=FIRM, external_id=name, pack_version_id=version.id)
+                create_account(s, firm_id=FIRM, external_id=name, pack_version_id=version.id, platform="mt5")
+            create_account(s, firm_id=FIRM, external_id="D1", pack_version_id=version.id, platform="demo")
             key_id, secret = create_key(s, firm_id=FIRM, platform="mt5")
         yield Platform(client, key_id, secret)
 
@@ -277,3 +278,121 @@ def test_metrics_without_a_token_answer_loopback_peers_only(tmp_path, monkeypatc
                            ("203.0.113.5", 403)):
         with TestClient(app, client=(host, 50000)) as client:
             assert client.get("/metrics").status_code == expected, host
+
+
+# ------------------------------------------------------------- the key before the body; what a key may write
+def _key(platform: Platform, name: str) -> Platform:
+    with platform.client.app.state.sessions.begin() as s:
+        key_id, secret = create_key(s, firm_id=FIRM, platform=name)
+    return Platform(platform.client, key_id, secret)
+
+
+@pytest.mark.parametrize("problem", ["unknown key", "inactive key", "stale timestamp", "malformed signature"])
+def test_the_key_is_checked_before_a_byte_of_the_body_is_read(platform, problem):
+    """An unknown caller must not be able to make the server take in 32 MiB before it is refused."""
+    import asyncio
+
+    import httpx
+
+    headers = platform.headers(b"")
+    if problem == "unknown key":
+        headers["X-Propcrm-Key"] = "pk_" + "0" * 24
+    elif problem == "inactive key":
+        with platform.client.app.state.sessions.begin() as s:
+            s.get(m.ApiKey, platform.key_id).active = False
+    elif problem == "stale timestamp":
+        headers = platform.headers(b"", timestamp=str(int(time.time()) - 3600))
+    else:
+        headers["X-Propcrm-Signature"] = "sha256=nothex"
+    pulled = 0
+
+    async def body():
+        nonlocal pulled
+        for _ in range(32):
+            pulled += 1
+            yield b" " * (1 << 20)
+
+    async def call():
+        transport = httpx.ASGITransport(app=platform.client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            return await client.post(URL, content=body(), headers=headers)
+
+    response = asyncio.run(call())
+    assert response.status_code == 401, response.text
+    assert pulled == 0, f"{pulled} MiB of the body were read before the key was refused"
+
+
+def test_a_key_revoked_while_its_request_was_read_is_refused(platform, monkeypatch):
+    from propcrm.api.routers import events as events_router
+
+    real = events_router.check_body
+
+    def revoke_meanwhile(*args, **kwargs):
+        with platform.client.app.state.sessions.begin() as s:
+            s.get(m.ApiKey, platform.key_id).active = False
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(events_router, "check_body", revoke_meanwhile)
+    response = platform.post(event("e-1"))
+    assert response.status_code == 401 and "inactive" in response.json()["error"]
+    with platform.client.app.state.sessions() as s:
+        assert s.scalars(select(m.RawEvent)).all() == []
+
+
+def test_a_platform_key_writes_only_to_the_accounts_on_its_platform(platform):
+    body = b"\n".join([event("e-1", "A1"), event("e-2", "D1"),
+                       json.dumps({"id": "k-1", "type": "clock", "ts": "2026-03-02T14:06:00Z"}).encode()])
+    answer = platform.post(body).json()
+    assert [(x["status"], x.get("reason")) for x in answer["lines"]] == [
+        ("accepted", None),
+        ("rejected", "account 'D1' is on platform 'demo': this key writes only to accounts on 'mt5'"),
+        ("accepted", None)]
+    demo = _key(platform, "demo")
+    assert [x["status"] for x in demo.post(event("e-1", "D1")).json()["lines"]] == ["accepted"]
+    assert demo.post(event("e-3", "A1")).json()["lines"][0]["status"] == "rejected"
+
+
+@pytest.mark.parametrize("provider", ["kyc", "kyc-sumsub", "payments-stripe"])
+def test_a_providers_key_is_for_its_webhook_only(platform, provider):
+    key = _key(platform, provider)
+    response = key.post(event("e-1"))
+    assert response.status_code == 403
+    expected = "kyc" if provider.startswith("kyc") else "payments"
+    assert response.json()["error"].endswith(f"it may only call POST /api/v1/webhooks/{expected}, not post events")
+    with platform.client.app.state.sessions() as s:
+        assert s.scalars(select(m.RawEvent)).all() == [] and s.scalars(select(m.Quarantine)).all() == []
+
+
+@pytest.mark.parametrize("name", ["propcrm-payouts", "propcrm-anything", "PropCRM-Payouts", "propcrm"])
+def test_propcrms_own_sources_are_reserved(platform, name):
+    with platform.client.app.state.sessions.begin() as s, pytest.raises(ValueError, match="reserved"):
+        create_key(s, firm_id=FIRM, platform=name)
+    with platform.client.app.state.sessions.begin() as s:  # a key an older version let through
+        s.add(m.ApiKey(id="pk_" + "1" * 24, firm_id=FIRM, platform=name, secret="s3cret", active=True))
+    legacy = Platform(platform.client, "pk_" + "1" * 24, "s3cret")
+    response = legacy.post(event("payout-7"))
+    assert response.status_code == 403 and "reserved for propcrm's own events" in response.json()["error"]
+    with platform.client.app.state.sessions() as s:
+        assert s.scalars(select(m.RawEvent)).all() == []
+
+
+def test_reserved_sources_through_the_cli(db_url, tmp_path):
+    from typer.testing import CliRunner
+
+    from propcrm.cli import app
+
+    runner = CliRunner()
+    made = runner.invoke(app, ["keys", "create", "--platform", "propcrm-payouts", "--firm", "f9",
+                               "--database-url", db_url])
+    assert made.exit_code == 2 and "reserved" in made.output
+    events = tmp_path / "events.ndjson"
+    events.write_bytes(event("payout-7") + b"\n")
+    fed = runner.invoke(app, ["ingest", str(events), "--source", "propcrm-payouts", "--firm", "f9",
+                              "--database-url", db_url])
+    assert fed.exit_code == 2 and "--source" in fed.output and "reserved" in fed.output
+
+
+def test_the_admin_api_refuses_a_key_with_a_reserved_name(cheap_argon2, world):
+    response = world.client.post("/api/v1/api-keys", json={"platform": "propcrm-payouts"},
+                                 headers=world.headers("admin"))
+    assert response.status_code == 422 and "reserved" in response.json()["error"]

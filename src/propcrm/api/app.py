@@ -20,6 +20,7 @@ from ..adapters.db.session import database_url as default_database_url
 from ..adapters.db.session import make_engine, migrate, sessions
 from ..adapters.bus.jetstream import BusConfig
 from ..services.logins import LoginThrottle
+from ..services.ingest import max_ahead_from_env
 from .operations import IngestMetrics
 from . import reference
 from .routers import events, operations
@@ -65,6 +66,9 @@ def create_app(database_url: str | None = None) -> FastAPI:
     app.state.nats = None
     app.state.metrics = IngestMetrics()
     app.state.login_throttle = LoginThrottle()  # per process: docs/api.md "Logging in"
+    # how far ahead of the clock an event may be (PROPCRM_MAX_EVENT_AHEAD_MINUTES): read once, a bad value
+    # stops the start
+    app.state.max_ahead = max_ahead_from_env()
     app.include_router(events.router, prefix="/api/v1")
     app.include_router(operations.router)  # /healthz, /metrics (outside /api/v1)
     app.include_router(reference.router)  # /docs: the API reference (Swagger UI)

@@ -20,6 +20,19 @@ For example, in Python::
 
 The secret is shown once, when the key is created, and is never logged or returned again (it is
 kept because verifying an HMAC needs it).
+
+**What a key may write.** A key's platform name says what it is for:
+
+* a **provider key** — a name starting with ``kyc`` or ``payments`` (``kyc``, ``kyc-sumsub``,
+  ``payments-stripe``) — may only call its provider's webhook (``/api/v1/webhooks/kyc`` or
+  ``/payments``), never post events;
+* a **platform key** (``mt5``, ``ctrader``, ``demo``, …) posts events, and those that name an account
+  only for the accounts on that platform (``accounts.platform``); firm-wide events (clock, news,
+  price) from any platform key of the firm;
+* names starting with ``propcrm-`` (and ``propcrm`` itself) are **reserved** for the events propcrm
+  writes itself (``propcrm-payouts``: payout withdrawals and carried profit): no key can be created
+  with one, and events arriving under one from outside are refused (:func:`is_reserved_source` —
+  the one place that says which names are reserved).
 """
 
 from __future__ import annotations
@@ -40,6 +53,10 @@ SIGNATURE_HEADER = "X-Propcrm-Signature"
 MAX_CLOCK_SKEW = dt.timedelta(minutes=5)
 SIGNATURE_PREFIX = "sha256="
 
+#: the event sources propcrm writes under itself; every name with this prefix is reserved
+RESERVED_SOURCE_PREFIX = "propcrm-"
+PROVIDERS = ("kyc", "payments")
+
 _KEY_ID = re.compile(r"pk_[0-9a-f]{24}")
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _PLATFORM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -50,6 +67,27 @@ class AuthError(Exception):
     """A refused request; the message names the problem and is safe to show the caller."""
 
 
+def is_reserved_source(name: str) -> bool:
+    """Whether events under source ``name`` can only come from propcrm itself (case does not matter:
+    ``PropCRM-Payouts`` is refused as a key's name like ``propcrm-payouts``)."""
+    folded = name.casefold()
+    return folded == RESERVED_SOURCE_PREFIX.rstrip("-") or folded.startswith(RESERVED_SOURCE_PREFIX)
+
+
+def reserved_source_refusal(name: str) -> str | None:
+    """Why ``name`` cannot be a key's platform or an external source, or ``None``."""
+    if not is_reserved_source(name):
+        return None
+    return (f"the name {name!r} is reserved for propcrm's own events (names starting with "
+            f"'{RESERVED_SOURCE_PREFIX}'); use another platform name")
+
+
+def provider_of(platform: str) -> str | None:
+    """The provider (``kyc`` or ``payments``) whose webhook a key of this platform name is for, or ``None``
+    for a platform key."""
+    return next((provider for provider in PROVIDERS if platform.startswith(provider)), None)
+
+
 def create_key(session: Session, *, firm_id: str, platform: str) -> tuple[str, str]:
     """A new active key for a platform of a firm: ``(key_id, secret)``. The secret is returned only here."""
     if not _PLATFORM.fullmatch(platform):
@@ -57,6 +95,9 @@ def create_key(session: Session, *, firm_id: str, platform: str) -> tuple[str, s
             f"platform must be 1 to 64 letters, digits, '.', '_' or '-' (starting with a letter or digit), "
             f"got {platform!r}"
         )
+    refusal = reserved_source_refusal(platform)
+    if refusal is not None:
+        raise ValueError(f"platform: {refusal}")
     if session.get(m.Firm, firm_id) is None:
         raise ValueError(f"no firm {firm_id!r}")
     key_id = f"pk_{secrets.token_hex(12)}"
@@ -72,14 +113,10 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return SIGNATURE_PREFIX + mac
 
 
-def verify_signature(
-    session: Session, *, key_id: str, timestamp: str, body: bytes, signature: str, now: dt.datetime
-) -> m.ApiKey:
-    """The active key that signed this body, or :class:`AuthError` saying what is wrong.
-
-    Checked in order: the key (known and active), the timestamp (unix seconds, within 5 minutes of
-    ``now``), the signature (constant-time comparison).
-    """
+def check_key(session: Session, *, key_id: str, timestamp: str, signature: str, now: dt.datetime) -> m.ApiKey:
+    """Everything about a request but its body: the key (known and active), the timestamp (unix seconds,
+    within 5 minutes of ``now``) and the signature's form. Checked before a body is read, so an unknown
+    caller cannot make the server take in 32 MiB. Raises :class:`AuthError` saying what is wrong."""
     key = session.get(m.ApiKey, key_id) if _KEY_ID.fullmatch(key_id or "") else None
     if key is None:
         raise AuthError(f"unknown API key in {KEY_HEADER}")
@@ -97,14 +134,40 @@ def verify_signature(
     given = signature or ""
     if not (given.startswith(SIGNATURE_PREFIX) and _HEX.fullmatch(given[len(SIGNATURE_PREFIX):])):
         raise AuthError(f"malformed {SIGNATURE_HEADER}: expected 'sha256=' and 64 hex digits")
-    expected = sign(key.secret, timestamp, body)
-    if not hmac.compare_digest(expected.encode(), SIGNATURE_PREFIX.encode() + given[len(SIGNATURE_PREFIX):].lower().encode()):
+    return key
+
+
+def check_body(secret: str, *, key_id: str, timestamp: str, body: bytes, signature: str) -> None:
+    """The signature matches the body signed with ``secret`` (constant-time comparison), or :class:`AuthError`."""
+    given = signature or ""
+    expected = sign(secret, timestamp, body)
+    if not hmac.compare_digest(expected.encode(),
+                               SIGNATURE_PREFIX.encode() + given[len(SIGNATURE_PREFIX):].lower().encode()):
         raise AuthError(f"bad signature in {SIGNATURE_HEADER}: it does not match the body signed with this key's secret")
+
+
+def verify_signature(
+    session: Session, *, key_id: str, timestamp: str, body: bytes, signature: str, now: dt.datetime
+) -> m.ApiKey:
+    """The active key that signed this body, or :class:`AuthError` saying what is wrong.
+
+    Checked in order: the key (known and active), the timestamp (unix seconds, within 5 minutes of
+    ``now``), the signature (constant-time comparison): :func:`check_key`, then :func:`check_body`.
+    """
+    key = check_key(session, key_id=key_id, timestamp=timestamp, signature=signature, now=now)
+    check_body(key.secret, key_id=key_id, timestamp=timestamp, body=body, signature=signature)
     return key
 
 
 __all__ = [
     "AuthError",
+    "PROVIDERS",
+    "RESERVED_SOURCE_PREFIX",
+    "check_body",
+    "check_key",
+    "is_reserved_source",
+    "provider_of",
+    "reserved_source_refusal",
     "KEY_HEADER",
     "MAX_CLOCK_SKEW",
     "SIGNATURE_HEADER",
