@@ -255,6 +255,8 @@ def fmt_money(value: Any, places: int = 2) -> str:
     number = value if isinstance(value, Decimal) else Decimal(str(value))
     if not number.is_finite():
         return "—"
+    if number.adjusted() >= 26:  # only in a state stored before events were bounded: shown, not written out
+        return f"{number:.6E}"
     return f"{number.quantize(Decimal(1).scaleb(-places)):,}"
 
 
