@@ -166,7 +166,7 @@ def test_a_trader_buys_passes_gets_funded_is_paid_after_a_case_is_dismissed_and_
     assert not again["eligible"] and {f["name"] for f in again["failed_checks"]} >= {"profit", "min_trading_days"}
 
     # trading after the payout, then scaling (queued for approval, the firm's default)
-    later = dt.datetime.now(UTC).replace(microsecond=0) + dt.timedelta(minutes=5)
+    later = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(hours=2)  # events are never from the future
     start = later - dt.timedelta(days=2, hours=10)
     trade(funded_ext, 2, "300", "f2")
     review = _ok(c.get(f"/api/v1/accounts/{funded_id}/scaling", headers=me))

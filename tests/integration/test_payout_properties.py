@@ -69,7 +69,10 @@ class PayoutMachine(RuleBasedStateMachine):
                                          trader_id=trader_id, balance=INITIAL, active_days=0)
         self.external = f"P{n}"
         self.account_ids = [self.account_id]  # and the scaled account, once scaled
-        self.clock = dt.datetime.now(UTC).replace(microsecond=0) + dt.timedelta(days=1)
+        # A trading day per step (at most 26), all of it in the past — events dated ahead of the server's clock
+        # are refused — and recent enough that a scaled account (which starts at its carry event) is not due
+        # for its monthly review again within the example.
+        self.clock = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(days=27)
         self.evaluated_balance = INITIAL
         self.pending_profit = D(0)
         self.outstanding_withdrawal = D(0)
