@@ -456,7 +456,7 @@ class PartitionStore:
         account = letter.pop("account", None)
         if account is None or not letter["firm_id"] or not letter["source"]:
             return None
-        if self.directory.get(letter["firm_id"], account) is None:
+        if (letter["firm_id"], account) not in self.directory.by_key:  # (no lookup inside the transaction)
             return None
         return {"firm_id": letter["firm_id"], "source": letter["source"], "line": letter["line"],
                 "body": letter["body"], "reason": letter["reason"], "received_at": letter["created_at"],
