@@ -68,13 +68,21 @@ def _bounded(name: str, value: Decimal | None) -> None:
         raise ValueError(f"`{name}`: must have at most {MAX_PLACES} decimal places, got {_shown(value)}")
 
 
-def _finite(name: str, value: Decimal | None) -> None:
-    _bounded(name, value)
+_finite = _bounded  # (every decimal field is bounded, and therefore finite)
 
 
 def _positive(name: str, value: Decimal | None) -> None:
-    _bounded(name, value)
-    if value is not None and not value > _ZERO:
+    """A bounded decimal greater than 0. The common case costs one comparison and one quantize."""
+    if value is None:
+        return
+    try:
+        if value.is_finite() and value > _ZERO:
+            _TO_PLACES(value, _PLACE)
+            return
+    except DecimalException:
+        pass
+    _bounded(name, value)  # raises with the reason, or passes (zeros beyond the 8th place)
+    if not value > _ZERO:
         raise ValueError(f"`{name}`: must be a decimal greater than 0, got {value}")
 
 
