@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 
 MENUS = {
-    "admin": {"Dashboard", "Accounts", "Decisions", "Cases", "Payouts", "Scalings", "Rule packs", "Audit log", "Users"},
-    "risk": {"Dashboard", "Accounts", "Decisions", "Cases", "Payouts", "Scalings", "Rule packs", "Audit log"},
-    "finance": {"Dashboard", "Accounts", "Decisions", "Payouts", "Scalings"},
-    "support": {"Accounts", "Decisions"},
+    "admin": {"Dashboard", "Accounts", "Decisions", "Cases", "Payouts", "Scalings", "Rule packs", "Audit log",
+              "Calendar", "Platforms", "Users"},
+    "risk": {"Dashboard", "Accounts", "Decisions", "Cases", "Payouts", "Scalings", "Rule packs", "Audit log",
+             "Calendar", "Platforms"},
+    "finance": {"Dashboard", "Accounts", "Decisions", "Payouts", "Scalings", "Calendar"},
+    "support": {"Accounts", "Decisions", "Calendar"},
     "trader": {"My accounts", "Payouts", "Messages", "Profile & KYC"},
 }
 
