@@ -14,7 +14,7 @@ from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_lifecycle import Communication, Payout
 from propcrm.services.accounts import account_detail
 from propcrm.services.communications import add_note
-from propcrm.web.core import fmt_money
+from propcrm.http.pages import fmt_money
 from support.lifecycle import add_life_pack, add_user, approve_kyc, funded_account
 from support.web import browse
 

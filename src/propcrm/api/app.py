@@ -15,7 +15,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from .. import __version__
+from .. import __version__, web
+from ..http import errors
 from ..adapters.db.session import database_url as default_database_url
 from ..adapters.db.session import make_engine, migrate, sessions
 from ..adapters.bus.jetstream import BusConfig
@@ -75,6 +76,8 @@ def create_app(database_url: str | None = None) -> FastAPI:
     from .staff import mount as mount_staff_api  # login, roles, accounts, decisions, overrides, packs, users, keys
 
     mount_staff_api(app)
+    web.mount(app)  # the pages, /static and the live stream
+    errors.install(app)  # JSON errors for the API, error pages for the pages
     return app
 
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import escape
 
-from ..web.core import VENDOR
+from ..http.pages import VENDOR
 
 router = APIRouter(include_in_schema=False)
 

@@ -35,13 +35,12 @@ from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
 from ..adapters.db.user_sessions import UserSession
+from ..roles import ROLES, STAFF_ROLES
 from . import audit
 from .errors import Conflict, Invalid, NotFound
 from .passwords import MAX_PASSWORD, MIN_PASSWORD, generate_password, password_problem
 
 UTC = dt.timezone.utc
-ROLES = ("admin", "risk", "finance", "support", "trader")
-STAFF_ROLES = ("admin", "risk", "finance", "support")
 SESSION_TTL = dt.timedelta(hours=12)
 TOKEN_PREFIX = "pst_"
 

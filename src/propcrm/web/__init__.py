@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from .core import STATIC
+from ..http.pages import STATIC, wants_html
 
 
 SECURITY_HEADERS = [
@@ -51,11 +51,6 @@ def mount(app: FastAPI) -> None:
     for router in ROUTERS:
         app.include_router(router, include_in_schema=False)
     app.add_middleware(SecurityHeaders)
-
-
-def wants_html(path: str) -> bool:
-    """Errors on these paths are pages, not JSON (everything outside the API and the operations routes)."""
-    return not (path.startswith("/api/") or path in ("/healthz", "/metrics") or path.startswith("/static/"))
 
 
 __all__ = ["mount", "wants_html"]

@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from ..adapters.db import models as m
-from .core import fmt_money
+from ..http.pages import fmt_money
 
 log = logging.getLogger("propcrm.web.live")
 

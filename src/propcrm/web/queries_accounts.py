@@ -24,7 +24,7 @@ from ..services import decisions as decision_service
 from ..services.accounts import MAX_PAGE, Page, compiled_pack, money
 from ..services.errors import Invalid
 from ..services.evaluation import GLOBAL_TYPES, STATE_DECODER
-from .core import fmt_money
+from ..http.pages import fmt_money
 
 MAX_POINTS = 2000
 

@@ -22,7 +22,7 @@ from ..domain.money import ZERO
 from ..services import payouts as payout_service
 from ..services.cases import open_cases_touching
 from ..services.lifecycle import settings_of
-from .core import fmt_money
+from ..http.pages import fmt_money
 
 PAGE_SIZE = 50
 OPEN = payout_service.OPEN

@@ -129,7 +129,7 @@ def _left_bar(label: str, limit: dict[str, Any] | None, room: Decimal | None, wh
 
 
 def _fmt(value: Decimal) -> str:
-    from .core import fmt_money
+    from ..http.pages import fmt_money
 
     return fmt_money(value)
 

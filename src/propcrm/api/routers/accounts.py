@@ -20,7 +20,9 @@ from ...services.accounts import COUNT_CAP, MAX_PAGE, SORT_KEYS, STATUSES
 from ...services.decisions import KINDS, override_view
 from ...services.errors import Invalid
 from ...services.users import Principal
-from ..auth import ADMIN, ALL_ROLES, RISK, Db, ErrorOut, require_roles
+from ...http.auth import Db, require_roles
+from ...roles import ADMIN, ALL_ROLES, RISK
+from ..auth import ErrorOut
 
 MAX_ID = 2_147_483_647
 MAX_OFFSET = 1_000_000_000

@@ -18,7 +18,9 @@ from pydantic import BaseModel, Field
 from ...services import apikey_admin
 from ...services import users as user_service
 from ...services.users import ROLES, Principal
-from ..auth import ADMIN, Db, ErrorOut, require_roles
+from ...http.auth import Db, require_roles
+from ...roles import ADMIN
+from ..auth import ErrorOut
 from .accounts import MAX_ID
 
 AdminUser = Annotated[Principal, Depends(require_roles(*ADMIN))]

@@ -31,17 +31,19 @@ from ...services.apikeys import KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, 
 from ...services.errors import Conflict, Invalid, NotFound
 from ...services.lifecycle import Refusal
 from ...services.users import Principal
-from ..auth import ALL_ROLES, Db, ErrorOut, require_roles
+from ...http.auth import Db, require_roles
+from ...roles import ALL_ROLES, KYC, RISK, STAFF
+from ..auth import ErrorOut
 from .accounts import MAX_ID
 
 UTC = dt.timezone.utc
 MAX_WEBHOOK_BYTES = 64 * 1024
 
 AnyUser = Annotated[Principal, Depends(require_roles(*ALL_ROLES))]
-Staff = Annotated[Principal, Depends(require_roles("admin", "risk", "finance", "support"))]
+Staff = Annotated[Principal, Depends(require_roles(*STAFF))]
 SupportUser = Annotated[Principal, Depends(require_roles("admin", "support"))]
-RiskUser = Annotated[Principal, Depends(require_roles("admin", "risk"))]
-KycUser = Annotated[Principal, Depends(require_roles("admin", "risk", "support"))]
+RiskUser = Annotated[Principal, Depends(require_roles(*RISK))]
+KycUser = Annotated[Principal, Depends(require_roles(*KYC))]
 FinanceUser = Annotated[Principal, Depends(require_roles("admin", "finance"))]
 OrderUser = Annotated[Principal, Depends(require_roles("admin", "support", "trader"))]
 AdminUser = Annotated[Principal, Depends(require_roles("admin"))]

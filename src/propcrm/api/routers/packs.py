@@ -18,7 +18,9 @@ from ...services import products as product_service
 from ...services import rulepacks as pack_service
 from ...services.rulepacks import MAX_PACK_BYTES
 from ...services.users import Principal
-from ..auth import ADMIN, FINANCE, RISK, Db, ErrorOut, require_roles
+from ...http.auth import Db, require_roles
+from ...roles import ADMIN, FINANCE, RISK
+from ..auth import ErrorOut
 from .accounts import MAX_ID
 
 VersionId = Annotated[int, Path(ge=1, le=MAX_ID)]

@@ -18,15 +18,16 @@ from pydantic import BaseModel, Field
 from ...services import business, payouts, scaling
 from ...services.lifecycle import Refusal
 from ...services.users import Principal
-from ..auth import ALL_ROLES, Db, require_roles
+from ...http.auth import Db, require_roles
+from ...roles import ALL_ROLES, MANAGERS, RISK
 from .accounts import MAX_ID
 from .lifecycle import ERRORS, Id, refused
 
 AnyUser = Annotated[Principal, Depends(require_roles(*ALL_ROLES))]
 RequestUser = Annotated[Principal, Depends(require_roles("admin", "finance", "trader"))]
 FinanceUser = Annotated[Principal, Depends(require_roles("admin", "finance"))]
-RiskUser = Annotated[Principal, Depends(require_roles("admin", "risk"))]
-ScalingReader = Annotated[Principal, Depends(require_roles("admin", "risk", "finance"))]
+RiskUser = Annotated[Principal, Depends(require_roles(*RISK))]
+ScalingReader = Annotated[Principal, Depends(require_roles(*MANAGERS))]
 
 router = APIRouter(tags=["payouts"], responses=ERRORS)
 scaling_router = APIRouter(tags=["scaling"], responses=ERRORS)

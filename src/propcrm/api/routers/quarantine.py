@@ -11,7 +11,9 @@ from pydantic import BaseModel, Field
 from ...services import quarantine as quarantine_service
 from ...services.quarantine import MAX_RESUBMIT
 from ...services.users import Principal
-from ..auth import RISK, Db, ErrorOut, require_roles
+from ...http.auth import Db, require_roles
+from ...roles import RISK
+from ..auth import ErrorOut
 from .accounts import MAX_ID, Limit, Offset
 
 RiskUser = Annotated[Principal, Depends(require_roles(*RISK))]

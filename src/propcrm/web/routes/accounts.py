@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ...adapters.db import models as m
 from ...domain.money import wide_context
-from ...api.auth import Db
+from ...http.auth import Db
 from ...services import accounts as account_service
 from ...services import communications as comms
 from ...services import decisions as decision_service
@@ -25,7 +25,8 @@ from ...services.accounts import STATUSES
 from ...services.errors import Conflict, Invalid
 from ...services.lifecycle import Refusal
 from .. import queries_accounts as q
-from ..core import RISK, STAFF, Form, Role, redirect, render
+from ...http.pages import Form, Role, redirect, render
+from ...roles import RISK, STAFF
 
 router = APIRouter()
 

@@ -16,8 +16,9 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from ...api.auth import Db
-from ..core import RISK, Role, SameSiteOnly, render
+from ...http.auth import Db
+from ...http.pages import Role, SameSiteOnly, render
+from ...roles import RISK
 from .. import queries_audit as q
 
 router = APIRouter()

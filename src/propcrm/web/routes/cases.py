@@ -18,12 +18,13 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from ...api.auth import Db
+from ...http.auth import Db
 from ...services import analysis as analysis_service
 from ...services import cases as case_service
 from ...services.errors import Conflict, Invalid
 from .. import queries_cases as q
-from ..core import RISK, Form, Role, redirect, render
+from ...http.pages import Form, Role, redirect, render
+from ...roles import RISK
 
 router = APIRouter()
 

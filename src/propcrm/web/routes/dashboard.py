@@ -18,14 +18,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from ...api.auth import Db
+from ...http.auth import Db
 from ...services import business
-from ..core import Role, render
+from ...http.pages import Role, render
+from ...roles import MANAGERS
 from .. import queries_audit as q
 
 router = APIRouter()
 
-READERS = ("admin", "risk", "finance")
+READERS = MANAGERS
 NUMBERS = ("admin", "finance")  # GET /api/v1/metrics/business
 
 

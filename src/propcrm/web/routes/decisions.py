@@ -10,10 +10,11 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from ...api.auth import Db
+from ...http.auth import Db
 from ...services.decisions import KINDS
 from .. import queries_accounts as q
-from ..core import STAFF, Role, render
+from ...http.pages import Role, render
+from ...roles import STAFF
 from .accounts import PAGE_SIZES, _int, _text
 
 router = APIRouter()

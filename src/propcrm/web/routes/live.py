@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ...services import users as user_service
 
-from ..core import WebUser
+from ...http.pages import WebUser
 from ..live import Scope, Subscriber, hub_for, parse_params, stream
 
 router = APIRouter()

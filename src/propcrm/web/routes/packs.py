@@ -18,12 +18,13 @@ import yaml
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
-from ...api.auth import Db
+from ...http.auth import Db
 from ...services import rulepacks as pack_service
 from ...services.catalog import pack_of
 from ...services.errors import Conflict, Invalid, NotFound
 from .. import queries_packs as q
-from ..core import ADMIN, RISK, Form, Role, SameSiteOnly, redirect, render
+from ...http.pages import Form, Role, SameSiteOnly, redirect, render
+from ...roles import ADMIN, RISK
 
 router = APIRouter()
 

@@ -16,17 +16,18 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from ...api.auth import Db
+from ...http.auth import Db
 from ...services import payouts as payout_service
 from ...services import scaling as scaling_service
 from ...services.errors import Conflict, Invalid
 from ...services.lifecycle import Refusal
-from ..core import FINANCE, RISK, Form, Role, fmt_money, redirect, render
+from ...http.pages import Form, Role, fmt_money, redirect, render
+from ...roles import FINANCE, MANAGERS, RISK
 from .. import queries_payouts as q
 
 router = APIRouter()
 
-READERS = ("admin", "risk", "finance")  # GET /api/v1/payouts minus support (the menu's "Payouts")
+READERS = MANAGERS  # GET /api/v1/payouts minus support (the menu's "Payouts")
 MAX_ID = 2**31 - 1  # the id columns are 32-bit integers (as the API bounds them)
 PayoutId = Annotated[int, Path(ge=1, le=MAX_ID)]
 MAX_DEDUCTION_TEXT = 40  # as the API's PrepareIn.deduction

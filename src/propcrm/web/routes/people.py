@@ -16,11 +16,12 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from ...api.auth import Db, client_address
+from ...http.auth import Db, client_address
 from ...services import logins
 from ...services import users as user_service
 from ...services.errors import Conflict, Invalid, NotFound
-from ..core import ADMIN, Form, Role, WebUser, WebUserReading, redirect, render
+from ...http.pages import Form, Role, WebUser, WebUserReading, redirect, render
+from ...roles import ADMIN
 
 router = APIRouter()
 

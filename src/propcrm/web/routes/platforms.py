@@ -18,13 +18,14 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
-from ...api.auth import Db, _same_origin
+from ...http.auth import Db, same_origin
 from ...features.calendar.service import list_sources, upcoming
 from ...features.platforms.connections import list_connections
 from ...features.platforms.reports import MAX_REPORT_BYTES, import_mt5_report
 from ...services import accounts as account_service
 from ...services.errors import Invalid, NotFound
-from ..core import RISK, STAFF, Role, csrf_token, redirect, render
+from ...http.pages import Role, csrf_token, redirect, render
+from ...roles import RISK, STAFF
 
 router = APIRouter()
 UTC = dt.timezone.utc
@@ -32,7 +33,7 @@ UTC = dt.timezone.utc
 
 @router.post("/office/accounts/{account_id}/mt5-report")
 async def upload_mt5_report(request: Request, account_id: int, user: Role(*RISK), session: Db) -> Response:
-    if not _same_origin(request):
+    if not same_origin(request):
         raise HTTPException(status_code=403, detail="cross-site form post refused")
     form = await request.form(max_files=1, max_fields=20, max_part_size=MAX_REPORT_BYTES)
     sent = form.get("csrf")

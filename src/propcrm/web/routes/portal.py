@@ -19,7 +19,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from ...api.auth import Db
+from ...http.auth import Db
 from ...services import communications as comms
 from ...services import decisions as decision_service
 from ...services import lifecycle as lifecycle_service
@@ -27,7 +27,8 @@ from ...services import payouts as payout_service
 from ...services.accounts import get_account, list_accounts
 from ...services.errors import Conflict, Invalid, NotFound
 from .. import queries_portal as q
-from ..core import TRADER, Form, Role, fmt_money, redirect, render
+from ...http.pages import Form, Role, fmt_money, redirect, render
+from ...roles import TRADER
 
 router = APIRouter()
 

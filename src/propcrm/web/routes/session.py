@@ -10,11 +10,11 @@ from fastapi.responses import RedirectResponse, Response
 
 from starlette.concurrency import run_in_threadpool
 
-from ...api.auth import COOKIE_NAME, Db, _cross_site, _secure, client_address
+from ...http.auth import COOKIE_NAME, Db, cross_site, secure_cookie, client_address
 from ...services import logins
 from ...services import users as user_service
 from ...services.users import SESSION_TTL, Principal
-from ..core import LOGIN_CSRF_COOKIE, Form, WebUser, home_of, redirect, render, safe_next
+from ...http.pages import LOGIN_CSRF_COOKIE, Form, WebUser, home_of, redirect, render, safe_next
 
 router = APIRouter()
 
@@ -34,7 +34,7 @@ def _login_page(request: Request, *, error: str | None = None, firm: str = "", e
     response = render(request, "login.html", {"error": error, "firm": firm, "email": email, "next": next_path,
                                               "csrf": value}, status=status)
     response.set_cookie(LOGIN_CSRF_COOKIE, value, max_age=3600, path="/login", httponly=True,
-                        samesite="strict", secure=_secure(request))
+                        samesite="strict", secure=secure_cookie(request))
     return response
 
 
@@ -45,7 +45,7 @@ def login_page(request: Request, next: str = "") -> Response:  # noqa: A002 - th
 
 @router.post("/login")
 async def login(request: Request) -> Response:
-    if _cross_site(request):
+    if cross_site(request):
         raise HTTPException(status_code=403, detail="cross-site form post refused")
     form = await request.form(max_files=0, max_fields=20)
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
@@ -74,7 +74,7 @@ async def login(request: Request) -> Response:
     principal = Principal.of(result.user)
     response = RedirectResponse(next_path or home_of(principal.role), status_code=303)
     response.set_cookie(COOKIE_NAME, result.token, max_age=int(SESSION_TTL.total_seconds()), path="/", httponly=True,
-                        samesite="lax", secure=_secure(request))
+                        samesite="lax", secure=secure_cookie(request))
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
 
@@ -83,5 +83,5 @@ async def login(request: Request) -> Response:
 def logout(request: Request, user: WebUser, session: Db, form: Form) -> Response:
     user_service.revoke_token(session, token=request.state.token, actor=user.actor)
     response = redirect(request, "/login", flash="You are logged out.")
-    response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax", secure=_secure(request))
+    response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax", secure=secure_cookie(request))
     return response

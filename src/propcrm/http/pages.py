@@ -1,4 +1,7 @@
-"""What every page of the web application shares: templates, the logged-in user, roles, CSRF, flashes.
+"""What every page of the web application shares: templates, the logged-in user, roles, CSRF, flashes, error pages.
+
+Part of the HTTP kernel (:mod:`propcrm.http`): the pages in :mod:`propcrm.web` and the features build on it;
+it imports neither of them.
 
 Pages are rendered on the server (Jinja2, autoescaped) and work without JavaScript; scripts add live
 updates (server-sent events, ``live.py``) and charts (Chart.js, installed by ``make`` from npm into
@@ -37,22 +40,17 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import pass_context
 from markupsafe import Markup, escape
 
-from ..api.auth import COOKIE_NAME, Db, _same_origin, _secure
+from ..roles import ADMIN, FINANCE, MANAGERS, RISK, STAFF, TRADER
+from .auth import COOKIE_NAME, Db, reading_session, same_origin, secure_cookie
 from ..services import users as user_service
 from ..services.users import Principal
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parent.parent / "web"  # templates and static files live with the pages
 STATIC = HERE / "static"
 VENDOR = STATIC / "vendor"
 FLASH_COOKIE = "propcrm_flash"
 LOGIN_CSRF_COOKIE = "propcrm_login_csrf"
 UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
-
-STAFF = ("admin", "risk", "finance", "support")
-RISK = ("admin", "risk")
-FINANCE = ("admin", "finance")
-ADMIN = ("admin",)
-TRADER = ("trader",)
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
@@ -61,12 +59,12 @@ templates = Jinja2Templates(directory=str(HERE / "templates"))
 # navigation: what each role sees (the routes check the same roles; the menu only mirrors them)
 
 NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("Dashboard", "/office/dashboard", ("admin", "risk", "finance")),
+    ("Dashboard", "/office/dashboard", MANAGERS),
     ("Accounts", "/office/accounts", STAFF),
     ("Decisions", "/office/decisions", STAFF),
     ("Cases", "/office/cases", RISK),
-    ("Payouts", "/office/payouts", ("admin", "risk", "finance")),
-    ("Scalings", "/office/scalings", ("admin", "risk", "finance")),
+    ("Payouts", "/office/payouts", MANAGERS),
+    ("Scalings", "/office/scalings", MANAGERS),
     ("Rule packs", "/office/packs", RISK),
     ("Audit log", "/office/audit", RISK),
     ("Calendar", "/office/calendar", STAFF),  # issue 20
@@ -77,6 +75,11 @@ NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Messages", "/portal/messages", TRADER),
     ("Profile & KYC", "/portal/profile", TRADER),
 )
+
+
+def wants_html(path: str) -> bool:
+    """Errors on these paths are pages, not JSON (everything outside the API and the operations routes)."""
+    return not (path.startswith("/api/") or path in ("/healthz", "/metrics") or path.startswith("/static/"))
 
 
 def nav_for(role: str) -> list[tuple[str, str]]:
@@ -114,13 +117,8 @@ def web_user(request: Request, session: Db) -> Principal:
 WebUser = Annotated[Principal, Depends(web_user)]
 
 
-def _reading_session(request: Request):
-    with request.app.state.read_sessions() as session:
-        yield session
-
-
 def web_user_reading(request: Request,
-                     session: Annotated[Any, Depends(_reading_session, scope="function")]) -> Principal:
+                     session: Annotated[Any, Depends(reading_session, scope="function")]) -> Principal:
     """:func:`web_user` resolved in a read-only unit of work, for a form that must not hold a write
     transaction while it works (checking a password with argon2); the route opens its own."""
     return web_user(request, session)
@@ -159,7 +157,7 @@ def csrf_token(request: Request) -> str:
 
 async def csrf(request: Request) -> dict[str, str]:
     """Checks a form post's CSRF token and origin; returns the form's fields (single values, text)."""
-    if not _same_origin(request):
+    if not same_origin(request):
         raise HTTPException(status_code=403, detail="cross-site form post refused")
     form = await request.form(max_files=0, max_fields=200)
     sent = form.get("csrf")
@@ -219,7 +217,7 @@ def redirect(request: Request, to: str, *, flash: str | None = None) -> Redirect
     response = RedirectResponse(safe_next(to), status_code=303)
     if flash:
         response.set_cookie(FLASH_COOKIE, quote(flash[:500]), max_age=60, path="/", httponly=True,
-                            samesite="lax", secure=_secure(request))
+                            samesite="lax", secure=secure_cookie(request))
     return response
 
 
@@ -237,7 +235,7 @@ def error_page(request: Request, status: int, message: str) -> Response:
     if status == 401 or isinstance(message, LoginRequired):
         response = RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
         if request.cookies.get(COOKIE_NAME):  # a dead session's cookie: forget it
-            response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax", secure=_secure(request))
+            response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax", secure=secure_cookie(request))
         return response
     titles = {403: "Not allowed", 404: "Not found", 409: "Conflict", 422: "Check the form", 503: "Busy"}
     return render(request, "error.html", {"status": status, "title": titles.get(status, "Error"),
