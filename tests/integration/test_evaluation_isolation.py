@@ -273,7 +273,7 @@ def test_a_payouts_withdrawal_is_timed_by_applied_events_not_by_scheduled_news_o
     """A payout's withdrawal goes right after the account's latest event. News scheduled next week (its
     time is when it happens) and an event set aside as from the future must not move it ahead of the
     clock: ingestion would refuse the withdrawal, and the payout could not be approved."""
-    from propcrm.services.payouts import _withdrawal_ts
+    from propcrm.services.payouts import withdrawal_ts
 
     now = dt.datetime.now(UTC)
     send(firms, "f1", event("a1-1", "A1", "2026-03-02T09:00:00Z"),
@@ -284,4 +284,4 @@ def test_a_payouts_withdrawal_is_timed_by_applied_events_not_by_scheduled_news_o
     assert raw(firms, "a1-2099").status == "rejected"
     with firms() as s:
         account = s.get(m.Account, firms.ids["A1"])
-        assert _withdrawal_ts(s, account, now) == dt.datetime(2026, 3, 2, 9, tzinfo=UTC)
+        assert withdrawal_ts(s, account, now) == dt.datetime(2026, 3, 2, 9, tzinfo=UTC)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from ..cluster.metrics import LATENCY_BUCKETS
+from ..adapters.metrics import LATENCY_BUCKETS
 
 
 class IngestMetrics:
@@ -28,5 +28,5 @@ class IngestMetrics:
     def render(self) -> bytes:
         from ..adapters.platforms import metrics as platform_metrics  # issue 20: connectors run inside `serve`
 
-        extra = platform_metrics._DEFAULT
+        extra = platform_metrics.current_metrics()
         return generate_latest(self.registry) + (generate_latest(extra.registry) if extra is not None else b"")

@@ -15,11 +15,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import disable_created_metrics
 
-disable_created_metrics()  # the *_created series only double what a scraper already knows
-
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+from ..adapters.metrics import LATENCY_BUCKETS  # (importing it also turns off the *_created series)
 
 
 class WorkerMetrics:

@@ -49,6 +49,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from ..adapters.db.models import AuditEntry
+from .audit_config import config_for
 
 UTC = dt.timezone.utc
 GENESIS = "0" * 64
@@ -157,9 +158,7 @@ class AuditKeyError(RuntimeError):
 
 
 def _key_of(session: Session) -> bytes | None:
-    """The audit key configured for the session's database (``audit_anchors.config_for``), if any."""
-    from .audit_anchors import config_for
-
+    """The audit key configured for the session's database (``audit_config.config_for``), if any."""
     bind = session.get_bind()
     url = getattr(bind, "url", None) or bind.engine.url
     return config_for(url.render_as_string(hide_password=False)).key

@@ -95,7 +95,7 @@ def _program(session: Session, account: m.Account) -> PhaseProgram:
     return compiled_pack(version).phase(account.phase)
 
 
-def _unresolved(session: Session, account: m.Account) -> list[m.Decision]:
+def unresolved_violations(session: Session, account: m.Account) -> list[m.Decision]:
     """Breaches and violations of the account not cleared or resolved by an override; a violation that
     only deducted profit (news ``partial_profit``) is already paid for by the deduction."""
     cleared = set(session.scalars(select(m.Override.decision_id).where(
@@ -199,7 +199,7 @@ def _amount_of(program: PhaseProgram, st: AccountState, *, external_id: str, don
                          split_source=source, carried=carried, account=external_id)
 
 
-def _unsettled(session: Session, account: m.Account) -> str | None:
+def unsettled_reason(session: Session, account: m.Account) -> str | None:
     waiting = session.scalar(select(func.count()).select_from(m.RawEvent).where(
         m.RawEvent.firm_id == account.firm_id, m.RawEvent.account_id == account.id, m.RawEvent.status == "pending"))
     for payout_id, event_id in session.execute(select(Payout.id, Payout.event_id).where(
@@ -230,7 +230,7 @@ def assess(session: Session, *, account: m.Account, manual_deduction: Decimal = 
     state_row = session.get(m.AccountState, account.id)
     st: AccountState | None = STATE_DECODER.decode(state_row.state) if state_row is not None else None
     out.state_seq = state_row.last_seq if state_row is not None else None
-    unsettled = _unsettled(session, account)
+    unsettled = unsettled_reason(session, account)
     checks.append(Check("settled", unsettled is None and st is not None,
                         unsettled or ("every event of the account is evaluated" if st is not None
                                       else "no trading on the account has been evaluated yet")))
@@ -240,7 +240,7 @@ def assess(session: Session, *, account: m.Account, manual_deduction: Decimal = 
     checks.append(Check("no_open_request", open_other is None,
                         f"payout {open_other} of this account is still open" if open_other else
                         "no other payout request of this account is open"))
-    problems = _unresolved(session, account)
+    problems = unresolved_violations(session, account)
     checks.append(Check(
         "no_unresolved_violation", not problems,
         "no unresolved breach or violation" if not problems else
@@ -521,7 +521,7 @@ def approve_payout(session: Session, *, firm_id: str, payout_id: int, user_id: i
     return row
 
 
-def _withdrawal_ts(session: Session, account: m.Account, now: dt.datetime | None) -> dt.datetime:
+def withdrawal_ts(session: Session, account: m.Account, now: dt.datetime | None) -> dt.datetime:
     """When the withdrawal happens for the engine: right after the latest event stored for the account
     (or the firm's clock), so that it is never out of order and a platform event that arrives late
     is refused no more than it would have been without it; now, for an account without events. News is
@@ -584,7 +584,7 @@ def _withdraw(session: Session, row: Payout, account: m.Account, *, now: dt.date
         m.RawEvent.firm_id == account.firm_id, m.RawEvent.source == SOURCE, m.RawEvent.event_id == event_id)).first()
     if stored is not None:
         return _stored_withdrawal_problem(stored.account_id, stored.body, row, account)
-    line = _withdrawal_line(row, account, _withdrawal_ts(session, account, now))
+    line = _withdrawal_line(row, account, withdrawal_ts(session, account, now))
     savepoint = session.begin_nested()
     report = ingest(session, firm_id=account.firm_id, source=SOURCE, body=line)
     outcome = report.lines[0] if len(report.lines) == 1 else None

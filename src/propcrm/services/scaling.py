@@ -42,7 +42,7 @@ from .communications import notify_trader
 from .errors import NotFound
 from .evaluation import STATE_DECODER
 from .lifecycle import Refusal, now_utc, reason_text, settings_of
-from .payouts import OPEN, SOURCE, bus_mode_refusal, _unresolved, _unsettled, _withdrawal_ts, amount_now, lineage_accounts, lineage_of
+from .payouts import OPEN, SOURCE, bus_mode_refusal, unresolved_violations, unsettled_reason, withdrawal_ts, amount_now, lineage_accounts, lineage_of
 
 
 @dataclass
@@ -94,7 +94,7 @@ def review(session: Session, *, account: m.Account, now: dt.datetime | None = No
                         + ("" if funded else "; only an active funded account is scaled")))
     state_row = session.get(m.AccountState, account.id)
     st = STATE_DECODER.decode(state_row.state) if state_row is not None else None
-    unsettled = _unsettled(session, account)
+    unsettled = unsettled_reason(session, account)
     checks.append(Check("settled", unsettled is None and st is not None,
                         unsettled or ("every event is evaluated" if st else "no trading evaluated yet")))
     if st is None or st.phase_start is None:
@@ -135,7 +135,7 @@ def review(session: Session, *, account: m.Account, now: dt.datetime | None = No
                             + f"; below {plan.max_risk_score} required",
                             value=None if score is None else str(score), required=f"< {plan.max_risk_score}"))
     if plan.require_no_violations:
-        problems = _unresolved(session, account)
+        problems = unresolved_violations(session, account)
         checks.append(Check("no_unresolved_violation", not problems,
                             "no unresolved breach or violation" if not problems else
                             "unresolved: " + "; ".join(f"#{d.id} {d.rule}" for d in problems[:5])))
@@ -276,7 +276,7 @@ def _apply(session: Session, row: Scaling, account: m.Account, found: Review, ac
                                          "login": account.login}))
     session.flush()
     if found.carry > 0:
-        ts = _withdrawal_ts(session, account, now)
+        ts = withdrawal_ts(session, account, now)
         line = json.dumps({"id": f"scaling-{row.id}-carry", "type": "balance", "account": new.external_id,
                            "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "amount": money(found.carry),
                            "reason": "adjustment", "scaling": row.id})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ...cluster.metrics import LATENCY_BUCKETS
+from ..metrics import LATENCY_BUCKETS
 
 
 class ConnectorMetrics:
@@ -56,4 +56,9 @@ def default_metrics() -> ConnectorMetrics:
     return _DEFAULT
 
 
-__all__ = ["ConnectorMetrics", "default_metrics"]
+def current_metrics() -> ConnectorMetrics | None:
+    """The process's set if a connector created it, else ``None`` (``/metrics`` adds it when present)."""
+    return _DEFAULT
+
+
+__all__ = ["ConnectorMetrics", "current_metrics", "default_metrics"]

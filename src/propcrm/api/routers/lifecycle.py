@@ -35,6 +35,7 @@ from ...http.auth import Db, require_roles
 from ...roles import ALL_ROLES, KYC, RISK, STAFF
 from ..auth import ErrorOut
 from .accounts import MAX_ID
+from .common import ERRORS, Id, refused
 
 UTC = dt.timezone.utc
 MAX_WEBHOOK_BYTES = 64 * 1024
@@ -47,23 +48,9 @@ KycUser = Annotated[Principal, Depends(require_roles(*KYC))]
 FinanceUser = Annotated[Principal, Depends(require_roles("admin", "finance"))]
 OrderUser = Annotated[Principal, Depends(require_roles("admin", "support", "trader"))]
 AdminUser = Annotated[Principal, Depends(require_roles("admin"))]
-Id = Annotated[int, Path(ge=1, le=MAX_ID)]
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut, "description": "not logged in"},
-    403: {"model": ErrorOut, "description": "the user's role may not do this"},
-    404: {"model": ErrorOut, "description": "not found in the user's firm (or, for a trader, not theirs)"},
-    409: {"model": ErrorOut, "description": "refused: the reason (and what is allowed instead)"},
-    422: {"model": ErrorOut, "description": "a bad parameter or body (the field is named)"},
-}
 
 router = APIRouter(tags=["lifecycle"], responses=ERRORS)
 webhooks = APIRouter(tags=["provider webhooks"])
-
-
-def refused(refusal: Refusal) -> JSONResponse:
-    """A refusal as data: 409 with the reason and what is allowed instead."""
-    return JSONResponse({"error": refusal.reason, "allowed": refusal.allowed}, status_code=409)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -390,6 +377,4 @@ async def kyc_webhook(request: Request) -> JSONResponse:
     return await _signed(request, "kyc", _kyc)
 
 
-from .payouts import routers as _payout_routers  # noqa: E402
-
-routers: tuple[APIRouter, ...] = (router, webhooks, *_payout_routers)
+routers: tuple[APIRouter, ...] = (router, webhooks)  # payouts.routers are mounted after these (api/staff.py)

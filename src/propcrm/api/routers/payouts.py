@@ -21,7 +21,7 @@ from ...services.users import Principal
 from ...http.auth import Db, require_roles
 from ...roles import ALL_ROLES, MANAGERS, RISK
 from .accounts import MAX_ID
-from .lifecycle import ERRORS, Id, refused
+from .common import ERRORS, Id, refused
 
 AnyUser = Annotated[Principal, Depends(require_roles(*ALL_ROLES))]
 RequestUser = Annotated[Principal, Depends(require_roles("admin", "finance", "trader"))]

@@ -31,7 +31,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         import logging
         import threading
 
-        from .tools.platform_sim.main import Simulator
+        from ..tools.platform_sim.main import Simulator
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         password = os.environ.get("PROPCRM_SIM_MANAGER_PASSWORD") or sys.stdin.readline().rstrip("\r\n")
@@ -69,7 +69,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         the simulator refusing the account's orders."""
         import logging
 
-        from .tools.platform_sim.bench import bench_platforms as run
+        from ..tools.platform_sim.bench import bench_platforms as run
 
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         run(accounts=accounts, deals_per_s=deals_per_s, equity_per_s=equity_per_s, seconds=seconds, warmup=warmup,

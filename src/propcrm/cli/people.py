@@ -20,24 +20,24 @@ DB_HELP = "database URL (default: PROPCRM_DATABASE_URL, else ./data/propcrm.db)"
 
 def _run(database_url: str | None, firm: str | None, action):
     """``action(session, firm_id)`` in one transaction; a refusal of the service exits 2 with its words."""
-    from .adapters.db.session import sessions
-    from .cli import _database, _fail, _firm_of
-    from .services.errors import Conflict, Invalid, NotFound
+    from ..adapters.db.session import sessions
+    from .common import database, fail, firm_of
+    from ..services.errors import Conflict, Invalid, NotFound
 
-    engine = _database(database_url)
+    engine = database(database_url)
     try:
         with sessions(engine).begin() as session:
-            firm_id = _firm_of(session, firm, create=False)
+            firm_id = firm_of(session, firm, create=False)
             try:
                 return action(session, firm_id)
             except (Invalid, Conflict, NotFound) as exc:
-                raise _fail(str(exc)) from None
+                raise fail(str(exc)) from None
     finally:
         engine.dispose()
 
 
 def _user(session, firm_id: str, email: str):
-    from .services.users import user_by_email
+    from ..services.users import user_by_email
 
     return user_by_email(session, firm_id=firm_id, email=email)
 
@@ -50,7 +50,7 @@ def users_list(
     from rich.console import Console
     from rich.table import Table
 
-    from .services.users import list_users, live_sessions, sponsor_chain
+    from ..services.users import list_users, live_sessions, sponsor_chain
 
     def action(session, firm_id):
         table = Table(title=f"users of firm {firm_id}")
@@ -73,12 +73,12 @@ def users_disable(
     database_url: Annotated[Optional[str], typer.Option("--database-url", help=DB_HELP)] = None,
 ) -> None:
     """Disable a user: their sessions end now and they cannot log in."""
-    from .cli import _cli_actor
-    from .services.users import set_active
+    from .common import cli_actor
+    from ..services.users import set_active
 
     def action(session, firm_id):
         user = set_active(session, firm_id=firm_id, user_id=_user(session, firm_id, email).id, active=False,
-                          actor=_cli_actor())
+                          actor=cli_actor())
         return f"disabled user #{user.id} {user.email}; their sessions have ended"
 
     print(_run(database_url, firm, action))
@@ -90,12 +90,12 @@ def users_enable(
     database_url: Annotated[Optional[str], typer.Option("--database-url", help=DB_HELP)] = None,
 ) -> None:
     """Enable a disabled user (they log in again; old sessions stay ended)."""
-    from .cli import _cli_actor
-    from .services.users import set_active
+    from .common import cli_actor
+    from ..services.users import set_active
 
     def action(session, firm_id):
         user = set_active(session, firm_id=firm_id, user_id=_user(session, firm_id, email).id, active=True,
-                          actor=_cli_actor())
+                          actor=cli_actor())
         return f"enabled user #{user.id} {user.email}"
 
     print(_run(database_url, firm, action))
@@ -111,8 +111,8 @@ def users_reset_password(
 ) -> None:
     """Set a user's password (their sessions end). Done by the operator, it also makes the user a root of
     the maker-checker rule again (no sponsor through their password)."""
-    from .cli import _cli_actor
-    from .services.users import reset_password
+    from .common import cli_actor
+    from ..services.users import reset_password
 
     if password is None and not generate:
         if sys.stdin.isatty():
@@ -122,7 +122,7 @@ def users_reset_password(
 
     def action(session, firm_id):
         user, generated = reset_password(session, firm_id=firm_id, user_id=_user(session, firm_id, email).id,
-                                         password=None if generate else password, actor=_cli_actor())
+                                         password=None if generate else password, actor=cli_actor())
         done = f"reset the password of user #{user.id} {user.email}; their sessions have ended"
         return done + (f"\nnew password: {generated}" if generated else "")
 
@@ -136,12 +136,12 @@ def users_set_role(
     database_url: Annotated[Optional[str], typer.Option("--database-url", help=DB_HELP)] = None,
 ) -> None:
     """Change a staff user's role."""
-    from .cli import _cli_actor
-    from .services.users import set_role
+    from .common import cli_actor
+    from ..services.users import set_role
 
     def action(session, firm_id):
         user = set_role(session, firm_id=firm_id, user_id=_user(session, firm_id, email).id, role=role,
-                        actor=_cli_actor())
+                        actor=cli_actor())
         return f"user #{user.id} {user.email} is now {user.role}"
 
     print(_run(database_url, firm, action))
@@ -153,12 +153,12 @@ def users_end_sessions(
     database_url: Annotated[Optional[str], typer.Option("--database-url", help=DB_HELP)] = None,
 ) -> None:
     """End every session of a user: they must log in again."""
-    from .cli import _cli_actor
-    from .services.users import end_sessions
+    from .common import cli_actor
+    from ..services.users import end_sessions
 
     def action(session, firm_id):
         user = _user(session, firm_id, email)
-        ended = end_sessions(session, firm_id=firm_id, user_id=user.id, actor=_cli_actor())
+        ended = end_sessions(session, firm_id=firm_id, user_id=user.id, actor=cli_actor())
         return f"ended {ended} session(s) of user #{user.id} {user.email}"
 
     print(_run(database_url, firm, action))

@@ -16,7 +16,7 @@ _NATS_HELP = "NATS server URL (default: PROPCRM_NATS_URL, else nats://127.0.0.1:
 def _bus(nats_url: Optional[str], partitions: Optional[int]):
     import os
 
-    from .adapters.bus.jetstream import BusConfig, BusConfigError
+    from ..adapters.bus.jetstream import BusConfig, BusConfigError
 
     env = dict(os.environ)
     if partitions is not None:
@@ -49,8 +49,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         Any number run side by side; they share the partitions and take over those of a worker that
         stops or dies within the lease TTL (PROPCRM_LEASE_TTL, default 3 s).
         """
-        from .adapters.db.session import database_url as default_database_url
-        from .cluster.worker import run_worker
+        from ..adapters.db.session import database_url as default_database_url
+        from ..cluster.worker import run_worker
 
         run_worker(bus=_bus(nats_url, partitions), database_url=database_url or default_database_url(),
                    worker_id=worker_id, metrics_port=metrics_port, metrics_host=metrics_host,
@@ -64,8 +64,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         interval: Annotated[float, typer.Option("--interval", min=0.05, help="seconds to wait when nothing is due")] = 0.5,
     ) -> None:
         """The outbox dispatcher as a cluster role: `propcrm dispatch` plus /metrics (outbox backlog) and /healthz."""
-        from .adapters.db.session import database_url as default_database_url
-        from .cluster.dispatcher import run_dispatcher_role
+        from ..adapters.db.session import database_url as default_database_url
+        from ..cluster.dispatcher import run_dispatcher_role
 
         run_dispatcher_role(database_url=database_url or default_database_url(), metrics_port=metrics_port,
                             metrics_host=metrics_host, interval=interval)
@@ -82,8 +82,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     ) -> None:
         """Start a local multi-process deployment: an ingest API publishing to JetStream, N workers,
         dispatchers; print where everything is; Ctrl-C stops them all."""
-        from .adapters.db.session import database_url as default_database_url
-        from .cluster.local import cluster_up as run_cluster_up
+        from ..adapters.db.session import database_url as default_database_url
+        from ..cluster.local import cluster_up as run_cluster_up
 
         run_cluster_up(bus=_bus(nats_url, partitions), database_url=database_url or default_database_url(),
                        workers=workers, dispatchers=dispatchers, port=port, metrics_base_port=metrics_base_port)
@@ -96,8 +96,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     ) -> None:
         """Partitions: lease owner, committed and snapshot positions, last published message. Exit 1 when a
         partition has no owner."""
-        from .adapters.db.session import database_url as default_database_url
-        from .cluster.status import cluster_status as show
+        from ..adapters.db.session import database_url as default_database_url
+        from ..cluster.status import cluster_status as show
 
         raise typer.Exit(show(bus=_bus(nats_url, partitions), database_url=database_url or default_database_url()))
 
@@ -117,7 +117,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     ) -> None:
         """End-to-end events/s (ingest → JetStream → workers → committed decisions) with 1 and 2 workers, the raw
         JetStream rate of the same batches, p99 event-to-decision latency at a steady rate, and failover time."""
-        from .cluster.bench import bench_pipeline as run_bench
+        from ..cluster.bench import bench_pipeline as run_bench
 
         run_bench(events=events, accounts=accounts, workers=[int(w) for w in workers.split(",") if w.strip()],
                   rate=rate, seconds=seconds, partitions=partitions, request_size=request_size,

@@ -12,7 +12,7 @@ _DB_HELP = "database URL (default: PROPCRM_DATABASE_URL, else ./data/propcrm.db)
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    from .cli import _cli_actor, _database, _fail, _firm_of
+    from .common import cli_actor, database, fail, firm_of
 
     import_app = typer.Typer(help="Import histories kept outside propcrm.", no_args_is_help=True)
     app.add_typer(import_app, name="import")
@@ -28,22 +28,22 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DB_HELP)] = None,
     ) -> None:
         """Import an MT5 trade history report's deals as the account's events (validated, idempotent)."""
-        from .adapters.db.session import sessions
-        from .features.platforms.reports import import_mt5_report
-        from .services.errors import Invalid, NotFound
+        from ..adapters.db.session import sessions
+        from ..features.platforms.reports import import_mt5_report
+        from ..services.errors import Invalid, NotFound
 
         if not file.is_file():
-            raise _fail(f"{file}: no such file")
-        engine = _database(database_url)
+            raise fail(f"{file}: no such file")
+        engine = database(database_url)
         try:
             with sessions(engine).begin() as session:
-                firm_id = _firm_of(session, firm, create=False)
+                firm_id = firm_of(session, firm, create=False)
                 try:
                     report = import_mt5_report(session, firm_id=firm_id, account=account, data=file.read_bytes(),
                                                filename=file.name, server_timezone=server_timezone, source=source,
-                                               actor=_cli_actor(), keep_initial_deposit=keep_initial_deposit)
+                                               actor=cli_actor(), keep_initial_deposit=keep_initial_deposit)
                 except (Invalid, NotFound) as exc:
-                    raise _fail(str(exc)) from None
+                    raise fail(str(exc)) from None
         finally:
             engine.dispose()
         print(f"{file.name}: login {report.login or '?'}, {report.deals} deals → {report.events} events for "
@@ -70,24 +70,24 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DB_HELP)] = None,
     ) -> None:
         """Import a calendar once (ForexFactory-style JSON/XML/CSV, or ICS): its entries become news events."""
-        from .adapters.db.session import sessions
-        from .features.calendar.service import fetch_location, import_calendar
-        from .services.errors import Invalid
+        from ..adapters.db.session import sessions
+        from ..features.calendar.service import fetch_location, import_calendar
+        from ..services.errors import Invalid
 
         try:
             data = fetch_location(location)
         except ValueError as exc:
-            raise _fail(str(exc)) from None
-        engine = _database(database_url)
+            raise fail(str(exc)) from None
+        engine = database(database_url)
         try:
             with sessions(engine).begin() as session:
-                firm_id = _firm_of(session, firm, create=False)
+                firm_id = firm_of(session, firm, create=False)
                 try:
                     report = import_calendar(session, firm_id=firm_id, data=data, fmt=fmt, timezone=timezone,
                                              origin=location if "://" not in location else location.split("?")[0],
-                                             actor=_cli_actor())
+                                             actor=cli_actor())
                 except Invalid as exc:
-                    raise _fail(str(exc)) from None
+                    raise fail(str(exc)) from None
         finally:
             engine.dispose()
         print(f"{report.entries} calendar entries: {report.accepted} new, {report.duplicates} already there, "
@@ -106,19 +106,19 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DB_HELP)] = None,
     ) -> None:
         """Add a calendar source: `serve` (and `connect`) fetch it every --interval seconds."""
-        from .adapters.db.session import sessions
-        from .features.calendar.service import add_source
-        from .services.errors import Conflict, Invalid
+        from ..adapters.db.session import sessions
+        from ..features.calendar.service import add_source
+        from ..services.errors import Conflict, Invalid
 
-        engine = _database(database_url)
+        engine = database(database_url)
         try:
             with sessions(engine).begin() as session:
-                firm_id = _firm_of(session, firm, create=False)
+                firm_id = firm_of(session, firm, create=False)
                 try:
                     add_source(session, firm_id=firm_id, name=name, location=location, fmt=fmt, timezone=timezone,
-                               interval_s=interval, actor=_cli_actor())
+                               interval_s=interval, actor=cli_actor())
                 except (Invalid, Conflict) as exc:
-                    raise _fail(str(exc)) from None
+                    raise fail(str(exc)) from None
         finally:
             engine.dispose()
         print(f"added calendar source {name} (every {interval} s)")
@@ -129,10 +129,10 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DB_HELP)] = None,
     ) -> None:
         """The calendar sources and how their last fetch went."""
-        from .adapters.db.session import sessions
-        from .features.calendar.service import list_sources
+        from ..adapters.db.session import sessions
+        from ..features.calendar.service import list_sources
 
-        engine = _database(database_url)
+        engine = database(database_url)
         try:
             with sessions(engine)() as session:
                 for row in list_sources(session, firm_id=firm):
@@ -147,16 +147,16 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DB_HELP)] = None,
     ) -> None:
         """Fetch calendar sources now (what `serve` does on their schedule)."""
-        from .adapters.db.session import sessions
-        from .features.calendar.service import run_due
-        from .services.errors import NotFound
+        from ..adapters.db.session import sessions
+        from ..features.calendar.service import run_due
+        from ..services.errors import NotFound
 
-        engine = _database(database_url)
+        engine = database(database_url)
         try:
             try:
                 outcomes = run_due(sessions(engine), name=name, force=force or name is not None)
             except NotFound as exc:
-                raise _fail(str(exc)) from None
+                raise fail(str(exc)) from None
         finally:
             engine.dispose()
         for source, outcome in outcomes:
@@ -173,14 +173,14 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         """The upcoming calendar entries (UTC)."""
         import datetime as dt
 
-        from .adapters.db.session import sessions
-        from .features.calendar.service import upcoming
+        from ..adapters.db.session import sessions
+        from ..features.calendar.service import upcoming
 
         impacts = {"high": ("high",), "medium": ("high", "medium"), "all": None}.get(impact, ("high",))
-        engine = _database(database_url)
+        engine = database(database_url)
         try:
             with sessions(engine)() as session:
-                firm_id = _firm_of(session, firm, create=False)
+                firm_id = firm_of(session, firm, create=False)
                 for entry in upcoming(session, firm_id=firm_id, since=dt.datetime.now(dt.timezone.utc),
                                       impacts=impacts):
                     print(f"{entry['ts']:%Y-%m-%d %H:%M} UTC  {entry['currency']:4} {entry['impact']:6}  {entry['title']}")

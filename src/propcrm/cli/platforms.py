@@ -51,7 +51,7 @@ def _secrets(names: list[str] | None, from_env: list[str] | None) -> dict[str, s
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    from .cli import _cli_actor, _database, _fail, _firm_of
+    from .common import cli_actor, database, fail, firm_of
 
     platforms_app = typer.Typer(help="Connections to trading platforms (docs/platforms.md).", no_args_is_help=True)
     app.add_typer(platforms_app, name="platforms")
@@ -61,7 +61,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         """The platform families propcrm connects, their settings and secrets."""
         import msgspec
 
-        from .features.platforms.families import FamilyError, family, names
+        from ..features.platforms.families import FamilyError, family, names
 
         for name in names():
             try:
@@ -79,7 +79,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     @platforms_app.command("keygen")
     def keygen() -> None:
         """Print a new key for PROPCRM_SECRET_KEY (the key that seals platform credentials)."""
-        from .adapters.platforms.secrets import new_key
+        from ..adapters.platforms.secrets import new_key
 
         print(new_key())
 
@@ -95,22 +95,22 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DB_HELP)] = None,
     ) -> None:
         """Store a platform connection: its settings, and its credentials sealed (never printed)."""
-        from .adapters.db.session import sessions
-        from .adapters.platforms.secrets import SecretError
-        from .features.platforms.connections import add_connection
-        from .services.errors import Conflict, Invalid, NotFound
+        from ..adapters.db.session import sessions
+        from ..adapters.platforms.secrets import SecretError
+        from ..features.platforms.connections import add_connection
+        from ..services.errors import Conflict, Invalid, NotFound
 
         secrets = _secrets(secret, secret_env)
-        engine = _database(database_url)
+        engine = database(database_url)
         try:
             with sessions(engine).begin() as session:
-                firm_id = _firm_of(session, firm, create=False)
+                firm_id = firm_of(session, firm, create=False)
                 try:
                     row = add_connection(session, firm_id=firm_id, name=name, family_name=family_name,
-                                         settings=_settings(setting), secrets=secrets, actor=_cli_actor(),
+                                         settings=_settings(setting), secrets=secrets, actor=cli_actor(),
                                          enabled=not disabled)
                 except (Invalid, Conflict, NotFound, SecretError) as exc:
-                    raise _fail(str(exc)) from None
+                    raise fail(str(exc)) from None
                 summary = f"added platform connection {row.name} ({row.family}) in firm {firm_id}"
         finally:
             engine.dispose()
@@ -127,21 +127,21 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DB_HELP)] = None,
     ) -> None:
         """Change a connection's settings, credentials or state (audited)."""
-        from .adapters.db.session import sessions
-        from .features.platforms.connections import update_connection
-        from .services.errors import Conflict, Invalid, NotFound
+        from ..adapters.db.session import sessions
+        from ..features.platforms.connections import update_connection
+        from ..services.errors import Conflict, Invalid, NotFound
 
         secrets = _secrets(secret, secret_env)
-        engine = _database(database_url)
+        engine = database(database_url)
         try:
             with sessions(engine).begin() as session:
-                firm_id = _firm_of(session, firm, create=False)
+                firm_id = firm_of(session, firm, create=False)
                 try:
-                    update_connection(session, firm_id=firm_id, name=name, actor=_cli_actor(),
+                    update_connection(session, firm_id=firm_id, name=name, actor=cli_actor(),
                                       settings=_settings(setting) if setting else None, secrets=secrets or None,
                                       enabled=enable)
                 except (Invalid, Conflict, NotFound) as exc:
-                    raise _fail(str(exc)) from None
+                    raise fail(str(exc)) from None
         finally:
             engine.dispose()
         print(f"updated platform connection {name}")
@@ -152,10 +152,10 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DB_HELP)] = None,
     ) -> None:
         """The connections, their settings (no secrets: only which are set) and how many logins each maps."""
-        from .adapters.db.session import sessions
-        from .features.platforms.connections import list_connections
+        from ..adapters.db.session import sessions
+        from ..features.platforms.connections import list_connections
 
-        engine = _database(database_url)
+        engine = database(database_url)
         try:
             with sessions(engine)() as session:
                 rows = list_connections(session, firm_id=firm)
@@ -173,19 +173,19 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DB_HELP)] = None,
     ) -> None:
         """Map a platform login to a propcrm account (the account's platform becomes this connection)."""
-        from .adapters.db.session import sessions
-        from .features.platforms.connections import map_login
-        from .services.errors import Conflict, Invalid, NotFound
+        from ..adapters.db.session import sessions
+        from ..features.platforms.connections import map_login
+        from ..services.errors import Conflict, Invalid, NotFound
 
-        engine = _database(database_url)
+        engine = database(database_url)
         try:
             with sessions(engine).begin() as session:
-                firm_id = _firm_of(session, firm, create=False)
+                firm_id = firm_of(session, firm, create=False)
                 try:
                     map_login(session, firm_id=firm_id, connection=name, login=login, account=account,
-                              actor=_cli_actor())
+                              actor=cli_actor())
                 except (Invalid, Conflict, NotFound) as exc:
-                    raise _fail(str(exc)) from None
+                    raise fail(str(exc)) from None
         finally:
             engine.dispose()
         print(f"login {login} on {name} → account {account}")
@@ -197,19 +197,19 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DB_HELP)] = None,
     ) -> None:
         """Open a session with the platform and read the mapped accounts once (nothing is ingested)."""
-        from .adapters.db.session import sessions
-        from .adapters.platforms.port import PlatformError
-        from .features.platforms.connections import gateway_for, get_connection, mapped_logins
-        from .services.errors import NotFound
+        from ..adapters.db.session import sessions
+        from ..adapters.platforms.port import PlatformError
+        from ..features.platforms.connections import gateway_for, get_connection, mapped_logins
+        from ..services.errors import NotFound
 
-        engine = _database(database_url)
+        engine = database(database_url)
         try:
             with sessions(engine)() as session:
-                firm_id = _firm_of(session, firm, create=False)
+                firm_id = firm_of(session, firm, create=False)
                 try:
                     row = get_connection(session, firm_id=firm_id, name=name)
                 except NotFound as exc:
-                    raise _fail(str(exc)) from None
+                    raise fail(str(exc)) from None
                 logins = sorted(mapped_logins(session, connection_id=row.id))
                 gateway = gateway_for(row)
         finally:
@@ -219,7 +219,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
             readings = gateway.readings(logins[:100]) if logins else []
             positions = gateway.positions(logins[:100]) if logins else []
         except (PlatformError, ValueError) as exc:
-            raise _fail(f"{name}: {exc}") from None
+            raise fail(f"{name}: {exc}") from None
         finally:
             try:
                 gateway.close()
@@ -242,9 +242,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         import logging
         import threading
 
-        from .adapters.db.session import database_url as default_url
-        from .adapters.db.session import make_engine, migrate, sessions
-        from .features.platforms.service import ConnectorSupervisor
+        from ..adapters.db.session import database_url as default_url
+        from ..adapters.db.session import make_engine, migrate, sessions
+        from ..features.platforms.service import ConnectorSupervisor
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         url = database_url or default_url()
@@ -253,11 +253,11 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         supervisor = ConnectorSupervisor(sessions(engine), firm_id=firm, names=tuple(connection or ()))
         server = None
         if metrics_port is not None:
-            from .cluster.metrics import serve_http
+            from ..cluster.metrics import serve_http
 
             server = serve_http(metrics_host, metrics_port, supervisor.metrics.registry, supervisor.health)
         stop = threading.Event()
-        from .features.calendar.service import CalendarScheduler
+        from ..features.calendar.service import CalendarScheduler
 
         threading.Thread(target=CalendarScheduler(sessions(engine)).run, args=(stop,), name="calendar",
                          daemon=True).start()
@@ -288,13 +288,13 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         import logging
         import threading
 
-        from .adapters.platforms.mt5.manager_bridge import BridgeConfig, ManagerBridge
+        from ..adapters.platforms.mt5.manager_bridge import BridgeConfig, ManagerBridge
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         password = os.environ.get("PROPCRM_MT5_MANAGER_PASSWORD", "")
         secret = os.environ.get("PROPCRM_MT5_BRIDGE_SECRET", "")
         if not password or not secret:
-            raise _fail("set PROPCRM_MT5_MANAGER_PASSWORD and PROPCRM_MT5_BRIDGE_SECRET")
+            raise fail("set PROPCRM_MT5_MANAGER_PASSWORD and PROPCRM_MT5_BRIDGE_SECRET")
         host, _, port = listen.rpartition(":")
         try:
             config = BridgeConfig(server=server, manager=manager, password=password, secret=secret, groups=groups,
@@ -302,10 +302,10 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                                   listen_port=int(port))
             bridge = ManagerBridge(config)
         except ImportError:
-            raise _fail("the MT5Manager package is not installed (MetaQuotes ships it for Windows: "
+            raise fail("the MT5Manager package is not installed (MetaQuotes ships it for Windows: "
                         "pip install MT5Manager on the bridge host)") from None
         except ValueError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         http = bridge.serve(certfile=cert, keyfile=key)
         print(f"MT5 bridge for {server} listening on {listen}{' (TLS)' if cert else ''}; journal {journal}", flush=True)
         stop = threading.Event()
@@ -322,7 +322,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
 def _register_more(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Commands of the later steps (simulator, report and calendar import, benchmark)."""
-    from . import cli_imports, cli_sim
+    from . import imports as cli_imports, sim as cli_sim
 
     cli_sim.register(app, bench_app)
     cli_imports.register(app, bench_app)

@@ -27,18 +27,18 @@ def _print(document) -> None:
 
 def _run(database_url: Optional[str], firm: Optional[str], work):
     """Run ``work(session, firm_id)`` in one transaction on the CLI's database."""
-    from . import cli
-    from .adapters.db.session import sessions
-    from .services.errors import Conflict, Invalid, NotFound
+    from . import common as cli
+    from ..adapters.db.session import sessions
+    from ..services.errors import Conflict, Invalid, NotFound
 
-    engine = cli._database(database_url)
+    engine = cli.database(database_url)
     try:
         with sessions(engine).begin() as session:
-            firm_id = cli._firm_of(session, firm, create=False)
+            firm_id = cli.firm_of(session, firm, create=False)
             try:
                 return work(session, firm_id)
             except (Invalid, Conflict, NotFound) as exc:
-                raise cli._fail(str(exc)) from None
+                raise cli.fail(str(exc)) from None
     finally:
         engine.dispose()
 
@@ -52,7 +52,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     @lifecycle_app.command("sync")
     def sync(firm: Firm = None, database_url: Url = None) -> None:
         """Bring every trader's stage up to date with their orders and accounts (and expire KYC)."""
-        from .services.lifecycle import sync_firm
+        from ..services.lifecycle import sync_firm
 
         moved = _run(database_url, firm, lambda s, f: sync_firm(s, firm_id=f))
         print(f"{moved} trader(s) moved")
@@ -61,9 +61,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     def trader(trader_id: Annotated[int, typer.Argument(help="the trader's id", min=1, max=_MAX_ID)],
                firm: Firm = None, database_url: Url = None) -> None:
         """A trader's stage, KYC, accounts and timeline."""
-        from .services.communications import timeline
-        from .services.lifecycle import sync as sync_one
-        from .services.lifecycle import trader_view
+        from ..services.communications import timeline
+        from ..services.lifecycle import sync as sync_one
+        from ..services.lifecycle import trader_view
 
         def work(session, firm_id):
             sync_one(session, firm_id=firm_id, trader_id=trader_id, actor="cli")
@@ -76,7 +76,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     def eligibility(account_id: Annotated[int, typer.Argument(help="the account's id", min=1, max=_MAX_ID)],
                     firm: Firm = None, database_url: Url = None) -> None:
         """Every payout check of an account now, and the amount step by step."""
-        from .services.payouts import preview
+        from ..services.payouts import preview
 
         _print(_run(database_url, firm, lambda s, f: preview(s, firm_id=f, account_id=account_id)))
 
@@ -85,7 +85,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
                                                                            "rejected | refused")] = None,
                 firm: Firm = None, database_url: Url = None) -> None:
         """Payouts of the firm."""
-        from .services.payouts import list_payouts, payout_view
+        from ..services.payouts import list_payouts, payout_view
 
         _print(_run(database_url, firm, lambda s, f: [payout_view(s, p) for p in list_payouts(s, firm_id=f,
                                                                                                status=status)]))
@@ -93,14 +93,14 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     @lifecycle_app.command("scale")
     def scale(firm: Firm = None, database_url: Url = None) -> None:
         """Review every funded account with a scaling plan: scale (or queue for approval) the eligible."""
-        from .services.scaling import run
+        from ..services.scaling import run
 
         _print(_run(database_url, firm, lambda s, f: run(s, firm_id=f, actor="cli")))
 
     @lifecycle_app.command("numbers")
     def numbers(firm: Firm = None, database_url: Url = None) -> None:
         """Pass rates, time to pass, breaches by rule, payout ratio, open payout liability."""
-        from .services.business import business_numbers
+        from ..services.business import business_numbers
 
         _print(_run(database_url, firm, lambda s, f: business_numbers(s, firm_id=f)))
 
@@ -112,8 +112,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         firm: Firm = None, database_url: Url = None,
     ) -> None:
         """Show (or set) the firm's payout approval threshold and scaling mode."""
-        from .services.accounts import money
-        from .services.lifecycle import settings_of, update_settings
+        from ..services.accounts import money
+        from ..services.lifecycle import settings_of, update_settings
 
         def work(session, firm_id):
             row = settings_of(session, firm_id)

@@ -11,8 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .domain.program import CompiledPack, compile_pack
-from .domain.rulepack import RulePackError, content_hash, json_schema, load_pack, preset_names
+from ..domain.program import CompiledPack, compile_pack
+from ..domain.rulepack import RulePackError, content_hash, json_schema, load_pack, preset_names
+from .common import cli_actor, database, err, fail, firm_of, report_rejections
 
 app = typer.Typer(
     name="propcrm",
@@ -26,36 +27,19 @@ bench_app = typer.Typer(help="Benchmarks that print figures (events/s, bytes per
 app.add_typer(packs_app, name="packs")
 app.add_typer(bench_app, name="bench")
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(2)
-
-
 def _load(pack: str) -> CompiledPack:
     try:
         return compile_pack(load_pack(pack))
     except RulePackError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except (OSError, ValueError) as exc:
-        raise _fail(f"{pack}: {exc}") from None
+        raise fail(f"{pack}: {exc}") from None
 
 
 def _events_path(path: str) -> str:
     if path != "-" and not Path(path).is_file():
-        raise _fail(f"{path}: no such events file")
+        raise fail(f"{path}: no such events file")
     return path
-
-
-def _report_rejections(rejected: list, limit: int = 20) -> None:
-    for item in rejected[:limit]:
-        where = f"line {item.line}" if item.line is not None else "event"
-        ident = f" id={item.id}" if item.id else ""
-        err.print(f"  {item.kind}: {where}{ident}: {item.reason}")
-    if len(rejected) > limit:
-        err.print(f"  … and {len(rejected) - limit} more")
 
 
 @app.command()
@@ -68,14 +52,14 @@ def replay(
 
     Exit status 0; 2 on a bad pack, a missing file or any malformed event line (each is named).
     """
-    from .engine.replay import replay as run_replay
+    from ..engine.replay import replay as run_replay
 
     compiled = _load(pack)
     path = _events_path(events)
     try:
         compiled.phase(phase)
     except KeyError as exc:
-        raise _fail(str(exc.args[0])) from None
+        raise fail(str(exc.args[0])) from None
     out = sys.stdout.buffer
     run = run_replay(compiled, path, phase=phase, sink=out.write)
     out.flush()
@@ -93,7 +77,7 @@ def replay(
             f"not applied: {len(run.malformed)} malformed line(s), {stats.duplicates} duplicate(s), "
             f"{stats.out_of_order} out of order, {stats.failed} failed"
         )
-        _report_rejections(run.rejected)
+        report_rejections(run.rejected)
     if run.malformed:
         err.print("[bold red]error:[/] malformed lines were rejected (listed above); the rest was applied")
         raise typer.Exit(2)
@@ -108,16 +92,16 @@ def whatif(
     show: Annotated[int, typer.Option(help="how many differing accounts to list")] = 20,
 ) -> None:
     """Back-test a rule change: one history under two packs, and what changes between them."""
-    from .engine.replay import whatif as run_whatif
+    from ..engine.replay import whatif as run_whatif
 
     if len(pack) != 2:
-        raise _fail("give exactly two packs: --pack CURRENT --pack CANDIDATE")
+        raise fail("give exactly two packs: --pack CURRENT --pack CANDIDATE")
     a, b = _load(pack[0]), _load(pack[1])
     for compiled in (a, b):
         try:
             compiled.phase(phase)
         except KeyError as exc:
-            raise _fail(str(exc.args[0])) from None
+            raise fail(str(exc.args[0])) from None
     result = run_whatif(a, b, _events_path(events), phase=phase)
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
@@ -150,7 +134,7 @@ def whatif(
                 console.print(f"  {acc}: {oa.label()} → {ob.label()}")
     if result.malformed:
         err.print(f"[bold red]error:[/] {len(result.malformed)} malformed line(s) were rejected")
-        _report_rejections(result.malformed)
+        report_rejections(result.malformed)
         raise typer.Exit(2)
 
 
@@ -193,7 +177,7 @@ def demo(
     pack: Annotated[str, typer.Option(help="rule pack file or preset")] = "two-step-100k",
 ) -> None:
     """Generate a realistic synthetic firm and stream it through the engine, live."""
-    from .demo import run_demo
+    from ..demo import run_demo
 
     run_demo(_load(pack), accounts=accounts, days=days, seed=seed)
 
@@ -206,7 +190,7 @@ def bench_engine(
     profile: Annotated[bool, typer.Option(help="also print a cProfile of one engine run")] = False,
 ) -> None:
     """Events/s from NDJSON bytes to decisions on one core, decode-only rate, ratio, state bytes/account."""
-    from .bench import bench_engine as run_bench
+    from ..bench import bench_engine as run_bench
 
     run_bench(accounts=accounts, events=events, repeat=repeat, profile=profile)
 
@@ -218,14 +202,14 @@ app.add_typer(audit_app, name="audit")
 def _anchor_config(url: str, key_file: Optional[str], anchors: Optional[str]):
     from dataclasses import replace
 
-    from .services.audit_anchors import AnchorConfigError, _read_key, config_for
+    from ..services.audit_config import AnchorConfigError, config_for, read_key
 
     try:
         config = config_for(url)
         if key_file is not None:
-            config = replace(config, key=_read_key(Path(key_file)), key_source=key_file)
+            config = replace(config, key=read_key(Path(key_file)), key_source=key_file)
     except AnchorConfigError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if anchors is not None:
         config = replace(config, directory=Path(anchors))
     return config
@@ -247,9 +231,9 @@ def audit_verify(
     """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from .adapters.db import session as db
-    from .services.audit import verify
-    from .services.audit_anchors import check_anchors
+    from ..adapters.db import session as db
+    from ..services.audit import verify
+    from ..services.audit_anchors import check_anchors
 
     url = database_url or db.database_url()
     config = _anchor_config(url, key_file, anchors)
@@ -263,7 +247,7 @@ def audit_verify(
         finally:
             engine.dispose()
     except SQLAlchemyError as exc:
-        raise _fail(f"cannot read the audit log: {str(exc).splitlines()[0]}") from None
+        raise fail(f"cannot read the audit log: {str(exc).splitlines()[0]}") from None
     if not result.ok:
         print(f"audit log broken at entry #{result.first_bad_seq}: {result.problem}")
         raise typer.Exit(1)
@@ -291,14 +275,14 @@ def audit_anchor(
     database_url: Annotated[Optional[str], typer.Option("--database-url", help="database URL (default: PROPCRM_DATABASE_URL, else PROPCRM_DATA_DIR)")] = None,
 ) -> None:
     """Write an anchor of the audit log now (the serve process and the workers do it on a schedule)."""
-    from .adapters.db import session as db
-    from .services.audit_anchors import write_anchor
+    from ..adapters.db import session as db
+    from ..services.audit_anchors import write_anchor
 
     url = database_url or db.database_url()
     config = _anchor_config(url, None, None)
     if config.key is None or config.directory is None:
-        raise _fail("no audit key is configured (PROPCRM_AUDIT_KEY or PROPCRM_AUDIT_KEY_FILE): nothing to anchor with")
-    engine = _database(url)
+        raise fail("no audit key is configured (PROPCRM_AUDIT_KEY or PROPCRM_AUDIT_KEY_FILE): nothing to anchor with")
+    engine = database(url)
     try:
         with db.sessions(engine, readonly=True)() as session:
             outcome = write_anchor(session, config)
@@ -319,47 +303,6 @@ app.add_typer(keys_app, name="keys")
 _DATABASE_URL_HELP = "database URL (default: PROPCRM_DATABASE_URL, else ./data/propcrm.db)"
 
 
-def _database(database_url: Optional[str]):
-    """A migrated engine for the CLI's database (the caller disposes it)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from .adapters.db import session as db
-
-    url = database_url or db.database_url()
-    try:
-        db.migrate(url)
-    except SQLAlchemyError as exc:
-        raise _fail(f"cannot open the database: {str(exc).splitlines()[0]}") from None
-    return db.make_engine(url)
-
-
-def _firm_of(session, firm: Optional[str], *, create: bool) -> str:
-    """The firm named, or the only firm in the database (with ``create``: a new firm ``default``)."""
-    from sqlalchemy import select
-
-    from .adapters.db import models as m
-    from .services.catalog import ensure_firm
-
-    if firm is not None:
-        if session.get(m.Firm, firm) is None:
-            if not create:
-                raise _fail(f"no firm {firm!r} in the database")
-            ensure_firm(session, firm_id=firm)
-            err.print(f"created firm {firm}")
-        return firm
-    firms = list(session.scalars(select(m.Firm.id).order_by(m.Firm.id).limit(11)))
-    if len(firms) == 1:
-        return firms[0]
-    if not firms:
-        if not create:
-            raise _fail("the database has no firm yet; name one with --firm")
-        ensure_firm(session, firm_id="default")
-        err.print("created firm default")
-        return "default"
-    raise _fail(f"the database has several firms ({', '.join(firms[:10])}{', …' if len(firms) > 10 else ''}); "
-                "pick one with --firm")
-
-
 @keys_app.command("create")
 def keys_create(
     platform: Annotated[str, typer.Option("--platform", help="platform the key is for (the events' source), e.g. mt5")],
@@ -367,17 +310,17 @@ def keys_create(
     database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DATABASE_URL_HELP)] = None,
 ) -> None:
     """Create an API key for a platform; prints the key id and the secret — the secret only this once."""
-    from .adapters.db.session import sessions
-    from .services.apikeys import KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, create_key
+    from ..adapters.db.session import sessions
+    from ..services.apikeys import KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, create_key
 
-    engine = _database(database_url)
+    engine = database(database_url)
     try:
         with sessions(engine).begin() as session:
-            firm_id = _firm_of(session, firm, create=True)
+            firm_id = firm_of(session, firm, create=True)
             try:
                 key_id, secret = create_key(session, firm_id=firm_id, platform=platform)
             except ValueError as exc:
-                raise _fail(str(exc)) from None
+                raise fail(str(exc)) from None
     finally:
         engine.dispose()
     print(f"key id:  {key_id}")
@@ -402,25 +345,25 @@ def ingest(
     """
     from rich.markup import escape
 
-    from .adapters.db.session import sessions
-    from .services.apikeys import reserved_source_refusal
-    from .services.ingest import IngestError
-    from .services.ingest import ingest as run_ingest
+    from ..adapters.db.session import sessions
+    from ..services.apikeys import reserved_source_refusal
+    from ..services.ingest import IngestError
+    from ..services.ingest import ingest as run_ingest
 
     refusal = reserved_source_refusal(source)
     if refusal is not None:
-        raise _fail(f"--source: {refusal}")
+        raise fail(f"--source: {refusal}")
     path = _events_path(file)
     body = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-    engine = _database(database_url)
+    engine = database(database_url)
     try:
         with sessions(engine).begin() as session:
-            firm_id = _firm_of(session, firm, create=False)
+            firm_id = firm_of(session, firm, create=False)
             try:
                 report = run_ingest(session, firm_id=firm_id, source=source, body=body,
                                     content_type="application/json" if path.endswith(".json") else None)
             except IngestError as exc:
-                raise _fail(str(exc)) from None
+                raise fail(str(exc)) from None
     finally:
         engine.dispose()
     print(f"{report.accepted:,} accepted, {report.duplicates:,} duplicate(s), {report.rejected:,} rejected "
@@ -447,7 +390,7 @@ def bench_ingest(
     seconds: Annotated[float, typer.Option(help="length of the latency run")] = 20.0,
 ) -> None:
     """Events/s from signed HTTP request to persisted decisions, and latency at a steady rate."""
-    from .bench_service import bench_ingest as run_bench
+    from ..bench_service import bench_ingest as run_bench
 
     run_bench(backends=backend, events=events, accounts=accounts, request_size=request_size, rate=rate,
               seconds=seconds)
@@ -463,7 +406,7 @@ def bench_web(
     url: Annotated[Optional[list[str]], typer.Option("--url", help="a page to time (repeatable; {id} = a random account id); default: the accounts pages")] = None,
 ) -> None:
     """Response times of the back office's account pages over a big firm (p50/p95/p99/max per page)."""
-    from .bench_web import bench_web as run_bench
+    from ..bench_web import bench_web as run_bench
 
     run_bench(accounts=accounts, events=events, db=db, database_url=database_url, requests=requests, urls=url)
 
@@ -476,7 +419,7 @@ def bench_login(
     events_per_request: Annotated[int, typer.Option(help="events per ingestion request")] = 20,
 ) -> None:
     """Ingestion latency and login audit entries, quiet and while anonymous clients guess passwords."""
-    from .bench_login import bench_login as run_bench
+    from ..bench_login import bench_login as run_bench
 
     run_bench(threads=threads, seconds=seconds, rate=rate, events_per_request=events_per_request)
 
@@ -492,7 +435,7 @@ def serve(
     database_url: Annotated[Optional[str], typer.Option("--database-url", help="database URL (default: PROPCRM_DATABASE_URL, else ./data/propcrm.db)")] = None,
 ) -> None:
     """Run the service: signed ingestion API, evaluation worker, outbox dispatcher."""
-    from .serve import serve as run_serve
+    from ..serve import serve as run_serve
 
     run_serve(host=host, port=port, database_url=database_url, demo=demo, demo_accounts=demo_accounts,
               demo_rate=demo_rate, with_worker=worker)
@@ -504,7 +447,7 @@ def work(
     once: Annotated[bool, typer.Option(help="evaluate everything pending, then exit")] = False,
 ) -> None:
     """Run an evaluation worker on its own (any number can run side by side on PostgreSQL)."""
-    from .serve import run_worker
+    from ..serve import run_worker
 
     run_worker(database_url=database_url, once=once)
 
@@ -518,15 +461,6 @@ users_app = typer.Typer(help="Users who log in to the API: staff roles and trade
 accounts_app = typer.Typer(help="Trading accounts the engine evaluates.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(accounts_app, name="accounts")
-
-
-def _cli_actor() -> str:
-    import getpass
-
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # noqa: BLE001 - no login name in some containers
-        return "cli"
 
 
 @users_app.command("create")
@@ -543,26 +477,26 @@ def users_create(
     database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DATABASE_URL_HELP)] = None,
 ) -> None:
     """Create a user who logs in with a password (POST /api/v1/login). The password is never printed."""
-    from .adapters.db.session import sessions
-    from .services.errors import Conflict, Invalid, NotFound
-    from .services.users import ROLES, create_user
+    from ..adapters.db.session import sessions
+    from ..services.errors import Conflict, Invalid, NotFound
+    from ..services.users import ROLES, create_user
 
     if role not in ROLES:
-        raise _fail(f"--role must be one of {', '.join(ROLES)}")
+        raise fail(f"--role must be one of {', '.join(ROLES)}")
     if password is None:
         if sys.stdin.isatty():
             password = typer.prompt("password", hide_input=True, confirmation_prompt=True, err=True)
         else:  # piped in (scripts, secrets managers): the first line, unconfirmed
             password = sys.stdin.readline().rstrip("\r\n")
-    engine = _database(database_url)
+    engine = database(database_url)
     try:
         with sessions(engine).begin() as session:
-            firm_id = _firm_of(session, firm, create=True)
+            firm_id = firm_of(session, firm, create=True)
             try:
                 user = create_user(session, firm_id=firm_id, email=email, password=password, role=role,
-                                   trader_id=trader_id, actor=_cli_actor())
+                                   trader_id=trader_id, actor=cli_actor())
             except (Invalid, Conflict, NotFound) as exc:
-                raise _fail(str(exc)) from None
+                raise fail(str(exc)) from None
             user_id, user_email = user.id, user.email
     finally:
         engine.dispose()
@@ -581,25 +515,25 @@ def accounts_create(
     database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DATABASE_URL_HELP)] = None,
 ) -> None:
     """Create an account bound to a rule pack version (it keeps that version until an audited re-bind)."""
-    from .adapters.db.session import sessions
-    from .services.accounts import create_account, resolve_pack_version
-    from .services.errors import Conflict, Invalid, NotFound
+    from ..adapters.db.session import sessions
+    from ..services.accounts import create_account, resolve_pack_version
+    from ..services.errors import Conflict, Invalid, NotFound
 
     pack_id, sep, version_text = pack.partition(":")
     if not pack_id or (sep and not version_text.isdigit()):
-        raise _fail("--pack must be PACK_ID or PACK_ID:VERSION")
-    engine = _database(database_url)
+        raise fail("--pack must be PACK_ID or PACK_ID:VERSION")
+    engine = database(database_url)
     try:
         with sessions(engine).begin() as session:
-            firm_id = _firm_of(session, firm, create=False)
+            firm_id = firm_of(session, firm, create=False)
             try:
                 version = resolve_pack_version(session, firm_id=firm_id, pack_id=pack_id,
                                                version=int(version_text) if sep else None)
                 account = create_account(session, firm_id=firm_id, external_id=external_id,
                                          pack_version_id=version.id, phase=phase, platform=platform, login=login,
-                                         trader_id=trader_id, actor=_cli_actor())
+                                         trader_id=trader_id, actor=cli_actor())
             except (Invalid, Conflict, NotFound) as exc:
-                raise _fail(str(exc)) from None
+                raise fail(str(exc)) from None
             summary = (f"created account #{account.id} {account.external_id} on {account.platform}: "
                        f"{version.pack_id} v{version.version}, {account.phase} (firm {firm_id})")
     finally:
@@ -615,10 +549,10 @@ def accounts_refresh_figures(
 ) -> None:
     """Fill the accounts list's figures (distances, target progress, trading days) from the stored states:
     rows written before migration 0007 have none until their account's next event."""
-    from .adapters.db.session import sessions
-    from .services.accounts import refresh_figures
+    from ..adapters.db.session import sessions
+    from ..services.accounts import refresh_figures
 
-    engine = _database(database_url)
+    engine = database(database_url)
     try:
         with sessions(engine).begin() as session:
             done = refresh_figures(session, firm_id=firm, only_missing=not all_rows)
@@ -636,25 +570,25 @@ def packs_add(
 ) -> None:
     """Store a rule pack version in the database (a draft unless --activate). The same version with other
     content is refused: give a changed pack a new version."""
-    from .adapters.db.session import sessions
-    from .services.errors import Conflict, Invalid, NotFound
-    from .services.rulepacks import add_version
+    from ..adapters.db.session import sessions
+    from ..services.errors import Conflict, Invalid, NotFound
+    from ..services.rulepacks import add_version
 
     try:
         pack = load_pack(file)
         compile_pack(pack)  # refuse what the engine could not run, as the API does
     except RulePackError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except (OSError, ValueError, KeyError) as exc:
-        raise _fail(f"{file}: {exc}") from None
-    engine = _database(database_url)
+        raise fail(f"{file}: {exc}") from None
+    engine = database(database_url)
     try:
         with sessions(engine).begin() as session:
-            firm_id = _firm_of(session, firm, create=True)
+            firm_id = firm_of(session, firm, create=True)
             try:
-                row, created = add_version(session, firm_id=firm_id, pack=pack, activate=activate, actor=_cli_actor())
+                row, created = add_version(session, firm_id=firm_id, pack=pack, activate=activate, actor=cli_actor())
             except (Invalid, Conflict, NotFound) as exc:
-                raise _fail(str(exc)) from None
+                raise fail(str(exc)) from None
             summary = (f"{'added' if created else 'already stored:'} {row.pack_id} v{row.version} "
                        f"(version id {row.id}, {row.status}, {row.content_hash}) in firm {firm_id}")
     finally:
@@ -684,24 +618,12 @@ def dispatch(
     """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from .services.dispatch import DispatchConfigError, run_dispatcher
+    from ..services.dispatch import DispatchConfigError, run_dispatcher
 
     try:
         run_dispatcher(database_url=database_url, once=once, interval=interval)
     except DispatchConfigError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except SQLAlchemyError as exc:
-        raise _fail(f"cannot open the database: {str(exc).splitlines()[0]}") from None
+        raise fail(f"cannot open the database: {str(exc).splitlines()[0]}") from None
 
-
-
-from . import cli_analytics, cli_cluster, cli_lifecycle, cli_people  # noqa: E402  (features add their commands)
-from . import cli_platforms  # noqa: E402  (issue 20: platform connections)
-
-for _feature in (cli_analytics, cli_lifecycle, cli_cluster, cli_platforms):
-    _feature.register(app, bench_app)
-cli_people.register(users_app)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    app()

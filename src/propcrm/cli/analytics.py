@@ -17,8 +17,8 @@ analyze_app = typer.Typer(help="Abuse detection and risk scores: over event file
                           no_args_is_help=True)
 
 
-def _fail(message: str) -> typer.Exit:
-    from .cli import err
+def fail(message: str) -> typer.Exit:
+    from .common import err
 
     err.print(f"[bold red]error:[/] {message}")
     return typer.Exit(2)
@@ -28,22 +28,22 @@ def _config(path: Optional[str], correlated: Optional[list] = None):
     """Thresholds from a JSON object (names of :class:`AnalysisConfig`); a bad field is named."""
     import msgspec
 
-    from .analytics.detect import AnalysisConfig
+    from ..analytics.detect import AnalysisConfig
 
     data = {}
     if path:
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
-            raise _fail(f"{path}: {exc}") from None
+            raise fail(f"{path}: {exc}") from None
         if not isinstance(data, dict):
-            raise _fail(f"{path}: a JSON object of thresholds is expected")
+            raise fail(f"{path}: a JSON object of thresholds is expected")
     if correlated is not None and "correlated" not in data:
         data["correlated"] = correlated
     try:
         return msgspec.convert(data, AnalysisConfig)
     except msgspec.ValidationError as exc:
-        raise _fail(f"{path or 'config'}: {exc}") from None
+        raise fail(f"{path or 'config'}: {exc}") from None
 
 
 def _crm(path: Optional[str]) -> tuple[dict, dict]:
@@ -52,18 +52,18 @@ def _crm(path: Optional[str]) -> tuple[dict, dict]:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise _fail(f"{path}: {exc}") from None
+        raise fail(f"{path}: {exc}") from None
     if not isinstance(data, dict):
-        raise _fail(f"{path}: expected an object of account → {{\"trader\": …, \"payments\": […]}}")
+        raise fail(f"{path}: expected an object of account → {{\"trader\": …, \"payments\": […]}}")
     traders, payments = {}, {}
     for account, info in data.items():
         if not isinstance(info, dict):
-            raise _fail(f"{path}: `{account}`: expected an object with `trader` and/or `payments`")
+            raise fail(f"{path}: `{account}`: expected an object with `trader` and/or `payments`")
         if info.get("trader") is not None:
             traders[account] = str(info["trader"])
         if info.get("payments"):
             if not isinstance(info["payments"], list):
-                raise _fail(f"{path}: `{account}.payments`: expected a list")
+                raise fail(f"{path}: `{account}.payments`: expected a list")
             payments[account] = [str(p) for p in info["payments"]]
     return traders, payments
 
@@ -76,19 +76,19 @@ def _emit(text: str, out: Optional[str]) -> None:
 
 
 def _frame_from_files(files: list[str], crm: Optional[str]):
-    from .analytics.frame import frame_from_events
-    from .cli import _report_rejections, err
-    from .domain.events import decode_lines
+    from ..analytics.frame import frame_from_events
+    from .common import report_rejections, err
+    from ..domain.events import decode_lines
 
     events = []
     for path in files:
         if path != "-" and not Path(path).is_file():
-            raise _fail(f"{path}: no such events file")
+            raise fail(f"{path}: no such events file")
         buf = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
         decoded, _numbers, rejected = decode_lines(buf)
         if rejected:
             err.print(f"{path}: {len(rejected)} line(s) rejected")
-            _report_rejections(rejected)
+            report_rejections(rejected)
         events.extend(decoded)
     traders, payments = _crm(crm)
     return frame_from_events(events, traders=traders, payments=payments)
@@ -104,7 +104,7 @@ def analyze_files(
     top: Annotated[int, typer.Option(help="riskiest accounts listed in the text report")] = 20,
 ) -> None:
     """Analyse event files: linkage, hedging, copy trading, latency, martingale, risk scores."""
-    from .analytics.run import analyze, report_text
+    from ..analytics.run import analyze, report_text
 
     frame = _frame_from_files(files, crm)
     analysis = analyze(frame, _config(config))
@@ -127,16 +127,16 @@ def analyze_db(
     """Analyse the stored events of a firm; findings open or update cases, scores are stored."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from .adapters.db.session import sessions
-    from .cli import _database, _firm_of, err
-    from .services.analysis import run
+    from ..adapters.db.session import sessions
+    from .common import database, firm_of, err
+    from ..services.analysis import run
 
     thresholds = _config(config)
-    engine = _database(database_url)
+    engine = database(database_url)
     make = sessions(engine)
     try:
         with make.begin() as s:
-            firm_id = _firm_of(s, firm, create=False)
+            firm_id = firm_of(s, firm, create=False)
         first = True
         while True:
             with make.begin() as s:
@@ -156,7 +156,7 @@ def analyze_db(
                 break
             time.sleep(interval)
     except SQLAlchemyError as exc:
-        raise _fail(f"database: {str(exc).splitlines()[0]}") from None
+        raise fail(f"database: {str(exc).splitlines()[0]}") from None
     except KeyboardInterrupt:  # pragma: no cover - interactive
         pass
     finally:
@@ -171,10 +171,10 @@ def analyze_generate(
     days: int = 10,
 ) -> None:
     """Write a synthetic firm with planted abuse (and its ground truth)."""
-    from .synth.abuse import AbuseSpec, write_firm
+    from ..synth.abuse import AbuseSpec, write_firm
 
     if honest < 0 or not 1 <= days <= 250:
-        raise _fail("--honest must be ≥ 0 and --days between 1 and 250")
+        raise fail("--honest must be ≥ 0 and --days between 1 and 250")
     paths = write_firm(AbuseSpec(seed=seed, honest=honest, days=days), directory)
     for name, path in paths.items():
         print(f"{name}: {path}")
@@ -189,10 +189,10 @@ def analyze_evaluate(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Precision and recall of every detector against what the synthetic firm planted."""
-    from .analytics.evaluate import evaluate, evaluation_text
-    from .analytics.frame import frame_from_events
-    from .analytics.run import analyze
-    from .domain.events import decode_lines
+    from ..analytics.evaluate import evaluate, evaluation_text
+    from ..analytics.frame import frame_from_events
+    from ..analytics.run import analyze
+    from ..domain.events import decode_lines
 
     started = time.perf_counter()
     if directory:
@@ -200,10 +200,10 @@ def analyze_evaluate(
         try:
             truth = json.loads((base / "truth.json").read_text())
         except (OSError, ValueError) as exc:
-            raise _fail(f"{base / 'truth.json'}: {exc}") from None
+            raise fail(f"{base / 'truth.json'}: {exc}") from None
         frame = _frame_from_files([str(base / "events.ndjson")], str(base / "crm.json"))
     else:
-        from .synth.abuse import AbuseSpec, generate
+        from ..synth.abuse import AbuseSpec, generate
 
         events, crm, truth = generate(AbuseSpec(seed=seed, honest=honest, days=days))
         buf = b"".join(json.dumps(e, separators=(",", ":")).encode() + b"\n" for e in events)
@@ -230,9 +230,9 @@ def bench_analytics(
     """Full analysis of generated firms (columns, no JSON) and an incremental batch against the largest."""
     import numpy as np
 
-    from .analytics.benchfirm import bench_frame
-    from .analytics.incremental import HistoryIndex, analyze_batch, take
-    from .analytics.run import analyze
+    from ..analytics.benchfirm import bench_frame
+    from ..analytics.incremental import HistoryIndex, analyze_batch, take
+    from ..analytics.run import analyze
 
     rows = []
     for n in accounts:

@@ -1,0 +1,5 @@
+"""``python -m propcrm.cli``: the ``propcrm`` command."""
+
+from . import app
+
+app()
