@@ -186,7 +186,7 @@ def test_bench_web_builds_a_firm_with_real_states_and_times_the_pages(tmp_path):
     from rich.console import Console
 
     from propcrm.adapters.db.session import make_engine, sessions
-    from propcrm.bench_web import bench_web
+    from propcrm.tools.bench_web import bench_web
 
     out = io.StringIO()
     urls = ["/api/v1/accounts?sort=-daily_distance&offset={offset}", "/api/v1/accounts/{id}"]

@@ -36,7 +36,7 @@ from propcrm.adapters.bus.partitions import HEADER_FIRM, HEADER_SOURCE, partitio
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_cluster import DeadLetter, PartitionCheckpoint
 from propcrm.adapters.db.session import make_engine, sessions
-from propcrm.bench_service import _seed, _signed
+from propcrm.tools.bench_service import seed as _seed, signed as _signed
 from propcrm.domain.decisions import ENCODER
 from propcrm.domain.events import DECODER
 from propcrm.domain.program import compile_pack

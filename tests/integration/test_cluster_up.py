@@ -35,7 +35,7 @@ from propcrm.adapters.bus.jetstream import BusConfig, connect, delete_stream
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_cluster import DeadLetter, PartitionCheckpoint
 from propcrm.adapters.db.session import make_engine, sessions
-from propcrm.bench_service import _seed, _signed
+from propcrm.tools.bench_service import seed as _seed, signed as _signed
 from propcrm.synth.firm import FirmSpec, generate
 
 SPEC = FirmSpec(accounts=40, days=3, seed=11, equity_every_s=900)

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.session import make_engine, sessions
-from propcrm.bench_service import _free_port, _seed, _signed, _start
+from propcrm.tools.bench_service import free_port as _free_port, seed as _seed, signed as _signed, start_cli as _start
 from propcrm.domain.decisions import ENCODER
 from propcrm.domain.events import DECODER
 from propcrm.domain.program import compile_pack

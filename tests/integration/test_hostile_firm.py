@@ -30,7 +30,7 @@ with warnings.catch_warnings():
 from propcrm.adapters.db import models as m
 from propcrm.api import create_app
 from propcrm.domain.rulepack import load_pack
-from propcrm.serve import _worker_loop
+from propcrm.cli.serve import _worker_loop
 from propcrm.services.apikeys import create_key, sign
 from propcrm.services.catalog import add_pack, create_account, ensure_firm
 

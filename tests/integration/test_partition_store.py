@@ -11,7 +11,7 @@ from propcrm.adapters.bus.partitions import split_into_messages
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_cluster import PartitionCheckpoint
 from propcrm.adapters.db.session import make_engine, sessions
-from propcrm.bench_service import _seed
+from propcrm.tools.bench_service import seed as _seed
 from propcrm.cluster.partition import PartitionStore, StreamMessage
 from propcrm.domain.decisions import ENCODER
 from propcrm.domain.events import DECODER

@@ -306,7 +306,7 @@ def test_the_payout_page_says_why_an_approval_is_refused(world, payable):
 
 
 def test_the_demo_firm_can_do_a_real_two_person_payout_with_its_seeded_staff(db_url):
-    from propcrm.serve import DEMO_FIRM, seed_demo_firm
+    from propcrm.cli.serve import DEMO_FIRM, seed_demo_firm
     from propcrm.services.evaluation import EvaluationWorker
     from propcrm.services.passwords import password_problem
 

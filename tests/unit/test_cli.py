@@ -151,7 +151,7 @@ def test_bench_engine_measures_the_whole_firm_through_the_full_pack_and_prints_c
     """
     from typer.testing import CliRunner
 
-    from propcrm import bench
+    from propcrm.tools import bench_engine as bench
     from propcrm.cli import app
     from propcrm.domain.events import DECODER
     from propcrm.domain.program import compile_pack

@@ -117,7 +117,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     ) -> None:
         """End-to-end events/s (ingest → JetStream → workers → committed decisions) with 1 and 2 workers, the raw
         JetStream rate of the same batches, p99 event-to-decision latency at a steady rate, and failover time."""
-        from ..cluster.bench import bench_pipeline as run_bench
+        from ..tools.bench_cluster import bench_pipeline as run_bench
 
         run_bench(events=events, accounts=accounts, workers=[int(w) for w in workers.split(",") if w.strip()],
                   rate=rate, seconds=seconds, partitions=partitions, request_size=request_size,

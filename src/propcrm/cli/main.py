@@ -177,7 +177,7 @@ def demo(
     pack: Annotated[str, typer.Option(help="rule pack file or preset")] = "two-step-100k",
 ) -> None:
     """Generate a realistic synthetic firm and stream it through the engine, live."""
-    from ..demo import run_demo
+    from ..tools.demo import run_demo
 
     run_demo(_load(pack), accounts=accounts, days=days, seed=seed)
 
@@ -190,7 +190,7 @@ def bench_engine(
     profile: Annotated[bool, typer.Option(help="also print a cProfile of one engine run")] = False,
 ) -> None:
     """Events/s from NDJSON bytes to decisions on one core, decode-only rate, ratio, state bytes/account."""
-    from ..bench import bench_engine as run_bench
+    from ..tools.bench_engine import bench_engine as run_bench
 
     run_bench(accounts=accounts, events=events, repeat=repeat, profile=profile)
 
@@ -390,7 +390,7 @@ def bench_ingest(
     seconds: Annotated[float, typer.Option(help="length of the latency run")] = 20.0,
 ) -> None:
     """Events/s from signed HTTP request to persisted decisions, and latency at a steady rate."""
-    from ..bench_service import bench_ingest as run_bench
+    from ..tools.bench_service import bench_ingest as run_bench
 
     run_bench(backends=backend, events=events, accounts=accounts, request_size=request_size, rate=rate,
               seconds=seconds)
@@ -406,7 +406,7 @@ def bench_web(
     url: Annotated[Optional[list[str]], typer.Option("--url", help="a page to time (repeatable; {id} = a random account id); default: the accounts pages")] = None,
 ) -> None:
     """Response times of the back office's account pages over a big firm (p50/p95/p99/max per page)."""
-    from ..bench_web import bench_web as run_bench
+    from ..tools.bench_web import bench_web as run_bench
 
     run_bench(accounts=accounts, events=events, db=db, database_url=database_url, requests=requests, urls=url)
 
@@ -419,7 +419,7 @@ def bench_login(
     events_per_request: Annotated[int, typer.Option(help="events per ingestion request")] = 20,
 ) -> None:
     """Ingestion latency and login audit entries, quiet and while anonymous clients guess passwords."""
-    from ..bench_login import bench_login as run_bench
+    from ..tools.bench_login import bench_login as run_bench
 
     run_bench(threads=threads, seconds=seconds, rate=rate, events_per_request=events_per_request)
 
@@ -435,7 +435,7 @@ def serve(
     database_url: Annotated[Optional[str], typer.Option("--database-url", help="database URL (default: PROPCRM_DATABASE_URL, else ./data/propcrm.db)")] = None,
 ) -> None:
     """Run the service: signed ingestion API, evaluation worker, outbox dispatcher."""
-    from ..serve import serve as run_serve
+    from .serve import serve as run_serve
 
     run_serve(host=host, port=port, database_url=database_url, demo=demo, demo_accounts=demo_accounts,
               demo_rate=demo_rate, with_worker=worker)
@@ -447,7 +447,7 @@ def work(
     once: Annotated[bool, typer.Option(help="evaluate everything pending, then exit")] = False,
 ) -> None:
     """Run an evaluation worker on its own (any number can run side by side on PostgreSQL)."""
-    from ..serve import run_worker
+    from .serve import run_worker
 
     run_worker(database_url=database_url, once=once)
 

@@ -50,21 +50,20 @@ from ..adapters.db.models_cluster import DeadLetter, PartitionCheckpoint
 from ..domain.decisions import Decision
 from ..domain.events import DECODER
 from ..domain.market import Market
-from ..domain.program import CompiledPack, PhaseProgram, compile_pack
+from ..domain.program import PhaseProgram
 from ..engine.runner import Engine
 from ..engine.evaluate import copy_state
-from ..services.catalog import pack_of
-from ..services.ingest import ahead_of_clock, max_ahead_from_env
-from ..services.evaluation import (
-    HELD,
+from ..services.catalog import PackCache
+from ..services.ingest import ahead_of_clock, max_ahead_from_env, quarantine_lines
+from ..services.outcomes import (
     RESEND,
     STATE_DECODER,
     SYSTEMIC_ERRORS,
     AccountOutcome,
     AccountRef,
-    _account_status,
-    _clean_reason,
-    _error_text,
+    clean_reason,
+    error_text,
+    outcome_for,
     state_problem,
     upsert_states,
     write_isolated,
@@ -163,7 +162,7 @@ class Directory:
         self.by_key: dict[tuple[str, str], AccountRef] = {}
         self.members: dict[int, list[AccountRef]] = {}
         self.max_id = 0
-        self._packs: dict[int, CompiledPack] = {}
+        self._packs = PackCache(size=None)  # this stream's database's versions, compiled once
         self._missing: dict[tuple[str, str], float] = {}
         self.problems: dict[tuple[str, str], str] = {}  # accounts whose rule pack could not be compiled
         self._failed: dict[tuple[str, str], float] = {}
@@ -200,13 +199,14 @@ class Directory:
         return ref
 
     def program(self, ref: AccountRef) -> PhaseProgram:
-        compiled = self._packs.get(ref.pack_version_id)
-        if compiled is None:
+        def load(version_id: int) -> m.RulePackVersion | None:
             with self.sessions() as session:
-                row = session.get(m.RulePackVersion, ref.pack_version_id)
-                assert row is not None, f"account {ref.external_id}: no rule pack version {ref.pack_version_id}"
-                compiled = self._packs[ref.pack_version_id] = compile_pack(pack_of(row))
-        return compiled.phase(ref.phase)
+                row = session.get(m.RulePackVersion, version_id)
+                assert row is not None, f"account {ref.external_id}: no rule pack version {version_id}"
+                session.expunge(row)
+                return row
+
+        return self._packs.by_id(ref.pack_version_id, load).phase(ref.phase)
 
     def program_for(self, firm_id: str):
         def resolve(external_id: str) -> PhaseProgram | None:
@@ -224,7 +224,7 @@ class Directory:
                 self._failed[(firm_id, external_id)] = time.monotonic()
                 self.problems[(firm_id, external_id)] = (
                     f"rule pack version {ref.pack_version_id} of account {external_id} cannot be used "
-                    f"({_error_text(exc)})")
+                    f"({error_text(exc)})")
                 return None
 
         return resolve
@@ -376,7 +376,7 @@ class PartitionStore:
                     quarantined = [row for row in map(self._quarantine_row, dead) if row is not None]
                     session.execute(insert(DeadLetter.__table__), dead)
                     if quarantined:
-                        session.execute(insert(m.Quarantine.__table__), quarantined)
+                        quarantine_lines(session, quarantined)
             result.commit_seconds = time.perf_counter() - started
         except Exception as exc:  # noqa: BLE001 - a failed batch is retried from the checkpoint
             for run, _ in batch:
@@ -410,7 +410,7 @@ class PartitionStore:
             for plan in plans:
                 plan.snapshot = False
             log.error("partition store: a snapshot of partitions %s could not be written (%s); it is retried "
-                      "with a later batch", sorted(plan.run.partition for plan in plans), _error_text(exc))
+                      "with a later batch", sorted(plan.run.partition for plan in plans), error_text(exc))
 
     def _put_back(self, key: tuple[str, str], mark: _Touched, outcomes: dict, dead: list[dict],
                   result: BatchResult) -> None:
@@ -430,7 +430,7 @@ class PartitionStore:
             if ref is not None:
                 run.dirty[key] = AccountOutcome(ref, mark.before, run.seq, [], None, mark.before.last_ts)
         outcomes.pop(key, None)
-        reason = _clean_reason(mark.problem or "not applied")
+        reason = clean_reason(mark.problem or "not applied")
         result.set_aside[key] = reason
         log.warning("partition %d: set aside the events of account %s (firm %s): %s", run.partition, external_id,
                     firm_id, reason)
@@ -538,7 +538,7 @@ class PartitionStore:
                 return
             dead.append({"stream": self.stream, "partition": run.partition, "stream_seq": message.seq, "line": line,
                          "firm_id": (firm_id or None) and firm_id[:64], "source": (source or None) and source[:64],
-                         "event_id": event_id and event_id[:200], "reason": _clean_reason(reason), "body": body,
+                         "event_id": event_id and event_id[:200], "reason": clean_reason(reason), "body": body,
                          "created_at": dt.datetime.now(UTC), "account": account})
 
         if not firm_id or not source:
@@ -598,7 +598,7 @@ class PartitionStore:
         except SYSTEMIC_ERRORS:
             raise
         except Exception as exc:  # noqa: BLE001 - the accounts of this message are set aside, the rest goes on
-            error = _error_text(exc)
+            error = error_text(exc)
             del engine.rejected[:]
             changed = set(accounts)
             if before is not None:
@@ -640,13 +640,12 @@ class PartitionStore:
             run.dirty[key] = AccountOutcome(ref, st, message.seq, [], None, when)
             if silent:
                 continue
-            program = engine.programs[external_id]
-            status = None if ref.status in HELD else _account_status(st.status, program)
+            fresh = outcome_for(ref, st, engine.programs[external_id], message.seq, [], when)
             outcome = outcomes.get(key)
             if outcome is None:
-                outcome = outcomes[key] = AccountOutcome(ref, st, message.seq, [], status, when)
+                outcome = outcomes[key] = fresh
             else:
-                outcome.state, outcome.last_seq, outcome.status, outcome.status_ts = st, message.seq, status, when
+                outcome.state, outcome.last_seq, outcome.status, outcome.status_ts = st, message.seq, fresh.status, when
             outcome.decisions.extend((d, None) for d in by_account.get(external_id, ()))
         return len(events)
 

@@ -12,8 +12,6 @@ decide on, not a re-derivation.
 from __future__ import annotations
 
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Context, Decimal, InvalidOperation
 from typing import Any, Iterable
@@ -24,14 +22,14 @@ from sqlalchemy.orm import Session
 from ..adapters.db import models as m
 from ..adapters.db.models_analytics import RiskScore
 from ..domain.money import wide_context
-from ..domain.program import CompiledPack, PhaseProgram, compile_pack
+from ..domain.program import PhaseProgram
 from ..domain.rules.limits import DailyLossRule, MaxLossRule
 from ..domain.state import AccountState
 from . import audit
-from .catalog import CatalogError, pack_of
+from .catalog import CatalogError, compiled_pack, pack_of  # noqa: F401 - compiled_pack re-exported
 from .catalog import create_account as catalog_create_account
 from .errors import Conflict, Invalid, NotFound
-from .evaluation import STATE_DECODER
+from .state_codec import STATE_DECODER
 
 STATUSES = ("active", "paused", "breached", "passed", "funded", "suspended", "closed")
 SORT_KEYS = ("id", "external_id", "status", "phase", "created_at", "balance", "equity", "daily_distance",
@@ -64,28 +62,6 @@ class AccountPage(Page):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "total_capped": self.total_capped}
-
-
-# --------------------------------------------------------------------------------------------------
-# compiled packs, cached per stored version (a version's content never changes: it is hashed)
-
-_PACKS: OrderedDict[tuple[int, str], CompiledPack] = OrderedDict()
-_PACKS_LOCK = threading.Lock()
-
-
-def compiled_pack(row: m.RulePackVersion) -> CompiledPack:
-    key = (row.id, row.content_hash)
-    with _PACKS_LOCK:
-        found = _PACKS.get(key)
-        if found is not None:
-            _PACKS.move_to_end(key)
-            return found
-    compiled = compile_pack(pack_of(row))
-    with _PACKS_LOCK:
-        _PACKS[key] = compiled
-        while len(_PACKS) > 256:
-            _PACKS.popitem(last=False)
-    return compiled
 
 
 # --------------------------------------------------------------------------------------------------

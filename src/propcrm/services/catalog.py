@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
+from ..domain.program import CompiledPack, compile_pack
 from ..domain.rulepack import RulePack, canonical_json, content_hash, parse_pack
 
 
@@ -71,6 +76,52 @@ def add_pack(session: Session, *, firm_id: str, pack: RulePack, activate: bool =
 
 def pack_of(row: m.RulePackVersion) -> RulePack:
     return parse_pack(row.body, source=f"{row.pack_id} v{row.version}")
+
+
+class PackCache:
+    """Compiled rule packs by stored version — the one cache of them (a version's content never changes:
+    it is hashed). The reads share one, bounded (:func:`compiled_pack`); each evaluation worker keeps its
+    own, unbounded, over the one database it works on (:meth:`by_id`, no row read once compiled)."""
+
+    def __init__(self, size: int | None = 256) -> None:
+        self._packs: OrderedDict[object, CompiledPack] = OrderedDict()
+        self._lock = threading.Lock()
+        self._size = size
+
+    def compiled(self, row: m.RulePackVersion) -> CompiledPack:
+        """``row``'s pack, compiled (keyed by id and content hash: safe across databases)."""
+        return self._get((row.id, row.content_hash), lambda: row)
+
+    def by_id(self, version_id: int, load: Callable[[int], m.RulePackVersion | None]) -> CompiledPack:
+        """Version ``version_id`` of this cache's database, compiled; ``load`` reads its row on a miss."""
+        def row() -> m.RulePackVersion:
+            found = load(version_id)
+            if found is None:
+                raise LookupError(f"no rule pack version {version_id}")
+            return found
+
+        return self._get(version_id, row)
+
+    def _get(self, key: object, row: Callable[[], m.RulePackVersion]) -> CompiledPack:
+        with self._lock:
+            found = self._packs.get(key)
+            if found is not None:
+                self._packs.move_to_end(key)
+                return found
+        compiled = compile_pack(pack_of(row()))
+        with self._lock:
+            self._packs[key] = compiled
+            while self._size is not None and len(self._packs) > self._size:
+                self._packs.popitem(last=False)
+        return compiled
+
+
+_SHARED_PACKS = PackCache()
+
+
+def compiled_pack(row: m.RulePackVersion) -> CompiledPack:
+    """``row``'s rule pack compiled, from the process's shared cache."""
+    return _SHARED_PACKS.compiled(row)
 
 
 def create_account(

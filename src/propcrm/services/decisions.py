@@ -27,11 +27,13 @@ def list_decisions(
     trader_id: int | None = None,
     account_id: int | None = None,
     kind: str | None = None,
+    rule: str | None = None,
     order: str = "desc",
     limit: int = 50,
     offset: int = 0,
 ) -> Page:
-    """Decisions of the firm, of one trader's accounts, or of one account; newest first by default."""
+    """Decisions of the firm, of one trader's accounts, or of one account (of one ``kind``, of one ``rule``);
+    newest first by default. The one read model of the list: the API and the decisions page both use it."""
     if kind is not None and kind not in KINDS:
         raise Invalid(f"kind must be one of {', '.join(KINDS)}")
     if order not in ("asc", "desc"):
@@ -49,6 +51,8 @@ def list_decisions(
         conditions.append(m.Decision.account_id == account_id)
     if kind is not None:
         conditions.append(m.Decision.kind == kind)
+    if rule is not None:
+        conditions.append(m.Decision.rule == rule)
     joined = select(func.count()).select_from(m.Decision).join(m.Account, m.Account.id == m.Decision.account_id)
     total = session.scalar(joined.where(*conditions)) or 0
     direction = (lambda c: c.desc()) if order == "desc" else (lambda c: c.asc())

@@ -198,13 +198,24 @@ def ingest(
              "received_at": received_at}
             for r in rejected
         ]
-        ids = session.scalars(
-            insert(m.Quarantine).returning(m.Quarantine.id, sort_by_parameter_order=True), rows
-        ).all()
+        ids = quarantine_lines(session, rows, returning_ids=True)
         for r, quarantine_id in zip(rejected, ids):
             outcomes[r.line] = LineOutcome(r.line, "rejected", id=r.event_id, reason=r.reason,
                                            quarantine_id=quarantine_id)
     return IngestReport([outcomes[n] for n in sorted(outcomes)])
+
+
+def quarantine_lines(session: Session, rows: list[dict], *, returning_ids: bool = False) -> list[int] | None:
+    """The one way lines enter the quarantine (ingestion, evaluation and the cluster's dead letters):
+    ``rows`` of ``firm_id, source, line, body, reason, received_at`` (and ``resolved_at``); with
+    ``returning_ids`` the new entries' ids, in the order of ``rows``."""
+    if not rows:
+        return [] if returning_ids else None
+    if returning_ids:
+        return list(session.scalars(
+            insert(m.Quarantine).returning(m.Quarantine.id, sort_by_parameter_order=True), rows).all())
+    session.execute(insert(m.Quarantine.__table__), rows)
+    return None
 
 
 class PreparedBatch(msgspec.Struct):
@@ -237,7 +248,7 @@ def prepare_for_bus(
     if rejected:
         rows = [{"firm_id": firm_id, "source": source, "line": r.line, "body": r.raw, "reason": r.reason,
                  "received_at": received_at} for r in rejected]
-        ids = session.scalars(insert(m.Quarantine).returning(m.Quarantine.id, sort_by_parameter_order=True), rows).all()
+        ids = quarantine_lines(session, rows, returning_ids=True)
         for r, quarantine_id in zip(rejected, ids):
             outcomes[r.line] = LineOutcome(r.line, "rejected", id=r.event_id, reason=r.reason,
                                            quarantine_id=quarantine_id)
@@ -531,10 +542,10 @@ def _free_set_aside_ids(session: Session, firm_id: str, source: str, event_ids: 
             .execution_options(synchronize_session=False)
         ).rowcount
         if not resolved:
-            session.execute(insert(m.Quarantine).values(
+            quarantine_lines(session, [dict(
                 firm_id=firm_id, source=source, line=None, body=row.body, received_at=row.received_at,
                 resolved_at=now, reason=f"replaced by a re-sent event with the same id; set aside because: "
-                                        f"{row.reason or 'rejected'}"))
+                                        f"{row.reason or 'rejected'}")])
         session.execute(update(m.RawEvent).where(m.RawEvent.seq == row.seq)
                         .values(event_id=f"\x1freplaced {row.seq} {secrets.token_hex(8)}")
                         .execution_options(synchronize_session=False))

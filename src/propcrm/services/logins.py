@@ -43,7 +43,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..adapters.db import models as m
 from . import audit
-from .users import MAX_PASSWORD, _dummy_hash, _verify, hash_password, issue_token, normalise_email, _HASHER
+from .users import MAX_PASSWORD, dummy_hash, hash_password, issue_token, normalise_email
+from .users import needs_rehash as hash_is_outdated
+from .users import verify_password as _verify  # (a module name of its own: tests replace it)
 
 ACCOUNT_FAILURES = 10
 ACCOUNT_WINDOW = 15 * 60
@@ -211,13 +213,13 @@ def log_in(sessions: sessionmaker[Session], read_sessions: sessionmaker[Session]
     if not isinstance(password, str) or not password or len(password) > MAX_PASSWORD:
         reason = "unusable password"
     elif stored_hash is None:
-        _verify(_dummy_hash(), password)
+        _verify(dummy_hash(), password)
         reason = "unknown user"
     elif not _verify(stored_hash, password):
         reason = "wrong password"
     elif not active:
         reason = "inactive user"
-    needs_rehash = reason is None and _HASHER.check_needs_rehash(stored_hash)
+    needs_rehash = reason is None and hash_is_outdated(stored_hash)
     new_hash = hash_password(password) if needs_rehash else None
     with sessions.begin() as session:
         user = session.get(m.User, user_id) if reason is None else None

@@ -49,7 +49,7 @@ _HASHER = PasswordHasher()
 
 
 @functools.cache
-def _dummy_hash() -> str:
+def dummy_hash() -> str:
     """Verified against when the e-mail is unknown, so that a miss costs as much time as a wrong password."""
     return _HASHER.hash(secrets.token_hex(16))
 
@@ -360,9 +360,9 @@ def authenticate(session: Session, *, firm_id: str, email: str, password: str) -
     if not isinstance(password, str) or not password or len(password) > MAX_PASSWORD:
         reason = "unusable password"
     elif user is None:
-        _verify(_dummy_hash(), password)
+        verify_password(dummy_hash(), password)
         reason = "unknown user"
-    elif not _verify(user.password_hash, password):
+    elif not verify_password(user.password_hash, password):
         reason = "wrong password"
     elif not user.active:
         reason = "inactive user"
@@ -397,11 +397,17 @@ def _printable(text: str, limit: int) -> str:
     return "".join(ch for ch in text[: limit * 2] if ch.isprintable())[:limit]
 
 
-def _verify(stored: str, password: str) -> bool:
+def verify_password(stored: str, password: str) -> bool:
+    """``password`` matches the stored argon2 hash (a malformed hash matches nothing)."""
     try:
         return _HASHER.verify(stored, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+
+
+def needs_rehash(stored: str) -> bool:
+    """The stored hash was made with other argon2 parameters than this process uses."""
+    return _HASHER.check_needs_rehash(stored)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -90,32 +90,9 @@ def display(item: dict[str, Any]) -> dict[str, Any]:
 
 def decisions_feed(session: Session, *, firm_id: str, trader_id: int | None = None, kind: str | None = None,
                    rule: str | None = None, account_id: int | None = None, limit: int = 50, offset: int = 0) -> Page:
-    """Decisions of the firm newest first, like ``services.decisions.list_decisions`` plus ``rule``."""
-    if rule is None:
-        return decision_service.list_decisions(session, firm_id=firm_id, trader_id=trader_id, account_id=account_id,
-                                               kind=kind, limit=limit, offset=offset)
-    if kind is not None and kind not in decision_service.KINDS:
-        raise Invalid(f"kind must be one of {', '.join(decision_service.KINDS)}")
-    if not 1 <= limit <= MAX_PAGE or offset < 0:
-        raise Invalid(f"limit must be between 1 and {MAX_PAGE} and offset not negative")
-    if account_id is not None:
-        account_service.get_account(session, firm_id=firm_id, account_id=account_id, trader_id=trader_id)
-    conditions = [m.Decision.firm_id == firm_id, m.Account.firm_id == firm_id, m.Decision.rule == rule]
-    if trader_id is not None:
-        conditions.append(m.Account.trader_id == trader_id)
-    if account_id is not None:
-        conditions.append(m.Decision.account_id == account_id)
-    if kind is not None:
-        conditions.append(m.Decision.kind == kind)
-    joined = select(m.Decision, m.Account.external_id).join(m.Account, m.Account.id == m.Decision.account_id)
-    total = session.scalar(select(func.count()).select_from(m.Decision).join(
-        m.Account, m.Account.id == m.Decision.account_id).where(*conditions)) or 0
-    rows = session.execute(joined.where(*conditions).order_by(m.Decision.ts.desc(), m.Decision.id.desc())
-                           .limit(limit).offset(offset)).all()
-    overrides = decision_service.overrides_of(session, firm_id=firm_id, decision_ids=[d.id for d, _ in rows],
-                                              redact=trader_id is not None)
-    items = [decision_service.decision_view(d, ext, overrides.get(d.id, [])) for d, ext in rows]
-    return Page(total=total, limit=limit, offset=offset, items=items)
+    """Decisions of the firm newest first: ``services.decisions.list_decisions`` (with its ``rule`` filter)."""
+    return decision_service.list_decisions(session, firm_id=firm_id, trader_id=trader_id, account_id=account_id,
+                                           kind=kind, rule=rule, limit=limit, offset=offset)
 
 
 def rules_of_firm(session: Session, *, firm_id: str) -> list[str]:

@@ -34,6 +34,7 @@ from ...services.apikeys import (
     reserved_source_refusal,
 )
 from ...services.ingest import IngestReport, PreparedBatch, ingest, prepare_for_bus, publish_prepared
+from ...http.signed import read_body, signature_headers
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +137,7 @@ async def post_events(request: Request) -> Response:
 
 async def _post_events(request: Request) -> tuple[Response, float | None]:
     """The answer, and when the checked body started being answered (for the latency metric)."""
-    headers = {name: request.headers.get(name) for name in (KEY_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)}
-    missing = [name for name, value in headers.items() if not value]
+    headers, missing = signature_headers(request)
     if missing:
         return _error(401, f"missing header{'s' if len(missing) > 1 else ''} {', '.join(missing)}. {_SIGNING}"), None
     try:  # who is calling, before a byte of the body is read
@@ -153,19 +153,17 @@ async def _post_events(request: Request) -> tuple[Response, float | None]:
             return _error(400, "malformed Content-Length header"), None
         if int(declared) > MAX_BODY_BYTES:
             return _error(413, f"body of {int(declared):,} bytes is over the limit of {MAX_BODY_BYTES:,} bytes"), None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            return _error(413, f"body is over the limit of {MAX_BODY_BYTES:,} bytes"), None
+    body = await read_body(request, MAX_BODY_BYTES)
+    if body is None:
+        return _error(413, f"body is over the limit of {MAX_BODY_BYTES:,} bytes"), None
     try:
-        check_body(caller.secret, key_id=caller.key_id, timestamp=headers[TIMESTAMP_HEADER], body=bytes(body),
+        check_body(caller.secret, key_id=caller.key_id, timestamp=headers[TIMESTAMP_HEADER], body=body,
                    signature=headers[SIGNATURE_HEADER])
     except AuthError as exc:
         log.info("refused event batch for key %r: %s", caller.key_id, exc)
         return _error(401, str(exc)), None
     started = time.perf_counter()
-    return await _answer(request, caller, bytes(body)), started
+    return await _answer(request, caller, body), started
 
 
 def _caller(sessions: sessionmaker[Session], headers: dict) -> _Caller | Response:

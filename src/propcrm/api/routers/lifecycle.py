@@ -32,6 +32,7 @@ from ...services.errors import Conflict, Invalid, NotFound
 from ...services.lifecycle import Refusal
 from ...services.users import Principal
 from ...http.auth import Db, require_roles
+from ...http.signed import read_body, signature_headers
 from ...roles import ALL_ROLES, KYC, RISK, STAFF
 from ..auth import ErrorOut
 from .accounts import MAX_ID
@@ -276,16 +277,13 @@ _WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 async def _signed(request: Request, provider: str, handle) -> JSONResponse:
-    headers = {name: request.headers.get(name) for name in (KEY_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)}
-    missing = [name for name, value in headers.items() if not value]
+    headers, missing = signature_headers(request)
     if missing:
         return JSONResponse({"error": f"missing header(s) {', '.join(missing)}"}, status_code=401)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_WEBHOOK_BYTES:
-            return JSONResponse({"error": f"body is over {MAX_WEBHOOK_BYTES:,} bytes"}, status_code=413)
-    return await run_in_threadpool(_webhook, request.app.state.sessions, headers, bytes(body), provider, handle)
+    body = await read_body(request, MAX_WEBHOOK_BYTES)
+    if body is None:
+        return JSONResponse({"error": f"body is over {MAX_WEBHOOK_BYTES:,} bytes"}, status_code=413)
+    return await run_in_threadpool(_webhook, request.app.state.sessions, headers, body, provider, handle)
 
 
 def _webhook(sessions: sessionmaker[Session], headers: dict, body: bytes, provider: str, handle) -> JSONResponse:

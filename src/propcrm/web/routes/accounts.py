@@ -51,7 +51,7 @@ DECISIONS_PER_PAGE = 20
 MAX_ID = 2_147_483_647
 
 
-def _int(value: str | None, default: int, low: int, high: int) -> int:
+def int_param(value: str | None, default: int, low: int, high: int) -> int:
     try:
         number = int(value) if value not in (None, "") else default
     except ValueError:
@@ -59,7 +59,7 @@ def _int(value: str | None, default: int, low: int, high: int) -> int:
     return min(max(number, low), high)
 
 
-def _text(value: str | None, limit: int = 200) -> str | None:
+def text_param(value: str | None, limit: int = 200) -> str | None:
     value = (value or "").strip()
     return value[:limit] if value else None
 
@@ -70,8 +70,8 @@ def accounts_page(request: Request, user: Role(*STAFF), session: Db) -> Response
     status = params.get("status") or None
     if status not in (None, *STATUSES):
         status = None
-    phase = _text(params.get("phase"), 64)
-    search = _text(params.get("q"))
+    phase = text_param(params.get("phase"), 64)
+    search = text_param(params.get("q"))
     near = params.get("near") or None
     if near not in {value for value, _ in NEAR_CHOICES if value}:
         near = None
@@ -79,8 +79,8 @@ def accounts_page(request: Request, user: Role(*STAFF), session: Db) -> Response
     sort = params.get("sort") or "id"
     if sort.lstrip("-") not in sortable:
         sort = "id"
-    limit = _int(params.get("limit"), 50, 1, max(PAGE_SIZES))
-    offset = _int(params.get("offset"), 0, 0, 1_000_000_000)
+    limit = int_param(params.get("limit"), 50, 1, max(PAGE_SIZES))
+    offset = int_param(params.get("offset"), 0, 0, 1_000_000_000)
     page = q.list_rows(session, firm_id=user.firm_id, status=status, phase=phase, search=search,
                        near=near,
                        sort=sort, limit=limit, offset=offset)
@@ -131,7 +131,7 @@ def _account_page(request: Request, account_id: int, user, session) -> Response:
     detail = account_service.account_detail(session, firm_id=user.firm_id, account_id=account.id)
     row = q.display(q.rows_for(session, firm_id=user.firm_id, trader_id=None, ids=[account.id])[0])
     trader = session.get(m.Trader, account.trader_id) if account.trader_id else None
-    doffset = _int(request.query_params.get("doffset"), 0, 0, 1_000_000_000)
+    doffset = int_param(request.query_params.get("doffset"), 0, 0, 1_000_000_000)
     decisions = decision_service.list_decisions(session, firm_id=user.firm_id, account_id=account.id,
                                                 limit=DECISIONS_PER_PAGE, offset=doffset)
     may_act = user.role in RISK

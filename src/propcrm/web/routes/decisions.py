@@ -15,7 +15,7 @@ from ...services.decisions import KINDS
 from .. import queries_accounts as q
 from ...http.pages import Role, render
 from ...roles import STAFF
-from .accounts import PAGE_SIZES, _int, _text
+from .accounts import PAGE_SIZES, int_param, text_param
 
 router = APIRouter()
 
@@ -27,9 +27,9 @@ def decisions_page(request: Request, user: Role(*STAFF), session: Db) -> Respons
     if kind not in (None, *KINDS):
         kind = None
     rules = q.rules_of_firm(session, firm_id=user.firm_id)
-    rule = _text(params.get("rule"), 64)
-    limit = _int(params.get("limit"), 50, 1, max(PAGE_SIZES))
-    offset = _int(params.get("offset"), 0, 0, 1_000_000_000)
+    rule = text_param(params.get("rule"), 64)
+    limit = int_param(params.get("limit"), 50, 1, max(PAGE_SIZES))
+    offset = int_param(params.get("offset"), 0, 0, 1_000_000_000)
     page = q.decisions_feed(session, firm_id=user.firm_id, kind=kind, rule=rule, limit=limit, offset=offset)
     state = {"kind": kind, "rule": rule, "limit": limit if limit != 50 else None}
 

@@ -27,10 +27,10 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from .domain.events import DECODER
-from .domain.program import compile_pack
-from .domain.rulepack import parse_pack
-from .engine.runner import Engine
+from ..domain.events import DECODER
+from ..domain.program import compile_pack
+from ..domain.rulepack import parse_pack
+from ..engine.runner import Engine
 
 BENCH_PACK = """
 id: bench-two-step
@@ -65,7 +65,7 @@ def cache_dir() -> Path:
 
 def firm_file(accounts: int, events: int, console: Console) -> Path:
     """The benchmark's event file, generated once per (accounts, events) and cached."""
-    from .synth.firm import FirmSpec, estimate_events, write_ndjson
+    from ..synth.firm import FirmSpec, estimate_events, write_ndjson
 
     spec = _spec_for(accounts, events, FirmSpec, estimate_events)
     path = cache_dir() / f"firm-{accounts}-{events}-{spec.days}d-{spec.equity_every_s}s-seed{spec.seed}.ndjson"

@@ -20,11 +20,11 @@ from decimal import Decimal
 import httpx
 from sqlalchemy import func, select
 
-from .adapters.db import models as m
-from .adapters.db.session import database_url as default_database_url
-from .adapters.db.session import make_engine, migrate, sessions
-from .domain.rulepack import load_pack
-from .services.catalog import add_pack, create_account, ensure_firm
+from ..adapters.db import models as m
+from ..adapters.db.session import database_url as default_database_url
+from ..adapters.db.session import make_engine, migrate, sessions
+from ..domain.rulepack import load_pack
+from ..services.catalog import add_pack, create_account, ensure_firm
 
 log = logging.getLogger("propcrm.serve")
 
@@ -48,10 +48,10 @@ class DemoFirm:
 
 def seed_demo_firm(session_factory, *, accounts: int, seed: int = 7) -> DemoFirm:
     """A firm with presets, traders, accounts (named as the synthetic feed names them) and users."""
-    from .services.apikeys import create_key
-    from .services.passwords import generate_password
-    from .services.users import create_user
-    from .synth.firm import FirmSpec, traders
+    from ..services.apikeys import create_key
+    from ..services.passwords import generate_password
+    from ..services.users import create_user
+    from ..synth.firm import FirmSpec, traders
 
     spec = FirmSpec(accounts=accounts, seed=seed)
     with session_factory.begin() as session:
@@ -113,7 +113,7 @@ def _seed_funded_story(session, *, version_id: int, trader_id: int) -> None:
     import datetime as dt
     import json
 
-    from .services.ingest import ingest
+    from ..services.ingest import ingest
 
     trader = session.get(m.Trader, trader_id)
     trader.kyc_status = "approved"
@@ -139,7 +139,7 @@ def _seed_funded_story(session, *, version_id: int, trader_id: int) -> None:
 def demo_feed(base_url: str, key_id: str, secret: str, *, accounts: int, rate: float, stop: threading.Event,
               seed: int = 7, batch: int = 500) -> None:
     """Stream the synthetic firm into the server over the signed API, ``rate`` events per second."""
-    from .synth.firm import FirmSpec, generate
+    from ..synth.firm import FirmSpec, generate
 
     lines = generate(FirmSpec(accounts=accounts, seed=seed))
     pause = batch / rate if rate > 0 else 0.0
@@ -176,7 +176,7 @@ def demo_feed(base_url: str, key_id: str, secret: str, *, accounts: int, rate: f
 
 
 def _worker_loop(session_factory, stop: threading.Event) -> None:
-    from .services.evaluation import EvaluationWorker
+    from ..services.evaluation import EvaluationWorker
 
     worker = EvaluationWorker(session_factory)
     while not stop.is_set():
@@ -223,8 +223,8 @@ def _status_loop(session_factory, stop: threading.Event, print_, every: float = 
 def run_worker(*, database_url: str | None, once: bool = False) -> None:
     """An evaluation worker process: passes until stopped (or, with ``once``, until nothing is pending).
     It also anchors the audit log on its schedule (``services/audit_anchors.py``)."""
-    from .services.audit_anchors import anchor_loop
-    from .services.evaluation import EvaluationWorker
+    from ..services.audit_anchors import anchor_loop
+    from ..services.evaluation import EvaluationWorker
 
     _configure_logging()
     url = database_url or default_database_url()
@@ -255,12 +255,12 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
           with_worker: bool = True, print_=print) -> None:
     import uvicorn
 
-    from .api.app import create_app
+    from ..api.app import create_app
 
     _configure_logging()
     url = database_url or default_database_url()
     migrate(url)
-    from .services.audit_anchors import AnchorConfigError, anchor_loop, ensure_embedded_key
+    from ..services.audit_anchors import AnchorConfigError, anchor_loop, ensure_embedded_key
 
     try:
         anchoring = ensure_embedded_key(url)  # the embedded default is keyed from its first start
@@ -275,7 +275,7 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
         if empty:
             seeded = seed_demo_firm(session_factory, accounts=demo_accounts)
         else:
-            from .services.apikeys import create_key
+            from ..services.apikeys import create_key
 
             with session_factory.begin() as session:
                 if session.get(m.Firm, DEMO_FIRM) is not None:
@@ -286,7 +286,7 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
     threads = [threading.Thread(target=anchor_loop, args=(sessions(engine, readonly=True), url, stop),
                                 name="audit-anchors", daemon=True)]
     if with_worker:
-        from .services.dispatch import build_dispatcher
+        from ..services.dispatch import build_dispatcher
 
         dispatcher = build_dispatcher(session_factory)  # a bad configuration stops the start, loudly
         threads += [
@@ -294,13 +294,13 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
                              daemon=True),
             threading.Thread(target=_dispatch_loop, args=(dispatcher, stop), name="dispatch", daemon=True),
         ]
-        from .services.analysis import analysis_loop  # abuse analysis: incremental passes (PROPCRM_ANALYSIS_INTERVAL)
+        from ..services.analysis import analysis_loop  # abuse analysis: incremental passes (PROPCRM_ANALYSIS_INTERVAL)
 
         threads.append(threading.Thread(target=analysis_loop, args=(sessions(engine), stop), name="analysis", daemon=True))
         # issue 20: the platform connectors (`propcrm platforms add`) run inside the embedded service
-        from .features.platforms.service import ConnectorSupervisor
+        from ..features.platforms.service import ConnectorSupervisor
 
-        from .features.calendar.service import CalendarScheduler
+        from ..features.calendar.service import CalendarScheduler
 
         threads.append(threading.Thread(target=ConnectorSupervisor(sessions(engine)).run, args=(stop,),
                                         name="platforms", daemon=True))
@@ -321,7 +321,7 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
                                         daemon=True))
     demo_platform = None
     if seeded is not None and with_worker:  # issue 20: the demo's trading platform (tools/platform_sim/demo.py)
-        from .tools.platform_sim.demo import start_demo_platform
+        from ..tools.platform_sim.demo import start_demo_platform
 
         demo_platform = start_demo_platform(session_factory, stop=stop, print_=print_)
     for thread in threads:

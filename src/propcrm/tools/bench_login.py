@@ -33,13 +33,13 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
-from .adapters.db import models as m
-from .adapters.db.session import make_engine, migrate, sessions
-from .bench_service import _free_port, _signed
-from .domain.rulepack import load_pack
-from .services.apikeys import create_key
-from .services.catalog import add_pack, create_account, ensure_firm
-from .synth.firm import FirmSpec, generate, traders
+from ..adapters.db import models as m
+from ..adapters.db.session import make_engine, migrate, sessions
+from .bench_service import free_port, signed
+from ..domain.rulepack import load_pack
+from ..services.apikeys import create_key
+from ..services.catalog import add_pack, create_account, ensure_firm
+from ..synth.firm import FirmSpec, generate, traders
 
 FIRM = "bench"
 EMAIL = "admin@bench.example"
@@ -51,8 +51,8 @@ def _recent_monday(today: dt.date) -> dt.date:
     return day - dt.timedelta(days=day.weekday())
 
 
-def _seed(url: str, spec: FirmSpec) -> tuple[str, str]:
-    from .services.users import create_user
+def seed(url: str, spec: FirmSpec) -> tuple[str, str]:
+    from ..services.users import create_user
 
     migrate(url)
     engine = make_engine(url)
@@ -95,9 +95,9 @@ def bench_login(*, threads: int = 8, seconds: float = 20.0, rate: float = 10.0, 
     url = f"sqlite:///{directory / 'bench.db'}"
     spec = FirmSpec(accounts=accounts, days=5, seed=11, start=_recent_monday(dt.datetime.now(dt.timezone.utc).date()),
                     equity_every_s=300, account_prefix="L")
-    key_id, secret = _seed(url, spec)
+    key_id, secret = seed(url, spec)
     lines = iter(generate(spec))
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PROPCRM_DATABASE_URL": url, "PROPCRM_DATA_DIR": str(directory)}
     log = directory / "serve.log"
     with open(log, "ab") as out:
@@ -135,7 +135,7 @@ def bench_login(*, threads: int = 8, seconds: float = 20.0, rate: float = 10.0, 
                     if not body:
                         break
                     t0 = time.perf_counter()
-                    response = client.post("/api/v1/events", content=body, headers=_signed(key_id, secret, body))
+                    response = client.post("/api/v1/events", content=body, headers=signed(key_id, secret, body))
                     latencies.append((time.perf_counter() - t0) * 1000)
                     if response.status_code != 200:  # 503: the database stayed locked past its busy timeout
                         failed[response.status_code] += 1

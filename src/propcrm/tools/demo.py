@@ -15,17 +15,17 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .domain.decisions import Decision
-from .domain.events import decode_lines
-from .domain.program import CompiledPack
-from .engine.runner import Engine
+from ..domain.decisions import Decision
+from ..domain.events import decode_lines
+from ..domain.program import CompiledPack
+from ..engine.runner import Engine
 
 BATCH = 4000
 SHOW = {"breach", "pause", "phase_passed"}
 
 
 def run_demo(pack: CompiledPack, *, accounts: int, days: int, seed: int) -> None:
-    from .synth.firm import FirmSpec, generate, traders
+    from ..synth.firm import FirmSpec, generate, traders
 
     console = Console(highlight=False)
     spec = FirmSpec(accounts=accounts, days=days, seed=seed)

@@ -38,7 +38,7 @@ from ..adapters.bus.jetstream import BusConfig, EventPublisher, connect, delete_
 from ..adapters.bus.partitions import split_into_messages
 from ..adapters.db.models_cluster import PartitionCheckpoint
 from ..adapters.db.session import make_engine, sessions
-from ..bench_service import PG_URL, _seed
+from .bench_service import PG_URL, seed
 from ..domain.events import DECODER
 from ..services.ingest import prepare_for_bus
 from ..synth.firm import FirmSpec, generate
@@ -56,7 +56,7 @@ class _Deployment:
             conn.execute(text(f'CREATE SCHEMA "{self.schema}"'))
         sep = "&" if "?" in base_url else "?"
         self.url = f"{base_url}{sep}options=-csearch_path%3D{self.schema}"
-        _seed(self.url, specs)
+        seed(self.url, specs)
         self.bus = BusConfig(url=nats_url, stream=f"BENCH_{uuid.uuid4().hex[:8].upper()}", partitions=partitions,
                              lease_ttl_s=3.0)
         self.db = make_engine(self.url)

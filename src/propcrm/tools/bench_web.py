@@ -36,17 +36,17 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select, text
 
-from .adapters.db import models as m
-from .adapters.db.session import make_engine, migrate, sessions
-from .domain.decisions import ENCODER as DECISION_ENCODER
-from .domain.events import DECODER
-from .domain.program import compile_pack
-from .domain.rulepack import load_pack
-from .engine.runner import Engine
-from .services import users
-from .services.accounts import FIGURE_COLUMNS, stored_figures
-from .services.catalog import add_pack, ensure_firm
-from .services.evaluation import STATE_ENCODER, _account_status
+from ..adapters.db import models as m
+from ..adapters.db.session import make_engine, migrate, sessions
+from ..domain.decisions import ENCODER as DECISION_ENCODER
+from ..domain.events import DECODER
+from ..domain.program import compile_pack
+from ..domain.rulepack import load_pack
+from ..engine.runner import Engine
+from ..services import users
+from ..services.accounts import FIGURE_COLUMNS, stored_figures
+from ..services.catalog import add_pack, ensure_firm
+from ..services.outcomes import STATE_ENCODER, account_status
 
 FIRM = "bench"
 EMAIL = "risk@bench.example"
@@ -263,7 +263,7 @@ def build(url: str, *, n_accounts: int, n_events: int, console: Console) -> dict
             figures = stored_figures(program, st)
             states.append((i + 1, FIRM, STATE_ENCODER.encode(st), last_seq[i], st.balance, st.equity, now,
                            *(figures[c] for c in FIGURE_COLUMNS)))
-            status = _account_status(st.status, program)
+            status = account_status(st.status, program)
             if status != "active":
                 statuses.append((status, i + 1))
         bulk.insert("account_states", ("account_id", "firm_id", "state", "last_seq", "balance", "equity", "updated_at",

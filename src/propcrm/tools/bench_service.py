@@ -29,23 +29,23 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import create_engine, func, select, text
 
-from .adapters.db import models as m
-from .adapters.db.session import make_engine, migrate, sessions
-from .domain.rulepack import load_pack
-from .services.apikeys import create_key
-from .services.catalog import add_pack, create_account, ensure_firm
-from .synth.firm import FirmSpec, generate, traders
+from ..adapters.db import models as m
+from ..adapters.db.session import make_engine, migrate, sessions
+from ..domain.rulepack import load_pack
+from ..services.apikeys import create_key
+from ..services.catalog import add_pack, create_account, ensure_firm
+from ..synth.firm import FirmSpec, generate, traders
 
 PG_URL = os.environ.get("PROPCRM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _seed(url: str, specs: list[FirmSpec]) -> tuple[str, str]:
+def seed(url: str, specs: list[FirmSpec]) -> tuple[str, str]:
     migrate(url)
     engine = make_engine(url)
     with sessions(engine).begin() as session:
@@ -60,7 +60,7 @@ def _seed(url: str, specs: list[FirmSpec]) -> tuple[str, str]:
     return key_id, secret
 
 
-def _signed(key_id: str, secret: str, body: bytes) -> dict[str, str]:
+def signed(key_id: str, secret: str, body: bytes) -> dict[str, str]:
     ts = str(int(time.time()))
     mac = hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
     return {"X-Propcrm-Key": key_id, "X-Propcrm-Timestamp": ts, "X-Propcrm-Signature": f"sha256={mac}",
@@ -74,7 +74,7 @@ def _pending(engine) -> tuple[int, int | None]:
     return count or 0, low
 
 
-def _start(args: list[str], url: str, log: Path) -> subprocess.Popen:
+def start_cli(args: list[str], url: str, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PROPCRM_DATABASE_URL": url}
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "propcrm.cli", *args], env=env, stdout=out, stderr=out)
@@ -85,11 +85,11 @@ def _run_backend(name: str, url: str, *, events: int, accounts: int, request_siz
     days = max(1, round(events / max(accounts, 1) / 60))
     load = FirmSpec(accounts=accounts, days=min(days, 10), seed=5, equity_every_s=300, account_prefix="T")
     steady = FirmSpec(accounts=max(accounts // 4, 10), days=3, seed=6, equity_every_s=300, account_prefix="L")
-    key_id, secret = _seed(url, [load, steady])
-    port = _free_port()
+    key_id, secret = seed(url, [load, steady])
+    port = free_port()
     logs = Path(tempfile.mkdtemp(prefix="propcrm-bench-logs-"))
-    api = _start(["serve", "--no-worker", "--port", str(port)], url, logs / "api.log")
-    worker = _start(["work"], url, logs / "worker.log")
+    api = start_cli(["serve", "--no-worker", "--port", str(port)], url, logs / "api.log")
+    worker = start_cli(["work"], url, logs / "worker.log")
     console.print(f"{name}: API on port {port}, worker running; logs in {logs}")
     base = f"http://127.0.0.1:{port}"
     db = make_engine(url)
@@ -107,7 +107,7 @@ def _run_backend(name: str, url: str, *, events: int, accounts: int, request_siz
             started = time.perf_counter()
             for start in range(0, len(lines), request_size):
                 body = b"".join(lines[start : start + request_size])
-                response = client.post("/api/v1/events", content=body, headers=_signed(key_id, secret, body))
+                response = client.post("/api/v1/events", content=body, headers=signed(key_id, secret, body))
                 response.raise_for_status()
             accepted_at = time.perf_counter()
             deadline = time.perf_counter() + 600
@@ -144,7 +144,7 @@ def _run_backend(name: str, url: str, *, events: int, accounts: int, request_siz
                 body = b"".join(steady_lines[cursor : cursor + per_request])
                 cursor += per_request
                 t0 = time.perf_counter()
-                response = client.post("/api/v1/events", content=body, headers=_signed(key_id, secret, body))
+                response = client.post("/api/v1/events", content=body, headers=signed(key_id, secret, body))
                 response.raise_for_status()
                 with db.connect() as conn:
                     top = conn.scalar(select(func.max(m.RawEvent.seq)))
