@@ -16,13 +16,14 @@ _NATS_HELP = "NATS server URL (default: PROPCRM_NATS_URL, else nats://127.0.0.1:
 def _bus(nats_url: Optional[str], partitions: Optional[int]):
     import os
 
+    from ..adapters.bus import nats_url as configured_nats_url
     from ..adapters.bus.jetstream import BusConfig, BusConfigError
 
     env = dict(os.environ)
     if partitions is not None:
         env["PROPCRM_PARTITIONS"] = str(partitions)
     try:
-        return BusConfig.from_env(env, url=nats_url or env.get("PROPCRM_NATS_URL") or "nats://127.0.0.1:4222")
+        return BusConfig.from_env(env, url=nats_url or configured_nats_url(env) or "nats://127.0.0.1:4222")
     except BusConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -246,7 +246,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         from ..adapters.db.session import make_engine, migrate, sessions
         from ..features.platforms.service import ConnectorSupervisor
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        from ..adapters.logs import configure_logging
+        configure_logging()
         url = database_url or default_url()
         migrate(url)
         engine = make_engine(url)
@@ -290,7 +291,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
         from ..adapters.platforms.mt5.manager_bridge import BridgeConfig, ManagerBridge
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        from ..adapters.logs import configure_logging
+        configure_logging()
         password = os.environ.get("PROPCRM_MT5_MANAGER_PASSWORD", "")
         secret = os.environ.get("PROPCRM_MT5_BRIDGE_SECRET", "")
         if not password or not secret:

@@ -30,7 +30,8 @@ log = logging.getLogger("propcrm.serve")
 
 
 def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from ..adapters.logs import configure_logging
+    configure_logging()
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the demo feed's every request is not news
 

@@ -33,7 +33,8 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
         from ..tools.platform_sim.main import Simulator
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        from ..adapters.logs import configure_logging
+        configure_logging()
         password = os.environ.get("PROPCRM_SIM_MANAGER_PASSWORD") or sys.stdin.readline().rstrip("\r\n")
         if not password:
             typer.echo("error: set PROPCRM_SIM_MANAGER_PASSWORD (the Web API's manager password)", err=True)
@@ -71,6 +72,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
         from ..tools.platform_sim.bench import bench_platforms as run
 
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        from ..adapters.logs import configure_logging
+        configure_logging(logging.WARNING)
         run(accounts=accounts, deals_per_s=deals_per_s, equity_per_s=equity_per_s, seconds=seconds, warmup=warmup,
             reckless_share=reckless_share, wake=wake, workdir=workdir)

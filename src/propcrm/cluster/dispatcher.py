@@ -28,7 +28,9 @@ UTC = dt.timezone.utc
 def run_dispatcher_role(*, database_url: str, metrics_port: int | None, metrics_host: str = "127.0.0.1",
                         interval: float = 0.5, stop: threading.Event | None = None) -> None:
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        from ..adapters.logs import configure_logging
+
+        configure_logging()
         logging.getLogger("alembic").setLevel(logging.WARNING)
     migrate(url := database_url)
     engine = make_engine(url)

@@ -445,7 +445,8 @@ def _migrate_with_retry(url: str) -> None:
 def run_worker(*, bus: BusConfig, database_url: str, worker_id: str | None = None, metrics_port: int | None = None,
                metrics_host: str = "127.0.0.1", max_batch_events: int = 20_000) -> None:
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        from ..adapters.logs import configure_logging
+        configure_logging()
         logging.getLogger("alembic").setLevel(logging.WARNING)
     # The evaluation thread gives up the GIL at every database round trip and must win it back from the
     # event loop's thread; at the default 5 ms switch interval each round trip can wait that long.

@@ -58,6 +58,7 @@ from ..adapters.delivery import DeliveryError, safe_url
 from ..adapters.notify import EmailNotifier, WebhookNotifier, add_in_app, notice_of
 from ..adapters.platforms import LoggingConnector, PlatformConnector, SignedWebhookConnector
 from . import audit
+from ..adapters.logs import configure_logging
 
 log = logging.getLogger("propcrm.dispatch")
 
@@ -540,7 +541,7 @@ def run_dispatcher(*, database_url: str | None, once: bool = False, interval: fl
     from ..adapters.db.session import make_engine, migrate, sessions
 
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        configure_logging()
     url = database_url or default_database_url()
     migrate(url)
     engine = make_engine(url)

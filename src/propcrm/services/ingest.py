@@ -41,6 +41,7 @@ from sqlalchemy import DateTime, Integer, String, Text, bindparam, column, delet
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from ..adapters.bus import bus_mode
 from ..adapters.db import models as m
 from ..domain.events import DECODER, AnyEvent, News, decode_lines
 
@@ -152,7 +153,7 @@ def _minutes(span: dt.timedelta) -> str:
 
 def _embedded_log_only() -> None:
     """In the scale-out deployment nothing may be written to ``raw_events``: no worker reads it."""
-    if os.environ.get("PROPCRM_NATS_URL"):
+    if bus_mode():
         raise IngestError(BUS_MODE_MESSAGE)
 
 
@@ -285,7 +286,7 @@ def resubmit(session: Session, *, firm_id: str, quarantine_ids: Sequence[int]) -
     that is still refused stays in quarantine with its up-to-date reason. The report's ``line`` is the
     position in ``quarantine_ids`` (1-based) and ``quarantine_id`` names the entry.
     """
-    if os.environ.get("PROPCRM_NATS_URL"):  # a refusal of the use case (409), not a missing entry
+    if bus_mode():  # a refusal of the use case (409), not a missing entry
         from .errors import Conflict
 
         raise Conflict(f"quarantined lines cannot be re-submitted here: {BUS_MODE_MESSAGE}")

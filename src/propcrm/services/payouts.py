@@ -539,9 +539,9 @@ def bus_mode_refusal(what: str) -> Refusal | None:
     the scale-out deployment (``PROPCRM_NATS_URL`` set) the stream is the log and nothing reads that
     table, so the money-moving step is refused, before anything is recorded, rather than approving a
     payout whose withdrawal no engine would ever apply."""
-    import os
+    from ..adapters.bus import bus_mode
 
-    if os.environ.get("PROPCRM_NATS_URL"):
+    if bus_mode():
         return Refusal(f"{what} is not available in the scale-out deployment yet (PROPCRM_NATS_URL is set): "
                        "its balance event cannot be written to the NATS event log from here; see docs/lifecycle.md")
     return None

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import NATS_URL_ENV, nats_url
 from .partitions import (
     DEFAULT_PARTITIONS,
     DEFAULT_STREAM,
@@ -58,7 +59,7 @@ class BusConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, url: str | None = None) -> BusConfig | None:
         env = os.environ if env is None else env
-        url = url or env.get("PROPCRM_NATS_URL")
+        url = url or nats_url(env)
         if not url:
             return None
         stream = env.get("PROPCRM_NATS_STREAM", DEFAULT_STREAM)
@@ -91,7 +92,7 @@ class BusConfig:
         return subject_of(self.stream, partition)
 
     def as_env(self) -> dict[str, str]:
-        return {"PROPCRM_NATS_URL": self.url, "PROPCRM_NATS_STREAM": self.stream,
+        return {NATS_URL_ENV: self.url, "PROPCRM_NATS_STREAM": self.stream,
                 "PROPCRM_PARTITIONS": str(self.partitions), "PROPCRM_NATS_DEDUPE_WINDOW": str(self.duplicate_window_s),
                 "PROPCRM_NATS_MAX_AGE": str(self.max_age_s), "PROPCRM_LEASE_TTL": str(self.lease_ttl_s)}
 
