@@ -443,9 +443,11 @@ class PhaseProgram:
     def check_pass(self, st: AccountState, ctx: Ctx) -> None:
         target = self.target
         assert target is not None
-        if not target.met(st) or not all(m.met(st) for m in self.minimums):
+        if not target.met(st):
             return
-        held = [(rule, found) for rule in self.blockers if (found := rule.blocker(st)) is not None]
+        # Every blocker of the pass, together: the minimum days first, then the blocker rules.
+        held = [(m, m.shortfall(st)) for m in self.minimums if not m.met(st)]
+        held += [(rule, found) for rule in self.blockers if (found := rule.blocker(st)) is not None]
         if held:
             key = " | ".join(message for _, (message, _) in held)
             if key != st.blocked_key:

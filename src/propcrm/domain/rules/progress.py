@@ -89,9 +89,25 @@ class MinTradingDaysRule(CompiledRule):
         if self.threshold is not None and st.day_profit >= self.threshold:
             st.counts[self.slot] += 1
 
+    def _what(self) -> str:
+        return "trading days" if self.threshold is None else f"days with closed profit ≥ {fmt(self.threshold)}"
+
     def describe(self, st: AccountState) -> str:
-        what = "trading days" if self.threshold is None else f"days with closed profit ≥ {fmt(self.threshold)}"
-        return f"{self.current(st)} {what} ≥ {self.days}"
+        return f"{self.current(st)} {self._what()} ≥ {self.days}"
+
+    def shortfall(self, st: AccountState) -> tuple[str, dict[str, Any]]:
+        """Why a met target does not pass yet, as a blocker says it (see ``PhaseProgram.check_pass``)."""
+        current = self.current(st)
+        return (
+            f"minimum trading days: {current} of {self.days} {self._what()} — keep trading",
+            dict(
+                value=Decimal(current),
+                threshold=Decimal(self.days),
+                trading_days=current,
+                required_days=self.days,
+                days_needed=self.days - current,
+            ),
+        )
 
 
 class MaxDurationRule(CompiledRule):
