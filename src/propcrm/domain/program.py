@@ -421,6 +421,10 @@ class PhaseProgram:
             st.positions = positions
         if not st.positions:
             st.equity = st.balance  # flat: nothing floats
+        else:
+            # The closed part's profit already floated in equity; its commission and swap are charged
+            # now, while the rest still floats (FTMO: equity includes commissions and swaps).
+            st.equity += ev.commission + ev.swap
         self._balance_moved(st, ctx)
         self._equity_moved(st, ctx)
         if pos is None:
