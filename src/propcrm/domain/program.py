@@ -394,7 +394,7 @@ class PhaseProgram:
         if not st.opened_today:
             st.opened_today = True
             st.active_days += 1
-        st.last_trade_at = ev.ts
+        st.last_trade_at = st.last_open_at = ev.ts
         self._remember(st, RecentAction(ts=ev.ts, action="open", position=ev.position, symbol=ev.symbol))
         for rule in self.hook["on_open"]:
             rule.on_open(st, ev, ctx)
@@ -405,7 +405,7 @@ class PhaseProgram:
         net = ev.profit + ev.commission + ev.swap
         st.balance += net
         st.day_profit += net
-        st.last_trade_at = ev.ts
+        st.last_trade_at = st.last_close_at = ev.ts
         pos = st.positions.get(ev.position)
         if pos is not None:
             before = pos.realised

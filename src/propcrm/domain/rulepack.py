@@ -199,9 +199,14 @@ class MaxDuration(Rule, tag="max_duration", frozen=True):
 
 
 class Inactivity(Rule, tag="inactivity", frozen=True):
-    """The account fails when no trade is opened or closed for this many calendar days."""
+    """The account fails when no trade activity is seen for this many 24-hour days.
+
+    ``activity`` says what resets the timer: any trade opened or closed (the default), only an
+    opening, or only a close (For Traders: days count from the last closed position).
+    """
 
     days: PositiveInt
+    activity: Literal["any_trade", "opened", "closed"] = "any_trade"
 
 
 class Consistency(Rule, tag="consistency", frozen=True):

@@ -69,7 +69,9 @@ class AccountState(msgspec.Struct, gc=False, omit_defaults=True):
     warned: int = 0
     # positions and history
     positions: dict[str, Position] = {}
-    last_trade_at: dt.datetime | None = None
+    last_trade_at: dt.datetime | None = None  # the last opening or close
+    last_open_at: dt.datetime | None = None
+    last_close_at: dt.datetime | None = None
     last_loss_lots: Decimal | None = None
     closed_positions: int = 0
     short_holds: int = 0

@@ -204,6 +204,36 @@ class TestInactivity:
         assert t.state.next_deadline <= utc("2026-03-11 09:00")
 
 
+    def test_for_traders_days_count_from_the_last_closed_position(self, trader_for):
+        """For Traders: inactivity counts from the last closed position; opening one does not reset it."""
+        t = trader_for("{kind: inactivity, days: 30, activity: closed}")
+        t.open(utc("2026-03-02 09:00"), "p1")
+        t.close(utc("2026-03-04 09:00"), "p1", "10.00")
+        t.open(utc("2026-03-20 09:00"), "p2")  # an opening is not activity here
+        assert t.clock(utc("2026-04-03 08:59")) == []
+        d = only(t.clock(utc("2026-04-03 09:00")))
+        assert (d.kind, d.rule) == ("breach", "inactivity")
+        assert d.message == "no position closed for 30 days (last activity 2026-03-04 09:00 UTC)"
+        assert d.details == {"last_activity": utc("2026-03-04 09:00"), "activity": "closed"}
+
+    def test_a_close_resets_the_closed_timer_and_the_phase_start_counts_before_any(self, trader_for):
+        t = trader_for("{kind: inactivity, days: 5, activity: closed}")
+        t.open(utc("2026-03-02 09:00"), "p1")  # the phase starts here; the open does not count
+        assert only(t.clock(utc("2026-03-07 09:00"))).message.startswith("no position closed for 5 days")
+        t = trader_for("{kind: inactivity, days: 5, activity: closed}")
+        t.open(utc("2026-03-02 09:00"), "p1")
+        t.close(utc("2026-03-06 09:00"), "p1", "1.00")
+        assert t.clock(utc("2026-03-11 08:59")) == []
+        assert only(t.clock(utc("2026-03-11 09:00"))).rule == "inactivity"
+
+    def test_only_openings_can_be_the_activity(self, trader_for):
+        t = trader_for("{kind: inactivity, days: 5, activity: opened}")
+        t.open(utc("2026-03-02 09:00"), "p1")
+        t.close(utc("2026-03-06 09:00"), "p1", "1.00")  # a close is not activity here
+        d = only(t.clock(utc("2026-03-07 09:00")))
+        assert d.message == "no position opened for 5 days (last activity 2026-03-02 09:00 UTC)"
+
+
 class TestConsistency:
     RULES = (TARGET, "{kind: consistency, max_best_day_pct: 50}")
 

@@ -140,18 +140,30 @@ class InactivityRule(CompiledRule):
         self.rule_id = cfg.rule_id
         self.span = dt.timedelta(days=cfg.days)
 
+    def _since(self, st: AccountState) -> dt.datetime | None:
+        activity = self.cfg.activity
+        if activity == "closed":
+            last = st.last_close_at
+        elif activity == "opened":
+            last = st.last_open_at
+        else:
+            last = st.last_trade_at
+        return last or st.phase_start
+
     def deadline(self, st: AccountState) -> dt.datetime | None:
-        since = st.last_trade_at or st.phase_start
+        since = self._since(st)
         return since + self.span if since is not None else None
 
     def on_deadline(self, st: AccountState, when: dt.datetime, ctx: Ctx) -> None:
-        since = st.last_trade_at or st.phase_start
+        since = self._since(st)
+        what = {"any_trade": "no trade", "opened": "no position opened", "closed": "no position closed"}
         ctx.breach(
             st,
             self.rule_id,
-            f"no trade for {self.cfg.days} days (last activity {since:%Y-%m-%d %H:%M} UTC)",
+            f"{what[self.cfg.activity]} for {self.cfg.days} days (last activity {since:%Y-%m-%d %H:%M} UTC)",
             threshold=Decimal(self.cfg.days),
             last_activity=since,
+            activity=self.cfg.activity if self.cfg.activity != "any_trade" else None,
         )
 
 
