@@ -63,7 +63,7 @@ from .rules.progress import (
     ProfitTargetRule,
 )
 from .rules.schedule import NewsRule, OvernightHoldingRule, TradingHoursRule, WeekendHoldingRule
-from .state import FAR_FUTURE, AccountState, Position, RecentAction
+from .state import FAR_FUTURE, MAX_RECENT, AccountState, Position, RecentAction
 
 INFINITY = Decimal("Infinity")
 NEG_INFINITY = Decimal("-Infinity")
@@ -188,10 +188,15 @@ class PhaseProgram:
         self.blockers = [r for r in rules if _overrides(r, "blocker")]
         self.news_rules = [r for r in rules if isinstance(r, NewsRule)]
         self.weekend = next((r for r in rules if isinstance(r, WeekendHoldingRule)), None)
+        # Trades are remembered long enough for a calendar entry that arrives up to late_s after its
+        # own time to judge every trade in its window (an entry known in time needs after_s).
         self.keep_recent = (
-            dt.timedelta(seconds=max(r.cfg.before_s + r.cfg.after_s for r in self.news_rules))
+            dt.timedelta(seconds=max(r.cfg.before_s + max(r.cfg.after_s, r.cfg.late_s) for r in self.news_rules))
             if self.news_rules
             else None
+        )
+        self.news_reach = (
+            dt.timedelta(seconds=max(r.cfg.before_s for r in self.news_rules)) if self.news_rules else None
         )
 
     # ------------------------------------------------------------------ state lifecycle
@@ -314,6 +319,10 @@ class PhaseProgram:
         if st.last_ts is None or ts > st.last_ts:
             st.last_ts = ts
 
+    def news_may_concern(self, st: AccountState, entry: NewsEntry) -> bool:
+        """Cheap test before a copy: has the account any remembered trade late enough for the window?"""
+        return bool(st.recent) and self.news_reach is not None and st.recent[-1].ts >= entry.ts - self.news_reach
+
     def on_news(self, st: AccountState, entry: NewsEntry, ctx: Ctx) -> None:
         if st.status not in LIVE or not st.recent:
             return
@@ -368,7 +377,11 @@ class PhaseProgram:
         if self.keep_recent is None:
             return
         horizon = action.ts - self.keep_recent
-        st.recent = [a for a in st.recent if a.ts >= horizon] + [action]
+        recent = st.recent
+        drop = len(recent) + 1 - MAX_RECENT if len(recent) >= MAX_RECENT else 0
+        while drop < len(recent) and recent[drop].ts < horizon:  # oldest first: actions come in time order
+            drop += 1
+        st.recent = recent[drop:] + [action]
 
     def _open(self, st: AccountState, ev: TradeOpened, ctx: Ctx) -> None:
         if st.status == "paused":
@@ -430,7 +443,17 @@ class PhaseProgram:
         if pos is None:
             return  # opened before propcrm saw the account: the balance counts, per-position rules cannot
         self._remember(
-            st, RecentAction(ts=ev.ts, action="close", position=ev.position, symbol=pos.symbol, net=net)
+            st,
+            RecentAction(
+                ts=ev.ts,
+                action="close",
+                position=ev.position,
+                symbol=pos.symbol,
+                net=net,
+                opened_at=pos.opened_at,
+                total=pos.realised,
+                deducted=pos.news_deducted,
+            ),
         )
         for rule in self.hook["on_close"]:
             rule.on_close(st, ev, pos, before, ctx)
