@@ -195,6 +195,10 @@ class PhaseProgram:
             if self.news_rules
             else None
         )
+        # What a remembered close must carry: its opening (opened_and_closed) and the position's result
+        # and deduction (profit_scope: position); left out otherwise, to keep the state small.
+        self.remember_opening = any(r.both for r in self.news_rules)
+        self.remember_total = any(r.whole for r in self.news_rules)
         self.news_reach = (
             dt.timedelta(seconds=max(r.cfg.before_s for r in self.news_rules)) if self.news_rules else None
         )
@@ -450,8 +454,8 @@ class PhaseProgram:
                 position=ev.position,
                 symbol=pos.symbol,
                 net=net,
-                opened_at=pos.opened_at,
-                total=pos.realised,
+                opened_at=pos.opened_at if self.remember_opening else None,
+                total=pos.realised if self.remember_total else None,
                 deducted=pos.news_deducted,
             ),
         )
