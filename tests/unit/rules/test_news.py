@@ -278,6 +278,13 @@ class TestForTraders:
         assert d.details["deducted"] == D("500.00")
         assert t.news(AT, "GDP (revised)", currency="GBP") == []  # deducted once
 
+    def test_opened_in_one_window_and_closed_in_another_is_not_opened_and_closed_inside(self, trader_for):
+        t = trader_for(FORTRADERS)
+        t.news(AT, GDP, currency="USD")
+        t.news(t_("14:30:00"), "ISM", currency="USD")
+        t.open(t_("13:29:00"), "p1")
+        assert t.close(t_("14:31:00"), "p1", "700.00") == []
+
     def test_as_an_offence_only_the_trade_opened_and_closed_inside_offends(self, trader_for):
         t = trader_for("{kind: news, before_s: 300, after_s: 300, inside: opened_and_closed}")
         t.news(AT, GDP, currency="USD")
@@ -354,6 +361,26 @@ class TestFundedNext:
         d = only(t.news(AT, NFP, currency="USD"))
         assert d.details["deducted"] == D("1200.00")  # 60% of 2,000
         assert t.news(AT, "NFP (revised)", currency="USD") == []
+
+    def test_an_order_opened_inside_and_closed_later_is_affected_whole(self, trader_for):
+        t = trader_for(FUNDEDNEXT)
+        t.news(AT, NFP, currency="USD")
+        assert t.open(t_("13:34:00"), "p1") == []  # inside: marks the order, nothing to deduct yet
+        d = only(t.close(t_("15:00:00"), "p1", "1000.00"))
+        assert d.message == (
+            "position p1 (EURUSD) was traded inside a news window: of the whole position's profit 1,000.00 only "
+            "40% counts, 600.00 is deducted"
+        )
+
+    def test_a_later_losing_portion_returns_part_of_the_deduction(self, trader_for):
+        t = trader_for(FUNDEDNEXT)
+        t.news(AT, NFP, currency="USD")
+        t.open(t_("09:00:00"), "p1", lots="2")
+        t.close(t_("13:31:00"), "p1", "1000.00", lots="1")  # 600 deducted
+        d = only(t.close(t_("15:00:00"), "p1", "-400.00", lots="1"))  # the order made 600 in all
+        assert d.details["deducted"] == D("-240.00")
+        assert d.message.endswith("the whole position's profit is now 600.00, 240.00 of its deduction is returned")
+        assert t.state.deductions == D("360.00")  # 60% of the order's 600
 
     def test_the_scope_needs_partial_profit(self):
         from propcrm.domain.rulepack import RulePackError, parse_pack
