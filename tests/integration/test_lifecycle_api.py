@@ -13,6 +13,7 @@ from argon2 import PasswordHasher
 from sqlalchemy import select
 
 from propcrm.adapters.db import models as m
+from propcrm.adapters.db.models_lifecycle import Order
 from propcrm.services import users
 from support.lifecycle import add_life_pack, add_user, approve_kyc, funded_account, provider_key, signed_post
 from support.routes_lifecycle import _product, _violation
@@ -312,3 +313,37 @@ def test_profit_made_in_a_news_window_is_deducted_from_the_payout_and_the_deduct
     after = world.client.get(f"/api/v1/accounts/{account}/payout-eligibility", headers=me).json()
     steps = {step["label"]: step["amount"] for step in after["steps"]}
     assert steps["profit since the last payout"] == "0" and steps["deducted profit (penalties)"] == "0"
+
+
+def test_a_product_on_a_retired_version_is_not_sold_and_a_paid_order_always_gets_its_account(world):
+    """Issue 19: after its pack version was retired a product stayed on sale; the order was taken (201) and
+    its payment then refused (409): a paid order with no account."""
+    payments = provider_key(world, platform="payments")
+    product = _product(world)
+    pending = _order(world)  # taken while the version is live
+    assert pending.status_code == 201, pending.text
+    with world.sessions.begin() as s:
+        version_id = s.get(m.Product, product).pack_version_id
+        label = f"{s.get(m.RulePackVersion, version_id).pack_id} v{s.get(m.RulePackVersion, version_id).version}"
+    retired = world.client.post(f"/api/v1/packs/{version_id}/retire", headers=world.headers("admin"))
+    assert retired.status_code == 200, retired.text
+
+    refused = _order(world)
+    assert refused.status_code == 409
+    assert refused.json()["error"] == (
+        f"product Challenge 10k is not on sale: rule pack {label} is retired; sell a product on the pack's live version"
+    )
+    catalog = world.client.get("/api/v1/products?on_sale=true", headers=world.headers("finance")).json()
+    assert product not in [p["id"] for p in catalog]
+    listed = {p["id"]: p for p in world.client.get("/api/v1/products", headers=world.headers("finance")).json()}
+    assert listed[product]["active"] is True and listed[product]["on_sale"] is False
+
+    # the order taken before the retirement is paid: it gets its account, on the version it was sold
+    paid = signed_post(world, "/api/v1/webhooks/payments", {"order_id": pending.json()["id"], "status": "paid"},
+                       payments)
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["status"] == "paid" and paid.json()["account_id"] is not None
+    with world.sessions.begin() as s:
+        assert s.get(m.Account, paid.json()["account_id"]).pack_version_id == version_id
+        no_account = s.scalars(select(Order).where(Order.status == "paid", Order.account_id.is_(None))).all()
+    assert no_account == []

@@ -71,12 +71,14 @@ class Market(msgspec.Struct):
         after_s: int,
         impacts: frozenset[str],
         overrides: dict[str, list[str]] | None = None,
+        since: dt.datetime | None = None,
     ) -> NewsEntry | None:
-        """The first news entry whose window [ts − before, ts + after] holds ``instant`` for ``symbol``."""
+        """The first news entry whose window [ts − before, ts + after] holds ``instant`` for ``symbol``
+        (and ``since`` as well, when given: an opening that must lie in the same window)."""
         if not self.news_times:
             return None
         low = bisect.bisect_left(self.news_times, instant - dt.timedelta(seconds=after_s))
-        high = bisect.bisect_right(self.news_times, instant + dt.timedelta(seconds=before_s))
+        high = bisect.bisect_right(self.news_times, (since or instant) + dt.timedelta(seconds=before_s))
         currencies: frozenset[str] | None = None
         for entry in self.news[low:high]:
             if entry.impact not in impacts:

@@ -63,7 +63,7 @@ from .rules.progress import (
     ProfitTargetRule,
 )
 from .rules.schedule import NewsRule, OvernightHoldingRule, TradingHoursRule, WeekendHoldingRule
-from .state import FAR_FUTURE, AccountState, Position, RecentAction
+from .state import FAR_FUTURE, MAX_RECENT, AccountState, Position, RecentAction
 
 INFINITY = Decimal("Infinity")
 NEG_INFINITY = Decimal("-Infinity")
@@ -188,10 +188,19 @@ class PhaseProgram:
         self.blockers = [r for r in rules if _overrides(r, "blocker")]
         self.news_rules = [r for r in rules if isinstance(r, NewsRule)]
         self.weekend = next((r for r in rules if isinstance(r, WeekendHoldingRule)), None)
+        # Trades are remembered long enough for a calendar entry that arrives up to late_s after its
+        # own time to judge every trade in its window (an entry known in time needs after_s).
         self.keep_recent = (
-            dt.timedelta(seconds=max(r.cfg.before_s + r.cfg.after_s for r in self.news_rules))
+            dt.timedelta(seconds=max(r.cfg.before_s + max(r.cfg.after_s, r.cfg.late_s) for r in self.news_rules))
             if self.news_rules
             else None
+        )
+        # What a remembered close must carry: its opening (opened_and_closed) and the position's result
+        # and deduction (profit_scope: position); left out otherwise, to keep the state small.
+        self.remember_opening = any(r.both for r in self.news_rules)
+        self.remember_total = any(r.whole for r in self.news_rules)
+        self.news_reach = (
+            dt.timedelta(seconds=max(r.cfg.before_s for r in self.news_rules)) if self.news_rules else None
         )
 
     # ------------------------------------------------------------------ state lifecycle
@@ -314,6 +323,10 @@ class PhaseProgram:
         if st.last_ts is None or ts > st.last_ts:
             st.last_ts = ts
 
+    def news_may_concern(self, st: AccountState, entry: NewsEntry) -> bool:
+        """Cheap test before a copy: has the account any remembered trade late enough for the window?"""
+        return bool(st.recent) and self.news_reach is not None and st.recent[-1].ts >= entry.ts - self.news_reach
+
     def on_news(self, st: AccountState, entry: NewsEntry, ctx: Ctx) -> None:
         if st.status not in LIVE or not st.recent:
             return
@@ -368,7 +381,11 @@ class PhaseProgram:
         if self.keep_recent is None:
             return
         horizon = action.ts - self.keep_recent
-        st.recent = [a for a in st.recent if a.ts >= horizon] + [action]
+        recent = st.recent
+        drop = len(recent) + 1 - MAX_RECENT if len(recent) >= MAX_RECENT else 0
+        while drop < len(recent) and recent[drop].ts < horizon:  # oldest first: actions come in time order
+            drop += 1
+        st.recent = recent[drop:] + [action]
 
     def _open(self, st: AccountState, ev: TradeOpened, ctx: Ctx) -> None:
         if st.status == "paused":
@@ -394,7 +411,7 @@ class PhaseProgram:
         if not st.opened_today:
             st.opened_today = True
             st.active_days += 1
-        st.last_trade_at = ev.ts
+        st.last_trade_at = st.last_open_at = ev.ts
         self._remember(st, RecentAction(ts=ev.ts, action="open", position=ev.position, symbol=ev.symbol))
         for rule in self.hook["on_open"]:
             rule.on_open(st, ev, ctx)
@@ -405,7 +422,7 @@ class PhaseProgram:
         net = ev.profit + ev.commission + ev.swap
         st.balance += net
         st.day_profit += net
-        st.last_trade_at = ev.ts
+        st.last_trade_at = st.last_close_at = ev.ts
         pos = st.positions.get(ev.position)
         if pos is not None:
             before = pos.realised
@@ -421,12 +438,26 @@ class PhaseProgram:
             st.positions = positions
         if not st.positions:
             st.equity = st.balance  # flat: nothing floats
+        else:
+            # The closed part's profit already floated in equity; its commission and swap are charged
+            # now, while the rest still floats (FTMO: equity includes commissions and swaps).
+            st.equity += ev.commission + ev.swap
         self._balance_moved(st, ctx)
         self._equity_moved(st, ctx)
         if pos is None:
             return  # opened before propcrm saw the account: the balance counts, per-position rules cannot
         self._remember(
-            st, RecentAction(ts=ev.ts, action="close", position=ev.position, symbol=pos.symbol, net=net)
+            st,
+            RecentAction(
+                ts=ev.ts,
+                action="close",
+                position=ev.position,
+                symbol=pos.symbol,
+                net=net,
+                opened_at=pos.opened_at if self.remember_opening else None,
+                total=pos.realised if self.remember_total else None,
+                deducted=pos.news_deducted,
+            ),
         )
         for rule in self.hook["on_close"]:
             rule.on_close(st, ev, pos, before, ctx)
@@ -443,9 +474,11 @@ class PhaseProgram:
     def check_pass(self, st: AccountState, ctx: Ctx) -> None:
         target = self.target
         assert target is not None
-        if not target.met(st) or not all(m.met(st) for m in self.minimums):
+        if not target.met(st):
             return
-        held = [(rule, found) for rule in self.blockers if (found := rule.blocker(st)) is not None]
+        # Every blocker of the pass, together: the minimum days first, then the blocker rules.
+        held = [(m, m.shortfall(st)) for m in self.minimums if not m.met(st)]
+        held += [(rule, found) for rule in self.blockers if (found := rule.blocker(st)) is not None]
         if held:
             key = " | ".join(message for _, (message, _) in held)
             if key != st.blocked_key:

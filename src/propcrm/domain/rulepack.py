@@ -199,9 +199,14 @@ class MaxDuration(Rule, tag="max_duration", frozen=True):
 
 
 class Inactivity(Rule, tag="inactivity", frozen=True):
-    """The account fails when no trade is opened or closed for this many calendar days."""
+    """The account fails when no trade activity is seen for this many 24-hour days.
+
+    ``activity`` says what resets the timer: any trade opened or closed (the default), only an
+    opening, or only a close (For Traders: days count from the last closed position).
+    """
 
     days: PositiveInt
+    activity: Literal["any_trade", "opened", "closed"] = "any_trade"
 
 
 class Consistency(Rule, tag="consistency", frozen=True):
@@ -271,6 +276,9 @@ class LotEscalation(Rule, tag="lot_escalation", frozen=True):
             raise ValueError(f"`factor` must be greater than 1, got {self.factor}")
 
 
+_LATE_S = 3600  # how late a calendar entry may arrive by default (one hour)
+
+
 class NewsWindow(Rule, tag="news", frozen=True):
     """Opening or closing (SL/TP/pending fills included) within the window around a news event."""
 
@@ -280,11 +288,25 @@ class NewsWindow(Rule, tag="news", frozen=True):
     action: Literal["violation", "breach", "partial_profit"] = "violation"
     profit_counted_pct: Decimal = _ZERO
     symbol_currencies: dict[str, list[str]] | None = None
+    # Which trades the window catches: opened or closed inside it (FTMO, FundedNext), or only those
+    # opened and closed inside the same window (For Traders: a trade opened before it may close inside).
+    inside: Literal["opened_or_closed", "opened_and_closed"] = "opened_or_closed"
+    # With partial_profit: each close inside counts on its own, or the whole position is affected
+    # (FundedNext: "if a trader closes a portion of an order, the entire order is affected").
+    profit_scope: Literal["close", "position"] = "close"
+    # How long after its own time a calendar entry may still arrive and be judged against the trades
+    # in its window: the engine remembers each account's trades that long (and at most MAX_RECENT).
+    late_s: Annotated[int, msgspec.Meta(ge=0, le=604800)] = _LATE_S
 
     def __post_init__(self) -> None:
         if not self.impact:
             raise ValueError("`impact` must list at least one level")
         _check_pct("profit_counted_pct", self.profit_counted_pct, allow_zero=True)
+        if self.late_s == _LATE_S:
+            # msgspec leaves a default out by identity: the default written out must hash as left out
+            msgspec.structs.force_setattr(self, "late_s", _LATE_S)
+        if self.profit_scope == "position" and self.action != "partial_profit":
+            raise ValueError("`profit_scope: position` needs `action: partial_profit`")
 
 
 class WeekendHolding(Rule, tag="weekend_holding", frozen=True):

@@ -30,16 +30,28 @@ class Position(msgspec.Struct, gc=False):
     sl: Decimal | None = None
     realised: Decimal = Decimal(0)
     in_news: bool = False
+    news_deducted: Decimal = Decimal(0)  # profit deducted so far when the whole position is affected
 
 
-class RecentAction(msgspec.Struct, array_like=True, gc=False, frozen=True):
-    """A trade action kept for ``before_s`` seconds, to judge news published after the fact."""
+# At most this many trade actions are remembered per account for news published after the fact.
+MAX_RECENT = 256
+
+
+class RecentAction(msgspec.Struct, array_like=True, gc=False, frozen=True, omit_defaults=True):
+    """A trade action remembered for a while, to judge news published after the fact.
+
+    A close also carries the position's opening time, its realised result after this close and the
+    profit deducted from the whole position so far (``news`` with ``profit_scope: position``).
+    """
 
     ts: dt.datetime
     action: str  # "open" | "close"
     position: str
     symbol: str
     net: Decimal | None = None
+    opened_at: dt.datetime | None = None
+    total: Decimal | None = None
+    deducted: Decimal = Decimal(0)
 
 
 class AccountState(msgspec.Struct, gc=False, omit_defaults=True):
@@ -69,7 +81,9 @@ class AccountState(msgspec.Struct, gc=False, omit_defaults=True):
     warned: int = 0
     # positions and history
     positions: dict[str, Position] = {}
-    last_trade_at: dt.datetime | None = None
+    last_trade_at: dt.datetime | None = None  # the last opening or close
+    last_open_at: dt.datetime | None = None
+    last_close_at: dt.datetime | None = None
     last_loss_lots: Decimal | None = None
     closed_positions: int = 0
     short_holds: int = 0

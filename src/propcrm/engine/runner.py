@@ -270,7 +270,7 @@ class Engine:
         for account in sorted(self.states):
             st = self.states[account]
             program = self.programs[account]
-            if not program.news_rules or not st.recent or st.status not in ("active", "paused"):
+            if not program.news_rules or st.status not in ("active", "paused") or not program.news_may_concern(st, entry):
                 continue
             new = copy_state(st)
             ctx = Ctx(ev.id, ev.ts, self.market)

@@ -635,8 +635,12 @@ def create_account(
     trader_id: int | None = None,
     product_id: int | None = None,
     actor: str,
+    sold_before_retirement: bool = False,
 ) -> m.Account:
-    """A new account bound to a pack version (the version it keeps until an audited re-bind); audited."""
+    """A new account bound to a pack version (the version it keeps until an audited re-bind); audited.
+
+    A retired version takes no new accounts, except the account of an order taken while the version
+    was still on sale (``sold_before_retirement``: the lifecycle's paid order)."""
     if not isinstance(external_id, str) or not _EXTERNAL_ID.fullmatch(external_id) or external_id != external_id.strip():
         raise Invalid("external_id must be 1 to 200 characters without control characters or outer spaces")
     if not platform or len(platform) > 64:
@@ -654,7 +658,7 @@ def create_account(
     version = session.get(m.RulePackVersion, pack_version_id)
     if version is None or version.firm_id != firm_id:
         raise Invalid(f"no rule pack version {pack_version_id} in firm {firm_id}")
-    if version.status == "retired":
+    if version.status == "retired" and not sold_before_retirement:
         raise Conflict(f"rule pack {version.pack_id} v{version.version} is retired; bind new accounts to a live version")
     try:
         account = catalog_create_account(

@@ -509,6 +509,12 @@ def create_order(session: Session, *, firm_id: str, trader_id: int, product_id: 
         raise NotFound(f"no product {product_id}")
     if not product.active:
         return Refusal(f"product {product.name} is not on sale")
+    version = session.get(m.RulePackVersion, product.pack_version_id)
+    if version is None or version.status == "retired":
+        # A paid order must always become an account: never take an order that could not become one.
+        which = f"rule pack {version.pack_id} v{version.version}" if version is not None else "its rule pack version"
+        return Refusal(f"product {product.name} is not on sale: {which} is retired; "
+                       "sell a product on the pack's live version")
     if not platform or len(platform) > 64:
         raise Invalid("platform: 1 to 64 characters")
     code, discount = _discount(session, firm_id, discount_code, product.price)
@@ -602,9 +608,12 @@ def _assign_challenge(session: Session, order: Order, actor: str) -> m.Account:
     the outbox and the platform connector). A reset closes the failed account it replaces."""
     product = session.get(m.Product, order.product_id)
     external_id = f"CH-{order.id}"
+    # The order was taken while its version was on sale: the account keeps the version it was sold,
+    # even if that version has been retired since (a paid order never goes without its account).
     account = create_platform_account(session, firm_id=order.firm_id, external_id=external_id,
                                       pack_version_id=product.pack_version_id, platform=order.platform,
-                                      trader_id=order.trader_id, product_id=product.id, actor=actor)
+                                      trader_id=order.trader_id, product_id=product.id, actor=actor,
+                                      sold_before_retirement=True)
     order.account_id = account.id
     session.add(m.OutboxMessage(
         firm_id=order.firm_id, kind="platform_command", dedupe_key=f"lifecycle:order:{order.id}:create_account",

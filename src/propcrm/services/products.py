@@ -17,10 +17,19 @@ from .errors import Conflict, Invalid
 MAX_PRICE = Decimal("1000000000")
 
 
-def product_view(row: m.Product) -> dict[str, Any]:
-    return {"id": row.id, "name": row.name, "pack_version_id": row.pack_version_id,
+def on_sale(session: Session, row: m.Product) -> bool:
+    """Sold only while active and on a version that is not retired (``POST /orders`` refuses the rest)."""
+    version = session.get(m.RulePackVersion, row.pack_version_id)
+    return bool(row.active) and version is not None and version.status != "retired"
+
+
+def product_view(row: m.Product, session: Session | None = None) -> dict[str, Any]:
+    view = {"id": row.id, "name": row.name, "pack_version_id": row.pack_version_id,
             "account_size": money(row.account_size), "price": money(row.price), "currency": row.currency,
             "active": row.active}
+    if session is not None:
+        view["on_sale"] = on_sale(session, row)
+    return view
 
 
 def list_products(session: Session, *, firm_id: str) -> list[m.Product]:

@@ -85,11 +85,13 @@ def pack_summaries(session: Session, *, firm_id: str, pack_id: str | None = None
         .group_by(m.Account.pack_version_id)
     ).all())
     products: dict[int, list[str]] = {}
+    retired = {r.id for r in rows if r.status == "retired"}
     for version_id, name, active in session.execute(
         select(m.Product.pack_version_id, m.Product.name, m.Product.active)
         .where(m.Product.firm_id == firm_id, m.Product.pack_version_id.in_(ids)).order_by(m.Product.name)
     ):
-        products.setdefault(version_id, []).append(name if active else f"{name} (inactive)")
+        label = f"{name} (inactive)" if not active else f"{name} (not on sale: version retired)" if version_id in retired else name
+        products.setdefault(version_id, []).append(label)
     packs: dict[str, PackSummary] = {}
     for row in rows:
         summary = packs.get(row.pack_id)

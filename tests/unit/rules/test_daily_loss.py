@@ -271,3 +271,29 @@ def test_the_two_step_preset_explains_the_floor_in_the_guides_words():
         "equity 94,999.00 fell below the daily floor 95,000.00 = balance at day start 100,000.00 − 5% of "
         "initial 100,000.00"
     )
+
+
+class TestCostsAtAPartialClose:
+    """FTMO: "equity includes open positions, commissions and swaps". Closing part of a position moves
+    its profit from floating to the balance (equity does not change by it) and charges its commission
+    and swap at once, while the rest still floats."""
+
+    RULE = "{kind: daily_loss, amount: {pct_initial: 5}, base: balance}"
+
+    def test_the_exit_commission_of_a_partial_close_breaches_at_that_close(self, trader_for):
+        t = trader_for(self.RULE)
+        t.open(at(DAY1, "09:00"), "p1", lots="2")
+        assert t.equity(at(DAY1, "10:00"), "95010.00") == []  # floating −4,990: 10.00 above the floor
+        d = only(t.close(at(DAY1, "10:01"), "p1", "-2495.00", lots="1", commission="-7.00", swap="-5.00"))
+        assert (d.kind, d.rule, d.event_id) == ("breach", "daily_loss", "c-A1-3")
+        assert d.value == D("94998.00")  # 95,010 − 7 − 5, the other lot still floating
+        assert t.state.balance == D("97493.00")  # 100,000 − 2,495 − 7 − 5
+
+    def test_the_rest_keeps_floating_and_the_next_report_is_the_truth(self, trader_for):
+        t = trader_for(self.RULE)
+        t.open(at(DAY1, "09:00"), "p1", lots="2")
+        t.equity(at(DAY1, "10:00"), "99000.00")
+        assert t.close(at(DAY1, "10:01"), "p1", "-500.00", lots="1", commission="-3.50", swap="1.00") == []
+        assert t.state.equity == D("98997.50")  # only the costs moved it: the loss had already floated
+        assert t.equity(at(DAY1, "10:02"), "99100.00", "99497.50") == []
+        assert t.state.equity == D("99100.00")

@@ -74,18 +74,53 @@ class TestMinTradingDays:
         t = trader_for(TARGET, "{kind: min_trading_days, days: 4, counts: opened}")
         win(t, 1, "4000.00")
         win(t, 1, "4000.00", clock="11:00")  # a second trade the same day counts once
-        assert win(t, 2, "2000.00") == []  # target met on day 2, only 2 trading days
+        d = only(win(t, 2, "2000.00"))  # target met on day 2, only 2 trading days
+        assert (d.kind, d.rule) == ("blocked", "min_trading_days")
         assert t.state.active_days == 2
-        assert win(t, 3, "0.00") == []
+        assert only(win(t, 3, "0.00")).message.startswith("target met but minimum trading days: 3 of 4")
         d = only(win(t, 4, "0.00"))
         assert d.kind == "phase_passed"
         assert d.message == "phase-1 passed: balance 110,000.00 ≥ target 110,000.00; 4 trading days ≥ 4"
         assert d.details["trading_days"] == 4
 
+    def test_ftmo_a_target_met_early_says_how_many_days_are_left_once_per_change(self, trader_for):
+        """FTMO: at least 4 trading days; a trader who reaches the 10% target on the second day must keep
+        trading (one trade a day is enough) and is told so, not left to guess from a missing pass."""
+        t = trader_for(TARGET, "{kind: min_trading_days, days: 4, counts: opened}")
+        win(t, 1, "6000.00")
+        d = only(win(t, 2, "4000.00"))
+        assert (d.kind, d.rule, d.phase) == ("blocked", "min_trading_days", "phase-1")
+        assert d.message == "target met but minimum trading days: 2 of 4 trading days — keep trading"
+        assert (d.value, d.threshold) == (D(2), D(4))
+        assert d.details == {"trading_days": 2, "required_days": 4, "days_needed": 2}
+        assert t.equity(day(2, "12:00"), "110000.00") == []  # the same text is not repeated
+        assert t.clock(day(2, "23:59")) == []
+        assert only(win(t, 3, "0.00")).message == (
+            "target met but minimum trading days: 3 of 4 trading days — keep trading"
+        )
+        assert only(win(t, 4, "0.00")).kind == "phase_passed"
+
+    def test_every_blocker_is_named_at_once_days_and_consistency(self, trader_for):
+        t = trader_for(TARGET, "{kind: min_trading_days, days: 4}", "{kind: consistency, max_best_day_pct: 50}")
+        win(t, 1, "2000.00")
+        decisions = win(t, 2, "8000.00")
+        assert kinds(decisions) == [("blocked", "consistency"), ("blocked", "min_trading_days")]
+        assert decisions[1].message == "target met but minimum trading days: 2 of 4 trading days — keep trading"
+        assert "best day 8,000.00 is 80%" in decisions[0].message
+        # the days move on, consistency still holds: both are said again, together, with the new text
+        decisions = win(t, 3, "0.00")
+        assert kinds(decisions) == [("blocked", "consistency"), ("blocked", "min_trading_days")]
+        assert "3 of 4" in decisions[1].message
+        # the days are met; only consistency is left
+        d = only(win(t, 4, "0.00"))
+        assert (d.kind, d.rule) == ("blocked", "consistency")
+        assert t.state.status == "active"
+
     def test_days_without_an_opened_position_do_not_count(self, trader_for):
         t = trader_for(TARGET, "{kind: min_trading_days, days: 2}")
         t.open(day(1), "p1")
-        assert t.close(day(2), "p1", "10000.00") == []  # closed on day 2, opened on day 1
+        d = only(t.close(day(2), "p1", "10000.00"))  # closed on day 2, opened on day 1
+        assert d.message == "target met but minimum trading days: 1 of 2 trading days — keep trading"
         assert t.state.active_days == 1
 
     def test_profitable_days_count_only_at_the_threshold(self, trader_for):
@@ -94,7 +129,10 @@ class TestMinTradingDays:
             "{kind: min_trading_days, days: 2, counts: {profitable_pct_initial: 0.5}}",  # 500 a day
         )
         assert win(t, 1, "600.00") == []
-        assert win(t, 2, "499.99") == []  # target met, but day 2 does not count
+        d = only(win(t, 2, "499.99"))  # target met, but day 2 does not count
+        assert d.message == (
+            "target met but minimum trading days: 1 of 2 days with closed profit ≥ 500.00 — keep trading"
+        )
         assert t.state.status == "active"
         d = only(win(t, 3, "500.00"))
         assert d.kind == "phase_passed"
@@ -107,7 +145,7 @@ class TestMinTradingDays:
         )
         win(t, 1, "800.00")
         win(t, 1, "-400.00", clock="11:00")  # day 1 nets 400: does not count
-        assert win(t, 2, "600.00") == []  # target met with one counted day
+        assert only(win(t, 2, "600.00")).kind == "blocked"  # target met with one counted day
         assert only(win(t, 3, "500.00")).kind == "phase_passed"
 
 
@@ -164,6 +202,36 @@ class TestInactivity:
         t.open(utc("2026-03-06 09:00"), "p2")
         assert t.clock(utc("2026-03-07 09:00")) == []
         assert t.state.next_deadline <= utc("2026-03-11 09:00")
+
+
+    def test_for_traders_days_count_from_the_last_closed_position(self, trader_for):
+        """For Traders: inactivity counts from the last closed position; opening one does not reset it."""
+        t = trader_for("{kind: inactivity, days: 30, activity: closed}")
+        t.open(utc("2026-03-02 09:00"), "p1")
+        t.close(utc("2026-03-04 09:00"), "p1", "10.00")
+        t.open(utc("2026-03-20 09:00"), "p2")  # an opening is not activity here
+        assert t.clock(utc("2026-04-03 08:59")) == []
+        d = only(t.clock(utc("2026-04-03 09:00")))
+        assert (d.kind, d.rule) == ("breach", "inactivity")
+        assert d.message == "no position closed for 30 days (last activity 2026-03-04 09:00 UTC)"
+        assert d.details == {"last_activity": utc("2026-03-04 09:00"), "activity": "closed"}
+
+    def test_a_close_resets_the_closed_timer_and_the_phase_start_counts_before_any(self, trader_for):
+        t = trader_for("{kind: inactivity, days: 5, activity: closed}")
+        t.open(utc("2026-03-02 09:00"), "p1")  # the phase starts here; the open does not count
+        assert only(t.clock(utc("2026-03-07 09:00"))).message.startswith("no position closed for 5 days")
+        t = trader_for("{kind: inactivity, days: 5, activity: closed}")
+        t.open(utc("2026-03-02 09:00"), "p1")
+        t.close(utc("2026-03-06 09:00"), "p1", "1.00")
+        assert t.clock(utc("2026-03-11 08:59")) == []
+        assert only(t.clock(utc("2026-03-11 09:00"))).rule == "inactivity"
+
+    def test_only_openings_can_be_the_activity(self, trader_for):
+        t = trader_for("{kind: inactivity, days: 5, activity: opened}")
+        t.open(utc("2026-03-02 09:00"), "p1")
+        t.close(utc("2026-03-06 09:00"), "p1", "1.00")  # a close is not activity here
+        d = only(t.clock(utc("2026-03-07 09:00")))
+        assert d.message == "no position opened for 5 days (last activity 2026-03-02 09:00 UTC)"
 
 
 class TestConsistency:

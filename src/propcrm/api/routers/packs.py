@@ -64,6 +64,7 @@ class ProductOut(BaseModel):
     price: str | None
     currency: str
     active: bool
+    on_sale: bool = Field(description="active and on a rule pack version that is not retired: what may be ordered")
 
 
 class ProductIn(BaseModel):
@@ -146,8 +147,14 @@ def retire_pack(version_id: VersionId, user: AdminUser, session: Db) -> dict:
 
 
 @router.get("/products", response_model=list[ProductOut], tags=["products"], summary="Products")
-def list_products(user: FinanceUser, session: Db) -> list[dict]:
-    return [product_service.product_view(row) for row in product_service.list_products(session, firm_id=user.firm_id)]
+def list_products(
+    user: FinanceUser,
+    session: Db,
+    on_sale: Annotated[bool | None, Query(description="true: only what may be ordered (the catalog)")] = None,
+) -> list[dict]:
+    views = [product_service.product_view(row, session)
+             for row in product_service.list_products(session, firm_id=user.firm_id)]
+    return [v for v in views if on_sale is None or v["on_sale"] is on_sale]
 
 
 @router.post("/products", response_model=ProductOut, status_code=201, tags=["products"],
@@ -155,4 +162,4 @@ def list_products(user: FinanceUser, session: Db) -> list[dict]:
 def create_product(body: ProductIn, user: FinanceUser, session: Db) -> dict:
     row = product_service.create_product(session, firm_id=user.firm_id, name=body.name,
                                          pack_version_id=body.pack_version_id, price=body.price, actor=user.actor)
-    return product_service.product_view(row)
+    return product_service.product_view(row, session)

@@ -89,9 +89,25 @@ class MinTradingDaysRule(CompiledRule):
         if self.threshold is not None and st.day_profit >= self.threshold:
             st.counts[self.slot] += 1
 
+    def _what(self) -> str:
+        return "trading days" if self.threshold is None else f"days with closed profit ≥ {fmt(self.threshold)}"
+
     def describe(self, st: AccountState) -> str:
-        what = "trading days" if self.threshold is None else f"days with closed profit ≥ {fmt(self.threshold)}"
-        return f"{self.current(st)} {what} ≥ {self.days}"
+        return f"{self.current(st)} {self._what()} ≥ {self.days}"
+
+    def shortfall(self, st: AccountState) -> tuple[str, dict[str, Any]]:
+        """Why a met target does not pass yet, as a blocker says it (see ``PhaseProgram.check_pass``)."""
+        current = self.current(st)
+        return (
+            f"minimum trading days: {current} of {self.days} {self._what()} — keep trading",
+            dict(
+                value=Decimal(current),
+                threshold=Decimal(self.days),
+                trading_days=current,
+                required_days=self.days,
+                days_needed=self.days - current,
+            ),
+        )
 
 
 class MaxDurationRule(CompiledRule):
@@ -124,18 +140,30 @@ class InactivityRule(CompiledRule):
         self.rule_id = cfg.rule_id
         self.span = dt.timedelta(days=cfg.days)
 
+    def _since(self, st: AccountState) -> dt.datetime | None:
+        activity = self.cfg.activity
+        if activity == "closed":
+            last = st.last_close_at
+        elif activity == "opened":
+            last = st.last_open_at
+        else:
+            last = st.last_trade_at
+        return last or st.phase_start
+
     def deadline(self, st: AccountState) -> dt.datetime | None:
-        since = st.last_trade_at or st.phase_start
+        since = self._since(st)
         return since + self.span if since is not None else None
 
     def on_deadline(self, st: AccountState, when: dt.datetime, ctx: Ctx) -> None:
-        since = st.last_trade_at or st.phase_start
+        since = self._since(st)
+        what = {"any_trade": "no trade", "opened": "no position opened", "closed": "no position closed"}
         ctx.breach(
             st,
             self.rule_id,
-            f"no trade for {self.cfg.days} days (last activity {since:%Y-%m-%d %H:%M} UTC)",
+            f"{what[self.cfg.activity]} for {self.cfg.days} days (last activity {since:%Y-%m-%d %H:%M} UTC)",
             threshold=Decimal(self.cfg.days),
             last_activity=since,
+            activity=self.cfg.activity if self.cfg.activity != "any_trade" else None,
         )
 
 
