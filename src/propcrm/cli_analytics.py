@@ -169,13 +169,14 @@ def analyze_generate(
     seed: int = 7,
     honest: int = 600,
     days: int = 10,
+    adaptive: Annotated[bool, typer.Option(help="abusers who adapt (see synth/abuse.py)")] = False,
 ) -> None:
     """Write a synthetic firm with planted abuse (and its ground truth)."""
     from .synth.abuse import AbuseSpec, write_firm
 
     if honest < 0 or not 1 <= days <= 250:
         raise _fail("--honest must be ≥ 0 and --days between 1 and 250")
-    paths = write_firm(AbuseSpec(seed=seed, honest=honest, days=days), directory)
+    paths = write_firm(AbuseSpec(seed=seed, honest=honest, days=days, adaptive=adaptive), directory)
     for name, path in paths.items():
         print(f"{name}: {path}")
 
@@ -186,10 +187,11 @@ def analyze_evaluate(
     seed: int = 7,
     honest: int = 600,
     days: int = 10,
+    adaptive: Annotated[bool, typer.Option(help="abusers who adapt: delayed/split hedges, jittered copies, large rings, offices")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Precision and recall of every detector against what the synthetic firm planted."""
-    from .analytics.evaluate import evaluate, evaluation_text
+    """Precision and recall of every detector, and the risk score's ROC AUC, against what the synthetic firm planted."""
+    from .analytics.evaluate import evaluate, evaluation_text, risk_auc
     from .analytics.frame import frame_from_events
     from .analytics.run import analyze
     from .domain.events import decode_lines
@@ -205,7 +207,7 @@ def analyze_evaluate(
     else:
         from .synth.abuse import AbuseSpec, generate
 
-        events, crm, truth = generate(AbuseSpec(seed=seed, honest=honest, days=days))
+        events, crm, truth = generate(AbuseSpec(seed=seed, honest=honest, days=days, adaptive=adaptive))
         buf = b"".join(json.dumps(e, separators=(",", ":")).encode() + b"\n" for e in events)
         decoded, _numbers, _rejected = decode_lines(buf)
         frame = frame_from_events(decoded, traders={a: c["trader"] for a, c in crm.items()},
@@ -213,12 +215,16 @@ def analyze_evaluate(
     config = _config(None, correlated=truth.get("config", {}).get("correlated"))
     analysis = analyze(frame, config)
     result = evaluate(analysis, truth)
+    auc = risk_auc(analysis, truth)
     if as_json:
-        print(json.dumps({"accounts": len(frame.accounts), "trades": frame.n, "detectors": result}, indent=1))
+        print(json.dumps({"accounts": len(frame.accounts), "trades": frame.n, "detectors": result, "risk_score": auc},
+                         indent=1))
         return
     print(f"firm: {len(frame.accounts):,} accounts, {frame.n:,} trades; analysed in "
           f"{sum(analysis.timings.values()):.2f} s ({time.perf_counter() - started:.1f} s with generation)")
     sys.stdout.write(evaluation_text(result))
+    print(f"risk score ROC AUC, abusers vs honest: {auc['auc']} ({auc['abusers']} abusers, {auc['honest']} honest; "
+          f"lowest abuser {auc.get('abusers_min_score')}, highest honest {auc.get('honest_max_score')})")
 
 
 def bench_analytics(

@@ -47,7 +47,7 @@ class AnalysisConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     # hedging
     hedge_max_delay_s: float = 900.0  # stage 1 only: a leg opened within this of the other, while it is open
     hedge_candidate_neighbours: int = 48  # stage 1: following trades of the symbol group each trade is compared with
-    hedge_delay_share: float = 0.15  # a counterpart leg may open up to this share of the position's hold apart
+    hedge_delay_share: float = 0.05  # a counterpart leg may open up to this share of the position's hold apart
     hedge_min_coverage: float = 0.5  # a position is hedged when opposite exposure covers this share of lots × time
     hedge_min_matches: int = 3  # hedged positions of each account
     hedge_min_share: float = 0.3  # of the smaller account's positions
@@ -71,7 +71,7 @@ class AnalysisConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     latency_slippage_min_share: float = 0.9  # and unlikely for fair fills: P × accounts ≤ chance_alpha
     # martingale
     martingale_escalation_prior: float = 0.2  # honest share of 1.5× steps after a loss, when the firm is too small to say
-    martingale_min_ratio: float = 1.8  # median next/previous lots after a losing trade
+    martingale_min_ratio: float = 1.5  # median next/previous lots after a losing trade (the chance test decides)
     martingale_min_steps: int = 6  # losing trades followed by another trade (below the account's largest size)
     martingale_min_escalated: float = 0.8  # share of those followed by lots ≥ 1.5×
     martingale_min_consistency: float = 0.7  # share of the multipliers within ±25% of their median
