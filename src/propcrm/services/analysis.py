@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from ..adapters.db import models as m
 from ..adapters.db.models_analytics import AccountFingerprint, AccountLink, AnalysisWatermark, RiskScore
 from ..domain.events import DECODER
+from . import audit
 from .cases import record_finding
 from .errors import Invalid
 
@@ -86,16 +87,35 @@ def _accounts(session: Session, firm_id: str) -> tuple[dict[str, int], dict[int,
             {r.id: r.trader_id for r in rows})
 
 
+PAYMENT_KINDS = ("card", "wallet", "bank")
+
+
+def payment_value(kind: str | None, fingerprint: Any) -> str:
+    """The linkage value of a payment instrument: ``kind:fingerprint`` (a card and a wallet hash never collide).
+
+    ``fingerprint`` is the provider's hash of the card, wallet or bank account — never the number itself."""
+    if kind is not None and kind not in PAYMENT_KINDS:
+        raise Invalid(f"`kind`: one of {', '.join(PAYMENT_KINDS)}")
+    text = fingerprint.strip() if isinstance(fingerprint, str) else ""
+    if not 1 <= len(text) <= 180 or not text.isprintable():
+        raise Invalid("`fingerprint`: 1 to 180 printable characters")
+    return f"{kind}:{text}" if kind else text
+
+
 def record_payment_method(session: Session, *, firm_id: str, account_id: int, fingerprint: str,
-                          seen_at: dt.datetime | None = None) -> None:
-    """Remember that ``account_id`` was paid for with this payment method (a card/wallet fingerprint)."""
+                          kind: str | None = None, seen_at: dt.datetime | None = None,
+                          actor: str | None = None) -> str:
+    """Remember that ``account_id`` was paid for with this payment instrument (card, wallet or bank account
+    fingerprint) for linkage; with an ``actor`` the change is an audit entry. Returns the stored value."""
     from .accounts import get_account
 
-    text = fingerprint.strip() if isinstance(fingerprint, str) else ""
-    if not 1 <= len(text) <= 200:
-        raise Invalid("`fingerprint`: 1 to 200 characters")
-    account_id = get_account(session, firm_id=firm_id, account_id=account_id).id  # another firm's account: 404
-    _upsert_fingerprints(session, firm_id, {(account_id, "payment", text): [seen_at, seen_at, 1]})
+    value = payment_value(kind, fingerprint)
+    account = get_account(session, firm_id=firm_id, account_id=account_id)  # another firm's account: 404
+    _upsert_fingerprints(session, firm_id, {(account.id, "payment", value): [seen_at, seen_at, 1]})
+    if actor is not None:
+        audit.append(session, actor=actor, action="account.payment_method", entity="account",
+                     entity_id=account.external_id, after={"payment_method": value}, firm_id=firm_id)
+    return value
 
 
 def _upsert_fingerprints(session: Session, firm_id: str, values: dict[tuple[int, str, str], list]) -> None:
