@@ -46,7 +46,7 @@ class AnalysisConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     link_household_chance: float = 0.05  # prior: different people behind one household-sized IP honestly
     # hedging
     hedge_max_delay_s: float = 900.0  # stage 1 only: a leg opened within this of the other, while it is open
-    hedge_candidate_neighbours: int = 48  # stage 1: following trades of the symbol group each trade is compared with
+    hedge_candidate_neighbours: int = 24  # stage 1: following trades of the symbol group each trade is compared with
     hedge_delay_share: float = 0.05  # a counterpart leg may open up to this share of the position's hold apart
     hedge_min_coverage: float = 0.5  # a position is hedged when opposite exposure covers this share of lots × time
     hedge_min_matches: int = 3  # hedged positions of each account
@@ -556,11 +556,16 @@ def hedging_buckets(frame: TradeFrame, config: AnalysisConfig) -> Buckets:
         overlap = np.minimum(end[i], end[j]) - np.maximum(frame.open_ms[i], frame.open_ms[j])
         return (frame.acc[i] != frame.acc[j]) & (g[i] == g[j]) & (direction[i] != direction[j]) & (overlap > 0)
 
-    def accept_sorted(lo, hi):  # lo opened first: it must still be open when hi opens
-        return (lo["acc"] != hi["acc"]) & (lo["direction"] != hi["direction"]) & (lo["end"] > hi["open"])
+    tau = _hedge_tau(frame, config)
+    duration = end - frame.open_ms
+
+    def accept_sorted(lo, hi):  # lo opened first: still open when hi opens, and hi a counterpart of it (held alike)
+        return ((lo["acc"] != hi["acc"]) & (lo["direction"] != hi["direction"]) & (lo["end"] > hi["open"])
+                & (np.abs(lo["duration"] - hi["duration"]) <= 2 * np.maximum(lo["tau"], hi["tau"])))
 
     return Buckets([g.astype(np.int64)], int(config.hedge_max_delay_s * 1000),
-                   {"acc": frame.acc, "direction": direction, "end": end, "open": frame.open_ms},
+                   {"acc": frame.acc, "direction": direction, "end": end, "open": frame.open_ms,
+                    "duration": duration, "tau": tau},
                    accept_sorted, accept, exact_window=None, neighbours=config.hedge_candidate_neighbours)
 
 
@@ -580,7 +585,10 @@ def stage1_rows(frame: TradeFrame, buckets: Buckets, config: AnalysisConfig) -> 
                             max_offset=buckets.neighbours or config.candidate_neighbours,
                             columns=buckets.columns, accept=buckets.accept_sorted)
         found.append(np.minimum(i, j) * frame.n + np.maximum(i, j))
-    rows = unique(np.concatenate(found)) if found else np.zeros(0, np.int64)  # a trade pair once, in any grid
+    if len(found) == 1:  # one grid: window_pairs gives each pair once already
+        rows = found[0]
+    else:
+        rows = unique(np.concatenate(found)) if found else np.zeros(0, np.int64)  # a trade pair once, in any grid
     return rows // max(frame.n, 1), rows % max(frame.n, 1)
 
 
@@ -648,9 +656,9 @@ def find_hedging(frame: TradeFrame, config: AnalysisConfig) -> list[Finding]:
     *hedged* by another when the other's opposite positions in the symbol group cover at least
     ``hedge_min_coverage`` of its lots × time (legs opened minutes apart, split in parts or of another
     size included). A pair is flagged when each account has at least ``hedge_min_matches`` hedged
-    positions, the smaller account at least ``hedge_min_share`` of its positions, and for *both*
-    accounts that many hedged positions are unlikely for honest traders in the same crowd (see
-    :func:`_hedge_expected`), corrected for the number of account pairs tested.
+    positions, the smaller account at least ``hedge_min_share`` of its positions, and for either
+    account that many hedged positions are unlikely for honest traders in the same crowd (see
+    :func:`_hedge_expected`; the smaller p-value, doubled), corrected for the number of account pairs tested.
     """
     if frame.n < 2:
         return []
@@ -705,7 +713,9 @@ def find_hedging(frame: TradeFrame, config: AnalysisConfig) -> list[Finding]:
     flagged, details = [], {}
     for key, a, b, x_k, y_k, ea, eb in zip(both.tolist(), a_of.tolist(), b_of.tolist(), ka.tolist(), kb.tolist(),
                                            expected_a.tolist(), expected_b.tolist()):
-        p = max(poisson_tail(x_k, ea), poisson_tail(y_k, eb))
+        # each side's count is judged against its own chance model; either being that unlikely is the
+        # evidence (both sides hold opposite exposure: each has ≥ hedge_min_matches), ×2 for the two looks
+        p = min(1.0, 2 * min(poisson_tail(x_k, ea), poisson_tail(y_k, eb)))
         corrected = min(1.0, p * tests)
         if corrected > config.chance_alpha:
             continue
@@ -766,17 +776,11 @@ def _hedge_expected(frame: TradeFrame, config: AnalysisConfig, a: np.ndarray, b:
     of positions held that long (open time and holding time independent; at most 1 per position).
     An upper bound on being *covered*, so conservative.
     """
-    n_acc = len(frame.accounts)
-    group, sign = _symbol_groups(frame, config)
-    g = group[frame.sym].astype(np.int64)
-    n_groups = int(group.max()) + 1 if group.size else 1
-    direction = frame.side * sign[frame.sym]
-    end = _end_ms(frame)
-    t0 = int(frame.open_ms.min())
-    packed = np.sort((g * 2 + (direction > 0)) << 40 | (frame.open_ms - t0))
-    per_group = np.bincount(g, minlength=n_groups).astype(np.float64)
-    acc_group = np.bincount(frame.acc.astype(np.int64) * n_groups + g, minlength=n_acc * n_groups).astype(np.float64)
-    tau = _hedge_tau(frame, config)
+    cached = frame.__dict__.get("_hedge_model")
+    if cached is None or cached[0] is not frame.open_ms or cached[1] != config.correlated:
+        cached = (frame.open_ms, config.correlated, _hedge_model(frame, config))
+        frame.__dict__["_hedge_model"] = cached
+    g, n_groups, direction, end, t0, packed, per_group, acc_group, tau, own_sorted, dur, dur_packed, crowding = cached[2]
     order, starts = _account_rows(frame)
     lengths = starts[a + 1] - starts[a]
     pair = np.repeat(np.arange(a.size), lengths)
@@ -788,15 +792,11 @@ def _hedge_expected(frame: TradeFrame, config: AnalysisConfig, a: np.ndarray, b:
     hi = frame.open_ms[rows] + tau[rows] - t0
     opens = np.searchsorted(packed, opposite | hi, side="right") - np.searchsorted(packed, opposite | lo, side="left")
     # the crowd is the *other* accounts: b's own opens (its hedge legs among them) are what is judged
-    own_key = ((frame.acc.astype(np.int64) * n_groups + g) * 2 + (direction > 0)) << 40 | (frame.open_ms - t0)
-    own_sorted = np.sort(own_key)
     own_probe = ((other * n_groups + g[rows]) * 2 + (direction[rows] < 0)) << 40
     own = (np.searchsorted(own_sorted, own_probe | hi, side="right")
            - np.searchsorted(own_sorted, own_probe | lo, side="left"))
     opens = np.maximum(opens - own, 0)
     # held about as long: the share of the group's positions whose holding time is within 2τ of x's
-    dur = (end - frame.open_ms).astype(np.int64)
-    dur_packed = np.sort(g << 42 | np.minimum(dur, (1 << 42) - 1))
     base = g[rows] << 42
     d = dur[rows]
     similar = (np.searchsorted(dur_packed, base | np.minimum(d + 2 * tau[rows], (1 << 42) - 1), side="right")
@@ -804,10 +804,30 @@ def _hedge_expected(frame: TradeFrame, config: AnalysisConfig, a: np.ndarray, b:
     share = similar / np.maximum(per_group[g[rows]], 1)
     # b's own crowding: when b trades in busier minutes than the firm's average position, it is not a
     # random draw of the group's positions — scale by how much busier (never below 1)
-    crowding = _hedge_crowding(frame, config, packed, t0, g, tau)
     q = np.minimum(1.0, acc_group[other * n_groups + g[rows]] * opens * share * crowding[other]
                    / np.maximum(per_group[g[rows]], 1))
     return np.bincount(pair, weights=q, minlength=a.size)
+
+
+def _hedge_model(frame: TradeFrame, config: AnalysisConfig) -> tuple:
+    """The sorted columns the hedging chance model searches (built once per frame and configuration)."""
+    n_acc = len(frame.accounts)
+    group, sign = _symbol_groups(frame, config)
+    g = group[frame.sym].astype(np.int64)
+    n_groups = int(group.max()) + 1 if group.size else 1
+    direction = frame.side * sign[frame.sym]
+    end = _end_ms(frame)
+    t0 = int(frame.open_ms.min())
+    packed = np.sort((g * 2 + (direction > 0)) << 40 | (frame.open_ms - t0))
+    per_group = np.bincount(g, minlength=n_groups).astype(np.float64)
+    acc_group = np.bincount(frame.acc.astype(np.int64) * n_groups + g, minlength=n_acc * n_groups).astype(np.float64)
+    tau = _hedge_tau(frame, config)
+    own_sorted = np.sort(((frame.acc.astype(np.int64) * n_groups + g) * 2 + (direction > 0)) << 40
+                         | (frame.open_ms - t0))
+    dur = (end - frame.open_ms).astype(np.int64)
+    dur_packed = np.sort(g << 42 | np.minimum(dur, (1 << 42) - 1))
+    crowding = _hedge_crowding(frame, config, packed, t0, g, tau)
+    return g, n_groups, direction, end, t0, packed, per_group, acc_group, tau, own_sorted, dur, dur_packed, crowding
 
 
 def _hedge_crowding(frame: TradeFrame, config: AnalysisConfig, packed: np.ndarray, t0: int, g: np.ndarray,
