@@ -237,6 +237,7 @@ def bench_analytics(
     import numpy as np
 
     from .analytics.benchfirm import bench_frame
+    from .analytics.evaluate import evaluate, risk_auc
     from .analytics.incremental import HistoryIndex, analyze_batch, take
     from .analytics.run import analyze
 
@@ -251,6 +252,9 @@ def bench_analytics(
         started = time.perf_counter()
         analysis = analyze(frame)
         full = time.perf_counter() - started
+        truth = frame.__dict__.get("truth", {})
+        judged = evaluate(analysis, truth)
+        auc = risk_auc(analysis, truth)
         history = take(frame, history_rows)
         new = take(frame, batch_rows, quote_from=int(frame.order_ms[batch_rows].min()) - 60_000,
                    quote_to=int(frame.open_ms[batch_rows].max()))
@@ -277,12 +281,19 @@ def bench_analytics(
                "index_build_s": round(indexed, 2), "incremental_batch": batch, "incremental_s": round(incremental, 3),
                "incremental_scope_accounts": len(increment.frame.accounts), "incremental_scope_trades": increment.frame.n,
                "london_open_batch_s": round(busy_s, 3), "london_open_scope_accounts": len(crowded.frame.accounts),
-               "london_open_scope_trades": crowded.frame.n}
+               "london_open_scope_trades": crowded.frame.n,
+               "precision_recall": {d: {"planted": r["planted"], "flagged": r["flagged"], "precision": r["precision"],
+                                        "recall": r["recall"]} for d, r in judged.items()},
+               "risk_score_auc": auc}
         rows.append(row)
         if not as_json:
             print(f"{n:>8,} accounts {frame.n:>10,} trades: full analysis {full:6.2f} s "
                   f"({', '.join(f'{k} {v:.2f}' for k, v in analysis.timings.items())}); "
                   f"findings {row['findings']}", flush=True)
+            print(f"{'':>8} precision / recall per category: "
+                  + ", ".join(f"{d} {r['precision']:.3f} / {r['recall']:.3f} ({r['planted']} planted)"
+                              for d, r in judged.items())
+                  + f"; risk score ROC AUC {auc['auc']}", flush=True)
             print(f"{'':>8} incremental batch of {batch:,} trades: {incremental:.3f} s "
                   f"(scope {row['incremental_scope_accounts']:,} accounts, {row['incremental_scope_trades']:,} trades; "
                   f"history index built once in {indexed:.2f} s)", flush=True)

@@ -46,13 +46,14 @@ class AnalysisConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     link_household_chance: float = 0.05  # prior: different people behind one household-sized IP honestly
     # hedging
     hedge_max_delay_s: float = 900.0  # stage 1 only: a leg opened within this of the other, while it is open
-    hedge_candidate_neighbours: int = 24  # stage 1: following trades of the symbol group each trade is compared with
+    hedge_candidate_neighbours: int = 16  # stage 1: following trades of the symbol group each trade is compared with
     hedge_delay_share: float = 0.05  # a counterpart leg may open up to this share of the position's hold apart
     hedge_min_coverage: float = 0.5  # a position is hedged when opposite exposure covers this share of lots × time
     hedge_min_matches: int = 3  # hedged positions of each account
     hedge_min_share: float = 0.3  # of the smaller account's positions
     correlated: tuple[tuple[tuple[str, int], ...], ...] = ()  # groups of (symbol, +1 | -1) that move together
     # copy trading
+    copy_candidate_neighbours: int = 10  # stage 1: following trades of the same symbol and side compared
     copy_window_s: float = 60.0  # jitter tolerated between a signal and its copy; the chance model decides
     copy_ratio_tolerance: float = 0.2  # each size ratio within ±20% of the pair's median ratio
     copy_min_matches: int = 5
@@ -467,6 +468,17 @@ def _linkage_chance(links: list[dict], value_people: dict, config: AnalysisConfi
     return best
 
 
+def _copy_chance(frame: TradeFrame, config: AnalysisConfig) -> _Chance:
+    """The copy detector's crowd model (each trade's same-symbol, same-side crowd within the window), once per frame."""
+    cached = frame.__dict__.get("_copy_chance")
+    if cached is None or cached[0] is not frame.open_ms or cached[1] != config.copy_window_s:
+        key = frame.sym.astype(np.int64) * 2 + (frame.side > 0)
+        model = _Chance(frame, background(key, key, frame.open_ms, int(config.copy_window_s * 1000)) - 1)
+        cached = (frame.open_ms, config.copy_window_s, model)
+        frame.__dict__["_copy_chance"] = cached
+    return cached[2]
+
+
 class _TradingCoincidence:
     """Whether two accounts' opens coincide (same symbol and side within the copy window) beyond chance.
 
@@ -488,9 +500,7 @@ class _TradingCoincidence:
         if at >= self.pk.size or self.pk[at] != key:
             return None
         if self.model is None:
-            frame = self.frame
-            bucket = frame.sym.astype(np.int64) * 2 + (frame.side > 0)
-            self.model = _Chance(frame, background(bucket, bucket, frame.open_ms, int(self.config.copy_window_s * 1000)) - 1)
+            self.model = _copy_chance(self.frame, self.config)
         matched = int(self.counts[at])
         return poisson_tail(matched, self.model.expected(a, b, matched))
 
@@ -574,7 +584,8 @@ def copy_buckets(frame: TradeFrame, config: AnalysisConfig) -> Buckets:
         return (frame.acc[i] != frame.acc[j]) & (frame.sym[i] == frame.sym[j]) & (frame.side[i] == frame.side[j])
 
     return Buckets([frame.sym.astype(np.int64) * 2 + (frame.side > 0)], int(config.copy_window_s * 1000),
-                   {"acc": frame.acc}, lambda lo, hi: lo["acc"] != hi["acc"], accept)
+                   {"acc": frame.acc}, lambda lo, hi: lo["acc"] != hi["acc"], accept,
+                   neighbours=config.copy_candidate_neighbours)
 
 
 def stage1_rows(frame: TradeFrame, buckets: Buckets, config: AnalysisConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -832,16 +843,13 @@ def _hedge_model(frame: TradeFrame, config: AnalysisConfig) -> tuple:
 
 def _hedge_crowding(frame: TradeFrame, config: AnalysisConfig, packed: np.ndarray, t0: int, g: np.ndarray,
                     tau: np.ndarray) -> np.ndarray:
-    """Per account: the mean number of the group's opens within ±τ of its positions ÷ the firm's mean (≥ 1)."""
+    """Per account: the mean number of the group's opens near its positions ÷ the firm's mean (≥ 1)."""
     cached = frame.__dict__.get("_hedge_crowding")
     if cached is not None and cached[0] is frame.open_ms:
         return cached[1]
     n_acc = len(frame.accounts)
-    near = np.zeros(frame.n)
-    for direction in (0, 1):
-        key = (g * 2 + direction) << 40
-        near += (np.searchsorted(packed, key | (frame.open_ms + tau - t0), side="right")
-                 - np.searchsorted(packed, key | np.maximum(frame.open_ms - tau - t0, 0), side="left"))
+    # the group's opens within ±hedge_max_delay_s (the usual τ) of each position: sorted probes, one pass
+    near = background(g, g, frame.open_ms, int(config.hedge_max_delay_s * 1000)).astype(np.float64)
     per_account = np.bincount(frame.acc, weights=near, minlength=n_acc) / np.maximum(
         np.bincount(frame.acc, minlength=n_acc), 1)
     out = np.maximum(per_account / max(float(near.mean()) if near.size else 1.0, 1e-9), 1.0)
@@ -887,7 +895,7 @@ def find_copy(frame: TradeFrame, config: AnalysisConfig) -> list[Finding]:
     i, j = _canonical(frame, i, j)
     i, j, pk, matched = _candidate_pairs(frame, i, j, config.copy_min_matches)
     counts = np.bincount(frame.acc, minlength=len(frame.accounts))
-    chance = _Chance(frame, background(key, key, frame.open_ms, window) - 1) if matched else None
+    chance = _copy_chance(frame, config) if matched else None
     flagged, details = [], {}
     for key_value, m in matched.items():
         a, b = divmod(key_value, len(frame.accounts))
@@ -1140,6 +1148,7 @@ def find_martingale(frame: TradeFrame, config: AnalysisConfig, columns=None) -> 
     findings = []
     by_account = np.argsort(acc, kind="stable")
     bounds = np.r_[0, np.cumsum(np.bincount(acc, minlength=n_acc))]
+    lost_sorted = np.sort(ratio[lost])
     for a in suspects.tolist():
         own = by_account[bounds[a]:bounds[a + 1]]
         mine = own[lost[own]]
@@ -1150,10 +1159,12 @@ def find_martingale(frame: TradeFrame, config: AnalysisConfig, columns=None) -> 
             continue
         # the test: how many of its after-loss steps multiply by about the same factor (≥ 1.5×, within ±25% of
         # its median) — against how often everyone else's after-loss steps land in that band
-        band = lost & (ratio >= 1.5) & (np.abs(ratio / median - 1) <= 0.25)
-        in_band = int(np.count_nonzero(band[own]))
+        low, high = max(1.5, 0.75 * median), 1.25 * median
+        r_own = ratio[mine]
+        in_band = int(np.count_nonzero((r_own >= low) & (r_own <= high)))
+        everyone = int(np.searchsorted(lost_sorted, high, side="right") - np.searchsorted(lost_sorted, low, side="left"))
         others = float(all_steps.sum() - all_steps[a])  # everyone else's rate (a prior when they are few)
-        rate = ((float(np.count_nonzero(band)) - in_band) / others) if others >= 50 else config.martingale_escalation_prior
+        rate = ((everyone - in_band) / others) if others >= 50 else config.martingale_escalation_prior
         rate = min(max(rate, 0.02), 0.9)
         chance = min(1.0, binomial_tail(in_band, int(steps[a]), rate) * tested)
         if chance > config.chance_alpha:

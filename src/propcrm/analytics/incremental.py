@@ -203,7 +203,7 @@ class HistoryIndex:
         bsym, bside, blots, bms = bsym[known], batch.side[known], batch.lots[known], batch.open_ms[known]
         group, _sign = _symbol_groups(frame, config)
         batch_keys = [bsym * 2 + (bside > 0), group[bsym].astype(np.int64)]
-        limits = [config.candidate_neighbours, config.hedge_candidate_neighbours]
+        limits = [config.copy_candidate_neighbours, config.hedge_candidate_neighbours]
         low_bits = (1 << 38) - 1
         found = []
         for batch_key, limit, (base, order, sorted_packed, window) in zip(batch_keys, limits, self._buckets(config)):
