@@ -46,7 +46,7 @@ class AnalysisConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     link_household_chance: float = 0.05  # prior: different people behind one household-sized IP honestly
     # hedging
     hedge_max_delay_s: float = 900.0  # stage 1 only: a leg opened within this of the other, while it is open
-    hedge_candidate_neighbours: int = 16  # stage 1: following trades of the symbol group each trade is compared with
+    hedge_candidate_neighbours: int = 24  # stage 1: following opposite opens of the symbol group each is compared with
     hedge_delay_share: float = 0.05  # a counterpart leg may open up to this share of the position's hold apart
     hedge_min_coverage: float = 0.5  # a position is hedged when opposite exposure covers this share of lots × time
     hedge_min_matches: int = 3  # hedged positions of each account
@@ -538,6 +538,8 @@ class Buckets:
     accept: object  # the same test on row indices
     exact_window: int | None = -1  # stage 2's window (-1: the same as stage 1's; None: no window, the test decides)
     neighbours: int | None = None  # stage 1's neighbour limit (None: candidate_neighbours)
+    opposite: np.ndarray | None = None  # hedging: each row's direction; stage 1 searches the opposite side only
+    accept_stage1: object = None  # stage 1's test on row indices (i opened first)
 
 
 def _end_ms(frame: TradeFrame) -> np.ndarray:
@@ -569,14 +571,14 @@ def hedging_buckets(frame: TradeFrame, config: AnalysisConfig) -> Buckets:
     tau = _hedge_tau(frame, config)
     duration = end - frame.open_ms
 
-    def accept_sorted(lo, hi):  # lo opened first: still open when hi opens, and hi a counterpart of it (held alike)
-        return ((lo["acc"] != hi["acc"]) & (lo["direction"] != hi["direction"]) & (lo["end"] > hi["open"])
-                & (np.abs(lo["duration"] - hi["duration"]) <= 2 * np.maximum(lo["tau"], hi["tau"])))
+    def accept_stage1(i, j):  # columns of i (opened first) and j: still open when j opens, j held alike
+        return ((i["acc"] != j["acc"]) & (i["end"] > j["open"])
+                & (np.abs(i["duration"] - j["duration"]) <= 2 * np.maximum(i["tau"], j["tau"])))
 
     return Buckets([g.astype(np.int64)], int(config.hedge_max_delay_s * 1000),
-                   {"acc": frame.acc, "direction": direction, "end": end, "open": frame.open_ms,
-                    "duration": duration, "tau": tau},
-                   accept_sorted, accept, exact_window=None, neighbours=config.hedge_candidate_neighbours)
+                   {"acc": frame.acc, "end": end, "open": frame.open_ms, "duration": duration, "tau": tau},
+                   accept_stage1, accept, exact_window=None, neighbours=config.hedge_candidate_neighbours,
+                   opposite=direction, accept_stage1=accept_stage1)
 
 
 def copy_buckets(frame: TradeFrame, config: AnalysisConfig) -> Buckets:
@@ -588,8 +590,53 @@ def copy_buckets(frame: TradeFrame, config: AnalysisConfig) -> Buckets:
                    neighbours=config.copy_candidate_neighbours)
 
 
+def opposite_pairs(key: np.ndarray, direction: np.ndarray, t: np.ndarray, window: int, max_offset: int,
+                   columns: dict[str, np.ndarray], accept) -> tuple[np.ndarray, np.ndarray]:
+    """Row pairs (i, j): j among the ``max_offset`` next opens of i's ``key`` in the *opposite* direction, at most
+    ``window`` later, that ``accept(ci, cj)`` keeps (``columns`` of i and of j). Searching only the opposite
+    side doubles the reach of a neighbour limit in a busy symbol (half the opens there are on i's own side)."""
+    out_i, out_j = [], []
+    if not t.size:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    t0, mask = int(t.min()), (1 << 40) - 1
+    for d, side in ((1, "left"), (-1, "right")):  # simultaneous opposite opens: found from the buy side only
+        x, y = np.flatnonzero(direction == d), np.flatnonzero(direction == -d)
+        if not x.size or not y.size:
+            continue
+        y_packed = key[y].astype(np.int64) << 40 | (t[y] - t0)
+        order = np.argsort(y_packed, kind="stable")
+        ys, y_rows = y_packed[order], y[order]
+        y_cols = {name: col[y_rows] for name, col in columns.items()}
+        x_packed = key[x].astype(np.int64) << 40 | (t[x] - t0)
+        order = np.argsort(x_packed, kind="stable")
+        x, x_packed = x[order], x_packed[order]
+        x_cols = {name: col[x] for name, col in columns.items()}
+        pos = np.searchsorted(ys, x_packed, side=side)
+        for offset in range(max_offset):
+            p = pos + offset
+            ok = p < ys.size
+            p = np.where(ok, p, 0)
+            ok &= (ys[p] >> 40 == x_packed >> 40) & ((ys[p] & mask) - (x_packed & mask) <= window)
+            if not ok.any():
+                break
+            if not ok.all():  # beyond the window (or the array): done with those rows
+                x, x_packed, p, pos = x[ok], x_packed[ok], p[ok], pos[ok]
+                x_cols = {name: col[ok] for name, col in x_cols.items()}
+            keep = accept(x_cols, {name: col[p] for name, col in y_cols.items()})
+            out_i.append(x[keep])
+            out_j.append(y_rows[p[keep]])
+    if not out_i:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(out_i).astype(np.int64), np.concatenate(out_j).astype(np.int64)
+
+
 def stage1_rows(frame: TradeFrame, buckets: Buckets, config: AnalysisConfig) -> tuple[np.ndarray, np.ndarray]:
     """Trade pairs among each trade's ``candidate_neighbours`` following trades of its bucket (each pair once)."""
+    if buckets.opposite is not None:
+        i, j = opposite_pairs(buckets.keys[0], buckets.opposite, frame.open_ms, buckets.window,
+                              buckets.neighbours or config.candidate_neighbours, buckets.columns,
+                              buckets.accept_stage1)
+        return np.minimum(i, j), np.maximum(i, j)
     found = []
     for key in buckets.keys:
         i, j = window_pairs(key, frame.open_ms, buckets.window,
