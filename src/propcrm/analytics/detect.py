@@ -47,6 +47,7 @@ class AnalysisConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     # hedging
     hedge_max_delay_s: float = 900.0  # stage 1 only: a leg opened within this of the other, while it is open
     hedge_candidate_neighbours: int = 24  # stage 1: following opposite opens of the symbol group each is compared with
+    hedge_quick_delay_s: float = 60.0  # a second look at legs this close (the textbook hedge), chance counted alike
     hedge_delay_share: float = 0.05  # a counterpart leg may open up to this share of the position's hold apart
     hedge_min_coverage: float = 0.5  # a position is hedged when opposite exposure covers this share of lots × time
     hedge_min_matches: int = 3  # hedged positions of each account
@@ -716,7 +717,8 @@ def find_hedging(frame: TradeFrame, config: AnalysisConfig) -> list[Finding]:
     size included). A pair is flagged when each account has at least ``hedge_min_matches`` hedged
     positions, the smaller account at least ``hedge_min_share`` of its positions, and for either
     account that many hedged positions are unlikely for honest traders in the same crowd (see
-    :func:`_hedge_expected`; the smaller p-value, doubled), corrected for the number of account pairs tested.
+    :func:`_hedge_expected`; looked at within τ and within ``hedge_quick_delay_s``: the smallest of the four
+    p-values, ×4), corrected for the number of account pairs tested.
     """
     if frame.n < 2:
         return []
@@ -766,14 +768,33 @@ def find_hedging(frame: TradeFrame, config: AnalysisConfig) -> list[Finding]:
         return []
     expected_a = _hedge_expected(frame, config, a_of, b_of)
     expected_b = _hedge_expected(frame, config, b_of, a_of)
+    # a second look at legs opened within hedge_quick_delay_s: the textbook hedge, judged against the far
+    # smaller chance of a counterpart that close (the crowd within a minute, not a quarter of an hour)
+    quick = int(config.hedge_quick_delay_s * 1000)
+    close_i = np.where(gap <= quick, cov_i, 0.0)
+    close_j = np.where(gap <= quick, cov_j, 0.0)
+    qa_keys, qa_k = unique(hedged_rows(i, close_i)[0], counts=True)
+    qb_keys, qb_k = unique(hedged_rows(j, close_j)[0], counts=True)
+
+    def lookup(keys, values, wanted):
+        at = np.clip(np.searchsorted(keys, wanted), 0, max(keys.size - 1, 0))
+        return np.where((keys.size > 0) & (keys[at] == wanted), values[at], 0) if keys.size else np.zeros(wanted.size, np.int64)
+
+    qa, qb = lookup(qa_keys, qa_k, both), lookup(qb_keys, qb_k, both)
+    quick_a = _hedge_expected(frame, config, a_of, b_of, cap_ms=quick)
+    quick_b = _hedge_expected(frame, config, b_of, a_of, cap_ms=quick)
     active = int(np.count_nonzero(counts))
     tests = max(active * (active - 1) // 2, 1)
     flagged, details = [], {}
-    for key, a, b, x_k, y_k, ea, eb in zip(both.tolist(), a_of.tolist(), b_of.tolist(), ka.tolist(), kb.tolist(),
-                                           expected_a.tolist(), expected_b.tolist()):
-        # each side's count is judged against its own chance model; either being that unlikely is the
-        # evidence (both sides hold opposite exposure: each has ≥ hedge_min_matches), ×2 for the two looks
-        p = min(1.0, 2 * min(poisson_tail(x_k, ea), poisson_tail(y_k, eb)))
+    for key, a, b, x_k, y_k, ea, eb, xq, yq, eqa, eqb in zip(
+            both.tolist(), a_of.tolist(), b_of.tolist(), ka.tolist(), kb.tolist(), expected_a.tolist(),
+            expected_b.tolist(), qa.tolist(), qb.tolist(), quick_a.tolist(), quick_b.tolist()):
+        # each side's count is judged against its own chance model, within τ and within a minute; the most
+        # unlikely of the four is the evidence (each side holds opposite exposure: ≥ hedge_min_matches), ×4
+        looks = [poisson_tail(x_k, ea), poisson_tail(y_k, eb)]
+        if min(xq, yq) >= config.hedge_min_matches:
+            looks += [poisson_tail(xq, eqa), poisson_tail(yq, eqb)]
+        p = min(1.0, 4 * min(looks))
         corrected = min(1.0, p * tests)
         if corrected > config.chance_alpha:
             continue
@@ -823,7 +844,8 @@ def find_hedging(frame: TradeFrame, config: AnalysisConfig) -> list[Finding]:
     return findings
 
 
-def _hedge_expected(frame: TradeFrame, config: AnalysisConfig, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _hedge_expected(frame: TradeFrame, config: AnalysisConfig, a: np.ndarray, b: np.ndarray,
+                    cap_ms: int | None = None) -> np.ndarray:
     """For each pair (a[k], b[k]): how many of a's positions an honest b would overlap with opposite exposure.
 
     The chance model of the crowd: b's positions are like positions drawn from the firm's positions in
@@ -846,8 +868,9 @@ def _hedge_expected(frame: TradeFrame, config: AnalysisConfig, a: np.ndarray, b:
     rows = order[np.arange(int(lengths.sum())) + offsets]
     other = b[pair]
     opposite = (g[rows] * 2 + (direction[rows] < 0)) << 40
-    lo = np.maximum(frame.open_ms[rows] - tau[rows] - t0, 0)
-    hi = frame.open_ms[rows] + tau[rows] - t0
+    window = tau[rows] if cap_ms is None else np.minimum(tau[rows], cap_ms)  # the quick look: opens within cap_ms
+    lo = np.maximum(frame.open_ms[rows] - window - t0, 0)
+    hi = frame.open_ms[rows] + window - t0
     opens = np.searchsorted(packed, opposite | hi, side="right") - np.searchsorted(packed, opposite | lo, side="left")
     # the crowd is the *other* accounts: b's own opens (its hedge legs among them) are what is judged
     own_probe = ((other * n_groups + g[rows]) * 2 + (direction[rows] < 0)) << 40
