@@ -572,12 +572,16 @@ def hedging_buckets(frame: TradeFrame, config: AnalysisConfig) -> Buckets:
     tau = _hedge_tau(frame, config)
     duration = end - frame.open_ms
 
-    def accept_stage1(i, j):  # columns of i (opened first) and j: still open when j opens, j held alike
-        return ((i["acc"] != j["acc"]) & (i["end"] > j["open"])
-                & (np.abs(i["duration"] - j["duration"]) <= 2 * np.maximum(i["tau"], j["tau"])))
+    least = int(config.hedge_max_delay_s * 1000)
+
+    def accept_stage1(i, j):  # columns of i (opened first) and j: j held alike, overlapping half the shorter one
+        di, dj = i["end"] - i["open"], j["end"] - j["open"]
+        allowance = 2 * np.maximum(least, (np.maximum(di, dj) * config.hedge_delay_share).astype(np.int64))
+        return ((i["acc"] != j["acc"]) & (2 * (np.minimum(i["end"], j["end"]) - j["open"]) >= np.minimum(di, dj))
+                & (np.abs(di - dj) <= allowance))
 
     return Buckets([g.astype(np.int64)], int(config.hedge_max_delay_s * 1000),
-                   {"acc": frame.acc, "end": end, "open": frame.open_ms, "duration": duration, "tau": tau},
+                   {"acc": frame.acc, "end": end, "open": frame.open_ms},
                    accept_stage1, accept, exact_window=None, neighbours=config.hedge_candidate_neighbours,
                    opposite=direction, accept_stage1=accept_stage1)
 
@@ -656,7 +660,8 @@ def stage1_counts(frame: TradeFrame, buckets: Buckets, config: AnalysisConfig, l
     n_acc = len(frame.accounts)
     i, j = stage1_rows(frame, buckets, config)
     a, b = frame.acc[i].astype(np.int64), frame.acc[j].astype(np.int64)
-    pk, counts = unique(np.minimum(a, b) * n_acc + np.maximum(a, b), counts=True)
+    keys = np.minimum(a, b) * n_acc + np.maximum(a, b)
+    pk, counts = unique(keys, counts=True)
     if label:  # kept for incremental analysis: pairs already coinciding twice need one more to be candidates
         frame.__dict__.setdefault("_stage1", {})[label] = (pk[counts >= 2], counts[counts >= 2])
     return pk, counts
