@@ -827,7 +827,7 @@ def find_hedging(frame: TradeFrame, config: AnalysisConfig) -> list[Finding]:
             chances.append(corrected)
             all_rows.extend(hedged)
             pair_evidence.append({
-                "accounts": list(names), "matched": len(hedged), "share_of_smaller_account": round(share, 3), **odds,
+                "accounts": list(names), "matched": len(pairs), "share_of_smaller_account": round(share, 3), **odds,
                 "combined_profit": money_text(sum(int(frame.profit_e8[r]) for r in hedged)),
                 "net_exposure": _net_exposure(frame, hedged),
                 "trades": [{"a": frame.trade_evidence(x), "b": frame.trade_evidence(y),
@@ -840,7 +840,7 @@ def find_hedging(frame: TradeFrame, config: AnalysisConfig) -> list[Finding]:
         findings.append(Finding(
             "hedging", tuple(members), strength_of(chance),
             f"{len(members)} accounts hold opposite exposure at the same time: "
-            f"{sum(p['matched'] for p in pair_evidence)} hedged positions, combined P/L {combined} "
+            f"{sum(sum(p['hedged_positions'].values()) for p in pair_evidence)} hedged positions, combined P/L {combined} "
             f"(chance for honest traders {chance:.2g})",
             {"pairs": pair_evidence, "combined_profit": combined,
              "net_exposure": _net_exposure(frame, sorted(set(all_rows)))}, chance=chance,

@@ -79,7 +79,7 @@ def test_a_hedge_split_across_partial_closes_is_found_with_exact_combined_pl_and
     [finding] = find_hedging(frame, CONFIG)
     assert finding.accounts == ("HA", "HB")
     [pair] = finding.evidence["pairs"]
-    assert pair["hedged_positions"] == {"HA": 4, "HB": 4} and pair["matched"] == 8
+    assert pair["hedged_positions"] == {"HA": 4, "HB": 4} and pair["matched"] == 4  # pairs of positions
     # per pair of trades: -120.50 - 14.00 + 60.10 - 7.70 + 58.15 - 7.70 = -31.65; four of them
     assert Decimal(pair["combined_profit"]) == Decimal("-126.60") == Decimal(finding.evidence["combined_profit"])
     # each pair leaves 0.2 lots open one way; the sides alternate, so the four cancel out
