@@ -155,7 +155,7 @@ def _sort_by_key_and_time(key: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def window_pairs(key: np.ndarray, t: np.ndarray, window: int, *, max_offset: int = 100_000,
-                 columns: dict[str, np.ndarray] | None = None, accept=None) -> tuple[np.ndarray, np.ndarray]:
+                 columns: dict[str, np.ndarray] | None = None, accept=None, account_pairs: int = 0):
     """Row pairs (i, j) with equal ``key`` and ``0 <= t[j] - t[i] <= window`` (each unordered pair once).
 
     Sorts once by (key, t); then for offset 1, 2, … compares each row with the row that far ahead as two
@@ -179,9 +179,15 @@ def window_pairs(key: np.ndarray, t: np.ndarray, window: int, *, max_offset: int
             lo = {name: col[:-offset] for name, col in sorted_columns.items()}
             hi = {name: col[offset:] for name, col in sorted_columns.items()}
             ok &= accept(lo, hi)
+        if account_pairs:  # only the pairs' account keys (min·n + max), from the sorted slices: no gathers
+            a, b = sorted_columns["acc"][:-offset][ok], sorted_columns["acc"][offset:][ok]
+            out_i.append(np.minimum(a, b).astype(np.int64) * account_pairs + np.maximum(a, b))
+            continue
         idx = np.flatnonzero(ok)
         out_i.append(order[idx])
         out_j.append(order[idx + offset])
+    if account_pairs:
+        return np.concatenate(out_i) if out_i else np.zeros(0, np.int64)
     if not out_i:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(out_i).astype(np.int64), np.concatenate(out_j).astype(np.int64)
@@ -596,7 +602,7 @@ def copy_buckets(frame: TradeFrame, config: AnalysisConfig) -> Buckets:
 
 
 def opposite_pairs(key: np.ndarray, direction: np.ndarray, t: np.ndarray, window: int, max_offset: int,
-                   columns: dict[str, np.ndarray], accept) -> tuple[np.ndarray, np.ndarray]:
+                   columns: dict[str, np.ndarray], accept, account_pairs: int = 0):
     """Row pairs (i, j): j among the ``max_offset`` next opens of i's ``key`` in the *opposite* direction, at most
     ``window`` later, that ``accept(ci, cj)`` keeps (``columns`` of i and of j). Searching only the opposite
     side doubles the reach of a neighbour limit in a busy symbol (half the opens there are on i's own side)."""
@@ -627,9 +633,16 @@ def opposite_pairs(key: np.ndarray, direction: np.ndarray, t: np.ndarray, window
             if not ok.all():  # beyond the window (or the array): done with those rows
                 x, x_packed, p, pos = x[ok], x_packed[ok], p[ok], pos[ok]
                 x_cols = {name: col[ok] for name, col in x_cols.items()}
-            keep = accept(x_cols, {name: col[p] for name, col in y_cols.items()})
+            y_here = {name: col[p] for name, col in y_cols.items()}
+            keep = accept(x_cols, y_here)
+            if account_pairs:  # only the pairs' account keys (min·n + max): no gathers of rows
+                a, b = x_cols["acc"][keep], y_here["acc"][keep]
+                out_i.append(np.minimum(a, b).astype(np.int64) * account_pairs + np.maximum(a, b))
+                continue
             out_i.append(x[keep])
             out_j.append(y_rows[p[keep]])
+    if account_pairs:
+        return np.concatenate(out_i) if out_i else np.zeros(0, np.int64)
     if not out_i:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(out_i).astype(np.int64), np.concatenate(out_j).astype(np.int64)
@@ -658,9 +671,17 @@ def stage1_rows(frame: TradeFrame, buckets: Buckets, config: AnalysisConfig) -> 
 def stage1_counts(frame: TradeFrame, buckets: Buckets, config: AnalysisConfig, label: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Coincidences per pair of accounts (key a·n + b, a < b) in stage 1."""
     n_acc = len(frame.accounts)
-    i, j = stage1_rows(frame, buckets, config)
-    a, b = frame.acc[i].astype(np.int64), frame.acc[j].astype(np.int64)
-    keys = np.minimum(a, b) * n_acc + np.maximum(a, b)
+    limit = buckets.neighbours or config.candidate_neighbours
+    if buckets.opposite is not None:
+        keys = opposite_pairs(buckets.keys[0], buckets.opposite, frame.open_ms, buckets.window, limit,
+                              buckets.columns, buckets.accept_stage1, account_pairs=max(n_acc, 1))
+    elif len(buckets.keys) == 1 and "acc" in buckets.columns:
+        keys = window_pairs(buckets.keys[0], frame.open_ms, buckets.window, max_offset=limit,
+                            columns=buckets.columns, accept=buckets.accept_sorted, account_pairs=max(n_acc, 1))
+    else:
+        i, j = stage1_rows(frame, buckets, config)
+        a, b = frame.acc[i].astype(np.int64), frame.acc[j].astype(np.int64)
+        keys = np.minimum(a, b) * n_acc + np.maximum(a, b)
     pk, counts = unique(keys, counts=True)
     if label:  # kept for incremental analysis: pairs already coinciding twice need one more to be candidates
         frame.__dict__.setdefault("_stage1", {})[label] = (pk[counts >= 2], counts[counts >= 2])
