@@ -20,6 +20,8 @@ ROUTES: list[Route] = [
           body=lambda w, who: {"user_id": w.user_ids["fa:risk"]}),
     Route("GET", "/api/v1/accounts/{account_id}/risk", RISK, path=A1),
     Route("POST", "/api/v1/analysis/run", RISK, body=lambda w, who: {}),
+    Route("POST", "/api/v1/accounts/{account_id}/payment-methods", ("admin", "risk", "finance"), path=A1,
+          body=lambda w, who: {"kind": "card", "fingerprint": f"fp-{who}"}),
 ]
 # routes not called by users (e.g. signed provider webhooks), each tested on its own
 NOT_IN_TABLE: set[tuple[str, str]] = set()

@@ -41,18 +41,34 @@ def bench_frame(accounts: int = 100_000, trades_per_account: int = 50, *, days: 
     k = max(int(accounts * planted_share), 2) // 2 * 2
     per = trades_per_account
     rows = lambda a: slice(a * per, (a + 1) * per)  # noqa: E731
-    for p in range(0, k, 2):  # hedging pairs: b mirrors a, 5 s later
+    for p in range(0, k, 2):  # hedging pairs: b mirrors a; half of them adapt (5–60 s later, 0.7–1.3× size)
         a, b = p, p + 1
         ra, rb = rows(a), rows(b)
-        sym[rb], lots[rb], side[rb] = sym[ra], lots[ra], -side[ra]
-        open_ms[rb], close_ms[rb] = open_ms[ra] + 5_000, close_ms[ra] + 5_000
-    for g in range(k, 3 * k, 4):  # copy groups of four: followers 1-2 s later at 2× size
+        adapt = p % 4 == 2
+        hold = close_ms[ra] - open_ms[ra]  # a leg late by up to a minute, but while the exposure is held
+        delay = (gen.uniform(0.1, 1.0, per) * np.minimum(60_000, 0.3 * hold)).astype(np.int64) if adapt else np.full(per, 5_000)
+        size = (lots[ra] * gen.uniform(0.7, 1.3, per)).round(2) if adapt else lots[ra]
+        sym[rb], lots[rb], side[rb] = sym[ra], np.maximum(size, 0.01), -side[ra]
+        jitter = (gen.uniform(-1, 1, per) * np.minimum(60_000, 0.3 * hold)).astype(np.int64) if adapt else 5_000
+        open_ms[rb], close_ms[rb] = open_ms[ra] + delay, close_ms[ra] + jitter
+        close_ms[rb] = np.maximum(close_ms[rb], open_ms[rb] + 1_000)
+    for g in range(k, 3 * k, 4):  # copy groups of four: followers 1-2 s later at 2× size; half adapt
         ra = rows(g)
+        adapt = (g - k) % 8 == 4  # 5–40 s late, scaled 0.5–3× with rounding, skipping a quarter of the signals
         for f in range(1, 4):
             rf = rows(g + f)
-            sym[rf], side[rf], lots[rf] = sym[ra], side[ra], (lots[ra] * 2).round(2)
-            open_ms[rf] = open_ms[ra] + 1_000 + f * 300
-            close_ms[rf] = close_ms[ra] + 1_000
+            if adapt:
+                factor = (0.5, 1.5, 3.0)[f - 1]
+                own = gen.random(per) < 0.25  # a skipped signal: the follower trades on its own instead
+                sym[rf] = np.where(own, sym[rf], sym[ra])
+                side[rf] = np.where(own, side[rf], side[ra])
+                lots[rf] = np.where(own, lots[rf], np.maximum((lots[ra] * factor).round(2), 0.01))
+                open_ms[rf] = np.where(own, open_ms[rf], open_ms[ra] + gen.integers(5_000, 40_000, per))
+                close_ms[rf] = np.where(own, close_ms[rf], close_ms[ra] + gen.integers(0, 60_000, per))
+            else:
+                sym[rf], side[rf], lots[rf] = sym[ra], side[ra], (lots[ra] * 2).round(2)
+                open_ms[rf] = open_ms[ra] + 1_000 + f * 300
+                close_ms[rf] = close_ms[ra] + 1_000
     # quotes: every 5 s of the trading days, one random walk per symbol
     q_per_day = (11 * 3600 * 1000) // QUOTE_STEP_MS
     all_days = np.arange(days)
@@ -99,17 +115,46 @@ def bench_frame(accounts: int = 100_000, trades_per_account: int = 50, *, days: 
     s_ms = START_MS + gen.integers(0, days * DAY_MS, s_acc.size)
     device = [f"d{a}" for a in s_acc.tolist()]
     ip = [f"10.{a >> 16 & 255}.{a >> 8 & 255}.{a & 255}" for a in s_acc.tolist()]
-    for a in range(5 * k, 6 * k):
+    for a in range(5 * k, 6 * k):  # groups of three on one device, and one ring of 25 on one device
         for s in range(3):
-            device[a * 3 + s] = f"shared-{(a - 5 * k) // 3}"
+            device[a * 3 + s] = f"shared-{(a - 5 * k) // 3}" if a < 6 * k - 25 else "ring-device"
+    # honest offices of 8–11 people on one IPv4 each (1% of the accounts), and a carrier NAT of 200
+    office_start, office = 6 * k, 0
+    a = office_start
+    while a < office_start + max(accounts // 100, 8):
+        size = int(gen.integers(8, 12))
+        for member in range(a, min(a + size, accounts)):
+            for s in range(3):
+                ip[member * 3 + s] = f"172.16.{office >> 8 & 255}.{office & 255}"
+        a += size
+        office += 1
+    for member in range(a, min(a + 200, accounts)):
+        ip[member * 3] = "100.64.0.1"
     names = [f"A{a:06d}" for a in range(accounts)]
-    return TradeFrame(
+    frame = TradeFrame(
         accounts=names, symbols=list(SYMBOLS), acc=acc, sym=sym, side=side, lots=lots, open_ms=open_ms,
         order_ms=order_ms, open_price=fill.round(6), close_ms=close_ms, close_price=close_price,
         closed_lots=lots.copy(), profit_e8=profit, closes=np.ones(n, np.int32),
         session_acc=s_acc, session_ms=s_ms, session_ip=ip, session_device=device,
         quote_sym=q_sym, quote_ms=q_ms, quote_bid=q_bid, quote_ask=q_ask,
     )
+    group = lambda lo, hi: [names[x] for x in range(lo, min(hi, accounts))]  # noqa: E731
+    frame.__dict__["truth"] = {
+        "hedging": [group(p, p + 2) for p in range(0, k, 2)],
+        "copy": [group(g, g + 4) for g in range(k, 3 * k, 4)],
+        "latency": [[names[x]] for x in range(3 * k, 4 * k)],
+        "martingale": [[names[x]] for x in range(4 * k, 5 * k)],
+        "linkage": _device_groups(names, device, range(5 * k, min(6 * k, accounts))),
+        "honest_overlap": {"offices": group(office_start, a)},
+    }
+    return frame
+
+
+def _device_groups(names: list[str], device: list[str], planted: range) -> list[list[str]]:
+    by_device: dict[str, list[str]] = {}
+    for a in planted:
+        by_device.setdefault(device[a * 3], []).append(names[a])
+    return [members for members in by_device.values() if len(members) > 1]
 
 
 __all__ = ["bench_frame"]

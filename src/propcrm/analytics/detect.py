@@ -39,20 +39,29 @@ class AnalysisConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     # its trades were: P(≥ matched | expected) × pairs of accounts in the firm ≤ chance_alpha
     chance_alpha: float = 0.01
     # linkage
-    link_max_accounts_per_value: int = 12  # a value shared by more accounts is a NAT/VPN/shared office: not a link
+    link_household_max: int = 4  # an IP shared by more accounts is crowded (office, VPN, carrier NAT): weak evidence
+    link_crowded_check_max: int = 400  # crowded IPs with more accounts are reported only, their pairs not checked
+    link_pairs_max: int = 12  # a value with more sharers is recorded as a star of links (linear), not every pair
+    link_strong_chance: float = 0.01  # prior: two different people share a device or payment instrument honestly
+    link_household_chance: float = 0.05  # prior: different people behind one household-sized IP honestly
     # hedging
-    hedge_window_s: float = 30.0
-    hedge_lot_tolerance: float = 0.25  # larger/smaller lots ≤ 1.25
-    hedge_min_matches: int = 3
-    hedge_min_share: float = 0.5  # of the smaller account's trades
+    hedge_max_delay_s: float = 900.0  # stage 1 only: a leg opened within this of the other, while it is open
+    hedge_candidate_neighbours: int = 24  # stage 1: following opposite opens of the symbol group each is compared with
+    hedge_quick_delay_s: float = 60.0  # a second look at legs this close (the textbook hedge), chance counted alike
+    hedge_delay_share: float = 0.05  # a counterpart leg may open up to this share of the position's hold apart
+    hedge_min_coverage: float = 0.5  # a position is hedged when opposite exposure covers this share of lots × time
+    hedge_min_matches: int = 3  # hedged positions of each account
+    hedge_min_share: float = 0.3  # of the smaller account's positions
     correlated: tuple[tuple[tuple[str, int], ...], ...] = ()  # groups of (symbol, +1 | -1) that move together
     # copy trading
-    copy_window_s: float = 3.0
+    copy_candidate_neighbours: int = 10  # stage 1: following trades of the same symbol and side compared
+    copy_window_s: float = 60.0  # jitter tolerated between a signal and its copy; the chance model decides
     copy_ratio_tolerance: float = 0.2  # each size ratio within ±20% of the pair's median ratio
     copy_min_matches: int = 5
-    copy_min_share: float = 0.6
-    copy_min_consistency: float = 0.8
+    copy_min_share: float = 0.4  # of the smaller account's trades (copies skip signals, add their own trades)
+    copy_min_consistency: float = 0.7
     # latency / execution
+    latency_stale_prior: float = 0.05  # honest share of fills a spread better than the reference, for tiny firms
     latency_min_gap_spreads: float = 1.0  # fill better than the reference by at least one spread
     latency_min_stale: int = 5
     latency_min_stale_share: float = 0.3
@@ -63,7 +72,8 @@ class AnalysisConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     latency_slippage_min_fills: int = 10  # asymmetric slippage: fills that slipped, nearly all in the trader's favour
     latency_slippage_min_share: float = 0.9  # and unlikely for fair fills: P × accounts ≤ chance_alpha
     # martingale
-    martingale_min_ratio: float = 1.8  # median next/previous lots after a losing trade
+    martingale_escalation_prior: float = 0.2  # honest share of 1.5× steps after a loss, when the firm is too small to say
+    martingale_min_ratio: float = 1.5  # median next/previous lots after a losing trade (the chance test decides)
     martingale_min_steps: int = 6  # losing trades followed by another trade (below the account's largest size)
     martingale_min_escalated: float = 0.8  # share of those followed by lots ≥ 1.5×
     martingale_min_consistency: float = 0.7  # share of the multipliers within ±25% of their median
@@ -78,6 +88,12 @@ class Finding:
     score: int
     title: str
     evidence: dict = field(default_factory=dict)
+    chance: float | None = None  # how likely an honest account (pair, group) looks like this, corrected for the tests
+
+    @property
+    def probability(self) -> float:
+        """Calibrated probability that the finding is not honest coincidence (1 − the corrected chance)."""
+        return 1.0 - (self.chance if self.chance is not None else 0.01)
 
     @property
     def fingerprint(self) -> str:
@@ -87,7 +103,8 @@ class Finding:
 
     def to_dict(self) -> dict:
         return {"detector": self.detector, "accounts": list(self.accounts), "score": self.score, "title": self.title,
-                "fingerprint": self.fingerprint, "evidence": self.evidence}
+                "fingerprint": self.fingerprint, "evidence": self.evidence,
+                "chance": None if self.chance is None else float(f"{self.chance:.3g}")}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -138,7 +155,7 @@ def _sort_by_key_and_time(key: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def window_pairs(key: np.ndarray, t: np.ndarray, window: int, *, max_offset: int = 100_000,
-                 columns: dict[str, np.ndarray] | None = None, accept=None) -> tuple[np.ndarray, np.ndarray]:
+                 columns: dict[str, np.ndarray] | None = None, accept=None, account_pairs: int = 0):
     """Row pairs (i, j) with equal ``key`` and ``0 <= t[j] - t[i] <= window`` (each unordered pair once).
 
     Sorts once by (key, t); then for offset 1, 2, … compares each row with the row that far ahead as two
@@ -162,9 +179,15 @@ def window_pairs(key: np.ndarray, t: np.ndarray, window: int, *, max_offset: int
             lo = {name: col[:-offset] for name, col in sorted_columns.items()}
             hi = {name: col[offset:] for name, col in sorted_columns.items()}
             ok &= accept(lo, hi)
+        if account_pairs:  # only the pairs' account keys (min·n + max), from the sorted slices: no gathers
+            a, b = sorted_columns["acc"][:-offset][ok], sorted_columns["acc"][offset:][ok]
+            out_i.append(np.minimum(a, b).astype(np.int64) * account_pairs + np.maximum(a, b))
+            continue
         idx = np.flatnonzero(ok)
         out_i.append(order[idx])
         out_j.append(order[idx + offset])
+    if account_pairs:
+        return np.concatenate(out_i) if out_i else np.zeros(0, np.int64)
     if not out_i:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(out_i).astype(np.int64), np.concatenate(out_j).astype(np.int64)
@@ -292,24 +315,45 @@ class _Chance:
         self.trades = np.bincount(frame.acc, minlength=n_acc).astype(np.float64)
         self.crowd = np.bincount(frame.acc, weights=crowd, minlength=n_acc)
         self.total = max(float(frame.n), 1.0)
+        self.mean_crowd = max(float(self.crowd.sum()) / self.total, 1e-9)
         active = int(np.count_nonzero(self.trades))
         self.pairs = max(active * (active - 1) // 2, 1)
 
+    def expected(self, a: int, b: int, matched: int) -> float:
+        """Chance coincidences: a's crowd × b's share of trades — and when *both* trade in busy minutes more
+        than the firm does, their crowds multiplied (b is then not a random draw of the firm's trades)."""
+        crowd_a, crowd_b = max(self.crowd[a] - matched, 0.0), max(self.crowd[b] - matched, 0.0)
+        return max(self.trades[b] * crowd_a, self.trades[a] * crowd_b,
+                   crowd_a * crowd_b / self.mean_crowd) / self.total
+
     def judge(self, a: int, b: int, matched: int, alpha: float) -> tuple[bool, dict]:
         # the crowd around a's trades, less the matched trades of b themselves (they are what is judged)
-        crowd_a, crowd_b = max(self.crowd[a] - matched, 0.0), max(self.crowd[b] - matched, 0.0)
-        expected = max(self.trades[b] * crowd_a, self.trades[a] * crowd_b) / self.total
+        expected = self.expected(a, b, matched)
         p = poisson_tail(matched, expected)
-        return p * self.pairs <= alpha, {"expected_by_chance": round(expected, 4), "chance_p": float(f"{p:.3g}"),
-                                         "account_pairs_in_firm": self.pairs}
+        corrected = min(1.0, p * self.pairs)
+        return corrected <= alpha, {"expected_by_chance": round(expected, 4), "chance_p": float(f"{p:.3g}"),
+                                    "account_pairs_in_firm": self.pairs, "chance_corrected": float(f"{corrected:.3g}")}
 
 
 # --------------------------------------------------------------------------------------------------
 # linkage
 
 
-def find_linkage(frame: TradeFrame, config: AnalysisConfig) -> tuple[list[dict], list[Finding]]:
-    """Links (pairs of accounts sharing a value) and the clusters of more than one person's accounts."""
+def find_linkage(frame: TradeFrame, config: AnalysisConfig, corroborated: set[tuple[str, str]] | None = None,
+                 ) -> tuple[list[dict], list[Finding]]:
+    """Links (accounts sharing a value) and the clusters of more than one person's accounts.
+
+    Identifiers are weighed by what they are. A device fingerprint or a payment instrument (card,
+    wallet, bank account hash) used by several "different" people is strong evidence, the stronger
+    the more of them share it. An IP (IPv4, or an IPv6 /64) is weak: shared by at most
+    ``link_household_max`` accounts it links them like a household; shared by more it is *crowded* (an
+    office, a VPN exit, a carrier's NAT) and links a pair only with corroboration — the pair is in a
+    hedging or copy finding (``corroborated``), or its trading coincides more often than chance among
+    the pairs sharing that value. Crowded values are reported in the returned links' companion
+    (``frame.__dict__["_crowded"]``) and in the findings' evidence. Cost: linear in sessions, plus the
+    pairs of each checked crowded value.
+    """
+    corroborated = corroborated or set()
     seen: dict[tuple[str, str], dict[int, list[int]]] = defaultdict(dict)  # (via, value) -> account -> [first, last, n]
     acc = frame.session_acc.tolist()
     ms = frame.session_ms.tolist()
@@ -321,51 +365,151 @@ def find_linkage(frame: TradeFrame, config: AnalysisConfig) -> tuple[list[dict],
             if slot is None:
                 seen[(via, value)][a] = [t, t, 1]
             else:
-                slot[0] = min(slot[0], t)
-                slot[1] = max(slot[1], t)
+                if t < slot[0]:
+                    slot[0] = t
+                if t > slot[1]:
+                    slot[1] = t
                 slot[2] += 1
     for a, trader in frame.trader_of.items():
         seen[("trader", trader)][a] = [-1, -1, 0]
     for a, payments in frame.payments_of.items():
         for payment in payments:
             seen[("payment", payment)][a] = [-1, -1, 0]
+    names = frame.accounts
+    identity = {a: f"trader:{t}" for a, t in frame.trader_of.items()}
+    person = lambda a: identity.get(a, f"account:{names[a]}")  # noqa: E731
     links, crowded = [], []
     union = _Union()
-    names = frame.accounts
+    value_people: dict[tuple[str, str], int] = {}
+    coincide = _TradingCoincidence(frame, config)
+
+    def link(a: int, b: int, via: str, value: str, members: dict, **extra) -> None:
+        if names[a] > names[b]:
+            a, b = b, a
+        sa, sb = members[a], members[b]
+        links.append({"account_a": names[a], "account_b": names[b], "via": via, "value": value,
+                      "first_seen": iso(max(sa[0], sb[0])) if sa[0] >= 0 else None,
+                      "last_seen": iso(max(sa[1], sb[1])) if sa[1] >= 0 else None,
+                      "seen": {names[a]: sa[2], names[b]: sb[2]}, **extra})
+        union.union(names[a], names[b])
+
     for (via, value), members in sorted(seen.items()):
         if len(members) < 2:
             continue
-        if len(members) > config.link_max_accounts_per_value and via in ("ip", "device"):
-            crowded.append({"via": via, "value": value, "accounts": len(members)})
-            continue
         ordered = sorted(members, key=lambda a: names[a])
+        people = len({person(a) for a in ordered})
+        value_people[(via, value)] = people
+        if via != "ip" or len(members) <= config.link_household_max:
+            # strong (or household-sized): every pair while small, a star from the first account when large
+            if len(ordered) <= config.link_pairs_max:
+                for x in range(len(ordered)):
+                    for y in range(x + 1, len(ordered)):
+                        link(ordered[x], ordered[y], via, value, members, sharers=len(ordered))
+            else:
+                for other in ordered[1:]:
+                    link(ordered[0], other, via, value, members, sharers=len(ordered))
+            continue
+        entry = {"via": via, "value": value, "accounts": len(members), "people": people, "corroborated": []}
+        crowded.append(entry)
+        if len(members) > config.link_crowded_check_max:
+            continue  # a carrier NAT or a VPN exit of thousands: reported, never paired
+        pairs_here = len(ordered) * (len(ordered) - 1) // 2
         for x in range(len(ordered)):
             for y in range(x + 1, len(ordered)):
                 a, b = ordered[x], ordered[y]
-                sa, sb = members[a], members[b]
-                link = {"account_a": names[a], "account_b": names[b], "via": via, "value": value,
-                        "first_seen": iso(max(sa[0], sb[0])) if sa[0] >= 0 else None,
-                        "last_seen": iso(max(sa[1], sb[1])) if sa[1] >= 0 else None,
-                        "seen": {names[a]: sa[2], names[b]: sb[2]}}
-                links.append(link)
-                union.union(names[a], names[b])
-    identity = {names[a]: f"trader:{t}" for a, t in frame.trader_of.items()}
+                why = None
+                if (names[a], names[b]) in corroborated:
+                    why = "hedging or copy finding"
+                else:
+                    p = coincide.chance(a, b)
+                    if p is not None and p * pairs_here <= config.chance_alpha:
+                        why = f"trading coincides (chance {p * pairs_here:.2g} among the {pairs_here} pairs here)"
+                if why:
+                    link(a, b, via, value, members, sharers=len(ordered), crowded=True, corroboration=why)
+                    entry["corroborated"].append([names[a], names[b]])
+    by_group: dict[str, list[dict]] = defaultdict(list)
+    for item in links:
+        by_group[union.find(item["account_a"])].append(item)
+    crowded.sort(key=lambda c: (-c["accounts"], c["via"], c["value"]))
+    frame.__dict__["_crowded"] = crowded
+    index = {name: a for a, name in enumerate(names)}
     findings = []
     for group in union.groups():
-        people = {identity.get(name, f"account:{name}") for name in group}
+        people = {person(index[name]) for name in group}
         if len(people) < 2:
             continue  # one person's own accounts, linked only by what they share with themselves
+        evidence_links = by_group[union.find(group[0])]
+        vias = sorted({item["via"] for item in evidence_links})
+        chance = _linkage_chance(evidence_links, value_people, config)
         members = set(group)
-        evidence_links = [link for link in links if link["account_a"] in members]
-        vias = sorted({link["via"] for link in evidence_links})
-        strength = min(100, 40 + 15 * len(vias) + 5 * (len(group) - 2))
+        crowded_here = [c for c in crowded if any(a in members for pair in c["corroborated"] for a in pair)]
         findings.append(Finding(
-            "linkage", tuple(group), strength,
+            "linkage", tuple(group), strength_of(chance),
             f"{len(group)} accounts of {len(people)} apparently different traders share {', '.join(vias)}",
-            {"links": evidence_links[: config.evidence_limit * 4], "people": sorted(people)},
+            {"links": evidence_links[: config.evidence_limit * 4], "link_count": len(evidence_links),
+             "people": sorted(people), "crowded_values": crowded_here[: config.evidence_limit]}, chance=chance,
         ))
     findings.sort(key=lambda f: f.accounts)
     return links, findings
+
+
+def _linkage_chance(links: list[dict], value_people: dict, config: AnalysisConfig) -> float:
+    """A prior, not a fitted rate: how likely honest different people produce this cluster's strongest link.
+
+    A device or payment instrument shared by k different people: ``link_strong_chance`` ** (k − 1) (two
+    people sharing one card is rare, ten is not an accident); a household-sized IP: ``link_household_chance``;
+    a crowded IP with corroboration: the corroboration's chance is what was tested (at most alpha).
+    """
+    best = 1.0
+    for item in links:
+        via = item["via"]
+        if via in ("device", "payment"):
+            k = max(value_people.get((via, item["value"]), 2), 2)
+            best = min(best, config.link_strong_chance ** (k - 1))
+        elif via == "ip" and item.get("crowded"):
+            best = min(best, config.chance_alpha)
+        elif via == "ip":
+            best = min(best, config.link_household_chance)
+        else:
+            best = min(best, config.chance_alpha)
+    return best
+
+
+def _copy_chance(frame: TradeFrame, config: AnalysisConfig) -> _Chance:
+    """The copy detector's crowd model (each trade's same-symbol, same-side crowd within the window), once per frame."""
+    cached = frame.__dict__.get("_copy_chance")
+    if cached is None or cached[0] is not frame.open_ms or cached[1] != config.copy_window_s:
+        key = frame.sym.astype(np.int64) * 2 + (frame.side > 0)
+        model = _Chance(frame, background(key, key, frame.open_ms, int(config.copy_window_s * 1000)) - 1)
+        cached = (frame.open_ms, config.copy_window_s, model)
+        frame.__dict__["_copy_chance"] = cached
+    return cached[2]
+
+
+class _TradingCoincidence:
+    """Whether two accounts' opens coincide (same symbol and side within the copy window) beyond chance.
+
+    Uses the copy detector's stage-1 coincidences when it ran (pairs that coincided at least twice) and
+    the same crowd model as :class:`_Chance`; without them there is no evidence (None)."""
+
+    def __init__(self, frame: TradeFrame, config: AnalysisConfig) -> None:
+        self.frame, self.config = frame, config
+        stage1 = frame.__dict__.get("_stage1", {}).get("copy")
+        self.pk, self.counts = stage1 if stage1 is not None else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        self.model = None
+
+    def chance(self, a: int, b: int) -> float | None:
+        if not self.pk.size:
+            return None
+        n_acc = len(self.frame.accounts)
+        key = min(a, b) * n_acc + max(a, b)
+        at = int(np.searchsorted(self.pk, key))
+        if at >= self.pk.size or self.pk[at] != key:
+            return None
+        if self.model is None:
+            self.model = _copy_chance(self.frame, self.config)
+        matched = int(self.counts[at])
+        return poisson_tail(matched, self.model.expected(a, b, matched))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -399,27 +543,53 @@ class Buckets:
     columns: dict[str, np.ndarray]
     accept_sorted: object
     accept: object  # the same test on row indices
+    exact_window: int | None = -1  # stage 2's window (-1: the same as stage 1's; None: no window, the test decides)
+    neighbours: int | None = None  # stage 1's neighbour limit (None: candidate_neighbours)
+    opposite: np.ndarray | None = None  # hedging: each row's direction; stage 1 searches the opposite side only
+    accept_stage1: object = None  # stage 1's test on row indices (i opened first)
+
+
+def _end_ms(frame: TradeFrame) -> np.ndarray:
+    """When each position stopped carrying exposure: its last close, or the frame's last time while open."""
+    cached = frame.__dict__.get("_end_ms")
+    if cached is None or cached[0] is not frame.close_ms:
+        last = int(max(frame.open_ms.max(initial=0), frame.close_ms.max(initial=0)))
+        cached = (frame.close_ms, np.where(frame.close_ms >= 0, np.maximum(frame.close_ms, frame.open_ms), last))
+        frame.__dict__["_end_ms"] = cached
+    return cached[1]
 
 
 def hedging_buckets(frame: TradeFrame, config: AnalysisConfig) -> Buckets:
+    """Hedging compares positions of one symbol group held at the same time in opposite directions.
+
+    Candidates (stage 1): a position opened while an opposite position of another account in the group
+    was still open, within ``hedge_max_delay_s`` of its open. The exact pass (stage 2) compares every
+    overlapping opposite pair of a candidate pair of accounts, whatever the delay and the sizes.
+    """
     group, sign = _symbol_groups(frame, config)
     g = group[frame.sym]
     direction = frame.side * sign[frame.sym]
-    level = np.log(frame.lots) / (2 * math.log1p(config.hedge_lot_tolerance))
-    limit = 1 + config.hedge_lot_tolerance + 1e-9
+    end = _end_ms(frame)
 
     def accept(i, j):
-        ratio = np.maximum(frame.lots[i], frame.lots[j]) / np.minimum(frame.lots[i], frame.lots[j])
-        return (frame.acc[i] != frame.acc[j]) & (g[i] == g[j]) & (direction[i] != direction[j]) & (ratio <= limit)
+        overlap = np.minimum(end[i], end[j]) - np.maximum(frame.open_ms[i], frame.open_ms[j])
+        return (frame.acc[i] != frame.acc[j]) & (g[i] == g[j]) & (direction[i] != direction[j]) & (overlap > 0)
 
-    def accept_sorted(lo, hi):  # the same test on sorted slices (same bucket, so the same symbol group)
-        ratio = np.maximum(lo["lots"], hi["lots"]) / np.minimum(lo["lots"], hi["lots"])
-        return (lo["acc"] != hi["acc"]) & (lo["direction"] != hi["direction"]) & (ratio <= limit)
+    tau = _hedge_tau(frame, config)
+    duration = end - frame.open_ms
 
-    # two size grids: any two sizes within the tolerance share a bin in one of them
-    keys = [g * 100_000 + np.floor(level + shift).astype(np.int64) + 10_000 for shift in (0.0, 0.5)]
-    return Buckets(keys, int(config.hedge_window_s * 1000), {"acc": frame.acc, "direction": direction, "lots": frame.lots},
-                   accept_sorted, accept)
+    least = int(config.hedge_max_delay_s * 1000)
+
+    def accept_stage1(i, j):  # columns of i (opened first) and j: j held alike, overlapping half the shorter one
+        di, dj = i["end"] - i["open"], j["end"] - j["open"]
+        allowance = 2 * np.maximum(least, (np.maximum(di, dj) * config.hedge_delay_share).astype(np.int64))
+        return ((i["acc"] != j["acc"]) & (2 * (np.minimum(i["end"], j["end"]) - j["open"]) >= np.minimum(di, dj))
+                & (np.abs(di - dj) <= allowance))
+
+    return Buckets([g.astype(np.int64)], int(config.hedge_max_delay_s * 1000),
+                   {"acc": frame.acc, "end": end, "open": frame.open_ms},
+                   accept_stage1, accept, exact_window=None, neighbours=config.hedge_candidate_neighbours,
+                   opposite=direction, accept_stage1=accept_stage1)
 
 
 def copy_buckets(frame: TradeFrame, config: AnalysisConfig) -> Buckets:
@@ -427,26 +597,92 @@ def copy_buckets(frame: TradeFrame, config: AnalysisConfig) -> Buckets:
         return (frame.acc[i] != frame.acc[j]) & (frame.sym[i] == frame.sym[j]) & (frame.side[i] == frame.side[j])
 
     return Buckets([frame.sym.astype(np.int64) * 2 + (frame.side > 0)], int(config.copy_window_s * 1000),
-                   {"acc": frame.acc}, lambda lo, hi: lo["acc"] != hi["acc"], accept)
+                   {"acc": frame.acc}, lambda lo, hi: lo["acc"] != hi["acc"], accept,
+                   neighbours=config.copy_candidate_neighbours)
+
+
+def opposite_pairs(key: np.ndarray, direction: np.ndarray, t: np.ndarray, window: int, max_offset: int,
+                   columns: dict[str, np.ndarray], accept, account_pairs: int = 0):
+    """Row pairs (i, j): j among the ``max_offset`` next opens of i's ``key`` in the *opposite* direction, at most
+    ``window`` later, that ``accept(ci, cj)`` keeps (``columns`` of i and of j). Searching only the opposite
+    side doubles the reach of a neighbour limit in a busy symbol (half the opens there are on i's own side)."""
+    out_i, out_j = [], []
+    if not t.size:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    t0, mask = int(t.min()), (1 << 40) - 1
+    for d, side in ((1, "left"), (-1, "right")):  # simultaneous opposite opens: found from the buy side only
+        x, y = np.flatnonzero(direction == d), np.flatnonzero(direction == -d)
+        if not x.size or not y.size:
+            continue
+        y_packed = key[y].astype(np.int64) << 40 | (t[y] - t0)
+        order = np.argsort(y_packed, kind="stable")
+        ys, y_rows = y_packed[order], y[order]
+        y_cols = {name: col[y_rows] for name, col in columns.items()}
+        x_packed = key[x].astype(np.int64) << 40 | (t[x] - t0)
+        order = np.argsort(x_packed, kind="stable")
+        x, x_packed = x[order], x_packed[order]
+        x_cols = {name: col[x] for name, col in columns.items()}
+        pos = np.searchsorted(ys, x_packed, side=side)
+        for offset in range(max_offset):
+            p = pos + offset
+            ok = p < ys.size
+            p = np.where(ok, p, 0)
+            ok &= (ys[p] >> 40 == x_packed >> 40) & ((ys[p] & mask) - (x_packed & mask) <= window)
+            if not ok.any():
+                break
+            if not ok.all():  # beyond the window (or the array): done with those rows
+                x, x_packed, p, pos = x[ok], x_packed[ok], p[ok], pos[ok]
+                x_cols = {name: col[ok] for name, col in x_cols.items()}
+            y_here = {name: col[p] for name, col in y_cols.items()}
+            keep = accept(x_cols, y_here)
+            if account_pairs:  # only the pairs' account keys (min·n + max): no gathers of rows
+                a, b = x_cols["acc"][keep], y_here["acc"][keep]
+                out_i.append(np.minimum(a, b).astype(np.int64) * account_pairs + np.maximum(a, b))
+                continue
+            out_i.append(x[keep])
+            out_j.append(y_rows[p[keep]])
+    if account_pairs:
+        return np.concatenate(out_i) if out_i else np.zeros(0, np.int64)
+    if not out_i:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(out_i).astype(np.int64), np.concatenate(out_j).astype(np.int64)
 
 
 def stage1_rows(frame: TradeFrame, buckets: Buckets, config: AnalysisConfig) -> tuple[np.ndarray, np.ndarray]:
     """Trade pairs among each trade's ``candidate_neighbours`` following trades of its bucket (each pair once)."""
+    if buckets.opposite is not None:
+        i, j = opposite_pairs(buckets.keys[0], buckets.opposite, frame.open_ms, buckets.window,
+                              buckets.neighbours or config.candidate_neighbours, buckets.columns,
+                              buckets.accept_stage1)
+        return np.minimum(i, j), np.maximum(i, j)
     found = []
     for key in buckets.keys:
-        i, j = window_pairs(key, frame.open_ms, buckets.window, max_offset=config.candidate_neighbours,
+        i, j = window_pairs(key, frame.open_ms, buckets.window,
+                            max_offset=buckets.neighbours or config.candidate_neighbours,
                             columns=buckets.columns, accept=buckets.accept_sorted)
         found.append(np.minimum(i, j) * frame.n + np.maximum(i, j))
-    rows = unique(np.concatenate(found)) if found else np.zeros(0, np.int64)  # a trade pair once, in any grid
+    if len(found) == 1:  # one grid: window_pairs gives each pair once already
+        rows = found[0]
+    else:
+        rows = unique(np.concatenate(found)) if found else np.zeros(0, np.int64)  # a trade pair once, in any grid
     return rows // max(frame.n, 1), rows % max(frame.n, 1)
 
 
 def stage1_counts(frame: TradeFrame, buckets: Buckets, config: AnalysisConfig, label: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Coincidences per pair of accounts (key a·n + b, a < b) in stage 1."""
     n_acc = len(frame.accounts)
-    i, j = stage1_rows(frame, buckets, config)
-    a, b = frame.acc[i].astype(np.int64), frame.acc[j].astype(np.int64)
-    pk, counts = unique(np.minimum(a, b) * n_acc + np.maximum(a, b), counts=True)
+    limit = buckets.neighbours or config.candidate_neighbours
+    if buckets.opposite is not None:
+        keys = opposite_pairs(buckets.keys[0], buckets.opposite, frame.open_ms, buckets.window, limit,
+                              buckets.columns, buckets.accept_stage1, account_pairs=max(n_acc, 1))
+    elif len(buckets.keys) == 1 and "acc" in buckets.columns:
+        keys = window_pairs(buckets.keys[0], frame.open_ms, buckets.window, max_offset=limit,
+                            columns=buckets.columns, accept=buckets.accept_sorted, account_pairs=max(n_acc, 1))
+    else:
+        i, j = stage1_rows(frame, buckets, config)
+        a, b = frame.acc[i].astype(np.int64), frame.acc[j].astype(np.int64)
+        keys = np.minimum(a, b) * n_acc + np.maximum(a, b)
+    pk, counts = unique(keys, counts=True)
     if label:  # kept for incremental analysis: pairs already coinciding twice need one more to be candidates
         frame.__dict__.setdefault("_stage1", {})[label] = (pk[counts >= 2], counts[counts >= 2])
     return pk, counts
@@ -466,7 +702,8 @@ def find_pairs(frame: TradeFrame, buckets: Buckets, config: AnalysisConfig, *, l
     so the matched trades and shares are exact.
     """
     n_acc = len(frame.accounts)
-    window, accept = buckets.window, buckets.accept
+    window = buckets.window if buckets.exact_window == -1 else buckets.exact_window
+    accept = buckets.accept
     pk, counts = stage1_counts(frame, buckets, config, label)
     trades = np.bincount(frame.acc, minlength=n_acc)
     smaller = np.minimum(trades[pk // n_acc], trades[pk % n_acc])
@@ -488,7 +725,9 @@ def find_pairs(frame: TradeFrame, buckets: Buckets, config: AnalysisConfig, *, l
         width = lb[sel][pair]
         i = order[start[a[sel][pair]] + local // width]
         j = order[start[b[sel][pair]] + local % width]
-        ok = (np.abs(frame.open_ms[i] - frame.open_ms[j]) <= window) & accept(i, j)
+        ok = accept(i, j)
+        if window is not None:
+            ok &= np.abs(frame.open_ms[i] - frame.open_ms[j]) <= window
         out_i.append(i[ok])
         out_j.append(j[ok])
         first = last
@@ -496,68 +735,234 @@ def find_pairs(frame: TradeFrame, buckets: Buckets, config: AnalysisConfig, *, l
 
 
 def find_hedging(frame: TradeFrame, config: AnalysisConfig) -> list[Finding]:
-    """Accounts that repeatedly open opposite positions of similar size on one (or a correlated) symbol."""
+    """Accounts that hold opposite exposure on one (or a correlated) symbol at the same time, repeatedly.
+
+    Judged on exposure over time, not on a window between the legs: a position of one account is
+    *hedged* by another when the other's opposite positions in the symbol group cover at least
+    ``hedge_min_coverage`` of its lots × time (legs opened minutes apart, split in parts or of another
+    size included). A pair is flagged when each account has at least ``hedge_min_matches`` hedged
+    positions, the smaller account at least ``hedge_min_share`` of its positions, and for either
+    account that many hedged positions are unlikely for honest traders in the same crowd (see
+    :func:`_hedge_expected`; looked at within τ and within ``hedge_quick_delay_s``: the smallest of the four
+    p-values, ×4), corrected for the number of account pairs tested.
+    """
     if frame.n < 2:
         return []
-    group, sign = _symbol_groups(frame, config)
-    g = group[frame.sym]
-    direction = frame.side * sign[frame.sym]
-    level = np.log(frame.lots) / (2 * math.log1p(config.hedge_lot_tolerance))
-    window = int(config.hedge_window_s * 1000)
+    n_acc = len(frame.accounts)
     i, j = find_pairs(frame, hedging_buckets(frame, config), config, label="hedging")
     if not i.size:
         return []
     i, j = _canonical(frame, i, j)
-    i, j, pk, matched = _candidate_pairs(frame, i, j, config.hedge_min_matches)
-    counts = np.bincount(frame.acc, minlength=len(frame.accounts))
-    bucket = g * 100_000 + (np.floor(level).astype(np.int64) + 10_000) * 2
-    chance = _Chance(frame, background(bucket + (direction > 0), bucket + (direction < 0), frame.open_ms, window))
-    flagged: list[tuple[str, str]] = []
-    details = {}
-    for key, m in matched.items():
-        a, b = divmod(key, len(frame.accounts))
-        smaller = min(counts[a], counts[b])
-        if m < config.hedge_min_matches or m / smaller < config.hedge_min_share:
-            continue
-        rows = pk == key
-        pairs = _greedy_one_to_one(frame, i[rows], j[rows])
-        if len(pairs) < config.hedge_min_matches or len(pairs) / smaller < config.hedge_min_share:
-            continue
-        unlikely, odds = chance.judge(a, b, len(pairs), config.chance_alpha)
-        if not unlikely:
+    end, start = _end_ms(frame), frame.open_ms
+    pk = frame.acc[i].astype(np.int64) * n_acc + frame.acc[j]
+    overlap = (np.minimum(end[i], end[j]) - np.maximum(start[i], start[j])).astype(np.float64)
+    duration = np.maximum(end - start, 1).astype(np.float64)
+    lots = frame.lots
+    tau = _hedge_tau(frame, config)
+    gap = np.abs(start[i] - start[j])
+    held = np.abs(duration[i] - duration[j])
+    # x is covered by y's exposure only when y is x's counterpart: opened within x's delay allowance τ and
+    # held about as long (within 2τ) — what the chance model counts
+    cov_i = np.where((gap <= tau[i]) & (held <= 2 * tau[i]),
+                     overlap * np.minimum(1.0, lots[j] / lots[i]) / duration[i], 0.0)
+    cov_j = np.where((gap <= tau[j]) & (held <= 2 * tau[j]),
+                     overlap * np.minimum(1.0, lots[i] / lots[j]) / duration[j], 0.0)
+
+    def hedged_rows(rows, cov):
+        key = pk * max(frame.n, 1) + rows
+        keys, inverse = np.unique(key, return_inverse=True)
+        covered = np.bincount(inverse, weights=cov)
+        ok = covered >= config.hedge_min_coverage
+        return keys[ok] // max(frame.n, 1), keys[ok] % max(frame.n, 1), np.minimum(covered[ok], 1.0)
+
+    pa, ra, ca = hedged_rows(i, cov_i)
+    pb, rb, cb = hedged_rows(j, cov_j)
+    keys_a, k_a = unique(pa, counts=True)
+    keys_b, k_b = unique(pb, counts=True)
+    both = np.intersect1d(keys_a[k_a >= config.hedge_min_matches], keys_b[k_b >= config.hedge_min_matches])
+    if not both.size:
+        return []
+    ka = k_a[np.searchsorted(keys_a, both)]
+    kb = k_b[np.searchsorted(keys_b, both)]
+    counts = np.bincount(frame.acc, minlength=n_acc)
+    a_of, b_of = both // n_acc, both % n_acc
+    smaller_k = np.where(counts[a_of] <= counts[b_of], ka, kb)
+    smaller_n = np.minimum(counts[a_of], counts[b_of])
+    keep = smaller_k >= config.hedge_min_share * smaller_n
+    both, ka, kb, a_of, b_of = both[keep], ka[keep], kb[keep], a_of[keep], b_of[keep]
+    if not both.size:
+        return []
+    expected_a = _hedge_expected(frame, config, a_of, b_of)
+    expected_b = _hedge_expected(frame, config, b_of, a_of)
+    # a second look at legs opened within hedge_quick_delay_s: the textbook hedge, judged against the far
+    # smaller chance of a counterpart that close (the crowd within a minute, not a quarter of an hour)
+    quick = int(config.hedge_quick_delay_s * 1000)
+    close_i = np.where(gap <= quick, cov_i, 0.0)
+    close_j = np.where(gap <= quick, cov_j, 0.0)
+    qa_keys, qa_k = unique(hedged_rows(i, close_i)[0], counts=True)
+    qb_keys, qb_k = unique(hedged_rows(j, close_j)[0], counts=True)
+
+    def lookup(keys, values, wanted):
+        at = np.clip(np.searchsorted(keys, wanted), 0, max(keys.size - 1, 0))
+        return np.where((keys.size > 0) & (keys[at] == wanted), values[at], 0) if keys.size else np.zeros(wanted.size, np.int64)
+
+    qa, qb = lookup(qa_keys, qa_k, both), lookup(qb_keys, qb_k, both)
+    quick_a = _hedge_expected(frame, config, a_of, b_of, cap_ms=quick)
+    quick_b = _hedge_expected(frame, config, b_of, a_of, cap_ms=quick)
+    active = int(np.count_nonzero(counts))
+    tests = max(active * (active - 1) // 2, 1)
+    flagged, details = [], {}
+    for key, a, b, x_k, y_k, ea, eb, xq, yq, eqa, eqb in zip(
+            both.tolist(), a_of.tolist(), b_of.tolist(), ka.tolist(), kb.tolist(), expected_a.tolist(),
+            expected_b.tolist(), qa.tolist(), qb.tolist(), quick_a.tolist(), quick_b.tolist()):
+        # each side's count is judged against its own chance model, within τ and within a minute; the most
+        # unlikely of the four is the evidence (each side holds opposite exposure: ≥ hedge_min_matches), ×4
+        looks = [poisson_tail(x_k, ea), poisson_tail(y_k, eb)]
+        if min(xq, yq) >= config.hedge_min_matches:
+            looks += [poisson_tail(xq, eqa), poisson_tail(yq, eqb)]
+        p = min(1.0, 4 * min(looks))
+        corrected = min(1.0, p * tests)
+        if corrected > config.chance_alpha:
             continue
         names = (frame.accounts[a], frame.accounts[b])
+        rows = pk == key
+        pairs = sorted(zip(i[rows].tolist(), j[rows].tolist()), key=lambda q: (int(start[q[0]]), int(start[q[1]])))
+        hedged = set(ra[pa == key].tolist()) | set(rb[pb == key].tolist())
+        pairs = [q for q in pairs if q[0] in hedged or q[1] in hedged]
+        share = (x_k if counts[a] <= counts[b] else y_k) / min(counts[a], counts[b])
+        odds = {"hedged_positions": {names[0]: x_k, names[1]: y_k},
+                "expected_by_chance": {names[0]: round(ea, 4), names[1]: round(eb, 4)},
+                "chance_p": float(f"{p:.3g}"), "account_pairs_in_firm": tests,
+                "chance_corrected": float(f"{corrected:.3g}")}
         flagged.append(names)
-        details[names] = (pairs, len(pairs) / smaller, odds)
-    frame.prefetch(r for pairs, _share, _odds in details.values() for p in pairs[: config.evidence_limit] for r in p)
+        details[names] = (pairs, share, odds, sorted(hedged), corrected)
+    frame.prefetch(r for d in details.values() for p in d[0][: config.evidence_limit] for r in p)
     findings = []
     for members in _pair_groups(flagged):
         member_set = set(members)
-        pair_evidence, all_rows, shares = [], [], []
-        for names, (pairs, share, odds) in sorted(details.items()):
+        pair_evidence, all_rows, shares, chances = [], [], [], []
+        for names, (pairs, share, odds, hedged, corrected) in sorted(details.items()):
             if names[0] not in member_set:
                 continue
             shares.append(share)
-            rows = [r for p in pairs for r in p]
-            all_rows.extend(rows)
+            chances.append(corrected)
+            all_rows.extend(hedged)
             pair_evidence.append({
                 "accounts": list(names), "matched": len(pairs), "share_of_smaller_account": round(share, 3), **odds,
-                "combined_profit": money_text(sum(int(frame.profit_e8[r]) for r in rows)),
-                "net_exposure": _net_exposure(frame, rows),
+                "combined_profit": money_text(sum(int(frame.profit_e8[r]) for r in hedged)),
+                "net_exposure": _net_exposure(frame, hedged),
                 "trades": [{"a": frame.trade_evidence(x), "b": frame.trade_evidence(y),
-                            "gap_s": round(abs(int(frame.open_ms[y]) - int(frame.open_ms[x])) / 1000, 3)}
+                            "gap_s": round(abs(int(start[y]) - int(start[x])) / 1000, 3),
+                            "overlap_s": round(max(0, min(int(end[x]), int(end[y])) - max(int(start[x]), int(start[y]))) / 1000, 1)}
                            for x, y in pairs[: config.evidence_limit]],
             })
-        strength = int(min(100, 50 + 50 * float(np.mean(shares))))
+        chance = min(chances)
         combined = money_text(sum(int(frame.profit_e8[r]) for r in set(all_rows)))
         findings.append(Finding(
-            "hedging", tuple(members), strength,
-            f"{len(members)} accounts hold opposite positions of similar size: "
-            f"{sum(p['matched'] for p in pair_evidence)} matched trades, combined P/L {combined}",
-            {"pairs": pair_evidence, "combined_profit": combined, "net_exposure": _net_exposure(frame, sorted(set(all_rows)))},
+            "hedging", tuple(members), strength_of(chance),
+            f"{len(members)} accounts hold opposite exposure at the same time: "
+            f"{sum(sum(p['hedged_positions'].values()) for p in pair_evidence)} hedged positions, combined P/L {combined} "
+            f"(chance for honest traders {chance:.2g})",
+            {"pairs": pair_evidence, "combined_profit": combined,
+             "net_exposure": _net_exposure(frame, sorted(set(all_rows)))}, chance=chance,
         ))
     findings.sort(key=lambda f: f.accounts)
     return findings
+
+
+def _hedge_expected(frame: TradeFrame, config: AnalysisConfig, a: np.ndarray, b: np.ndarray,
+                    cap_ms: int | None = None) -> np.ndarray:
+    """For each pair (a[k], b[k]): how many of a's positions an honest b would overlap with opposite exposure.
+
+    The chance model of the crowd: b's positions are like positions drawn from the firm's positions in
+    the same symbol group (so busy minutes and popular symbols count). A position x of a can only be
+    covered by a draw that opened within its delay allowance τ (:func:`_hedge_tau`) in the opposite
+    direction and was held about as long (within 2τ): expected = b's positions in the group × the
+    firm's opposite opens in [x.open − τ, x.open + τ] ÷ all positions in the group × the group's share
+    of positions held that long (open time and holding time independent; at most 1 per position).
+    An upper bound on being *covered*, so conservative.
+    """
+    cached = frame.__dict__.get("_hedge_model")
+    if cached is None or cached[0] is not frame.open_ms or cached[1] != config.correlated:
+        cached = (frame.open_ms, config.correlated, _hedge_model(frame, config))
+        frame.__dict__["_hedge_model"] = cached
+    g, n_groups, direction, end, t0, packed, per_group, acc_group, tau, own_sorted, dur, dur_packed, crowding = cached[2]
+    order, starts = _account_rows(frame)
+    lengths = starts[a + 1] - starts[a]
+    pair = np.repeat(np.arange(a.size), lengths)
+    offsets = np.repeat(starts[a] - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
+    rows = order[np.arange(int(lengths.sum())) + offsets]
+    other = b[pair]
+    opposite = (g[rows] * 2 + (direction[rows] < 0)) << 40
+    window = tau[rows] if cap_ms is None else np.minimum(tau[rows], cap_ms)  # the quick look: opens within cap_ms
+    lo = np.maximum(frame.open_ms[rows] - window - t0, 0)
+    hi = frame.open_ms[rows] + window - t0
+    opens = np.searchsorted(packed, opposite | hi, side="right") - np.searchsorted(packed, opposite | lo, side="left")
+    # the crowd is the *other* accounts: b's own opens (its hedge legs among them) are what is judged
+    own_probe = ((other * n_groups + g[rows]) * 2 + (direction[rows] < 0)) << 40
+    own = (np.searchsorted(own_sorted, own_probe | hi, side="right")
+           - np.searchsorted(own_sorted, own_probe | lo, side="left"))
+    opens = np.maximum(opens - own, 0)
+    # held about as long: the share of the group's positions whose holding time is within 2τ of x's
+    base = g[rows] << 42
+    d = dur[rows]
+    similar = (np.searchsorted(dur_packed, base | np.minimum(d + 2 * tau[rows], (1 << 42) - 1), side="right")
+               - np.searchsorted(dur_packed, base | np.maximum(d - 2 * tau[rows], 0), side="left"))
+    share = similar / np.maximum(per_group[g[rows]], 1)
+    # b's own crowding: when b trades in busier minutes than the firm's average position, it is not a
+    # random draw of the group's positions — scale by how much busier (never below 1)
+    q = np.minimum(1.0, acc_group[other * n_groups + g[rows]] * opens * share * crowding[other]
+                   / np.maximum(per_group[g[rows]], 1))
+    return np.bincount(pair, weights=q, minlength=a.size)
+
+
+def _hedge_model(frame: TradeFrame, config: AnalysisConfig) -> tuple:
+    """The sorted columns the hedging chance model searches (built once per frame and configuration)."""
+    n_acc = len(frame.accounts)
+    group, sign = _symbol_groups(frame, config)
+    g = group[frame.sym].astype(np.int64)
+    n_groups = int(group.max()) + 1 if group.size else 1
+    direction = frame.side * sign[frame.sym]
+    end = _end_ms(frame)
+    t0 = int(frame.open_ms.min())
+    packed = np.sort((g * 2 + (direction > 0)) << 40 | (frame.open_ms - t0))
+    per_group = np.bincount(g, minlength=n_groups).astype(np.float64)
+    acc_group = np.bincount(frame.acc.astype(np.int64) * n_groups + g, minlength=n_acc * n_groups).astype(np.float64)
+    tau = _hedge_tau(frame, config)
+    own_sorted = np.sort(((frame.acc.astype(np.int64) * n_groups + g) * 2 + (direction > 0)) << 40
+                         | (frame.open_ms - t0))
+    dur = (end - frame.open_ms).astype(np.int64)
+    dur_packed = np.sort(g << 42 | np.minimum(dur, (1 << 42) - 1))
+    crowding = _hedge_crowding(frame, config, packed, t0, g, tau)
+    return g, n_groups, direction, end, t0, packed, per_group, acc_group, tau, own_sorted, dur, dur_packed, crowding
+
+
+def _hedge_crowding(frame: TradeFrame, config: AnalysisConfig, packed: np.ndarray, t0: int, g: np.ndarray,
+                    tau: np.ndarray) -> np.ndarray:
+    """Per account: the mean number of the group's opens near its positions ÷ the firm's mean (≥ 1)."""
+    cached = frame.__dict__.get("_hedge_crowding")
+    if cached is not None and cached[0] is frame.open_ms:
+        return cached[1]
+    n_acc = len(frame.accounts)
+    # the group's opens within ±hedge_max_delay_s (the usual τ) of each position: sorted probes, one pass
+    near = background(g, g, frame.open_ms, int(config.hedge_max_delay_s * 1000)).astype(np.float64)
+    per_account = np.bincount(frame.acc, weights=near, minlength=n_acc) / np.maximum(
+        np.bincount(frame.acc, minlength=n_acc), 1)
+    out = np.maximum(per_account / max(float(near.mean()) if near.size else 1.0, 1e-9), 1.0)
+    frame.__dict__["_hedge_crowding"] = (frame.open_ms, out)
+    return out
+
+
+def _hedge_tau(frame: TradeFrame, config: AnalysisConfig) -> np.ndarray:
+    """Per position: how far apart (ms) a counterpart leg may open — ``hedge_max_delay_s``, or a share of the
+    position's holding time when that is longer (a hedge held for days may be completed hours later)."""
+    duration = _end_ms(frame) - frame.open_ms
+    return np.maximum(int(config.hedge_max_delay_s * 1000), (duration * config.hedge_delay_share).astype(np.int64))
+
+
+def strength_of(chance: float) -> int:
+    """A finding's strength 0–100 from its corrected chance: 0.01 → 50, 1e-12 or less → 100."""
+    return int(min(100, max(0, round(50 + 5 * (-math.log10(max(chance, 1e-300)) - 2)))))
 
 
 def _net_exposure(frame: TradeFrame, rows: list[int]) -> dict[str, str]:
@@ -586,7 +991,7 @@ def find_copy(frame: TradeFrame, config: AnalysisConfig) -> list[Finding]:
     i, j = _canonical(frame, i, j)
     i, j, pk, matched = _candidate_pairs(frame, i, j, config.copy_min_matches)
     counts = np.bincount(frame.acc, minlength=len(frame.accounts))
-    chance = _Chance(frame, background(key, key, frame.open_ms, window) - 1) if matched else None
+    chance = _copy_chance(frame, config) if matched else None
     flagged, details = [], {}
     for key_value, m in matched.items():
         a, b = divmod(key_value, len(frame.accounts))
@@ -632,11 +1037,12 @@ def find_copy(frame: TradeFrame, config: AnalysisConfig) -> list[Finding]:
                            for x, y in d["pairs"][: config.evidence_limit]],
             })
         similarity = float(np.mean(sims))
+        chance = min(e["chance_corrected"] for e in evidence)
         findings.append(Finding(
-            "copy", tuple(members), int(round(100 * similarity)),
+            "copy", tuple(members), strength_of(chance),
             f"{len(members)} accounts trade the same signals (similarity {similarity:.2f}, "
             f"{sum(e['matched'] for e in evidence)} matched trades)",
-            {"similarity": round(similarity, 3), "pairs": evidence},
+            {"similarity": round(similarity, 3), "pairs": evidence}, chance=chance,
         ))
     findings.sort(key=lambda f: f.accounts)
     return findings
@@ -702,14 +1108,37 @@ def find_latency(frame: TradeFrame, config: AnalysisConfig, columns: dict | None
     slip_any = np.bincount(frame.acc, weights=moved, minlength=n_acc)
     share = n_stale / np.maximum(n_ref, 1)
     win = stale_wins / np.maximum(stale_closed, 1)
+    active = max(int(np.count_nonzero(n_ref)), 1)
+    tested = max(int(np.count_nonzero(n_closed)), 1)
+    # chance models, corrected for the number of accounts tested: how often an honest fill is that far
+    # better than the reference (the firm's own rate), how often an honest short trade wins
+    stale_rate = min(max(float(n_stale.sum()) / max(float(n_ref.sum()), 1.0), 1e-4), 0.5)
+    short = closed & ((frame.close_ms - frame.open_ms) <= config.latency_quick_max_hold_s * 1000)
+    short_rate = float((short & (frame.profit_e8 > 0)).sum()) / max(float(short.sum()), 1.0)
+    short_rate = min(max(short_rate, 0.5), 0.95)
+    chance = np.ones(n_acc)
     by_stale = (n_stale >= config.latency_min_stale) & (share >= config.latency_min_stale_share) & (
         win >= config.latency_min_win_rate)
+    for a in np.flatnonzero(by_stale).tolist():
+        others = float(n_ref.sum() - n_ref[a])  # the honest rate from everyone else (a prior when few)
+        rate = (float(n_stale.sum() - n_stale[a]) / others) if others >= 100 else config.latency_stale_prior
+        rate = min(max(rate, 1e-4), 0.5)
+        p = min(1.0, binomial_tail(int(n_stale[a]), int(n_ref[a]), rate) * active)
+        by_stale[a] = p <= config.chance_alpha
+        chance[a] = min(chance[a], p)
     by_slippage = (slip_any >= config.latency_slippage_min_fills) & (
         slip_good >= config.latency_slippage_min_share * slip_any)
-    active = max(int(np.count_nonzero(n_ref)), 1)
     for a in np.flatnonzero(by_slippage).tolist():  # as unlikely for fair fills (either way, even odds)
-        by_slippage[a] = binomial_tail(int(slip_good[a]), int(slip_any[a])) * active <= config.chance_alpha
+        p = min(1.0, binomial_tail(int(slip_good[a]), int(slip_any[a])) * active)
+        by_slippage[a] = p <= config.chance_alpha
+        if by_slippage[a]:
+            chance[a] = min(chance[a], p)
     quick = (n_closed >= config.latency_quick_min_trades) & (win_all >= config.latency_quick_min_win_rate)
+    for a in np.flatnonzero(quick).tolist():
+        p = min(1.0, binomial_tail(int(wins[a]), int(n_closed[a]), short_rate) * tested)
+        quick[a] = p <= config.chance_alpha
+        if quick[a]:
+            chance[a] = min(chance[a], p)
     suspects = np.flatnonzero(by_stale | by_slippage | quick)
     rows_all = np.flatnonzero(np.isin(frame.acc, suspects))
     rows_all = rows_all[np.lexsort((frame.open_ms[rows_all], frame.acc[rows_all]))]
@@ -745,15 +1174,17 @@ def find_latency(frame: TradeFrame, config: AnalysisConfig, columns: dict | None
                              "slippage_from_order_time": _price(cols["slip"][r])})
             trades.append(item)
         asym = float(slip_good[a] / slip_any[a]) if slip_any[a] else None
-        strength = 40 + 60 * float(share[a]) if by_stale[a] else 60
         findings.append(Finding(
-            "latency", (frame.accounts[a],), int(min(100, strength + 10 * (len(reasons) - 1))),
+            "latency", (frame.accounts[a],), strength_of(float(chance[a])),
             "; ".join(reasons),
             {"reasons": reasons, "stale_fills": int(n_stale[a]), "fills_with_reference": int(n_ref[a]),
              "stale_share": round(float(share[a]), 3), "win_rate_on_stale": round(float(win[a]), 3),
              "win_rate": round(float(win_all[a]), 3), "closed_trades": int(n_closed[a]),
              "median_hold_s": round(median_hold, 1) if median_hold is not None else None,
-             "favourable_slippage_share": round(asym, 3) if asym is not None else None, "trades": trades},
+             "favourable_slippage_share": round(asym, 3) if asym is not None else None,
+             "honest_stale_fill_rate": round(stale_rate, 5), "honest_short_trade_win_rate": round(short_rate, 3),
+             "accounts_tested": active, "chance_corrected": float(f"{chance[a]:.3g}"), "trades": trades},
+            chance=float(chance[a]),
         ))
     findings.sort(key=lambda f: f.accounts)
     return findings
@@ -805,9 +1236,15 @@ def find_martingale(frame: TradeFrame, config: AnalysisConfig, columns=None) -> 
     escalated = np.bincount(acc[lost & (ratio >= 1.5)], minlength=n_acc)
     suspects = np.flatnonzero((steps >= config.martingale_min_steps)
                               & (escalated >= config.martingale_min_escalated * steps))
+    # chance model: an honest account escalates after a loss at the firm's own rate; corrected for the
+    # accounts tested (those with enough steps to be judged)
+    all_steps = np.bincount(acc[lost], minlength=n_acc)
+    honest_rate = min(max(float(escalated.sum()) / max(float(all_steps.sum()), 1.0), 0.01), 0.9)
+    tested = max(int(np.count_nonzero(steps >= config.martingale_min_steps)), 1)
     findings = []
     by_account = np.argsort(acc, kind="stable")
     bounds = np.r_[0, np.cumsum(np.bincount(acc, minlength=n_acc))]
+    lost_sorted = np.sort(ratio[lost])
     for a in suspects.tolist():
         own = by_account[bounds[a]:bounds[a + 1]]
         mine = own[lost[own]]
@@ -816,16 +1253,31 @@ def find_martingale(frame: TradeFrame, config: AnalysisConfig, columns=None) -> 
         consistency = float(np.mean(np.abs(ratio[mine] / median - 1) <= 0.25))
         if median < config.martingale_min_ratio or consistency < config.martingale_min_consistency:
             continue
+        # the test: how many of its after-loss steps multiply by about the same factor (≥ 1.5×, within ±25% of
+        # its median) — against how often everyone else's after-loss steps land in that band
+        low, high = max(1.5, 0.75 * median), 1.25 * median
+        r_own = ratio[mine]
+        in_band = int(np.count_nonzero((r_own >= low) & (r_own <= high)))
+        everyone = int(np.searchsorted(lost_sorted, high, side="right") - np.searchsorted(lost_sorted, low, side="left"))
+        others = float(all_steps.sum() - all_steps[a])  # everyone else's rate (a prior when they are few)
+        rate = ((everyone - in_band) / others) if others >= 50 else config.martingale_escalation_prior
+        rate = min(max(rate, 0.02), 0.9)
+        chance = min(1.0, binomial_tail(in_band, int(steps[a]), rate) * tested)
+        if chance > config.chance_alpha:
+            continue
         previous = frame.__dict__["_escalation_previous"]
         mine = mine[np.argsort(frame.open_ms[rows[mine]], kind="stable")][: config.evidence_limit]
         findings.append(Finding(
-            "martingale", (frame.accounts[a],), int(min(100, 40 + 30 * (median - 1))),
+            "martingale", (frame.accounts[a],), strength_of(chance),
             f"lots multiplied by {median:.2f} (median) after {int(steps[a])} losing trades",
             {"steps_after_loss": int(steps[a]), "escalated_after_loss": int(escalated[a]),
              "median_lot_multiplier_after_loss": round(median, 3), "multiplier_consistency": round(consistency, 3),
              "median_lot_multiplier_after_win": round(float(np.median(after_win)), 3) if after_win.size else None,
+             "honest_escalation_rate": round(honest_rate, 4), "accounts_tested": tested,
+             "chance_corrected": float(f"{chance:.3g}"),
              "steps": [{"after_loss": frame.trade_evidence(previous[k]), "next": frame.trade_evidence(rows[k]),
                         "lot_multiplier": round(float(ratio[k]), 4)} for k in mine.tolist()]},
+            chance=chance,
         ))
     findings.sort(key=lambda f: f.accounts)
     return findings

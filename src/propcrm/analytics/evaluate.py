@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .detect import DETECTORS
 from .run import Analysis
 
@@ -15,9 +17,13 @@ def evaluate(analysis: Analysis, truth: dict) -> dict:
     overlap_groups = truth.get("honest_overlap", {})
     overlapping = {a for members in overlap_groups.values() for a in members}
     out = {}
+    also = truth.get("also", {})
     for detector in DETECTORS:
         planted = {a for group in truth.get(detector, []) for a in group}
-        flagged = analysis.flagged(detector)
+        # abusers of another kind who really do this too (a ring trading one signal is also copying):
+        # flagging them is no error, missing them no miss
+        tolerated = set(also.get(detector, ()))
+        flagged = analysis.flagged(detector) - (tolerated - planted)
         hit = flagged & planted
         false = sorted(flagged - planted)
         out[detector] = {
@@ -34,6 +40,33 @@ def evaluate(analysis: Analysis, truth: dict) -> dict:
     return out
 
 
+def risk_auc(analysis: Analysis, truth: dict) -> dict:
+    """ROC AUC of the risk score: the chance that a planted abuser scores above an honest account (ties ½)."""
+    abusers = {a for d in DETECTORS for group in truth.get(d, []) for a in group}
+    names = analysis.frame.accounts
+    scores = np.asarray(analysis.scores.score, np.float64)
+    bad = np.asarray([n in abusers for n in names])
+    pos, neg = scores[bad], scores[~bad]
+    if not pos.size or not neg.size:
+        return {"auc": None, "abusers": int(pos.size), "honest": int(neg.size)}
+    ranks = _ranks(np.concatenate([pos, neg]))
+    auc = (ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size)
+    return {"auc": round(float(auc), 4), "abusers": int(pos.size), "honest": int(neg.size),
+            "abusers_min_score": int(pos.min()), "honest_max_score": int(neg.max()),
+            "honest_at_or_above_lowest_abuser": int(np.count_nonzero(neg >= pos.min()))}
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(values.size)
+    sorted_values = values[order]
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    ends = np.r_[starts[1:], values.size]
+    for lo, hi in zip(starts.tolist(), ends.tolist()):
+        ranks[order[lo:hi]] = (lo + hi + 1) / 2  # average rank of a tie
+    return ranks
+
+
 def evaluation_text(result: dict) -> str:
     lines = [f"{'detector':<11} {'planted':>7} {'flagged':>7} {'precision':>9} {'recall':>7}  honest-overlap FP"]
     for detector, r in result.items():
@@ -47,4 +80,4 @@ def evaluation_text(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["evaluate", "evaluation_text"]
+__all__ = ["evaluate", "evaluation_text", "risk_auc"]

@@ -164,21 +164,17 @@ class HistoryIndex:
         return np.unique(self.frame.acc[rows])
 
     def _buckets(self, config: AnalysisConfig) -> list[tuple[int, np.ndarray, np.ndarray, int]]:
-        """Per bucket grid (copy; hedging at two size grids): (key base, row order, sorted packed key|time, window),
+        """Per bucket grid (copy: symbol and side; hedging: symbol group): (key base, row order, sorted packed key|time, window),
         built once per configuration."""
         from .detect import _symbol_groups
 
         cache = self.__dict__.setdefault("_sorted", {})
-        ident = (config.hedge_lot_tolerance, config.correlated, config.copy_window_s, config.hedge_window_s)
+        ident = (config.correlated, config.copy_window_s, config.hedge_max_delay_s)
         if ident not in cache:
             frame = self.frame
             group, _sign = _symbol_groups(frame, config)
-            width = 2 * np.log1p(config.hedge_lot_tolerance)
-            keys = [(frame.sym.astype(np.int64) * 2 + (frame.side > 0), int(config.copy_window_s * 1000))]
-            level = np.log(frame.lots) / width
-            for shift in (0.0, 0.5):
-                keys.append((group[frame.sym] * 100_000 + np.floor(level + shift).astype(np.int64),
-                             int(config.hedge_window_s * 1000)))
+            keys = [(frame.sym.astype(np.int64) * 2 + (frame.side > 0), int(config.copy_window_s * 1000)),
+                    (group[frame.sym].astype(np.int64), int(config.hedge_max_delay_s * 1000))]
             built = []
             for hist_key, window in keys:
                 base = int(hist_key.min()) - 1 if hist_key.size else 0
@@ -206,15 +202,14 @@ class HistoryIndex:
             return np.zeros(0, np.int64)
         bsym, bside, blots, bms = bsym[known], batch.side[known], batch.lots[known], batch.open_ms[known]
         group, _sign = _symbol_groups(frame, config)
-        level = np.log(blots) / (2 * np.log1p(config.hedge_lot_tolerance))
-        batch_keys = [bsym * 2 + (bside > 0)] + [group[bsym] * 100_000 + np.floor(level + shift).astype(np.int64)
-                                                 for shift in (0.0, 0.5)]
+        batch_keys = [bsym * 2 + (bside > 0), group[bsym].astype(np.int64)]
+        limits = [config.copy_candidate_neighbours, config.hedge_candidate_neighbours]
         low_bits = (1 << 38) - 1
         found = []
-        for batch_key, (base, order, sorted_packed, window) in zip(batch_keys, self._buckets(config)):
+        for batch_key, limit, (base, order, sorted_packed, window) in zip(batch_keys, limits, self._buckets(config)):
             probe = np.maximum(batch_key - base, 0) << 38 | (bms - self.t0)
             at = np.searchsorted(sorted_packed, probe)
-            for step in range(-config.candidate_neighbours, config.candidate_neighbours):
+            for step in range(-limit, limit):
                 pos = at + step
                 ok = (pos >= 0) & (pos < sorted_packed.size)
                 pos = np.where(ok, pos, 0)
@@ -275,12 +270,13 @@ def analyze_batch(index: HistoryIndex, batch: TradeFrame, config: AnalysisConfig
     scope = np.union1d(known, _candidate_partners(index, batch, config))
     # identity counterparts: accounts sharing a session value with a batch account
     values = {v for v in batch.session_ip + batch.session_device if v}
+    ip_values = set(batch.session_ip) | set(frame.session_ip)
     for a in known.tolist():
         values |= index.values_of.get(a, set())
     sharing = set()
     for value in values:
         members = index.by_value.get(value, ())
-        if len(members) <= config.link_max_accounts_per_value:
+        if len(members) <= (config.link_household_max if value in ip_values else config.link_crowded_check_max):
             sharing |= members
     if sharing:
         scope = np.union1d(scope, np.asarray(sorted(sharing), np.int64))

@@ -21,6 +21,11 @@ class Analysis:
     scores: Scores
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def crowded(self) -> list[dict]:
+        """IPs shared by more accounts than a household (office, VPN, carrier NAT), with the pairs corroborated."""
+        return self.frame.__dict__.get("_crowded", [])
+
     def flagged(self, detector: str) -> set[str]:
         return {a for f in self.findings[detector] for a in f.accounts}
 
@@ -39,6 +44,7 @@ class Analysis:
                     if only_accounts is None or set(f.accounts) & only_accounts]
         return {"accounts": len(frame.accounts), "trades": frame.n, "findings": findings,
                 "counts": {d: len(self.findings[d]) for d in DETECTORS}, "links": len(self.links),
+                "crowded_values": self.crowded,
                 "risk_scores": scored, "timings_s": {k: round(v, 3) for k, v in self.timings.items()}}
 
 
@@ -51,23 +57,30 @@ def analyze(frame: TradeFrame, config: AnalysisConfig | None = None, *, populati
     links: list[dict] = []
     runners = {"linkage": None, "hedging": find_hedging, "copy": find_copy, "latency": find_latency,
                "martingale": find_martingale}
-    for name in DETECTORS:
+    # linkage last: a crowded IP links a pair only with corroboration, and trading together is one
+    for name in sorted(DETECTORS, key=lambda d: d == "linkage"):
         if name not in detectors:
             continue
         started = time.perf_counter()
         if name == "linkage":
-            links, findings[name] = find_linkage(frame, config)
+            corroborated = {(x, y) for d in ("hedging", "copy") for f in findings[d]
+                            for x in f.accounts for y in f.accounts if x < y}
+            links, findings[name] = find_linkage(frame, config, corroborated)
         else:
             findings[name] = runners[name](frame, config)
         timings[name] = time.perf_counter() - started
     started = time.perf_counter()
     index = {n: i for i, n in enumerate(frame.accounts)}
     hits: dict[int, list[str]] = {}
+    chances: dict[int, dict[str, float]] = {}
     for name, items in findings.items():
         for f in items:
             for account in f.accounts:
                 hits.setdefault(index[account], []).append(name)
-    scores = score_accounts(frame, hits, population=population)
+                own = chances.setdefault(index[account], {})
+                chance = f.chance if f.chance is not None else config.chance_alpha
+                own[name] = min(own.get(name, 1.0), chance)
+    scores = score_accounts(frame, hits, population=population, chances=chances)
     timings["risk_score"] = time.perf_counter() - started
     return Analysis(frame, findings, links, scores, timings)
 
@@ -83,6 +96,12 @@ def report_text(analysis: Analysis, *, top: int = 20, trades_per_finding: int = 
         lines.append(f"  accounts: {', '.join(f.accounts)}")
         for line in _evidence_lines(f, trades_per_finding):
             lines.append("  " + line)
+    if analysis.crowded:
+        lines.append("")
+        lines.append(f"crowded values (weak evidence, linked only with corroboration): {len(analysis.crowded)}")
+        for c in analysis.crowded[:top]:
+            extra = f", {len(c['corroborated'])} corroborated pairs" if c["corroborated"] else ""
+            lines.append(f"  {c['via']} {c['value']}: {c['accounts']} accounts of {c['people']} people{extra}")
     lines.append("")
     lines.append(f"riskiest accounts (top {top}):")
     for a in np.argsort(-analysis.scores.score, kind="stable")[:top].tolist():

@@ -2,10 +2,12 @@
 
 Each feature is a float statistic of the account's own trades. A feature contributes
 ``weight × clip((value − benign) / (alarm − benign), 0, 1)`` points: nothing at or below the *benign*
-level, its full weight at the *alarm* level. The scale is absolute (the same trading gets the same
-score in any firm); the firm's population is the context of the explanation — each feature's value is
-shown with its percentile among the firm's accounts. Detector hits add fixed points. The sum is capped
-at 100.
+level, its full weight at the *alarm* level; behaviour alone reaches at most ``BEHAVIOUR_CAP`` (80).
+Detectors contribute their calibrated probability: a finding carries the chance that honest accounts
+look like this, corrected for the number tested, and the account's probability of abuse is
+``1 − ∏ chance`` over its findings. The score is ``100 × (1 − (1 − P_abuse) × (1 − behaviour / 100))``:
+a strong finding puts an account above anything behaviour alone can reach, and behaviour orders the
+rest. The scale is absolute; each feature's value is shown with its percentile among the firm's accounts.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ FEATURES: tuple[tuple[str, float, float, float, str], ...] = (
     ("strategy_shift", 10, 0.3, 1.0, "change of symbols, holding time or size between the first and second half"),
     ("volatility_exposure", 10, 1.5, 4.0, "lots-weighted volatility of the symbols traded ÷ the firm's median symbol"),
 )
-DETECTOR_POINTS = {"hedging": 35, "copy": 30, "latency": 35, "linkage": 20, "martingale": 25}
+DETECTOR_POINTS = {"hedging": 35, "copy": 30, "latency": 35, "linkage": 20, "martingale": 25}  # legacy: unused
+BEHAVIOUR_CAP = 80.0
 QUANTILES = np.linspace(0, 1, 101)
 
 
@@ -43,6 +46,8 @@ class Scores:
     hits: dict[int, list[str]]  # account index -> detectors that flagged it
     score: np.ndarray  # int per account
     population: dict[str, list[float]]  # feature -> 101 quantile points
+    chances: dict[int, dict[str, float]] = None  # account index -> detector -> corrected chance of its finding
+    behaviour: np.ndarray = None  # behaviour points per account (capped)
 
     def explain(self, a: int) -> dict:
         """The score of account ``a`` with its features, percentiles and the top contributors."""
@@ -53,19 +58,26 @@ class Scores:
                               "points": round(float(self.contributions[name][a]), 1), "benign": benign, "alarm": alarm,
                               "meaning": meaning}
         hits = self.hits.get(a, [])
+        chances = (self.chances or {}).get(a, {})
         parts = [(f["points"], name) for name, f in features.items() if f["points"] > 0]
-        parts += [(float(DETECTOR_POINTS[d]), f"detector:{d}") for d in hits]
+        parts += [(100.0 * (1 - chances.get(d, 0.01)), f"detector:{d}") for d in sorted(set(hits))]
         parts.sort(key=lambda p: (-p[0], p[1]))
         top = []
         for points, name in parts[:3]:
             if name.startswith("detector:"):
-                top.append({"feature": name, "points": points, "why": f"flagged by the {name[9:]} detector"})
+                chance = chances.get(name[9:], 0.01)
+                top.append({"feature": name, "points": round(points, 1), "chance": float(f"{chance:.3g}"),
+                            "why": f"flagged by the {name[9:]} detector (chance for an honest account {chance:.2g}, "
+                                   "corrected for the accounts tested)"})
             else:
                 f = features[name]
                 top.append({"feature": name, "points": points, "value": f["value"], "percentile": f["percentile"],
                             "why": f"{f['meaning']} = {f['value']:g} (alarm at {f['alarm']:g}); "
                                    f"percentile {f['percentile']} of the firm's accounts"})
-        return {"score": int(self.score[a]), "top": top, "features": features, "detectors": hits}
+        return {"score": int(self.score[a]), "top": top, "features": features, "detectors": hits,
+                "probability_of_abuse": round(1 - float(np.prod([chances.get(d, 0.01) for d in set(hits)])), 6)
+                if hits else 0.0,
+                "behaviour_points": round(float(self.behaviour[a]), 1) if self.behaviour is not None else None}
 
 
 def percentile(points: list[float], value: float) -> int:
@@ -197,8 +209,10 @@ def _volatility_exposure(frame: TradeFrame) -> np.ndarray:
 
 
 def score_accounts(frame: TradeFrame, hits: dict[int, list[str]], *,
-                   population: dict[str, list[float]] | None = None) -> Scores:
-    """Scores of every account of ``frame``; ``population`` (quantile points) places values in a larger firm."""
+                   population: dict[str, list[float]] | None = None,
+                   chances: dict[int, dict[str, float]] | None = None) -> Scores:
+    """Scores of every account of ``frame``; ``population`` (quantile points) places values in a larger firm;
+    ``chances`` (account → detector → corrected chance of its finding) calibrate the detector part."""
     values = features(frame)
     n_acc = len(frame.accounts)
     total = np.zeros(n_acc)
@@ -207,12 +221,18 @@ def score_accounts(frame: TradeFrame, hits: dict[int, list[str]], *,
         points = weight * np.clip((values[name] - benign) / (alarm - benign), 0, 1)
         contributions[name] = points
         total += points
+    behaviour = np.minimum(total, BEHAVIOUR_CAP)
+    honest = np.ones(n_acc)  # ∏ chance over the account's findings
+    chances = chances or {}
     for a, detectors in hits.items():
-        total[a] += sum(DETECTOR_POINTS.get(d, 0) for d in set(detectors))
-    score = np.clip(np.rint(total), 0, 100).astype(np.int64)
+        own = chances.get(a, {})
+        for d in set(detectors):
+            honest[a] *= min(max(own.get(d, 0.01), 0.0), 1.0)
+    combined = 100.0 * (1.0 - honest * (1.0 - behaviour / 100.0))
+    score = np.clip(np.floor(combined + 1e-9), 0, 100).astype(np.int64)
     if population is None:
         population = {name: np.quantile(values[name], QUANTILES).round(6).tolist() if n_acc else [] for name, *_ in FEATURES}
-    return Scores(frame.accounts, values, contributions, hits, score, population)
+    return Scores(frame.accounts, values, contributions, hits, score, population, chances, behaviour)
 
 
-__all__ = ["DETECTOR_POINTS", "FEATURES", "Scores", "features", "percentile", "score_accounts"]
+__all__ = ["BEHAVIOUR_CAP", "DETECTOR_POINTS", "FEATURES", "Scores", "features", "percentile", "score_accounts"]

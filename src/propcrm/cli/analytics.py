@@ -169,13 +169,14 @@ def analyze_generate(
     seed: int = 7,
     honest: int = 600,
     days: int = 10,
+    adaptive: Annotated[bool, typer.Option(help="abusers who adapt (see synth/abuse.py)")] = False,
 ) -> None:
     """Write a synthetic firm with planted abuse (and its ground truth)."""
     from ..synth.abuse import AbuseSpec, write_firm
 
     if honest < 0 or not 1 <= days <= 250:
         raise fail("--honest must be ≥ 0 and --days between 1 and 250")
-    paths = write_firm(AbuseSpec(seed=seed, honest=honest, days=days), directory)
+    paths = write_firm(AbuseSpec(seed=seed, honest=honest, days=days, adaptive=adaptive), directory)
     for name, path in paths.items():
         print(f"{name}: {path}")
 
@@ -186,10 +187,11 @@ def analyze_evaluate(
     seed: int = 7,
     honest: int = 600,
     days: int = 10,
+    adaptive: Annotated[bool, typer.Option(help="abusers who adapt: delayed/split hedges, jittered copies, large rings, offices")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Precision and recall of every detector against what the synthetic firm planted."""
-    from ..analytics.evaluate import evaluate, evaluation_text
+    """Precision and recall of every detector, and the risk score's ROC AUC, against what the synthetic firm planted."""
+    from ..analytics.evaluate import evaluate, evaluation_text, risk_auc
     from ..analytics.frame import frame_from_events
     from ..analytics.run import analyze
     from ..domain.events import decode_lines
@@ -205,7 +207,7 @@ def analyze_evaluate(
     else:
         from ..synth.abuse import AbuseSpec, generate
 
-        events, crm, truth = generate(AbuseSpec(seed=seed, honest=honest, days=days))
+        events, crm, truth = generate(AbuseSpec(seed=seed, honest=honest, days=days, adaptive=adaptive))
         buf = b"".join(json.dumps(e, separators=(",", ":")).encode() + b"\n" for e in events)
         decoded, _numbers, _rejected = decode_lines(buf)
         frame = frame_from_events(decoded, traders={a: c["trader"] for a, c in crm.items()},
@@ -213,12 +215,16 @@ def analyze_evaluate(
     config = _config(None, correlated=truth.get("config", {}).get("correlated"))
     analysis = analyze(frame, config)
     result = evaluate(analysis, truth)
+    auc = risk_auc(analysis, truth)
     if as_json:
-        print(json.dumps({"accounts": len(frame.accounts), "trades": frame.n, "detectors": result}, indent=1))
+        print(json.dumps({"accounts": len(frame.accounts), "trades": frame.n, "detectors": result, "risk_score": auc},
+                         indent=1))
         return
     print(f"firm: {len(frame.accounts):,} accounts, {frame.n:,} trades; analysed in "
           f"{sum(analysis.timings.values()):.2f} s ({time.perf_counter() - started:.1f} s with generation)")
     sys.stdout.write(evaluation_text(result))
+    print(f"risk score ROC AUC, abusers vs honest: {auc['auc']} ({auc['abusers']} abusers, {auc['honest']} honest; "
+          f"lowest abuser {auc.get('abusers_min_score')}, highest honest {auc.get('honest_max_score')})")
 
 
 def bench_analytics(
@@ -231,6 +237,7 @@ def bench_analytics(
     import numpy as np
 
     from ..analytics.benchfirm import bench_frame
+    from ..analytics.evaluate import evaluate, risk_auc
     from ..analytics.incremental import HistoryIndex, analyze_batch, take
     from ..analytics.run import analyze
 
@@ -245,6 +252,9 @@ def bench_analytics(
         started = time.perf_counter()
         analysis = analyze(frame)
         full = time.perf_counter() - started
+        truth = frame.__dict__.get("truth", {})
+        judged = evaluate(analysis, truth)
+        auc = risk_auc(analysis, truth)
         history = take(frame, history_rows)
         new = take(frame, batch_rows, quote_from=int(frame.order_ms[batch_rows].min()) - 60_000,
                    quote_to=int(frame.open_ms[batch_rows].max()))
@@ -271,12 +281,19 @@ def bench_analytics(
                "index_build_s": round(indexed, 2), "incremental_batch": batch, "incremental_s": round(incremental, 3),
                "incremental_scope_accounts": len(increment.frame.accounts), "incremental_scope_trades": increment.frame.n,
                "london_open_batch_s": round(busy_s, 3), "london_open_scope_accounts": len(crowded.frame.accounts),
-               "london_open_scope_trades": crowded.frame.n}
+               "london_open_scope_trades": crowded.frame.n,
+               "precision_recall": {d: {"planted": r["planted"], "flagged": r["flagged"], "precision": r["precision"],
+                                        "recall": r["recall"]} for d, r in judged.items()},
+               "risk_score_auc": auc}
         rows.append(row)
         if not as_json:
             print(f"{n:>8,} accounts {frame.n:>10,} trades: full analysis {full:6.2f} s "
                   f"({', '.join(f'{k} {v:.2f}' for k, v in analysis.timings.items())}); "
                   f"findings {row['findings']}", flush=True)
+            print(f"{'':>8} precision / recall per category: "
+                  + ", ".join(f"{d} {r['precision']:.3f} / {r['recall']:.3f} ({r['planted']} planted)"
+                              for d, r in judged.items())
+                  + f"; risk score ROC AUC {auc['auc']}", flush=True)
             print(f"{'':>8} incremental batch of {batch:,} trades: {incremental:.3f} s "
                   f"(scope {row['incremental_scope_accounts']:,} accounts, {row['incremental_scope_trades']:,} trades; "
                   f"history index built once in {indexed:.2f} s)", flush=True)

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from ..adapters.db import models as m
 from ..adapters.db.models_analytics import AccountFingerprint, AccountLink, AnalysisWatermark, RiskScore
 from ..domain.events import DECODER
+from . import audit
 from .cases import record_finding
 from .errors import Invalid
 
@@ -86,16 +87,35 @@ def _accounts(session: Session, firm_id: str) -> tuple[dict[str, int], dict[int,
             {r.id: r.trader_id for r in rows})
 
 
+PAYMENT_KINDS = ("card", "wallet", "bank")
+
+
+def payment_value(kind: str | None, fingerprint: Any) -> str:
+    """The linkage value of a payment instrument: ``kind:fingerprint`` (a card and a wallet hash never collide).
+
+    ``fingerprint`` is the provider's hash of the card, wallet or bank account — never the number itself."""
+    if kind is not None and kind not in PAYMENT_KINDS:
+        raise Invalid(f"`kind`: one of {', '.join(PAYMENT_KINDS)}")
+    text = fingerprint.strip() if isinstance(fingerprint, str) else ""
+    if not 1 <= len(text) <= 180 or not text.isprintable():
+        raise Invalid("`fingerprint`: 1 to 180 printable characters")
+    return f"{kind}:{text}" if kind else text
+
+
 def record_payment_method(session: Session, *, firm_id: str, account_id: int, fingerprint: str,
-                          seen_at: dt.datetime | None = None) -> None:
-    """Remember that ``account_id`` was paid for with this payment method (a card/wallet fingerprint)."""
+                          kind: str | None = None, seen_at: dt.datetime | None = None,
+                          actor: str | None = None) -> str:
+    """Remember that ``account_id`` was paid for with this payment instrument (card, wallet or bank account
+    fingerprint) for linkage; with an ``actor`` the change is an audit entry. Returns the stored value."""
     from .accounts import get_account
 
-    text = fingerprint.strip() if isinstance(fingerprint, str) else ""
-    if not 1 <= len(text) <= 200:
-        raise Invalid("`fingerprint`: 1 to 200 characters")
-    account_id = get_account(session, firm_id=firm_id, account_id=account_id).id  # another firm's account: 404
-    _upsert_fingerprints(session, firm_id, {(account_id, "payment", text): [seen_at, seen_at, 1]})
+    value = payment_value(kind, fingerprint)
+    account = get_account(session, firm_id=firm_id, account_id=account_id)  # another firm's account: 404
+    _upsert_fingerprints(session, firm_id, {(account.id, "payment", value): [seen_at, seen_at, 1]})
+    if actor is not None:
+        audit.append(session, actor=actor, action="account.payment_method", entity="account",
+                     entity_id=account.external_id, after={"payment_method": value}, firm_id=firm_id)
+    return value
 
 
 def _upsert_fingerprints(session: Session, firm_id: str, values: dict[tuple[int, str, str], list]) -> None:
@@ -158,10 +178,12 @@ def _fingerprints_of(frame, ids: dict[str, int]) -> dict[tuple[int, str, str], l
 
 
 def _without_crowded(session: Session, firm_id: str, rows: list, limit: int) -> list:
-    """Drop the IPs and devices more than ``limit`` accounts of the *firm* share (a scope sees only some of them)."""
+    """Drop the IPs more than ``limit`` accounts of the *firm* share (a scope sees only some of them; a crowded IP
+    links only with corroboration, which the full pass judges). Devices and payment methods stay: more sharers
+    are stronger evidence."""
     from sqlalchemy import tuple_
 
-    values = sorted({(r.via, r.value) for r in rows if r.via != "payment"})
+    values = sorted({(r.via, r.value) for r in rows if r.via == "ip"})
     crowded = set()
     for chunk in range(0, len(values), 300):
         part = values[chunk:chunk + 300]
@@ -386,7 +408,7 @@ def _incremental(session: Session, firm_id: str, mark: AnalysisWatermark, cut: i
     _upsert_fingerprints(session, firm_id, _fingerprints_of(batch, ids))
     scope = set(touched)
     # counterparts in time: accounts that opened inside the matching windows around the new opens
-    window = dt.timedelta(seconds=max(config.hedge_window_s, config.copy_window_s))
+    window = dt.timedelta(seconds=max(config.hedge_max_delay_s, config.copy_window_s))
     for lo, hi in _windows(sorted(batch.open_ms.tolist()), int(window.total_seconds() * 1000)):
         scope |= set(session.scalars(select(m.RawEvent.account_id).where(
             m.RawEvent.firm_id == firm_id, m.RawEvent.type == "trade_opened", m.RawEvent.ts >= from_ms(lo),
@@ -403,8 +425,10 @@ def _incremental(session: Session, firm_id: str, mark: AnalysisWatermark, cut: i
         for via, value in values:
             members = list(session.scalars(select(AccountFingerprint.account_id).where(
                 AccountFingerprint.firm_id == firm_id, AccountFingerprint.via == via, AccountFingerprint.value == value)
-                .limit(config.link_max_accounts_per_value + 1)))
-            if len(members) <= config.link_max_accounts_per_value or via == "payment":
+                .limit(config.link_crowded_check_max + 1)))
+            # an IP beyond a household's size is crowded (weak evidence): it does not widen the scope
+            limit = config.link_household_max if via == "ip" else config.link_crowded_check_max
+            if len(members) <= limit:
                 found |= set(members)
         frontier = found - scope
         scope |= found
@@ -425,7 +449,7 @@ def _incremental(session: Session, firm_id: str, mark: AnalysisWatermark, cut: i
     news, _bad = _decode(_events(session, firm_id, after=0, upto=cut, types=("news",)))
     trader_of = {names[i]: str(traders[i]) for i in scope if traders.get(i) is not None}
     frame = frame_from_events([*market, *news, *events], traders=trader_of)
-    _load_linkage(session, firm_id, frame, scope, names, config.link_max_accounts_per_value)
+    _load_linkage(session, firm_id, frame, scope, names, config.link_household_max)
     analysis = analyze(frame, config, population=mark.population)
     only = touched_names
     result.events_read += len(bodies)

@@ -547,14 +547,42 @@ def list_orders(session: Session, *, firm_id: str, trader_id: int | None = None)
 
 
 def payment_update(session: Session, *, firm_id: str, order_id: int, status: str, provider_ref: str | None,
-                   amount: Any, actor: str, reason: str | None = None) -> Order | Refusal:
+                   amount: Any, actor: str, reason: str | None = None,
+                   payment_methods: list[tuple[str, str]] | None = None) -> Order | Refusal:
     """The payment provider says an order is ``paid``, ``failed`` or ``refunded``. Repeating the same
-    news changes nothing (webhooks are delivered at least once)."""
+    news changes nothing (webhooks are delivered at least once). ``payment_methods`` — (kind, fingerprint)
+    of the card, wallet or bank account that paid — go to the order's account for linkage analysis."""
     if status not in ("paid", "failed", "refunded"):
         raise Invalid("status: must be paid, failed or refunded")
+    from .analysis import payment_value
+
+    methods = list(payment_methods or ())
+    for kind, fingerprint in methods:
+        payment_value(kind, fingerprint)  # refused (422, naming the field) before anything changes
     order = get_order(session, firm_id=firm_id, order_id=order_id)
     if order.status == status:
+        _record_payment_methods(session, order, methods, actor)
         return order
+    result = _payment_update(session, order, firm_id=firm_id, status=status, provider_ref=provider_ref, amount=amount,
+                             actor=actor, reason=reason)
+    if not isinstance(result, Refusal):
+        _record_payment_methods(session, order, methods, actor)
+    return result
+
+
+def _record_payment_methods(session: Session, order: Order, methods: list[tuple[str, str]], actor: str) -> None:
+    """The instruments that paid an order, on the order's account (none yet: nothing to link)."""
+    from .analysis import record_payment_method
+
+    if order.account_id is None:
+        return
+    for kind, fingerprint in methods:
+        record_payment_method(session, firm_id=order.firm_id, account_id=order.account_id, kind=kind,
+                              fingerprint=fingerprint, seen_at=now_utc(), actor=actor)
+
+
+def _payment_update(session: Session, order: Order, *, firm_id: str, status: str, provider_ref: str | None,
+                    amount: Any, actor: str, reason: str | None) -> Order | Refusal:
     allowed = {"pending": ("paid", "failed"), "failed": ("paid",), "paid": ("refunded",), "refunded": ()}[order.status]
     if status not in allowed:
         return Refusal(f"order {order.id} is {order.status}; it can become: {', '.join(allowed) or 'nothing'}",

@@ -34,6 +34,7 @@ UTC = dt.timezone.utc
 STEP_S = 10  # one reference quote per symbol every 10 s
 DAY_OPEN_S = 7 * 3600
 DAY_CLOSE_S = 17 * 3600
+NY_OPEN_S = 13 * 3600 + 1800  # 13:30 UTC: the New York open, the day's second crowd
 #: symbol, digits, spread (points), contract size, start price (points), volatility (points per step)
 SYMBOLS = (
     ("EURUSD", 5, 8, 100_000, 108_500, 3.0),
@@ -59,6 +60,14 @@ class AbuseSpec:
     london_crowd: float = 0.5  # share of honest traders in the London-open EURUSD crowd
     cgnat_accounts: int = 30  # honest accounts behind one mobile-carrier IPv4
     same_person_pairs: int = 10  # honest traders with two accounts on one device (declared)
+    # abusers who read the rules (``adaptive=True``): hedge legs opened 30 s – 10 min apart, split in parts
+    # and of another size; copies 5–45 s late, scaled, skipping signals, with trades of their own; latency
+    # arbs and martingale traders mixing in ordinary trades; large rings on one device and on one IPv6 /64;
+    # and honest offices of 8–11 people on one IPv4 and a New York open crowd for them to hide in
+    adaptive: bool = False
+    offices: int = 4
+    device_ring: int = 22
+    ipv6_ring: int = 16
 
 
 def _iso(ms: int) -> str:
@@ -133,7 +142,8 @@ class _Builder:
         self.n = 0
         self.truth: dict[str, list] = {"hedging": [], "copy": [], "latency": [], "martingale": [], "linkage": [],
                                        "honest_overlap": {"london_crowd": [], "cgnat": [], "same_person": [],
-                                                          "scalpers": []}}
+                                                          "scalpers": [], "offices": [], "new_york_crowd": []},
+                                       "also": {}}
         self.positions: dict[str, int] = {}
         self.jumps: list[tuple[str, int, int, int]] = []  # symbol, day, step, signed points
 
@@ -197,11 +207,13 @@ class _Builder:
     def random_time(self) -> float:
         return self.rng.uniform(DAY_OPEN_S, DAY_CLOSE_S - 3600)
 
-    def honest(self, account: str, *, ip: str, device: str, crowd: bool, scalper: bool) -> None:
-        for _ in range(self.rng.randint(15, 45)):
+    def honest(self, account: str, *, ip: str, device: str, crowd: bool, scalper: bool, trades: tuple = (15, 45),
+               new_york: bool = False) -> None:
+        for _ in range(self.rng.randint(*trades)):
             day = self.rng.randrange(self.spec.days)
             if crowd and self.rng.random() < 0.6:
-                symbol, open_s = "EURUSD", DAY_OPEN_S + self.rng.uniform(0, 300)
+                open_s = (NY_OPEN_S if new_york and self.rng.random() < 0.5 else DAY_OPEN_S) + self.rng.uniform(0, 300)
+                symbol = "EURUSD"
             else:
                 symbol = self.rng.choice(("EURUSD", "EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "US30"))
                 open_s = self.random_time()
@@ -237,13 +249,18 @@ class _Builder:
             self.identity(account, trader, ip=ip, device=device, payment=f"card-{trader}")
             crowd = rng.random() < spec.london_crowd
             scalper = rng.random() < 0.2
-            self.honest(account, ip=ip, device=device, crowd=crowd, scalper=scalper)
+            self.honest(account, ip=ip, device=device, crowd=crowd, scalper=scalper, new_york=spec.adaptive)
             if crowd:
                 self.truth["honest_overlap"]["london_crowd"].append(account)
+                if spec.adaptive:
+                    self.truth["honest_overlap"]["new_york_crowd"].append(account)
             if scalper:
                 self.truth["honest_overlap"]["scalpers"].append(account)
         self.truth["honest_overlap"]["cgnat"] = sorted(cgnat)
         self.truth["honest_overlap"]["same_person"] = list(same_person)
+        if spec.adaptive:
+            self.adaptive_abuse(arbs, arb_trades)
+            return self.reference_prices()
         # hedging pairs
         for k in range(spec.hedge_pairs):
             a, b = f"HDG{k + 1:02d}A", f"HDG{k + 1:02d}B"
@@ -325,7 +342,11 @@ class _Builder:
                               payment=f"card-shared-{k}" if shared == "payment" else f"card-{x}")
                 self.honest(x, ip=ip, device=device, crowd=False, scalper=False)
             self.truth["linkage"].append(members)
-        # news (high impact, on the calendar) and the reference prices
+        self.reference_prices()
+
+    def reference_prices(self) -> None:
+        """News (high impact, on the calendar) and the reference prices."""
+        spec = self.spec
         for day in range(spec.days):
             base = _day_ms(spec, day)
             if day % 2 == 0:
@@ -338,6 +359,136 @@ class _Builder:
                     self.emit(base + (self.market.first + step * STEP_S) * 1000,
                               {"type": "price", "symbol": name, "bid": _price_text(bid, digits),
                                "ask": _price_text(bid + spread, digits)})
+
+    # ---------------------------------------------------------------- abusers who adapt
+    def adaptive_abuse(self, arbs: list[str], arb_trades: list) -> None:
+        spec, rng = self.spec, self.rng
+        q = lambda x: Decimal(str(x)).quantize(Decimal("0.01"))  # noqa: E731
+        # honest offices: 8–11 people behind one IPv4, each on their own device and card, many in the crowds
+        for o in range(spec.offices):
+            members = [f"OFF{o + 1:02d}{chr(65 + m)}" for m in range(rng.randint(8, 11))]
+            for x in members:
+                self.identity(x, f"T-{x}", ip=f"198.51.250.{o + 1}", device=f"dev-{x}", payment=f"card-{x}")
+                self.honest(x, ip=f"198.51.250.{o + 1}", device=f"dev-{x}", crowd=rng.random() < 0.6,
+                            scalper=False, new_york=True)
+            self.truth["honest_overlap"]["offices"].extend(members)
+        # hedging: the second account's legs open 30 s – 10 min later, often in two or three parts, at another
+        # size; both accounts also trade on their own
+        for k in range(spec.hedge_pairs):
+            a, b = f"HDG{k + 1:02d}A", f"HDG{k + 1:02d}B"
+            ips = {a: f"192.0.2.{10 + 2 * k}", b: f"192.0.2.{11 + 2 * k}"}
+            for x in (a, b):
+                self.identity(x, f"T-{x}", ip=ips[x], device=f"dev-{x}", payment=f"card-{x}")
+            correlated = k % 4 == 3
+            for t in range(rng.randint(14, 24)):
+                day, open_s = rng.randrange(spec.days), self.random_time()
+                if t % 3 == 0:
+                    open_s = (DAY_OPEN_S if k % 2 == 0 else NY_OPEN_S) + rng.uniform(0, 300)  # inside a crowd
+                side, lots = rng.choice((1, -1)), self.lots()
+                hold = rng.uniform(1800, 4 * 3600)
+                self.trade(a, symbol="EURUSD", side=side, lots=lots, day=day, open_s=open_s, hold_s=hold,
+                           ip=ips[a], device=f"dev-{a}")
+                total = lots * Decimal(str(rng.uniform(0.75, 1.3)))
+                parts = rng.choice((1, 2, 2, 3))
+                delay = rng.uniform(30, 600)
+                for part in range(parts):
+                    size = max(q(total / parts), Decimal("0.01"))
+                    start = open_s + delay + part * rng.uniform(20, 240)
+                    self.trade(b, symbol="GBPUSD" if correlated else "EURUSD", side=-side, lots=size, day=day,
+                               open_s=start, hold_s=max(hold - (start - open_s) + rng.uniform(-300, 300), 600),
+                               ip=ips[b], device=f"dev-{b}")
+            for x in (a, b):
+                self.honest(x, ip=ips[x], device=f"dev-{x}", crowd=False, scalper=False, trades=(2, 4))
+            self.truth["hedging"].append([a, b])
+        # copy groups: followers 5–45 s late, at their own scale with rounding, skipping a quarter of the signals
+        for k in range(spec.copy_groups):
+            members = [f"CPY{k + 1:02d}{chr(65 + m)}" for m in range(rng.randint(3, 6))]
+            factors = [1.0] + [rng.choice((0.3, 0.5, 1.5, 2.0, 3.0)) for _ in members[1:]]
+            ips = {x: f"203.0.113.{30 + 6 * k + m}" for m, x in enumerate(members)}
+            for x in members:
+                self.identity(x, f"T-{x}", ip=ips[x], device=f"dev-{x}", payment=f"card-{x}")
+            for _ in range(rng.randint(22, 36)):
+                day, open_s = rng.randrange(spec.days), self.random_time()
+                if rng.random() < 0.3:
+                    open_s = (DAY_OPEN_S if rng.random() < 0.5 else NY_OPEN_S) + rng.uniform(0, 300)
+                    symbol = "EURUSD"
+                else:
+                    symbol = rng.choice(("EURUSD", "GBPUSD", "XAUUSD", "US30"))
+                side, lots, hold = rng.choice((1, -1)), self.lots(), rng.uniform(300, 2 * 3600)
+                for m, x in enumerate(members):
+                    if m and rng.random() < 0.25:
+                        continue  # a follower misses a signal
+                    delay = 0 if m == 0 else rng.uniform(5, 45)
+                    size = max(q(float(lots) * factors[m] * rng.uniform(0.95, 1.05)), Decimal("0.01"))
+                    self.trade(x, symbol=symbol, side=side, lots=size, day=day, open_s=open_s + delay,
+                               hold_s=hold + rng.uniform(-60, 60), ip=ips[x], device=f"dev-{x}")
+            for x in members[1:]:
+                self.honest(x, ip=ips[x], device=f"dev-{x}", crowd=False, scalper=False, trades=(2, 5))
+            self.truth["copy"].append(members)
+        # latency arbitrage, mixed with ordinary trades
+        for a in arbs:
+            ip = f"192.0.2.{100 + arbs.index(a)}"
+            self.identity(a, f"T-{a}", ip=ip, device=f"dev-{a}", payment=f"card-{a}")
+            self.honest(a, ip=ip, device=f"dev-{a}", crowd=True, scalper=True, trades=(8, 14), new_york=True)
+        for a, symbol, day, step, direction in arb_trades:
+            at = self.market.first + step * STEP_S + rng.uniform(0.1, 0.9)
+            ip = f"192.0.2.{100 + arbs.index(a)}"
+            self.trade(a, symbol=symbol, side=direction, lots=self.lots(), day=day, open_s=at, hold_s=rng.uniform(3, 30),
+                       ip=ip, device=f"dev-{a}", stale=True, order_lag_ms=rng.randint(400, 1500))
+        self.truth["latency"] = [[a] for a in arbs]
+        # martingale: each its own multiplier (1.7–2.5×) and cap
+        for k in range(spec.martingale):
+            a = f"MRT{k + 1:02d}"
+            ip = f"198.18.0.{k + 1}"
+            self.identity(a, f"T-{a}", ip=ip, device=f"dev-{a}", payment=f"card-{a}")
+            factor = Decimal(rng.choice(("1.7", "2", "2.5")))
+            base, cap = Decimal(rng.choice(("0.1", "0.2", "0.3"))), Decimal(rng.choice(("6", "10", "20")))
+            lots, day, open_s = base, 0, DAY_OPEN_S + rng.uniform(0, 1800)
+            for _ in range(rng.randint(30, 45)):
+                if open_s > DAY_CLOSE_S - 1800:
+                    day, open_s = (day + 1) % spec.days, DAY_OPEN_S + rng.uniform(0, 1800)
+                symbol, side, hold = rng.choice(("EURUSD", "XAUUSD", "GBPUSD")), rng.choice((1, -1)), rng.uniform(60, 1500)
+                before = len(self.events)
+                self.trade(a, symbol=symbol, side=side, lots=lots, day=day, open_s=open_s, hold_s=hold, ip=ip,
+                           device=f"dev-{a}")
+                net = sum(Decimal(e["profit"]) + Decimal(e["commission"]) for _ms, _n, e in self.events[before:]
+                          if e["type"] == "trade_closed")
+                lots = min(q(lots * factor), cap) if net < 0 else base
+                open_s += hold + rng.uniform(60, 1800)
+            self.truth["martingale"].append([a])
+        # small linked groups as before (device, /64, card) ...
+        for k in range(spec.linked_groups):
+            members = [f"MUL{k + 1:02d}{chr(65 + m)}" for m in range(rng.randint(2, 4))]
+            shared = ("device", "ipv6", "payment")[k % 3]
+            for m, x in enumerate(members):
+                device = f"dev-shared-{k}" if shared == "device" else f"dev-{x}"
+                ip = f"2001:db8:ff{k:02x}:7::" if shared == "ipv6" else f"198.51.200.{10 * k + m}"
+                self.identity(x, f"T-{x}", ip=ip, device=device,
+                              payment=f"card-shared-{k}" if shared == "payment" else f"card-{x}")
+                self.honest(x, ip=ip, device=device, crowd=False, scalper=False)
+            self.truth["linkage"].append(members)
+        # ... and large rings: many "different" traders on one device (more sharers than any office)
+        ring = [f"RNG1{m:02d}" for m in range(spec.device_ring)]
+        for x in ring:
+            self.identity(x, f"T-{x}", ip=f"198.51.201.{ring.index(x) + 1}", device="dev-ring-1", payment=f"card-{x}")
+            self.honest(x, ip=f"198.51.201.{ring.index(x) + 1}", device="dev-ring-1", crowd=False, scalper=False,
+                        trades=(8, 20))
+        self.truth["linkage"].append(ring)
+        # one operator on one IPv6 /64, a device per account, trading one signal with jitter on every account
+        # it skips half the signals on each account: the /64 alone is weak, the trading corroborates it
+        ring = [f"RNG2{m:02d}" for m in range(spec.ipv6_ring)]
+        for x in ring:
+            self.identity(x, f"T-{x}", ip="2001:db8:beef:1::", device=f"dev-{x}", payment=f"card-{x}")
+        for _ in range(rng.randint(30, 40)):
+            day, open_s = rng.randrange(spec.days), self.random_time()
+            symbol, side, hold = rng.choice(("EURUSD", "GBPUSD", "XAUUSD")), rng.choice((1, -1)), rng.uniform(600, 7200)
+            for x in ring:
+                if rng.random() < 0.5:
+                    continue
+                self.trade(x, symbol=symbol, side=side, lots=self.lots(), day=day, open_s=open_s + rng.uniform(0, 50),
+                           hold_s=hold, ip="2001:db8:beef:1::", device=f"dev-{x}")
+        self.truth["linkage"].append(ring)
+        self.truth["also"]["copy"] = list(ring)  # they do trade one signal: a copy finding on them is no error
 
 
 def generate(spec: AbuseSpec) -> tuple[list[dict], dict[str, dict], dict]:

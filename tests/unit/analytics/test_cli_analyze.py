@@ -15,7 +15,7 @@ from propcrm.cli import app
 
 def test_generate_then_analyze_files_and_evaluate(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(app, ["analyze", "generate", str(tmp_path), "--honest", "40", "--days", "3", "--seed", "2"])
+    result = runner.invoke(app, ["analyze", "generate", str(tmp_path), "--honest", "150", "--days", "5", "--seed", "2"])
     assert result.exit_code == 0, result.output
     events, crm = str(tmp_path / "events.ndjson"), str(tmp_path / "crm.json")
     text = runner.invoke(app, ["analyze", "files", events, "--crm", crm, "--top", "3"])

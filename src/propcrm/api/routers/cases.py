@@ -22,6 +22,8 @@ from ..auth import ErrorOut
 from .accounts import MAX_ID, Limit, Offset
 
 RiskUser = Annotated[Principal, Depends(require_roles(*RISK))]
+# payment instruments come from finance's records as well as from risk's investigations
+PaymentUser = Annotated[Principal, Depends(require_roles(*RISK, "finance"))]
 CaseId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -183,6 +185,27 @@ def assign(case_id: CaseId, body: AssignIn, user: RiskUser, session: Db) -> dict
             summary="An account's risk score with its explanation, its links and open cases")
 def account_risk(account_id: Annotated[int, Path(ge=1, le=MAX_ID)], user: RiskUser, session: Db) -> dict:
     return analysis_service.account_risk(session, firm_id=user.firm_id, account_id=account_id)
+
+
+class PaymentMethodIn(BaseModel):
+    kind: Literal["card", "wallet", "bank"]
+    fingerprint: str = Field(min_length=1, max_length=180, description="the payment provider's hash of the "
+                             "card, wallet or bank account — never the number itself")
+
+
+class PaymentMethodOut(BaseModel):
+    account_id: int
+    value: str
+
+
+@router.post("/accounts/{account_id}/payment-methods", response_model=PaymentMethodOut, status_code=201,
+             summary="Record a payment instrument (card, wallet or bank account fingerprint) of an account, for linkage",
+             responses={403: {"model": ErrorOut, "description": "the user's role may not do this (risk, finance and admin)"}})
+def add_payment_method(account_id: Annotated[int, Path(ge=1, le=MAX_ID)], body: PaymentMethodIn,
+                       user: PaymentUser, session: Db) -> dict:
+    value = analysis_service.record_payment_method(session, firm_id=user.firm_id, account_id=account_id,
+                                                   kind=body.kind, fingerprint=body.fingerprint, actor=user.actor)
+    return {"account_id": account_id, "value": value}
 
 
 @router.post("/analysis/run", response_model=RunOut,

@@ -335,8 +335,27 @@ def _payment(session: Session, key, document: dict, headers: dict):
                                     provider_ref=_field(document, "provider_ref", str, required=False),
                                     amount=str(amount) if amount is not None else None,
                                     actor=f"provider:{key.platform}",
-                                    reason=_field(document, "reason", str, required=False))
+                                    reason=_field(document, "reason", str, required=False),
+                                    payment_methods=_payment_methods(document))
     return result if isinstance(result, Refusal) else service.order_view(result)
+
+
+def _payment_methods(document: dict) -> list[tuple[str, str]]:
+    """``payment_method`` {"kind": "card"|"wallet"|"bank", "fingerprint": "<provider's hash>"} or a list of them
+    in ``payment_methods``: the instruments that paid, for linkage analysis."""
+    one, many = document.get("payment_method"), document.get("payment_methods")
+    if one is None and many is None:
+        return []
+    items = ([one] if one is not None else []) + (many if isinstance(many, list) else [] if many is None else [None])
+    out = []
+    for item in items[:10]:
+        if not isinstance(item, dict):
+            raise Invalid("payment_method: an object with kind and fingerprint")
+        kind, fingerprint = item.get("kind"), item.get("fingerprint")
+        if not isinstance(kind, str) or not isinstance(fingerprint, str):
+            raise Invalid("payment_method: kind and fingerprint must be strings")
+        out.append((kind, fingerprint))
+    return out
 
 
 def _kyc(session: Session, key, document: dict, headers: dict):
