@@ -212,7 +212,7 @@ def write_outcomes(session: Session, outcomes: list[AccountOutcome], *, states: 
         mine.append(dict(actor="engine", action=f"decision.{decision.kind}", entity="account",
                          entity_id=account.external_id, firm_id=account.firm_id, ts=decision.ts,
                          after={"decision": decision_id, "rule": decision.rule, "message": decision.message}))
-        for kind, payload, not_before in _effects(account, decision, decision_id):
+        for kind, payload, not_before in decision_effects(account, decision, decision_id):
             outbox_rows.append({"firm_id": account.firm_id, "kind": kind.split(":")[0], "payload": payload,
                                 "dedupe_key": f"decision:{decision_id}:{kind}", "status": "pending", "attempts": 0,
                                 "next_attempt_at": not_before or now, "created_at": now})
@@ -378,7 +378,7 @@ def account_status(engine_status: str, program) -> str:
     return engine_status
 
 
-def _effects(account: AccountRef, decision: Decision, decision_id: int) -> list[tuple[str, dict, dt.datetime | None]]:
+def decision_effects(account: AccountRef, decision: Decision, decision_id: int) -> list[tuple[str, dict, dt.datetime | None]]:
     """What must happen in the world because of a decision: (outbox kind, payload, not before).
 
     Payload fields are plain JSON. Platform commands: ``disable``, ``pause`` (with ``until``),

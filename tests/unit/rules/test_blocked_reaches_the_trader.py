@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from propcrm.adapters.notify.notices import notice_of
-from propcrm.services.evaluation import AccountRef, _effects
+from propcrm.services.outcomes import AccountRef, decision_effects
 
 from rulekit import Trader, make_pack, only, utc
 
@@ -14,7 +14,7 @@ def test_a_days_blocker_becomes_a_notification_that_says_to_keep_trading():
     decision = only(t.close(utc("2026-03-02 10:00"), "p1", "10000.00"))
     account = AccountRef(id=1, firm_id="fa", external_id="A1", platform="mt5", login="1001", trader_id=7,
                          pack_version_id=1, phase="phase-1", status="active")
-    effects = _effects(account, decision, 42)
+    effects = decision_effects(account, decision, 42)
     assert [kind for kind, _, _ in effects] == ["notify"]
     notice = notice_of(effects[0][1])
     assert notice.title == "Account A1: target reached, but min trading days holds"
