@@ -4,27 +4,15 @@
 from __future__ import annotations
 
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import select
 
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_analytics import AccountFingerprint, Case, CaseAccount
-from propcrm.services import users
 from support.lifecycle import provider_key, signed_post
 from support.routes_lifecycle import _product
-from support.staff import build_world, seed
 
 
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
-@pytest.fixture
-def world(db_url):
-    app, world = build_world(db_url)
-    with world.client:
-        yield seed(world)
+pytestmark = pytest.mark.usefixtures("cheap_argon2")  # conftest.py; `world` comes from there too
 
 
 def _payment_values(world, account_id):

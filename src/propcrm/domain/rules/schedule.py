@@ -74,6 +74,12 @@ class NewsRule(CompiledRule):
             if pos is not None and not pos.in_news:
                 st.positions = {**st.positions, position: msgspec.structs.replace(pos, in_news=True)}
             return
+        self._offence(st, position, symbol, where, entry, ctx)
+
+    def _offence(
+        self, st: AccountState, position: str, symbol: str, where: str, entry: NewsEntry, ctx: Ctx
+    ) -> None:
+        """A position traded inside a release's window, judged by the rule's action (block, violation, breach)."""
         ctx.offence(
             st,
             self.rule_id,
@@ -121,17 +127,7 @@ class NewsRule(CompiledRule):
         elif self.partial:
             self._closed(st, position, symbol, closed, net, False, entry, ctx, where=where)
         else:
-            ctx.offence(
-                st,
-                self.rule_id,
-                self.cfg.action,
-                f"position {position} ({symbol}) {where}",
-                position=position,
-                symbol=symbol,
-                news=entry.title,
-                news_ts=entry.ts,
-                news_event=entry.event_id,
-            )
+            self._offence(st, position, symbol, where, entry, ctx)
 
     def _whole(
         self, st: AccountState, position: str, symbol: str, where: str, entry: NewsEntry | None, ctx: Ctx
