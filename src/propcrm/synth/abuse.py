@@ -332,7 +332,12 @@ class _Builder:
                 open_s += hold + rng.uniform(60, 1800)
             self.truth["martingale"].append([a])
         # linked groups: "different" traders behind one device, one IPv6 /64 or one card
-        for k in range(spec.linked_groups):
+        self.linked_groups(spec.linked_groups, rng)
+        self.reference_prices()
+
+    def linked_groups(self, count: int, rng) -> None:
+        """Small groups of "different" traders who share one device, one IPv6 /64 or one card, in turn."""
+        for k in range(count):
             members = [f"MUL{k + 1:02d}{chr(65 + m)}" for m in range(rng.randint(2, 4))]
             shared = ("device", "ipv6", "payment")[k % 3]
             for m, x in enumerate(members):
@@ -342,7 +347,6 @@ class _Builder:
                               payment=f"card-shared-{k}" if shared == "payment" else f"card-{x}")
                 self.honest(x, ip=ip, device=device, crowd=False, scalper=False)
             self.truth["linkage"].append(members)
-        self.reference_prices()
 
     def reference_prices(self) -> None:
         """News (high impact, on the calendar) and the reference prices."""
@@ -457,16 +461,7 @@ class _Builder:
                 open_s += hold + rng.uniform(60, 1800)
             self.truth["martingale"].append([a])
         # small linked groups as before (device, /64, card) ...
-        for k in range(spec.linked_groups):
-            members = [f"MUL{k + 1:02d}{chr(65 + m)}" for m in range(rng.randint(2, 4))]
-            shared = ("device", "ipv6", "payment")[k % 3]
-            for m, x in enumerate(members):
-                device = f"dev-shared-{k}" if shared == "device" else f"dev-{x}"
-                ip = f"2001:db8:ff{k:02x}:7::" if shared == "ipv6" else f"198.51.200.{10 * k + m}"
-                self.identity(x, f"T-{x}", ip=ip, device=device,
-                              payment=f"card-shared-{k}" if shared == "payment" else f"card-{x}")
-                self.honest(x, ip=ip, device=device, crowd=False, scalper=False)
-            self.truth["linkage"].append(members)
+        self.linked_groups(spec.linked_groups, rng)
         # ... and large rings: many "different" traders on one device (more sharers than any office)
         ring = [f"RNG1{m:02d}" for m in range(spec.device_ring)]
         for x in ring:
