@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -74,6 +75,62 @@ def _overrides(rule: CompiledRule, hook: str) -> bool:
     return getattr(type(rule), hook) is not getattr(CompiledRule, hook)
 
 
+class Slots:
+    """What compiling a phase hands out, in the order its rules are written: a state slot per loss
+    limit (``levels``), counter slots (``counts``) and early-warning bits."""
+
+    def __init__(self, *, initial: Decimal, warnings: dict[str, tuple[Decimal, ...]],
+                 target: ProfitTargetRule | None) -> None:
+        self.initial = initial
+        self.warnings = warnings
+        self.target = target
+        self.levels = self.counts = self.warn_bit = 0
+
+    def level(self) -> int:
+        self.levels += 1
+        return self.levels - 1
+
+    def count(self, n: int = 1) -> int:
+        self.counts += n
+        return self.counts - n
+
+    def warn(self, limit: str) -> dict[str, Any]:
+        """The early-warning thresholds set for ``limit`` and the first of the bits they take."""
+        at = self.warnings.get(limit, ())
+        self.warn_bit += len(at)
+        return {"warn_at": at, "warn_bit": self.warn_bit - len(at)}
+
+
+# Every rule kind of the pack format, by its configuration struct: how it compiles. A new kind is a
+# struct in rulepack.py (member of AnyRule), a CompiledRule in rules/, and one line here
+# (docs/architecture.md, "Adding a rule kind"); tests/unit/rules/test_rule_table.py holds the table
+# to the union.
+COMPILERS: dict[type, Callable[[Any, Slots], CompiledRule | None]] = {
+    DailyLoss: lambda cfg, s: DailyLossRule(cfg, slot=s.level(), initial=s.initial, **s.warn("daily_loss")),
+    MaxLoss: lambda cfg, s: MaxLossRule(
+        cfg, slot=s.level(), initial=s.initial, target_balance=s.target.target_balance if s.target else None,
+        **s.warn("max_loss")),
+    PerTradeLoss: lambda cfg, s: PerTradeLossRule(cfg, initial=s.initial),
+    ProfitTarget: lambda cfg, s: s.target,
+    MinTradingDays: lambda cfg, s: MinTradingDaysRule(cfg, slot=s.count(), initial=s.initial),
+    MaxDuration: lambda cfg, s: MaxDurationRule(cfg),
+    Inactivity: lambda cfg, s: InactivityRule(cfg),
+    Consistency: lambda cfg, s: ConsistencyRule(cfg, initial=s.initial),
+    MaxLots: lambda cfg, s: MaxLotsRule(cfg),
+    MaxOpenPositions: lambda cfg, s: MaxOpenPositionsRule(cfg),
+    MaxTradesPerDay: lambda cfg, s: MaxTradesPerDayRule(cfg),
+    StopLossRequired: lambda cfg, s: StopLossRequiredRule(cfg),
+    Hedging: lambda cfg, s: HedgingRule(cfg),
+    MinHoldingTime: lambda cfg, s: MinHoldingTimeRule(cfg, slot=s.count(2)),
+    LotEscalation: lambda cfg, s: LotEscalationRule(cfg),
+    NewsWindow: lambda cfg, s: NewsRule(cfg),
+    WeekendHolding: lambda cfg, s: WeekendHoldingRule(cfg),
+    OvernightHolding: lambda cfg, s: OvernightHoldingRule(cfg),
+    TradingHours: lambda cfg, s: TradingHoursRule(cfg),
+    EarlyWarning: lambda cfg, s: None,  # folded into the limits it names
+}
+
+
 class PhaseProgram:
     """One phase of one pack, ready to evaluate."""
 
@@ -98,69 +155,16 @@ class PhaseProgram:
             ProfitTargetRule(target_cfg, initial=self.initial) if target_cfg is not None else None
         )
 
+        slots = Slots(initial=self.initial, warnings=warnings, target=self.target)
         rules: list[CompiledRule] = []
-        levels = counts = warn_bit = 0
         for cfg in phase.rules:
-            rule: CompiledRule | None
-            if isinstance(cfg, DailyLoss):
-                at = warnings.get("daily_loss", ())
-                rule = DailyLossRule(cfg, slot=levels, initial=self.initial, warn_at=at, warn_bit=warn_bit)
-                levels += 1
-                warn_bit += len(at)
-            elif isinstance(cfg, MaxLoss):
-                at = warnings.get("max_loss", ())
-                rule = MaxLossRule(
-                    cfg,
-                    slot=levels,
-                    initial=self.initial,
-                    target_balance=self.target.target_balance if self.target else None,
-                    warn_at=at,
-                    warn_bit=warn_bit,
-                )
-                levels += 1
-                warn_bit += len(at)
-            elif isinstance(cfg, PerTradeLoss):
-                rule = PerTradeLossRule(cfg, initial=self.initial)
-            elif isinstance(cfg, ProfitTarget):
-                rule = self.target
-            elif isinstance(cfg, MinTradingDays):
-                rule = MinTradingDaysRule(cfg, slot=counts, initial=self.initial)
-                counts += 1
-            elif isinstance(cfg, MaxDuration):
-                rule = MaxDurationRule(cfg)
-            elif isinstance(cfg, Inactivity):
-                rule = InactivityRule(cfg)
-            elif isinstance(cfg, Consistency):
-                rule = ConsistencyRule(cfg, initial=self.initial)
-            elif isinstance(cfg, MaxLots):
-                rule = MaxLotsRule(cfg)
-            elif isinstance(cfg, MaxOpenPositions):
-                rule = MaxOpenPositionsRule(cfg)
-            elif isinstance(cfg, MaxTradesPerDay):
-                rule = MaxTradesPerDayRule(cfg)
-            elif isinstance(cfg, StopLossRequired):
-                rule = StopLossRequiredRule(cfg)
-            elif isinstance(cfg, Hedging):
-                rule = HedgingRule(cfg)
-            elif isinstance(cfg, MinHoldingTime):
-                rule = MinHoldingTimeRule(cfg, slot=counts)
-                counts += 2
-            elif isinstance(cfg, LotEscalation):
-                rule = LotEscalationRule(cfg)
-            elif isinstance(cfg, NewsWindow):
-                rule = NewsRule(cfg)
-            elif isinstance(cfg, WeekendHolding):
-                rule = WeekendHoldingRule(cfg)
-            elif isinstance(cfg, OvernightHolding):
-                rule = OvernightHoldingRule(cfg)
-            elif isinstance(cfg, TradingHours):
-                rule = TradingHoursRule(cfg)
-            elif isinstance(cfg, EarlyWarning):
-                rule = None  # folded into the limits above
-            else:  # pragma: no cover - the union is exhaustive
+            build = COMPILERS.get(type(cfg))
+            if build is None:  # pragma: no cover - the table covers the union (tests/unit/rules/test_rule_table.py)
                 raise TypeError(f"unknown rule {cfg!r}")
+            rule = build(cfg, slots)
             if rule is not None:
                 rules.append(rule)
+        levels, counts, warn_bit = slots.levels, slots.counts, slots.warn_bit
         if warn_bit > 62:
             raise ValueError(f"phase {phase.name}: too many early-warning thresholds")
 
