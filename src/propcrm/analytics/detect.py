@@ -46,7 +46,9 @@ class AnalysisConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     link_household_chance: float = 0.05  # prior: different people behind one household-sized IP honestly
     # hedging
     hedge_max_delay_s: float = 900.0  # stage 1 only: a leg opened within this of the other, while it is open
-    hedge_candidate_neighbours: int = 24  # stage 1: following opposite opens of the symbol group each is compared with
+    hedge_candidate_neighbours: int = 16  # stage 1: following opposite opens of the symbol group each is compared with
+    hedge_close_delay_s: float = 300.0  # stage 1's second grid: legs closed within this of each other
+    hedge_close_neighbours: int = 4  # following opposite closes of the symbol group each is compared with
     hedge_quick_delay_s: float = 60.0  # a second look at legs this close (the textbook hedge), chance counted alike
     hedge_delay_share: float = 0.05  # a counterpart leg may open up to this share of the position's hold apart
     hedge_min_coverage: float = 0.5  # a position is hedged when opposite exposure covers this share of lots × time
@@ -546,7 +548,10 @@ class Buckets:
     exact_window: int | None = -1  # stage 2's window (-1: the same as stage 1's; None: no window, the test decides)
     neighbours: int | None = None  # stage 1's neighbour limit (None: candidate_neighbours)
     opposite: np.ndarray | None = None  # hedging: each row's direction; stage 1 searches the opposite side only
-    accept_stage1: object = None  # stage 1's test on row indices (i opened first)
+    accept_stage1: object = None  # stage 1's test on the columns of two rows (either may have opened first)
+    closes: np.ndarray | None = None  # hedging: a second stage-1 grid on these times (closes), for closed rows
+    close_window: int = 0  # its window
+    close_neighbours: int = 0  # and neighbour limit
 
 
 def _end_ms(frame: TradeFrame) -> np.ndarray:
@@ -563,8 +568,12 @@ def hedging_buckets(frame: TradeFrame, config: AnalysisConfig) -> Buckets:
     """Hedging compares positions of one symbol group held at the same time in opposite directions.
 
     Candidates (stage 1): a position opened while an opposite position of another account in the group
-    was still open, within ``hedge_max_delay_s`` of its open. The exact pass (stage 2) compares every
-    overlapping opposite pair of a candidate pair of accounts, whatever the delay and the sizes.
+    was still open, within ``hedge_max_delay_s`` of its open — and, in a second grid, a position closed
+    within ``hedge_max_delay_s`` of an opposite one. The second grid is what finds legs opened inside a
+    crowd (hundreds of opens on EURUSD in the minutes after the London open put the other leg beyond the
+    neighbour limit), because a crowd opens together but does not close together, while a hedge's legs
+    come off together. The exact pass (stage 2) compares every overlapping opposite pair of a candidate
+    pair of accounts, whatever the delay and the sizes.
     """
     group, sign = _symbol_groups(frame, config)
     g = group[frame.sym]
@@ -580,16 +589,17 @@ def hedging_buckets(frame: TradeFrame, config: AnalysisConfig) -> Buckets:
 
     least = int(config.hedge_max_delay_s * 1000)
 
-    def accept_stage1(i, j):  # columns of i (opened first) and j: j held alike, overlapping half the shorter one
+    def accept_stage1(i, j):  # columns of rows i and j: held alike, overlapping half the shorter one
         di, dj = i["end"] - i["open"], j["end"] - j["open"]
         allowance = 2 * np.maximum(least, (np.maximum(di, dj) * config.hedge_delay_share).astype(np.int64))
-        return ((i["acc"] != j["acc"]) & (2 * (np.minimum(i["end"], j["end"]) - j["open"]) >= np.minimum(di, dj))
-                & (np.abs(di - dj) <= allowance))
+        overlap = np.minimum(i["end"], j["end"]) - np.maximum(i["open"], j["open"])
+        return (i["acc"] != j["acc"]) & (2 * overlap >= np.minimum(di, dj)) & (np.abs(di - dj) <= allowance)
 
     return Buckets([g.astype(np.int64)], int(config.hedge_max_delay_s * 1000),
                    {"acc": frame.acc, "end": end, "open": frame.open_ms},
                    accept_stage1, accept, exact_window=None, neighbours=config.hedge_candidate_neighbours,
-                   opposite=direction, accept_stage1=accept_stage1)
+                   opposite=direction, accept_stage1=accept_stage1, closes=end,
+                   close_window=int(config.hedge_close_delay_s * 1000), close_neighbours=config.hedge_close_neighbours)
 
 
 def copy_buckets(frame: TradeFrame, config: AnalysisConfig) -> Buckets:
@@ -602,16 +612,23 @@ def copy_buckets(frame: TradeFrame, config: AnalysisConfig) -> Buckets:
 
 
 def opposite_pairs(key: np.ndarray, direction: np.ndarray, t: np.ndarray, window: int, max_offset: int,
-                   columns: dict[str, np.ndarray], accept, account_pairs: int = 0):
+                   columns: dict[str, np.ndarray], accept, account_pairs: int = 0, *,
+                   queries: np.ndarray | None = None, targets: np.ndarray | None = None):
     """Row pairs (i, j): j among the ``max_offset`` next opens of i's ``key`` in the *opposite* direction, at most
     ``window`` later, that ``accept(ci, cj)`` keeps (``columns`` of i and of j). Searching only the opposite
-    side doubles the reach of a neighbour limit in a busy symbol (half the opens there are on i's own side)."""
+    side doubles the reach of a neighbour limit in a busy symbol (half the opens there are on i's own side).
+    ``queries`` / ``targets`` (masks over rows): only these rows are i / j."""
     out_i, out_j = [], []
     if not t.size:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     t0, mask = int(t.min()), (1 << 40) - 1
     for d, side in ((1, "left"), (-1, "right")):  # simultaneous opposite opens: found from the buy side only
-        x, y = np.flatnonzero(direction == d), np.flatnonzero(direction == -d)
+        x_mask, y_mask = direction == d, direction == -d
+        if queries is not None:
+            x_mask &= queries
+        if targets is not None:
+            y_mask &= targets
+        x, y = np.flatnonzero(x_mask), np.flatnonzero(y_mask)
         if not x.size or not y.size:
             continue
         y_packed = key[y].astype(np.int64) << 40 | (t[y] - t0)
@@ -648,13 +665,38 @@ def opposite_pairs(key: np.ndarray, direction: np.ndarray, t: np.ndarray, window
     return np.concatenate(out_i).astype(np.int64), np.concatenate(out_j).astype(np.int64)
 
 
+def _opposite_grids(frame: TradeFrame, buckets: Buckets, limit: int):
+    """Each stage-1 grid of a detector that pairs opposite positions, as (direction, time, window, limit):
+    the opens, then the closes of closed positions (an open one ends at the frame's last time with every
+    other open one), searched in a shorter window among fewer neighbours."""
+    yield buckets.opposite, frame.open_ms, buckets.window, limit
+    if buckets.closes is not None:
+        yield (np.where(frame.close_ms >= 0, buckets.opposite, 0), buckets.closes, buckets.close_window,
+               buckets.close_neighbours)
+
+
+def _most_per_key(grids: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted keys of several (keys, counts) and, for each key, its largest count."""
+    keys = np.concatenate([k for k, _c in grids])
+    counts = np.concatenate([c for _k, c in grids])
+    if not keys.size:
+        return keys, counts
+    order = np.lexsort((counts, keys))  # by key, then count: the last of each key is its largest
+    keys, counts = keys[order], counts[order]
+    last = np.flatnonzero(np.r_[keys[1:] != keys[:-1], True])
+    return keys[last], counts[last]
+
+
 def stage1_rows(frame: TradeFrame, buckets: Buckets, config: AnalysisConfig) -> tuple[np.ndarray, np.ndarray]:
     """Trade pairs among each trade's ``candidate_neighbours`` following trades of its bucket (each pair once)."""
     if buckets.opposite is not None:
-        i, j = opposite_pairs(buckets.keys[0], buckets.opposite, frame.open_ms, buckets.window,
-                              buckets.neighbours or config.candidate_neighbours, buckets.columns,
-                              buckets.accept_stage1)
-        return np.minimum(i, j), np.maximum(i, j)
+        limit = buckets.neighbours or config.candidate_neighbours
+        found = [np.minimum(i, j) * frame.n + np.maximum(i, j)
+                 for i, j in (opposite_pairs(buckets.keys[0], direction, t, window, reach, buckets.columns,
+                                             buckets.accept_stage1)
+                              for direction, t, window, reach in _opposite_grids(frame, buckets, limit))]
+        rows = unique(np.concatenate(found)) if len(found) > 1 else found[0]  # a trade pair once, in any grid
+        return rows // max(frame.n, 1), rows % max(frame.n, 1)
     found = []
     for key in buckets.keys:
         i, j = window_pairs(key, frame.open_ms, buckets.window,
@@ -673,8 +715,16 @@ def stage1_counts(frame: TradeFrame, buckets: Buckets, config: AnalysisConfig, l
     n_acc = len(frame.accounts)
     limit = buckets.neighbours or config.candidate_neighbours
     if buckets.opposite is not None:
-        keys = opposite_pairs(buckets.keys[0], buckets.opposite, frame.open_ms, buckets.window, limit,
-                              buckets.columns, buckets.accept_stage1, account_pairs=max(n_acc, 1))
+        # coincidences per pair of accounts among the opens, and among the closes of crowded rows; a pair
+        # counts as often as the better of the two found it (never the sum: one pair of legs found by
+        # both is one coincidence)
+        per_grid = [unique(opposite_pairs(buckets.keys[0], direction, t, window, reach, buckets.columns,
+                                          buckets.accept_stage1, account_pairs=max(n_acc, 1)), counts=True)
+                    for direction, t, window, reach in _opposite_grids(frame, buckets, limit)]
+        pk, counts = per_grid[0] if len(per_grid) == 1 else _most_per_key(per_grid)
+        if label:
+            frame.__dict__.setdefault("_stage1", {})[label] = (pk[counts >= 2], counts[counts >= 2])
+        return pk, counts
     elif len(buckets.keys) == 1 and "acc" in buckets.columns:
         keys = window_pairs(buckets.keys[0], frame.open_ms, buckets.window, max_offset=limit,
                             columns=buckets.columns, accept=buckets.accept_sorted, account_pairs=max(n_acc, 1))

@@ -377,7 +377,8 @@ class _Builder:
                             scalper=False, new_york=True)
             self.truth["honest_overlap"]["offices"].extend(members)
         # hedging: the second account's legs open 30 s – 10 min later, often in two or three parts, at another
-        # size; both accounts also trade on their own
+        # size; both accounts also trade on their own; every other pair opens all its hedges inside the London
+        # or New York open crowd (where hundreds of opens lie between its legs), the rest a third of them
         for k in range(spec.hedge_pairs):
             a, b = f"HDG{k + 1:02d}A", f"HDG{k + 1:02d}B"
             ips = {a: f"192.0.2.{10 + 2 * k}", b: f"192.0.2.{11 + 2 * k}"}
@@ -386,8 +387,8 @@ class _Builder:
             correlated = k % 4 == 3
             for t in range(rng.randint(14, 24)):
                 day, open_s = rng.randrange(spec.days), self.random_time()
-                if t % 3 == 0:
-                    open_s = (DAY_OPEN_S if k % 2 == 0 else NY_OPEN_S) + rng.uniform(0, 300)  # inside a crowd
+                if t % 3 == 0 or k % 2 == 0:  # inside a crowd: a third of the time, or always
+                    open_s = (DAY_OPEN_S if k % 2 == 0 else NY_OPEN_S) + rng.uniform(0, 300)
                 side, lots = rng.choice((1, -1)), self.lots()
                 hold = rng.uniform(1800, 4 * 3600)
                 self.trade(a, symbol="EURUSD", side=side, lots=lots, day=day, open_s=open_s, hold_s=hold,

@@ -99,3 +99,25 @@ def test_copies_half_a_minute_late_at_their_own_scale_skipping_signals_are_found
     [finding] = find_copy(frame_of(events), AnalysisConfig())
     assert finding.accounts == ("FOLLOW", "LEAD")
     assert finding.evidence["pairs"][0]["size_ratio_median"] == pytest.approx(1 / 1.5, rel=0.01)
+
+
+def test_a_hedge_hidden_in_the_london_open_crowd_is_found_and_the_crowd_is_not():
+    """Hundreds of EURUSD opens in the first minutes after the London open put a leg opened two minutes
+    later far beyond any neighbour limit among the opens; the legs still come off together."""
+    rng = random.Random(18)
+    london = 7 * 3600
+    events = []
+    for day in range(16):
+        for n in range(200):  # the crowd: 200 traders a day, each in and out on its own
+            at = london + rng.uniform(0, 300)
+            lots = rng.choice(("0.5", "1", "2"))
+            events.append(opened(f"H{n:03d}", f"h{day}.{n}", at, side=rng.choice(("buy", "sell")), lots=lots, day=day))
+            events.append(closed(f"H{n:03d}", f"h{day}.{n}", at + rng.uniform(300, 4 * 3600), lots=lots, day=day))
+        at, side, other = london + rng.uniform(0, 60), ("buy", "sell")[day % 2], ("sell", "buy")[day % 2]
+        delay = rng.uniform(90, 180)
+        events.append(opened("HA", f"a{day}", at, side=side, lots="2", day=day))
+        events.append(closed("HA", f"a{day}", at + 3600, lots="2", profit="-80.00", day=day))
+        events.append(opened("HB", f"b{day}", at + delay, side=other, lots="2.2", day=day))
+        events.append(closed("HB", f"b{day}", at + 3600 + rng.uniform(-120, 120), lots="2.2", profit="85.00", day=day))
+    findings = find_hedging(frame_of(events), AnalysisConfig())
+    assert [f.accounts for f in findings] == [("HA", "HB")]
