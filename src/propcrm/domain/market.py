@@ -131,12 +131,17 @@ def parse_symbol_table(raw: bytes | str | list | dict) -> SymbolTable:
 
 
 def _round_ratio(num: int, den: int) -> Decimal:
-    """num / den rounded half-even to MARK_PLACES places, in integers (exact; den > 0)."""
+    """num / den rounded half-even to MARK_PLACES places, in integers (exact; den > 0), written with
+    no more places than it needs but at least two (−5100 is ``-5100.00``, not ``-5100.00000000``)."""
     q, r = divmod(num * _MARK_SCALE, den)
     twice = 2 * r
     if twice > den or (twice == den and q & 1):
         q += 1
-    return Decimal(q).scaleb(-MARK_PLACES)
+    exponent = -MARK_PLACES
+    while exponent < -2 and q % 10 == 0:
+        q //= 10
+        exponent += 1
+    return Decimal(q).scaleb(exponent)
 
 
 class Tick(msgspec.Struct, frozen=True, array_like=True, gc=False):
