@@ -222,6 +222,21 @@ def bench_engine(
     run_bench(accounts=accounts, events=events, repeat=repeat, profile=profile)
 
 
+@bench_app.command("ticks")
+def bench_ticks(
+    accounts: Annotated[int, typer.Option(help="accounts")] = 100_000,
+    positions: Annotated[int, typer.Option(help="open positions, spread at random over the symbols")] = 50_000,
+    symbols: Annotated[int, typer.Option(help="symbols")] = 30,
+    ticks: Annotated[int, typer.Option(help="ticks fed one by one")] = 5_000,
+    scale: Annotated[str, typer.Option(help="comma-separated open-position counts for the growth table ('' for none)")] = "5000,20000,50000,100000",
+) -> None:
+    """Ticks/s and tick→decision latency (p50/p99) when ticks re-value the accounts holding the symbol."""
+    from ..tools.bench_ticks import bench_ticks as run_bench
+
+    run_bench(accounts=accounts, positions=positions, symbols=symbols, ticks=ticks,
+              scale=[int(n) for n in scale.split(",") if n.strip()])
+
+
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 

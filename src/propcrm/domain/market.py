@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 
 import msgspec
 
@@ -59,6 +59,10 @@ def symbol_currencies(symbol: str, overrides: dict[str, list[str]] | None = None
 #: A position's floating P/L in the account currency is rounded to this many decimal places (half-even).
 MARK_PLACES = 8
 _MARK_SCALE = 10**MARK_PLACES
+_CENT = Decimal("0.01")
+_ONE_TO_ONE = (1, 1)
+# Products of bounded figures (at most 24 digits each) fit 80 digits: Inexact would be a bug, so it traps.
+_EXACT = Context(prec=80, traps=[Inexact, InvalidOperation, Overflow])
 
 
 class SymbolSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -179,7 +183,7 @@ class Market(msgspec.Struct):
         """Profit currency → account currency as an exact ratio (numerator, denominator), from the mid
         price of ``PROFITACCOUNT`` (multiply) or ``ACCOUNTPROFIT`` (divide); None while neither is priced."""
         if profit_currency == currency:
-            return 1, 1
+            return _ONE_TO_ONE
         tick = self.prices.get(profit_currency + currency)
         if tick is not None:
             n, d = (tick.bid + tick.ask).as_integer_ratio()
@@ -213,6 +217,14 @@ class Market(msgspec.Struct):
         if rate is None:
             return None
         diff = tick.bid - open_price if side == "buy" else open_price - tick.ask  # exact: bounded operands
+        if rate is _ONE_TO_ONE and spec.tick_size is None:
+            # the common case, in Decimal: a product of bounded operands is exact in 80 digits
+            value = _EXACT.multiply(_EXACT.multiply(diff, lots), spec.contract_size)
+            try:
+                return value.quantize(_CENT, context=_EXACT)  # to the cent when that is exact (the usual case)
+            except Inexact:
+                n, d = value.as_integer_ratio()
+                return _round_ratio(n, d)
         dn, dd = diff.as_integer_ratio()
         ln, ld = lots.as_integer_ratio()
         if spec.tick_size is not None:
