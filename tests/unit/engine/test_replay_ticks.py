@@ -97,3 +97,16 @@ def test_a_bad_symbol_table_or_price_line_is_named(files, tmp_path):
                  "--symbols", files["symbols"])
     err = result.stderr.decode()
     assert result.returncode == 2 and "prices file" in err and "bid" in err
+
+
+def test_bench_ticks_prints_the_figures_it_promises():
+    from typer.testing import CliRunner
+
+    from propcrm.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "ticks", "--accounts", "300", "--positions", "200", "--symbols", "6",
+                                      "--ticks", "50", "--scale", "60,200"])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "ticks/s on one core" in out and "p99" in out and "accounts re-valued per tick" in out
+    assert "cost by open positions per symbol" in out
