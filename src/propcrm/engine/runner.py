@@ -77,7 +77,7 @@ class Engine:
         self.states: dict[str, AccountState] = {}
         self.programs: dict[str, PhaseProgram] = {}
         self.market = Market()
-        # symbol → accounts whose open positions its ticks move (a dict: ordered, so decisions are too)
+        # symbol → accounts whose open positions its ticks move (visited in account order)
         self.holders: dict[str, dict[str, None]] = {}
         self.held: dict[str, tuple[str, ...]] = {}
         self.seen: set[str] = set() if dedupe else NoDedupe()
@@ -243,7 +243,7 @@ class Engine:
             return
         ts = ev.ts
         states, programs, stats = self.states, self.programs, self.stats
-        for account in list(holders):
+        for account in sorted(holders):  # in account order: the same after a snapshot is restored
             st = states[account]
             program = programs[account]
             if st.status not in LIVE:

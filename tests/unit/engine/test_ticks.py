@@ -419,3 +419,23 @@ def test_a_mark_is_rounded_half_to_even_at_the_eighth_place():
     assert market.mark("USDJPY", "buy", D("0.00000003"), D("99.9995"), "USD") == D("0.00000002")  # 1.5e-8 → 2e-8
     assert market.mark("USDJPY", "buy", D("0.00000005"), D("99.9995"), "USD") == D("0.00000002")  # 2.5e-8 → 2e-8
     assert market.mark("USDJPY", "sell", D("0.00000003"), D("100.0005"), "USD") == D("0.00000002")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tick_histories(), st.sampled_from([LENIENT, TIGHT]), st.data())
+def test_a_history_with_ticks_cut_into_snapshotted_chunks_replays_to_the_same_bytes(events, pack, data):
+    from propcrm.domain.decisions import to_ndjson
+
+    whole = Feed(pack)
+    expected = whole.engine.feed(events)
+    cuts = sorted(set(data.draw(st.lists(st.integers(0, len(events)), max_size=4)))) + [len(events)]
+    engine = Feed(pack).engine
+    got, start = [], 0
+    for cut in cuts:
+        got += engine.feed(events[start:cut])
+        fresh = Engine(engine.program_for)
+        fresh.restore(engine.snapshot())
+        engine, start = fresh, cut
+    assert to_ndjson(got) == to_ndjson(expected)
+    for name, state in whole.engine.states.items():
+        assert engine.states[name] == state
