@@ -100,3 +100,10 @@ def test_the_evaluation_driver_gives_the_engine_the_firm_s_table(world, monkeypa
                   "symbol": "EURUSD", "side": "buy", "lots": "1", "price": "1.08512"})
     world.evaluate()
     assert seen and seen[-1].by_symbol()["EURUSD"].contract_size == Decimal("100000")
+
+
+def test_a_table_larger_than_2_mib_is_refused_before_it_is_read(world):
+    big = b"[" + b" " * (2 * 1024 * 1024) + b"]"
+    response = world.client.put("/api/v1/symbols", content=big,
+                                headers=world.headers("risk", **{"content-type": "application/json"}))
+    assert response.status_code == 413 and "a symbol table is at most 2,097,152 bytes" in response.text

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from ...http.auth import Db, require_roles
@@ -16,6 +16,7 @@ from ...roles import RISK
 from ...services import symbols as symbol_service
 from ...services.users import Principal
 from ..auth import ErrorOut
+from .packs import bounded_body
 
 RiskUser = Annotated[Principal, Depends(require_roles(*RISK))]
 
@@ -52,17 +53,10 @@ _BODY = {
 
 
 async def table_body(request: Request) -> tuple[bytes, str]:
-    limit = symbol_service.MAX_TABLE_BYTES
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.strip().isdigit() or int(declared) > limit):
-        raise HTTPException(status_code=413, detail=f"a symbol table is at most {limit:,} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(status_code=413, detail=f"a symbol table is at most {limit:,} bytes")
+    """The body (at most :data:`~propcrm.services.symbols.MAX_TABLE_BYTES`) and its format."""
+    body = await bounded_body(request, symbol_service.MAX_TABLE_BYTES, "a symbol table")
     kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    return bytes(body), "csv" if kind == "text/csv" else "json"
+    return body, "csv" if kind == "text/csv" else "json"
 
 
 Body = Annotated[tuple[bytes, str], Depends(table_body)]
