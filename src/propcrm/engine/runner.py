@@ -230,6 +230,13 @@ class Engine:
         else:
             self.held.pop(account, None)
 
+    def _unindex(self, account: str) -> None:
+        for symbol in self.held.pop(account, ()):
+            holders = self.holders[symbol]
+            holders.pop(account, None)
+            if not holders:
+                del self.holders[symbol]
+
     def _price(self, ev: Price, line: int | None, out: list[Decision]) -> None:
         """A tick: re-mark the positions it moves, for the accounts holding them only; inside the
         account's watch band only equity (and an intraday peak) moves, else every limit is checked."""
@@ -244,7 +251,10 @@ class Engine:
         ts = ev.ts
         states, programs, stats = self.states, self.programs, self.stats
         for account in sorted(holders):  # in account order: the same after a snapshot is restored
-            st = states[account]
+            st = states.get(account)
+            if st is None:  # taken out of this engine by its owner (a set-aside account): forget it
+                self._unindex(account)
+                continue
             program = programs[account]
             if st.status not in LIVE:
                 self._reindex(account, st)

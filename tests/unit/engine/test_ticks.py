@@ -209,6 +209,15 @@ def test_a_tick_touches_only_the_accounts_holding_the_symbol():
     assert "EURUSD" not in f.engine.holders
 
 
+def test_an_account_its_owner_took_out_of_the_engine_is_forgotten_by_the_next_tick():
+    f = Feed()
+    f.open("p", "EURUSD", "buy", "1", "1.10000", 0, account="A1")
+    f.open("q", "EURUSD", "buy", "1", "1.10000", 0, account="A2")
+    del f.engine.states["A1"]  # as a partition puts a set-aside account back to before its batch
+    assert f.tick("EURUSD", "1.10100", "1.10110", 1) == []
+    assert f.engine.holders == {"EURUSD": {"A2": None}} and f.state("A2").equity == D("100100")
+
+
 def test_an_older_tick_is_ignored_and_without_a_table_prices_move_nothing():
     f = Feed()
     f.open("p", "EURUSD", "buy", "1", "1.10000", 0)
