@@ -67,6 +67,11 @@ TABLE = [
     Route("GET", "/api/v1/quarantine", RISK),
     Route("GET", "/api/v1/quarantine/{entry_id}", RISK, path=lambda w, who: str(w.quarantine["fa"])),
     Route("POST", "/api/v1/quarantine/resubmit", RISK, body=lambda w, who: {"ids": [w.quarantine["fa"]]}),
+    Route("GET", "/api/v1/symbols", RISK),
+    Route("PUT", "/api/v1/symbols", RISK,
+          body=lambda w, who: {"symbols": [{"symbol": "EURUSD", "profit_currency": "USD", "contract_size": "100000"}]}),
+    Route("POST", "/api/v1/symbols/import", RISK,
+          body=lambda w, who: [{"symbol": "XAUUSD", "profit_currency": "USD", "contract_size": "100"}]),
 ]
 TABLE += routes_analytics.ROUTES + routes_lifecycle.ROUTES + routes_people.ROUTES
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from . import auth
-from .routers import accounts, admin, cases, lifecycle, packs, payouts, quarantine
+from .routers import accounts, admin, cases, lifecycle, packs, payouts, quarantine, symbols
 
 PREFIX = "/api/v1"
 
 
 def mount(app: FastAPI) -> None:
-    for router in (auth.router, accounts.router, packs.router, admin.router, quarantine.router,
+    for router in (auth.router, accounts.router, packs.router, admin.router, quarantine.router, symbols.router,
                    *cases.routers, *lifecycle.routers, *payouts.routers):
         app.include_router(router, prefix=PREFIX)

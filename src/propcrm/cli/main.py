@@ -42,26 +42,49 @@ def _events_path(path: str) -> str:
     return path
 
 
+def _symbols(path: str | None):
+    """The symbol table in ``path`` (JSON, or CSV when it ends in .csv), or exit 2 naming the problem."""
+    if path is None:
+        return None
+    from ..services.errors import Invalid
+    from ..services.symbols import read_table
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise fail(f"{path}: {exc.strerror or exc}") from None
+    try:
+        return read_table(data, fmt="csv" if path.lower().endswith(".csv") else "json")
+    except Invalid as exc:
+        raise fail(f"{path}: {exc}") from None
+
+
 @app.command()
 def replay(
     events: Annotated[str, typer.Argument(help="NDJSON events file (GUIDE §2), or - for stdin")],
     pack: Annotated[str, typer.Option("--pack", "-p", help="rule pack file (YAML/JSON) or preset name")],
     phase: Annotated[Optional[str], typer.Option(help="phase the accounts are in (default: the first)")] = None,
+    prices: Annotated[Optional[str], typer.Option(help="NDJSON file of price ticks, merged in by time")] = None,
+    symbols: Annotated[Optional[str], typer.Option(help="symbol table (JSON, or CSV by .csv): mark positions to the tick")] = None,
 ) -> None:
     """Replay a history through a pack: decisions as NDJSON on stdout, a summary on stderr.
 
-    Exit status 0; 2 on a bad pack, a missing file or any malformed event line (each is named).
+    With --prices and --symbols open positions are marked to market from every tick, and a breach
+    names the tick that caused it. Exit status 0; 2 on a bad pack, a missing file, a bad symbol table
+    or any malformed event line (each is named).
     """
     from ..engine.replay import replay as run_replay
 
     compiled = _load(pack)
     path = _events_path(events)
+    price_path = _events_path(prices) if prices is not None else None
+    table = _symbols(symbols)
     try:
         compiled.phase(phase)
     except KeyError as exc:
         raise fail(str(exc.args[0])) from None
     out = sys.stdout.buffer
-    run = run_replay(compiled, path, phase=phase, sink=out.write)
+    run = run_replay(compiled, path, phase=phase, sink=out.write, prices=price_path, symbols=table)
     out.flush()
     stats = run.engine.stats
     rate = stats.events / run.seconds if run.seconds else 0.0
@@ -90,8 +113,11 @@ def whatif(
     phase: Annotated[Optional[str], typer.Option(help="phase the accounts are in (default: the first)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the comparison as JSON")] = False,
     show: Annotated[int, typer.Option(help="how many differing accounts to list")] = 20,
+    prices: Annotated[Optional[str], typer.Option(help="NDJSON file of price ticks, merged in by time")] = None,
+    symbols: Annotated[Optional[str], typer.Option(help="symbol table (JSON, or CSV by .csv): mark positions to the tick")] = None,
 ) -> None:
-    """Back-test a rule change: one history under two packs, and what changes between them."""
+    """Back-test a rule change: one history under two packs, and what changes between them (to the
+    tick with --prices and --symbols)."""
     from ..engine.replay import whatif as run_whatif
 
     if len(pack) != 2:
@@ -102,7 +128,8 @@ def whatif(
             compiled.phase(phase)
         except KeyError as exc:
             raise fail(str(exc.args[0])) from None
-    result = run_whatif(a, b, _events_path(events), phase=phase)
+    result = run_whatif(a, b, _events_path(events), phase=phase,
+                        prices=_events_path(prices) if prices is not None else None, symbols=_symbols(symbols))
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
     else:
@@ -193,6 +220,21 @@ def bench_engine(
     from ..tools.bench_engine import bench_engine as run_bench
 
     run_bench(accounts=accounts, events=events, repeat=repeat, profile=profile)
+
+
+@bench_app.command("ticks")
+def bench_ticks(
+    accounts: Annotated[int, typer.Option(help="accounts")] = 100_000,
+    positions: Annotated[int, typer.Option(help="open positions, spread at random over the symbols")] = 50_000,
+    symbols: Annotated[int, typer.Option(help="symbols")] = 30,
+    ticks: Annotated[int, typer.Option(help="ticks fed one by one")] = 5_000,
+    scale: Annotated[str, typer.Option(help="comma-separated open-position counts for the growth table ('' for none)")] = "5000,20000,50000,100000",
+) -> None:
+    """Ticks/s and tick→decision latency (p50/p99) when ticks re-value the accounts holding the symbol."""
+    from ..tools.bench_ticks import bench_ticks as run_bench
+
+    run_bench(accounts=accounts, positions=positions, symbols=symbols, ticks=ticks,
+              scale=[int(n) for n in scale.split(",") if n.strip()])
 
 
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)

@@ -86,6 +86,10 @@ def _positive(name: str, value: Decimal | None) -> None:
         raise ValueError(f"`{name}`: must be a decimal greater than 0, got {value}")
 
 
+#: The same check for other edge structs (the symbol table): a bounded decimal greater than 0, or ValueError.
+require_positive = _positive
+
+
 class Event(msgspec.Struct, tag_field="type", frozen=True, gc=False):
     """Base of every event; ``id`` is the idempotency key (unique per source)."""
 

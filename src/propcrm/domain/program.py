@@ -16,7 +16,7 @@ import msgspec
 
 from .calendar import TradingCalendar
 from .events import Balance, Equity, Session, TradeClosed, TradeOpened
-from .market import NewsEntry
+from .market import Market, NewsEntry
 from .money import fmt
 from .rulepack import (
     Consistency,
@@ -66,6 +66,7 @@ from .rules.progress import (
 from .rules.schedule import NewsRule, OvernightHoldingRule, TradingHoursRule, WeekendHoldingRule
 from .state import FAR_FUTURE, MAX_RECENT, AccountState, Position, RecentAction
 
+ZERO = Decimal(0)
 INFINITY = Decimal("Infinity")
 NEG_INFINITY = Decimal("-Infinity")
 LIVE = ("active", "paused")
@@ -144,6 +145,7 @@ class PhaseProgram:
         self.initial = pack.initial_balance
         self.next_phase = pack.phases[index + 1].name if index + 1 < len(pack.phases) else None
         self.payout_policy: PayoutPolicy = phase.payout or PayoutPolicy()
+        self.currency = pack.currency
 
         warnings: dict[str, tuple[Decimal, ...]] = {}
         for cfg in phase.rules:
@@ -293,7 +295,8 @@ class PhaseProgram:
             self._equity(st, ev, ctx)
             settled = False
         elif cls is TradeOpened:
-            self._open(st, ev, ctx)  # opening moves neither equity nor any level
+            if self._open(st, ev, ctx):  # only a position marked at once moves equity
+                settled = False
         elif cls is TradeClosed:
             self._close(st, ev, ctx)
             settled = False
@@ -340,7 +343,51 @@ class PhaseProgram:
             self.check_pass(st, ctx)
         self.refresh_watch(st)
 
+    def on_tick(self, st: AccountState, ts: dt.datetime, delta: Decimal, ctx: Ctx) -> None:
+        """A price tick moved the marks of ``st``'s positions (already in ``st.positions``) by ``delta``:
+        equity follows, and every limit, trailing level and equity target is checked at the tick.
+
+        Deadlines due by the tick are handled first (a tick after the day's end belongs to the next
+        day, whose start equity is the one before the tick). A tick does not move ``last_ts`` unless it
+        rolled a deadline over (as a ``clock`` does): an account event a little older still applies.
+        """
+        if st.phase_start is None or st.status not in LIVE:
+            return
+        st.marked = True
+        if ts >= st.next_deadline:
+            self.advance(st, ts, ctx)
+            if st.last_ts is None or ts > st.last_ts:
+                st.last_ts = ts
+        if st.status in LIVE and not ctx.breached:
+            st.equity += delta
+            self._equity_moved(st, ctx)
+            self.check_limits(st, ctx)
+            if not ctx.breached and st.status == "active" and self.target is not None:
+                self.check_pass(st, ctx)
+        self.refresh_deadline(st)
+        self.refresh_watch(st)
+
+    def remark(self, st: AccountState, symbol: str, market: Market) -> tuple[dict[str, Position] | None, Decimal]:
+        """The positions of ``st`` re-valued after a tick of ``symbol`` (None: no mark changed) and the
+        change of their total floating P/L. ``st`` is not changed."""
+        currency = self.currency
+        positions: dict[str, Position] | None = None
+        delta = ZERO
+        for key, pos in st.positions.items():
+            if pos.symbol != symbol and symbol not in market.moves(pos.symbol, currency):
+                continue
+            mark = market.mark(pos.symbol, pos.side, pos.lots, pos.price, currency)
+            if mark is None or mark == pos.mark:
+                continue
+            if positions is None:
+                positions = dict(st.positions)
+            positions[key] = msgspec.structs.replace(pos, mark=mark)
+            delta += mark - (pos.mark if pos.mark is not None else ZERO)
+        return positions, delta
+
     def _equity(self, st: AccountState, ev: Equity, ctx: Ctx) -> None:
+        if st.marked:
+            st.tick_drift = ev.equity - st.equity  # the platform's figure is the truth; keep how far we were
         if ev.balance != st.balance:
             st.balance = ev.balance  # the broker's figures are the truth
             self._balance_moved(st, ctx)
@@ -391,7 +438,9 @@ class PhaseProgram:
             drop += 1
         st.recent = recent[drop:] + [action]
 
-    def _open(self, st: AccountState, ev: TradeOpened, ctx: Ctx) -> None:
+    def _open(self, st: AccountState, ev: TradeOpened, ctx: Ctx) -> bool:
+        """Record the position; True when it was marked at once (its symbol has a spec and a price),
+        which moves equity by the mark — a buy opened at the ask is worth the bid."""
         if st.status == "paused":
             ctx.decide(
                 st,
@@ -410,6 +459,11 @@ class PhaseProgram:
             price=ev.price,
             sl=ev.sl,
         )
+        mark = ctx.market.mark(ev.symbol, ev.side, ev.lots, ev.price, self.currency) if ctx.market.symbols else None
+        if mark is not None:
+            position.mark = mark
+            st.marked = True
+            st.equity += mark
         st.positions = {**st.positions, ev.position: position}
         st.trades_today += 1
         if not st.opened_today:
@@ -420,7 +474,8 @@ class PhaseProgram:
         for rule in self.hook["on_open"]:
             rule.on_open(st, ev, ctx)
             if ctx.breached:
-                return
+                break
+        return mark is not None
 
     def _close(self, st: AccountState, ev: TradeClosed, ctx: Ctx) -> None:
         net = ev.profit + ev.commission + ev.swap
@@ -433,7 +488,17 @@ class PhaseProgram:
             remaining = pos.lots - ev.lots
             if remaining < 0:
                 remaining = Decimal(0)
-            pos = msgspec.structs.replace(pos, lots=remaining, realised=before + net)
+            closed_mark = ZERO
+            if pos.mark is not None:  # the closed part leaves the floating P/L; the rest is re-marked
+                rest = (
+                    ctx.market.mark(pos.symbol, pos.side, remaining, pos.price, self.currency)
+                    if remaining > 0 else ZERO
+                )
+                rest = ZERO if rest is None else rest
+                closed_mark = pos.mark - rest
+                pos = msgspec.structs.replace(pos, lots=remaining, realised=before + net, mark=rest)
+            else:
+                pos = msgspec.structs.replace(pos, lots=remaining, realised=before + net)
             positions = dict(st.positions)
             if remaining > 0:
                 positions[ev.position] = pos
@@ -442,6 +507,10 @@ class PhaseProgram:
             st.positions = positions
         if not st.positions:
             st.equity = st.balance  # flat: nothing floats
+            st.marked = False
+        elif pos is not None and pos.mark is not None:
+            # Marked: equity held the closed part at its mark; it now holds the realised result instead.
+            st.equity += net - closed_mark
         else:
             # The closed part's profit already floated in equity; its commission and swap are charged
             # now, while the rest still floats (FTMO: equity includes commissions and swaps).
@@ -560,6 +629,8 @@ class PhaseProgram:
             "equity": st.equity,
             "trading_days": st.active_days,
         }
+        if st.tick_drift is not None:
+            out["tick_drift"] = st.tick_drift  # platform equity − tick-level equity at its last report
         for rule in self.limits:
             level = st.levels[rule.slot]
             out[rule.rule_id] = {"level": level, "distance": st.equity - level}

@@ -31,6 +31,7 @@ class Position(msgspec.Struct, gc=False):
     realised: Decimal = Decimal(0)
     in_news: bool = False
     news_deducted: Decimal = Decimal(0)  # profit deducted so far when the whole position is affected
+    mark: Decimal | None = None  # floating P/L at the last tick of its symbol (None: never marked)
 
 
 # At most this many trade actions are remembered per account for news published after the fact.
@@ -94,6 +95,10 @@ class AccountState(msgspec.Struct, gc=False, omit_defaults=True):
     next_deadline: dt.datetime = FAR_FUTURE
     paused_until: dt.datetime | None = None
     blocked_key: str | None = None
+    # mark-to-market: some open position carries a mark (ticks move equity); and the drift found when
+    # the platform last reported equity: its figure − the tick-level equity just before it
+    marked: bool = False
+    tick_drift: Decimal | None = None
     # fast-path band
     low_watch: Decimal = Decimal("Infinity")  # until computed, every update takes the full path
     high_watch: Decimal = Decimal("Infinity")

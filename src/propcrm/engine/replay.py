@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from ..domain.decisions import ENCODER, Decision
 from ..domain.events import Rejected
+from ..domain.market import SymbolTable
 from ..domain.program import CompiledPack
 from .ndjson import iter_file
 from .runner import Engine
@@ -29,19 +32,56 @@ class ReplayRun:
         return sorted(self.malformed + self.engine.rejected, key=lambda r: (r.line or 0, r.id or ""))
 
 
+def with_prices(events: str | Path, prices: str | Path | None) -> Iterator[tuple[list[Any], list, list[Rejected]]]:
+    """The events file's batches, with the ticks of a price file merged in by time.
+
+    Both files are read in order; a tick goes before the first event that is later than it, and before
+    an event of the same time (the market is known at that instant before the account acts on it). A
+    price file's rejected lines are reported with their own line number, the reason saying which file.
+    """
+    if prices is None:
+        yield from iter_file(events)
+        return
+
+    def stream(path: str | Path, rank: int, label: str | None) -> Iterator[tuple[Any, int, int, int | None]]:
+        for batch, lines, malformed in iter_file(path):
+            for bad in malformed:
+                pending.append(msgspec.structs.replace(bad, reason=f"{label}: {bad.reason}") if label else bad)
+            for ev, line in zip(batch, lines):
+                yield ev.ts, rank, line, ev
+
+    pending: list[Rejected] = []
+    merged = heapq.merge(stream(prices, 0, "prices file"), stream(events, 1, None), key=lambda item: (item[0], item[1]))
+    batch: list[Any] = []
+    lines: list[int | None] = []
+    for _ts, rank, line, ev in merged:
+        batch.append(ev)
+        lines.append(line if rank == 1 else None)
+        if len(batch) >= 50_000:
+            yield batch, lines, pending
+            batch, lines, pending = [], [], []
+    yield batch, lines, pending
+
+
 def replay(
     pack: CompiledPack,
     events: str | Path,
     *,
     phase: str | None = None,
     sink: Callable[[bytes], object] | None = None,
+    prices: str | Path | None = None,
+    symbols: SymbolTable | None = None,
 ) -> ReplayRun:
-    """Replay an NDJSON file through one pack; every decision goes to ``sink`` as an NDJSON line."""
+    """Replay an NDJSON file through one pack; every decision goes to ``sink`` as an NDJSON line.
+
+    ``prices`` (an NDJSON file of ``price`` events) is merged in by time; with ``symbols`` open
+    positions are marked to market from every tick (a dispute replays to the tick)."""
     engine = Engine(pack, phase=phase)
+    engine.set_symbols(symbols)
     run = ReplayRun(engine)
     started = time.perf_counter()
     encode = ENCODER.encode
-    for batch, lines, malformed in iter_file(events):
+    for batch, lines, malformed in with_prices(events, prices):
         run.malformed.extend(malformed)
         decisions = engine.feed(batch, lines)
         run.decisions += len(decisions)
@@ -119,13 +159,17 @@ class WhatIf:
         }
 
 
-def whatif(a: CompiledPack, b: CompiledPack, events: str | Path, *, phase: str | None = None) -> WhatIf:
-    """Replay one history under two packs (decoding it once) and compare the outcomes."""
+def whatif(a: CompiledPack, b: CompiledPack, events: str | Path, *, phase: str | None = None,
+           prices: str | Path | None = None, symbols: SymbolTable | None = None) -> WhatIf:
+    """Replay one history under two packs (decoding it once) and compare the outcomes; with ``prices``
+    and ``symbols`` both are marked to the tick, as :func:`replay` does."""
     engines = (Engine(a, phase=phase), Engine(b, phase=phase))
+    for engine in engines:
+        engine.set_symbols(symbols)
     collected: tuple[list[Decision], list[Decision]] = ([], [])
     malformed: list[Rejected] = []
     started = time.perf_counter()
-    for batch, lines, bad in iter_file(events):
+    for batch, lines, bad in with_prices(events, prices):
         malformed.extend(bad)
         for engine, sink in zip(engines, collected):
             sink.extend(engine.feed(batch, lines))

@@ -19,8 +19,8 @@ import msgspec
 
 from ..domain.decisions import Decision
 from ..domain.events import Clock, Equity, News, Price, Rejected, Session
-from ..domain.market import Market, NewsEntry
-from ..domain.program import CompiledPack, PhaseProgram
+from ..domain.market import Market, NewsEntry, SymbolTable, Tick
+from ..domain.program import LIVE, CompiledPack, PhaseProgram
 from ..domain.rules.base import Ctx
 from ..domain.state import AccountState
 from .evaluate import apply, copy_state
@@ -38,6 +38,8 @@ class Stats(msgspec.Struct):
     unknown_account: int = 0
     after_end: int = 0
     failed: int = 0
+    marked: int = 0  # account re-valuations by ticks
+    stale_ticks: int = 0  # ticks older than their symbol's last one: ignored
     decisions: Counter = msgspec.field(default_factory=Counter)
     by_rule: Counter = msgspec.field(default_factory=Counter)
 
@@ -75,6 +77,9 @@ class Engine:
         self.states: dict[str, AccountState] = {}
         self.programs: dict[str, PhaseProgram] = {}
         self.market = Market()
+        # symbol → accounts whose open positions its ticks move (visited in account order)
+        self.holders: dict[str, dict[str, None]] = {}
+        self.held: dict[str, tuple[str, ...]] = {}
         self.seen: set[str] = set() if dedupe else NoDedupe()
         self.last_clock: dt.datetime | None = None
         self.stats = Stats()
@@ -107,13 +112,14 @@ class Engine:
         snap = msgspec.msgpack.decode(blob, type=Snapshot)
         self.states = {}
         self.programs = {}
+        self.holders = {}
+        self.held = {}
+        self.market = snap.market
         for st in snap.states:
             program = self.program_for(st.account)
             if program is None or program.name != st.phase:
                 raise ValueError(f"snapshot account {st.account}: no program for phase {st.phase}")
-            self.states[st.account] = st
-            self.programs[st.account] = program
-        self.market = snap.market
+            self.adopt(st, program)
         self.seen = set(snap.seen)
         self.last_clock = snap.last_clock
 
@@ -156,6 +162,8 @@ class Engine:
                         and ev.balance == st.balance
                     ):
                         seen_add(eid)
+                        if st.marked:
+                            st.tick_drift = equity - st.equity  # as PhaseProgram._equity records it
                         st.equity = equity
                         if equity > st.peak_watch:
                             programs[ev.account].raise_peak(st)
@@ -172,7 +180,7 @@ class Engine:
                 continue
             elif cls is Price:
                 seen_add(eid)
-                self.market.prices[ev.symbol] = (ev.ts, ev.bid, ev.ask)
+                self._price(ev, lines[count - 1] if lines else None, out)
                 continue
             if self._account_event(ev, lines[count - 1] if lines else None, out):
                 fast += 1
@@ -182,6 +190,104 @@ class Engine:
             stats.duplicates + stats.out_of_order + stats.unknown_account + stats.failed
         )
         return out
+
+    # ------------------------------------------------------------------ ticks
+    def set_symbols(self, table: SymbolTable | None) -> None:
+        """Use ``table`` to mark positions to market (None: none is marked) and re-index the holders."""
+        self.market.set_symbols(table)
+        self.holders = {}
+        self.held = {}
+        for account, st in self.states.items():
+            self._reindex(account, st)
+
+    def adopt(self, st: AccountState, program: PhaseProgram) -> None:
+        """Take over a stored state (the service's evaluation, a restore), indexing its positions."""
+        self.states[st.account] = st
+        self.programs[st.account] = program
+        self._reindex(st.account, st)
+
+    def _reindex(self, account: str, st: AccountState) -> None:
+        """Keep ``holders`` (symbol → accounts whose positions a tick of it moves) true for ``account``."""
+        if st.status in LIVE and st.positions and self.market.symbols:
+            currency = self.programs[account].currency
+            moves = self.market.moves
+            symbols = tuple(sorted({s for pos in st.positions.values() for s in moves(pos.symbol, currency)}))
+        else:
+            symbols = ()
+        before = self.held.get(account, ())
+        if symbols == before:
+            return
+        for symbol in before:
+            if symbol not in symbols:
+                holders = self.holders[symbol]
+                del holders[account]
+                if not holders:
+                    del self.holders[symbol]
+        for symbol in symbols:
+            self.holders.setdefault(symbol, {})[account] = None
+        if symbols:
+            self.held[account] = symbols
+        else:
+            self.held.pop(account, None)
+
+    def _unindex(self, account: str) -> None:
+        for symbol in self.held.pop(account, ()):
+            holders = self.holders[symbol]
+            holders.pop(account, None)
+            if not holders:
+                del self.holders[symbol]
+
+    def _price(self, ev: Price, line: int | None, out: list[Decision]) -> None:
+        """A tick: re-mark the positions it moves, for the accounts holding them only; inside the
+        account's watch band only equity (and an intraday peak) moves, else every limit is checked."""
+        tick = Tick(ev.ts, ev.bid, ev.ask, ev.id)
+        market = self.market
+        if not market.price(ev.symbol, tick):
+            self.stats.stale_ticks += 1
+            return
+        holders = self.holders.get(ev.symbol)
+        if not holders:
+            return
+        ts = ev.ts
+        states, programs, stats = self.states, self.programs, self.stats
+        for account in sorted(holders):  # in account order: the same after a snapshot is restored
+            st = states.get(account)
+            if st is None:  # taken out of this engine by its owner (a set-aside account): forget it
+                self._unindex(account)
+                continue
+            program = programs[account]
+            if st.status not in LIVE:
+                self._reindex(account, st)
+                continue
+            positions, delta = program.remark(st, ev.symbol, market)
+            if positions is None:
+                continue
+            stats.marked += 1
+            equity = st.equity + delta
+            if st.low_watch < equity < st.high_watch and ts < st.next_deadline and st.phase_start is not None:
+                # Nothing can be decided inside the band: the same shortcut as an equity update.
+                st.positions = positions
+                st.marked = True
+                st.equity = equity
+                if equity > st.peak_watch:
+                    program.raise_peak(st)
+                continue
+            new = copy_state(st)
+            new.positions = positions
+            ctx = Ctx(ev.id, ts, market, (ev.symbol, tick))
+            try:
+                program.on_tick(new, ts, delta, ctx)
+            except Exception as exc:  # noqa: BLE001 - one account's failure must not stop the tick
+                stats.failed += 1
+                self._reject(ev, "internal", f"tick not applied to {account}: {type(exc).__name__}: {exc}", line)
+                continue
+            states[account] = new
+            decisions = ctx.finish()
+            if decisions:
+                self._count(decisions)
+                out.extend(decisions)
+            if new.status not in LIVE:
+                self._reindex(account, new)
 
     def _account_event(self, ev: Any, line: int | None, out: list[Decision]) -> bool:
         """Everything but the in-band equity update; True when it took no evaluation at all."""
@@ -221,6 +327,8 @@ class Engine:
             self._reject(ev, "internal", f"not applied: {type(exc).__name__}: {exc}", line)
             return False
         self.states[account] = new
+        if new.positions is not st.positions or new.status != st.status:
+            self._reindex(account, new)
         if decisions:
             self._count(decisions)
             out.extend(decisions)

@@ -46,7 +46,7 @@ from ..adapters.db import models as m
 from ..domain.decisions import ENCODER as DECISION_ENCODER
 from ..domain.decisions import Decision
 from ..domain.events import DECODER, decode_lines
-from ..domain.market import Market, NewsEntry
+from ..domain.market import Market, NewsEntry, SymbolTable, parse_symbol_table
 from ..domain.program import CompiledPack, compile_pack
 from ..domain.state import AccountState
 from ..engine.runner import Engine
@@ -101,6 +101,7 @@ class EvaluationWorker:
         self.max_ahead = max_ahead_from_env() if max_ahead is None else max_ahead
         self._packs = PackCache(size=None)  # this worker's database's versions, compiled once
         self._calendars: dict[str, list[tuple[int, NewsEntry]]] = {}
+        self._symbol_tables: dict[str, tuple[str, SymbolTable]] = {}
 
     # ------------------------------------------------------------------ public
     def run_pass(self, *, firm_id: str | None = None, max_accounts: int = 2000) -> PassReport:
@@ -259,9 +260,9 @@ class EvaluationWorker:
         )
         last_seq = state_row.last_seq if state_row is not None else 0
         engine.market = _market_at(calendars[account.firm_id], last_seq)
+        engine.set_symbols(self._symbols(session, account.firm_id))  # positions are marked to market with it
         if state_row is not None:
-            engine.states[account.external_id] = STATE_DECODER.decode(state_row.state)
-            engine.programs[account.external_id] = program
+            engine.adopt(STATE_DECODER.decode(state_row.state), program)
         events, fed = [], []
         for row in stream:
             event = firm_events.get(row.seq) if row.account_id is None else None
@@ -340,6 +341,16 @@ class EvaluationWorker:
         )
         calendar.extend((seq, NewsEntry.from_event(DECODER.decode(body))) for seq, body in rows)
         return calendar
+
+    def _symbols(self, session: Session, firm_id: str) -> SymbolTable | None:
+        """The firm's symbol table, parsed once per stored version."""
+        row = session.get(m.SymbolTable, firm_id)
+        if row is None:
+            return None
+        cached = self._symbol_tables.get(firm_id)
+        if cached is None or cached[0] != row.body:
+            cached = self._symbol_tables[firm_id] = (row.body, parse_symbol_table(row.body))
+        return cached[1]
 
     def _record(self, session: Session, units: list[_AccountWork]) -> None:
         """Everything the accounts of ``units`` commit, written set-based (see :func:`write_outcomes`)."""

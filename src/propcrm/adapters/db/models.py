@@ -159,6 +159,17 @@ class RulePackVersion(Base):
     __table_args__ = (UniqueConstraint("firm_id", "pack_id", "version"),)
 
 
+class SymbolTable(Base):
+    """A firm's symbol table (domain.market.SymbolTable as canonical JSON): how its ticks become money."""
+
+    __tablename__ = "symbol_tables"
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"), primary_key=True)
+    body: Mapped[str] = mapped_column(Text)  # {"symbols": [...]}, sorted by symbol
+    symbols: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(200))
+
+
 class Product(Base):
     __tablename__ = "products"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -19,6 +19,7 @@ from ...services import rulepacks as pack_service
 from ...services.rulepacks import MAX_PACK_BYTES
 from ...services.users import Principal
 from ...http.auth import Db, require_roles
+from ...http.signed import read_body
 from ...roles import ADMIN, FINANCE, RISK
 from ..auth import ErrorOut
 from .accounts import MAX_ID
@@ -73,17 +74,20 @@ class ProductIn(BaseModel):
     price: Decimal = Field(ge=0, le=Decimal("1000000000"), allow_inf_nan=False, description="decimal text, e.g. \"540.00\"")
 
 
+async def bounded_body(request: Request, limit: int, what: str) -> bytes:
+    """The request body, at most ``limit`` bytes (413 "``what`` is at most … bytes" beyond)."""
+    declared = request.headers.get("content-length")
+    body = None
+    if declared is None or (declared.strip().isdigit() and int(declared) <= limit):
+        body = await read_body(request, limit)
+    if body is None:
+        raise HTTPException(status_code=413, detail=f"{what} is at most {limit:,} bytes")
+    return body
+
+
 async def pack_body(request: Request) -> bytes:
     """The request body, at most :data:`MAX_PACK_BYTES` (413 beyond)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.strip().isdigit() or int(declared) > MAX_PACK_BYTES):
-        raise HTTPException(status_code=413, detail=f"a rule pack is at most {MAX_PACK_BYTES:,} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_PACK_BYTES:
-            raise HTTPException(status_code=413, detail=f"a rule pack is at most {MAX_PACK_BYTES:,} bytes")
-    return bytes(body)
+    return await bounded_body(request, MAX_PACK_BYTES, "a rule pack")
 
 
 _PACK_BODY = {

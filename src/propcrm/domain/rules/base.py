@@ -16,21 +16,22 @@ from ..money import fmt
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..events import TradeClosed, TradeOpened
-    from ..market import Market
+    from ..market import Market, Tick
     from ..state import AccountState, Position
 
 
 class Ctx:
     """One event's evaluation: the event, the market, and the decisions taken so far."""
 
-    __slots__ = ("event_id", "ts", "market", "decisions", "breached")
+    __slots__ = ("event_id", "ts", "market", "decisions", "breached", "tick")
 
-    def __init__(self, event_id: str, ts: dt.datetime, market: Market) -> None:
+    def __init__(self, event_id: str, ts: dt.datetime, market: Market, tick: tuple[str, Tick] | None = None) -> None:
         self.event_id = event_id
         self.ts = ts
         self.market = market
         self.decisions: list[Decision] = []
         self.breached = False
+        self.tick = tick  # (symbol, tick) when a price tick is being evaluated: every decision names it
 
     def decide(
         self,
@@ -44,6 +45,10 @@ class Ctx:
         comparator: str | None = None,
         **details: Any,
     ) -> None:
+        if self.tick is not None:
+            symbol, tick = self.tick
+            message = f"{message} (at the tick {tick.describe(symbol)})"
+            details["tick"] = {"symbol": symbol, "bid": tick.bid, "ask": tick.ask, "ts": tick.ts}
         self.decisions.append(
             Decision(
                 account=st.account,
