@@ -13,7 +13,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from propcrm.services import users
-from support import routes_analytics, routes_lifecycle, routes_people
+from support import routes_analytics, routes_governance, routes_lifecycle, routes_people
 from support.routes import A1, ADMIN, ALL, FINANCE, RISK, Route
 from support.staff import PASSWORD, ROLES, World, build_world, seed
 
@@ -68,7 +68,7 @@ TABLE = [
     Route("GET", "/api/v1/quarantine/{entry_id}", RISK, path=lambda w, who: str(w.quarantine["fa"])),
     Route("POST", "/api/v1/quarantine/resubmit", RISK, body=lambda w, who: {"ids": [w.quarantine["fa"]]}),
 ]
-TABLE += routes_analytics.ROUTES + routes_lifecycle.ROUTES + routes_people.ROUTES
+TABLE += routes_analytics.ROUTES + routes_lifecycle.ROUTES + routes_people.ROUTES + routes_governance.ROUTES
 
 
 def call(world: World, route: Route, who: str | None, *, headers: dict | None = None):
