@@ -16,28 +16,10 @@ import pytest
 from sqlalchemy import select
 
 from propcrm.adapters.db import models as m
-from propcrm.domain.rulepack import load_pack
 from propcrm.services.catalog import add_pack, create_account
-from propcrm.services.rulepacks import read_pack
+from support.governance import equity, fix_pack
 
 pytestmark = pytest.mark.usefixtures("cheap_argon2")
-
-
-def fix_pack(version: int, daily_pct: int):
-    """``two-step-100k`` renamed ``fix-100k``, with phase 1's daily loss at ``daily_pct``% of initial."""
-    import msgspec
-
-    pack = load_pack("two-step-100k")
-    data = msgspec.to_builtins(pack)
-    data["id"], data["version"] = "fix-100k", version
-    for rule in data["phases"][0]["rules"]:
-        if rule["kind"] == "daily_loss":
-            rule["amount"] = {"pct_initial": daily_pct}
-    return read_pack(msgspec.json.encode(data))
-
-
-def equity(eid: str, account: str, ts: str, value: str) -> dict:
-    return {"id": eid, "type": "equity", "account": account, "ts": ts, "equity": value, "balance": "100000"}
 
 
 @pytest.fixture
