@@ -142,3 +142,14 @@ def test_a_retired_version_another_pack_and_a_missing_phase_are_refused(fixed):
                                   json={"from_version_id": v1, "phase": "phase-1"}, headers=world.headers("risk"))
     assert sorted(a["external_id"] for a in by_filter.json()["accounts"]) == ["FX-A", "FX-B"]
     assert world.status_of(world.accounts["FX-A"]) == "breached"
+
+
+def test_the_scaled_out_deployment_refuses_a_rebind_it_could_not_replay(fixed):
+    from propcrm.adapters.db.models_cluster import PartitionCheckpoint
+
+    world = fixed
+    with world.sessions.begin() as s:
+        s.add(PartitionCheckpoint(stream="events", partition=0, seq=0, state_seq=0))
+    answer = world.client.post(f"/api/v1/packs/{world.version['fix2']}/rebind/preview",
+                               json={"external_ids": ["FX-A"]}, headers=world.headers("risk"))
+    assert answer.status_code == 409 and "embedded deployment" in answer.json()["error"]

@@ -19,6 +19,10 @@ a firm that fixes a wrong rule moves chosen accounts to the fixed version here, 
    (``enable``); a new breach disables it (its ``disable`` and notice, as any breach); a new pass opens the
    next phase, as in evaluation. Historic warnings and pauses are appended quietly (no notices for the past).
 
+**Deployments.** The history is read from ``raw_events``, which the embedded deployment's worker evaluates;
+the scaled-out NATS workers keep histories on the bus and states in memory, so a re-bind is refused there
+(a database with partition checkpoints) until they can reload a re-bound account.
+
 **Invalidation point.** Every re-bound state row gets ``account_states.generation`` bumped (so does a
 cleared breach). Anything that keeps an account's state or compiled pack in memory between passes (an
 evaluation worker's cache) must treat its copy as stale when the row's ``generation`` or ``last_seq``, or the
@@ -39,6 +43,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
+from ..adapters.db.models_cluster import PartitionCheckpoint
 from ..domain.decisions import Decision
 from ..domain.events import DECODER
 from ..domain.program import PhaseProgram
@@ -266,6 +271,10 @@ def _move(session: Session, account: m.Account, versions: dict[int, m.RulePackVe
 
 def preview(session: Session, *, firm_id: str, version_id: int, selection: Selection, lock: bool = False) -> Plan:
     """The what-if of moving the selected accounts to version ``version_id``; changes nothing."""
+    if session.scalar(select(PartitionCheckpoint.stream).limit(1)) is not None:
+        raise Conflict("a re-bind works in the embedded deployment only: the scaled-out workers keep each account's "
+                       "history on the bus and its state in memory (docs/cluster.md), which a re-bind cannot replay "
+                       "or replace yet")
     target = target_version(session, firm_id=firm_id, version_id=version_id)
     accounts = _accounts(session, firm_id=firm_id, target=target, selection=selection, lock=lock)
     versions = {v.id: v for v in session.scalars(select(m.RulePackVersion).where(
