@@ -13,6 +13,6 @@ from .main import app, bench_app, packs_app, users_app
 for _feature in (analytics, lifecycle, cluster, platforms):
     _feature.register(app, bench_app)
 people.register(users_app)
-governance.register(packs_app, app)
+governance.register(packs_app, app, bench_app)
 
 __all__ = ["app"]

@@ -55,8 +55,16 @@ def _print_plan(view: dict) -> None:
             print(f"    + {d['kind']} {d['rule']} at {d['ts']}: {d['message']}")
 
 
-def register(packs_app: typer.Typer, app: typer.Typer) -> None:
-    """Add ``packs rebind`` and the ``halts`` group."""
+def register(packs_app: typer.Typer, app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Add ``packs rebind``, the ``halts`` group and ``bench rebind``."""
+
+    @bench_app.command("rebind")
+    def bench(accounts: Annotated[int, typer.Option(help="accounts to move")] = 100,
+              events: Annotated[int, typer.Option(help="stored equity reports per account")] = 500) -> None:
+        """Seconds for the re-bind's what-if and for the move, over a firm built here (SQLite)."""
+        from ..tools.bench_rebind import bench_rebind
+
+        bench_rebind(accounts=accounts, events=events)
 
     @packs_app.command("rebind")
     def rebind(
