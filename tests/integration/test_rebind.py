@@ -93,6 +93,9 @@ def test_a_fixed_rule_preview_then_confirm_re_enables_the_wrongly_breached_accou
     assert [d.kind for d in decisions(world, "FX-A", current=False)] == ["breach"]  # kept, marked superseded
     assert [d.kind for d in decisions(world, "FX-A")] == ["warning"]
     assert decisions(world, "FX-B") == []
+    listed = world.client.get(f"/api/v1/accounts/{world.accounts['FX-A']}/decisions?order=asc",
+                              headers=world.headers("risk")).json()["items"]
+    assert [(d["kind"], d["superseded_at"] is not None) for d in listed] == [("breach", True), ("warning", False)]
     with world.sessions() as s:
         assert s.get(m.Account, world.accounts["FX-A"]).pack_version_id == v2
         assert s.get(m.AccountState, world.accounts["FX-A"]).generation == 1  # the caches' invalidation point

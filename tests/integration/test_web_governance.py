@@ -54,6 +54,7 @@ def test_rebind_preview_then_confirm_on_the_pack_page(world):
     assert done.status_code == 303, done.text[:2000]
     assert world.status_of(account_id) == "active"
     assert "Moved 1 account(s)" in risk.get(done.headers["location"]).text
+    assert "the account was moved to another" in risk.get(f"/office/accounts/{account_id}").text
 
 
 def test_halt_preview_confirm_with_the_count_and_resume(world):
