@@ -13,7 +13,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from propcrm.services import users
-from support import routes_analytics, routes_lifecycle, routes_people
+from support import routes_analytics, routes_governance, routes_lifecycle, routes_people
 from support.routes import A1, ADMIN, ALL, FINANCE, RISK, Route
 from support.staff import PASSWORD, ROLES, World, build_world, seed
 
@@ -73,7 +73,7 @@ TABLE = [
     Route("POST", "/api/v1/symbols/import", RISK,
           body=lambda w, who: [{"symbol": "XAUUSD", "profit_currency": "USD", "contract_size": "100"}]),
 ]
-TABLE += routes_analytics.ROUTES + routes_lifecycle.ROUTES + routes_people.ROUTES
+TABLE += routes_analytics.ROUTES + routes_lifecycle.ROUTES + routes_people.ROUTES + routes_governance.ROUTES
 
 
 def call(world: World, route: Route, who: str | None, *, headers: dict | None = None):

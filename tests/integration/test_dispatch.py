@@ -355,7 +355,8 @@ def test_a_resume_waits_for_an_undelivered_pause_and_commands_keep_their_order(d
     assert _row(db, other).status == "sent"
 
 
-def test_a_resume_for_an_account_breached_meanwhile_is_cancelled_not_sent(db):
+@pytest.mark.parametrize("stopped", ["suspended", "halted"])  # halted: the firm's kill switch (issue 19)
+def test_a_resume_for_an_account_breached_meanwhile_is_cancelled_not_sent(db, stopped):
     _firm(db)
     until = T0 + dt.timedelta(hours=10)
     _command(db, "pause", until=until.isoformat())
@@ -364,11 +365,11 @@ def test_a_resume_for_an_account_breached_meanwhile_is_cancelled_not_sent(db):
     dispatcher = Dispatcher(db, connectors={"mt5": bridge})
     dispatcher.run_once(T0)
     with db.begin() as s:
-        s.scalars(select(m.Account).where(m.Account.external_id == "A1")).one().status = "suspended"
+        s.scalars(select(m.Account).where(m.Account.external_id == "A1")).one().status = stopped
     report = dispatcher.run_once(until)
     assert report.cancelled == 1 and [c["command"] for c in bridge.sent] == ["pause"]
     row = _row(db, resume)
-    assert row.status == "cancelled" and "suspended" in row.last_error
+    assert row.status == "cancelled" and stopped in row.last_error
     assert len(_audit(db, "platform.cancelled")) == 1
 
 

@@ -18,7 +18,8 @@ PAGES = {
               "/office/packs/two-step-100k/draft", "/office/packs/two-step-100k/whatif", "/office/audit",
               "/office/dashboard", "/office/platforms", "/office/calendar", "/office/users", "/account/password"],
     "risk": ["/office/accounts", "/office/accounts/{A1}", "/office/cases", "/office/audit", "/office/platforms",
-             "/account/password"],
+             "/office/halts", "/office/halts?pack=two-step-100k&preview=true",
+             "/office/packs/two-step-100k/versions/{V1}/rebind", "/account/password"],
     "finance": ["/office/payouts", "/office/dashboard", "/account/password"],
     "support": ["/office/accounts", "/office/accounts/{A1}", "/office/decisions", "/account/password"],
     "trader": ["/portal", "/portal/accounts/{A1}", "/portal/payouts", "/portal/profile", "/portal/messages",
@@ -78,7 +79,7 @@ def test_every_field_has_a_label_and_every_table_a_name(world, role):
     page = browse(world, f"fa:{role}")
     problems = []
     for path in PAGES[role]:
-        url = path.format(A1=world.accounts["A1"])
+        url = path.format(A1=world.accounts["A1"], V1=world.version["fa"])
         response = page.get(url)
         assert response.status_code == 200, (url, response.status_code)
         assert '<html lang="en">' in response.text and 'class="skip" href="#main"' in response.text

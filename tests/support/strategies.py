@@ -56,7 +56,8 @@ def histories(draw, max_events: int = 80, accounts: int = 3):
         elif kind == "close" and positions[account]:
             pid = draw(st.sampled_from(sorted(positions[account])))
             held = positions[account][pid]
-            lots = draw(st.sampled_from([held, held / 2]))
+            half = (held / 2).quantize(Decimal("0.01"))  # a platform's lot step: halving 0.1 again and again ends
+            lots = draw(st.sampled_from([held, half] if half > 0 else [held]))  # at 0.01, as events allow
             if lots >= held:
                 del positions[account][pid]
             else:

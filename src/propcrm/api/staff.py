@@ -1,5 +1,5 @@
 """Mounts the people-facing API (login, accounts, decisions, overrides, packs, products, users, keys,
-quarantine, cases, lifecycle) under ``/api/v1``. Errors are answered by :mod:`propcrm.http.errors`.
+quarantine, cases, lifecycle, trading halts) under ``/api/v1``. Errors are answered by :mod:`propcrm.http.errors`.
 """
 
 from __future__ import annotations
@@ -7,12 +7,13 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from . import auth
-from .routers import accounts, admin, cases, lifecycle, packs, payouts, quarantine, symbols
+from .routers import accounts, admin, cases, halts, lifecycle, packs, payouts, quarantine, symbols
 
 PREFIX = "/api/v1"
 
 
 def mount(app: FastAPI) -> None:
-    for router in (auth.router, accounts.router, packs.router, admin.router, quarantine.router, symbols.router,
+    for router in (auth.router, accounts.router, packs.router, halts.router, admin.router, quarantine.router,
+                   symbols.router,
                    *cases.routers, *lifecycle.routers, *payouts.routers):
         app.include_router(router, prefix=PREFIX)

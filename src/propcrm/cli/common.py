@@ -73,3 +73,20 @@ def cli_actor() -> str:
         return f"cli:{getpass.getuser()}"
     except Exception:  # noqa: BLE001 - no login name in some containers
         return "cli"
+
+
+def in_firm_transaction(database_url: Optional[str], firm: Optional[str], action):
+    """``action(session, firm_id)`` in one transaction; a refusal of the service exits 2 with its words."""
+    from ..adapters.db.session import sessions
+    from ..services.errors import Conflict, Invalid, NotFound
+
+    engine = database(database_url)
+    try:
+        with sessions(engine).begin() as session:
+            firm_id = firm_of(session, firm, create=False)
+            try:
+                return action(session, firm_id)
+            except (Invalid, Conflict, NotFound) as exc:
+                raise fail(str(exc)) from None
+    finally:
+        engine.dispose()

@@ -22,7 +22,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-packs_app = typer.Typer(help="Rule packs: validate, list the presets, print the JSON Schema.", no_args_is_help=True)
+packs_app = typer.Typer(help="Rule packs: validate, list the presets, print the JSON Schema; move accounts between "
+                                  "versions (rebind).", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print figures (events/s, bytes per account).", no_args_is_help=True)
 app.add_typer(packs_app, name="packs")
 app.add_typer(bench_app, name="bench")

@@ -19,21 +19,9 @@ DB_HELP = "database URL (default: PROPCRM_DATABASE_URL, else ./data/propcrm.db)"
 
 
 def _run(database_url: str | None, firm: str | None, action):
-    """``action(session, firm_id)`` in one transaction; a refusal of the service exits 2 with its words."""
-    from ..adapters.db.session import sessions
-    from .common import database, fail, firm_of
-    from ..services.errors import Conflict, Invalid, NotFound
+    from .common import in_firm_transaction
 
-    engine = database(database_url)
-    try:
-        with sessions(engine).begin() as session:
-            firm_id = firm_of(session, firm, create=False)
-            try:
-                return action(session, firm_id)
-            except (Invalid, Conflict, NotFound) as exc:
-                raise fail(str(exc)) from None
-    finally:
-        engine.dispose()
+    return in_firm_transaction(database_url, firm, action)
 
 
 def _user(session, firm_id: str, email: str):

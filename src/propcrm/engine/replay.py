@@ -5,10 +5,10 @@ from __future__ import annotations
 import heapq
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -18,6 +18,9 @@ from ..domain.market import SymbolTable
 from ..domain.program import CompiledPack
 from .ndjson import iter_file
 from .runner import Engine
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 @dataclass
@@ -181,3 +184,32 @@ def whatif(a: CompiledPack, b: CompiledPack, events: str | Path, *, phase: str |
         malformed=malformed,
         seconds=seconds,
     )
+
+
+def decision_key(decision: Any) -> tuple[str, str, str, str]:
+    """What makes two decisions of one account the same decision: the event, the kind, the rule and the
+    words (which carry the numbers). Works on the engine's :class:`Decision` and on stored rows alike."""
+    return (decision.event_id, decision.kind, decision.rule, decision.message)
+
+
+def compare_decisions(a: Sequence[A], b: Sequence[B]) -> tuple[list[A], list[B]]:
+    """The decisions only in ``a`` and only in ``b`` (each in its own order): one account's history as it
+    was decided and as another rule pack decides it. Equal decisions are paired one to one, so a decision
+    made twice under ``a`` and once under ``b`` leaves one in ``a``'s list."""
+    left = Counter(decision_key(d) for d in b)
+    only_a: list[A] = []
+    for d in a:
+        key = decision_key(d)
+        if left[key] > 0:
+            left[key] -= 1
+        else:
+            only_a.append(d)
+    right = Counter(decision_key(d) for d in a)
+    only_b: list[B] = []
+    for d in b:
+        key = decision_key(d)
+        if right[key] > 0:
+            right[key] -= 1
+        else:
+            only_b.append(d)
+    return only_a, only_b

@@ -66,6 +66,7 @@ NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Payouts", "/office/payouts", MANAGERS),
     ("Scalings", "/office/scalings", MANAGERS),
     ("Rule packs", "/office/packs", RISK),
+    ("Halts", "/office/halts", RISK),  # issue 19: the kill switch
     ("Audit log", "/office/audit", RISK),
     ("Calendar", "/office/calendar", STAFF),  # issue 20
     ("Platforms", "/office/platforms", RISK),  # issue 20

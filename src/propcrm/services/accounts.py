@@ -31,7 +31,7 @@ from .catalog import create_account as catalog_create_account
 from .errors import Conflict, Invalid, NotFound
 from .state_codec import STATE_DECODER
 
-STATUSES = ("active", "paused", "breached", "passed", "funded", "suspended", "closed")
+STATUSES = ("active", "paused", "breached", "passed", "funded", "suspended", "halted", "closed")
 SORT_KEYS = ("id", "external_id", "status", "phase", "created_at", "balance", "equity", "daily_distance",
              "max_loss_distance", "nearest", "target_pct", "trading_days", "risk_score")
 MAX_PAGE = 500

@@ -115,4 +115,5 @@ def decision_view(row: m.Decision, external_id: str, overrides: list[dict[str, A
         "comparator": recorded.get("comparator") if isinstance(recorded, dict) else None,
         "details": recorded.get("details", {}) if isinstance(recorded, dict) else {},
         "overrides": overrides,
+        "superseded_at": row.superseded_at,  # a re-bind's replay under another version no longer makes it
     }

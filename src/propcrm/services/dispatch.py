@@ -66,7 +66,7 @@ UTC = dt.timezone.utc
 ACTOR = "dispatcher"
 ANY_PLATFORM = "*"
 """Key of ``connectors`` used for platforms without a connector of their own."""
-RESUME_CANCELLED_WHEN = ("breached", "suspended", "closed")
+RESUME_CANCELLED_WHEN = ("breached", "suspended", "halted", "closed")  # halted: a kill switch (services/halts.py)
 ERROR_LIMIT = 500
 DEDUPE_LIMIT = 200  # outbox.dedupe_key is VARCHAR(200)
 

@@ -35,7 +35,7 @@ from .errors import Conflict, Invalid, NotFound
 UTC = dt.timezone.utc
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}")
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-LIVE = ("active", "paused", "passed", "funded", "suspended")
+LIVE = ("active", "paused", "passed", "funded", "suspended", "halted")
 MIN_REASON, MAX_REASON = 3, 2000
 
 

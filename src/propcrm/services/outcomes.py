@@ -35,7 +35,9 @@ from .state_codec import STATE_DECODER, STATE_ENCODER  # noqa: F401 - re-exporte
 
 log = logging.getLogger("propcrm.evaluation")
 
-HELD = ("suspended", "closed")  # statuses set by staff, which evaluation never overrides
+#: statuses set by staff, which evaluation never overrides (it still evaluates the account: its state and
+#: decisions move on; ``halted`` is a firm-wide kill switch, services/halts.py)
+HELD = ("suspended", "halted", "closed")
 #: Failures of the database itself, not of one account's data: the whole pass (batch) fails and is
 #: retried, rather than setting anything aside.
 SYSTEMIC_ERRORS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.ProgrammingError, sa_exc.InternalError,
@@ -188,12 +190,7 @@ def write_outcomes(session: Session, outcomes: list[AccountOutcome], *, states: 
     for outcome in outcomes:
         account = outcome.account
         for decision, event_seq in outcome.decisions:
-            decision_rows.append({
-                "firm_id": account.firm_id, "account_id": account.id, "event_seq": event_seq,
-                "event_id": decision.event_id, "ts": decision.ts, "kind": decision.kind, "rule": decision.rule,
-                "phase": decision.phase, "message": decision.message, "value": decision.value,
-                "threshold": decision.threshold, "body": DECISION_ENCODER.encode(decision), "created_at": now,
-            })
+            decision_rows.append(decision_row(account, decision, event_seq, now))
             owners.append((account, decision))
     ids: list[int] = []
     if decision_rows:
@@ -238,6 +235,16 @@ def write_outcomes(session: Session, outcomes: list[AccountOutcome], *, states: 
     report.outbox = len(outbox_rows)
     report.audit = len(audit.append_many(session, entries))
     return report
+
+
+def decision_row(account: AccountRef, decision: Decision, event_seq: int | None, now: dt.datetime) -> dict:
+    """The ``decisions`` row of one of an account's decisions (the event it came from, when stored)."""
+    return {
+        "firm_id": account.firm_id, "account_id": account.id, "event_seq": event_seq,
+        "event_id": decision.event_id, "ts": decision.ts, "kind": decision.kind, "rule": decision.rule,
+        "phase": decision.phase, "message": decision.message, "value": decision.value,
+        "threshold": decision.threshold, "body": DECISION_ENCODER.encode(decision), "created_at": now,
+    }
 
 
 _UPSERT_STATES_PG = text_sql("""

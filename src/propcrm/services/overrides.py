@@ -104,6 +104,7 @@ def override_account(
                 program.refresh_watch(st)
                 state_row.state = STATE_ENCODER.encode(st)
                 state_row.updated_at = dt.datetime.now(UTC)
+                state_row.generation = (state_row.generation or 0) + 1  # stale for any in-memory copy
         account.status = _status_of("active", program)
     else:
         if account.status != "suspended":

@@ -268,7 +268,7 @@ def verify_bounded(session: Session, *, firm_id: str, budget_s: float | None = N
 # dashboard series
 
 
-STATUSES = ("active", "paused", "breached", "passed", "funded", "suspended", "closed")
+STATUSES = ("active", "paused", "breached", "passed", "funded", "suspended", "halted", "closed")
 KINDS = ("breach", "pause", "warning", "phase_passed")
 
 

@@ -195,9 +195,11 @@ class Account(Base):
     product_id: Mapped[int | None] = mapped_column(ForeignKey("products.id"), nullable=True)
     pack_version_id: Mapped[int] = mapped_column(ForeignKey("rule_pack_versions.id"))
     phase: Mapped[str] = mapped_column(String(64))
-    # active | paused | breached | passed | funded | suspended | closed
+    # active | paused | breached | passed | funded | suspended | halted | closed
     status: Mapped[str] = mapped_column(String(16), default="active", index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # the trading halt that stopped the account (status ``halted``; migration 0016, services/halts.py)
+    halt_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     __table_args__ = (UniqueConstraint("firm_id", "external_id"),)
 
 
@@ -266,6 +268,9 @@ class AccountState(Base):
     nearest_bp: Mapped[int | None] = mapped_column(Integer, nullable=True)  # min distance % of equity
     target_bp: Mapped[int | None] = mapped_column(Integer, nullable=True)  # target progress %
     trading_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # (migration 0016) bumped whenever anything but the evaluation worker rewrites ``state`` (a re-bind to
+    # another pack version, a cleared breach): a copy of the state kept in memory is stale once it differs
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # (firm_id, figure, account_id): a sorted page of the list is a walk along one index
     __table_args__ = (
         Index("ix_account_states_changed", "firm_id", "updated_at"),
@@ -293,6 +298,8 @@ class Decision(Base):
     threshold: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
     body: Mapped[bytes] = mapped_column(LargeBinary)  # the decision as the engine's NDJSON line
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # (migration 0016) set when a re-bind's replay under the new pack version no longer makes this decision
+    superseded_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     # (migration 0008) the dashboard's recent decisions of a firm, by time; and an account's decisions
     # by time — without the second, SQLite (no planner statistics) walks the first, the whole firm's
     # decisions, to page one account's newest first
@@ -356,6 +363,23 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class TradingHalt(Base):
+    """A kill switch thrown on a group of a firm's accounts (scope, who, why, how many) and its resume."""
+
+    __tablename__ = "trading_halts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"), index=True)
+    scope: Mapped[Any] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(200))
+    accounts: Mapped[int] = mapped_column(Integer)  # accounts the halt stopped
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    resumed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    resumed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    resume_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    resumed: Mapped[int | None] = mapped_column(Integer, nullable=True)  # accounts the resume let trade again
 
 
 class Notification(Base):

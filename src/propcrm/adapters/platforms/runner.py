@@ -46,7 +46,8 @@ from .port import AccountReading, NotConnected, PlatformError, PlatformEvent, Pl
 log = logging.getLogger("propcrm.platforms.runner")
 UTC = dt.timezone.utc
 _ENCODER = msgspec.json.Encoder(decimal_format="string")
-HELD_STATUSES = {"breached": "disable", "suspended": "disable", "closed": "disable", "paused": "pause"}
+HELD_STATUSES = {"breached": "disable", "suspended": "disable", "halted": "disable", "closed": "disable",
+                 "paused": "pause"}
 
 
 @dataclass(frozen=True)

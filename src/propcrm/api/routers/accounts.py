@@ -183,6 +183,8 @@ class DecisionItem(BaseModel):
     comparator: str | None
     details: dict[str, Any]
     overrides: list[OverrideView]
+    superseded_at: dt.datetime | None = Field(
+        None, description="when a re-bind to another pack version replayed the history and no longer made it (kept)")
 
 
 class DecisionPage(BaseModel):

@@ -1,7 +1,8 @@
 """Rule pack versions and products.
 
-Who may: risk and admin read pack versions; admin adds, activates and retires them; finance and
-admin list and create products.
+Who may: risk and admin read pack versions and move accounts to another version of their pack (the
+audited re-bind, preview first); admin adds, activates and retires them; finance and admin list and
+create products.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from ...services import products as product_service
+from ...services import rebind as rebind_service
 from ...services import rulepacks as pack_service
 from ...services.rulepacks import MAX_PACK_BYTES
 from ...services.users import Principal
@@ -167,3 +169,66 @@ def create_product(body: ProductIn, user: FinanceUser, session: Db) -> dict:
     row = product_service.create_product(session, firm_id=user.firm_id, name=body.name,
                                          pack_version_id=body.pack_version_id, price=body.price, actor=user.actor)
     return product_service.product_view(row, session)
+
+
+# --------------------------------------------------------------------------------------------------
+# re-bind: move accounts to another version of their pack (risk, admin; services/rebind.py)
+
+RiskUser = Annotated[Principal, Depends(require_roles(*RISK))]
+
+
+class RebindSelectionIn(BaseModel):
+    account_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(
+        default_factory=list, max_length=rebind_service.MAX_ACCOUNTS, description="accounts by id")
+    external_ids: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=rebind_service.MAX_ACCOUNTS, description="accounts by the platform's name")
+    from_version_id: int | None = Field(None, ge=1, le=MAX_ID, description="only accounts bound to this version")
+    product_id: int | None = Field(None, ge=1, le=MAX_ID, description="only accounts sold as this product")
+    phase: str | None = Field(None, min_length=1, max_length=64, description="only accounts in this phase")
+
+    def selection(self) -> rebind_service.Selection:
+        return rebind_service.Selection(account_ids=tuple(self.account_ids), external_ids=tuple(self.external_ids),
+                                        from_version_id=self.from_version_id, product_id=self.product_id,
+                                        phase=self.phase)
+
+
+class RebindIn(RebindSelectionIn):
+    reason: str = Field(min_length=1, max_length=2000, description="why: audited with each account's move")
+    expect: str | None = Field(None, max_length=64,
+                               description="the preview's digest: refused (409) when the outcome changed since")
+
+
+class RebindAccountOut(BaseModel):
+    id: int
+    external_id: str
+    phase: str
+    from_version: dict[str, int]
+    status_now: str
+    status_after: str
+    events_replayed: int
+    decisions_lost: list[dict[str, Any]] = Field(description="decisions it has that the new version would not make")
+    decisions_gained: list[dict[str, Any]] = Field(description="decisions the new version adds to its history")
+    problem: str | None = Field(description="why it cannot be moved (then nothing is moved)")
+
+
+class RebindOut(BaseModel):
+    target: dict[str, Any]
+    digest: str = Field(description="pass as `expect` when confirming: the move is refused if its outcome changed")
+    accounts: list[RebindAccountOut]
+    changed: int = Field(description="accounts whose status or decisions the move changes")
+    problems: int
+
+
+@router.post("/packs/{version_id}/rebind/preview", response_model=RebindOut, tags=["rule packs"],
+             summary="What-if of moving accounts to this version: each history replayed; nothing changes")
+def rebind_preview(version_id: VersionId, body: RebindSelectionIn, user: RiskUser, session: Db) -> dict:
+    plan = rebind_service.preview(session, firm_id=user.firm_id, version_id=version_id, selection=body.selection())
+    return rebind_service.plan_view(plan)
+
+
+@router.post("/packs/{version_id}/rebind", response_model=RebindOut, tags=["rule packs"],
+             summary="Move accounts to this version (same pack, not retired): replayed, re-decided, audited")
+def rebind(version_id: VersionId, body: RebindIn, user: RiskUser, session: Db) -> dict:
+    plan = rebind_service.apply(session, firm_id=user.firm_id, version_id=version_id, selection=body.selection(),
+                                reason=body.reason, actor=user.actor, expect=body.expect)
+    return rebind_service.plan_view(plan)

@@ -5,8 +5,8 @@ One module per area; each owns its templates under ``templates/<area>/``.
 
 from __future__ import annotations
 
-from . import accounts, audit, cases, dashboard, decisions, live, packs, payouts, people, portal, session
+from . import accounts, audit, cases, dashboard, decisions, halts, live, packs, payouts, people, portal, session
 from . import platforms  # issue 20
 
 ROUTERS = [module.router for module in (session, live, accounts, decisions, cases, payouts, packs, audit,
-                                        dashboard, portal, people, platforms)]
+                                        dashboard, portal, people, platforms, halts)]

@@ -1,8 +1,10 @@
 """Rule packs in the back office: the firm's packs, two versions side by side, editing a draft, the
-what-if back-test of a version against stored history, activating and retiring.
+what-if back-test of a version against stored history, activating and retiring, and moving accounts to
+another version of their pack (the audited re-bind: its what-if, then the move).
 
 Roles as in the JSON API (``api/routers/packs.py``): admin and risk read packs and run the what-if
-(it only reads); only admin stores a draft, activates or retires. Saving, activating and retiring
+(it only reads) and move accounts (preview, then confirm with a reason); only admin stores a draft,
+activates or retires. Saving, activating and retiring
 call the same service functions as ``POST /api/v1/packs`` and ``…/activate`` / ``…/retire``, so
 the same validation and the same audit entries apply.
 """
@@ -19,6 +21,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from ...http.auth import Db
+from ...services import rebind as rebind_service
 from ...services import rulepacks as pack_service
 from ...services.catalog import pack_of
 from ...services.errors import Conflict, Invalid, NotFound
@@ -214,3 +217,72 @@ def activate(request: Request, pack_id: str, version_id: VersionId, user: Role(*
 @router.post("/office/packs/{pack_id}/versions/{version_id}/retire")
 def retire(request: Request, pack_id: str, version_id: VersionId, user: Role(*ADMIN), session: Db, form: Form) -> Response:
     return _status_change(request, pack_id, version_id, user, session, form, "retire")
+
+
+# --------------------------------------------------------------------------------------------------
+# re-bind: move accounts to a version, the what-if first (admin, risk; like POST /api/v1/packs/{id}/rebind)
+
+
+def _rebind_selection(values, summary: q.PackSummary) -> rebind_service.Selection:
+    """The selection from the form's (or query's) fields: listed external ids, or filters."""
+    from_id = values.get("from_version", "")
+    phase = (values.get("phase") or "").strip()
+    product = values.get("product", "")
+    from_version = q.version_in(summary, int(from_id)).row.id if from_id.isascii() and from_id.isdigit() else None
+    return rebind_service.Selection(
+        external_ids=tuple(q.parse_ids(values.get("accounts", ""))), from_version_id=from_version,
+        product_id=int(product) if product.isascii() and product.isdigit() and len(product) < 10 else None,
+        phase=phase[:64] or None)
+
+
+def _rebind_page(request: Request, summary, target, values, *, plan=None, error: str | None = None,
+                 status: int = 200) -> Response:
+    return render(request, "packs/rebind.html", {
+        "summary": summary, "target": target, "values": values, "plan": plan,
+        "view": rebind_service.plan_view(plan) if plan is not None else None, "error": error,
+        "phases": [p.name for p in pack_of(target.row).phases],
+    }, status=status)
+
+
+@router.get("/office/packs/{pack_id}/versions/{version_id}/rebind", dependencies=[SameSiteOnly])
+def rebind_page(request: Request, pack_id: str, version_id: VersionId, user: Role(*RISK), session: Db,
+                accounts: Annotated[str, Query(max_length=20_000)] = "",
+                from_version: Annotated[str, Query(max_length=12)] = "",
+                phase: Annotated[str, Query(max_length=64)] = "",
+                product: Annotated[str, Query(max_length=12)] = "",
+                preview: bool = False) -> Response:
+    summary = _summary(session, user, pack_id)
+    target = q.version_in(summary, version_id)
+    values = {"accounts": accounts, "from_version": from_version, "phase": phase, "product": product}
+    if not preview:
+        return _rebind_page(request, summary, target, values)
+    try:
+        plan = rebind_service.preview(session, firm_id=user.firm_id, version_id=target.row.id,
+                                      selection=_rebind_selection(values, summary))
+    except (Invalid, Conflict) as exc:
+        return _rebind_page(request, summary, target, values, error=str(exc), status=422)
+    return _rebind_page(request, summary, target, values, plan=plan)
+
+
+@router.post("/office/packs/{pack_id}/versions/{version_id}/rebind")
+def rebind_confirm(request: Request, pack_id: str, version_id: VersionId, user: Role(*RISK), session: Db,
+                   form: Form) -> Response:
+    summary = _summary(session, user, pack_id)
+    target = q.version_in(summary, version_id)
+    values = {name: form.get(name, "") for name in ("accounts", "from_version", "phase", "product")}
+    try:
+        plan = rebind_service.apply(session, firm_id=user.firm_id, version_id=target.row.id,
+                                    selection=_rebind_selection(values, summary), reason=form.get("reason", ""),
+                                    actor=user.actor, expect=form.get("expect") or None)
+    except (Invalid, Conflict) as exc:  # refused before anything was written
+        try:
+            plan = rebind_service.preview(session, firm_id=user.firm_id, version_id=target.row.id,
+                                          selection=_rebind_selection(values, summary))
+        except (Invalid, Conflict):
+            plan = None
+        return _rebind_page(request, summary, target, values, plan=plan, error=f"Nothing was moved: {exc}",
+                            status=422)
+    changed = sum(1 for mv in plan.moves if mv.changed)
+    return redirect(request, f"/office/packs/{summary.pack_id}",
+                    flash=f"Moved {len(plan.moves)} account(s) to {summary.pack_id} v{target.row.version} "
+                          f"({changed} with a changed status or decisions); each move is in the audit log.")
