@@ -89,6 +89,21 @@ class _AccountWork:
     failure: str | None = None  # set: every own row of the pass is set aside with this reason
     events: int = 0
     decisions: int = 0
+    held: _Held | None = None  # what the worker keeps of the account once the pass commits
+
+
+@dataclass
+class _Held:
+    """An account's engine state kept in memory between passes, with the bytes it was stored as.
+
+    It is used only while ``account_states`` still holds exactly ``stored`` at ``last_seq`` for the
+    same pack version and phase: anything else that writes the state (an override clearing a breach,
+    a second worker, a restore) changes one of them, and the state is read from the row again."""
+
+    stored: bytes
+    last_seq: int
+    program_key: tuple[int, str]
+    state: AccountState
 
 
 class EvaluationWorker:
@@ -101,6 +116,7 @@ class EvaluationWorker:
         self.max_ahead = max_ahead_from_env() if max_ahead is None else max_ahead
         self._packs = PackCache(size=None)  # this worker's database's versions, compiled once
         self._calendars: dict[str, list[tuple[int, NewsEntry]]] = {}
+        self._held: dict[int, _Held] = {}  # account id -> its state between passes (see _Held)
 
     # ------------------------------------------------------------------ public
     def run_pass(self, *, firm_id: str | None = None, max_accounts: int = 2000) -> PassReport:
@@ -108,10 +124,20 @@ class EvaluationWorker:
         events — in one transaction."""
         started = time.perf_counter()
         report = PassReport()
-        ids = self._accounts_with_work(firm_id, max_accounts)
-        if ids:
-            with self.sessions.begin() as session:
-                self._evaluate(session, ids, report)
+        kept: list[_AccountWork] = []
+        try:
+            with self.sessions.begin() as session:  # finding the work, evaluating, writing: one transaction
+                ids = self._accounts_with_work(session, firm_id, max_accounts)
+                if ids:
+                    kept = self._evaluate(session, ids, report)
+        except BaseException:
+            self._held.clear()  # the engines may hold what was rolled back: read every state again
+            raise
+        for unit in kept:  # committed: these states are what the rows now hold
+            if unit.held is not None:
+                self._held[unit.account.id] = unit.held
+            else:
+                self._held.pop(unit.account.id, None)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -135,44 +161,48 @@ class EvaluationWorker:
     def _program(self, session: Session, pack_version_id: int) -> CompiledPack:
         return self._packs.by_id(pack_version_id, lambda version_id: session.get(m.RulePackVersion, version_id))
 
-    def _accounts_with_work(self, firm_id: str | None, limit: int) -> list[int]:
-        with self.sessions() as session:
-            own = select(m.RawEvent.account_id).where(
-                m.RawEvent.status == "pending", m.RawEvent.account_id.is_not(None)
-            )
-            if firm_id is not None:
-                own = own.where(m.RawEvent.firm_id == firm_id)
-            ids = set(session.scalars(own.distinct().limit(limit)))
-            # accounts behind their firm's latest clock/news event have deadlines to catch up on
-            latest = (
-                select(m.RawEvent.firm_id, func.max(m.RawEvent.seq).label("seq"))
-                .where(m.RawEvent.account_id.is_(None), m.RawEvent.type.in_(GLOBAL_TYPES),
-                       m.RawEvent.status != "rejected")
-                .group_by(m.RawEvent.firm_id)
-                .subquery()
-            )
-            behind = (
-                select(m.AccountState.account_id)
-                .join(latest, latest.c.firm_id == m.AccountState.firm_id)
-                .where(m.AccountState.last_seq < latest.c.seq)
-            )
-            if firm_id is not None:
-                behind = behind.where(m.AccountState.firm_id == firm_id)
-            ids.update(session.scalars(behind.limit(limit)))
-            return sorted(ids)[:limit]
+    def _accounts_with_work(self, session: Session, firm_id: str | None, limit: int) -> list[int]:
+        """The accounts with pending events of their own or behind their firm's latest clock/news
+        event — read in the pass's own transaction (on SQLite: one write lock per pass, not two)."""
+        own = select(m.RawEvent.account_id).where(m.RawEvent.status == "pending", m.RawEvent.account_id.is_not(None))
+        if firm_id is not None:
+            own = own.where(m.RawEvent.firm_id == firm_id)
+        ids = set(session.scalars(own.distinct().limit(limit)))
+        # accounts behind their firm's latest clock/news event have deadlines to catch up on
+        latest = (
+            select(m.RawEvent.firm_id, func.max(m.RawEvent.seq).label("seq"))
+            .where(m.RawEvent.account_id.is_(None), m.RawEvent.type.in_(GLOBAL_TYPES),
+                   m.RawEvent.status != "rejected")
+            .group_by(m.RawEvent.firm_id)
+            .subquery()
+        )
+        behind = (
+            select(m.AccountState.account_id)
+            .join(latest, latest.c.firm_id == m.AccountState.firm_id)
+            .where(m.AccountState.last_seq < latest.c.seq)
+        )
+        if firm_id is not None:
+            behind = behind.where(m.AccountState.firm_id == firm_id)
+        ids.update(session.scalars(behind.limit(limit)))
+        return sorted(ids)[:limit]
 
-    def _evaluate(self, session: Session, ids: list[int], report: PassReport) -> None:
-        """One transaction: claim the accounts, read their next events, evaluate, write everything."""
-        query = select(m.Account).where(m.Account.id.in_(ids)).order_by(m.Account.id)
-        if session.bind is not None and session.bind.dialect.name == "postgresql":
+    def _evaluate(self, session: Session, ids: list[int], report: PassReport) -> list[_AccountWork]:
+        """One transaction: claim the accounts, read their next events, evaluate, write everything.
+        Returns the accounts evaluated (what the worker keeps of them once the transaction commits)."""
+        query = select(m.Account.id, m.Account.firm_id, m.Account.external_id, m.Account.platform,
+                       m.Account.login, m.Account.trader_id, m.Account.pack_version_id, m.Account.phase,
+                       m.Account.status).where(m.Account.id.in_(ids)).order_by(m.Account.id)
+        if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)  # others' accounts are skipped, not waited for
-        accounts = list(session.scalars(query))
+        accounts = list(session.execute(query))
         if not accounts:
-            return
+            return []
         by_id = {a.id: a for a in accounts}
         states = {
             row.account_id: row
-            for row in session.scalars(select(m.AccountState).where(m.AccountState.account_id.in_(list(by_id))))
+            for row in session.execute(select(m.AccountState.account_id, m.AccountState.last_seq,
+                                              m.AccountState.state)
+                                       .where(m.AccountState.account_id.in_(list(by_id))))
         }
         columns = (m.RawEvent.seq, m.RawEvent.event_id, m.RawEvent.source, m.RawEvent.body, m.RawEvent.received_at)
         own = session.execute(
@@ -224,6 +254,7 @@ class EvaluationWorker:
                                f"evaluated ({error_text(exc)}); nothing of them was applied"
             work.append(unit)
         self._write(session, work, report)
+        return work
 
     def _firm_events(self, session: Session, rows: Sequence, horizon: dt.datetime) -> dict[int, object]:
         """The firm-wide events of the pass decoded once, by seq. One that no longer decodes (stored by
@@ -247,7 +278,7 @@ class EvaluationWorker:
             _set_rows_aside(session, [(row, row.firm_id, reason) for row, reason in aside])
         return decoded
 
-    def _run_account(self, session: Session, account: m.Account, state_row, stream: list, firm_events: dict,
+    def _run_account(self, session: Session, account, state_row, stream: list, firm_events: dict,
                      calendars: dict, horizon: dt.datetime, unit: _AccountWork) -> None:
         """Evaluate one account's stream (pure but for compiling its pack); fills ``unit``."""
         from .ingest import ahead_of_clock
@@ -259,8 +290,14 @@ class EvaluationWorker:
         )
         last_seq = state_row.last_seq if state_row is not None else 0
         engine.market = _market_at(calendars[account.firm_id], last_seq)
+        program_key = (account.pack_version_id, account.phase)
+        stored: bytes | None = None
+        held = self._held.pop(account.id, None)  # back only when this pass commits (run_pass)
         if state_row is not None:
-            engine.states[account.external_id] = STATE_DECODER.decode(state_row.state)
+            stored = bytes(state_row.state)
+            if held is None or held.last_seq != last_seq or held.program_key != program_key or held.stored != stored:
+                held = _Held(stored, last_seq, program_key, STATE_DECODER.decode(stored))
+            engine.states[account.external_id] = held.state
             engine.programs[account.external_id] = program
         events, fed = [], []
         for row in stream:
@@ -301,6 +338,9 @@ class EvaluationWorker:
             unit.account, st, program, unit.last_seq, [(d, seq_of.get(d.event_id)) for d in decisions],
             events[-1].ts if events else (st.last_ts or dt.datetime.now(dt.timezone.utc)),
         )
+        unit.outcome.encoded = STATE_ENCODER.encode(st)
+        unit.outcome.stored = stored
+        unit.held = _Held(unit.outcome.encoded, unit.last_seq, program_key, st)
         fed_seqs = {row.seq for row in fed}
         unit.applied = [row.seq for row in unit.mine if row.seq in fed_seqs and row.seq not in refused]
         unit.events = len(unit.mine)
@@ -315,6 +355,7 @@ class EvaluationWorker:
                            f"stored ({problem}); nothing of them was applied"
         for unit in work:
             if unit.failure is not None:
+                unit.held = None  # its engine may have moved on; the row keeps the state: read it again
                 log.warning("evaluation set aside %d event(s) of account %s (firm %s): %s", len(unit.mine),
                             unit.account.external_id, unit.account.firm_id, unit.failure)
                 _set_account_aside(session, unit)
