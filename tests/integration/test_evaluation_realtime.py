@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import threading
 
+import pytest
 from sqlalchemy import select
 
 from propcrm.adapters.db import models as m
@@ -136,4 +137,38 @@ def test_a_state_that_did_not_change_moves_only_its_position(db_url):
         after = (bytes(row.state), row.updated_at, row.last_seq)
     assert after[2] > before[2]
     assert after[:2] == before[:2]
+    engine.dispose()
+
+
+def test_a_breach_cleared_while_a_pass_evaluates_is_not_undone_by_that_pass(db_url, monkeypatch):
+    """On SQLite a pass evaluates in a read transaction and takes the write lock only to write. A risk
+    officer clears the breach in between: the pass leaves that account out (its state moved), and the
+    next pass evaluates the waiting event from the cleared state."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL passes claim their accounts (FOR UPDATE) for the whole pass")
+    engine, Session, account_id, user_id = _setup(db_url)
+    worker = EvaluationWorker(Session)
+    _send(Session, _equity(1, "100000", minutes=1), _equity(2, "80000", minutes=2))
+    worker.run_until_idle()
+    assert _status(Session, account_id) == "breached"
+    _send(Session, _equity(3, "99500", minutes=3))
+    evaluate = worker._evaluate
+
+    def override_meanwhile(session, ids):
+        plan = evaluate(session, ids)
+        with Session.begin() as s:
+            override_account(s, firm_id=FIRM, account_id=account_id, reason="feed glitch, verified with the platform",
+                             actor_user_id=user_id, actor="risk@rt.example")
+        return plan
+
+    monkeypatch.setattr(worker, "_evaluate", override_meanwhile)
+    report = worker.run_pass()
+    assert report.stale == 1 and report.accounts == 0
+    assert _status(Session, account_id) == "active"
+    monkeypatch.setattr(worker, "_evaluate", evaluate)
+    worker.run_until_idle()
+    assert _status(Session, account_id) == "active"
+    with Session() as s:
+        assert STATE_DECODER.decode(s.get(m.AccountState, account_id).state).equity == 99500
+        assert s.scalar(select(m.RawEvent.status).where(m.RawEvent.event_id == "e3")) == "applied"
     engine.dispose()

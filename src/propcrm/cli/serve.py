@@ -198,7 +198,7 @@ def _worker_loop(session_factory, stop: threading.Event, *, fallback: float = FA
             log.exception("evaluation pass failed; retrying")
             stop.wait(1.0)
             continue
-        if report.accounts == 0 and report.set_aside == 0:
+        if report.accounts == 0 and report.set_aside == 0 and report.stale == 0:
             EVENTS.wait(seen, fallback)
 
 

@@ -70,6 +70,7 @@ class PassReport:
     decisions: int = 0
     rejected: int = 0
     set_aside: int = 0  # accounts whose events of the pass were set aside (not evaluated or not stored)
+    stale: int = 0  # accounts someone else wrote while the pass evaluated them: evaluated again next pass
     seconds: float = 0.0
     by_kind: dict[str, int] = field(default_factory=dict)
 
@@ -90,6 +91,16 @@ class _AccountWork:
     events: int = 0
     decisions: int = 0
     held: _Held | None = None  # what the worker keeps of the account once the pass commits
+    seen: tuple[int, bytes] | None = None  # (last_seq, state) of account_states as the pass read them
+    program_key: tuple[int, str] | None = None  # (pack version, phase) as the pass read them
+
+
+@dataclass
+class _PassPlan:
+    """What a pass evaluated, before anything is written."""
+
+    work: list[_AccountWork]
+    firm_aside: list[tuple]  # firm-wide rows set aside: (row, firm id, reason)
 
 
 @dataclass
@@ -117,6 +128,10 @@ class EvaluationWorker:
         self._packs = PackCache(size=None)  # this worker's database's versions, compiled once
         self._calendars: dict[str, list[tuple[int, NewsEntry]]] = {}
         self._held: dict[int, _Held] = {}  # account id -> its state between passes (see _Held)
+        bind = session_factory.kw.get("bind")
+        self._reads: sessionmaker[Session] | None = None
+        if bind is not None and bind.dialect.name == "sqlite":
+            self._reads = sessionmaker(bind.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False)
 
     # ------------------------------------------------------------------ public
     def run_pass(self, *, firm_id: str | None = None, max_accounts: int = 2000) -> PassReport:
@@ -126,10 +141,20 @@ class EvaluationWorker:
         report = PassReport()
         kept: list[_AccountWork] = []
         try:
-            with self.sessions.begin() as session:  # finding the work, evaluating, writing: one transaction
-                ids = self._accounts_with_work(session, firm_id, max_accounts)
-                if ids:
-                    kept = self._evaluate(session, ids, report)
+            if self._reads is not None:
+                # SQLite has one writer: evaluate in a read transaction (ingestion goes on meanwhile), then
+                # take the write lock only to check nothing moved underneath and write the batch
+                with self._reads() as session:
+                    ids = self._accounts_with_work(session, firm_id, max_accounts)
+                    plan = self._evaluate(session, ids) if ids else None
+                if plan is not None:
+                    with self.sessions.begin() as session:
+                        kept = self._commit(session, plan, report, verify=True)
+            else:
+                with self.sessions.begin() as session:  # claim (FOR UPDATE SKIP LOCKED), evaluate, write
+                    ids = self._accounts_with_work(session, firm_id, max_accounts)
+                    if ids:
+                        kept = self._commit(session, self._evaluate(session, ids), report, verify=False)
         except BaseException:
             self._held.clear()  # the engines may hold what was rolled back: read every state again
             raise
@@ -145,7 +170,7 @@ class EvaluationWorker:
         total = PassReport()
         for _ in range(max_passes):
             report = self.run_pass(firm_id=firm_id)
-            if report.events == 0 and report.accounts == 0 and report.set_aside == 0:
+            if report.events == 0 and report.accounts == 0 and report.set_aside == 0 and report.stale == 0:
                 break
             total.accounts += report.accounts
             total.events += report.events
@@ -186,9 +211,8 @@ class EvaluationWorker:
         ids.update(session.scalars(behind.limit(limit)))
         return sorted(ids)[:limit]
 
-    def _evaluate(self, session: Session, ids: list[int], report: PassReport) -> list[_AccountWork]:
-        """One transaction: claim the accounts, read their next events, evaluate, write everything.
-        Returns the accounts evaluated (what the worker keeps of them once the transaction commits)."""
+    def _evaluate(self, session: Session, ids: list[int]) -> _PassPlan:
+        """Claim the accounts (PostgreSQL), read their next events and evaluate them: nothing is written."""
         query = select(m.Account.id, m.Account.firm_id, m.Account.external_id, m.Account.platform,
                        m.Account.login, m.Account.trader_id, m.Account.pack_version_id, m.Account.phase,
                        m.Account.status).where(m.Account.id.in_(ids)).order_by(m.Account.id)
@@ -196,7 +220,7 @@ class EvaluationWorker:
             query = query.with_for_update(skip_locked=True)  # others' accounts are skipped, not waited for
         accounts = list(session.execute(query))
         if not accounts:
-            return []
+            return _PassPlan([], [])
         by_id = {a.id: a for a in accounts}
         states = {
             row.account_id: row
@@ -226,7 +250,7 @@ class EvaluationWorker:
             shared = shared.where(m.RawEvent.seq <= cut)
         shared_rows = session.execute(shared.order_by(m.RawEvent.seq)).all()
         horizon = dt.datetime.now(dt.timezone.utc) + self.max_ahead
-        firm_events = self._firm_events(session, shared_rows, horizon)
+        firm_events, firm_aside = self._firm_events(shared_rows, horizon)
         by_account: dict[int, list] = {}
         for row in own:
             by_account.setdefault(row.account_id, []).append(row)
@@ -244,7 +268,9 @@ class EvaluationWorker:
             stream = sorted(mine + [r for r in by_firm.get(account.firm_id, ()) if r.seq > last_seq], key=lambda r: r.seq)
             if not stream:
                 continue
-            unit = _AccountWork(AccountRef.of(account), mine, stream[-1].seq, state_row is not None)
+            unit = _AccountWork(AccountRef.of(account), mine, stream[-1].seq, state_row is not None,
+                                seen=None if state_row is None else (state_row.last_seq, bytes(state_row.state)),
+                                program_key=(account.pack_version_id, account.phase))
             try:
                 self._run_account(session, account, state_row, stream, firm_events, calendars, horizon, unit)
             except SYSTEMIC_ERRORS:
@@ -253,12 +279,38 @@ class EvaluationWorker:
                 unit.failure = f"not applied: the events of {account.external_id} in this pass could not be " \
                                f"evaluated ({error_text(exc)}); nothing of them was applied"
             work.append(unit)
+        return _PassPlan(work, firm_aside)
+
+    def _commit(self, session: Session, plan: _PassPlan, report: PassReport, *, verify: bool) -> list[_AccountWork]:
+        """Write what ``plan`` evaluated — decisions, states, statuses, outbox, audit, the events' status:
+        one group commit. With ``verify`` (the plan was read in another transaction) an account whose
+        state, position, pack version or phase changed meanwhile is left out, to be evaluated again.
+        Returns the accounts whose outcome this transaction holds."""
+        work = plan.work
+        if verify and work:
+            ids = [unit.account.id for unit in work]
+            stored = {row.account_id: (row.last_seq, bytes(row.state)) for row in session.execute(
+                select(m.AccountState.account_id, m.AccountState.last_seq, m.AccountState.state)
+                .where(m.AccountState.account_id.in_(ids)))}
+            programs = {row.id: (row.pack_version_id, row.phase) for row in session.execute(
+                select(m.Account.id, m.Account.pack_version_id, m.Account.phase).where(m.Account.id.in_(ids)))}
+            current = [unit for unit in work
+                       if stored.get(unit.account.id) == unit.seen and programs.get(unit.account.id) == unit.program_key]
+            report.stale += len(work) - len(current)
+            kept = {id(unit) for unit in current}
+            for unit in work:  # the kept engine state of a stale account moved on: read it again next pass
+                if id(unit) not in kept:
+                    self._held.pop(unit.account.id, None)
+            work = current
+        if plan.firm_aside:
+            _set_rows_aside(session, plan.firm_aside)
         self._write(session, work, report)
         return work
 
-    def _firm_events(self, session: Session, rows: Sequence, horizon: dt.datetime) -> dict[int, object]:
-        """The firm-wide events of the pass decoded once, by seq. One that no longer decodes (stored by
-        an older version) or lies in the future is set aside here, once for the whole firm."""
+    def _firm_events(self, rows: Sequence, horizon: dt.datetime) -> tuple[dict[int, object], list[tuple]]:
+        """The firm-wide events of the pass decoded once, by seq, and those set aside — ``(row, firm id,
+        reason)``, once for the whole firm: one that no longer decodes (stored by an older version) or
+        lies in the future."""
         from .ingest import ahead_of_clock
 
         decoded: dict[int, object] = {}
@@ -274,9 +326,7 @@ class EvaluationWorker:
                 aside.append((row, problem))
                 continue
             decoded[row.seq] = event
-        if aside:
-            _set_rows_aside(session, [(row, row.firm_id, reason) for row, reason in aside])
-        return decoded
+        return decoded, [(row, row.firm_id, reason) for row, reason in aside]
 
     def _run_account(self, session: Session, account, state_row, stream: list, firm_events: dict,
                      calendars: dict, horizon: dt.datetime, unit: _AccountWork) -> None:
