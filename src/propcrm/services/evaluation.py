@@ -119,11 +119,15 @@ class _Held:
 
 class EvaluationWorker:
     def __init__(self, session_factory: sessionmaker[Session], *, batch: int = 5000,
-                 max_ahead: dt.timedelta | None = None) -> None:
+                 max_ahead: dt.timedelta | None = None, catch_up: int = 250) -> None:
         from .ingest import max_ahead_from_env
 
         self.sessions = session_factory
         self.batch = batch
+        #: accounts with nothing of their own pending but behind their firm's clock/news, per pass: a
+        #: clock tick makes every account of the firm behind, and catching them all up in the pass that
+        #: also carries a breach would hold that breach's decision for the whole firm's evaluation
+        self.catch_up = catch_up
         self.max_ahead = max_ahead_from_env() if max_ahead is None else max_ahead
         self._packs = PackCache(size=None)  # this worker's database's versions, compiled once
         self._calendars: dict[str, list[tuple[int, NewsEntry]]] = {}
@@ -208,7 +212,7 @@ class EvaluationWorker:
         )
         if firm_id is not None:
             behind = behind.where(m.AccountState.firm_id == firm_id)
-        ids.update(session.scalars(behind.limit(limit)))
+        ids.update(session.scalars(behind.order_by(m.AccountState.last_seq).limit(min(limit, self.catch_up))))
         return sorted(ids)[:limit]
 
     def _evaluate(self, session: Session, ids: list[int]) -> _PassPlan:
