@@ -399,6 +399,17 @@ def bench_ingest(
               seconds=seconds, mode=mode)
 
 
+@bench_app.command("worker")
+def bench_worker(
+    accounts: Annotated[int, typer.Option(help="accounts in the synthetic firm")] = 1000,
+    requests: Annotated[int, typer.Option(help="requests of 250 events, one pass after each")] = 160,
+) -> None:
+    """CPU time of the evaluation worker per request (SQLite, in-process): holds on a shared machine."""
+    from ..tools.bench_service import bench_worker as run_bench
+
+    run_bench(accounts=accounts, requests=requests)
+
+
 @bench_app.command("web")
 def bench_web(
     accounts: Annotated[int, typer.Option(help="accounts in the firm")] = 100_000,

@@ -328,3 +328,53 @@ def bench_ingest(*, backends: list[str], events: int, accounts: int, request_siz
             )
     console.print(table)
     return results
+
+
+def bench_worker(*, accounts: int, requests: int, request_size: int = 250) -> dict:
+    """``propcrm bench worker``: the evaluation worker's CPU time per request, in one process on SQLite,
+    no HTTP — a figure that holds on a shared machine, where wall-clock latency is mostly the wait for
+    a core. Seeds the firm of ``bench ingest``, evaluates a backlog of the throughput firm's events, then
+    ingests the steady firm's events in requests of ``request_size`` and runs one pass after each;
+    prints the CPU milliseconds of ingestion and of the pass per request, the passes' p50/p90/p99/max
+    and the accounts a pass evaluates."""
+    from ..services.evaluation import EvaluationWorker
+    from ..services.ingest import ingest
+
+    console = Console(highlight=False, width=200)
+    directory = tempfile.mkdtemp(prefix="propcrm-bench-")
+    url = f"sqlite:///{Path(directory) / 'bench.db'}"
+    load = FirmSpec(accounts=accounts, days=1, seed=5, equity_every_s=300, account_prefix="T")
+    steady = FirmSpec(accounts=max(accounts // 4, 10), days=3, seed=6, equity_every_s=300, account_prefix="L")
+    seed(url, [load, steady])
+    engine = make_engine(url)
+    factory = sessions(engine)
+    worker = EvaluationWorker(factory)
+    backlog = list(generate(load))[: accounts * 20]
+    for start in range(0, len(backlog), 5000):
+        with factory.begin() as session:
+            ingest(session, firm_id="bench", source="bench", body=b"".join(backlog[start : start + 5000]))
+    worker.run_until_idle()
+    lines = list(generate(steady))[: requests * request_size]
+    ingest_cpu = 0.0
+    passes: list[float] = []
+    evaluated = 0
+    for start in range(0, len(lines), request_size):
+        t0 = time.process_time()
+        with factory.begin() as session:
+            ingest(session, firm_id="bench", source="bench", body=b"".join(lines[start : start + request_size]))
+        t1 = time.process_time()
+        evaluated += worker.run_pass().accounts
+        passes.append((time.process_time() - t1) * 1000)
+        ingest_cpu += t1 - t0
+    engine.dispose()
+    q = percentiles(passes)
+    result = {"requests": len(passes), "ingest_ms": ingest_cpu * 1000 / len(passes),
+              "pass_ms": sum(passes) / len(passes), "passes": q, "accounts_per_pass": evaluated / len(passes),
+              "cpu_bound_rate": len(lines) / (ingest_cpu + sum(passes) / 1000)}
+    console.print(
+        f"bench worker: {result['requests']} requests of {request_size} events, {accounts:,} + {steady.accounts:,} "
+        f"accounts · CPU per request: ingest {result['ingest_ms']:.1f} ms, worker pass {result['pass_ms']:.1f} ms "
+        f"(p50 {q['p50']:.0f} · p90 {q['p90']:.0f} · p99 {q['p99']:.0f} · max {q['max']:.0f} ms; "
+        f"{result['accounts_per_pass']:.0f} accounts per pass) · one core would take "
+        f"{result['cpu_bound_rate']:,.0f} events/s · load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    return result
