@@ -148,3 +148,26 @@ def test_a_run_whose_batch_rolled_back_is_never_snapshotted(db_url, monkeypatch)
     replayed = Engine(compile_pack(load_pack("two-step-100k")))
     assert stored == sorted(ENCODER.encode(d) for d in replayed.feed([DECODER.decode(x) for x in lines]))
     engine.dispose()
+
+
+def test_every_decision_links_to_the_stream_message_that_carried_its_event(db_url):
+    """As in the embedded mode, a decision names where its event is: here the stream sequence of the
+    message that carried it (with the event's id)."""
+    lines = [x.rstrip(b"\n") for x in generate(SPEC)]
+    _seed(db_url, [SPEC])
+    engine = make_engine(db_url)
+    Session = sessions(engine)
+    stream = _messages(lines)
+    store = PartitionStore(Session, "S", P, "w", snapshot_interval_s=0)
+    ids_in: dict[int, set[str]] = {}
+    for p in range(P):
+        run = store.take(p)
+        for i in range(0, len(stream[p]), 7):
+            assert not store.apply([(run, stream[p][i : i + 7])]).failed
+        for message in stream[p]:
+            ids_in[message.seq] = {DECODER.decode(x).id for x in message.body.split(b"\n") if x.strip()}
+    with Session() as s:
+        decisions = s.execute(select(m.Decision.event_seq, m.Decision.event_id)).all()
+    assert decisions
+    assert all(seq is not None and event_id in ids_in[seq] for seq, event_id in decisions)
+    engine.dispose()

@@ -431,12 +431,26 @@ def bench_ingest(
     request_size: Annotated[int, typer.Option(help="events per request in the throughput run")] = 10_000,
     rate: Annotated[int, typer.Option(help="events/s for the latency run")] = 5000,
     seconds: Annotated[float, typer.Option(help="length of the latency run")] = 20.0,
+    mode: Annotated[str, typer.Option(help="embedded: `serve` with its worker in one process; separate: "
+                                           "`serve --no-worker` and `work`")] = "embedded",
 ) -> None:
-    """Events/s from signed HTTP request to persisted decisions, and latency at a steady rate."""
+    """Events/s from signed HTTP request to persisted decisions, latency at a steady rate, and the time
+    until a breach reads through the API (p50/p90/p99/max)."""
     from ..tools.bench_service import bench_ingest as run_bench
 
     run_bench(backends=backend, events=events, accounts=accounts, request_size=request_size, rate=rate,
-              seconds=seconds)
+              seconds=seconds, mode=mode)
+
+
+@bench_app.command("worker")
+def bench_worker(
+    accounts: Annotated[int, typer.Option(help="accounts in the synthetic firm")] = 1000,
+    requests: Annotated[int, typer.Option(help="requests of 250 events, one pass after each")] = 160,
+) -> None:
+    """CPU time of the evaluation worker per request (SQLite, in-process): holds on a shared machine."""
+    from ..tools.bench_service import bench_worker as run_bench
+
+    run_bench(accounts=accounts, requests=requests)
 
 
 @bench_app.command("web")

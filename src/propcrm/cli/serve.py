@@ -176,19 +176,30 @@ def demo_feed(base_url: str, key_id: str, secret: str, *, accounts: int, rate: f
             stop.wait(pause)
 
 
-def _worker_loop(session_factory, stop: threading.Event) -> None:
+#: Seconds between two looks for events when nothing wakes the worker: in ``propcrm serve`` ingestion
+#: wakes it in-process (services/wakeup.py) and this only finds events another process stored (a CLI
+#: import); ``propcrm work`` runs beside an API in another process and keeps the short poll.
+FALLBACK_POLL_EMBEDDED = 1.0
+FALLBACK_POLL_SEPARATE = 0.2
+
+
+def _worker_loop(session_factory, stop: threading.Event, *, fallback: float = FALLBACK_POLL_EMBEDDED) -> None:
+    """Passes while there is work; when idle, wait until ingestion commits events in this process
+    (no poll interval between a commit and its pass) or ``fallback`` seconds pass."""
     from ..services.evaluation import EvaluationWorker
+    from ..services.wakeup import EVENTS
 
     worker = EvaluationWorker(session_factory)
     while not stop.is_set():
+        seen = EVENTS.generation  # read before the pass: a commit during the pass wakes the next wait
         try:
             report = worker.run_pass()
         except Exception:  # noqa: BLE001 - a failed pass is retried; its transaction rolled back
             log.exception("evaluation pass failed; retrying")
             stop.wait(1.0)
             continue
-        if report.accounts == 0:
-            stop.wait(0.2)
+        if report.accounts == 0 and report.set_aside == 0 and report.stale == 0:
+            EVENTS.wait(seen, fallback)
 
 
 def _dispatch_loop(dispatcher, stop: threading.Event) -> None:
@@ -242,7 +253,7 @@ def run_worker(*, database_url: str | None, once: bool = False) -> None:
                                    name="audit-anchors", daemon=True)
         anchors.start()
         try:
-            _worker_loop(sessions(engine), stop)
+            _worker_loop(sessions(engine), stop, fallback=FALLBACK_POLL_SEPARATE)
         except KeyboardInterrupt:
             stop.set()
         finally:
@@ -348,6 +359,9 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
                     timeout_graceful_shutdown=5)  # open live streams must not hold the exit
     finally:
         stop.set()
+        from ..services.wakeup import EVENTS
+
+        EVENTS.notify()  # the worker waits on it: let it see `stop` now
         for thread in threads:
             thread.join(timeout=5)
         if demo_platform is not None:  # issue 20

@@ -646,7 +646,9 @@ class PartitionStore:
                 outcome = outcomes[key] = fresh
             else:
                 outcome.state, outcome.last_seq, outcome.status, outcome.status_ts = st, message.seq, fresh.status, when
-            outcome.decisions.extend((d, None) for d in by_account.get(external_id, ()))
+            # each decision links to its event: the stream sequence of the message that carried it (one
+            # stream holds every partition, so the sequence is unique) beside the decision's event id
+            outcome.decisions.extend((d, message.seq) for d in by_account.get(external_id, ()))
         return len(events)
 
     @staticmethod

@@ -70,6 +70,7 @@ class PassReport:
     decisions: int = 0
     rejected: int = 0
     set_aside: int = 0  # accounts whose events of the pass were set aside (not evaluated or not stored)
+    stale: int = 0  # accounts someone else wrote while the pass evaluated them: evaluated again next pass
     seconds: float = 0.0
     by_kind: dict[str, int] = field(default_factory=dict)
 
@@ -89,19 +90,53 @@ class _AccountWork:
     failure: str | None = None  # set: every own row of the pass is set aside with this reason
     events: int = 0
     decisions: int = 0
+    held: _Held | None = None  # what the worker keeps of the account once the pass commits
+    seen: tuple[int, bytes] | None = None  # (last_seq, state) of account_states as the pass read them
+    program_key: tuple[int, str] | None = None  # (pack version, phase) as the pass read them
+
+
+@dataclass
+class _PassPlan:
+    """What a pass evaluated, before anything is written."""
+
+    work: list[_AccountWork]
+    firm_aside: list[tuple]  # firm-wide rows set aside: (row, firm id, reason)
+
+
+@dataclass
+class _Held:
+    """An account's engine state kept in memory between passes, with the bytes it was stored as.
+
+    It is used only while ``account_states`` still holds exactly ``stored`` at ``last_seq`` for the
+    same pack version and phase: anything else that writes the state (an override clearing a breach,
+    a second worker, a restore) changes one of them, and the state is read from the row again."""
+
+    stored: bytes
+    last_seq: int
+    program_key: tuple[int, str]
+    state: AccountState
 
 
 class EvaluationWorker:
     def __init__(self, session_factory: sessionmaker[Session], *, batch: int = 5000,
-                 max_ahead: dt.timedelta | None = None) -> None:
+                 max_ahead: dt.timedelta | None = None, catch_up: int = 250) -> None:
         from .ingest import max_ahead_from_env
 
         self.sessions = session_factory
         self.batch = batch
+        #: accounts with nothing of their own pending but behind their firm's clock/news, per pass: a
+        #: clock tick makes every account of the firm behind, and catching them all up in the pass that
+        #: also carries a breach would hold that breach's decision for the whole firm's evaluation
+        self.catch_up = catch_up
         self.max_ahead = max_ahead_from_env() if max_ahead is None else max_ahead
         self._packs = PackCache(size=None)  # this worker's database's versions, compiled once
         self._calendars: dict[str, list[tuple[int, NewsEntry]]] = {}
         self._symbol_tables: dict[str, tuple[str, SymbolTable]] = {}
+        self._held: dict[int, _Held] = {}  # account id -> its state between passes (see _Held)
+        bind = session_factory.kw.get("bind")
+        self._reads: sessionmaker[Session] | None = None
+        if bind is not None and bind.dialect.name == "sqlite":
+            self._reads = sessionmaker(bind.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False)
 
     # ------------------------------------------------------------------ public
     def run_pass(self, *, firm_id: str | None = None, max_accounts: int = 2000) -> PassReport:
@@ -109,10 +144,30 @@ class EvaluationWorker:
         events — in one transaction."""
         started = time.perf_counter()
         report = PassReport()
-        ids = self._accounts_with_work(firm_id, max_accounts)
-        if ids:
-            with self.sessions.begin() as session:
-                self._evaluate(session, ids, report)
+        kept: list[_AccountWork] = []
+        try:
+            if self._reads is not None:
+                # SQLite has one writer: evaluate in a read transaction (ingestion goes on meanwhile), then
+                # take the write lock only to check nothing moved underneath and write the batch
+                with self._reads() as session:
+                    ids = self._accounts_with_work(session, firm_id, max_accounts)
+                    plan = self._evaluate(session, ids) if ids else None
+                if plan is not None:
+                    with self.sessions.begin() as session:
+                        kept = self._commit(session, plan, report, verify=True)
+            else:
+                with self.sessions.begin() as session:  # claim (FOR UPDATE SKIP LOCKED), evaluate, write
+                    ids = self._accounts_with_work(session, firm_id, max_accounts)
+                    if ids:
+                        kept = self._commit(session, self._evaluate(session, ids), report, verify=False)
+        except BaseException:
+            self._held.clear()  # the engines may hold what was rolled back: read every state again
+            raise
+        for unit in kept:  # committed: these states are what the rows now hold
+            if unit.held is not None:
+                self._held[unit.account.id] = unit.held
+            else:
+                self._held.pop(unit.account.id, None)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -120,7 +175,7 @@ class EvaluationWorker:
         total = PassReport()
         for _ in range(max_passes):
             report = self.run_pass(firm_id=firm_id)
-            if report.events == 0 and report.accounts == 0 and report.set_aside == 0:
+            if report.events == 0 and report.accounts == 0 and report.set_aside == 0 and report.stale == 0:
                 break
             total.accounts += report.accounts
             total.events += report.events
@@ -136,44 +191,47 @@ class EvaluationWorker:
     def _program(self, session: Session, pack_version_id: int) -> CompiledPack:
         return self._packs.by_id(pack_version_id, lambda version_id: session.get(m.RulePackVersion, version_id))
 
-    def _accounts_with_work(self, firm_id: str | None, limit: int) -> list[int]:
-        with self.sessions() as session:
-            own = select(m.RawEvent.account_id).where(
-                m.RawEvent.status == "pending", m.RawEvent.account_id.is_not(None)
-            )
-            if firm_id is not None:
-                own = own.where(m.RawEvent.firm_id == firm_id)
-            ids = set(session.scalars(own.distinct().limit(limit)))
-            # accounts behind their firm's latest clock/news event have deadlines to catch up on
-            latest = (
-                select(m.RawEvent.firm_id, func.max(m.RawEvent.seq).label("seq"))
-                .where(m.RawEvent.account_id.is_(None), m.RawEvent.type.in_(GLOBAL_TYPES),
-                       m.RawEvent.status != "rejected")
-                .group_by(m.RawEvent.firm_id)
-                .subquery()
-            )
-            behind = (
-                select(m.AccountState.account_id)
-                .join(latest, latest.c.firm_id == m.AccountState.firm_id)
-                .where(m.AccountState.last_seq < latest.c.seq)
-            )
-            if firm_id is not None:
-                behind = behind.where(m.AccountState.firm_id == firm_id)
-            ids.update(session.scalars(behind.limit(limit)))
-            return sorted(ids)[:limit]
+    def _accounts_with_work(self, session: Session, firm_id: str | None, limit: int) -> list[int]:
+        """The accounts with pending events of their own or behind their firm's latest clock/news
+        event — read in the pass's own transaction (on SQLite: one write lock per pass, not two)."""
+        own = select(m.RawEvent.account_id).where(m.RawEvent.status == "pending", m.RawEvent.account_id.is_not(None))
+        if firm_id is not None:
+            own = own.where(m.RawEvent.firm_id == firm_id)
+        ids = set(session.scalars(own.distinct().limit(limit)))
+        # accounts behind their firm's latest clock/news event have deadlines to catch up on
+        latest = (
+            select(m.RawEvent.firm_id, func.max(m.RawEvent.seq).label("seq"))
+            .where(m.RawEvent.account_id.is_(None), m.RawEvent.type.in_(GLOBAL_TYPES),
+                   m.RawEvent.status != "rejected")
+            .group_by(m.RawEvent.firm_id)
+            .subquery()
+        )
+        behind = (
+            select(m.AccountState.account_id)
+            .join(latest, latest.c.firm_id == m.AccountState.firm_id)
+            .where(m.AccountState.last_seq < latest.c.seq)
+        )
+        if firm_id is not None:
+            behind = behind.where(m.AccountState.firm_id == firm_id)
+        ids.update(session.scalars(behind.order_by(m.AccountState.last_seq).limit(min(limit, self.catch_up))))
+        return sorted(ids)[:limit]
 
-    def _evaluate(self, session: Session, ids: list[int], report: PassReport) -> None:
-        """One transaction: claim the accounts, read their next events, evaluate, write everything."""
-        query = select(m.Account).where(m.Account.id.in_(ids)).order_by(m.Account.id)
-        if session.bind is not None and session.bind.dialect.name == "postgresql":
+    def _evaluate(self, session: Session, ids: list[int]) -> _PassPlan:
+        """Claim the accounts (PostgreSQL), read their next events and evaluate them: nothing is written."""
+        query = select(m.Account.id, m.Account.firm_id, m.Account.external_id, m.Account.platform,
+                       m.Account.login, m.Account.trader_id, m.Account.pack_version_id, m.Account.phase,
+                       m.Account.status).where(m.Account.id.in_(ids)).order_by(m.Account.id)
+        if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)  # others' accounts are skipped, not waited for
-        accounts = list(session.scalars(query))
+        accounts = list(session.execute(query))
         if not accounts:
-            return
+            return _PassPlan([], [])
         by_id = {a.id: a for a in accounts}
         states = {
             row.account_id: row
-            for row in session.scalars(select(m.AccountState).where(m.AccountState.account_id.in_(list(by_id))))
+            for row in session.execute(select(m.AccountState.account_id, m.AccountState.last_seq,
+                                              m.AccountState.state)
+                                       .where(m.AccountState.account_id.in_(list(by_id))))
         }
         columns = (m.RawEvent.seq, m.RawEvent.event_id, m.RawEvent.source, m.RawEvent.body, m.RawEvent.received_at)
         own = session.execute(
@@ -197,7 +255,7 @@ class EvaluationWorker:
             shared = shared.where(m.RawEvent.seq <= cut)
         shared_rows = session.execute(shared.order_by(m.RawEvent.seq)).all()
         horizon = dt.datetime.now(dt.timezone.utc) + self.max_ahead
-        firm_events = self._firm_events(session, shared_rows, horizon)
+        firm_events, firm_aside = self._firm_events(shared_rows, horizon)
         by_account: dict[int, list] = {}
         for row in own:
             by_account.setdefault(row.account_id, []).append(row)
@@ -215,7 +273,9 @@ class EvaluationWorker:
             stream = sorted(mine + [r for r in by_firm.get(account.firm_id, ()) if r.seq > last_seq], key=lambda r: r.seq)
             if not stream:
                 continue
-            unit = _AccountWork(AccountRef.of(account), mine, stream[-1].seq, state_row is not None)
+            unit = _AccountWork(AccountRef.of(account), mine, stream[-1].seq, state_row is not None,
+                                seen=None if state_row is None else (state_row.last_seq, bytes(state_row.state)),
+                                program_key=(account.pack_version_id, account.phase))
             try:
                 self._run_account(session, account, state_row, stream, firm_events, calendars, horizon, unit)
             except SYSTEMIC_ERRORS:
@@ -224,11 +284,38 @@ class EvaluationWorker:
                 unit.failure = f"not applied: the events of {account.external_id} in this pass could not be " \
                                f"evaluated ({error_text(exc)}); nothing of them was applied"
             work.append(unit)
-        self._write(session, work, report)
+        return _PassPlan(work, firm_aside)
 
-    def _firm_events(self, session: Session, rows: Sequence, horizon: dt.datetime) -> dict[int, object]:
-        """The firm-wide events of the pass decoded once, by seq. One that no longer decodes (stored by
-        an older version) or lies in the future is set aside here, once for the whole firm."""
+    def _commit(self, session: Session, plan: _PassPlan, report: PassReport, *, verify: bool) -> list[_AccountWork]:
+        """Write what ``plan`` evaluated — decisions, states, statuses, outbox, audit, the events' status:
+        one group commit. With ``verify`` (the plan was read in another transaction) an account whose
+        state, position, pack version or phase changed meanwhile is left out, to be evaluated again.
+        Returns the accounts whose outcome this transaction holds."""
+        work = plan.work
+        if verify and work:
+            ids = [unit.account.id for unit in work]
+            stored = {row.account_id: (row.last_seq, bytes(row.state)) for row in session.execute(
+                select(m.AccountState.account_id, m.AccountState.last_seq, m.AccountState.state)
+                .where(m.AccountState.account_id.in_(ids)))}
+            programs = {row.id: (row.pack_version_id, row.phase) for row in session.execute(
+                select(m.Account.id, m.Account.pack_version_id, m.Account.phase).where(m.Account.id.in_(ids)))}
+            current = [unit for unit in work
+                       if stored.get(unit.account.id) == unit.seen and programs.get(unit.account.id) == unit.program_key]
+            report.stale += len(work) - len(current)
+            kept = {id(unit) for unit in current}
+            for unit in work:  # the kept engine state of a stale account moved on: read it again next pass
+                if id(unit) not in kept:
+                    self._held.pop(unit.account.id, None)
+            work = current
+        if plan.firm_aside:
+            _set_rows_aside(session, plan.firm_aside)
+        self._write(session, work, report)
+        return work
+
+    def _firm_events(self, rows: Sequence, horizon: dt.datetime) -> tuple[dict[int, object], list[tuple]]:
+        """The firm-wide events of the pass decoded once, by seq, and those set aside — ``(row, firm id,
+        reason)``, once for the whole firm: one that no longer decodes (stored by an older version) or
+        lies in the future."""
         from .ingest import ahead_of_clock
 
         decoded: dict[int, object] = {}
@@ -244,11 +331,9 @@ class EvaluationWorker:
                 aside.append((row, problem))
                 continue
             decoded[row.seq] = event
-        if aside:
-            _set_rows_aside(session, [(row, row.firm_id, reason) for row, reason in aside])
-        return decoded
+        return decoded, [(row, row.firm_id, reason) for row, reason in aside]
 
-    def _run_account(self, session: Session, account: m.Account, state_row, stream: list, firm_events: dict,
+    def _run_account(self, session: Session, account, state_row, stream: list, firm_events: dict,
                      calendars: dict, horizon: dt.datetime, unit: _AccountWork) -> None:
         """Evaluate one account's stream (pure but for compiling its pack); fills ``unit``."""
         from .ingest import ahead_of_clock
@@ -261,8 +346,14 @@ class EvaluationWorker:
         last_seq = state_row.last_seq if state_row is not None else 0
         engine.market = _market_at(calendars[account.firm_id], last_seq)
         engine.set_symbols(self._symbols(session, account.firm_id))  # positions are marked to market with it
+        program_key = (account.pack_version_id, account.phase)
+        stored: bytes | None = None
+        held = self._held.pop(account.id, None)  # back only when this pass commits (run_pass)
         if state_row is not None:
-            engine.adopt(STATE_DECODER.decode(state_row.state), program)
+            stored = bytes(state_row.state)
+            if held is None or held.last_seq != last_seq or held.program_key != program_key or held.stored != stored:
+                held = _Held(stored, last_seq, program_key, STATE_DECODER.decode(stored))
+            engine.adopt(held.state, program)
         events, fed = [], []
         for row in stream:
             event = firm_events.get(row.seq) if row.account_id is None else None
@@ -302,6 +393,9 @@ class EvaluationWorker:
             unit.account, st, program, unit.last_seq, [(d, seq_of.get(d.event_id)) for d in decisions],
             events[-1].ts if events else (st.last_ts or dt.datetime.now(dt.timezone.utc)),
         )
+        unit.outcome.encoded = STATE_ENCODER.encode(st)
+        unit.outcome.stored = stored
+        unit.held = _Held(unit.outcome.encoded, unit.last_seq, program_key, st)
         fed_seqs = {row.seq for row in fed}
         unit.applied = [row.seq for row in unit.mine if row.seq in fed_seqs and row.seq not in refused]
         unit.events = len(unit.mine)
@@ -316,6 +410,7 @@ class EvaluationWorker:
                            f"stored ({problem}); nothing of them was applied"
         for unit in work:
             if unit.failure is not None:
+                unit.held = None  # its engine may have moved on; the row keeps the state: read it again
                 log.warning("evaluation set aside %d event(s) of account %s (firm %s): %s", len(unit.mine),
                             unit.account.external_id, unit.account.firm_id, unit.failure)
                 _set_account_aside(session, unit)

@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session
 from ..adapters.bus import bus_mode
 from ..adapters.db import models as m
 from ..domain.events import DECODER, AnyEvent, News, decode_lines
+from .wakeup import events_stored
 
 UTC = dt.timezone.utc
 Status = Literal["accepted", "duplicate", "rejected"]
@@ -483,6 +484,8 @@ def _store(
         "status": "pending",
     } for v in valid]
     new_ids = _insert_new(session, firm_id, rows)
+    if new_ids:
+        events_stored(session)  # the worker is woken when the caller commits (services/wakeup.py)
     if len(new_ids) < len(rows):  # some ids are stored already: those set aside by evaluation are free again
         replaced = _free_set_aside_ids(session, firm_id, source,
                                        [row["event_id"] for row in rows if row["event_id"] not in new_ids])

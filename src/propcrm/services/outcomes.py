@@ -155,6 +155,10 @@ class AccountOutcome:
     decisions: list[tuple[Decision, int | None]]
     status: str | None
     status_ts: dt.datetime
+    #: ``state`` encoded (set by a driver that has it already) and the bytes the row held before the
+    #: batch (``None``: unknown). When the two are equal only the position (``last_seq``) is written.
+    encoded: bytes | None = None
+    stored: bytes | None = None
 
 
 @dataclass
@@ -285,6 +289,14 @@ def upsert_states(session: Session, outcomes: list[AccountOutcome], now: dt.date
     computed from the state with the account's compiled phase — the numbers the account page shows."""
     table = m.AccountState.__table__
     dialect = session.get_bind().dialect.name
+    moved = [o for o in outcomes if o.stored is not None and o.encoded == o.stored]
+    if moved:  # the state is as stored (a clock tick that changed nothing): only the position moves
+        session.execute(
+            update(table).where(table.c.account_id == bindparam("moved_id")).values(last_seq=bindparam("moved_seq")),
+            [{"moved_id": o.account.id, "moved_seq": o.last_seq} for o in moved])
+        outcomes = [o for o in outcomes if not (o.stored is not None and o.encoded == o.stored)]
+        if not outcomes:
+            return
     figures = figures_for_states(session, ((o.account.pack_version_id, o.account.phase, o.state) for o in outcomes))
     if dialect == "postgresql" and not any("\x1f" in o.account.firm_id for o in outcomes):
         # One statement for the whole batch. Each column travels as one delimited text parameter that the
@@ -294,7 +306,7 @@ def upsert_states(session: Session, outcomes: list[AccountOutcome], now: dt.date
         params = {
             "ids": ",".join(str(o.account.id) for o in outcomes),
             "firms": "\x1f".join(o.account.firm_id for o in outcomes),
-            "states": ",".join(encode(o.state).hex() for o in outcomes),
+            "states": ",".join((o.encoded or encode(o.state)).hex() for o in outcomes),
             "seqs": ",".join(str(o.last_seq) for o in outcomes),
             "balances": ",".join(format(o.state.balance, "f") for o in outcomes),
             "equities": ",".join(format(o.state.equity, "f") for o in outcomes),
@@ -305,7 +317,7 @@ def upsert_states(session: Session, outcomes: list[AccountOutcome], now: dt.date
                                     else str(f[name]) for f in figures)
         session.execute(_UPSERT_STATES_PG, params)
         return
-    rows = [{"account_id": o.account.id, "firm_id": o.account.firm_id, "state": STATE_ENCODER.encode(o.state),
+    rows = [{"account_id": o.account.id, "firm_id": o.account.firm_id, "state": o.encoded or STATE_ENCODER.encode(o.state),
              "last_seq": o.last_seq, "balance": o.state.balance, "equity": o.state.equity, "updated_at": now, **f}
             for o, f in zip(outcomes, figures)]
     statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)

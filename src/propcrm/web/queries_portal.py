@@ -247,7 +247,8 @@ def raw_event(session: Session, *, firm_id: str, account_id: int, seq: int | Non
                                      (m.RawEvent.account_id == account_id) | m.RawEvent.account_id.is_(None))
     row = None
     if seq is not None:
-        row = session.scalars(query.where(m.RawEvent.seq == seq)).first()
+        # (the seq names a stored event of the same id; in the scale-out mode it is a stream sequence)
+        row = session.scalars(query.where(m.RawEvent.seq == seq, m.RawEvent.event_id == event_id)).first()
     if row is None:
         row = session.scalars(query.where(m.RawEvent.event_id == event_id).order_by(m.RawEvent.seq.desc())).first()
     if row is None:
