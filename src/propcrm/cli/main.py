@@ -561,6 +561,36 @@ def accounts_refresh_figures(
     print(f"refreshed the figures of {done:,} account {'state' if done == 1 else 'states'}")
 
 
+trades_app = typer.Typer(help="The trade-history projection (positions opened and closed).", no_args_is_help=True)
+app.add_typer(trades_app, name="trades")
+
+
+@trades_app.command("backfill")
+def trades_backfill(
+    firm: Annotated[Optional[str], typer.Option("--firm", help="only this firm (default: every firm)")] = None,
+    database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DATABASE_URL_HELP)] = None,
+) -> None:
+    """Rebuild the trade history of every account (of a firm) from the embedded event log: for accounts
+    evaluated before the projection existed (migration 0015). Running it again gives the same rows."""
+    from sqlalchemy import select
+
+    from ..adapters.db import models as m
+    from ..adapters.db.session import sessions
+    from ..services.trades import backfill
+
+    engine = database(database_url)
+    try:
+        with sessions(engine).begin() as session:
+            firms = [firm] if firm else list(session.scalars(select(m.Firm.id).order_by(m.Firm.id)))
+            accounts = events = 0
+            for firm_id in firms:
+                report = backfill(session, firm_id=firm_id)
+                accounts, events = accounts + report.accounts, events + report.events
+    finally:
+        engine.dispose()
+    print(f"rebuilt the trade history of {accounts:,} accounts from {events:,} trade events")
+
+
 @packs_app.command("add")
 def packs_add(
     file: Annotated[str, typer.Argument(help="rule pack file (YAML/JSON) or preset name")],
