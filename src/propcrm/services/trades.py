@@ -194,4 +194,116 @@ def projected(session: Session, *, firm_id: str, account_id: int) -> bool:
         m.Trade.firm_id == firm_id, m.Trade.account_id == account_id)) > 0
 
 
-__all__ = ["BackfillReport", "TRADE_TYPES", "backfill", "TRADE_EVENTS", "projected", "record"]
+# ---------------------------------------------------------------------------------------------------
+# reads: the journal, statistics and the daily P/L calendar (the portal and the back office)
+
+
+@dataclass
+class JournalPage:
+    items: list[dict]
+    total: int
+    limit: int
+    offset: int
+
+
+_JOURNAL_COLUMNS = ("id", "position", "symbol", "side", "lots", "open_ts", "open_price", "closed_lots", "close_ts",
+                    "close_price", "profit", "commission", "swap", "net", "closes", "held_s")
+
+
+def journal(session: Session, *, firm_id: str, account_id: int, limit: int = 50, offset: int = 0) -> JournalPage:
+    """The account's closed trades, newest close first (one index walk: ``ix_trades_journal``). The
+    caller has checked that the account is in the reader's scope."""
+    table = m.Trade.__table__
+    where = (table.c.firm_id == firm_id, table.c.account_id == account_id, table.c.status == "closed")
+    total = session.scalar(select(func.count()).select_from(table).where(*where)) or 0
+    rows = session.execute(select(*(table.c[c] for c in _JOURNAL_COLUMNS)).where(*where)
+                           .order_by(table.c.close_ts.desc(), table.c.id.desc()).limit(limit).offset(offset)).mappings()
+    return JournalPage([dict(row) for row in rows], total, limit, offset)
+
+
+@dataclass
+class Statistics:
+    trades: int = 0
+    wins: int = 0
+    losses: int = 0
+    gross_win: Decimal = ZERO
+    gross_loss: Decimal = ZERO  # negative or zero
+    net: Decimal = ZERO
+    best: Decimal | None = None
+    worst: Decimal | None = None
+    lots: Decimal = ZERO
+    held_s_total: int = 0
+    held_count: int = 0
+
+    @property
+    def win_rate(self) -> Decimal | None:
+        """Percent of closed trades with a positive net result (two places)."""
+        return (Decimal(self.wins) * 100 / self.trades).quantize(Decimal("0.01")) if self.trades else None
+
+    @property
+    def average_win(self) -> Decimal | None:
+        return (self.gross_win / self.wins).quantize(Decimal("0.01")) if self.wins else None
+
+    @property
+    def average_loss(self) -> Decimal | None:
+        return (self.gross_loss / self.losses).quantize(Decimal("0.01")) if self.losses else None
+
+    @property
+    def profit_factor(self) -> Decimal | None:
+        """Gross win / gross loss; ``None`` without a losing trade (unbounded)."""
+        return (self.gross_win / -self.gross_loss).quantize(Decimal("0.01")) if self.gross_loss else None
+
+    @property
+    def average_held_s(self) -> int | None:
+        return self.held_s_total // self.held_count if self.held_count else None
+
+
+def statistics(session: Session, *, firm_id: str, account_id: int) -> Statistics:
+    """Win rate, average win and loss, best and worst trade, lots, holding time and profit factor of the
+    account's closed trades (net of costs; a trade at exactly 0 is neither a win nor a loss). Exact:
+    the sums are Decimal, read column by column (SQLite keeps money as text)."""
+    table = m.Trade.__table__
+    stats = Statistics()
+    rows = session.execute(select(table.c.net, table.c.closed_lots, table.c.held_s).where(
+        table.c.firm_id == firm_id, table.c.account_id == account_id, table.c.status == "closed"))
+    for net, lots, held in rows:
+        stats.trades += 1
+        stats.net += net
+        stats.lots += lots
+        if net > 0:
+            stats.wins += 1
+            stats.gross_win += net
+        elif net < 0:
+            stats.losses += 1
+            stats.gross_loss += net
+        if stats.best is None or net > stats.best:
+            stats.best = net
+        if stats.worst is None or net < stats.worst:
+            stats.worst = net
+        if held is not None:
+            stats.held_s_total += held
+            stats.held_count += 1
+    return stats
+
+
+def closes_between(session: Session, *, firm_id: str, account_id: int, start: dt.datetime,
+                   end: dt.datetime) -> list[tuple[dt.datetime, Decimal]]:
+    """(time, net result) of the account's closes in [start, end): partial closes count when they happen."""
+    table = m.TradeClose.__table__
+    return [(ts, net) for ts, net in session.execute(select(table.c.ts, table.c.net).where(
+        table.c.firm_id == firm_id, table.c.account_id == account_id, table.c.ts >= start, table.c.ts < end))]
+
+
+def daily_results(closes: Sequence[tuple[dt.datetime, Decimal]], session_of) -> dict[dt.date, tuple[Decimal, int]]:
+    """The net result and number of closes per trading day; ``session_of(ts)`` names the trading day
+    (the pack's :class:`~propcrm.domain.calendar.TradingCalendar`: its timezone, day start and DST)."""
+    out: dict[dt.date, tuple[Decimal, int]] = {}
+    for ts, net in closes:
+        day = session_of(ts)
+        total, count = out.get(day, (ZERO, 0))
+        out[day] = (total + net, count + 1)
+    return out
+
+
+__all__ = ["BackfillReport", "JournalPage", "Statistics", "TRADE_EVENTS", "TRADE_TYPES", "backfill", "closes_between",
+           "daily_results", "journal", "projected", "record", "statistics"]

@@ -27,6 +27,7 @@ from ...services import payouts as payout_service
 from ...services.accounts import get_account, list_accounts
 from ...services.errors import Conflict, Invalid, NotFound
 from .. import queries_portal as q
+from ..queries_trades import journal_view
 from ...http.pages import Form, Role, fmt_money, redirect, render
 from ...roles import TRADER
 
@@ -72,6 +73,17 @@ def _positions(session, user, account_id: int) -> list[dict]:
         return []
     return open_positions(session, get_account(session, firm_id=user.firm_id, account_id=account_id,
                                                trader_id=_scope(user)))
+
+
+@router.get("/portal/accounts/{account_id}/trades")
+def portal_trades(request: Request, account_id: AccountId, user: Trader, session: Db,
+                  offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+                  month: Annotated[str | None, Query(max_length=7)] = None) -> Response:
+    """The account's trade journal: statistics, the daily P/L calendar and the closed trades."""
+    card = q.card(session, firm_id=user.firm_id, trader_id=_scope(user), account_id=account_id)  # 404 outside scope
+    account = get_account(session, firm_id=user.firm_id, account_id=account_id, trader_id=_scope(user))
+    return render(request, "portal/trades.html", {
+        "card": card, "a": card.detail, "j": journal_view(session, account, offset=offset, month=month)})
 
 
 @router.get("/portal/accounts/{account_id}/card")
