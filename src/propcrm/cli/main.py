@@ -411,6 +411,19 @@ def bench_web(
     run_bench(accounts=accounts, events=events, db=db, database_url=database_url, requests=requests, urls=url)
 
 
+@bench_app.command("portal")
+def bench_portal(
+    trades: Annotated[int, typer.Option(help="closed trades of the trader's account")] = 10_000,
+    db: Annotated[Optional[str], typer.Option("--db", help="SQLite file to build, or to reuse when it exists")] = None,
+    requests: Annotated[int, typer.Option(help="timed requests per page")] = 100,
+) -> None:
+    """Response times of the trader portal (accounts, journal, statistics, P/L calendar) for a trader with
+    many trades (p50/p95/p99/max per page)."""
+    from ..tools.bench_portal import bench_portal as run_bench
+
+    run_bench(trades=trades, db=db, requests=requests)
+
+
 @bench_app.command("login")
 def bench_login(
     threads: Annotated[int, typer.Option(help="anonymous clients posting wrong passwords")] = 8,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import msgspec
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import String, bindparam, cast, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
@@ -264,9 +264,12 @@ def statistics(session: Session, *, firm_id: str, account_id: int) -> Statistics
     the sums are Decimal, read column by column (SQLite keeps money as text)."""
     table = m.Trade.__table__
     stats = Statistics()
-    rows = session.execute(select(table.c.net, table.c.closed_lots, table.c.held_s).where(
-        table.c.firm_id == firm_id, table.c.account_id == account_id, table.c.status == "closed"))
-    for net, lots, held in rows:
+    # as exact decimal text (NUMERIC cast to text on PostgreSQL, the stored text on SQLite), parsed here:
+    # 10,000 trades read in a few milliseconds instead of through the Money type row by row
+    rows = session.execute(select(cast(table.c.net, String), cast(table.c.closed_lots, String), table.c.held_s).where(
+        table.c.firm_id == firm_id, table.c.account_id == account_id, table.c.status == "closed")).all()
+    for net_text, lots_text, held in rows:
+        net, lots = Decimal(net_text), Decimal(lots_text)
         stats.trades += 1
         stats.net += net
         stats.lots += lots
