@@ -1,4 +1,5 @@
-"""trade history — positions opened and closed per account, with costs and partial closes
+"""trade history, payout methods and certificates — positions opened and closed per account (with costs
+and partial closes); a payout's method, destination, payment reference and "sent" step; certificates
 
 Revision ID: 0015
 Revises: 0011
@@ -72,6 +73,33 @@ def upgrade() -> None:
     op.create_index('ix_trade_closes_account_ts', 'trade_closes', ['firm_id', 'account_id', 'ts'])
 
 
+    with op.batch_alter_table('payouts') as batch:
+        batch.add_column(sa.Column('method', sa.String(16), nullable=True))
+        batch.add_column(sa.Column('destination', sa.String(200), nullable=True))
+        batch.add_column(sa.Column('payment_reference', sa.String(200), nullable=True))
+        batch.add_column(sa.Column('sent_at', UtcDateTime(), nullable=True))
+        batch.add_column(sa.Column('sent_by', sa.String(200), nullable=True))
+    op.create_table(
+        'certificates',
+        sa.Column('id', sa.String(32), nullable=False),
+        sa.Column('firm_id', sa.String(64), sa.ForeignKey('firms.id', name='fk_certificates_firm_id_firms'),
+                  nullable=False),
+        sa.Column('trader_id', sa.Integer(), sa.ForeignKey('traders.id', name='fk_certificates_trader_id_traders'),
+                  nullable=False),
+        sa.Column('kind', sa.String(16), nullable=False),
+        sa.Column('subject', sa.String(64), nullable=False),
+        sa.Column('facts', sa.JSON(), nullable=False),
+        sa.Column('issued_at', UtcDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint('id', name='pk_certificates'),
+        sa.UniqueConstraint('firm_id', 'kind', 'subject', name='one_certificate_per_achievement'),
+    )
+    op.create_index('ix_certificates_trader_id', 'certificates', ['trader_id'])
+
+
 def downgrade() -> None:
+    op.drop_table('certificates')
+    with op.batch_alter_table('payouts') as batch:
+        for column in ('sent_by', 'sent_at', 'payment_reference', 'destination', 'method'):
+            batch.drop_column(column)
     op.drop_table('trade_closes')
     op.drop_table('trades')
