@@ -55,8 +55,8 @@ class Timing:
 
     @property
     def reset_in(self) -> str:
-        """Time left until the reset, in words (what portal.js keeps counting down)."""
-        return hours(max(int((self.reset_at - self.now).total_seconds()), 0))
+        """Time left until the reset as ``h:mm:ss`` (what portal.js keeps counting down, second by second)."""
+        return clock_text(max(int((self.reset_at - self.now).total_seconds()), 0))
 
     @property
     def reset_local(self) -> str:
@@ -82,6 +82,12 @@ def timing(account: m.Account, program: PhaseProgram, st: AccountState | None, n
     return Timing(started=started, deadline=deadline, trading_day=trading_day, reset_at=end,
                   timezone=program.pack.timezone, day_start=program.pack.day_start, today_pnl=today_pnl,
                   today_closed=today_closed, now=now)
+
+
+def clock_text(seconds: int) -> str:
+    """``5:07:03`` for 5 h 7 min 3 s."""
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}"
 
 
 def hours(seconds: int | None) -> str:

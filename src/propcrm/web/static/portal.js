@@ -29,16 +29,11 @@
   }
 
   // ------------------------------------------------------------------ countdowns to the daily reset
-  // Each <span class="countdown" data-reset="ISO time"> is counted down every second, in the words the
-  // server renders (queries_trades.hours): "5 h 07 min", "7 min 05 s", "45 s".
+  // Each <span class="countdown" data-reset="ISO time"> is counted down every second as h:mm:ss, as the
+  // server renders it (queries_trades.clock_text).
   function left(seconds) {
-    var d = Math.floor(seconds / 86400), h = Math.floor(seconds % 86400 / 3600);
-    var m = Math.floor(seconds % 3600 / 60), s = seconds % 60;
     var two = function (n) { return (n < 10 ? "0" : "") + n; };
-    if (d) return d + " d " + h + " h";
-    if (h) return h + " h " + two(m) + " min";
-    if (m) return m + " min " + two(s) + " s";
-    return s + " s";
+    return Math.floor(seconds / 3600) + ":" + two(Math.floor(seconds % 3600 / 60)) + ":" + two(seconds % 60);
   }
   function tick() {
     var now = Date.now();
@@ -46,7 +41,7 @@
       var at = Date.parse(el.getAttribute("data-reset"));
       if (isNaN(at)) return;
       var seconds = Math.max(0, Math.floor((at - now) / 1000));
-      el.textContent = seconds ? left(seconds) : "0 s (a new trading day has begun: reload for its figures)";
+      el.textContent = seconds ? left(seconds) : "0:00:00 (a new trading day has begun: reload for its figures)";
     });
   }
   if (document.querySelector(".countdown[data-reset]")) { tick(); setInterval(tick, 1000); }
