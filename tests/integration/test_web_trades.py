@@ -49,9 +49,15 @@ def test_the_journal_shows_closed_trades_statistics_and_the_daily_calendar(world
     cell = text_of(cell[:cell.index("</td>")])
     assert "-3.00" in cell and "3 closes" in cell
     assert "Month total: -3.00" in text and "March 2026" in text
+    # the statistics follow a new close at once (they are kept per account until its closed trades change)
+    world.ingest(closed("c4", "A3", "2026-03-02T11:20:00Z", "p-o3", "1", "500", "-7"))
+    world.evaluate()
+    again = page.get(f"/portal/accounts/{a3}/trades?month=2026-03").text
+    assert 'data-stat="trades">3<' in again and 'data-stat="best">493.00<' in again
+    assert 'data-stat="win-rate">66.67%<' in again
     # the back office reads the same journal
     office = browse(world, "fa:support").get(f"/office/accounts/{a3}/trades?month=2026-03").text
-    assert "Closed trades" in office and 'data-stat="win-rate">50.00%' in office
+    assert "Closed trades" in office and 'data-stat="win-rate">66.67%' in office
     assert f'href="/office/accounts/{a3}/trades"' in browse(world, "fa:support").get(f"/office/accounts/{a3}").text
 
 

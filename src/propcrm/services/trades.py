@@ -19,6 +19,7 @@ backfill``): for databases evaluated before the projection existed.
 from __future__ import annotations
 
 import datetime as dt
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -258,16 +259,41 @@ class Statistics:
         return self.held_s_total // self.held_count if self.held_count else None
 
 
+#: Statistics by account, with the version of the closed trades they were computed from. A closed trade
+#: never changes again (the write path only updates open ones; a backfill inserts new rows), so (number of
+#: closed trades, highest id) names the set exactly: one index lookup decides whether to read 10,000 rows.
+_STATS: OrderedDict[tuple[str, int], tuple[tuple[int, int], Statistics]] = OrderedDict()
+_STATS_KEPT = 512
+
+
 def statistics(session: Session, *, firm_id: str, account_id: int) -> Statistics:
     """Win rate, average win and loss, best and worst trade, lots, holding time and profit factor of the
     account's closed trades (net of costs; a trade at exactly 0 is neither a win nor a loss). Exact:
-    the sums are Decimal, read column by column (SQLite keeps money as text)."""
+    the sums are Decimal, read column by column (SQLite keeps money as text). Kept per account until its
+    closed trades change (:data:`_STATS`)."""
+    table = m.Trade.__table__
+    where = (table.c.firm_id == firm_id, table.c.account_id == account_id, table.c.status == "closed")
+    count, highest = session.execute(select(func.count(), func.max(table.c.id)).where(*where)).one()
+    version = (count or 0, highest or 0)
+    key = (firm_id, account_id)
+    kept = _STATS.get(key)
+    if kept is not None and kept[0] == version:
+        _STATS.move_to_end(key)
+        return kept[1]
+    stats = _compute_statistics(session, where)
+    _STATS[key] = (version, stats)
+    while len(_STATS) > _STATS_KEPT:
+        _STATS.popitem(last=False)
+    return stats
+
+
+def _compute_statistics(session: Session, where) -> Statistics:
     table = m.Trade.__table__
     stats = Statistics()
     # as exact decimal text (NUMERIC cast to text on PostgreSQL, the stored text on SQLite), parsed here:
     # 10,000 trades read in a few milliseconds instead of through the Money type row by row
-    rows = session.execute(select(cast(table.c.net, String), cast(table.c.closed_lots, String), table.c.held_s).where(
-        table.c.firm_id == firm_id, table.c.account_id == account_id, table.c.status == "closed")).all()
+    rows = session.execute(select(cast(table.c.net, String), cast(table.c.closed_lots, String), table.c.held_s)
+                           .where(*where)).all()
     for net_text, lots_text, held in rows:
         net, lots = Decimal(net_text), Decimal(lots_text)
         stats.trades += 1
