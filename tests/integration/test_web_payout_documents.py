@@ -97,3 +97,23 @@ def test_certificates_are_issued_once_downloaded_and_verified_by_anyone_with_the
 def _certificates(world) -> list[Certificate]:
     with world.sessions() as s:
         return list(s.scalars(select(Certificate)))
+
+
+def test_the_api_takes_the_same_methods_and_refuses_a_half_given_destination(world):
+    from support.lifecycle import funded_account
+    from decimal import Decimal
+
+    from propcrm.services.payouts import METHODS
+
+    account = funded_account(world.sessions, firm="fa", version_id=world.life, external_id="D9",
+                             trader_id=world.traders["t1"], balance=Decimal("10500"))
+    world.client.cookies.clear()
+    schema = world.client.get("/openapi.json").json()["components"]["schemas"]["PayoutIn"]["properties"]["method"]
+    assert set(schema["anyOf"][0]["enum"]) == set(METHODS)  # the API's list is the service's
+    half = world.client.post("/api/v1/payouts", json={"account_id": account, "method": "paypal"},
+                             headers=world.headers("trader"))
+    assert half.status_code == 422 and "destination" in half.text
+    done = world.client.post("/api/v1/payouts", json={"account_id": account, "method": "paypal",
+                                                      "destination": "t1@traders.example"}, headers=world.headers("trader"))
+    assert done.status_code == 201 and done.json()["method"] == "paypal"
+    assert done.json()["destination"] == "t1@traders.example"
