@@ -155,4 +155,6 @@ def journal_view(session: Session, account: m.Account, *, offset: int, month: st
     stats = trade_service.statistics(session, firm_id=account.firm_id, account_id=account.id)
     year, number = month_of(month, program.calendar.session(now)[0])
     return {"page": page, "stats": stats, "calendar": pnl_calendar(session, account, program, year, number),
-            "timing": timing(account, program, st, now), "hours": hours}
+            "timing": timing(account, program, st, now), "hours": hours,
+            "account": {"id": account.id, "external_id": account.external_id, "status": account.status,
+                        "currency": program.pack.currency}}

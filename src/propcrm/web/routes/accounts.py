@@ -165,11 +165,9 @@ def _account_page(request: Request, account_id: int, user, session) -> Response:
 def account_trades(request: Request, account_id: int, user: Role(*STAFF), session: Db) -> Response:
     """The account's trade journal, as its trader sees it: statistics, daily P/L calendar, closed trades."""
     account = _account(session, user, account_id)
-    detail = account_service.account_detail(session, firm_id=user.firm_id, account_id=account.id)
     offset = int_param(request.query_params.get("offset"), 0, 0, 10_000_000)
-    return render(request, "accounts/trades.html", {
-        "account": account, "a": detail,
-        "j": journal_view(session, account, offset=offset, month=text_param(request.query_params.get("month"), 7))})
+    journal = journal_view(session, account, offset=offset, month=text_param(request.query_params.get("month"), 7))
+    return render(request, "accounts/trades.html", {"account": account, "a": journal["account"], "j": journal})
 
 
 @router.get("/office/accounts/{account_id}/series.json")

@@ -84,10 +84,9 @@ def portal_trades(request: Request, account_id: AccountId, user: Trader, session
                   offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
                   month: Annotated[str | None, Query(max_length=7)] = None) -> Response:
     """The account's trade journal: statistics, the daily P/L calendar and the closed trades."""
-    card = q.card(session, firm_id=user.firm_id, trader_id=_scope(user), account_id=account_id)  # 404 outside scope
-    account = get_account(session, firm_id=user.firm_id, account_id=account_id, trader_id=_scope(user))
-    return render(request, "portal/trades.html", {
-        "card": card, "a": card.detail, "j": journal_view(session, account, offset=offset, month=month)})
+    account = get_account(session, firm_id=user.firm_id, account_id=account_id, trader_id=_scope(user))  # 404
+    journal = journal_view(session, account, offset=offset, month=month)
+    return render(request, "portal/trades.html", {"a": journal["account"], "j": journal})
 
 
 @router.get("/portal/accounts/{account_id}/card")
