@@ -106,3 +106,9 @@ def test_every_card_shows_todays_pnl_the_reset_countdown_start_and_deadline(worl
     assert f"at {midnight:%a %d %b} 00:00 Europe/Prague" in text
     assert "Started " in text and "Phase deadline none: this phase has no time limit" in text
     assert f'href="/portal/accounts/{world.accounts["A3"]}/trades"' in card
+
+
+def test_the_profile_leads_a_trader_to_changing_their_password(world):
+    profile = browse(world, "fa:trader").get("/portal/profile").text
+    assert 'href="/account/password">Change your password</a>' in profile
+    assert browse(world, "fa:trader").get("/account/password").status_code == 200  # (the form: test_people.py)
