@@ -20,9 +20,10 @@ PAGES = {
     "risk": ["/office/accounts", "/office/accounts/{A1}", "/office/cases", "/office/audit", "/office/platforms",
              "/account/password"],
     "finance": ["/office/payouts", "/office/dashboard", "/account/password"],
-    "support": ["/office/accounts", "/office/accounts/{A1}", "/office/decisions", "/account/password"],
-    "trader": ["/portal", "/portal/accounts/{A1}", "/portal/payouts", "/portal/profile", "/portal/messages",
-               "/account/password"],
+    "support": ["/office/accounts", "/office/accounts/{A1}", "/office/accounts/{A1}/trades", "/office/decisions",
+                "/account/password"],
+    "trader": ["/portal", "/portal/accounts/{A1}", "/portal/accounts/{A1}/trades", "/portal/payouts",
+               "/portal/certificates", "/portal/profile", "/portal/messages", "/account/password"],
 }
 
 
