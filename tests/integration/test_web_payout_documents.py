@@ -117,3 +117,15 @@ def test_the_api_takes_the_same_methods_and_refuses_a_half_given_destination(wor
                                                       "destination": "t1@traders.example"}, headers=world.headers("trader"))
     assert done.status_code == 201 and done.json()["method"] == "paypal"
     assert done.json()["destination"] == "t1@traders.example"
+
+
+def test_the_api_marks_an_approved_payout_sent_once(world):
+    payout = _approved(world, "D8")
+    url = f"/api/v1/payouts/{payout}/sent"
+    world.client.cookies.clear()
+    assert world.client.post(url, json={"reference": "TX-9"}, headers=world.headers("support")).status_code == 403
+    assert world.client.post(url, json={"reference": "x"}, headers=world.headers("finance")).status_code == 422
+    done = world.client.post(url, json={"reference": "TX-9001"}, headers=world.headers("finance"))
+    assert done.status_code == 200 and done.json()["payment_reference"] == "TX-9001" and done.json()["sent_at"]
+    again = world.client.post(url, json={"reference": "TX-9002"}, headers=world.headers("finance"))
+    assert again.status_code == 409 and "sent already" in again.text

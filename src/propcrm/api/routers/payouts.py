@@ -106,6 +106,18 @@ def reject(payout_id: Id, body: ReasonIn, user: FinanceUser, session: Db):
     return refused(result) if isinstance(result, Refusal) else _view(session, result, user)
 
 
+class SentIn(BaseModel):
+    reference: str = Field(min_length=3, max_length=200, description="the payment's reference (transfer id, tx hash)")
+
+
+@router.post("/payouts/{payout_id}/sent",
+             summary="Record that an approved payout's money is sent, with the payment's reference (once; audited)")
+def sent(payout_id: Id, body: SentIn, user: FinanceUser, session: Db):
+    result = payouts.mark_sent(session, firm_id=user.firm_id, payout_id=payout_id, reference=body.reference,
+                               actor=user.actor)
+    return refused(result) if isinstance(result, Refusal) else _view(session, result, user)
+
+
 @router.post("/decisions/{decision_id}/resolve", status_code=201,
              summary="Resolve a violation so it no longer blocks payouts or scaling (the decision stays)")
 def resolve(decision_id: Id, body: ReasonIn, user: RiskUser, session: Db):
