@@ -129,3 +129,22 @@ def test_partial_closes_costs_and_a_position_opened_before_propcrm_saw_the_accou
             ("c1", Decimal("0.5"), Decimal("46.5")), ("c2", Decimal("1.5"), Decimal("288.25")),
             ("c3", Decimal(1), Decimal(-20))]
         assert all(c.event_seq for c in closes)
+
+
+def test_the_backfill_command_rebuilds_the_history_of_every_firm(db_url):
+    from typer.testing import CliRunner
+
+    from propcrm.cli.main import app
+
+    lines = [x.rstrip(b"\n") for x in generate(FirmSpec(accounts=4, days=2, seed=3))]
+    Session = sessions(make_engine(db_url))
+    _load(Session, lines)
+    EvaluationWorker(Session).run_until_idle()
+    before = _stored(Session)
+    with Session.begin() as s:  # a database evaluated before the projection existed
+        s.execute(m.TradeClose.__table__.delete())
+        s.execute(m.Trade.__table__.delete())
+    result = CliRunner().invoke(app, ["trades", "backfill", "--database-url", db_url])
+    assert result.exit_code == 0, result.output
+    assert "rebuilt the trade history of 4 accounts" in result.output
+    assert _stored(Session) == before == _expected(lines)
