@@ -111,6 +111,8 @@ def test_sinks_are_journalled_once_and_the_stream_resumes(bridge, sim, tmp_path)
     kinds = [(e.body["type"], e.body["id"]) for e in poll.events]
     deals = sim.deals
     assert ("session", f"login-{login}-{sim.accounts[int(login)].last_access}") in kinds
+    [session] = [e for e in poll.events if e.body["type"] == "session"]
+    assert session.body["device"].endswith(f":{login}")  # the terminal's kind alone would link every user
     assert ("trade_opened", f"deal-{deals[-2].Deal}") in kinds and ("trade_closed", f"deal-{deals[-1].Deal}") in kinds
     assert not any(e.body["id"] == f"deal-{deals[0].Deal}" for e in poll.events)  # "pc init": propcrm's own
     cursor = poll.cursor

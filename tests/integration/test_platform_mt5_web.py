@@ -220,3 +220,18 @@ def test_propcrm_balance_operations_are_not_ingested_twice():
     [event] = deal_events(Mt5Deal.from_record({**base, "Comment": "manual"}), ServerClock("UTC"))
     assert event.body["reason"] == "withdrawal" and event.body["amount"] == Decimal("-500.00")
     assert deal_events(Mt5Deal.from_record({**base, "Action": "3"}), ServerClock("UTC")) == []  # credit
+
+
+def test_logins_are_reported_without_a_device_that_would_link_every_account(sim):
+    """MT5 names no device: two traders logging in must not share one (linkage weighs a shared device as
+    strong evidence; a constant "mt5" linked every account of the platform and opened a case that blocked
+    the demo's funded trader's payout)."""
+    gateway = _gateway(sim)
+    gateway.open()
+    logins = [_funded(sim, gateway) for _ in range(2)]
+    for n, login in enumerate(logins):
+        sim.server.login_seen(int(login), f"198.51.100.{n + 1}")
+    poll = gateway.poll(None, logins, start=dt.datetime.now(UTC) - dt.timedelta(minutes=1))
+    devices = {e.login: e.body["device"] for e in poll.events if e.body["type"] == "session"}
+    assert set(devices) == set(logins) and len(set(devices.values())) == 2
+    gateway.close()

@@ -21,9 +21,10 @@ PAGES = {
              "/office/halts", "/office/halts?pack=two-step-100k&preview=true",
              "/office/packs/two-step-100k/versions/{V1}/rebind", "/account/password"],
     "finance": ["/office/payouts", "/office/dashboard", "/account/password"],
-    "support": ["/office/accounts", "/office/accounts/{A1}", "/office/decisions", "/account/password"],
-    "trader": ["/portal", "/portal/accounts/{A1}", "/portal/payouts", "/portal/profile", "/portal/messages",
-               "/account/password"],
+    "support": ["/office/accounts", "/office/accounts/{A1}", "/office/accounts/{A1}/trades", "/office/decisions",
+                "/account/password"],
+    "trader": ["/portal", "/portal/accounts/{A1}", "/portal/accounts/{A1}/trades", "/portal/payouts",
+               "/portal/certificates", "/portal/profile", "/portal/messages", "/account/password"],
 }
 
 

@@ -196,7 +196,15 @@ def test_a_payout_is_requested_through_the_form_and_a_second_request_is_refused(
     assert page.post_form("/portal/payouts", {"account_id": str(funded)}, csrf=False).status_code == 403
     with world.sessions() as s:
         assert s.scalars(select(Payout)).all() == []  # the refused form changed nothing
-    response = page.post_form("/portal/payouts", {"account_id": str(funded)})
+    # the portal asks how to be paid: without a method (or with an unknown one) nothing is stored
+    for bad in ({}, {"method": "cash", "destination": "DE89 3704 0044 0532 0130 00"}, {"method": "wise"}):
+        refused = text_of(page.post_form("/portal/payouts", {"account_id": str(funded), **bad},
+                                         follow_redirects=True).text)
+        assert "The request was not accepted: method" in refused or "destination: 3 to 200" in refused, bad
+    with world.sessions() as s:
+        assert s.scalars(select(Payout)).all() == []
+    pay = {"method": "bank_transfer", "destination": "DE89 3704 0044 0532 0130 00"}
+    response = page.post_form("/portal/payouts", {"account_id": str(funded), **pay})
     assert response.status_code == 303 and response.headers["location"].startswith("/portal/payouts")
     after = page.get("/portal/payouts")
     words = text_of(after.text)
@@ -205,10 +213,11 @@ def test_a_payout_is_requested_through_the_form_and_a_second_request_is_refused(
     with world.sessions() as s:
         row = s.scalars(select(Payout)).one()
         assert (row.status, row.account_id, row.trader_amount) == ("requested", funded, Decimal("400"))
+        assert (row.method, row.destination) == ("bank_transfer", "DE89 3704 0044 0532 0130 00")
     assert [e.entity_id for e in world.audit("payout.requested")] == [str(row.id)]
     # the eligibility now fails "no open request", and a second post is stored as refused with the reason
     assert "no open request: payout" in words and "F1 not eligible now" in words
-    second = page.post_form("/portal/payouts", {"account_id": str(funded)}, follow_redirects=True)
+    second = page.post_form("/portal/payouts", {"account_id": str(funded), **pay}, follow_redirects=True)
     assert second.status_code == 200
     refused = text_of(second.text)
     assert re.search(rf"Payout request \d+ was refused: no_open_request: payout {row.id} of this account is still open",

@@ -91,6 +91,20 @@ def _payout(w: World, *, prepared: bool) -> str:
         return str(row.id)
 
 
+def _approved_payout(w: World) -> str:
+    """An approved payout of a funded account, not sent yet (as finance's approval leaves it)."""
+    account_id = _funded(w)
+    with w.sessions.begin() as s:
+        account = s.get(m.Account, account_id)
+        row = Payout(firm_id="fa", account_id=account_id, trader_id=account.trader_id,
+                     lineage=payouts.lineage_of(account.external_id), status="approved", requested_by="test",
+                     manual_deduction=Decimal(0), withdrawal=Decimal(100), trader_amount=Decimal(80),
+                     method="wise", destination="t1@traders.example")
+        s.add(row)
+        s.flush()
+        return str(row.id)
+
+
 def _scalable(w: World, who=None) -> str:
     """A funded account with one paid-out payout and unpaid profit: eligible for its plan's scaling."""
     account_id = _funded(w)
@@ -175,6 +189,8 @@ ROUTES: list[Route] = [
     Route("POST", "/api/v1/payouts/{payout_id}/approve", FINANCE, path=lambda w, who: _payout(w, prepared=True)),
     Route("POST", "/api/v1/payouts/{payout_id}/reject", FINANCE, path=lambda w, who: _payout(w, prepared=False),
           body=lambda w, who: {"reason": "bank details missing"}),
+    Route("POST", "/api/v1/payouts/{payout_id}/sent", FINANCE, path=lambda w, who: _approved_payout(w),
+          body=lambda w, who: {"reference": "WISE-TX-1"}),
     Route("POST", "/api/v1/decisions/{decision_id}/resolve", RISK, path=_violation,
           body=lambda w, who: {"reason": "platform glitch"}),
     Route("GET", "/api/v1/accounts/{account_id}/scaling", ALL, path=lambda w, who: str(w.accounts["A1"])),

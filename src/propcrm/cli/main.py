@@ -468,6 +468,19 @@ def bench_web(
     run_bench(accounts=accounts, events=events, db=db, database_url=database_url, requests=requests, urls=url)
 
 
+@bench_app.command("portal")
+def bench_portal(
+    trades: Annotated[int, typer.Option(help="closed trades of the trader's account")] = 10_000,
+    db: Annotated[Optional[str], typer.Option("--db", help="SQLite file to build, or to reuse when it exists")] = None,
+    requests: Annotated[int, typer.Option(help="timed requests per page")] = 100,
+) -> None:
+    """Response times of the trader portal (accounts, journal, statistics, P/L calendar) for a trader with
+    many trades (p50/p95/p99/max per page)."""
+    from ..tools.bench_portal import bench_portal as run_bench
+
+    run_bench(trades=trades, db=db, requests=requests)
+
+
 @bench_app.command("login")
 def bench_login(
     threads: Annotated[int, typer.Option(help="anonymous clients posting wrong passwords")] = 8,
@@ -616,6 +629,36 @@ def accounts_refresh_figures(
     finally:
         engine.dispose()
     print(f"refreshed the figures of {done:,} account {'state' if done == 1 else 'states'}")
+
+
+trades_app = typer.Typer(help="The trade-history projection (positions opened and closed).", no_args_is_help=True)
+app.add_typer(trades_app, name="trades")
+
+
+@trades_app.command("backfill")
+def trades_backfill(
+    firm: Annotated[Optional[str], typer.Option("--firm", help="only this firm (default: every firm)")] = None,
+    database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DATABASE_URL_HELP)] = None,
+) -> None:
+    """Rebuild the trade history of every account (of a firm) from the embedded event log: for accounts
+    evaluated before the projection existed (migration 0015). Running it again gives the same rows."""
+    from sqlalchemy import select
+
+    from ..adapters.db import models as m
+    from ..adapters.db.session import sessions
+    from ..services.trades import backfill
+
+    engine = database(database_url)
+    try:
+        with sessions(engine).begin() as session:
+            firms = [firm] if firm else list(session.scalars(select(m.Firm.id).order_by(m.Firm.id)))
+            accounts = events = 0
+            for firm_id in firms:
+                report = backfill(session, firm_id=firm_id)
+                accounts, events = accounts + report.accounts, events + report.events
+    finally:
+        engine.dispose()
+    print(f"rebuilt the trade history of {accounts:,} accounts from {events:,} trade events")
 
 
 @packs_app.command("add")

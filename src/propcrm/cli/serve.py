@@ -9,6 +9,7 @@ accounts breach and pass live.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import logging
@@ -52,7 +53,7 @@ def seed_demo_firm(session_factory, *, accounts: int, seed: int = 7) -> DemoFirm
     from ..services.apikeys import create_key
     from ..services.passwords import generate_password
     from ..services.users import create_user
-    from ..synth.firm import FirmSpec, traders
+    from ..synth.firm import FirmSpec
 
     spec = FirmSpec(accounts=accounts, seed=seed)
     with session_factory.begin() as session:
@@ -71,23 +72,7 @@ def seed_demo_firm(session_factory, *, accounts: int, seed: int = 7) -> DemoFirm
         )
         session.add(product)
         session.flush()
-        names = []
-        first_trader_id = None
-        for trader in traders(spec):
-            row = m.Trader(firm_id=DEMO_FIRM, name=f"Trader {trader.account}", email=f"{trader.account.lower()}@traders.example")
-            session.add(row)
-            session.flush()
-            first_trader_id = first_trader_id or row.id
-            create_account(
-                session,
-                firm_id=DEMO_FIRM,
-                external_id=trader.account,
-                pack_version_id=versions["two-step-100k"].id,
-                platform="demo",
-                trader_id=row.id,
-                product_id=product.id,
-            )
-            names.append(trader.account)
+        names, first_trader_id = open_cohort(session, spec)
         logins = {}
         for role in DEMO_ROLES:
             email = f"{role}@demo.propcrm"
@@ -104,6 +89,44 @@ def seed_demo_firm(session_factory, *, accounts: int, seed: int = 7) -> DemoFirm
         key_id, secret = create_key(session, firm_id=DEMO_FIRM, platform="demo")
         _seed_funded_story(session, version_id=versions["two-step-scaling-100k"].id, trader_id=first_trader_id)
     return DemoFirm(key_id=key_id, secret=secret, accounts=names, logins=logins)
+
+
+def open_cohort(session, spec) -> tuple[list[str], int | None]:
+    """Traders and challenge accounts (2-Step 100k) for the synthetic firm ``spec``, named as its feed
+    names them; those that exist already are kept. Returns the names and the first trader's id."""
+    from ..synth.firm import traders
+
+    product = session.scalar(select(m.Product).where(m.Product.firm_id == DEMO_FIRM).order_by(m.Product.id))
+    existing = set(session.scalars(select(m.Account.external_id).where(m.Account.firm_id == DEMO_FIRM)))
+    names, first_trader_id = [], None
+    for trader in traders(spec):
+        names.append(trader.account)
+        if trader.account in existing:
+            continue
+        row = m.Trader(firm_id=DEMO_FIRM, name=f"Trader {trader.account}", email=f"{trader.account.lower()}@traders.example")
+        session.add(row)
+        session.flush()
+        first_trader_id = first_trader_id or row.id
+        create_account(session, firm_id=DEMO_FIRM, external_id=trader.account, pack_version_id=product.pack_version_id,
+                       platform="demo", trader_id=row.id, product_id=product.id)
+    return names, first_trader_id
+
+
+def renew_demo_logins(session_factory) -> dict[str, str]:
+    """A restart of the demo: new passwords for the demo firm's users (they are printed, never stored in
+    clear), so every start says how to log in. Only the users the demo made (``role@demo.propcrm``)."""
+    from ..services.users import reset_password
+
+    logins = {}
+    with session_factory.begin() as session:
+        for role in DEMO_ROLES:
+            user = session.scalar(select(m.User).where(m.User.firm_id == DEMO_FIRM,
+                                                       m.User.email == f"{role}@demo.propcrm"))
+            if user is not None and user.active:
+                _, password = reset_password(session, firm_id=DEMO_FIRM, user_id=user.id, password=None,
+                                             actor="demo: restart")
+                logins[user.email] = password
+    return logins
 
 
 def _seed_funded_story(session, *, version_id: int, trader_id: int) -> None:
@@ -138,11 +161,16 @@ def _seed_funded_story(session, *, version_id: int, trader_id: int) -> None:
 
 
 def demo_feed(base_url: str, key_id: str, secret: str, *, accounts: int, rate: float, stop: threading.Event,
-              seed: int = 7, batch: int = 500) -> None:
-    """Stream the synthetic firm into the server over the signed API, ``rate`` events per second."""
+              seed: int = 7, batch: int = 500, created: dt.date | None = None, open_accounts=None) -> None:
+    """Stream the demo firm into the server over the signed API: its history (ending on ``created``, the
+    day the firm was made) at ``rate`` events per second, then trading in real time, one generation
+    a week, for as long as the service runs (:mod:`propcrm.tools.demo_firm`). ``open_accounts(spec)``
+    opens the accounts of a new generation's cohort before its events are sent."""
     from ..synth.firm import FirmSpec, generate
+    from ..tools.demo_firm import Pacer, clock, current_generation, generation_spec, retag
 
-    lines = generate(FirmSpec(accounts=accounts, seed=seed))
+    base = FirmSpec(accounts=accounts, seed=seed)
+    created = created or clock().date()
     pause = batch / rate if rate > 0 else 0.0
     with httpx.Client(base_url=base_url, timeout=30) as client:
         for _ in range(150):  # the server starts listening a moment after this thread starts
@@ -153,27 +181,47 @@ def demo_feed(base_url: str, key_id: str, secret: str, *, accounts: int, rate: f
                 pass
             if stop.wait(0.2):
                 return
+        generation = current_generation(created, base.days, clock().date())
         while not stop.is_set():
-            chunk = [line for _, line in zip(range(batch), lines)]
-            if not chunk:
-                log.info("demo feed: the synthetic firm's history is fully sent")
-                return
-            body = b"".join(chunk)
-            ts = str(int(time.time()))
-            mac = hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
-            try:
-                response = client.post(
-                    "/api/v1/events",
-                    content=body,
-                    headers={"X-Propcrm-Key": key_id, "X-Propcrm-Timestamp": ts, "X-Propcrm-Signature": f"sha256={mac}",
-                             "Content-Type": "application/x-ndjson"},
-                )
-                if response.status_code != 200:
-                    log.warning("demo feed: %s %s", response.status_code, response.text[:200])
-            except httpx.HTTPError as exc:
-                log.warning("demo feed: %s", exc)
-                stop.wait(1.0)
-            stop.wait(pause)
+            spec = generation_spec(base, created, generation)
+            if generation and open_accounts is not None:
+                open_accounts(spec)
+            log.info("demo feed: generation %d (%s accounts from %s)", generation, f"{spec.accounts:,}", spec.start)
+            lines = (retag(line, generation) for line in generate(spec))
+            for chunk in Pacer(lines, batch=batch, now=clock, wait=stop.wait):
+                _post(client, key_id, secret, b"".join(chunk), stop)
+                if stop.wait(pause if len(chunk) == batch else 0):
+                    return
+            generation += 1
+
+
+def _post(client, key_id: str, secret: str, body: bytes, stop: threading.Event) -> None:
+    ts = str(int(time.time()))
+    mac = hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+    try:
+        response = client.post(
+            "/api/v1/events",
+            content=body,
+            headers={"X-Propcrm-Key": key_id, "X-Propcrm-Timestamp": ts, "X-Propcrm-Signature": f"sha256={mac}",
+                     "Content-Type": "application/x-ndjson"},
+        )
+        if response.status_code != 200:
+            log.warning("demo feed: %s %s", response.status_code, response.text[:200])
+    except httpx.HTTPError as exc:
+        log.warning("demo feed: %s", exc)
+        stop.wait(1.0)
+
+
+def _demo_created(session_factory) -> dt.date:
+    """The day the demo firm was made: its history ends then (:func:`propcrm.tools.demo_firm.history_start`)."""
+    with session_factory() as session:
+        created = session.scalar(select(m.Firm.created_at).where(m.Firm.id == DEMO_FIRM))
+    return (created or dt.datetime.now(dt.timezone.utc)).date()
+
+
+def _open_cohort_now(session_factory, spec) -> None:
+    with session_factory.begin() as session:
+        open_cohort(session, spec)
 
 
 #: Seconds between two looks for events when nothing wakes the worker: in ``propcrm serve`` ingestion
@@ -215,7 +263,10 @@ def _dispatch_loop(dispatcher, stop: threading.Event) -> None:
 
 
 def _status_loop(session_factory, stop: threading.Event, print_, every: float = 5.0) -> None:
-    """For the demo: a line every few seconds with what the firm looks like now."""
+    """For the demo: what the firm looks like now, looked at every few seconds and printed when it changed."""
+    from ..tools.demo_firm import StatusLine
+
+    line = StatusLine(print_)
     while not stop.wait(every):
         try:
             with session_factory() as session:
@@ -224,12 +275,10 @@ def _status_loop(session_factory, stop: threading.Event, print_, every: float = 
                 statuses = dict(session.execute(select(m.Account.status, func.count()).group_by(m.Account.status)).all())
         except Exception:  # noqa: BLE001 - a status line is never worth stopping for
             continue
-        print_(
+        line.show(
             f"events evaluated {events.get('applied', 0):,} (pending {events.get('pending', 0):,}) · "
             f"accounts {', '.join(f'{k} {v:,}' for k, v in sorted(statuses.items()))} · "
-            f"decisions {', '.join(f'{k} {v:,}' for k, v in sorted(decisions.items())) or 'none yet'}",
-            flush=True,
-        )
+            f"decisions {', '.join(f'{k} {v:,}' for k, v in sorted(decisions.items())) or 'none yet'}")
 
 
 def run_worker(*, database_url: str | None, once: bool = False) -> None:
@@ -294,6 +343,8 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
                     key_id, secret = create_key(session, firm_id=DEMO_FIRM, platform="demo")
                     names = list(session.scalars(select(m.Account.external_id).where(m.Account.firm_id == DEMO_FIRM)))
                     seeded = DemoFirm(key_id=key_id, secret=secret, accounts=names)
+            if seeded is not None:
+                seeded.logins = renew_demo_logins(session_factory)
     stop = threading.Event()
     threads = [threading.Thread(target=anchor_loop, args=(sessions(engine, readonly=True), url, stop),
                                 name="audit-anchors", daemon=True)]
@@ -324,7 +375,8 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
             threading.Thread(
                 target=demo_feed,
                 args=(base, seeded.key_id, seeded.secret),
-                kwargs=dict(accounts=demo_accounts, rate=demo_rate, stop=stop),
+                kwargs=dict(accounts=demo_accounts, rate=demo_rate, stop=stop, created=_demo_created(session_factory),
+                            open_accounts=lambda spec: _open_cohort_now(session_factory, spec)),
                 name="demo-feed",
                 daemon=True,
             )
@@ -347,13 +399,15 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
     else:
         print_("audit log: NOT keyed or anchored — set PROPCRM_AUDIT_KEY (or _KEY_FILE) and PROPCRM_AUDIT_ANCHOR_DIR")
     if seeded is not None and seeded.logins:
-        print_(f"demo firm 'demo' seeded; log in at {base}/login (or POST /api/v1/login) as:")
+        print_(f"demo firm 'demo' ready; log in at {base}/login (or POST /api/v1/login) as:")
         for email, password in seeded.logins.items():
             print_(f"  firm demo  {email:24}  password {password}")
-        print_("(demo passwords are printed once, now; create your own with `propcrm users create`)")
+        print_("(the demo users get new passwords on every start, printed here; create your own with "
+               "`propcrm users create`)")
     if seeded is not None:
-        print_(f"demo platform feed: {len(seeded.accounts):,} accounts streaming at ~{demo_rate:,.0f} events/s; "
-               "a status line follows every 5 s. Stop with Ctrl-C.", flush=True)
+        print_(f"demo platform feed: {len(seeded.accounts):,} accounts; their history up to now streams at "
+               f"~{demo_rate:,.0f} events/s, then trading goes on in real time (a new cohort each week). "
+               "A status line follows whenever the figures change. Stop with Ctrl-C.", flush=True)
     try:
         uvicorn.run(create_app(url), host=host, port=port, log_level="warning",
                     timeout_graceful_shutdown=5)  # open live streams must not hold the exit

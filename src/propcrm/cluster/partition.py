@@ -55,6 +55,7 @@ from ..engine.runner import Engine
 from ..engine.evaluate import copy_state
 from ..services.catalog import PackCache
 from ..services.ingest import ahead_of_clock, max_ahead_from_env, quarantine_lines
+from ..services.trades import TRADE_EVENTS
 from ..services.outcomes import (
     RESEND,
     STATE_DECODER,
@@ -608,6 +609,7 @@ class PartitionStore:
                     f"not applied: the events of {account} in this batch could not be evaluated ({error}); "
                     "nothing of them was applied")
             return len(events)
+        refused = {problem.line for problem in engine.rejected}
         if engine.rejected:
             if not silent:
                 for problem in engine.rejected:
@@ -623,6 +625,11 @@ class PartitionStore:
         changed = set(accounts)
         if before is not None:
             changed.update(a for a, st in states.items() if before.get(a) is not st)
+        trades: dict[str, list] = {}  # the accepted trade events per account (trade-history projection)
+        if not silent:
+            for ev, number in zip(events, lines_of):
+                if isinstance(ev, TRADE_EVENTS) and number not in refused:
+                    trades.setdefault(ev.account, []).append((ev, None))
         by_account: dict[str, list[Decision]] = {}
         for decision in decisions:
             by_account.setdefault(decision.account, []).append(decision)
@@ -649,6 +656,7 @@ class PartitionStore:
             # each decision links to its event: the stream sequence of the message that carried it (one
             # stream holds every partition, so the sequence is unique) beside the decision's event id
             outcome.decisions.extend((d, message.seq) for d in by_account.get(external_id, ()))
+            outcome.trades.extend(trades.get(external_id, ()))
         return len(events)
 
     @staticmethod

@@ -73,6 +73,7 @@ NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Users", "/office/users", ADMIN),
     ("My accounts", "/portal", TRADER),
     ("Payouts", "/portal/payouts", TRADER),
+    ("Certificates", "/portal/certificates", TRADER),
     ("Messages", "/portal/messages", TRADER),
     ("Profile & KYC", "/portal/profile", TRADER),
 )

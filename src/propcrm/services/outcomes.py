@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TypeVar
 
@@ -28,6 +28,7 @@ from ..domain.decisions import ENCODER as DECISION_ENCODER
 from ..domain.decisions import Decision
 from ..domain.state import AccountState
 from . import audit
+from . import trades as trade_history
 from .accounts import FIGURE_COLUMNS, figures_for_states
 from .catalog import create_account
 from .ingest import quarantine_lines
@@ -146,8 +147,9 @@ class AccountRef:
 @dataclass
 class AccountOutcome:
     """One account's result of a batch: its new state and position, its decisions (each with the
-    stored event it came from, when there is one), and the status the engine gives it (``None``:
-    leave the status alone)."""
+    stored event it came from, when there is one), the status the engine gives it (``None``:
+    leave the status alone), and the trade events the engine accepted, in order, each with its stored
+    seq when there is one (for the trade-history projection, :mod:`propcrm.services.trades`)."""
 
     account: AccountRef
     state: AccountState
@@ -159,6 +161,7 @@ class AccountOutcome:
     #: batch (``None``: unknown). When the two are equal only the position (``last_seq``) is written.
     encoded: bytes | None = None
     stored: bytes | None = None
+    trades: list[tuple[object, int | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -168,6 +171,7 @@ class WriteReport:
     outbox: int = 0
     audit: int = 0
     status_changes: int = 0
+    trades: int = 0
 
 
 def write_outcomes(session: Session, outcomes: list[AccountOutcome], *, states: bool = True) -> WriteReport:
@@ -238,6 +242,8 @@ def write_outcomes(session: Session, outcomes: list[AccountOutcome], *, states: 
         session.execute(insert(m.OutboxMessage.__table__), outbox_rows)
     report.outbox = len(outbox_rows)
     report.audit = len(audit.append_many(session, entries))
+    report.trades = trade_history.record(
+        session, [(o.account.firm_id, o.account.id, o.trades) for o in outcomes if o.trades])
     return report
 
 
@@ -384,10 +390,12 @@ def _open_next_phase(
 
 
 def outcome_for(account: AccountRef, state: AccountState, program, last_seq: int,
-                decisions: list[tuple[Decision, int | None]], status_ts: dt.datetime) -> AccountOutcome:
-    """An account's outcome: the engine's status for it unless staff hold it (:data:`HELD`)."""
+                decisions: list[tuple[Decision, int | None]], status_ts: dt.datetime, *,
+                trades: list[tuple[object, int | None]] | None = None) -> AccountOutcome:
+    """An account's outcome: the engine's status for it unless staff hold it (:data:`HELD`). ``trades``:
+    the accepted trade events (with their stored seq) for the trade-history projection."""
     status = None if account.status in HELD else account_status(state.status, program)
-    return AccountOutcome(account, state, last_seq, decisions, status, status_ts)
+    return AccountOutcome(account, state, last_seq, decisions, status, status_ts, trades=trades or [])
 
 
 def account_status(engine_status: str, program) -> str:

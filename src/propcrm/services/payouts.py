@@ -22,6 +22,9 @@ A payout can only pay what the rules allow, once:
   preparer and of the other approvers: not sponsored by them, not their sponsor, no sponsor in common
   (``users.dependence``), so one admin cannot create two finance users and pay alone. Approval
   re-checks everything and refuses when the amount has changed since it was prepared.
+* **Paying out**: the trader names a method and a destination with the request (:data:`METHODS`);
+  after approval finance records the payment's reference when the money is sent (:func:`mark_sent`,
+  audited, the trader told), and the trader downloads a statement (``services/documents.py``).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
 from ..adapters.db.models_lifecycle import Payout, PayoutApproval, Scaling
-from ..domain.money import HUNDRED, ZERO, fmt
+from ..domain.money import HUNDRED, ZERO, fmt, fmt_pct
 from ..domain.payouts import Amount, Carried, Check, amount as payout_amount, consistency_check, split_for
 from ..domain.program import PhaseProgram
 from ..domain.state import AccountState
@@ -46,7 +49,7 @@ from . import audit
 from .accounts import compiled_pack, get_account, money
 from .cases import open_cases_touching
 from .communications import notify_trader
-from .errors import NotFound
+from .errors import Invalid, NotFound
 from .evaluation import STATE_DECODER
 from .lifecycle import Refusal, decimal_of, kyc_cleared, now_utc, reason_text, settings_of
 
@@ -54,6 +57,29 @@ UTC = dt.timezone.utc
 SOURCE = "propcrm-payouts"
 OPEN = ("requested", "prepared")
 FUNDED_STATUSES = ("funded",)
+#: how a trader may be paid (value stored -> words shown)
+METHODS = {"bank_transfer": "bank transfer", "wise": "Wise", "paypal": "PayPal", "crypto_usdt": "USDT (crypto)"}
+MAX_DESTINATION = 200
+MAX_REFERENCE = 200
+
+
+def method_words(method: str | None) -> str:
+    return METHODS.get(method or "", "not given")
+
+
+def _printable(name: str, value: Any, limit: int) -> str:
+    """A one-line text of 3 to ``limit`` printable characters, or Invalid naming the field."""
+    text = value.strip() if isinstance(value, str) else ""
+    if not 3 <= len(text) <= limit or not text.isprintable():
+        raise Invalid(f"{name}: 3 to {limit} printable characters on one line are required")
+    return text
+
+
+def payment_details(method: Any, destination: Any) -> tuple[str, str]:
+    """The method (one of :data:`METHODS`) and destination of a request, validated at the edge."""
+    if method not in METHODS:
+        raise Invalid(f"method: one of {', '.join(METHODS)} is required")
+    return method, _printable("destination", destination, MAX_DESTINATION)
 
 
 def lineage_of(external_id: str) -> str:
@@ -310,7 +336,8 @@ def payout_view(session: Session, row: Payout, *, for_trader: bool = False) -> d
         "withdrawal": money(row.withdrawal), "checks": row.checks or [], "steps": row.steps or [],
         "failed_checks": [c for c in (row.checks or []) if not c.get("ok")],
         "reason": row.reason, "created_at": row.created_at, "prepared_at": row.prepared_at,
-        "decided_at": row.decided_at,
+        "decided_at": row.decided_at, "method": row.method, "method_words": method_words(row.method),
+        "destination": row.destination, "payment_reference": row.payment_reference, "sent_at": row.sent_at,
     }
 
 
@@ -365,15 +392,19 @@ def _freeze(row: Payout, found: Assessment) -> None:
 
 
 def request_payout(session: Session, *, firm_id: str, account_id: int, actor: str,
-                   trader_scope: int | None = None) -> Payout:
+                   trader_scope: int | None = None, method: str | None = None,
+                   destination: str | None = None) -> Payout:
     """A payout request. Always stored: ``requested`` when every check passes, otherwise ``refused``
-    with the checks that failed (the trader sees which and why)."""
+    with the checks that failed (the trader sees which and why). ``method`` and ``destination``: how the
+    trader wants to be paid (:func:`payment_details`; both or neither)."""
+    if method is not None or destination is not None:
+        method, destination = payment_details(method, destination)
     account = get_account(session, firm_id=firm_id, account_id=account_id, trader_id=trader_scope, for_update=True)
     found = assess(session, account=account)
     row = Payout(firm_id=firm_id, account_id=account.id, trader_id=account.trader_id,
                  lineage=lineage_of(account.external_id), status="requested" if found.ok else "refused",
                  open_slot=1 if found.ok else None, requested_by=actor, manual_deduction=ZERO, approvals_needed=1,
-                 created_at=now_utc())
+                 created_at=now_utc(), method=method, destination=destination)
     _freeze(row, found)
     if not found.ok:
         row.reason = "; ".join(f"{c.name}: {c.reason}" for c in found.failed)
@@ -382,7 +413,7 @@ def request_payout(session: Session, *, firm_id: str, account_id: int, actor: st
     session.flush()  # the unique open slot refuses a second open request (409 from the API)
     audit.append(session, actor=actor, action=f"payout.{row.status}", entity="payout", entity_id=str(row.id),
                  after={"account": account.external_id, "trader_amount": row.trader_amount,
-                        "failed": [c.name for c in found.failed]}, firm_id=firm_id)
+                        "failed": [c.name for c in found.failed], "method": method}, firm_id=firm_id)
     if account.trader_id is not None:
         if found.ok:
             text = f"Your payout request {row.id} for {fmt(row.trader_amount)} is received and will be reviewed."
@@ -620,9 +651,59 @@ def _mark_paid(session: Session, row: Payout, account: m.Account, actor: str) ->
         notify_trader(session, firm_id=account.firm_id, trader_id=account.trader_id, kind="payout",
                       key=f"payout:{row.id}:approved", account=account.external_id,
                       title=f"Payout {row.id} approved: {fmt(row.trader_amount)}",
-                      message=f"Your payout {row.id} of {fmt(row.trader_amount)} is approved. "
-                              + " · ".join(f"{s['label']}: {s['amount']}" for s in (row.steps or [])),
+                      message=approval_notice(row, account, currency=_program(session, account).pack.currency),
                       author=actor)
+
+
+def approval_notice(row: Payout, account: m.Account, *, currency: str) -> str:
+    """The approval in words a trader reads: the amount, how it is made up, and how it will be paid."""
+    parts = [f"Your payout {row.id} of {fmt(row.trader_amount)} {currency} from account {account.external_id} is "
+             f"approved."]
+    made = f"It is your {fmt_pct(row.split_pct) if row.split_pct is not None else '100%'} share of the payable profit of {fmt(_payable(row))} {currency}"
+    taken = []
+    if row.penalties:
+        taken.append(f"{fmt(row.penalties)} of profit the rules count only partly")
+    if row.manual_deduction:
+        taken.append(f"{fmt(row.manual_deduction)} deducted by finance"
+                     + (f" ({row.deduction_reason})" if row.deduction_reason else ""))
+    if row.profit is not None and taken:
+        made += f" (profit {fmt(row.profit)} less {' and '.join(taken)})"
+    parts.append(made + ", rounded down to the cent.")
+    if row.method:
+        parts.append(f"Finance sends it by {method_words(row.method)} to {row.destination}; you will be told "
+                     "when it is sent, with the payment's reference.")
+    parts.append("Your statement is in the portal under Payouts.")
+    return " ".join(parts)
+
+
+def _payable(row: Payout) -> Decimal:
+    for step in row.steps or ():
+        if step.get("label") == "payable profit":
+            return Decimal(str(step["amount"]))
+    return (row.trader_amount or ZERO) + (row.firm_amount or ZERO)
+
+
+def mark_sent(session: Session, *, firm_id: str, payout_id: int, reference: Any, actor: str) -> Payout | Refusal:
+    """Finance records that an approved payout's money is sent, with the payment's reference (a bank
+    transfer's id, a transaction hash). Once: a payout is sent at most once. Audited; the trader is told."""
+    text = _printable("reference", reference, MAX_REFERENCE)
+    row = get_payout(session, firm_id=firm_id, payout_id=payout_id, for_update=True)
+    if row.status != "approved":
+        return Refusal(f"payout {row.id} is {row.status}; only an approved payout is sent")
+    if row.sent_at is not None:
+        return Refusal(f"payout {row.id} was sent already on {row.sent_at:%Y-%m-%d %H:%M} UTC "
+                       f"(reference {row.payment_reference})")
+    row.payment_reference, row.sent_at, row.sent_by = text, now_utc(), actor
+    audit.append(session, actor=actor, action="payout.sent", entity="payout", entity_id=str(row.id),
+                 before={"sent": False}, after={"sent": True, "reference": text, "method": row.method},
+                 firm_id=firm_id)
+    if row.trader_id is not None:
+        how = f" by {method_words(row.method)} to {row.destination}" if row.method else ""
+        notify_trader(session, firm_id=firm_id, trader_id=row.trader_id, kind="payout",
+                      key=f"payout:{row.id}:sent", title=f"Payout {row.id} sent",
+                      message=f"Your payout {row.id} of {fmt(row.trader_amount)} was sent{how}; payment reference "
+                              f"{text}.", author=actor)
+    return row
 
 
 def reject_payout(session: Session, *, firm_id: str, payout_id: int, reason: str, actor: str) -> Payout | Refusal:
@@ -751,4 +832,4 @@ def open_liability(session: Session, *, firm_id: str, chunk: int = 2000) -> tupl
 
 __all__ = ["amount_now", "approve_payout", "assess", "carried_over", "get_payout", "lineage_of", "list_payouts",
            "open_liability", "payout_view", "prepare_payout", "preview", "reject_payout", "request_payout",
-           "resolve_violation"]
+           "resolve_violation", "METHODS", "approval_notice", "mark_sent", "method_words", "payment_details"]

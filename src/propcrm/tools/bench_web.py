@@ -326,7 +326,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def time_pages(url: str, *, urls: list[str], requests: int, n_accounts: int, console: Console,
-               seed: int = 3) -> list[dict[str, Any]]:
+               seed: int = 3, email: str = EMAIL) -> list[dict[str, Any]]:
     port = _free_port()
     log = Path(tempfile.mkdtemp(prefix="propcrm-bench-web-")) / "serve.log"
     env = {**os.environ, "PROPCRM_DATABASE_URL": url}
@@ -346,9 +346,9 @@ def time_pages(url: str, *, urls: list[str], requests: int, n_accounts: int, con
                 if server.poll() is not None:
                     raise RuntimeError(f"the server stopped; see {log}")
                 time.sleep(0.1)
-            response = client.post("/api/v1/login", json={"firm": FIRM, "email": EMAIL, "password": PASSWORD})
+            response = client.post("/api/v1/login", json={"firm": FIRM, "email": email, "password": PASSWORD})
             response.raise_for_status()
-            console.print(f"server on port {port} (log {log}); logged in as {EMAIL}")
+            console.print(f"server on port {port} (log {log}); logged in as {email}")
 
             def fill(template: str) -> str:
                 return template.format(id=rng.randint(1, n_accounts), offset=rng.randrange(0, max(n_accounts // 50, 1)) * 50,

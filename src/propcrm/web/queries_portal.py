@@ -23,7 +23,7 @@ from ..domain.rules.limits import DailyLossRule, MaxLossRule
 from ..services import accounts as account_service
 from ..services import decisions as decision_service
 from ..services.accounts import compiled_pack, get_account
-from ..services.evaluation import STATE_DECODER
+from .queries_trades import Timing, program_and_state, timing
 
 UTC = dt.timezone.utc
 HUNDRED = Decimal(100)
@@ -81,6 +81,7 @@ class AccountCard:
     bars: list[Bar] = field(default_factory=list)
     derivations: dict[str, str] = field(default_factory=dict)  # rule id -> the engine's formula in words
     breach: dict[str, Any] | None = None  # the latest breach decision (failed accounts)
+    timing: Timing | None = None  # start, phase deadline, today's P/L, the next daily reset
 
     @property
     def failed(self) -> bool:
@@ -88,13 +89,10 @@ class AccountCard:
             "breached", "closed", "suspended")
 
 
-def _rooms(session: Session, account: m.Account) -> tuple[dict[str, Decimal], dict[str, str]]:
+def _rooms(program, stored) -> tuple[dict[str, Decimal], dict[str, str]]:
     """The room of each loss limit (what the limit allows below its reference: the day's base, or the
     trailing peak) and the engine's formula in words, from the stored state."""
-    version = session.get(m.RulePackVersion, account.pack_version_id)
-    program = compiled_pack(version).phase(account.phase)
-    row = session.get(m.AccountState, account.id)
-    st = STATE_DECODER.decode(row.state) if row is not None else program.new_state("-")  # as figures() does
+    st = stored if stored is not None else program.new_state("-")  # as figures() does
     rooms: dict[str, Decimal] = {}
     words: dict[str, str] = {}
     for rule in program.limits:
@@ -179,8 +177,10 @@ def my_accounts(session: Session, *, firm_id: str, trader_id: int) -> list[Accou
 def card(session: Session, *, firm_id: str, trader_id: int, account_id: int) -> AccountCard:
     detail = account_service.account_detail(session, firm_id=firm_id, account_id=account_id, trader_id=trader_id)
     account = get_account(session, firm_id=firm_id, account_id=account_id, trader_id=trader_id)
-    rooms, words = _rooms(session, account)
-    out = AccountCard(detail=detail, bars=bars_of(detail, rooms), derivations=words)
+    program, st = program_and_state(session, account)
+    rooms, words = _rooms(program, st)
+    out = AccountCard(detail=detail, bars=bars_of(detail, rooms), derivations=words,
+                      timing=timing(account, program, st, dt.datetime.now(UTC)))
     if detail["status"] in ("breached", "closed", "suspended"):
         found = decision_service.list_decisions(session, firm_id=firm_id, trader_id=trader_id,
                                                 account_id=account_id, kind="breach", limit=1)

@@ -309,6 +309,66 @@ class Decision(Base):
     )
 
 
+class Trade(Base):
+    """One position of an account as the platform traded it (the trade-history projection, migration 0015).
+
+    Written by the evaluation write path (:mod:`propcrm.services.trades`) in the transaction of the
+    batch's decisions, in both deployments, from the trade events the engine accepted: opened with
+    ``trade_opened``, each ``trade_closed`` (partial closes included) adds its lots, price, profit and
+    costs and is kept in :class:`TradeClose`. ``status`` is ``open`` until the closed lots reach the
+    opened lots. A close of a position opened before propcrm saw the account has no open side (NULL).
+    Money sums are exact; ``net`` = profit + commission + swap (costs signed, a charge < 0)."""
+
+    __tablename__ = "trades"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    position: Mapped[str] = mapped_column(String(200))
+    symbol: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    side: Mapped[str | None] = mapped_column(String(4), nullable=True)  # buy | sell
+    lots: Mapped[Decimal | None] = mapped_column(Money, nullable=True)  # opened
+    open_ts: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    open_price: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    open_event_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    closed_lots: Mapped[Decimal] = mapped_column(Money)
+    close_ts: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)  # the last close
+    close_price: Mapped[Decimal | None] = mapped_column(Money, nullable=True)  # lot-weighted over the closes
+    profit: Mapped[Decimal] = mapped_column(Money)
+    commission: Mapped[Decimal] = mapped_column(Money)
+    swap: Mapped[Decimal] = mapped_column(Money)
+    net: Mapped[Decimal] = mapped_column(Money)
+    closes: Mapped[int] = mapped_column(Integer, default=0)
+    held_s: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # open to final close, seconds
+    status: Mapped[str] = mapped_column(String(8))  # open | closed
+    __table_args__ = (
+        # a journal page (closed, newest first) and an open position's lookup by the write path
+        Index("ix_trades_journal", "firm_id", "account_id", "status", "close_ts", "id"),
+        Index("ix_trades_position", "account_id", "position", "status"),
+    )
+
+
+class TradeClose(Base):
+    """One ``trade_closed`` event of a :class:`Trade` (a partial or the final close)."""
+
+    __tablename__ = "trade_closes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    trade_id: Mapped[int] = mapped_column(ForeignKey("trades.id"), index=True)
+    event_id: Mapped[str] = mapped_column(String(200))
+    event_seq: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), nullable=True)
+    ts: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    lots: Mapped[Decimal] = mapped_column(Money)
+    price: Mapped[Decimal] = mapped_column(Money)
+    profit: Mapped[Decimal] = mapped_column(Money)
+    commission: Mapped[Decimal] = mapped_column(Money)
+    swap: Mapped[Decimal] = mapped_column(Money)
+    net: Mapped[Decimal] = mapped_column(Money)
+    reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # the daily P/L calendar and today's closed P/L: an account's closes by time
+    __table_args__ = (Index("ix_trade_closes_account_ts", "firm_id", "account_id", "ts"),)
+
+
 class Override(Base):
     """A risk officer clearing a decision (the decision stays) or stopping an account, with a reason."""
 

@@ -164,7 +164,30 @@ class Payout(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     prepared_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     decided_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # how the trader is paid (migration 0015): the method and destination the trader gave with the
+    # request, and finance's "sent" step after approval with the payment's reference
+    method: Mapped[str | None] = mapped_column(String(16), nullable=True)  # services.payouts.METHODS
+    destination: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    payment_reference: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    sent_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     __table_args__ = (UniqueConstraint("firm_id", "account_id", "open_slot", name="one_open_per_account"),)
+
+
+class Certificate(Base):
+    """A certificate of an achievement (a phase passed, funded, a payout), shareable: its ``id`` is an
+    unguessable token, and ``GET /verify/{id}`` shows anyone its ``facts`` (migration 0015). One per
+    achievement (``subject``: ``decision:<id>``, ``account:<id>``, ``payout:<id>``)."""
+
+    __tablename__ = "certificates"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"))
+    trader_id: Mapped[int] = mapped_column(ForeignKey("traders.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # phase_passed | funded | payout
+    subject: Mapped[str] = mapped_column(String(64))
+    facts: Mapped[Any] = mapped_column(JSON)
+    issued_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    __table_args__ = (UniqueConstraint("firm_id", "kind", "subject", name="one_certificate_per_achievement"),)
 
 
 class PayoutApproval(Base):

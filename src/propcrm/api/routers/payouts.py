@@ -46,13 +46,17 @@ def eligibility(account_id: Id, user: AnyUser, session: Db) -> dict:
 
 class PayoutIn(BaseModel):
     account_id: int = Field(ge=1, le=MAX_ID)
+    method: Literal["bank_transfer", "wise", "paypal", "crypto_usdt"] | None = Field(
+        None, description="how the trader is paid (with `destination`)")
+    destination: str | None = Field(None, min_length=3, max_length=200,
+                                    description="IBAN, Wise or PayPal e-mail, or wallet address")
 
 
 @router.post("/payouts", status_code=201,
              summary="Request a payout: stored as requested, or as refused with the checks that failed")
 def request_payout(body: PayoutIn, user: RequestUser, session: Db) -> dict:
     row = payouts.request_payout(session, firm_id=user.firm_id, account_id=body.account_id, actor=user.actor,
-                                 trader_scope=user.trader_scope)
+                                 trader_scope=user.trader_scope, method=body.method, destination=body.destination)
     return _view(session, row, user)
 
 
@@ -99,6 +103,18 @@ class ReasonIn(BaseModel):
 def reject(payout_id: Id, body: ReasonIn, user: FinanceUser, session: Db):
     result = payouts.reject_payout(session, firm_id=user.firm_id, payout_id=payout_id, reason=body.reason,
                                    actor=user.actor)
+    return refused(result) if isinstance(result, Refusal) else _view(session, result, user)
+
+
+class SentIn(BaseModel):
+    reference: str = Field(min_length=3, max_length=200, description="the payment's reference (transfer id, tx hash)")
+
+
+@router.post("/payouts/{payout_id}/sent",
+             summary="Record that an approved payout's money is sent, with the payment's reference (once; audited)")
+def sent(payout_id: Id, body: SentIn, user: FinanceUser, session: Db):
+    result = payouts.mark_sent(session, firm_id=user.firm_id, payout_id=payout_id, reference=body.reference,
+                               actor=user.actor)
     return refused(result) if isinstance(result, Refusal) else _view(session, result, user)
 
 

@@ -25,6 +25,7 @@ from ...services.accounts import STATUSES
 from ...services.errors import Conflict, Invalid
 from ...services.lifecycle import Refusal
 from .. import queries_accounts as q
+from ..queries_trades import journal_view
 from ...http.pages import Form, Role, redirect, render
 from ...roles import RISK, STAFF
 
@@ -158,6 +159,15 @@ def _account_page(request: Request, account_id: int, user, session) -> Response:
         "overrides": overrides, "breaches": breaches, "timeline": timeline, "may_act": may_act,
         "charts_src": f"{base}/series.json",
     })
+
+
+@router.get("/office/accounts/{account_id}/trades")
+def account_trades(request: Request, account_id: int, user: Role(*STAFF), session: Db) -> Response:
+    """The account's trade journal, as its trader sees it: statistics, daily P/L calendar, closed trades."""
+    account = _account(session, user, account_id)
+    offset = int_param(request.query_params.get("offset"), 0, 0, 10_000_000)
+    journal = journal_view(session, account, offset=offset, month=text_param(request.query_params.get("month"), 7))
+    return render(request, "accounts/trades.html", {"account": account, "a": journal["account"], "j": journal})
 
 
 @router.get("/office/accounts/{account_id}/series.json")

@@ -24,6 +24,7 @@ from ...services.lifecycle import Refusal
 from ...http.pages import Form, Role, fmt_money, redirect, render
 from ...roles import FINANCE, MANAGERS, RISK
 from .. import queries_payouts as q
+from ..documents import pdf_response, statement_pdf
 
 router = APIRouter()
 
@@ -120,6 +121,25 @@ def reject(request: Request, payout_id: PayoutId, user: Role(*FINANCE), session:
                 lambda row: f"Payout {row.id} rejected; the trader is told why",
                 lambda: payout_service.reject_payout(session, firm_id=user.firm_id, payout_id=payout_id,
                                                      reason=reason, actor=user.actor))
+
+
+@router.post("/office/payouts/{payout_id}/sent")
+def sent(request: Request, payout_id: PayoutId, user: Role(*FINANCE), session: Db, form: Form) -> Response:
+    """After approval: finance records that the money is sent, with the payment's reference (audited)."""
+    reference = form.get("reference", "").strip()
+    if not 3 <= len(reference) <= payout_service.MAX_REFERENCE:
+        return redirect(request, f"/office/payouts/{payout_id}",
+                        flash=f"Not done: reference: 3 to {payout_service.MAX_REFERENCE} characters are required")
+    return _act(request, session, payout_id,
+                lambda row: f"Payout {row.id} is marked sent (reference {row.payment_reference}); the trader is told",
+                lambda: payout_service.mark_sent(session, firm_id=user.firm_id, payout_id=payout_id,
+                                                 reference=reference, actor=user.actor))
+
+
+@router.get("/office/payouts/{payout_id}/statement.pdf")
+def statement(payout_id: PayoutId, user: Role(*READERS), session: Db) -> Response:
+    row = payout_service.get_payout(session, firm_id=user.firm_id, payout_id=payout_id)
+    return pdf_response(statement_pdf(session, row), f"payout-{row.id}-statement.pdf")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -27,6 +27,10 @@ from ...services import payouts as payout_service
 from ...services.accounts import get_account, list_accounts
 from ...services.errors import Conflict, Invalid, NotFound
 from .. import queries_portal as q
+from ...adapters.db import models as m
+from ...services import certificates as certificate_service
+from ..documents import certificate_pdf, pdf_response, statement_pdf
+from ..queries_trades import journal_view
 from ...http.pages import Form, Role, fmt_money, redirect, render
 from ...roles import TRADER
 
@@ -34,6 +38,7 @@ router = APIRouter()
 
 MAX_ID = 2_147_483_647
 AccountId = Annotated[int, Path(ge=1, le=MAX_ID)]
+CertificateId = Annotated[str, Path(min_length=10, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
 Trader = Role(*TRADER)
 DECISIONS_PER_PAGE = 25
 
@@ -72,6 +77,16 @@ def _positions(session, user, account_id: int) -> list[dict]:
         return []
     return open_positions(session, get_account(session, firm_id=user.firm_id, account_id=account_id,
                                                trader_id=_scope(user)))
+
+
+@router.get("/portal/accounts/{account_id}/trades")
+def portal_trades(request: Request, account_id: AccountId, user: Trader, session: Db,
+                  offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+                  month: Annotated[str | None, Query(max_length=7)] = None) -> Response:
+    """The account's trade journal: statistics, the daily P/L calendar and the closed trades."""
+    account = get_account(session, firm_id=user.firm_id, account_id=account_id, trader_id=_scope(user))  # 404
+    journal = journal_view(session, account, offset=offset, month=month)
+    return render(request, "portal/trades.html", {"a": journal["account"], "j": journal})
 
 
 @router.get("/portal/accounts/{account_id}/card")
@@ -129,7 +144,47 @@ def portal_payouts(request: Request, user: Trader, session: Db) -> Response:
     others = [a for a in mine if a["status"] != "funded"]
     return render(request, "portal/payouts.html", {
         "eligibility": eligibility, "others": others, "payouts": _payout_views(session, user),
+        "methods": payout_service.METHODS,
     })
+
+
+@router.get("/portal/payouts/{payout_id}/statement.pdf")
+def portal_payout_statement(payout_id: AccountId, user: Trader, session: Db) -> Response:
+    """The statement of an approved payout (404 for another trader's, 409 before approval)."""
+    row = payout_service.get_payout(session, firm_id=user.firm_id, payout_id=payout_id, trader_scope=_scope(user))
+    return pdf_response(statement_pdf(session, row), f"payout-{row.id}-statement.pdf")
+
+
+# --------------------------------------------------------------------------------------------------
+# certificates (issued from the records; verified by anyone holding the link)
+
+
+@router.get("/portal/certificates")
+def portal_certificates(request: Request, user: Trader, session: Db) -> Response:
+    with request.app.state.sessions.begin() as writer:  # issues the certificates of new achievements
+        rows = certificate_service.issue_for_trader(writer, firm_id=user.firm_id, trader_id=_scope(user))
+        items = [{"id": c.id, "kind": c.kind, "title": c.facts.get("title"), "facts": certificate_service.facts_rows(c),
+                  "issued_at": c.issued_at} for c in rows]
+    return render(request, "portal/certificates.html", {"items": items, "base": str(request.base_url).rstrip("/")})
+
+
+@router.get("/portal/certificates/{certificate_id}.pdf")
+def portal_certificate_pdf(request: Request, certificate_id: CertificateId, user: Trader, session: Db) -> Response:
+    row = certificate_service.get_certificate(session, certificate_id=certificate_id, firm_id=user.firm_id,
+                                              trader_id=_scope(user))
+    return pdf_response(certificate_pdf(session, row, str(request.base_url).rstrip("/")), f"certificate-{row.kind}.pdf")
+
+
+@router.get("/verify/{certificate_id}")
+def verify_certificate(request: Request, certificate_id: CertificateId, session: Db) -> Response:
+    """Public: the certificate's facts, for anyone holding its link (nothing else of the trader)."""
+    try:
+        row = certificate_service.get_certificate(session, certificate_id=certificate_id)
+    except NotFound:
+        return render(request, "portal/verify.html", {"row": None}, status=404)
+    firm = session.get(m.Firm, row.firm_id)
+    return render(request, "portal/verify.html", {"row": row, "firm": firm.name if firm else row.firm_id,
+                                                  "facts": certificate_service.facts_rows(row)})
 
 
 @router.post("/portal/payouts")
@@ -137,9 +192,14 @@ def portal_request_payout(request: Request, form: Form, user: Trader, session: D
     raw = (form.get("account_id") or "").strip()
     if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_ID:
         return redirect(request, "/portal/payouts", flash="Choose the account to be paid.")
+    get_account(session, firm_id=user.firm_id, account_id=int(raw), trader_id=_scope(user))  # 404 outside scope
+    try:  # the portal always asks how to pay: method and destination are required here
+        method, destination = payout_service.payment_details(form.get("method"), form.get("destination"))
+    except Invalid as exc:
+        return redirect(request, "/portal/payouts", flash=f"The request was not accepted: {exc}")
     try:
         row = payout_service.request_payout(session, firm_id=user.firm_id, account_id=int(raw), actor=user.actor,
-                                            trader_scope=_scope(user))
+                                            trader_scope=_scope(user), method=method, destination=destination)
     except (Invalid, Conflict) as exc:
         return redirect(request, "/portal/payouts", flash=f"The request was not accepted: {exc}")
     if row.status == "requested":

@@ -4,6 +4,7 @@
  *   changes, its card is fetched again from the server (/portal/accounts/{id}/card, the same template)
  *   and swapped in, so the bars always show the server's numbers; a new decision shows a toast that
  *   links to the account (to "why did my account fail" for a breach).
+ * - every page with a daily-reset countdown (.countdown[data-reset]): counts it down each second.
  * - /portal/accounts/{id}: the same toasts, a note that the figures changed, and the data table beside
  *   the chart (app.js draws the chart from the canvas's data-chart-src and hands the document over in a
  *   "propcrm:chart-data" event). Numbers are shown as the server sent them (decimal text).
@@ -26,6 +27,24 @@
     propcrm.toast(d.kind + " on " + d.account + " (" + d.rule + "): " + d.message,
       breach ? base + "/why" : base, breach ? "Why did my account fail?" : "Open account");
   }
+
+  // ------------------------------------------------------------------ countdowns to the daily reset
+  // Each <span class="countdown" data-reset="ISO time"> is counted down every second as h:mm:ss, as the
+  // server renders it (queries_trades.clock_text).
+  function left(seconds) {
+    var two = function (n) { return (n < 10 ? "0" : "") + n; };
+    return Math.floor(seconds / 3600) + ":" + two(Math.floor(seconds % 3600 / 60)) + ":" + two(seconds % 60);
+  }
+  function tick() {
+    var now = Date.now();
+    Array.prototype.forEach.call(document.querySelectorAll(".countdown[data-reset]"), function (el) {
+      var at = Date.parse(el.getAttribute("data-reset"));
+      if (isNaN(at)) return;
+      var seconds = Math.max(0, Math.floor((at - now) / 1000));
+      el.textContent = seconds ? left(seconds) : "0:00:00 (a new trading day has begun: reload for its figures)";
+    });
+  }
+  if (document.querySelector(".countdown[data-reset]")) { tick(); setInterval(tick, 1000); }
 
   // ------------------------------------------------------------------ /portal: live cards
   var cards = document.getElementById("portal-cards");

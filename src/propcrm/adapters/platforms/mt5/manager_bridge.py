@@ -245,7 +245,9 @@ class ManagerBridge:
                 try:
                     when = getattr(user, "LastAccess", 0) or int(bridge.now())
                     login = str(user.Login)
-                    device = CONNECTION_TYPES.get(int(kind or 0), f"mt5-{int(kind or 0)}")
+                    # the terminal's kind is no fingerprint (shared by every desktop user it would link them
+                    # all in linkage analysis): the device is the kind on this login
+                    device = f'{CONNECTION_TYPES.get(int(kind or 0), f"mt5-{int(kind or 0)}")}:{login}'
                     event = PlatformEvent(login, bridge.clock.to_utc(when) if getattr(user, "LastAccess", 0)
                                           else dt.datetime.fromtimestamp(when, UTC),
                                           {"id": f"login-{login}-{when}", "type": "session", "ip": ip or "0.0.0.0",

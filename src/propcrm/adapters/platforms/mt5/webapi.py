@@ -533,8 +533,11 @@ class Mt5WebGateway:
                 continue
             self._last_access[login] = user.LastAccess
             ts = self.clock.to_utc(user.LastAccess)
+            # MT5's user record names no device. The platform's name is no fingerprint: shared by every
+            # account it linked them all (linkage analysis weighs a shared device as strong evidence), so
+            # the device is this login's own and linkage rests on the IP.
             events.append(PlatformEvent(login, ts, {"id": f"login-{login}-{user.LastAccess}", "type": "session",
-                                                    "ip": user.LastIP, "device": "mt5"}, "session"))
+                                                    "ip": user.LastIP, "device": f"mt5:{login}"}, "session"))
         return events
 
     def opening_events(self, position: PlatformPosition) -> list[PlatformEvent]:

@@ -1,7 +1,7 @@
 """re-bind and kill switch — firm-wide trading halts, a state generation, superseded decisions (issue 19)
 
 Revision ID: 0016
-Revises: 0013
+Revises: 0015
 
 - ``trading_halts``: one row per halt of a group of accounts (scope, reason, who, how many) and its resume.
 - ``accounts.halt_id``: the halt that stopped the account (status ``halted``); a resume restores exactly
@@ -19,7 +19,7 @@ from propcrm.adapters.db.models import UtcDateTime
 
 
 revision = '0016'
-down_revision = '0013'
+down_revision = '0015'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,131 @@
+"""``propcrm bench portal``: response times of the trader portal for a trader with many trades.
+
+1. **build** (or reuse, ``--db PATH``) a SQLite database with one firm, one trader (a ``trader`` user)
+   and one account on the two-step preset, and ``--trades`` round trips (opened and closed, a third of
+   them in two partial closes, with commission and swap) spread over the last months up to now — stored
+   through ingestion and evaluated by the evaluation worker, so the trade-history projection is written
+   by the real write path;
+2. **serve** it and **time** the portal's pages as that trader (``bench_web.time_pages``): the accounts,
+   the account page, the journal's first and last page, and a month of the P/L calendar.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import func, select
+
+from ..adapters.db import models as m
+from ..adapters.db.session import make_engine, migrate, sessions
+from ..domain.rulepack import load_pack
+from ..services import users
+from ..services.catalog import add_pack, create_account, ensure_firm
+from ..services.evaluation import EvaluationWorker
+from ..services.ingest import ingest
+from .bench_web import FIRM, PASSWORD, time_pages
+
+UTC = dt.timezone.utc
+EMAIL = "trader@bench.example"
+ACCOUNT = "T-10000"
+
+
+def _events(trades: int, now: dt.datetime, seed: int = 5) -> list[dict]:
+    """``trades`` round trips, evenly spread over ``trades // 60`` days (about 60 a day) ending at ``now``."""
+    rng = random.Random(seed)
+    days = max(trades // 60, 1)
+    step = dt.timedelta(days=days) / trades
+    at = now - dt.timedelta(days=days)
+    out: list[dict] = []
+    for i in range(trades):
+        opened_at = at + step * i
+        held = step * rng.uniform(0.2, 0.9)
+        lots = rng.choice(("0.5", "1", "2"))
+        side = rng.choice(("buy", "sell"))
+        price = Decimal("1.08") + Decimal(rng.randint(-500, 500)) / 100_000
+        ts = lambda moment: moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # noqa: E731
+        out.append({"id": f"o{i}", "type": "trade_opened", "account": ACCOUNT, "ts": ts(opened_at), "position": f"p{i}",
+                    "symbol": rng.choice(("EURUSD", "GBPUSD", "XAUUSD", "US30")), "side": side, "lots": lots,
+                    "price": str(price)})
+        parts = [lots] if i % 3 else [str(Decimal(lots) / 2)] * 2
+        for k, part in enumerate(parts):
+            profit = Decimal(rng.randint(-6000, 6200)) / 100
+            out.append({"id": f"c{i}-{k}", "type": "trade_closed", "account": ACCOUNT,
+                        "ts": ts(opened_at + held * (k + 1) / len(parts)), "position": f"p{i}", "lots": part,
+                        "price": str(price + Decimal(rng.randint(-80, 80)) / 100_000), "profit": str(profit),
+                        "commission": "-3.50", "swap": "0" if rng.random() < 0.8 else "-1.20"})
+    return out
+
+
+def build(url: str, *, trades: int, console: Console) -> dict[str, Any]:
+    started = time.perf_counter()
+    engine = make_engine(url)
+    Session = sessions(engine)
+    try:
+        with Session.begin() as s:
+            ensure_firm(s, firm_id=FIRM)
+            version = add_pack(s, firm_id=FIRM, pack=load_pack("two-step-100k"), activate=True)
+            trader = m.Trader(firm_id=FIRM, name="Bench Trader", email=EMAIL)
+            s.add(trader)
+            s.flush()
+            create_account(s, firm_id=FIRM, external_id=ACCOUNT, pack_version_id=version.id, trader_id=trader.id)
+            users.create_user(s, firm_id=FIRM, email=EMAIL, password=PASSWORD, role="trader", trader_id=trader.id)
+        events = _events(trades, dt.datetime.now(UTC) - dt.timedelta(minutes=1))
+        for start in range(0, len(events), 2000):
+            body = b"".join(json.dumps(e).encode() + b"\n" for e in events[start:start + 2000])
+            with Session.begin() as s:
+                ingest(s, firm_id=FIRM, source="bench", body=body)
+        report = EvaluationWorker(Session).run_until_idle()
+        with Session() as s:
+            stored = s.scalar(select(func.count()).select_from(m.Trade).where(m.Trade.status == "closed"))
+    finally:
+        engine.dispose()
+    console.print(f"built in {time.perf_counter() - started:.0f} s: {len(events):,} events evaluated "
+                  f"({report.events:,}), {stored:,} closed trades in the projection")
+    return {"events": len(events), "trades": stored}
+
+
+def bench_portal(*, trades: int = 10_000, db: str | None = None, requests: int = 100,
+                 console: Console | None = None) -> list[dict[str, Any]]:
+    console = console or Console(width=max(Console().width, 150))
+    path = Path(db) if db else Path(tempfile.mkdtemp(prefix="propcrm-bench-portal-")) / "portal.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{path.resolve()}"
+    migrate(url)
+    engine = make_engine(url)
+    try:
+        with sessions(engine)() as s:
+            account_id = s.scalar(select(m.Account.id).where(m.Account.firm_id == FIRM, m.Account.external_id == ACCOUNT))
+    finally:
+        engine.dispose()
+    if account_id is None:
+        console.print(f"building {url}: one trader with {trades:,} trades")
+        build(url, trades=trades, console=console)
+    else:
+        console.print(f"reusing {url}")
+    month = dt.datetime.now(UTC).strftime("%Y-%m")
+    last = max(trades - 50, 0)
+    urls = ["/portal", "/portal/accounts/{id}", "/portal/accounts/{id}/trades",
+            f"/portal/accounts/{{id}}/trades?offset={last}", f"/portal/accounts/{{id}}/trades?month={month}",
+            "/portal/payouts"]
+    results = time_pages(url, urls=urls, requests=requests, n_accounts=1, console=console, email=EMAIL)
+    table = Table(title=f"propcrm bench portal — one trader, {trades:,} trades, sequential GETs")
+    for column in ("page", "status", "requests", "p50 ms", "p95 ms", "p99 ms", "max ms"):
+        table.add_column(column, justify="left" if column == "page" else "right")
+    for r in results:
+        status = str(r["status"]) + (f" ({r['failures']} not 200)" if r["failures"] else "")
+        table.add_row(r["url"], status, str(r["n"]), f"{r['p50']:.0f}", f"{r['p95']:.0f}", f"{r['p99']:.0f}",
+                      f"{r['max']:.0f}")
+    console.print(table)
+    return results
+
+
+__all__ = ["bench_portal", "build"]
