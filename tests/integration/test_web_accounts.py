@@ -237,7 +237,11 @@ def test_emergency_stop_then_lift_through_the_forms(world):
 def test_suspending_the_trader_stops_their_accounts(world):
     a1, a3 = world.accounts["A1"], world.accounts["A3"]
     risk = browse(world, "fa:risk")
-    response = risk.post_form(f"/office/accounts/{a1}/suspend-trader", {"reason": "chargeback fraud"})
+    # without the confirmation box nothing happens (issue 16: "Suspend trader" had no confirmation)
+    unconfirmed = risk.post_form(f"/office/accounts/{a1}/suspend-trader", {"reason": "chargeback fraud"})
+    assert unconfirmed.status_code == 303 and world.status_of(a1) == "active"
+    assert "tick the box" in risk.get(f"/office/accounts/{a1}").text
+    response = risk.post_form(f"/office/accounts/{a1}/suspend-trader", {"reason": "chargeback fraud", "confirm": "yes"})
     assert response.status_code == 303
     assert world.status_of(a1) == "suspended" and world.status_of(a3) == "suspended"
     assert world.status_of(world.accounts["A2"]) == "active"

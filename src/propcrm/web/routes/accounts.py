@@ -213,6 +213,8 @@ def suspend_trader(request: Request, account_id: int, user: Role(*RISK), session
     back = f"/office/accounts/{account.id}"
     if account.trader_id is None:
         return redirect(request, back, flash="Not done: this account has no trader.")
+    if form.get("confirm") != "yes":
+        return redirect(request, back, flash="Not done: tick the box to confirm the suspension.")
     try:
         result = lifecycle_service.transition(session, firm_id=user.firm_id, trader_id=account.trader_id,
                                               to="suspended", reason=form.get("reason", ""), actor=user.actor,
