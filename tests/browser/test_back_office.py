@@ -96,3 +96,51 @@ def test_compliance_approves_a_kyc_from_its_documents(site, page_as, shot, tmp_p
                                                      m.AuditEntry.entity_id == str(trader_id))).one()
         assert entry.actor.endswith("risk@acme.example")
     no_csp_errors(support, compliance)
+
+
+def test_an_admin_adds_a_staff_member_who_enrols_two_factor_and_logs_in_with_a_code(site, page_as, shot):
+    import datetime as dt
+
+    import pyotp
+
+    email = f"sam{time.time_ns()}@acme.example"
+    password = "sam's long staff passphrase"
+    admin = page_as("admin")
+    admin.get_by_role("link", name="Users").click()
+    admin.wait_for_url("**/office/users")
+    admin.get_by_label("New staff member's e-mail").fill(email)
+    admin.get_by_label("Role", exact=True).select_option("support")
+    admin.get_by_label("Password (empty: generate one)").fill(password)
+    admin.get_by_role("button", name="Add staff member").click()
+    admin.wait_for_load_state()
+    assert f"{email} is added as support" in admin.locator(".flash").inner_text()
+
+    sam = page_as("support", email=email, password=password)
+    sam.get_by_role("link", name="Two-factor").click()
+    sam.wait_for_url("**/account/two-factor")
+    sam.get_by_role("button", name="Set up two-factor login").click()
+    sam.wait_for_load_state()
+    assert sam.get_by_role("img", name="QR code of your two-factor key").is_visible()
+    secret = sam.get_by_test_id("totp-secret").inner_text()
+    totp = pyotp.TOTP(secret)
+    sam.get_by_label("Code from the app").fill(totp.now())
+    shot(sam, "two-factor-enrol")
+    sam.get_by_role("button", name="Switch two-factor on").click()
+    sam.wait_for_load_state()
+    assert sam.get_by_test_id("recovery-codes").locator("li").count() == 10
+    sam.get_by_role("button", name="Log out").click()
+    sam.wait_for_url("**/login")
+
+    sam.get_by_label("Firm").fill("acme")
+    sam.get_by_label("E-mail").fill(email)
+    sam.get_by_label("Password").fill(password)
+    sam.get_by_role("button", name="Log in").click()
+    sam.wait_for_load_state()
+    code = sam.get_by_label("Authentication code")
+    assert code.is_visible()
+    # the enrolment used this 30-second step's code: each code works once, so the next step's
+    code.fill(totp.at(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=30)))
+    sam.get_by_role("button", name="Verify").click()
+    sam.wait_for_url("**/office/accounts")
+    assert email in sam.locator("header .who").inner_text()
+    no_csp_errors(admin, sam)

@@ -73,6 +73,7 @@ NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Calendar", "/office/calendar", STAFF),  # issue 20
     ("Platforms", "/office/platforms", RISK),  # issue 20
     ("Users", "/office/users", ADMIN),
+    ("API keys", "/office/api-keys", ADMIN),
     ("My accounts", "/portal", TRADER),
     ("Payouts", "/portal/payouts", TRADER),
     ("Messages", "/portal/messages", TRADER),
@@ -289,13 +290,31 @@ def fmt_amount(value: Any, currency: str | None = None, places: int = 2) -> str:
 
 
 def fmt_actor(value: Any) -> str:
-    """Who did it, as a person reads it: the audit log's ``user:<id>:<email>`` is the e-mail."""
+    """Who did it, as a person reads it: the audit log's ``user:<id>:<email>`` is the e-mail, ``trader:<id>``
+    the trader."""
     text = str(value or "")
     if text.startswith("user:"):
         parts = text.split(":", 2)
         if len(parts) == 3 and parts[2]:
             return parts[2]
+    if text.startswith("trader:") and text[7:].isdigit():
+        return "the trader"
     return text or "—"
+
+
+ENTITY_PAGES = {"trader": "/office/traders/{}", "case": "/office/cases/{}", "payout": "/office/payouts/{}",
+                "account": "/office/accounts?q={}"}
+
+
+def entity_link(entity: str, entity_id: Any) -> str | None:
+    """The page of an audited thing, when it has one (an account's entity id is its external id: a search)."""
+    pattern = ENTITY_PAGES.get(entity or "")
+    text = str(entity_id or "")
+    if pattern is None or not text or len(text) > 64:
+        return None
+    if entity != "account" and not text.isdigit():
+        return None
+    return pattern.format(quote(text, safe=""))
 
 
 LABELS = {"at_or_below": "at or below", "below": "below", "funded_and_active": "funded and active",
@@ -324,3 +343,4 @@ templates.env.filters["actor"] = fmt_actor
 templates.env.filters["label"] = fmt_label
 templates.env.globals["STAFF"] = STAFF
 templates.env.globals["csrf_input"] = csrf_input
+templates.env.globals["entity_link"] = entity_link

@@ -138,6 +138,18 @@ class User(Base):
     __table_args__ = (UniqueConstraint("firm_id", "email"),)
 
 
+class LoginChallenge(Base):
+    """A login whose password was right and that waits for its second factor (services/totp.py): only a
+    SHA-256 of the ticket (an HttpOnly cookie) is kept; it expires in minutes and allows a few codes."""
+
+    __tablename__ = "login_challenges"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class RecoveryCode(Base):
     """One-time codes that stand in for a lost authenticator: only their argon2 hash is kept."""
 

@@ -5,7 +5,8 @@ Revises: 0011
 
 ``kyc_documents``: what a trader's identity is checked from (the bytes live in the document store, outside
 the database and the web root). ``support_conversations``: one a trader, with its assignee and whose turn
-it is. ``users.totp_*`` and ``user_recovery_codes``: TOTP two-factor login, recovery codes as argon2 hashes.
+it is. ``users.totp_*``, ``login_challenges`` and ``user_recovery_codes``: TOTP two-factor login (a login waiting
+for its code; recovery codes as argon2 hashes).
 """
 from alembic import op
 import sqlalchemy as sa
@@ -69,6 +70,16 @@ def upgrade() -> None:
         batch.add_column(sa.Column('totp_secret', sa.String(64), nullable=True))
         batch.add_column(sa.Column('totp_enabled_at', Utc(timezone=True), nullable=True))
         batch.add_column(sa.Column('totp_last_step', sa.BigInteger(), nullable=True))
+    op.create_table('login_challenges',
+        sa.Column('token_hash', sa.String(length=64), nullable=False),
+        sa.Column('user_id', sa.Integer(), nullable=False),
+        sa.Column('created_at', Utc(timezone=True), nullable=False),
+        sa.Column('expires_at', Utc(timezone=True), nullable=False),
+        sa.Column('attempts', sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_login_challenges_user_id_users')),
+        sa.PrimaryKeyConstraint('token_hash', name=op.f('pk_login_challenges')),
+    )
+    op.create_index(op.f('ix_login_challenges_user_id'), 'login_challenges', ['user_id'])
     op.create_table('user_recovery_codes',
         sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
         sa.Column('user_id', sa.Integer(), nullable=False),
@@ -84,6 +95,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(op.f('ix_user_recovery_codes_user_id'), table_name='user_recovery_codes')
     op.drop_table('user_recovery_codes')
+    op.drop_index(op.f('ix_login_challenges_user_id'), table_name='login_challenges')
+    op.drop_table('login_challenges')
     with op.batch_alter_table('users') as batch:
         batch.drop_column('totp_last_step')
         batch.drop_column('totp_enabled_at')
