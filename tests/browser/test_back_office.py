@@ -23,7 +23,7 @@ def test_support_answers_a_trader_and_closes_the_conversation(site, page_as, sho
     trader = page_as("trader")
     trader.goto("/portal/messages")
     trader.get_by_label("Subject").fill(subject)
-    trader.get_by_label("Message").fill("I passed phase 1 yesterday.")
+    trader.get_by_label("Message", exact=True).fill("I passed phase 1 yesterday.")
     trader.get_by_role("button", name="Send message").click()
     trader.wait_for_load_state()
 
@@ -144,3 +144,42 @@ def test_an_admin_adds_a_staff_member_who_enrols_two_factor_and_logs_in_with_a_c
     sam.wait_for_url("**/office/accounts")
     assert email in sam.locator("header .who").inner_text()
     no_csp_errors(admin, sam)
+
+
+def test_a_sorted_accounts_list_stays_sorted_as_live_figures_change(site, page_as):
+    from playwright.sync_api import expect
+
+    n = time.time_ns()
+    x, y = site.new_account(trader="t2"), site.new_account(trader="t2")
+
+    def events(external: str, tag: str, hour: int, value: str, opened: bool = False) -> list[dict]:
+        out = [{"id": f"rs-{n}-{tag}-o", "type": "trade_opened", "account": external, "ts": "2026-03-02T09:00:00Z",
+                "position": f"p-{n}-{tag}", "symbol": "EURUSD", "side": "buy", "lots": "1", "price": "1.08512"}] \
+            if opened else []
+        return out + [{"id": f"rs-{n}-{tag}-e{hour}", "type": "equity", "account": external,
+                       "ts": f"2026-03-02T{hour:02d}:00:00Z", "equity": value, "balance": "100000.00"}]
+
+    site.post_events(events(x["external_id"], "x", 10, "99000.00", opened=True)
+                     + events(y["external_id"], "y", 10, "98000.00", opened=True))
+    risk = page_as("risk")
+
+    def order() -> list[str]:
+        return risk.evaluate("() => Array.from(document.querySelectorAll('#accounts-table tbody tr'))"
+                             ".map(tr => tr.getAttribute('data-account-id'))")
+
+    deadline = time.monotonic() + 10
+    while True:  # the worker has evaluated both accounts: their distances are on the page
+        risk.goto("/office/accounts?sort=daily_distance&limit=200&near_amount=4000")
+        ids = order()
+        if str(x["id"]) in ids and str(y["id"]) in ids or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert ids.index(str(y["id"])) < ids.index(str(x["id"]))  # 3,000 before 4,000 from the daily floor
+    expect(risk.locator("#live-state")).to_have_text("Live updates: on")
+    site.post_events(events(x["external_id"], "x", 11, "97000.00"))  # now 2,000 away: before y
+    row = risk.locator(f'tr[data-account-id="{x["id"]}"] [data-field="daily_distance"]')
+    expect(row).to_have_text("2,000.00", timeout=10_000)
+    ids = order()
+    assert ids.index(str(x["id"])) < ids.index(str(y["id"]))
+    expect(risk.locator("#live-announce")).to_contain_text(f"{x['external_id']} moved")
+    no_csp_errors(risk)

@@ -339,7 +339,11 @@ def test_the_hub_delivers_only_what_each_stream_may_see():
 def test_the_hub_reads_new_decisions_and_changed_rows_from_the_database(world):
     a1, a2 = world.accounts["A1"], world.accounts["A2"]
     hub = live.LiveHub(world.sessions)
-    assert hub.poll([a1, a2]) == ([], [])  # the first poll sets the cursor and the baseline
+    # the first poll sets the cursor and the baseline, and sends the rows as they are now: a page that just
+    # subscribed loses no change made between its rendering and this poll (issue 16)
+    decisions, accounts = hub.poll([a1, a2])
+    assert decisions == [] and sorted((n.id, n.row["status"]) for n in accounts) == [(a1, "active"), (a2, "active")]
+    assert hub.poll([a1, a2]) == ([], [])
     _breach_a1(world)
     decisions, accounts = hub.poll([a1, a2])
     assert {(d.account_id, d.kind) for d in decisions} >= {(a1, "breach")}
