@@ -179,3 +179,35 @@ def test_api_keys_are_created_with_the_secret_shown_once_and_revoked(world):
         assert s.get(m.ApiKey, key_id).active is False
     assert browse(world, "fb:admin").post_form(f"/office/api-keys/{key_id}/revoke", {}).status_code == 404
     assert [e.action for e in world.audit("api_key.revoke")] == ["api_key.revoke"]
+
+
+def test_a_recovery_code_is_checked_while_no_write_transaction_is_open(world, monkeypatch, db_url):
+    """argon2 on a recovery code inside a write transaction would hold SQLite's write lock (every ingestion
+    waiting); it is checked in a read unit of work first."""
+    import sqlite3
+
+    from propcrm.services import totp
+
+    if not db_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's transactions do not lock the database while reading; the lock is SQLite's")
+    _, recovery = enrol(world, "finance")
+    path = db_url.removeprefix("sqlite:///")
+    seen = []
+    real = totp.verify_password
+
+    def verify(stored: str, password: str) -> bool:
+        probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")  # fails at once if a writer is open
+            probe.execute("ROLLBACK")
+            seen.append("free")
+        except sqlite3.OperationalError as exc:
+            seen.append(str(exc))
+        finally:
+            probe.close()
+        return real(stored, password)
+
+    monkeypatch.setattr(totp, "verify_password", verify)
+    answer, csrf = web_login(world, "finance@fa.example")
+    done = world.client.post("/login/code", data={"code": recovery[3], "csrf": csrf}, follow_redirects=False)
+    assert done.status_code == 303 and seen and set(seen) == {"free"}

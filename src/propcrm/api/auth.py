@@ -145,8 +145,8 @@ def login(request: Request, fields: Annotated[dict, Depends(_login_form)]):
             return JSONResponse({"error": "this account has two-factor login: send the authenticator's code "
                                           "(or a recovery code) as \"code\""}, status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
-        result = logins.complete_second_factor(app.state.sessions, app.state.login_throttle, ticket=result.challenge,
-                                               code=code, address=client_address(request))
+        result = logins.complete_second_factor(app.state.sessions, app.state.read_sessions, app.state.login_throttle,
+                                               ticket=result.challenge, code=code, address=client_address(request))
     if result.throttled is not None:
         return throttled_response(result.throttled)
     if not result.ok:

@@ -256,11 +256,18 @@ def log_in(sessions: sessionmaker[Session], read_sessions: sessionmaker[Session]
     return LoginResult(user=user, token=token, expires_at=expires_at)
 
 
-def complete_second_factor(sessions: sessionmaker[Session], throttle: LoginThrottle, *, ticket: object,
-                           code: object, address: str, now: dt.datetime | None = None) -> LoginResult:
+def complete_second_factor(sessions: sessionmaker[Session], read_sessions: sessionmaker[Session],
+                           throttle: LoginThrottle, *, ticket: object, code: object, address: str,
+                           now: dt.datetime | None = None) -> LoginResult:
     """The second step of a login with two-factor on: the code (or a recovery code) for the ticket the
-    password step gave. Wrong codes count against the account like wrong passwords and use up the ticket."""
+    password step gave. Wrong codes count against the account like wrong passwords and use up the ticket.
+    A recovery code's argon2 check runs with no write transaction open."""
     address = (address or "unknown")[:100]
+    code = code if isinstance(code, str) else ""
+    recovery_id = None
+    if isinstance(ticket, str):
+        with read_sessions() as session:
+            recovery_id = totp.recovery_candidate(session, ticket=ticket, code=code)
     with sessions.begin() as session:
         user = totp.challenge_user(session, ticket=ticket, now=now) if isinstance(ticket, str) else None
         if user is None:
@@ -269,7 +276,7 @@ def complete_second_factor(sessions: sessionmaker[Session], throttle: LoginThrot
         throttled = throttle.admit(address=address, account=key)
         if throttled is not None:
             return LoginResult(throttled=throttled)
-        found, how = totp.check_code(session, ticket=ticket, code=code if isinstance(code, str) else "", now=now)
+        found, how = totp.check_code(session, ticket=ticket, code=code, recovery_id=recovery_id, now=now)
         if found is None:
             of_account, of_address, _ = throttle.failed(address=address, account=key)
             audit.append(session, actor="anonymous", action="user.login_failed", entity="user", entity_id=str(user.id),

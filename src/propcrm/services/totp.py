@@ -8,7 +8,8 @@ switches two-factor on and returns ten recovery codes, shown once and kept only 
 At login the password is checked first (:mod:`.logins`); for a user with two-factor on it does not issue
 a session but a *challenge* (:func:`open_challenge`): a random ticket, only its SHA-256 stored, valid for
 :data:`CHALLENGE_TTL` and :data:`CHALLENGE_ATTEMPTS` codes. :func:`check_code` accepts the current code
-(±1 step of clock drift, each step used once) or an unused recovery code (then used up).
+(±1 step of clock drift, each step used once) or an unused recovery code (then used up; its argon2 check
+runs in a read unit of work first, :func:`recovery_candidate`, never inside the write one).
 An admin may switch a user's two-factor off (a lost phone), audited; the user enrols again.
 """
 
@@ -149,28 +150,44 @@ def challenge_user(session: Session, *, ticket: str, now: dt.datetime | None = N
     return user if user is not None and user.active and enabled(user) else None
 
 
-def check_code(session: Session, *, ticket: str, code: str,
+def recovery_candidate(session: Session, *, ticket: str, code: str) -> int | None:
+    """The unused recovery code of the ticket's user that ``code`` is, or ``None``. Read-only: call it in a
+    read unit of work, before :func:`check_code`'s write one, so argon2 never runs holding a write lock."""
+    text = _clean(code)
+    if len(text) != 16 or not isinstance(ticket, str) or not ticket.startswith("plc_") or len(ticket) > 100:
+        return None
+    user_id = session.scalar(select(m.LoginChallenge.user_id).where(m.LoginChallenge.token_hash == _ticket_hash(ticket)))
+    if user_id is None:
+        return None
+    for code_id, code_hash in session.execute(select(m.RecoveryCode.id, m.RecoveryCode.code_hash).where(
+            m.RecoveryCode.user_id == user_id, m.RecoveryCode.used_at.is_(None))):
+        if verify_password(code_hash, text):
+            return code_id
+    return None
+
+
+def check_code(session: Session, *, ticket: str, code: str, recovery_id: int | None = None,
                now: dt.datetime | None = None) -> tuple[m.User | None, Literal["totp", "recovery"] | str]:
     """Check a second-step code: ``(user, "totp" | "recovery")`` and the ticket is used up; or
-    ``(None, why)`` and the attempt is counted on the ticket."""
+    ``(None, why)`` and the attempt is counted on the ticket. ``recovery_id``: what
+    :func:`recovery_candidate` found for this code (still unused now, and the ticket's user's)."""
     now = now or dt.datetime.now(UTC)
     user = challenge_user(session, ticket=ticket, now=now)
     if user is None:
         return None, "the login expired; enter your password again"
     row = session.scalar(select(m.LoginChallenge).where(m.LoginChallenge.token_hash == _ticket_hash(ticket)))
-    text = _clean(code)
     how: str | None = None
-    step = _step_of(user, text, now)
+    step = _step_of(user, _clean(code), now)
     if step is not None:
         user.totp_last_step = step
         how = "totp"
-    elif len(text) == 16:
-        for recovery in session.scalars(select(m.RecoveryCode).where(m.RecoveryCode.user_id == user.id,
-                                                                     m.RecoveryCode.used_at.is_(None))):
-            if verify_password(recovery.code_hash, text):
-                recovery.used_at = now
-                how = "recovery"
-                break
+    elif recovery_id is not None:
+        recovery = session.scalar(select(m.RecoveryCode).where(
+            m.RecoveryCode.id == recovery_id, m.RecoveryCode.user_id == user.id, m.RecoveryCode.used_at.is_(None))
+            .with_for_update())
+        if recovery is not None:
+            recovery.used_at = now
+            how = "recovery"
     if how is None:
         row.attempts += 1
         return None, "wrong code"
@@ -192,4 +209,5 @@ def qr_svg(uri: str) -> str:
 
 
 __all__ = ["CHALLENGE_ATTEMPTS", "CHALLENGE_TTL", "check_code", "challenge_user", "confirm_enrolment", "disable",
-           "enabled", "open_challenge", "provisioning_uri", "qr_svg", "recovery_codes_left", "start_enrolment"]
+           "enabled", "open_challenge", "provisioning_uri", "qr_svg", "recovery_candidate", "recovery_codes_left",
+           "start_enrolment"]

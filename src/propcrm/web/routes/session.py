@@ -113,8 +113,9 @@ async def login_code(request: Request) -> Response:
     next_path = safe_next(fields.get("next"), "")
     ticket = request.cookies.get(CHALLENGE_COOKIE, "")
     app = request.app
-    result = await run_in_threadpool(logins.complete_second_factor, app.state.sessions, app.state.login_throttle,
-                                     ticket=ticket, code=fields.get("code", ""), address=client_address(request))
+    result = await run_in_threadpool(logins.complete_second_factor, app.state.sessions, app.state.read_sessions,
+                                     app.state.login_throttle, ticket=ticket, code=fields.get("code", ""),
+                                     address=client_address(request))
     if result.throttled is not None:
         response = _code_page(request, next_path=next_path, status=429,
                               error=f"Too many failed logins; try again in {result.throttled.retry_after} seconds.")
