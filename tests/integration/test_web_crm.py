@@ -288,3 +288,17 @@ def test_a_trader_stopped_through_a_confirmed_case_is_told(world):
             assert len(rows) == 1 and account in rows[0].subject, trader
             assert "score 91" not in rows[0].body  # the finding stays with the firm
     assert "stopped" in browse(world, "trader").get("/portal/messages").text
+
+
+def test_an_upload_that_fails_after_storing_leaves_no_file(world, monkeypatch):
+    from propcrm.services import kyc_documents as service
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("audit is down")
+
+    monkeypatch.setattr(service.audit, "append", broken)
+    response = upload(browse(world, "support"), world.traders["t1"], PDF)
+    assert response.status_code == 500
+    assert not [p for p in Path(world.documents_dir).rglob("*") if p.is_file()]
+    with world.sessions() as s:
+        assert s.scalars(select(KycDocument)).all() == []

@@ -66,14 +66,18 @@ def upload(session: Session, store: DocumentStore, *, firm_id: str, trader_id: i
     if pending >= MAX_PENDING:
         raise Conflict(f"file: {pending} documents already await review; wait for the review")
     key = store.put(data)
-    row = KycDocument(firm_id=firm_id, trader_id=trader.id, kind=kind, filename=clean_filename(filename),
-                      content_type=content_type, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
-                      storage_key=key, status="pending", uploaded_by=actor, created_at=dt.datetime.now(UTC))
-    session.add(row)
-    session.flush()
-    audit.append(session, actor=actor, action="trader.kyc_document", entity="trader", entity_id=str(trader.id),
-                 after={"document": row.id, "kind": kind, "sha256": row.sha256, "size": row.size,
-                        "content_type": content_type}, firm_id=firm_id)
+    try:
+        row = KycDocument(firm_id=firm_id, trader_id=trader.id, kind=kind, filename=clean_filename(filename),
+                          content_type=content_type, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                          storage_key=key, status="pending", uploaded_by=actor, created_at=dt.datetime.now(UTC))
+        session.add(row)
+        session.flush()
+        audit.append(session, actor=actor, action="trader.kyc_document", entity="trader", entity_id=str(trader.id),
+                     after={"document": row.id, "kind": kind, "sha256": row.sha256, "size": row.size,
+                            "content_type": content_type}, firm_id=firm_id)
+    except BaseException:
+        store.delete(key)  # no row, no file (a failure at the commit itself still leaves one: see the docs)
+        raise
     return row
 
 
