@@ -15,6 +15,9 @@ FINANCE = ("admin", "finance")
 ADMIN = ("admin",)
 TRADER = ("trader",)
 MANAGERS = ("admin", "risk", "finance")  # dashboards, payouts and scalings: staff minus support
-KYC = ("admin", "risk", "support")
+KYC = ("admin", "risk", "support")  # review identity documents and set KYC: the firm's compliance work
+SUPPORT_DESK = ("admin", "support")  # the support inbox: answer traders, assign and close conversations
+CRM = STAFF  # trader list and profile (read); notes by every staff role, messages by SUPPORT_DESK
 
-__all__ = ["ADMIN", "ALL_ROLES", "FINANCE", "KYC", "MANAGERS", "RISK", "ROLES", "STAFF", "STAFF_ROLES", "TRADER"]
+__all__ = ["ADMIN", "ALL_ROLES", "CRM", "FINANCE", "KYC", "MANAGERS", "RISK", "ROLES", "STAFF", "STAFF_ROLES",
+           "SUPPORT_DESK", "TRADER"]

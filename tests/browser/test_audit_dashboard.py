@@ -66,7 +66,9 @@ def test_admin_searches_the_audit_log_expands_an_entry_and_verifies_the_chain(si
     first.locator("summary").click()
     assert first.locator("pre").last.is_visible()
     # the newest login is this page's own: the admin, with the e-mail and role the entry recorded
-    assert re.fullmatch(r"user:\d+:admin@acme\.example", first.locator("td.actor").inner_text().strip())
+    # the person by e-mail (issue 16: not "user:1:…"); the stored actor stays on hover
+    assert first.locator("td.actor").inner_text().strip() == "admin@acme.example"
+    assert re.fullmatch(r"user:\d+:admin@acme\.example", first.locator("td.actor").get_attribute("title"))
     recorded = json.loads(first.locator("pre").last.inner_text())
     assert recorded == {"email": "admin@acme.example", "role": "admin", "address": recorded["address"]}
     assert recorded["address"]  # the address the login came from (the throttle and the investigation use it)

@@ -5,15 +5,14 @@ from __future__ import annotations
 import pytest
 
 MENUS = {
-    "admin": {"Dashboard", "Accounts", "Decisions", "Cases", "Payouts", "Scalings", "Rule packs", "Audit log",
-              "Calendar", "Platforms", "Users"},
-    "risk": {"Dashboard", "Accounts", "Decisions", "Cases", "Payouts", "Scalings", "Rule packs", "Audit log",
-             "Calendar", "Platforms"},
-    "finance": {"Dashboard", "Accounts", "Decisions", "Payouts", "Scalings", "Calendar"},
-    "support": {"Accounts", "Decisions", "Calendar"},
+    "admin": {"Dashboard", "Accounts", "Traders", "Support inbox", "KYC review", "Decisions", "Cases", "Payouts",
+              "Scalings", "Rule packs", "Audit log", "Calendar", "Platforms", "Users", "API keys"},
+    "risk": {"Dashboard", "Accounts", "Traders", "KYC review", "Decisions", "Cases", "Payouts", "Scalings",
+             "Rule packs", "Audit log", "Calendar", "Platforms"},
+    "finance": {"Dashboard", "Accounts", "Traders", "Decisions", "Payouts", "Scalings", "Calendar"},
+    "support": {"Accounts", "Traders", "Support inbox", "KYC review", "Decisions", "Calendar"},
     "trader": {"My accounts", "Payouts", "Messages", "Profile & KYC"},
 }
-
 
 @pytest.mark.parametrize("role", sorted(MENUS))
 def test_each_role_logs_in_to_its_home_and_sees_only_its_menu(page_as, role):

@@ -237,7 +237,11 @@ def test_emergency_stop_then_lift_through_the_forms(world):
 def test_suspending_the_trader_stops_their_accounts(world):
     a1, a3 = world.accounts["A1"], world.accounts["A3"]
     risk = browse(world, "fa:risk")
-    response = risk.post_form(f"/office/accounts/{a1}/suspend-trader", {"reason": "chargeback fraud"})
+    # without the confirmation box nothing happens (issue 16: "Suspend trader" had no confirmation)
+    unconfirmed = risk.post_form(f"/office/accounts/{a1}/suspend-trader", {"reason": "chargeback fraud"})
+    assert unconfirmed.status_code == 303 and world.status_of(a1) == "active"
+    assert "tick the box" in risk.get(f"/office/accounts/{a1}").text
+    response = risk.post_form(f"/office/accounts/{a1}/suspend-trader", {"reason": "chargeback fraud", "confirm": "yes"})
     assert response.status_code == 303
     assert world.status_of(a1) == "suspended" and world.status_of(a3) == "suspended"
     assert world.status_of(world.accounts["A2"]) == "active"
@@ -335,7 +339,11 @@ def test_the_hub_delivers_only_what_each_stream_may_see():
 def test_the_hub_reads_new_decisions_and_changed_rows_from_the_database(world):
     a1, a2 = world.accounts["A1"], world.accounts["A2"]
     hub = live.LiveHub(world.sessions)
-    assert hub.poll([a1, a2]) == ([], [])  # the first poll sets the cursor and the baseline
+    # the first poll sets the cursor and the baseline, and sends the rows as they are now: a page that just
+    # subscribed loses no change made between its rendering and this poll (issue 16)
+    decisions, accounts = hub.poll([a1, a2])
+    assert decisions == [] and sorted((n.id, n.row["status"]) for n in accounts) == [(a1, "active"), (a2, "active")]
+    assert hub.poll([a1, a2]) == ([], [])
     _breach_a1(world)
     decisions, accounts = hub.poll([a1, a2])
     assert {(d.account_id, d.kind) for d in decisions} >= {(a1, "breach")}

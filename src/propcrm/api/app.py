@@ -19,6 +19,7 @@ from .. import __version__, web
 from ..http import errors
 from ..adapters.db.session import database_url as default_database_url
 from ..adapters.db.session import make_engine, migrate, sessions
+from ..adapters.documents import store_for
 from ..adapters.bus.jetstream import BusConfig
 from ..services.logins import LoginThrottle
 from ..services.ingest import max_ahead_from_env
@@ -63,6 +64,7 @@ def create_app(database_url: str | None = None) -> FastAPI:
     app.state.engine = make_engine(url)
     app.state.sessions = sessions(app.state.engine)
     app.state.read_sessions = sessions(app.state.engine, readonly=True)  # GET/HEAD: never wait for a writer
+    app.state.documents = store_for(url)  # KYC documents, outside the web root (adapters/documents.py)
     app.state.bus = None  # an EventPublisher when PROPCRM_NATS_URL is set (scale-out ingest node)
     app.state.nats = None
     app.state.metrics = IngestMetrics()

@@ -107,7 +107,9 @@ _LOGIN_BODY = {
     "content": {
         "application/json": {"schema": {
             "type": "object", "required": ["firm", "email", "password"],
-            "properties": {"firm": {"type": "string"}, "email": {"type": "string"}, "password": {"type": "string"}},
+            "properties": {"firm": {"type": "string"}, "email": {"type": "string"}, "password": {"type": "string"},
+                           "code": {"type": "string", "description": "with two-factor login on: the "
+                                                                     "authenticator's code or a recovery code"}},
         }},
     },
 }
@@ -136,10 +138,20 @@ def login(request: Request, fields: Annotated[dict, Depends(_login_form)]):
     result = logins.log_in(app.state.sessions, app.state.read_sessions, app.state.login_throttle,
                            firm_id=fields["firm"], email=fields["email"], password=fields["password"],
                            address=client_address(request))
+    second_step = result.challenge is not None
+    if second_step:  # two-factor on: the code travels in the same request ("code")
+        code = fields.get("code")
+        if not isinstance(code, str) or not code.strip():
+            return JSONResponse({"error": "this account has two-factor login: send the authenticator's code "
+                                          "(or a recovery code) as \"code\""}, status_code=401,
+                                headers={"WWW-Authenticate": "Bearer"})
+        result = logins.complete_second_factor(app.state.sessions, app.state.read_sessions, app.state.login_throttle,
+                                               ticket=result.challenge, code=code, address=client_address(request))
     if result.throttled is not None:
         return throttled_response(result.throttled)
     if not result.ok:
-        return JSONResponse({"error": "wrong firm, e-mail or password"}, status_code=401,
+        return JSONResponse({"error": result.problem if second_step else "wrong firm, e-mail or password"},
+                            status_code=401,
                             headers={"WWW-Authenticate": "Bearer"})
     principal = Principal.of(result.user)
     answer = LoginOut(token=result.token, expires_at=result.expires_at, user=user_out(principal))

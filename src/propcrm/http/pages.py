@@ -40,7 +40,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import pass_context
 from markupsafe import Markup, escape
 
-from ..roles import ADMIN, FINANCE, MANAGERS, RISK, STAFF, TRADER
+from ..roles import ADMIN, CRM, FINANCE, KYC, MANAGERS, RISK, STAFF, SUPPORT_DESK, TRADER
 from .auth import COOKIE_NAME, Db, reading_session, same_origin, secure_cookie
 from ..services import users as user_service
 from ..services.users import Principal
@@ -61,6 +61,9 @@ templates = Jinja2Templates(directory=str(HERE / "templates"))
 NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Dashboard", "/office/dashboard", MANAGERS),
     ("Accounts", "/office/accounts", STAFF),
+    ("Traders", "/office/traders", CRM),
+    ("Support inbox", "/office/support", SUPPORT_DESK),
+    ("KYC review", "/office/kyc", KYC),
     ("Decisions", "/office/decisions", STAFF),
     ("Cases", "/office/cases", RISK),
     ("Payouts", "/office/payouts", MANAGERS),
@@ -71,6 +74,7 @@ NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Calendar", "/office/calendar", STAFF),  # issue 20
     ("Platforms", "/office/platforms", RISK),  # issue 20
     ("Users", "/office/users", ADMIN),
+    ("API keys", "/office/api-keys", ADMIN),
     ("My accounts", "/portal", TRADER),
     ("Payouts", "/portal/payouts", TRADER),
     ("Certificates", "/portal/certificates", TRADER),
@@ -157,16 +161,22 @@ def csrf_token(request: Request) -> str:
     return request.cookies.get(LOGIN_CSRF_COOKIE) or getattr(request.state, "login_csrf", "")
 
 
-async def csrf(request: Request) -> dict[str, str]:
-    """Checks a form post's CSRF token and origin; returns the form's fields (single values, text)."""
+async def checked_form(request: Request, *, max_files: int = 0, max_part_size: int = 1024 * 1024) -> Any:
+    """A form post (multipart with up to ``max_files`` files) whose origin and CSRF token are checked."""
     if not same_origin(request):
         raise HTTPException(status_code=403, detail="cross-site form post refused")
-    form = await request.form(max_files=0, max_fields=200)
+    form = await request.form(max_files=max_files, max_fields=200, max_part_size=max_part_size)
     sent = form.get("csrf")
     expected = csrf_token(request)
     if not isinstance(sent, str) or not expected or not hmac.compare_digest(sent, expected):
         raise HTTPException(status_code=403, detail="the form has expired or did not come from this site; "
                                                     "reload the page and try again")
+    return form
+
+
+async def csrf(request: Request) -> dict[str, str]:
+    """Checks a form post's CSRF token and origin; returns the form's fields (single values, text)."""
+    form = await checked_form(request)
     return {key: value for key, value in form.items() if isinstance(value, str) and key != "csrf"}
 
 
@@ -275,6 +285,53 @@ def fmt_ts(value: Any) -> str:
     return str(value)
 
 
+def fmt_amount(value: Any, currency: str | None = None, places: int = 2) -> str:
+    """Money for reading: ``12,345.60 USD`` (``—`` when there is none)."""
+    text = fmt_money(value, places)
+    return f"{text} {currency}" if currency and text != "—" else text
+
+
+def fmt_actor(value: Any) -> str:
+    """Who did it, as a person reads it: the audit log's ``user:<id>:<email>`` is the e-mail, ``trader:<id>``
+    the trader."""
+    text = str(value or "")
+    if text.startswith("user:"):
+        parts = text.split(":", 2)
+        if len(parts) == 3 and parts[2]:
+            return parts[2]
+    if text.startswith("trader:") and text[7:].isdigit():
+        return "the trader"
+    return text or "—"
+
+
+ENTITY_PAGES = {"trader": "/office/traders/{}", "case": "/office/cases/{}", "payout": "/office/payouts/{}",
+                "account": "/office/accounts?q={}"}
+
+
+def entity_link(entity: str, entity_id: Any) -> str | None:
+    """The page of an audited thing, when it has one (an account's entity id is its external id: a search)."""
+    pattern = ENTITY_PAGES.get(entity or "")
+    text = str(entity_id or "")
+    if pattern is None or not text or len(text) > 64:
+        return None
+    if entity != "account" and not text.isdigit():
+        return None
+    return pattern.format(quote(text, safe=""))
+
+
+LABELS = {"at_or_below": "at or below", "below": "below", "funded_and_active": "funded and active",
+          "message_in": "from the trader", "message_out": "to the trader", "id_document": "identity document",
+          "proof_of_address": "proof of address", "selfie": "selfie with document", "balance_eod": "closed balance at day end",
+          "equity_intraday": "peak equity intraday", "balance_intraday": "peak closed balance intraday",
+          "flat": "no open positions"}
+
+
+def fmt_label(value: Any) -> str:
+    """An enum as words (``at_or_below`` → ``at or below``)."""
+    text = str(value if value is not None else "")
+    return LABELS.get(text, text.replace("_", " "))
+
+
 @pass_context
 def csrf_input(ctx) -> Markup:
     """``{{ csrf_input() }}`` inside every ``<form method="post">``."""
@@ -283,5 +340,9 @@ def csrf_input(ctx) -> Markup:
 
 templates.env.filters["money"] = fmt_money
 templates.env.filters["ts"] = fmt_ts
+templates.env.filters["amount"] = fmt_amount
+templates.env.filters["actor"] = fmt_actor
+templates.env.filters["label"] = fmt_label
 templates.env.globals["STAFF"] = STAFF
 templates.env.globals["csrf_input"] = csrf_input
+templates.env.globals["entity_link"] = entity_link

@@ -135,6 +135,19 @@ def parse_near(value: str | Decimal | None) -> Decimal | None:
     return near
 
 
+def parse_near_amount(value: str | Decimal | None) -> Decimal | None:
+    """The ``near_amount`` filter: a distance in the account's currency, 0 to 10^12, whole cents."""
+    if value is None or value == "":
+        return None
+    try:
+        amount = Decimal(value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise Invalid("near_amount must be an amount, e.g. 500 or 1250.50") from None
+    if not amount.is_finite() or not 0 <= amount <= Decimal(10) ** 12 or amount != amount.quantize(Decimal("0.01")):
+        raise Invalid("near_amount must be an amount between 0 and 1000000000000 with at most two decimal places")
+    return amount
+
+
 def list_accounts(
     session: Session,
     *,
@@ -144,6 +157,7 @@ def list_accounts(
     phase: str | None = None,
     search: str | None = None,
     near: str | Decimal | None = None,
+    near_amount: str | Decimal | None = None,
     sort: str = "id",
     limit: int = 50,
     offset: int = 0,
@@ -154,7 +168,8 @@ def list_accounts(
     ``near`` (a percentage of equity, e.g. ``5``) keeps the accounts whose distance to the daily floor
     or to the max-loss level is at most that share of their equity (``nearest`` in the item: the
     smaller of the two ``distance_pct_of_equity`` the account page shows; a breached account's is
-    negative, so it is near too).
+    negative, so it is near too). ``near_amount`` (an amount of the account's currency, e.g. ``500``) keeps
+    the accounts whose distance to the daily floor or to the max-loss level is at most that amount.
 
     Sorting by a figure (``daily_distance``, ``max_loss_distance``, ``nearest``, ``target_pct``,
     ``trading_days``, ``risk_score``, ``balance``, ``equity``) puts accounts without one (not
@@ -193,6 +208,12 @@ def list_accounts(
                               m.Account.trader_id.in_(traders.scalar_subquery())))
     if near_value is not None:
         conditions.append(m.AccountState.nearest_bp <= int(near_value * HUNDRED))
+        needs_state = True
+    amount = parse_near_amount(near_amount)
+    if amount is not None:
+        cents = int(amount * HUNDRED)
+        conditions.append(or_(m.AccountState.daily_distance_cents <= cents,
+                              m.AccountState.max_loss_distance_cents <= cents))
         needs_state = True
 
     def matching(query, *, state_joined: bool = False):

@@ -19,6 +19,7 @@ from ..adapters.db import models as m
 from ..adapters.db.models_analytics import (CASE_OPEN_STATUSES, CASE_STATUSES, AccountLink, Case, CaseAccount,
                                             CaseNote, RiskScore)
 from . import audit
+from .communications import notify_trader
 from .errors import Conflict, Invalid, NotFound
 
 UTC = dt.timezone.utc
@@ -260,10 +261,29 @@ def transition(session: Session, *, firm_id: str, case_id: int, status: str, rea
         if stopped:
             _note(session, case, kind="status", text=f"emergency stop of {', '.join(stopped)}",
                   author_user_id=actor_user_id)
+            _tell_stopped_traders(session, case, stopped, actor)
     audit.append(session, actor=actor, action="case.status", entity="case", entity_id=str(case.id),
                  before={"status": before}, after={"status": status, "reason": text, "stopped": stopped},
                  firm_id=firm_id)
     return case
+
+
+def _tell_stopped_traders(session: Session, case: Case, stopped: list[str], actor: str) -> None:
+    """Each trader whose accounts a confirmed case stopped is told (through the outbox, on their timeline),
+    in plain words and without the detector's findings, which stay with the firm."""
+    by_trader: dict[int, list[str]] = {}
+    for account in case_accounts(session, case):
+        if account.external_id in stopped and account.trader_id is not None:
+            by_trader.setdefault(account.trader_id, []).append(account.external_id)
+    for trader_id, externals in sorted(by_trader.items()):
+        names = ", ".join(externals)
+        plural = "s" if len(externals) > 1 else ""
+        notify_trader(session, firm_id=case.firm_id, trader_id=trader_id, kind="stop",
+                      key=f"case:{case.id}:stop:{trader_id}", account=externals[0] if len(externals) == 1 else None,
+                      title=f"Account{plural} {names} stopped",
+                      message=(f"After a review of trading activity the firm has stopped your account{plural} {names}: "
+                               "trading is disabled. Reply to this message or contact support if you have questions."),
+                      author=actor)
 
 
 def add_note(session: Session, *, firm_id: str, case_id: int, text: str, actor_user_id: int, actor: str) -> CaseNote:

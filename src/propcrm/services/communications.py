@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
-from ..adapters.db.models_lifecycle import Communication, StageChange
+from ..adapters.db.models_lifecycle import Communication, StageChange, SupportConversation
 from . import audit
 from .errors import Invalid, NotFound
 
@@ -112,8 +112,34 @@ def add_message(session: Session, *, firm_id: str, trader_id: int, subject: str,
                         subject=subject, body=body, author=actor, outbox_id=outbox_id, created_at=dt.datetime.now(UTC))
     session.add(row)
     session.flush()
+    touch_conversation(session, firm_id=firm_id, trader_id=trader_id, from_trader=from_trader, at=row.created_at)
     audit.append(session, actor=actor, action="trader.message", entity="trader", entity_id=str(trader_id),
                  after={"communication": row.id, "direction": "in" if from_trader else "out"}, firm_id=firm_id)
+    return row
+
+
+def touch_conversation(session: Session, *, firm_id: str, trader_id: int, from_trader: bool,
+                       at: dt.datetime) -> SupportConversation | None:
+    """Keep the support inbox (services/support.py) in step with a message: a trader's message opens their
+    conversation (again) and puts the firm on turn; staff's answer puts the trader on turn. A message staff
+    start with no conversation open does not open one."""
+    row = session.scalar(select(SupportConversation).where(SupportConversation.firm_id == firm_id,
+                                                           SupportConversation.trader_id == trader_id)
+                         .with_for_update())
+    if row is None:
+        if not from_trader:
+            return None
+        row = SupportConversation(firm_id=firm_id, trader_id=trader_id, status="open", assigned_user_id=None,
+                                  last_message_at=at, waiting_on="firm", updated_at=at)
+        session.add(row)
+    elif from_trader:
+        if row.status == "closed":
+            row.status, row.closed_at = "open", None
+        row.waiting_on = "firm"
+    else:
+        row.waiting_on = "trader"
+    row.last_message_at = row.updated_at = at
+    session.flush()
     return row
 
 
@@ -166,4 +192,4 @@ def timeline(session: Session, *, firm_id: str, trader_id: int, trader_scope: in
     return items[:limit]
 
 
-__all__ = ["KINDS", "add_message", "add_note", "notify_trader", "timeline", "trader_in_firm"]
+__all__ = ["KINDS", "add_message", "add_note", "notify_trader", "timeline", "touch_conversation", "trader_in_firm"]

@@ -42,7 +42,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..adapters.db import models as m
-from . import audit
+from . import audit, totp
 from .users import MAX_PASSWORD, dummy_hash, hash_password, issue_token, normalise_email
 from .users import needs_rehash as hash_is_outdated
 from .users import verify_password as _verify  # (a module name of its own: tests replace it)
@@ -170,6 +170,8 @@ class LoginResult:
     token: str | None = None
     expires_at: dt.datetime | None = None
     throttled: Throttled | None = None
+    challenge: str | None = None  # the password was right; the user's second factor is asked for (totp.py)
+    problem: str | None = None  # why a second step failed, in words for the login page
 
     @property
     def ok(self) -> bool:
@@ -241,6 +243,9 @@ def log_in(sessions: sessionmaker[Session], read_sessions: sessionmaker[Session]
         assert user is not None
         if new_hash is not None:
             user.password_hash = new_hash
+        if totp.enabled(user):  # no session yet: the second step (complete_second_factor) issues it
+            ticket = totp.open_challenge(session, user=user, now=now)
+            return LoginResult(challenge=ticket)
         audit.append(session, actor=f"user:{user.id}:{user.email}", action="user.login", entity="user",
                      entity_id=str(user.id), after={"email": user.email, "role": user.role, "address": address},
                      firm_id=user.firm_id)
@@ -249,6 +254,44 @@ def log_in(sessions: sessionmaker[Session], read_sessions: sessionmaker[Session]
         session.expunge(user)
     throttle.succeeded(account=key)
     return LoginResult(user=user, token=token, expires_at=expires_at)
+
+
+def complete_second_factor(sessions: sessionmaker[Session], read_sessions: sessionmaker[Session],
+                           throttle: LoginThrottle, *, ticket: object, code: object, address: str,
+                           now: dt.datetime | None = None) -> LoginResult:
+    """The second step of a login with two-factor on: the code (or a recovery code) for the ticket the
+    password step gave. Wrong codes count against the account like wrong passwords and use up the ticket.
+    A recovery code's argon2 check runs with no write transaction open."""
+    address = (address or "unknown")[:100]
+    code = code if isinstance(code, str) else ""
+    recovery_id = None
+    if isinstance(ticket, str):
+        with read_sessions() as session:
+            recovery_id = totp.recovery_candidate(session, ticket=ticket, code=code)
+    with sessions.begin() as session:
+        user = totp.challenge_user(session, ticket=ticket, now=now) if isinstance(ticket, str) else None
+        if user is None:
+            return LoginResult(problem="the login expired or was used up; enter your password again")
+        key = account_key(user.firm_id, user.email)
+        throttled = throttle.admit(address=address, account=key)
+        if throttled is not None:
+            return LoginResult(throttled=throttled)
+        found, how = totp.check_code(session, ticket=ticket, code=code, recovery_id=recovery_id, now=now)
+        if found is None:
+            of_account, of_address, _ = throttle.failed(address=address, account=key)
+            audit.append(session, actor="anonymous", action="user.login_failed", entity="user", entity_id=str(user.id),
+                         after={"firm": user.firm_id, "email": user.email, "reason": f"second factor: {how}",
+                                "address": address, "failures_of_account": of_account,
+                                "failures_of_address": of_address}, firm_id=user.firm_id)
+            return LoginResult(challenge=ticket, problem=how)
+        audit.append(session, actor=f"user:{found.id}:{found.email}", action="user.login", entity="user",
+                     entity_id=str(found.id), after={"email": found.email, "role": found.role, "address": address,
+                                                     "second_factor": how}, firm_id=found.firm_id)
+        token, expires_at = issue_token(session, user=found, now=now)
+        session.flush()
+        session.expunge(found)
+    throttle.succeeded(account=key)
+    return LoginResult(user=found, token=token, expires_at=expires_at)
 
 
 def _firm_or_none(session: Session, firm_id: str, usable: bool) -> str | None:
@@ -272,4 +315,5 @@ def check_current_password(read_sessions: sessionmaker[Session], throttle: Login
     return None, None
 
 
-__all__ = ["LoginResult", "LoginThrottle", "Throttled", "account_key", "check_current_password", "log_in"]
+__all__ = ["LoginResult", "LoginThrottle", "Throttled", "account_key", "check_current_password",
+           "complete_second_factor", "log_in"]

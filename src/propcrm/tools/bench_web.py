@@ -62,10 +62,14 @@ DEFAULT_URLS = (
     "/office/accounts?sort=max_loss_distance&offset={offset}",
     "/office/accounts?status=active&sort=-risk_score",
     "/office/accounts?near=2&sort=daily_distance",
+    "/office/accounts?near_amount=500&sort=daily_distance",  # issue 16: the absolute distance filter
     "/office/accounts?sort=-target_pct&limit=200",
     "/office/accounts?q={trader}",
     "/office/accounts/{id}",
     "/office/accounts/{id}/series.json",
+    "/office/traders",  # issue 16: the CRM list, a search, a late page
+    "/office/traders?q={trader}",
+    "/office/traders?offset={offset}",
     "/api/v1/accounts?sort=-trading_days&offset={offset}",
     "/api/v1/accounts/{id}",
 )

@@ -265,8 +265,11 @@ class LiveHub:
             ):
                 marks[row.id] = (row.status, row.updated_at, row.last_seq)
                 owners[row.id] = (row.firm_id, row.trader_id)
-        changed = [i for i, mark in marks.items() if i in self.marks and self.marks[i] != mark]
-        self.marks = marks  # new ids get their baseline (the page that asked was just rendered)
+        # changed since the last poll, and ids polled for the first time: the page that asked for those was
+        # rendered a moment ago, and a change between its rendering and this poll must not be lost (their
+        # current rows go out once; a row that did not change changes nothing on the page)
+        changed = [i for i, mark in marks.items() if self.marks.get(i) != mark]
+        self.marks = marks
         if not changed:
             return []
         by_firm: dict[str, list[int]] = {}

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
+from ..adapters.db.models_lifecycle import Payout
 from ..domain.events import DECODER
 from ..domain.market import Market
 from ..domain.rules.limits import DailyLossRule, MaxLossRule
@@ -81,6 +82,7 @@ def display(item: dict[str, Any]) -> dict[str, Any]:
         "target_meter": meter_value(item.get("target_pct")),
         "trading_days": "—" if days is None else (f"{days} / {required}" if required else str(days)),
         "risk_score": "—" if score is None else str(score),
+        "nearest": item.get("nearest_pct"),  # the "nearest limit" sort's value (no column of its own)
     }
 
 
@@ -290,5 +292,25 @@ def series(session: Session, account: m.Account, *, limit: int = MAX_POINTS) -> 
     }
 
 
-__all__ = ["decisions_feed", "display", "downsample", "list_rows", "open_positions", "replay_points", "rows_for",
+__all__ = ["account_payouts", "user_emails", "decisions_feed", "display", "downsample", "list_rows", "open_positions", "replay_points", "rows_for",
            "rules_of_firm", "series"]
+
+
+# --------------------------------------------------------------------------------------------------
+# the account page's related lists: payouts, and people by name
+
+
+def account_payouts(session: Session, *, firm_id: str, account_id: int, limit: int = 50) -> list[dict[str, Any]]:
+    """The account's payouts, newest first, with what the trader gets."""
+    rows = session.scalars(select(Payout).where(Payout.firm_id == firm_id, Payout.account_id == account_id)
+                           .order_by(Payout.id.desc()).limit(limit))
+    return [{"id": p.id, "status": p.status, "trader_amount": p.trader_amount, "created_at": p.created_at,
+             "decided_at": p.decided_at} for p in rows]
+
+
+def user_emails(session: Session, *, firm_id: str, ids: set[int]) -> dict[int, str]:
+    """Users of the firm by id → e-mail (for "by whom" columns that store a user id)."""
+    if not ids:
+        return {}
+    return dict(session.execute(select(m.User.id, m.User.email).where(m.User.firm_id == firm_id,
+                                                                       m.User.id.in_(ids))).all())

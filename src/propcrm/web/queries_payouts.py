@@ -22,7 +22,7 @@ from ..domain.money import ZERO
 from ..services import payouts as payout_service
 from ..services.cases import open_cases_touching
 from ..services.lifecycle import settings_of
-from ..http.pages import fmt_money
+from ..http.pages import fmt_actor, fmt_money
 
 PAGE_SIZE = 50
 OPEN = payout_service.OPEN
@@ -56,14 +56,8 @@ def state_of(status: str, approvals: int) -> str:
 
 
 def actor_name(actor: str | None) -> str:
-    """``user:3:finance@fa.example`` → ``finance@fa.example``; anything else as stored."""
-    if not actor:
-        return "—"
-    if actor.startswith("user:"):
-        parts = actor.split(":", 2)
-        if len(parts) == 3:
-            return parts[2]
-    return actor
+    """``user:3:finance@fa.example`` → ``finance@fa.example``, ``trader:5`` → ``the trader``."""
+    return fmt_actor(actor)
 
 
 @dataclass

@@ -130,7 +130,35 @@ class User(Base):
     created_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     password_set_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     role_set_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    # two-factor login (migration 0014, services/totp.py): the base32 TOTP secret once enrolment starts;
+    # the login asks for a code only after ``totp_enabled_at`` (the user proved their authenticator works)
+    totp_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    totp_enabled_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # a code is used once
     __table_args__ = (UniqueConstraint("firm_id", "email"),)
+
+
+class LoginChallenge(Base):
+    """A login whose password was right and that waits for its second factor (services/totp.py): only a
+    SHA-256 of the ticket (an HttpOnly cookie) is kept; it expires in minutes and allows a few codes."""
+
+    __tablename__ = "login_challenges"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RecoveryCode(Base):
+    """One-time codes that stand in for a lost authenticator: only their argon2 hash is kept."""
+
+    __tablename__ = "user_recovery_codes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(200))
+    used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class ApiKey(Base):

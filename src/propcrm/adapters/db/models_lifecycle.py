@@ -126,6 +126,48 @@ class Communication(Base):
     __table_args__ = (Index("ix_communications_trader", "firm_id", "trader_id", "id"),)
 
 
+class KycDocument(Base):
+    """A file a trader's identity is checked from (services/kyc_documents.py). The bytes live in the
+    document store outside the web root under ``storage_key``; the row says what it is and how it was judged."""
+
+    __tablename__ = "kyc_documents"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"))
+    trader_id: Mapped[int] = mapped_column(ForeignKey("traders.id"))
+    kind: Mapped[str] = mapped_column(String(32))  # id_document | proof_of_address | selfie | other
+    filename: Mapped[str] = mapped_column(String(200))  # as uploaded, cleaned; never a path
+    content_type: Mapped[str] = mapped_column(String(64))  # from the file's own bytes, not the browser's word
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(80), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | approved | rejected
+    uploaded_by: Mapped[str] = mapped_column(String(200))
+    reviewed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    review_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    reviewed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    __table_args__ = (Index("ix_kyc_documents_trader", "firm_id", "trader_id", "id"),
+                      Index("ix_kyc_documents_status", "firm_id", "status"))
+
+
+class SupportConversation(Base):
+    """A trader's conversation with the firm's support desk (services/support.py): one a trader, opened
+    (again) by the trader's message, given to a staff member, closed when answered."""
+
+    __tablename__ = "support_conversations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"))
+    trader_id: Mapped[int] = mapped_column(ForeignKey("traders.id"))
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | closed
+    assigned_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    last_message_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    waiting_on: Mapped[str] = mapped_column(String(16), default="firm")  # firm | trader: whose turn it is
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    __table_args__ = (UniqueConstraint("firm_id", "trader_id"),
+                      Index("ix_support_conversations_inbox", "firm_id", "status", "last_message_at"))
+
+
 class Payout(Base):
     """A payout request and everything decided about it.
 

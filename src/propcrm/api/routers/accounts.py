@@ -225,13 +225,16 @@ def list_accounts(
     near: Annotated[str | None, Query(
         max_length=8, description="a percentage of equity (e.g. 5): accounts whose distance to the daily floor "
                                   "or the max-loss level is at most that")] = None,
+    near_amount: Annotated[str | None, Query(
+        max_length=20, description="an amount of the account's currency (e.g. 500): accounts whose distance to the "
+                                   "daily floor or the max-loss level is at most that")] = None,
     sort: Annotated[str, Query(description=f"one of {', '.join(SORT_KEYS)}; '-' in front for descending")] = "id",
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> dict:
     return account_service.list_accounts(
         session, firm_id=user.firm_id, trader_id=user.trader_scope, status=status, phase=phase, search=search,
-        near=near, sort=sort, limit=limit, offset=offset,
+        near=near, near_amount=near_amount, sort=sort, limit=limit, offset=offset,
     ).to_dict()
 
 

@@ -17,6 +17,7 @@ from ...adapters.db import models as m
 from ...domain.money import wide_context
 from ...http.auth import Db
 from ...services import accounts as account_service
+from ...services import cases as case_service
 from ...services import communications as comms
 from ...services import decisions as decision_service
 from ...services import lifecycle as lifecycle_service
@@ -27,7 +28,7 @@ from ...services.lifecycle import Refusal
 from .. import queries_accounts as q
 from ..queries_trades import journal_view
 from ...http.pages import Form, Role, redirect, render
-from ...roles import RISK, STAFF
+from ...roles import MANAGERS, RISK, STAFF
 
 router = APIRouter()
 
@@ -60,6 +61,15 @@ def int_param(value: str | None, default: int, low: int, high: int) -> int:
     return min(max(number, low), high)
 
 
+def near_amount_param(value: str | None) -> str | None:
+    """The absolute distance filter as typed (``1,000`` reads as 1000); nothing when it is not an amount."""
+    text = (value or "").replace(",", "").replace(" ", "").strip()[:20]
+    try:
+        return str(account_service.parse_near_amount(text)) if text else None
+    except Invalid:
+        return None
+
+
 def text_param(value: str | None, limit: int = 200) -> str | None:
     value = (value or "").strip()
     return value[:limit] if value else None
@@ -76,6 +86,7 @@ def accounts_page(request: Request, user: Role(*STAFF), session: Db) -> Response
     near = params.get("near") or None
     if near not in {value for value, _ in NEAR_CHOICES if value}:
         near = None
+    near_amount = near_amount_param(params.get("near_amount"))
     sortable = set(account_service.SORT_KEYS)
     sort = params.get("sort") or "id"
     if sort.lstrip("-") not in sortable:
@@ -83,11 +94,10 @@ def accounts_page(request: Request, user: Role(*STAFF), session: Db) -> Response
     limit = int_param(params.get("limit"), 50, 1, max(PAGE_SIZES))
     offset = int_param(params.get("offset"), 0, 0, 1_000_000_000)
     page = q.list_rows(session, firm_id=user.firm_id, status=status, phase=phase, search=search,
-                       near=near,
-                       sort=sort, limit=limit, offset=offset)
+                       near=near, near_amount=near_amount, sort=sort, limit=limit, offset=offset)
     rows = [q.display(item) for item in page.items]
-    state = {"status": status, "phase": phase, "q": search, "near": near, "sort": sort if sort != "id" else None,
-             "limit": limit if limit != 50 else None}
+    state = {"status": status, "phase": phase, "q": search, "near": near, "near_amount": near_amount,
+             "sort": sort if sort != "id" else None, "limit": limit if limit != 50 else None}
 
     def link(**changes: Any) -> str:
         merged = {**state, **changes}
@@ -150,7 +160,13 @@ def _account_page(request: Request, account_id: int, user, session) -> Response:
         found = session.get(TraderStage, trader.id)
         stage = found.stage if found is not None else None
     base = f"/office/accounts/{account.id}"
+    cases = (case_service.list_cases(session, firm_id=user.firm_id, account_id=account.id, limit=50)["items"]
+             if user.role in RISK else None)
+    payouts = q.account_payouts(session, firm_id=user.firm_id, account_id=account.id) if user.role in MANAGERS else None
     return render(request, "accounts/detail.html", {
+        "cases": cases, "payouts": payouts,
+        "user_emails": q.user_emails(session, firm_id=user.firm_id,
+                                     ids={o["actor_user_id"] for o in overrides or [] if o.get("actor_user_id")}),
         "account": account, "a": detail, "row": row, "trader": trader, "stage": stage,
         "positions": q.open_positions(session, account), "decisions": decisions,
         "dprev": f"{base}?doffset={max(doffset - DECISIONS_PER_PAGE, 0)}#decisions" if doffset > 0 else None,
@@ -223,6 +239,8 @@ def suspend_trader(request: Request, account_id: int, user: Role(*RISK), session
     back = f"/office/accounts/{account.id}"
     if account.trader_id is None:
         return redirect(request, back, flash="Not done: this account has no trader.")
+    if form.get("confirm") != "yes":
+        return redirect(request, back, flash="Not done: tick the box to confirm the suspension.")
     try:
         result = lifecycle_service.transition(session, firm_id=user.firm_id, trader_id=account.trader_id,
                                               to="suspended", reason=form.get("reason", ""), actor=user.actor,

@@ -33,7 +33,7 @@ ACTIONS = ("account.", "decision.", "user.", "payout.", "pack.", "case.", "trade
 ENTITIES = ("account", "user", "payout", "rule_pack", "case", "trader", "order", "scaling", "api_key", "product")
 
 
-def _when(text: str, *, end: bool) -> dt.datetime | None:
+def parse_when(text: str, *, end: bool) -> dt.datetime | None:
     """``2026-03-02`` (a whole day: the end bound is the next midnight) or ``2026-03-02T14:05[:00]``, UTC."""
     text = text.strip()
     if not text:
@@ -69,7 +69,7 @@ def audit_log(request: Request, user: Role(*RISK), session: Db,
     bounds = {}
     for name in ("since", "until"):
         try:
-            bounds[name] = _when(form[name], end=name == "until")
+            bounds[name] = parse_when(form[name], end=name == "until")
         except ValueError as exc:
             errors.append(f"{'From' if name == 'since' else 'To'}: {exc}")
     if errors:

@@ -17,11 +17,12 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from ...http.auth import Db, client_address
-from ...services import logins
+from ...services import apikey_admin, logins, totp
 from ...services import users as user_service
 from ...services.errors import Conflict, Invalid, NotFound
+from ...services.passwords import generate_password
 from ...http.pages import Form, Role, WebUser, WebUserReading, redirect, render
-from ...roles import ADMIN
+from ...roles import ADMIN, STAFF
 
 router = APIRouter()
 
@@ -91,9 +92,110 @@ def _users_page(request: Request, user, session, generated: dict | None = None) 
     for row in user_service.list_users(session, firm_id=user.firm_id):
         chain = user_service.sponsor_chain(session, row.id)
         rows.append({"user": row, "sessions": user_service.live_sessions(session, user_id=row.id),
-                     "sponsors": [chain[uid].email for uid in sorted(chain)], "you": row.id == user.user_id})
+                     "sponsors": [chain[uid].email for uid in sorted(chain)], "you": row.id == user.user_id,
+                     "two_factor": totp.enabled(row)})
     return render(request, "people/users.html", {"rows": rows, "staff_roles": user_service.STAFF_ROLES,
                                                  "generated": generated})
+
+
+@router.post("/office/users")
+def create_staff_user(request: Request, user: Role(*ADMIN), session: Db, form: Form) -> Response:
+    """An admin adds a staff member (a trader's login comes with the trader); an empty password is generated
+    and shown on this answer only."""
+    password = form.get("password", "")
+    if len(password) > user_service.MAX_PASSWORD:
+        return redirect(request, "/office/users", flash="Not done: that password is too long")
+    role = form.get("role", "")
+    if role not in user_service.STAFF_ROLES:
+        return redirect(request, "/office/users", flash=f"Not done: role: one of {', '.join(user_service.STAFF_ROLES)}")
+    chosen = password or generate_password()
+    try:
+        with session.begin_nested():
+            row = user_service.create_user(session, firm_id=user.firm_id, email=form.get("email", ""), password=chosen,
+                                           role=role, actor=user.actor, by_user_id=user.user_id)
+    except (Invalid, Conflict, NotFound) as exc:
+        return redirect(request, "/office/users", flash=f"Not done: {exc}")
+    if password:
+        return redirect(request, "/office/users", flash=f"{row.email} is added as {row.role}")
+    return _users_page(request, user, session, generated={"email": row.email, "password": chosen})
+
+
+@router.post("/office/users/{user_id}/two-factor/off")
+def two_factor_off(request: Request, user_id: UserId, user: Role(*ADMIN), session: Db, form: Form) -> Response:
+    return _admin_act(request, session, lambda row: f"Two-factor login of {row.email} is off; they enrol again",
+                      lambda: totp.disable(session, firm_id=user.firm_id, user_id=user_id, actor=user.actor,
+                                           by_user_id=user.user_id))
+
+
+# --------------------------------------------------------------------------------------------------
+# your own two-factor login (staff; the service is the portal's too when it offers it)
+
+
+@router.get("/account/two-factor")
+def two_factor_page(request: Request, user: Role(*STAFF), session: Db) -> Response:
+    row = user_service.get_user(session, firm_id=user.firm_id, user_id=user.user_id)
+    pending = row.totp_secret if row.totp_secret and not totp.enabled(row) else None
+    uri = totp.provisioning_uri(row) if pending else None
+    return render(request, "people/two_factor.html", {
+        "enabled": totp.enabled(row), "since": row.totp_enabled_at, "secret": pending, "uri": uri,
+        "qr": totp.qr_svg(uri) if uri else None, "left": totp.recovery_codes_left(session, user_id=row.id),
+        "codes": None})
+
+
+@router.post("/account/two-factor/start")
+def two_factor_start(request: Request, user: Role(*STAFF), session: Db, form: Form) -> Response:
+    try:
+        with session.begin_nested():
+            totp.start_enrolment(session, user_id=user.user_id, firm_id=user.firm_id)
+    except (Invalid, Conflict) as exc:
+        return redirect(request, "/account/two-factor", flash=f"Not done: {exc}")
+    return redirect(request, "/account/two-factor")
+
+
+@router.post("/account/two-factor/confirm")
+def two_factor_confirm(request: Request, user: Role(*STAFF), session: Db, form: Form) -> Response:
+    try:
+        with session.begin_nested():
+            codes = totp.confirm_enrolment(session, user_id=user.user_id, firm_id=user.firm_id,
+                                           code=form.get("code", ""), actor=user.actor)
+    except (Invalid, Conflict) as exc:
+        return redirect(request, "/account/two-factor", flash=f"Not done: {exc}")
+    # the recovery codes are shown on this answer only (never in a cookie, a URL or the log)
+    return render(request, "people/two_factor.html", {"enabled": True, "since": None, "secret": None, "uri": None,
+                                                      "qr": None, "left": len(codes), "codes": codes})
+
+
+# --------------------------------------------------------------------------------------------------
+# platform API keys (admin)
+
+
+@router.get("/office/api-keys")
+def api_keys_page(request: Request, user: Role(*ADMIN), session: Db) -> Response:
+    return _keys_page(request, user, session)
+
+
+def _keys_page(request: Request, user, session, issued: dict | None = None) -> Response:
+    keys = [apikey_admin.key_view(row) for row in apikey_admin.list_keys(session, firm_id=user.firm_id)]
+    return render(request, "people/api_keys.html", {"keys": keys, "issued": issued})
+
+
+@router.post("/office/api-keys")
+def issue_api_key(request: Request, user: Role(*ADMIN), session: Db, form: Form) -> Response:
+    try:
+        with session.begin_nested():
+            row, secret = apikey_admin.issue_key(session, firm_id=user.firm_id, platform=form.get("platform", "").strip(),
+                                                 actor=user.actor)
+    except Invalid as exc:
+        return redirect(request, "/office/api-keys", flash=f"Not done: {exc}")
+    # the secret is shown on this answer only
+    return _keys_page(request, user, session, issued={"id": row.id, "platform": row.platform, "secret": secret})
+
+
+@router.post("/office/api-keys/{key_id}/revoke")
+def revoke_api_key(request: Request, key_id: Annotated[str, Path(max_length=40)], user: Role(*ADMIN), session: Db,
+                   form: Form) -> Response:
+    row = apikey_admin.revoke_key(session, firm_id=user.firm_id, key_id=key_id, actor=user.actor)
+    return redirect(request, "/office/api-keys", flash=f"Key {row.id} ({row.platform}) is revoked")
 
 
 def _admin_act(request: Request, session, done, action) -> Response:

@@ -12,19 +12,18 @@
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
-from ...http.auth import Db, same_origin
+from ...http.auth import Db
 from ...features.calendar.service import list_sources, upcoming
 from ...features.platforms.connections import list_connections
 from ...features.platforms.reports import MAX_REPORT_BYTES, import_mt5_report
 from ...services import accounts as account_service
 from ...services.errors import Invalid, NotFound
-from ...http.pages import Role, csrf_token, redirect, render
+from ...http.pages import Role, checked_form, redirect, render
 from ...roles import RISK, STAFF
 
 router = APIRouter()
@@ -33,14 +32,7 @@ UTC = dt.timezone.utc
 
 @router.post("/office/accounts/{account_id}/mt5-report")
 async def upload_mt5_report(request: Request, account_id: int, user: Role(*RISK), session: Db) -> Response:
-    if not same_origin(request):
-        raise HTTPException(status_code=403, detail="cross-site form post refused")
-    form = await request.form(max_files=1, max_fields=20, max_part_size=MAX_REPORT_BYTES)
-    sent = form.get("csrf")
-    expected = csrf_token(request)
-    if not isinstance(sent, str) or not expected or not hmac.compare_digest(sent, expected):
-        raise HTTPException(status_code=403, detail="the form has expired or did not come from this site; "
-                                                    "reload the page and try again")
+    form = await checked_form(request, max_files=1, max_part_size=MAX_REPORT_BYTES)
     if not 1 <= account_id <= 2_147_483_647:
         raise NotFound(f"no account {account_id}")
     account = account_service.get_account(session, firm_id=user.firm_id, account_id=account_id)

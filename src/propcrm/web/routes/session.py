@@ -11,12 +11,13 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ...http.auth import COOKIE_NAME, Db, cross_site, secure_cookie, client_address
-from ...services import logins
+from ...services import logins, totp
 from ...services import users as user_service
 from ...services.users import SESSION_TTL, Principal
 from ...http.pages import LOGIN_CSRF_COOKIE, Form, WebUser, home_of, redirect, render, safe_next
 
 router = APIRouter()
+CHALLENGE_COOKIE = "propcrm_login_challenge"  # the second step's ticket (path /login, SameSite=Strict)
 
 
 @router.get("/")
@@ -68,15 +69,65 @@ async def login(request: Request) -> Response:
                                               "seconds.", firm=firm, email=email, next_path=next_path, status=429)
         response.headers["Retry-After"] = str(result.throttled.retry_after)
         return response
+    if result.challenge is not None:  # two-factor on: the code is the second step (/login/code)
+        response = _code_page(request, next_path=next_path)
+        response.set_cookie(CHALLENGE_COOKIE, result.challenge, max_age=int(totp.CHALLENGE_TTL.total_seconds()),
+                            path="/login", httponly=True, samesite="strict", secure=secure_cookie(request))
+        return response
     if not result.ok:  # the failed attempt is counted (and audited when it says something new)
         return _login_page(request, error="Wrong firm, e-mail or password.", firm=firm, email=email,
                            next_path=next_path, status=401)
+    return _logged_in(request, result, next_path)
+
+
+def _logged_in(request: Request, result, next_path: str) -> Response:
     principal = Principal.of(result.user)
     response = RedirectResponse(next_path or home_of(principal.role), status_code=303)
     response.set_cookie(COOKIE_NAME, result.token, max_age=int(SESSION_TTL.total_seconds()), path="/", httponly=True,
                         samesite="lax", secure=secure_cookie(request))
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    response.delete_cookie(CHALLENGE_COOKIE, path="/login")
     return response
+
+
+def _code_page(request: Request, *, next_path: str = "", error: str | None = None, status: int = 200) -> Response:
+    value = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
+    request.state.login_csrf = value
+    response = render(request, "login_code.html", {"error": error, "next": next_path, "csrf": value}, status=status)
+    response.set_cookie(LOGIN_CSRF_COOKIE, value, max_age=3600, path="/login", httponly=True,
+                        samesite="strict", secure=secure_cookie(request))
+    return response
+
+
+@router.post("/login/code")
+async def login_code(request: Request) -> Response:
+    """The second step of a login with two-factor on (services/totp.py): the ticket is the cookie the
+    password step set; the code is the authenticator's or a recovery code."""
+    if cross_site(request):
+        raise HTTPException(status_code=403, detail="cross-site form post refused")
+    form = await request.form(max_files=0, max_fields=20)
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not expected or not hmac.compare_digest(fields.get("csrf", ""), expected):
+        return _login_page(request, error="The form expired; please log in again.", status=403)
+    next_path = safe_next(fields.get("next"), "")
+    ticket = request.cookies.get(CHALLENGE_COOKIE, "")
+    app = request.app
+    result = await run_in_threadpool(logins.complete_second_factor, app.state.sessions, app.state.read_sessions,
+                                     app.state.login_throttle, ticket=ticket, code=fields.get("code", ""),
+                                     address=client_address(request))
+    if result.throttled is not None:
+        response = _code_page(request, next_path=next_path, status=429,
+                              error=f"Too many failed logins; try again in {result.throttled.retry_after} seconds.")
+        response.headers["Retry-After"] = str(result.throttled.retry_after)
+        return response
+    if result.ok:
+        return _logged_in(request, result, next_path)
+    if result.challenge is None:  # expired or used up: from the start
+        response = _login_page(request, error=f"Not logged in: {result.problem}.", next_path=next_path, status=401)
+        response.delete_cookie(CHALLENGE_COOKIE, path="/login")
+        return response
+    return _code_page(request, next_path=next_path, error="Wrong code; try the one your app shows now.", status=401)
 
 
 @router.post("/logout")

@@ -1,7 +1,8 @@
 /* propcrm web: live accounts table, account page and decisions feed (see app.js for propcrm.live).
  *
  * - table[data-live-accounts="1,2,3"]: the rows' cells (data-field) change in place when an account's
- *   row arrives on the stream, with a brief highlight; a breach or pause is announced to screen readers.
+ *   row arrives on the stream, with a brief highlight; a breach or pause is announced to screen readers;
+ *   a table sorted by a figure (data-sort) keeps its rows in that order as the figures change.
  * - #account-live[data-account-id]: the account page's figures update in place; the chart is redrawn
  *   (at most every 5 s) and the chart's data table is filled from the same JSON.
  * - table[data-live-decisions]: new decisions that match the page's filters appear at the top.
@@ -56,6 +57,46 @@
   }
 
   // ------------------------------------------------------------------ the accounts table
+  var TEXT_SORTS = {external_id: true, status: true, phase: true};
+
+  // The value a row sorts by (null: none, which sorts last in either direction, as on the server).
+  function sortValue(tr, key) {
+    var text;
+    if (key === "nearest") text = tr.getAttribute("data-nearest") || "";
+    else if (key === "external_id") text = tr.querySelector("th").textContent;
+    else {
+      var el = tr.querySelector('[data-field="' + key + '"]');
+      if (!el) return null;
+      text = el.textContent;
+    }
+    text = text.trim();
+    if (TEXT_SORTS[key]) return text || null;
+    var found = text.replace(/,/g, "").match(/-?\d+(\.\d+)?/);  // "1,234.50" -> 1234.5; "3 / 4" -> 3
+    return found ? parseFloat(found[0]) : null;
+  }
+
+  // Keep a sorted page sorted when live figures change (the rows of this page among themselves; ties
+  // by id in the same direction, figure-less rows last — the server's order).
+  function resort(table) {
+    var sort = table.getAttribute("data-sort") || "id";
+    var desc = sort.charAt(0) === "-", key = desc ? sort.slice(1) : sort;
+    if (key === "id") return false;
+    var tbody = table.tBodies[0];
+    var rows = Array.prototype.slice.call(tbody.rows);
+    var keyed = rows.map(function (tr) {
+      return {tr: tr, v: sortValue(tr, key), id: Number(tr.getAttribute("data-account-id"))};
+    });
+    keyed.sort(function (a, b) {
+      if ((a.v === null) !== (b.v === null)) return a.v === null ? 1 : -1;
+      var c = a.v === b.v || a.v === null ? 0 : (a.v < b.v ? -1 : 1);
+      if (c === 0) c = a.id - b.id;
+      return desc ? -c : c;
+    });
+    var moved = keyed.some(function (k, i) { return k.tr !== rows[i]; });
+    if (moved) keyed.forEach(function (k) { tbody.appendChild(k.tr); });
+    return moved;
+  }
+
   function accountsTable(table) {
     var ids = table.getAttribute("data-live-accounts");
     propcrm.live({decisions: 1, accounts: ids}, {
@@ -64,7 +105,11 @@
         var tr = table.querySelector('tr[data-account-id="' + row.id + '"]');
         if (!tr) return;
         statusChange(tr, row);
-        if (applyRow(tr, row)) highlight(tr);
+        if ("nearest" in row) tr.setAttribute("data-nearest", row.nearest === null ? "" : String(row.nearest));
+        if (applyRow(tr, row)) {
+          highlight(tr);
+          if (resort(table)) announce("The list is re-sorted: account " + row.external_id + " moved.");
+        }
       }
     });
   }

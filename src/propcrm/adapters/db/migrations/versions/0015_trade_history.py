@@ -2,7 +2,7 @@
 and partial closes); a payout's method, destination, payment reference and "sent" step; certificates
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 
 Filled by the evaluation write path in the transaction of the decisions (services/trades.py), in the
 embedded and the scaled-out deployment alike. Accounts evaluated before this migration are filled with
@@ -15,7 +15,7 @@ from propcrm.adapters.db.models import Money, UtcDateTime
 
 
 revision = '0015'
-down_revision = '0013'
+down_revision = '0014'
 branch_labels = None
 depends_on = None
 
