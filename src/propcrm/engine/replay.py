@@ -196,20 +196,17 @@ def compare_decisions(a: Sequence[A], b: Sequence[B]) -> tuple[list[A], list[B]]
     """The decisions only in ``a`` and only in ``b`` (each in its own order): one account's history as it
     was decided and as another rule pack decides it. Equal decisions are paired one to one, so a decision
     made twice under ``a`` and once under ``b`` leaves one in ``a``'s list."""
-    left = Counter(decision_key(d) for d in b)
-    only_a: list[A] = []
-    for d in a:
+    return _unmatched(a, b), _unmatched(b, a)
+
+
+def _unmatched(mine: Sequence[A], theirs: Sequence[Any]) -> list[A]:
+    """The decisions of ``mine`` left over when each is paired with an equal one of ``theirs`` at most once."""
+    left = Counter(decision_key(d) for d in theirs)
+    out: list[A] = []
+    for d in mine:
         key = decision_key(d)
         if left[key] > 0:
             left[key] -= 1
         else:
-            only_a.append(d)
-    right = Counter(decision_key(d) for d in a)
-    only_b: list[B] = []
-    for d in b:
-        key = decision_key(d)
-        if right[key] > 0:
-            right[key] -= 1
-        else:
-            only_b.append(d)
-    return only_a, only_b
+            out.append(d)
+    return out

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 from sqlalchemy import func, select
 
 from ..adapters.db import models as m
@@ -31,7 +30,7 @@ from ..services import users
 from ..services.catalog import add_pack, create_account, ensure_firm
 from ..services.evaluation import EvaluationWorker
 from ..services.ingest import ingest
-from .bench_web import FIRM, PASSWORD, time_pages
+from .bench_web import FIRM, PASSWORD, print_pages, time_pages
 
 UTC = dt.timezone.utc
 EMAIL = "trader@bench.example"
@@ -117,14 +116,7 @@ def bench_portal(*, trades: int = 10_000, db: str | None = None, requests: int =
             f"/portal/accounts/{{id}}/trades?offset={last}", f"/portal/accounts/{{id}}/trades?month={month}",
             "/portal/payouts"]
     results = time_pages(url, urls=urls, requests=requests, n_accounts=1, console=console, email=EMAIL)
-    table = Table(title=f"propcrm bench portal — one trader, {trades:,} trades, sequential GETs")
-    for column in ("page", "status", "requests", "p50 ms", "p95 ms", "p99 ms", "max ms"):
-        table.add_column(column, justify="left" if column == "page" else "right")
-    for r in results:
-        status = str(r["status"]) + (f" ({r['failures']} not 200)" if r["failures"] else "")
-        table.add_row(r["url"], status, str(r["n"]), f"{r['p50']:.0f}", f"{r['p95']:.0f}", f"{r['p99']:.0f}",
-                      f"{r['max']:.0f}")
-    console.print(table)
+    print_pages(console, f"propcrm bench portal — one trader, {trades:,} trades, sequential GETs", results)
     return results
 
 

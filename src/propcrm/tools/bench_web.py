@@ -412,7 +412,13 @@ def bench_web(*, accounts: int = 100_000, events: int = 10_000_000, db: str | No
                       f"decisions ({kinds}), {report['statuses']:,} accounts not active")
     console.print(f"database size: {_size(url) / 1e9:.2f} GB")
     results = time_pages(url, urls=list(urls or DEFAULT_URLS), requests=requests, n_accounts=accounts, console=console)
-    table = Table(title=f"propcrm bench web — {accounts:,} accounts, sequential GETs as a risk officer")
+    print_pages(console, f"propcrm bench web — {accounts:,} accounts, sequential GETs as a risk officer", results)
+    return results
+
+
+def print_pages(console: Console, title: str, results: list[dict]) -> None:
+    """The figures of :func:`time_pages` as a table: a page a row, its latencies in ms."""
+    table = Table(title=title)
     for column in ("page", "status", "requests", "p50 ms", "p95 ms", "p99 ms", "max ms"):
         table.add_column(column, justify="left" if column == "page" else "right")
     for r in results:
@@ -420,7 +426,6 @@ def bench_web(*, accounts: int = 100_000, events: int = 10_000_000, db: str | No
         table.add_row(r["url"], status, str(r["n"]), f"{r['p50']:.0f}", f"{r['p95']:.0f}", f"{r['p99']:.0f}",
                       f"{r['max']:.0f}")
     console.print(table)
-    return results
 
 
 __all__ = ["DEFAULT_URLS", "bench_web", "build", "time_pages"]
