@@ -200,6 +200,25 @@ def _amount_of(program: PhaseProgram, st: AccountState, *, external_id: str, don
 
 
 def unsettled_reason(session: Session, account: m.Account) -> str | None:
+    """Why the account's stored state is not final enough to pay from, or ``None``: a withdrawal of an
+    approved payout not applied yet, or events not evaluated yet. In the scale-out deployment the
+    withdrawals are checked through what the partition worker recorded, and "evaluated" means no
+    committed decision of the account is newer than its stored state (the partition's snapshot)."""
+    from ..adapters.bus import bus_mode
+
+    if bus_mode():
+        for payout_id, event_id in session.execute(select(Payout.id, Payout.event_id).where(
+                Payout.firm_id == account.firm_id, Payout.account_id == account.id, Payout.status == "approved")):
+            problem = _bus_withdrawal_problem(session, account, payout_id, event_id)
+            if problem is not None:
+                return problem
+        stored_at = session.scalar(select(m.AccountState.last_seq).where(m.AccountState.account_id == account.id))
+        newer = session.scalar(select(func.count()).select_from(m.Decision).where(
+            m.Decision.firm_id == account.firm_id, m.Decision.account_id == account.id,
+            m.Decision.event_seq > (stored_at or 0)))
+        if stored_at is not None and newer:
+            return f"{newer} decision(s) of the account are newer than its stored state (the partition's next snapshot)"
+        return None
     waiting = session.scalar(select(func.count()).select_from(m.RawEvent).where(
         m.RawEvent.firm_id == account.firm_id, m.RawEvent.account_id == account.id, m.RawEvent.status == "pending"))
     for payout_id, event_id in session.execute(select(Payout.id, Payout.event_id).where(
@@ -474,8 +493,6 @@ def approve_payout(session: Session, *, firm_id: str, payout_id: int, user_id: i
                    now: dt.datetime | None = None) -> Payout | Refusal:
     """One approval. The last one needed pays: the withdrawal is recorded on the account."""
     row = get_payout(session, firm_id=firm_id, payout_id=payout_id, for_update=True)
-    if (bus := bus_mode_refusal("approving a payout")) is not None:
-        return bus
     if row.status != "prepared":
         return Refusal(f"payout {row.id} is {row.status}; only a prepared payout can be approved")
     if row.prepared_by_user_id == user_id:
@@ -526,7 +543,19 @@ def withdrawal_ts(session: Session, account: m.Account, now: dt.datetime | None)
     (or the firm's clock), so that it is never out of order and a platform event that arrives late
     is refused no more than it would have been without it; now, for an account without events. News is
     left out (its time is when it is scheduled, often ahead, and it moves no account's time), and so are
-    events evaluation set aside (never applied)."""
+    events evaluation set aside (never applied).
+
+    In the scale-out deployment the log is the stream, which the database cannot search: the
+    withdrawal is stamped now, or right after the account's latest evaluated event should that be
+    later (an event ahead of the clock), so the engine never finds it out of order. A platform event
+    older than it that arrives afterwards is refused as out of order (a dead letter to re-send)."""
+    from ..adapters.bus import bus_mode
+
+    if bus_mode():
+        wall = (now or now_utc()).astimezone(UTC)
+        state_row = session.get(m.AccountState, account.id)
+        last = STATE_DECODER.decode(state_row.state).last_ts if state_row is not None else None
+        return max(wall, last + dt.timedelta(microseconds=1)) if last is not None else wall
     latest = session.scalar(select(func.max(m.RawEvent.ts)).where(
         m.RawEvent.firm_id == account.firm_id,
         (m.RawEvent.account_id == account.id) | m.RawEvent.account_id.is_(None),
@@ -577,8 +606,11 @@ def _withdraw(session: Session, row: Payout, account: m.Account, *, now: dt.date
     withdrawal a silent "duplicate" and the payout would be paid without being withdrawn), or a refusal by
     ingestion. Then nothing is stored (the line is not even quarantined, where it could be re-submitted
     without the payout)."""
+    from ..adapters.bus import bus_mode
     from .ingest import ingest
 
+    if bus_mode():
+        return _withdraw_on_bus(session, row, account, now=now)
     event_id = f"payout-{row.id}"
     stored = session.execute(select(m.RawEvent.account_id, m.RawEvent.body).where(
         m.RawEvent.firm_id == account.firm_id, m.RawEvent.source == SOURCE, m.RawEvent.event_id == event_id)).first()
@@ -602,6 +634,69 @@ def _withdraw(session: Session, row: Payout, account: m.Account, *, now: dt.date
             return f"ingestion called the withdrawal {event_id} a duplicate, but no such event is stored"
         return _stored_withdrawal_problem(stored.account_id, stored.body, row, account)
     return f"ingestion refused the withdrawal event: {outcome.reason}"
+
+
+WITHDRAWAL_APPLIED = "payout.withdrawal_applied"
+"""The audit action the scale-out partition worker appends when it applies a payout's withdrawal."""
+
+
+def withdrawal_outbox_key(payout_id: int) -> str:
+    return f"payout:{payout_id}:withdrawal"
+
+
+def _withdraw_on_bus(session: Session, row: Payout, account: m.Account, *, now: dt.datetime | None) -> str | None:
+    """The scale-out deployment's :func:`_withdraw`: the withdrawal line is committed as an outbox row
+    (``bus_event``) in the approval's transaction, so it exists exactly when the approval does; the
+    dispatcher publishes it to the account's partition with a de-duplication id derived from the event
+    id, and the partition worker applies it once by that id. The outbox row's unique key is the
+    idempotency lock: a row already there must be exactly this payout's withdrawal."""
+    from .ingest import prepare_for_bus
+
+    event_id = f"payout-{row.id}"
+    key = withdrawal_outbox_key(row.id)
+    stored = session.scalar(select(m.OutboxMessage).where(m.OutboxMessage.dedupe_key == key))
+    if stored is not None:
+        payload = stored.payload or {}
+        mine = stored.firm_id == account.firm_id and payload.get("account") == account.external_id
+        return _stored_withdrawal_problem(account.id if mine else None, str(payload.get("line", "")).encode(), row,
+                                          account)
+    line = _withdrawal_line(row, account, withdrawal_ts(session, account, now))
+    savepoint = session.begin_nested()
+    # the checks of ingestion (an event's shape and bounds, its account), without writing to raw_events
+    prepared = prepare_for_bus(session, firm_id=account.firm_id, source=SOURCE, body=line)
+    savepoint.rollback()  # a refusal is not quarantined, where it could be re-submitted without the payout
+    if prepared.outcomes or len(prepared.lines) != 1:
+        reasons = "; ".join(o.reason or o.status for o in prepared.outcomes.values())
+        return f"ingestion refused the withdrawal event: {reasons or 'no line to publish'}"
+    session.add(m.OutboxMessage(firm_id=account.firm_id, kind="bus_event", dedupe_key=key, status="pending",
+                                attempts=0, next_attempt_at=now_utc(), created_at=now_utc(),
+                                payload={"source": SOURCE, "event_id": event_id, "account": account.external_id,
+                                         "payout": row.id, "line": line.decode().rstrip("\n")}))
+    session.flush()
+    return None
+
+
+def _bus_withdrawal_problem(session: Session, account: m.Account, payout_id: int, event_id: str) -> str | None:
+    """Scale-out: why an approved payout's withdrawal is not (yet) in the account's stored state, or
+    ``None``. Applied means the partition worker audited :data:`WITHDRAWAL_APPLIED` for it and the
+    account's stored state (a partition snapshot) is at or past the message that carried it."""
+    from ..adapters.db.models_cluster import DeadLetter
+
+    applied = session.scalar(select(m.AuditEntry.after).where(
+        m.AuditEntry.firm_id == account.firm_id, m.AuditEntry.action == WITHDRAWAL_APPLIED,
+        m.AuditEntry.entity == "payout", m.AuditEntry.entity_id == str(payout_id)).limit(1))
+    if applied is None:
+        refused = session.scalar(select(DeadLetter.reason).where(
+            DeadLetter.firm_id == account.firm_id, DeadLetter.source == SOURCE,
+            DeadLetter.event_id == event_id).limit(1))
+        if refused is not None:
+            return f"the withdrawal of payout {payout_id} is rejected ({refused}); it must be applied to the account first"
+        return f"the withdrawal of payout {payout_id} is pending; it must be applied to the account first"
+    state_row = session.get(m.AccountState, account.id)
+    if state_row is None or state_row.last_seq < int((applied or {}).get("stream_seq") or 0):
+        return (f"the withdrawal of payout {payout_id} is applied but not yet in the account's stored state "
+                "(the partition's next snapshot)")
+    return None
 
 
 def _mark_paid(session: Session, row: Payout, account: m.Account, actor: str) -> None:
