@@ -23,7 +23,9 @@ from propcrm.adapters.bus.jetstream import EventPublisher, connect, publish_even
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_lifecycle import Payout
 from propcrm.services import payouts as payout_service
+from propcrm.services import scaling
 from propcrm.services.dispatch import build_dispatcher
+from propcrm.services.lifecycle import Refusal
 from support.lifecycle import add_life_pack, add_user, approve_kyc, funded_account
 from support.staff import build_world, seed
 from integration.test_cluster import _start_worker, _stop, _tail, bus, nats_url, pg_url  # noqa: F401 - fixtures
@@ -51,6 +53,11 @@ def _wait(what: str, check, log, explain=lambda: "", timeout: float = 60.0):
             return found
         assert time.monotonic() - began < timeout, f"timed out waiting for {what}: {explain()}\n{_tail(log)}"
         time.sleep(0.1)
+
+
+def _has_state(world, account: int) -> bool:
+    with world.sessions() as s:
+        return s.get(m.AccountState, account) is not None
 
 
 def _state(world, account: int) -> tuple[Decimal, int]:
@@ -140,6 +147,19 @@ def test_a_payout_approved_by_two_people_is_withdrawn_once_through_the_bus(pg_ur
                                      headers=world.headers("trader")).json()
             settled = next(c for c in check["checks"] if c["name"] == "settled")
             assert settled["ok"], settled
+
+            # scaling, now that the account is settled: the carried profit goes to the new account the same way
+            with world.sessions.begin() as s:
+                scaled = scaling.scale_account(s, firm_id="fa", account_id=account, actor="test")
+                assert not isinstance(scaled, Refusal), scaled.reason
+                scaled = scaling.approve_scaling(s, firm_id="fa", scaling_id=scaled.id, actor="test")
+                assert not isinstance(scaled, Refusal), scaled.reason
+                new_account, expected = scaled.new_account_id, scaled.to_size + scaled.carried_profit
+                assert scaled.carried_profit == Decimal("1") and s.scalar(select(func.count()).select_from(m.RawEvent)) == 0
+            assert dispatcher.run_once().by_kind.get("bus_event") == 1
+            _wait("the carried profit in the new account's stored state",
+                  lambda: _state(world, new_account)[0] == expected if _has_state(world, new_account) else False, log,
+                  lambda: _diagnosis(world, bus))
         finally:
             _stop([worker])
 

@@ -17,6 +17,10 @@ A payout can only pay what the rules allow, once:
   it unsettled for good (a person must look). The withdrawal is stored exactly once: when an event
   with its id already exists and is something else, or ingestion refuses it, the approval is refused
   (409), audited as ``payout.withdrawal_refused``, and nothing of it is recorded.
+  In the scale-out deployment (``PROPCRM_NATS_URL``) the event log is the JetStream stream: the
+  withdrawal is committed as a ``bus_event`` outbox row in the approval's transaction, published by
+  the dispatcher with a message id derived from the event id and applied once by id by the
+  partition worker, which audits ``payout.withdrawal_applied`` (what ``settled`` reads there).
 * **Maker-checker**: the finance user who prepared a payout cannot approve it; above the firm's
   ``dual_approval_over`` it needs two different approvers. Each approver must be independent of the
   preparer and of the other approvers: not sponsored by them, not their sponsor, no sponsor in common
@@ -563,19 +567,6 @@ def withdrawal_ts(session: Session, account: m.Account, now: dt.datetime | None)
     return latest if latest is not None else (now or now_utc()).astimezone(UTC)
 
 
-def bus_mode_refusal(what: str) -> Refusal | None:
-    """Payouts and scaling write their balance events to the embedded event log (``raw_events``). In
-    the scale-out deployment (``PROPCRM_NATS_URL`` set) the stream is the log and nothing reads that
-    table, so the money-moving step is refused, before anything is recorded, rather than approving a
-    payout whose withdrawal no engine would ever apply."""
-    from ..adapters.bus import bus_mode
-
-    if bus_mode():
-        return Refusal(f"{what} is not available in the scale-out deployment yet (PROPCRM_NATS_URL is set): "
-                       "its balance event cannot be written to the NATS event log from here; see docs/lifecycle.md")
-    return None
-
-
 def _withdrawal_line(row: Payout, account: m.Account, ts: dt.datetime) -> bytes:
     return json.dumps({"id": f"payout-{row.id}", "type": "balance", "account": account.external_id,
                        "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "amount": money(-row.withdrawal),
@@ -668,12 +659,22 @@ def _withdraw_on_bus(session: Session, row: Payout, account: m.Account, *, now: 
     if prepared.outcomes or len(prepared.lines) != 1:
         reasons = "; ".join(o.reason or o.status for o in prepared.outcomes.values())
         return f"ingestion refused the withdrawal event: {reasons or 'no line to publish'}"
-    session.add(m.OutboxMessage(firm_id=account.firm_id, kind="bus_event", dedupe_key=key, status="pending",
-                                attempts=0, next_attempt_at=now_utc(), created_at=now_utc(),
-                                payload={"source": SOURCE, "event_id": event_id, "account": account.external_id,
-                                         "payout": row.id, "line": line.decode().rstrip("\n")}))
-    session.flush()
+    queue_bus_event(session, firm_id=account.firm_id, key=key, source=SOURCE, event_id=event_id,
+                    account=account.external_id, line=line, payout=row.id)
     return None
+
+
+def queue_bus_event(session: Session, *, firm_id: str, key: str, source: str, event_id: str, account: str | None,
+                    line: bytes, **extra: Any) -> None:
+    """Commit an event the system writes itself (a withdrawal, a scaling's carried profit) to the
+    scale-out event log: a ``bus_event`` outbox row in the caller's transaction, unique by ``key``,
+    which the dispatcher publishes to the account's partition (``services.dispatch``)."""
+    now = now_utc()
+    session.add(m.OutboxMessage(firm_id=firm_id, kind="bus_event", dedupe_key=key, status="pending", attempts=0,
+                                next_attempt_at=now, created_at=now,
+                                payload={"source": source, "event_id": event_id, "account": account,
+                                         "line": line.decode().rstrip("\n"), **extra}))
+    session.flush()
 
 
 def _bus_withdrawal_problem(session: Session, account: m.Account, payout_id: int, event_id: str) -> str | None:
@@ -844,6 +845,6 @@ def open_liability(session: Session, *, firm_id: str, chunk: int = 2000) -> tupl
     return total, rows
 
 
-__all__ = ["amount_now", "approve_payout", "assess", "carried_over", "get_payout", "lineage_of", "list_payouts",
+__all__ = ["amount_now", "approve_payout", "assess", "queue_bus_event", "carried_over", "get_payout", "lineage_of", "list_payouts",
            "open_liability", "payout_view", "prepare_payout", "preview", "reject_payout", "request_payout",
            "resolve_violation"]
