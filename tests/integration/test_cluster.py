@@ -329,13 +329,17 @@ def test_the_api_as_an_ingest_node_publishes_and_reports_health(bus, tmp_path, m
         assert s.scalar(select(func.count()).select_from(m.Quarantine)) == 2  # the unknown account, twice
         quarantined = s.scalars(select(m.Quarantine.id)).all()
     # nothing may go to the embedded log in this mode: no worker would ever read it
-    from propcrm.services.errors import Conflict
     from propcrm.services.ingest import IngestError, ingest, resubmit
 
     with sessions(engine).begin() as s, pytest.raises(IngestError, match="NATS JetStream stream"):
         ingest(s, firm_id=FIRM, source="mt5", body=body)
-    with sessions(engine).begin() as s, pytest.raises(Conflict, match="cannot be re-submitted"):
-        resubmit(s, firm_id=FIRM, quarantine_ids=quarantined)
+    # re-submission goes to the stream through the outbox (tests/integration/test_cluster_payouts.py); a line
+    # still refused (the account still does not exist) stays in quarantine, and nothing reaches the embedded log
+    with sessions(engine).begin() as s:
+        report = resubmit(s, firm_id=FIRM, quarantine_ids=quarantined)
+        assert report.rejected == 2 and report.accepted == 0
+        assert s.scalar(select(func.count()).select_from(m.RawEvent)) == 0
+        assert s.scalar(select(func.count()).select_from(m.OutboxMessage).where(m.OutboxMessage.kind == "bus_event")) == 0
     engine.dispose()
     targets = asyncio.run(_last_seq_per_partition(bus))
     assert targets and all(seq > 0 for seq in targets.values())

@@ -390,9 +390,14 @@ def test_a_provider_id_out_of_range_is_a_named_422(world, path, platform, docume
     assert got.status_code == 422 and next(iter(document)) in got.json()["error"], got.text
 
 
-def test_in_the_scale_out_deployment_approving_a_payout_is_refused_before_anything_is_recorded(world, monkeypatch):
-    """With PROPCRM_NATS_URL set the event log is the stream, so a withdrawal written to the embedded log
-    would never be applied: the approval is a 409 with the reason, and the payout stays prepared."""
+def test_in_the_scale_out_deployment_the_withdrawal_is_queued_for_the_stream_not_the_embedded_log(world, monkeypatch):
+    """With PROPCRM_NATS_URL set the event log is the stream: the last approval commits the withdrawal as
+    a ``bus_event`` outbox row (the dispatcher publishes it; tests/integration/test_cluster_payouts.py
+    follows it to the worker), nothing is written to ``raw_events``, and a second approval pays nothing."""
+    from sqlalchemy import func, select
+
+    from propcrm.adapters.db import models as m
+
     version = _life(world)
     approve_kyc(world.sessions, world.traders["t1"])
     finance, f2 = world.headers("finance"), _finance(world, "f2")
@@ -401,13 +406,19 @@ def test_in_the_scale_out_deployment_approving_a_payout_is_refused_before_anythi
     payout = world.client.post("/api/v1/payouts", json={"account_id": account}, headers=finance).json()
     assert world.client.post(f"/api/v1/payouts/{payout['id']}/prepare", json={}, headers=finance).status_code == 200
     monkeypatch.setenv("PROPCRM_NATS_URL", "nats://127.0.0.1:4222")
-    refused = world.client.post(f"/api/v1/payouts/{payout['id']}/approve", headers=f2)
-    assert refused.status_code == 409 and "scale-out deployment" in refused.json()["error"]
-    seen = world.client.get(f"/api/v1/payouts/{payout['id']}", headers=finance).json()
-    assert seen["status"] == "prepared"
-    monkeypatch.delenv("PROPCRM_NATS_URL")
-    paid = world.client.post(f"/api/v1/payouts/{payout['id']}/approve", headers=f2).json()
-    assert paid["status"] == "approved"
+    paid = world.client.post(f"/api/v1/payouts/{payout['id']}/approve", headers=f2)
+    assert paid.status_code == 200 and paid.json()["status"] == "approved", paid.text
+    with world.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(m.RawEvent).where(
+            m.RawEvent.event_id == f"payout-{payout['id']}")) == 0
+        [row] = s.scalars(select(m.OutboxMessage).where(m.OutboxMessage.kind == "bus_event")).all()
+    assert row.dedupe_key == f"payout:{payout['id']}:withdrawal" and row.payload["event_id"] == f"payout-{payout['id']}"
+    assert '"amount": "-500"' in row.payload["line"] and row.payload["account"] == "BUS1"
+    again = world.client.post(f"/api/v1/payouts/{payout['id']}/approve", headers=world.headers("admin"))
+    assert again.status_code == 409
+    check = world.client.get(f"/api/v1/accounts/{account}/payout-eligibility", headers=finance).json()
+    settled = next(c for c in check["checks"] if c["name"] == "settled")
+    assert not settled["ok"] and "is pending" in settled["reason"]  # until the worker has applied it
 
 
 def test_the_payout_review_runs_the_abuse_analysis_first(world):

@@ -171,3 +171,60 @@ def test_every_decision_links_to_the_stream_message_that_carried_its_event(db_ur
     assert decisions
     assert all(seq is not None and event_id in ids_in[seq] for seq, event_id in decisions)
     engine.dispose()
+
+
+def test_a_withdrawal_is_applied_once_by_its_id_across_a_takeover_and_a_snapshot(db_url):
+    """A payout's withdrawal (source ``propcrm-payouts``) published twice under different message ids — as
+    after JetStream's de-duplication window — is applied once: by the live run, by a takeover that
+    replays it silently, and by a takeover from a snapshot taken after it (the ids travel in the context)."""
+    import json
+
+    from propcrm.adapters.bus.partitions import partition_of
+    from propcrm.services.payouts import SOURCE, WITHDRAWAL_APPLIED
+
+    lines = [x.rstrip(b"\n") for x in generate(SPEC)]
+    _seed(db_url, [SPEC])
+    engine = make_engine(db_url)
+    Session = sessions(engine)
+    stream = _messages(lines)
+    account = next(e.account for e in map(DECODER.decode, lines) if getattr(e, "account", None))
+    p = partition_of("bench", account, P)
+    last = max(DECODER.decode(x).ts for x in lines)
+    withdrawal = json.dumps({"id": "payout-7", "type": "balance", "account": account, "reason": "payout",
+                             "ts": last.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "amount": "-1"}).encode()
+    headers = {"Propcrm-Firm": "bench", "Propcrm-Source": SOURCE, "Propcrm-Count": "1"}
+    seq = max(msg.seq for msgs in stream.values() for msg in msgs)
+    first, repeat, later = (StreamMessage(p, seq + i, dict(headers), withdrawal) for i in (1, 2, 3))
+
+    def balance(run) -> object:
+        return run.engines["bench"].states[account].balance
+
+    live = PartitionStore(Session, "S", P, "live", snapshot_interval_s=3600)
+    run = live.take(p)
+    assert not live.apply([(run, stream[p])]).failed
+    before = balance(run)
+    assert not live.apply([(run, [first])]).failed
+    assert balance(run) == before - 1
+    result = live.apply([(run, [repeat])])
+    assert not result.failed and result.dead_letters == 0 and balance(run) == before - 1  # dropped, not dead-lettered
+    # a takeover with no snapshot since: the withdrawal is replayed silently, the repeat is still a repeat
+    replaying = PartitionStore(Session, "S", P, "replaying", snapshot_interval_s=3600)
+    taken = replaying.take(p)
+    assert taken.applied == 0
+    assert not replaying.apply([(taken, stream[p] + [first, repeat, later])]).failed
+    assert balance(taken) == before - 1
+    # a snapshot, then a takeover from it: the applied ids come back with the engine context
+    assert not replaying.apply([(taken, [])], snapshot=True).failed
+    fresh = PartitionStore(Session, "S", P, "fresh", snapshot_interval_s=3600)
+    resumed = fresh.take(p)
+    assert resumed.applied == taken.seq
+    again = StreamMessage(p, seq + 4, dict(headers), withdrawal)
+    assert not fresh.apply([(resumed, [again])]).failed
+    assert balance(resumed) == before - 1
+    with Session() as s:
+        applied = s.scalars(select(m.AuditEntry).where(m.AuditEntry.action == WITHDRAWAL_APPLIED)).all()
+        assert [(a.entity_id, a.after["stream_seq"]) for a in applied] == [("7", seq + 1)]
+        account_id = s.scalar(select(m.Account.id).where(m.Account.external_id == account))
+        assert s.get(m.AccountState, account_id).balance == before - 1  # the snapshot holds it once
+        assert audit.verify(s).ok
+    engine.dispose()

@@ -55,6 +55,8 @@ from ..engine.runner import Engine
 from ..engine.evaluate import copy_state
 from ..services.catalog import PackCache
 from ..services.ingest import ahead_of_clock, max_ahead_from_env, quarantine_lines
+from ..services import audit
+from ..services.payouts import SOURCE as PAYOUT_SOURCE, WITHDRAWAL_APPLIED
 from ..services.trades import TRADE_EVENTS
 from ..services.outcomes import (
     RESEND,
@@ -73,6 +75,11 @@ from ..services.outcomes import (
 
 log = logging.getLogger("propcrm.cluster")
 
+ONCE_SOURCES = frozenset({PAYOUT_SOURCE})
+"""Sources whose events the partition worker applies at most once by event id (the engines run without
+id de-duplication, event ids being unique per source only): a payout's withdrawal must never be taken
+twice, however often it is published."""
+
 UTC = dt.timezone.utc
 _CHUNK = 1000
 
@@ -80,6 +87,9 @@ _CHUNK = 1000
 class FirmContext(msgspec.Struct):
     market: Market
     last_clock: dt.datetime | None = None
+    # ids of the events applied once by id (payout withdrawals): kept with the snapshot, so a takeover's
+    # replay rebuilds exactly the set the live run had
+    once: list[str] = []
 
 
 class PartitionContext(msgspec.Struct):
@@ -124,6 +134,9 @@ class PartitionRun:
     # (stream seq, event id) dead-lettered between the last snapshot and the committed position: a
     # takeover's silent replay skips them, as the live run did
     skip: set[tuple[int, str]] = field(default_factory=set)
+    # firm -> ids of the events applied once by id (:data:`ONCE_SOURCES`): a re-publication past the
+    # stream's de-duplication window is dropped here
+    once: dict[str, set[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -246,6 +259,7 @@ class PartitionStore:
         self.directory = Directory(sessions, partitions)
         self._home: dict[tuple[str, str], int] = {}  # (firm, account) -> partition, cached
         self.max_ahead = max_ahead_from_env() if max_ahead is None else max_ahead
+        self._applied_once: list[dict] = []  # a batch's once-only events applied (audited with its commit)
 
     # ------------------------------------------------------------------ takeover
     def take(self, partition: int, epoch: int = 0) -> PartitionRun:
@@ -293,6 +307,8 @@ class PartitionStore:
             engine = self._engine(run, firm_id)
             engine.market = firm.market
             engine.last_clock = firm.last_clock
+            if firm.once:
+                run.once[firm_id] = set(firm.once)
         return run
 
     def _engine(self, run: PartitionRun, firm_id: str) -> Engine:
@@ -316,6 +332,7 @@ class PartitionStore:
         plans: list[_Plan] = []
         published: list[tuple[int, int]] = []
         touched: dict[tuple[str, str], _Touched] = {}
+        self._applied_once: list[dict] = []
         now = time.monotonic()
         stale = sorted(run.partition for run, _ in batch if run.stale)
         if stale:  # its engines are ahead of its checkpoint: committing it would apply events twice
@@ -371,6 +388,10 @@ class PartitionStore:
                     touched[key].problem = f"not applied: the events of {key[1]} in this batch could not be " \
                                            f"stored ({problem}); nothing of them was applied"
                     self._put_back(key, touched[key], outcomes, dead, result)
+                applied = [entry for entry in self._applied_once
+                           if (entry["firm_id"], entry["after"]["account"]) not in result.set_aside]
+                if applied:  # in the batch's transaction: recorded exactly when the withdrawal is committed
+                    audit.append_many(session, applied)
                 self._snapshot(session, plans)
                 self._advance(session, plans)
                 if dead:
@@ -521,7 +542,8 @@ class PartitionStore:
     @staticmethod
     def _context(run: PartitionRun) -> bytes:
         return _CONTEXT_ENCODER.encode(PartitionContext(firms={
-            firm_id: FirmContext(engine.market, engine.last_clock) for firm_id, engine in sorted(run.engines.items())
+            firm_id: FirmContext(engine.market, engine.last_clock, sorted(run.once.get(firm_id, ())))
+            for firm_id, engine in sorted(run.engines.items())
         }))
 
     def _apply_message(self, run: PartitionRun, message: StreamMessage, outcomes: dict, dead: list[dict],
@@ -580,6 +602,9 @@ class PartitionStore:
                     letter(f"line {number}: account {account!r} belongs to partition {p}, not {run.partition}",
                            raw, number, event.id)
                     continue
+            if source in ONCE_SOURCES and not self._first_time(run, firm_id, source, event, account, message, silent):
+                continue
+            if account is not None:
                 accounts.add(account)
             events.append(event)
             lines_of.append(number)
@@ -611,6 +636,10 @@ class PartitionStore:
             return len(events)
         refused = {problem.line for problem in engine.rejected}
         if engine.rejected:
+            refused_ids = {problem.id for problem in engine.rejected}
+            self._applied_once = [entry for entry in self._applied_once
+                                  if not (entry["after"]["stream_seq"] == message.seq
+                                          and entry["after"]["event"] in refused_ids)]
             if not silent:
                 for problem in engine.rejected:
                     number = problem.line
@@ -658,6 +687,25 @@ class PartitionStore:
             outcome.decisions.extend((d, message.seq) for d in by_account.get(external_id, ()))
             outcome.trades.extend(trades.get(external_id, ()))
         return len(events)
+
+    def _first_time(self, run: PartitionRun, firm_id: str, source: str, event, account: str | None,
+                    message: StreamMessage, silent: bool) -> bool:
+        """Whether an event of a once-only source is new (then it is remembered, and — when live — its
+        application is audited in the batch's transaction); a repeat is dropped and logged, never
+        dead-lettered (a quarantined copy could be re-submitted)."""
+        seen = run.once.setdefault(firm_id, set())
+        if event.id in seen:
+            if not silent:
+                log.warning("partition %d: event %s of source %s (firm %s) is applied already; the repeat at "
+                            "stream sequence %d is dropped", run.partition, event.id, source, firm_id, message.seq)
+            return False
+        seen.add(event.id)
+        if not silent and event.id.startswith("payout-") and event.id[7:].isdigit():
+            self._applied_once.append(dict(
+                actor="engine", action=WITHDRAWAL_APPLIED, entity="payout", entity_id=event.id[7:], firm_id=firm_id,
+                ts=event.ts, after={"event": event.id, "account": account, "stream_seq": message.seq,
+                                    "partition": run.partition}))
+        return True
 
     @staticmethod
     def _touch(run: PartitionRun, touched_accounts: dict, key: tuple[str, str], before: dict | None,

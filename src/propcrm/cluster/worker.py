@@ -350,9 +350,13 @@ class ClusterWorker:
                 await self._queue.put((owned.partition, owned.epoch, batch))
 
     async def _apply_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            items = [await self._queue.get()]
+            try:
+                first = await asyncio.wait_for(self._queue.get(), timeout=self.snapshot_interval_s)
+            except asyncio.TimeoutError:
+                await self._snapshot_idle()
+                continue
+            items = [first]
             events = _events_in(items[0][2])
             while events < self.max_batch_events and not self._queue.empty():
                 item = self._queue.get_nowait()
@@ -368,28 +372,44 @@ class ClusterWorker:
             if not groups:
                 continue
             batch = [(self.owned[p].run, messages) for p, messages in groups.items()]
-            self._applying = loop.run_in_executor(self._executor, self._store.apply, batch)
+            await self._apply(batch)
+
+    async def _snapshot_idle(self) -> None:
+        """A partition that has gone quiet still gets its snapshot: the stored states (what payouts,
+        lists and the account page read) catch up with the committed position within about two
+        snapshot intervals, instead of waiting for the partition's next message."""
+        now = time.monotonic()
+        runs = [owned.run for owned in self.owned.values() if owned.run is not None and not owned.run.stale
+                and owned.run.dirty and now - owned.run.last_snapshot >= self.snapshot_interval_s]
+        if runs:
+            await self._apply([(run, []) for run in runs], snapshot=True)
+
+    async def _apply(self, batch: list, *, snapshot: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        groups = {run.partition for run, _ in batch}
+        self._applying = loop.run_in_executor(self._executor, functools.partial(
+            self._store.apply, batch, snapshot=snapshot))
+        try:
+            result: BatchResult = await asyncio.shield(self._applying)
+        except Exception as exc:  # noqa: BLE001 - a dead loop would keep the leases and commit nothing
+            log.exception("worker %s: applying a batch raised", self.worker_id)
+            for run, _ in batch:
+                run.stale = True
+            result = BatchResult(failed=set(groups), error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        finally:
+            self._applying = None
+        self._observe(result)
+        if result.failed:
+            log.warning("worker %s: batch of partitions %s rolled back (%s); reloading them from their "
+                        "checkpoints", self.worker_id, sorted(result.failed), result.error)
+            for p in sorted(result.failed):
+                await self._restart_partition(p)
+        if result.committed:
             try:
-                result: BatchResult = await asyncio.shield(self._applying)
-            except Exception as exc:  # noqa: BLE001 - a dead loop would keep the leases and commit nothing
-                log.exception("worker %s: applying a batch raised", self.worker_id)
-                for run, _ in batch:
-                    run.stale = True
-                result = BatchResult(failed=set(groups), error=f"{type(exc).__name__}: {exc}".splitlines()[0])
-            finally:
-                self._applying = None
-            self._observe(result)
-            if result.failed:
-                log.warning("worker %s: batch of partitions %s rolled back (%s); reloading them from their "
-                            "checkpoints", self.worker_id, sorted(result.failed), result.error)
-                for p in sorted(result.failed):
-                    await self._restart_partition(p)
-            if result.committed:
-                try:
-                    await self._nc.publish(self.bus.commits_subject, json.dumps(
-                        {"worker": self.worker_id, "committed": result.committed, "events": result.events}).encode())
-                except Exception:  # noqa: BLE001 - a notice only
-                    pass
+                await self._nc.publish(self.bus.commits_subject, json.dumps(
+                    {"worker": self.worker_id, "committed": result.committed, "events": result.events}).encode())
+            except Exception:  # noqa: BLE001 - a notice only
+                pass
 
     def _observe(self, result: BatchResult) -> None:
         metrics = self.metrics

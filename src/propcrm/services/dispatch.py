@@ -7,6 +7,10 @@ that cause them. The dispatcher delivers them after commit:
     to the account's platform through a :class:`~propcrm.adapters.platforms.PlatformConnector`
     (``disable``, ``enable``, ``pause``, ``resume``, ``create_account``). The command carries the
     row's ``dedupe_key`` as ``idempotency_key`` so a bridge can drop a repeat.
+``bus_event``
+    an event line (a payout's withdrawal) published to its account's partition of the scale-out
+    event log (``PROPCRM_NATS_URL``), ``Nats-Msg-Id`` derived from the event's id: the event is in the
+    log once however often the row is delivered, and the partition worker applies it once by its id.
 ``notify``
     fanned out in one transaction: in-app notifications for the firm's admin and risk users and
     the trader's own user, plus one new row per e-mail recipient (``notify_email``: the trader,
@@ -245,6 +249,8 @@ class Dispatcher:
                 self._email(claim, now, report)
             elif claim.kind == "notify_webhook":
                 self._webhook(claim, now, report)
+            elif claim.kind == "bus_event":
+                self._bus_event(claim, now, report)
             else:
                 raise DeliveryError(f"no delivery for outbox kind {claim.kind!r}")
         except Exception as exc:  # noqa: BLE001 - any failure is recorded on the row and retried
@@ -271,6 +277,24 @@ class Dispatcher:
                    "idempotency_key": claim.dedupe_key, "attempt": claim.attempts,
                    **({"until": payload["until"]} if payload.get("until") else {})},
         )
+
+    def _bus_event(self, claim: _Claim, now: dt.datetime, report: DispatchReport) -> None:
+        """An event the system wrote in its own transaction (a payout's withdrawal), published to its
+        account's partition of the scale-out event log with a de-duplication id of the event's own
+        identity: a retry after a lost answer is the same message, and the partition worker applies the
+        event once by its id even past the stream's de-duplication window."""
+        from ..adapters.bus.jetstream import BusConfig, publish_event
+
+        config = BusConfig.from_env()
+        if config is None:
+            raise DeliveryError("a bus event needs the scale-out event log (PROPCRM_NATS_URL is not set)")
+        payload = claim.payload
+        published = publish_event(config, firm_id=claim.firm_id, source=str(payload["source"]),
+                                  account=payload.get("account"), line=str(payload["line"]).encode(),
+                                  event_id=str(payload["event_id"]))
+        self._sent(claim, now, report, action="event.published", entity="event", entity_id=payload["event_id"],
+                   after={"outbox": claim.id, "source": payload["source"], "account": payload.get("account"),
+                          "stream_seq": published.seq, "duplicate": published.duplicate, "attempt": claim.attempts})
 
     def _fan_out(self, claim: _Claim, now: dt.datetime, report: DispatchReport) -> None:
         """One ``notify`` row → in-app rows now, and an outbox row per e-mail recipient and webhook."""

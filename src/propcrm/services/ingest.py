@@ -287,10 +287,6 @@ def resubmit(session: Session, *, firm_id: str, quarantine_ids: Sequence[int]) -
     that is still refused stays in quarantine with its up-to-date reason. The report's ``line`` is the
     position in ``quarantine_ids`` (1-based) and ``quarantine_id`` names the entry.
     """
-    if bus_mode():  # a refusal of the use case (409), not a missing entry
-        from .errors import Conflict
-
-        raise Conflict(f"quarantined lines cannot be re-submitted here: {BUS_MODE_MESSAGE}")
     wanted = list(dict.fromkeys(int(i) for i in quarantine_ids))
     if not wanted:
         return IngestReport()
@@ -311,8 +307,12 @@ def resubmit(session: Session, *, firm_id: str, quarantine_ids: Sequence[int]) -
     for position, quarantine_id in enumerate(wanted, start=1):
         by_source.setdefault(rows[quarantine_id].source, []).append((position, rows[quarantine_id].body))
     for source, candidates in by_source.items():
-        stored, rejected = _store(session, firm_id=firm_id, source=source, candidates=candidates, received_at=now,
-                                  checks=checks)
+        if bus_mode():
+            stored, rejected = _queue_for_bus(session, firm_id=firm_id, source=source, candidates=candidates,
+                                              checks=checks, now=now)
+        else:
+            stored, rejected = _store(session, firm_id=firm_id, source=source, candidates=candidates,
+                                      received_at=now, checks=checks)
         outcomes.update(stored)
         for r in rejected:
             outcomes[r.line] = LineOutcome(r.line, "rejected", id=r.event_id, reason=r.reason)
@@ -327,6 +327,33 @@ def resubmit(session: Session, *, firm_id: str, quarantine_ids: Sequence[int]) -
         lines.append(outcome)
     session.flush()
     return IngestReport(lines)
+
+
+def resubmit_outbox_key(firm_id: str, source: str, event_id: str) -> str:
+    digest = hashlib.blake2b(f"{firm_id}\x1f{source}\x1f{event_id}".encode(), digest_size=16).hexdigest()
+    return f"resubmit:{digest}"
+
+
+def _queue_for_bus(session: Session, *, firm_id: str, source: str, candidates: list[tuple[int, bytes]],
+                   checks: Checks, now: dt.datetime) -> tuple[dict[int, LineOutcome], list[_Rejected]]:
+    """Re-submission in the scale-out deployment: the lines pass ingestion's checks, then each is
+    committed as a ``bus_event`` outbox row in the caller's transaction (with the entry resolved) and
+    the dispatcher publishes it to its account's partition, ``Nats-Msg-Id`` derived from the event id.
+    An event re-submitted before (same firm, source and id) is a ``duplicate`` and is not queued again."""
+    valid, outcomes, rejected = _validate(session, firm_id=firm_id, candidates=candidates, checks=checks)
+    for v in valid:
+        key = resubmit_outbox_key(firm_id, source, v.event.id)
+        if session.scalar(select(m.OutboxMessage.id).where(m.OutboxMessage.dedupe_key == key)) is not None:
+            outcomes[v.line] = LineOutcome(v.line, "duplicate", id=v.event.id)
+            continue
+        session.add(m.OutboxMessage(firm_id=firm_id, kind="bus_event", dedupe_key=key, status="pending", attempts=0,
+                                    next_attempt_at=now, created_at=now,
+                                    payload={"source": source, "event_id": v.event.id,
+                                             "account": getattr(v.event, "account", None),
+                                             "line": v.raw.decode("utf-8", "replace")}))
+        outcomes[v.line] = LineOutcome(v.line, "accepted", id=v.event.id)
+    session.flush()
+    return outcomes, rejected
 
 
 def split_body(body: bytes, content_type: str | None = None) -> tuple[list[tuple[int, bytes]], str | None]:

@@ -17,6 +17,10 @@ A payout can only pay what the rules allow, once:
   it unsettled for good (a person must look). The withdrawal is stored exactly once: when an event
   with its id already exists and is something else, or ingestion refuses it, the approval is refused
   (409), audited as ``payout.withdrawal_refused``, and nothing of it is recorded.
+  In the scale-out deployment (``PROPCRM_NATS_URL``) the event log is the JetStream stream: the
+  withdrawal is committed as a ``bus_event`` outbox row in the approval's transaction, published by
+  the dispatcher with a message id derived from the event id and applied once by id by the
+  partition worker, which audits ``payout.withdrawal_applied`` (what ``settled`` reads there).
 * **Maker-checker**: the finance user who prepared a payout cannot approve it; above the firm's
   ``dual_approval_over`` it needs two different approvers. Each approver must be independent of the
   preparer and of the other approvers: not sponsored by them, not their sponsor, no sponsor in common
@@ -226,6 +230,25 @@ def _amount_of(program: PhaseProgram, st: AccountState, *, external_id: str, don
 
 
 def unsettled_reason(session: Session, account: m.Account) -> str | None:
+    """Why the account's stored state is not final enough to pay from, or ``None``: a withdrawal of an
+    approved payout not applied yet, or events not evaluated yet. In the scale-out deployment the
+    withdrawals are checked through what the partition worker recorded, and "evaluated" means no
+    committed decision of the account is newer than its stored state (the partition's snapshot)."""
+    from ..adapters.bus import bus_mode
+
+    if bus_mode():
+        for payout_id, event_id in session.execute(select(Payout.id, Payout.event_id).where(
+                Payout.firm_id == account.firm_id, Payout.account_id == account.id, Payout.status == "approved")):
+            problem = _bus_withdrawal_problem(session, account, payout_id, event_id)
+            if problem is not None:
+                return problem
+        stored_at = session.scalar(select(m.AccountState.last_seq).where(m.AccountState.account_id == account.id))
+        newer = session.scalar(select(func.count()).select_from(m.Decision).where(
+            m.Decision.firm_id == account.firm_id, m.Decision.account_id == account.id,
+            m.Decision.event_seq > (stored_at or 0)))
+        if stored_at is not None and newer:
+            return f"{newer} decision(s) of the account are newer than its stored state (the partition's next snapshot)"
+        return None
     waiting = session.scalar(select(func.count()).select_from(m.RawEvent).where(
         m.RawEvent.firm_id == account.firm_id, m.RawEvent.account_id == account.id, m.RawEvent.status == "pending"))
     for payout_id, event_id in session.execute(select(Payout.id, Payout.event_id).where(
@@ -505,8 +528,6 @@ def approve_payout(session: Session, *, firm_id: str, payout_id: int, user_id: i
                    now: dt.datetime | None = None) -> Payout | Refusal:
     """One approval. The last one needed pays: the withdrawal is recorded on the account."""
     row = get_payout(session, firm_id=firm_id, payout_id=payout_id, for_update=True)
-    if (bus := bus_mode_refusal("approving a payout")) is not None:
-        return bus
     if row.status != "prepared":
         return Refusal(f"payout {row.id} is {row.status}; only a prepared payout can be approved")
     if row.prepared_by_user_id == user_id:
@@ -557,25 +578,24 @@ def withdrawal_ts(session: Session, account: m.Account, now: dt.datetime | None)
     (or the firm's clock), so that it is never out of order and a platform event that arrives late
     is refused no more than it would have been without it; now, for an account without events. News is
     left out (its time is when it is scheduled, often ahead, and it moves no account's time), and so are
-    events evaluation set aside (never applied)."""
+    events evaluation set aside (never applied).
+
+    In the scale-out deployment the log is the stream, which the database cannot search: the
+    withdrawal is stamped now, or right after the account's latest evaluated event should that be
+    later (an event ahead of the clock), so the engine never finds it out of order. A platform event
+    older than it that arrives afterwards is refused as out of order (a dead letter to re-send)."""
+    from ..adapters.bus import bus_mode
+
+    if bus_mode():
+        wall = (now or now_utc()).astimezone(UTC)
+        state_row = session.get(m.AccountState, account.id)
+        last = STATE_DECODER.decode(state_row.state).last_ts if state_row is not None else None
+        return max(wall, last + dt.timedelta(microseconds=1)) if last is not None else wall
     latest = session.scalar(select(func.max(m.RawEvent.ts)).where(
         m.RawEvent.firm_id == account.firm_id,
         (m.RawEvent.account_id == account.id) | m.RawEvent.account_id.is_(None),
         m.RawEvent.type != "news", m.RawEvent.status != "rejected"))
     return latest if latest is not None else (now or now_utc()).astimezone(UTC)
-
-
-def bus_mode_refusal(what: str) -> Refusal | None:
-    """Payouts and scaling write their balance events to the embedded event log (``raw_events``). In
-    the scale-out deployment (``PROPCRM_NATS_URL`` set) the stream is the log and nothing reads that
-    table, so the money-moving step is refused, before anything is recorded, rather than approving a
-    payout whose withdrawal no engine would ever apply."""
-    from ..adapters.bus import bus_mode
-
-    if bus_mode():
-        return Refusal(f"{what} is not available in the scale-out deployment yet (PROPCRM_NATS_URL is set): "
-                       "its balance event cannot be written to the NATS event log from here; see docs/lifecycle.md")
-    return None
 
 
 def _withdrawal_line(row: Payout, account: m.Account, ts: dt.datetime) -> bytes:
@@ -608,8 +628,11 @@ def _withdraw(session: Session, row: Payout, account: m.Account, *, now: dt.date
     withdrawal a silent "duplicate" and the payout would be paid without being withdrawn), or a refusal by
     ingestion. Then nothing is stored (the line is not even quarantined, where it could be re-submitted
     without the payout)."""
+    from ..adapters.bus import bus_mode
     from .ingest import ingest
 
+    if bus_mode():
+        return _withdraw_on_bus(session, row, account, now=now)
     event_id = f"payout-{row.id}"
     stored = session.execute(select(m.RawEvent.account_id, m.RawEvent.body).where(
         m.RawEvent.firm_id == account.firm_id, m.RawEvent.source == SOURCE, m.RawEvent.event_id == event_id)).first()
@@ -633,6 +656,79 @@ def _withdraw(session: Session, row: Payout, account: m.Account, *, now: dt.date
             return f"ingestion called the withdrawal {event_id} a duplicate, but no such event is stored"
         return _stored_withdrawal_problem(stored.account_id, stored.body, row, account)
     return f"ingestion refused the withdrawal event: {outcome.reason}"
+
+
+WITHDRAWAL_APPLIED = "payout.withdrawal_applied"
+"""The audit action the scale-out partition worker appends when it applies a payout's withdrawal."""
+
+
+def withdrawal_outbox_key(payout_id: int) -> str:
+    return f"payout:{payout_id}:withdrawal"
+
+
+def _withdraw_on_bus(session: Session, row: Payout, account: m.Account, *, now: dt.datetime | None) -> str | None:
+    """The scale-out deployment's :func:`_withdraw`: the withdrawal line is committed as an outbox row
+    (``bus_event``) in the approval's transaction, so it exists exactly when the approval does; the
+    dispatcher publishes it to the account's partition with a de-duplication id derived from the event
+    id, and the partition worker applies it once by that id. The outbox row's unique key is the
+    idempotency lock: a row already there must be exactly this payout's withdrawal."""
+    from .ingest import prepare_for_bus
+
+    event_id = f"payout-{row.id}"
+    key = withdrawal_outbox_key(row.id)
+    stored = session.scalar(select(m.OutboxMessage).where(m.OutboxMessage.dedupe_key == key))
+    if stored is not None:
+        payload = stored.payload or {}
+        mine = stored.firm_id == account.firm_id and payload.get("account") == account.external_id
+        return _stored_withdrawal_problem(account.id if mine else None, str(payload.get("line", "")).encode(), row,
+                                          account)
+    line = _withdrawal_line(row, account, withdrawal_ts(session, account, now))
+    savepoint = session.begin_nested()
+    # the checks of ingestion (an event's shape and bounds, its account), without writing to raw_events
+    prepared = prepare_for_bus(session, firm_id=account.firm_id, source=SOURCE, body=line)
+    savepoint.rollback()  # a refusal is not quarantined, where it could be re-submitted without the payout
+    if prepared.outcomes or len(prepared.lines) != 1:
+        reasons = "; ".join(o.reason or o.status for o in prepared.outcomes.values())
+        return f"ingestion refused the withdrawal event: {reasons or 'no line to publish'}"
+    queue_bus_event(session, firm_id=account.firm_id, key=key, source=SOURCE, event_id=event_id,
+                    account=account.external_id, line=line, payout=row.id)
+    return None
+
+
+def queue_bus_event(session: Session, *, firm_id: str, key: str, source: str, event_id: str, account: str | None,
+                    line: bytes, **extra: Any) -> None:
+    """Commit an event the system writes itself (a withdrawal, a scaling's carried profit) to the
+    scale-out event log: a ``bus_event`` outbox row in the caller's transaction, unique by ``key``,
+    which the dispatcher publishes to the account's partition (``services.dispatch``)."""
+    now = now_utc()
+    session.add(m.OutboxMessage(firm_id=firm_id, kind="bus_event", dedupe_key=key, status="pending", attempts=0,
+                                next_attempt_at=now, created_at=now,
+                                payload={"source": source, "event_id": event_id, "account": account,
+                                         "line": line.decode().rstrip("\n"), **extra}))
+    session.flush()
+
+
+def _bus_withdrawal_problem(session: Session, account: m.Account, payout_id: int, event_id: str) -> str | None:
+    """Scale-out: why an approved payout's withdrawal is not (yet) in the account's stored state, or
+    ``None``. Applied means the partition worker audited :data:`WITHDRAWAL_APPLIED` for it and the
+    account's stored state (a partition snapshot) is at or past the message that carried it."""
+    from ..adapters.db.models_cluster import DeadLetter
+
+    applied = session.scalar(select(m.AuditEntry.after).where(
+        m.AuditEntry.firm_id == account.firm_id, m.AuditEntry.action == WITHDRAWAL_APPLIED,
+        m.AuditEntry.entity == "payout", m.AuditEntry.entity_id == str(payout_id)).limit(1))
+    if applied is None:
+        refused = session.scalar(select(DeadLetter.reason).where(
+            DeadLetter.firm_id == account.firm_id, DeadLetter.source == SOURCE,
+            DeadLetter.event_id == event_id).limit(1))
+        if refused is not None:
+            return f"the withdrawal of payout {payout_id} is rejected ({refused}); it must be applied to the account first"
+        return f"the withdrawal of payout {payout_id} is pending; it must be applied to the account first"
+    state_row = session.get(m.AccountState, account.id)
+    if state_row is None or state_row.last_seq < int((applied or {}).get("stream_seq") or 0):
+        return (f"the withdrawal of payout {payout_id} is applied but not yet in the account's stored state "
+                "(the partition's next snapshot)")
+    return None
 
 
 def _mark_paid(session: Session, row: Payout, account: m.Account, actor: str) -> None:
@@ -830,6 +926,6 @@ def open_liability(session: Session, *, firm_id: str, chunk: int = 2000) -> tupl
     return total, rows
 
 
-__all__ = ["amount_now", "approve_payout", "assess", "carried_over", "get_payout", "lineage_of", "list_payouts",
+__all__ = ["amount_now", "approve_payout", "assess", "queue_bus_event", "carried_over", "get_payout", "lineage_of", "list_payouts",
            "open_liability", "payout_view", "prepare_payout", "preview", "reject_payout", "request_payout",
            "resolve_violation", "METHODS", "approval_notice", "mark_sent", "method_words", "payment_details"]

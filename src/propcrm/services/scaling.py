@@ -42,7 +42,7 @@ from .communications import notify_trader
 from .errors import NotFound
 from .evaluation import STATE_DECODER
 from .lifecycle import Refusal, now_utc, reason_text, settings_of
-from .payouts import OPEN, SOURCE, bus_mode_refusal, unresolved_violations, unsettled_reason, withdrawal_ts, amount_now, lineage_accounts, lineage_of
+from .payouts import OPEN, SOURCE, queue_bus_event, unresolved_violations, unsettled_reason, withdrawal_ts, amount_now, lineage_accounts, lineage_of
 
 
 @dataclass
@@ -191,8 +191,6 @@ def scale_account(session: Session, *, firm_id: str, account_id: int, actor: str
                   now: dt.datetime | None = None) -> Scaling | Refusal:
     """Review one account; if eligible, scale it now (``auto``) or queue it for approval."""
     account = get_account(session, firm_id=firm_id, account_id=account_id, for_update=True)
-    if (bus := bus_mode_refusal("scaling an account")) is not None:
-        return bus
     found = review(session, account=account, now=now)
     if not found.ok:
         failed = [c for c in found.checks if not c.ok]
@@ -214,8 +212,6 @@ def scale_account(session: Session, *, firm_id: str, account_id: int, actor: str
 def approve_scaling(session: Session, *, firm_id: str, scaling_id: int, actor: str,
                     now: dt.datetime | None = None) -> Scaling | Refusal:
     row = _get(session, firm_id, scaling_id)
-    if (bus := bus_mode_refusal("scaling an account")) is not None:
-        return bus
     if row.status != "pending":
         return Refusal(f"scaling {row.id} is {row.status}; only a pending scaling can be approved")
     account = get_account(session, firm_id=firm_id, account_id=row.account_id, for_update=True)
@@ -248,6 +244,7 @@ def _get(session: Session, firm_id: str, scaling_id: int) -> Scaling:
 
 def _apply(session: Session, row: Scaling, account: m.Account, found: Review, actor: str,
            now: dt.datetime | None) -> None:
+    from ..adapters.bus import bus_mode
     from .ingest import ingest
 
     version = session.get(m.RulePackVersion, account.pack_version_id)
@@ -280,7 +277,12 @@ def _apply(session: Session, row: Scaling, account: m.Account, found: Review, ac
         line = json.dumps({"id": f"scaling-{row.id}-carry", "type": "balance", "account": new.external_id,
                            "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "amount": money(found.carry),
                            "reason": "adjustment", "scaling": row.id})
-        ingest(session, firm_id=account.firm_id, source=SOURCE, body=line.encode() + b"\n")
+        if bus_mode():  # the scale-out log: published by the dispatcher, applied once by its id
+            queue_bus_event(session, firm_id=account.firm_id, key=f"scaling:{row.id}:carry", source=SOURCE,
+                            event_id=f"scaling-{row.id}-carry", account=new.external_id, line=line.encode(),
+                            scaling=row.id)
+        else:
+            ingest(session, firm_id=account.firm_id, source=SOURCE, body=line.encode() + b"\n")
     audit.append(session, actor=actor, action="account.scale", entity="account", entity_id=account.external_id,
                  before={"status": before, "size": found.from_size, "split": found.from_split,
                          "pack": f"{version.pack_id} v{version.version}"},

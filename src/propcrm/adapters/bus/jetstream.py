@@ -200,6 +200,35 @@ class EventPublisher:
         return [Published(m, ack.seq, bool(ack.duplicate)) for m, ack in zip(messages, acks)]
 
 
+def event_message_id(firm_id: str, source: str, event_id: str) -> str:
+    """The de-duplication id of one event the system itself publishes (a payout's withdrawal, a
+    re-submitted line): derived from the event's identity alone, so every re-publication of it — a
+    dispatcher retry, a second dispatcher, a re-submit — is the same message to JetStream."""
+    return f"event:{firm_id}:{source}:{event_id}"
+
+
+def publish_event(config: BusConfig, *, firm_id: str, source: str, account: str | None, line: bytes,
+                  event_id: str) -> Published:
+    """Publish one event line to its account's partition (synchronously: for the outbox dispatcher and
+    other rare, non-hot-path writers), with :func:`event_message_id` as ``Nats-Msg-Id``. Raises
+    :class:`BusError` when the bus did not take it (retry as is)."""
+    from .partitions import partition_of
+
+    partitions = range(config.partitions) if account is None else [partition_of(firm_id, account, config.partitions)]
+    body = line.rstrip(b"\n").replace(b"\n", b" ")
+    msg_id = event_message_id(firm_id, source, event_id)
+    messages = [BatchMessage(p, body, 1, msg_id if account is not None else f"{msg_id}:{p}") for p in partitions]
+
+    async def go() -> list[Published]:
+        nc, js = await connect(config, name="propcrm-publish")
+        try:
+            return await EventPublisher(js, config).publish_messages(firm_id, source, messages)
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())[0]
+
+
 class Leases:
     """Partition leases and worker membership in a NATS KV bucket whose entries expire after the TTL.
 
@@ -281,4 +310,4 @@ def safe_url(url: str) -> str:
 
 
 __all__ = ["BusConfig", "BusConfigError", "BusError", "EventPublisher", "Leases", "Published", "connect", "safe_url",
-           "delete_stream", "ensure_stream"]
+           "delete_stream", "ensure_stream", "event_message_id", "publish_event"]
