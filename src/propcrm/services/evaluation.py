@@ -27,6 +27,7 @@ pass, which is retried.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import logging
 import time
@@ -45,11 +46,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..adapters.db import models as m
 from ..domain.decisions import ENCODER as DECISION_ENCODER
 from ..domain.decisions import Decision
-from ..domain.events import DECODER, decode_lines
-from ..domain.market import Market, NewsEntry, SymbolTable, parse_symbol_table
+from ..domain.events import DECODER, Price, decode_lines
+from ..domain.market import Market, NewsEntry, SymbolTable, Tick, parse_symbol_table
 from ..domain.program import CompiledPack, compile_pack
 from ..domain.state import AccountState
-from ..engine.runner import Engine
+from ..engine.runner import Engine, moved_by
 from . import audit
 from .catalog import PackCache
 from .outcomes import (  # noqa: F401 - the shared write path, re-exported for callers that took it from here
@@ -60,7 +61,20 @@ from .outcomes import (  # noqa: F401 - the shared write path, re-exported for c
 
 log = logging.getLogger("propcrm.evaluation")
 
-GLOBAL_TYPES = ("clock", "news")
+#: The firm-wide events of an account's stream (one definition: the worker, re-bind, the what-if and the
+#: account's chart replay the same stream). A ``price`` tick moves only the accounts whose open positions
+#: it marks (the engine's holders index), so the worker wakes those accounts only (see ``_tick_work``);
+#: every other account moves past the tick lazily, with its next event.
+GLOBAL_TYPES = ("clock", "news", "price")
+#: The firm-wide events that make every account of the firm due: deadlines and the news calendar.
+DEADLINE_TYPES = ("clock", "news")
+
+
+def firm_wide(*columns, firm_id: str):
+    """The query of a firm's stored firm-wide events of every account's stream (add the seq bounds and
+    the order): what the worker feeds its accounts, and so what a replay of an account must feed."""
+    return select(*columns).where(m.RawEvent.firm_id == firm_id, m.RawEvent.account_id.is_(None),
+                                  m.RawEvent.type.in_(GLOBAL_TYPES), m.RawEvent.status != "rejected")
 
 
 @dataclass
@@ -93,6 +107,7 @@ class _AccountWork:
     held: _Held | None = None  # what the worker keeps of the account once the pass commits
     seen: tuple[int, bytes] | None = None  # (last_seq, state) of account_states as the pass read them
     program_key: tuple[int, str] | None = None  # (pack version, phase) as the pass read them
+    moved: tuple[str, ...] = ()  # the symbols whose ticks move its open positions after the pass
 
 
 @dataclass
@@ -133,6 +148,14 @@ class EvaluationWorker:
         self._calendars: dict[str, list[tuple[int, NewsEntry]]] = {}
         self._symbol_tables: dict[str, tuple[str, SymbolTable]] = {}
         self._held: dict[int, _Held] = {}  # account id -> its state between passes (see _Held)
+        # Ticks (see _tick_work): each firm's accepted ticks by symbol in stored order, to give an account
+        # the prices as of its position; the accounts holding each symbol; the accounts a tick made due.
+        self._ticks: dict[str, dict[str, tuple[list[int], list[Tick]]]] = {}
+        self._tick_cursor = 0  # the last price row read into ``_ticks`` (0: nothing yet: a cold start)
+        self._holders: dict[str, dict[str, set[int]]] = {}  # firm -> symbol -> account ids
+        self._holding: dict[int, tuple[str, tuple[str, ...], int]] = {}  # account -> (firm, symbols, last_seq)
+        self._due: dict[int, int] = {}  # account -> the latest tick seq that moves it
+        self._tables_seen: dict[str, dt.datetime] = {}  # firm -> its symbol table's version the index used
         bind = session_factory.kw.get("bind")
         self._reads: sessionmaker[Session] | None = None
         if bind is not None and bind.dialect.name == "sqlite":
@@ -166,8 +189,11 @@ class EvaluationWorker:
         for unit in kept:  # committed: these states are what the rows now hold
             if unit.held is not None:
                 self._held[unit.account.id] = unit.held
+                self._hold(unit.account.id, unit.account.firm_id, unit.moved, unit.last_seq)
             else:
                 self._held.pop(unit.account.id, None)
+            if self._due.get(unit.account.id, 0) <= unit.last_seq:
+                self._due.pop(unit.account.id, None)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -198,10 +224,12 @@ class EvaluationWorker:
         if firm_id is not None:
             own = own.where(m.RawEvent.firm_id == firm_id)
         ids = set(session.scalars(own.distinct().limit(limit)))
+        # accounts whose open positions a stored tick moves: promptly, before the deadline catch-up
+        ids.update(self._tick_work(session, firm_id, limit))
         # accounts behind their firm's latest clock/news event have deadlines to catch up on
         latest = (
             select(m.RawEvent.firm_id, func.max(m.RawEvent.seq).label("seq"))
-            .where(m.RawEvent.account_id.is_(None), m.RawEvent.type.in_(GLOBAL_TYPES),
+            .where(m.RawEvent.account_id.is_(None), m.RawEvent.type.in_(DEADLINE_TYPES),
                    m.RawEvent.status != "rejected")
             .group_by(m.RawEvent.firm_id)
             .subquery()
@@ -215,6 +243,90 @@ class EvaluationWorker:
             behind = behind.where(m.AccountState.firm_id == firm_id)
         ids.update(session.scalars(behind.order_by(m.AccountState.last_seq).limit(min(limit, self.catch_up))))
         return sorted(ids)[:limit]
+
+    def _tick_work(self, session: Session, firm_id: str | None, limit: int) -> list[int]:
+        """The accounts a stored tick moves and that have not yet met it, oldest tick first.
+
+        New price rows are read once (``_tick_cursor``) into each firm's tick history; each tick makes
+        due the accounts the holders index lists for its symbol (positions and conversion pairs). On a
+        cold start (a new worker) the index is first built from the stored states, so an account that
+        holds a symbol still meets every later tick after a restart."""
+        tables = {firm: at for firm, at in session.execute(select(m.SymbolTable.firm_id, m.SymbolTable.updated_at))}
+        if self._tick_cursor == 0 or tables != self._tables_seen:
+            # a cold start, or a symbol table changed (which symbols move a position may have): re-index
+            self._holders.clear()
+            self._holding.clear()
+            self._build_holders(session)
+            self._tables_seen = tables
+        rows = session.execute(
+            select(m.RawEvent.seq, m.RawEvent.firm_id, m.RawEvent.body)
+            .where(m.RawEvent.type == "price", m.RawEvent.account_id.is_(None), m.RawEvent.status != "rejected",
+                   m.RawEvent.seq > self._tick_cursor)
+            .order_by(m.RawEvent.seq)
+        ).all()
+        for row in rows:
+            self._tick_cursor = row.seq
+            try:
+                event = DECODER.decode(row.body)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                continue  # set aside by the pass that meets it
+            if type(event) is not Price:
+                continue
+            seqs, kept = self._ticks.setdefault(row.firm_id, {}).setdefault(event.symbol, ([], []))
+            if kept and event.ts < kept[-1].ts:
+                continue  # older than the symbol's last tick: the engine ignores it too
+            seqs.append(row.seq)
+            kept.append(Tick(event.ts, event.bid, event.ask, event.id))
+            for account in self._holders.get(row.firm_id, {}).get(event.symbol, ()):
+                if self._holding[account][2] < row.seq:
+                    self._due[account] = row.seq
+        if self._tick_cursor == 0:
+            self._tick_cursor = -1  # nothing stored yet, but the index is built
+        for account in [a for a, seq in self._due.items() if a not in self._holding or self._holding[a][2] >= seq]:
+            del self._due[account]  # closed its positions, or met the tick already
+        due = sorted((seq, account) for account, seq in self._due.items()
+                     if firm_id is None or self._holding[account][0] == firm_id)
+        return [account for _, account in due[:limit]]
+
+    def _build_holders(self, session: Session) -> None:
+        """The holders index from the stored states (a cold start): one decode per account with state."""
+        rows = session.execute(
+            select(m.AccountState.account_id, m.AccountState.firm_id, m.AccountState.last_seq, m.AccountState.state,
+                   m.Account.pack_version_id, m.Account.phase)
+            .join(m.Account, m.Account.id == m.AccountState.account_id)
+        )
+        markets: dict[str, Market] = {}
+        for row in rows:
+            st = STATE_DECODER.decode(bytes(row.state))
+            if not st.positions:
+                continue
+            market = markets.get(row.firm_id)
+            if market is None:
+                market = markets[row.firm_id] = Market()
+                market.set_symbols(self._symbols(session, row.firm_id))
+            try:
+                currency = self._program(session, row.pack_version_id).phase(row.phase).currency
+            except (KeyError, ValueError):
+                continue
+            self._hold(row.account_id, row.firm_id, moved_by(st, currency, market), row.last_seq)
+
+    def _hold(self, account: int, firm_id: str, symbols: tuple[str, ...], last_seq: int) -> None:
+        """Record which symbols' ticks move ``account`` now that it reached ``last_seq``; a tick already
+        read that moves a symbol it now holds makes it due."""
+        before = self._holding.pop(account, None)
+        holders = self._holders.setdefault(firm_id, {})
+        if before is not None:
+            for symbol in before[1]:
+                holders.get(symbol, set()).discard(account)
+        if not symbols:
+            return
+        self._holding[account] = (firm_id, symbols, last_seq)
+        ticks = self._ticks.get(firm_id, {})
+        for symbol in symbols:
+            holders.setdefault(symbol, set()).add(account)
+            seqs = ticks.get(symbol, ((), ()))[0]
+            if seqs and seqs[-1] > last_seq:
+                self._due[account] = max(self._due.get(account, 0), seqs[-1])
 
     def _evaluate(self, session: Session, ids: list[int]) -> _PassPlan:
         """Claim the accounts (PostgreSQL), read their next events and evaluate them: nothing is written."""
@@ -344,7 +456,7 @@ class EvaluationWorker:
             dedupe=False,  # raw_events already holds each (source, id) once; ids repeat across sources
         )
         last_seq = state_row.last_seq if state_row is not None else 0
-        engine.market = _market_at(calendars[account.firm_id], last_seq)
+        engine.market = _market_at(calendars[account.firm_id], last_seq, self._ticks.get(account.firm_id, {}))
         engine.set_symbols(self._symbols(session, account.firm_id))  # positions are marked to market with it
         program_key = (account.pack_version_id, account.phase)
         stored: bytes | None = None
@@ -354,13 +466,27 @@ class EvaluationWorker:
             if held is None or held.last_seq != last_seq or held.program_key != program_key or held.stored != stored:
                 held = _Held(stored, last_seq, program_key, STATE_DECODER.decode(stored))
             engine.adopt(held.state, program)
-        events, fed = [], []
+        # Ticks reach the account only for the symbols that move its positions — those it holds and
+        # those its own events of the pass trade: the engine would pass over the others anyway.
+        moves = engine.market.moves
+        wanted = set(engine.held.get(account.external_id, ()))
+        own_events: dict[int, object] = {}
         for row in stream:
-            event = firm_events.get(row.seq) if row.account_id is None else None
             if row.account_id is not None:
                 try:
-                    event = DECODER.decode(row.body)
+                    own_events[row.seq] = event = DECODER.decode(row.body)
                 except (msgspec.ValidationError, msgspec.DecodeError):
+                    continue
+                symbol = getattr(event, "symbol", None)
+                if symbol:
+                    wanted.update(moves(symbol, program.currency))
+        events, fed = [], []
+        for row in stream:
+            event = firm_events.get(row.seq) if row.account_id is None else own_events.get(row.seq)
+            if type(event) is Price and event.symbol not in wanted:
+                continue
+            if row.account_id is not None:
+                if event is None:
                     unit.rejected.append((row, f"malformed: {_decode_reason(row.body)}"))
                     continue
                 problem = ahead_of_clock(event, horizon, self.max_ahead)
@@ -396,6 +522,7 @@ class EvaluationWorker:
         unit.outcome.encoded = STATE_ENCODER.encode(st)
         unit.outcome.stored = stored
         unit.held = _Held(unit.outcome.encoded, unit.last_seq, program_key, st)
+        unit.moved = engine.held.get(account.external_id, ())
         fed_seqs = {row.seq for row in fed}
         unit.applied = [row.seq for row in unit.mine if row.seq in fed_seqs and row.seq not in refused]
         unit.events = len(unit.mine)
@@ -516,13 +643,19 @@ def _set_account_aside(session: Session, unit: _AccountWork) -> None:
                             .values(last_seq=unit.last_seq).execution_options(synchronize_session=False))
 
 
-def _market_at(calendar: list[tuple[int, NewsEntry]], up_to_seq: int) -> Market:
-    """The news calendar as the account knew it after event ``up_to_seq`` (exactly as in replay)."""
+def _market_at(calendar: list[tuple[int, NewsEntry]], up_to_seq: int,
+               ticks: dict[str, tuple[list[int], list[Tick]]] | None = None) -> Market:
+    """The news calendar and each symbol's last price as the account knew them after event
+    ``up_to_seq`` (exactly as in replay)."""
     market = Market()
     for seq, entry in calendar:
         if seq > up_to_seq:
             break
         market.add_news(entry)
+    for symbol, (seqs, kept) in (ticks or {}).items():
+        at = bisect.bisect_right(seqs, up_to_seq)
+        if at:
+            market.prices[symbol] = kept[at - 1]
     return market
 
 
@@ -534,4 +667,4 @@ def pending_counts(session: Session, firm_id: str) -> dict[str, int]:
 
 
 __all__ = ["AccountOutcome", "AccountRef", "EvaluationWorker", "PassReport", "SYSTEMIC_ERRORS", "WriteReport",
-           "pending_counts", "upsert_states", "write_isolated", "write_outcomes"]
+           "firm_wide", "pending_counts", "upsert_states", "write_isolated", "write_outcomes"]
