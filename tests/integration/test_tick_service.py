@@ -23,6 +23,7 @@ TABLE = {"symbols": [
     {"symbol": "EURUSD", "profit_currency": "USD", "contract_size": "100000"},
     {"symbol": "USDJPY", "profit_currency": "JPY", "contract_size": "100000"},
     {"symbol": "GBPUSD", "profit_currency": "USD", "contract_size": "100000"},
+    {"symbol": "EURJPY", "profit_currency": "JPY", "contract_size": "100000"},
 ]}
 START = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(minutes=30)
 counter = iter(range(1, 10_000))
@@ -178,3 +179,45 @@ def test_a_position_opened_after_a_tick_is_marked_from_that_tick_s_price(firm):
     firm.send(tick("EURUSD", "1.09990", "1.10000", 2))  # −5,010
     assert evaluated(worker) == ["A1"]
     assert firm.status_of(account["A1"]) == "breached"
+
+
+def test_a_cross_is_converted_at_the_pair_s_price_stored_before_the_position_opened(firm):
+    """A USD account long EURJPY: its JPY P/L is converted at USDJPY's last price, which arrived in an
+    earlier pass, before the account held anything — the worker gives the account the prices as of its
+    position in the stream, as a replay would; and a USDJPY tick moves the position too."""
+    account = ids(firm)
+    firm.send(tick("USDJPY", "149.995", "150.005", 0))
+    worker = EvaluationWorker(firm.sessions)
+    worker.run_until_idle()
+    firm.send(opened("A1", "EURJPY", "160.000", 1), equity("A2", 1))
+    worker.run_until_idle()
+    firm.send(tick("EURJPY", "154.000", "154.010", 2))  # −600,000 JPY = −4,000 USD at 150
+    assert evaluated(worker) == ["A1"]
+    assert firm.status_of(account["A1"]) == "active"
+    firm.send(tick("USDJPY", "119.995", "120.005", 3))  # the same loss is −5,000 USD at 120: not below
+    assert evaluated(worker) == ["A1"]
+    assert firm.status_of(account["A1"]) == "active"
+    firm.send(tick("USDJPY", "119.985", "119.995", 4))  # −5,000.41 USD: below the daily floor
+    assert evaluated(worker) == ["A1"]
+    assert firm.status_of(account["A1"]) == "breached"
+    assert "USDJPY bid 119.985" in json.loads(breaches(firm, account["A1"])[0].body)["message"]
+
+
+def test_the_tick_history_is_pruned_to_what_an_account_can_still_need(firm, monkeypatch):
+    from propcrm.services import evaluation
+
+    monkeypatch.setattr(evaluation, "PRUNE_EVERY", 3)
+    account = ids(firm)
+    firm.send(opened("A1", "EURUSD", "1.10000", 1), equity("A2", 1))
+    worker = EvaluationWorker(firm.sessions)
+    worker.run_until_idle()
+    for n in range(8):  # A1 meets each tick as it comes: nothing before its position is needed again
+        firm.send(tick("EURUSD", f"1.0{9 - n // 4}{n}00", f"1.0{9 - n // 4}{n}10", 2 + n / 10),
+                  tick("GBPUSD", "1.3", "1.3001", 2 + n / 10))
+        worker.run_until_idle()
+    assert all(len(seqs) <= 3 for seqs, _ in worker._ticks["fa"].values()), worker._ticks["fa"]
+    firm.send(opened("A2", "GBPUSD", "1.40000", 3))  # −10,000 at the GBPUSD price kept from before
+    firm.send(tick("EURUSD", "1.04990", "1.05000", 4))
+    worker.run_until_idle()
+    assert firm.status_of(account["A1"]) == "breached"
+    assert firm.status_of(account["A2"]) == "breached"

@@ -37,7 +37,7 @@ from decimal import Decimal
 from typing import TypeVar
 
 import msgspec
-from sqlalchemy import DateTime, bindparam, func, insert, select, update
+from sqlalchemy import DateTime, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text as text_sql
 from sqlalchemy.dialects import postgresql, sqlite
@@ -66,6 +66,8 @@ log = logging.getLogger("propcrm.evaluation")
 #: it marks (the engine's holders index), so the worker wakes those accounts only (see ``_tick_work``);
 #: every other account moves past the tick lazily, with its next event.
 GLOBAL_TYPES = ("clock", "news", "price")
+#: A firm's tick history is pruned after this many new ticks (see ``EvaluationWorker._prune``).
+PRUNE_EVERY = 50_000
 #: The firm-wide events that make every account of the firm due: deadlines and the news calendar.
 DEADLINE_TYPES = ("clock", "news")
 
@@ -150,8 +152,12 @@ class EvaluationWorker:
         self._held: dict[int, _Held] = {}  # account id -> its state between passes (see _Held)
         # Ticks (see _tick_work): each firm's accepted ticks by symbol in stored order, to give an account
         # the prices as of its position; the accounts holding each symbol; the accounts a tick made due.
-        self._ticks: dict[str, dict[str, tuple[list[int], list[Tick]]]] = {}
-        self._tick_cursor = 0  # the last price row read into ``_ticks`` (0: nothing yet: a cold start)
+        self._ticks: dict[str, dict[str, tuple[list[int], list[Price]]]] = {}
+        # per firm, the last price row read into ``_ticks`` (per firm: stored order is commit order only
+        # within a firm, whose ingestion holds a lock); ``_cold`` until the holders index is first built
+        self._tick_cursor: dict[str, int] = {}
+        self._cold = True
+        self._since_prune: dict[str, int] = {}  # per firm, ticks read since its history was last pruned
         self._holders: dict[str, dict[str, set[int]]] = {}  # firm -> symbol -> account ids
         self._holding: dict[int, tuple[str, tuple[str, ...], int]] = {}  # account -> (firm, symbols, last_seq)
         self._due: dict[int, int] = {}  # account -> the latest tick seq that moves it
@@ -252,20 +258,32 @@ class EvaluationWorker:
         cold start (a new worker) the index is first built from the stored states, so an account that
         holds a symbol still meets every later tick after a restart."""
         tables = {firm: at for firm, at in session.execute(select(m.SymbolTable.firm_id, m.SymbolTable.updated_at))}
-        if self._tick_cursor == 0 or tables != self._tables_seen:
+        if self._cold or tables != self._tables_seen:
             # a cold start, or a symbol table changed (which symbols move a position may have): re-index
             self._holders.clear()
             self._holding.clear()
             self._build_holders(session)
             self._tables_seen = tables
+            self._cold = False
+        self._load_ticks(session)
+        for account in [a for a, seq in self._due.items() if a not in self._holding or self._holding[a][2] >= seq]:
+            del self._due[account]  # closed its positions, or met the tick already
+        due = sorted((seq, account) for account, seq in self._due.items()
+                     if firm_id is None or self._holding[account][0] == firm_id)
+        return [account for _, account in due[:limit]]
+
+    def _load_ticks(self, session: Session) -> None:
+        """Read the price rows stored since the last look into the firms' tick histories (only the ticks
+        the engine would accept: not older than their symbol's last), making their holders due."""
         rows = session.execute(
             select(m.RawEvent.seq, m.RawEvent.firm_id, m.RawEvent.body)
             .where(m.RawEvent.type == "price", m.RawEvent.account_id.is_(None), m.RawEvent.status != "rejected",
-                   m.RawEvent.seq > self._tick_cursor)
+                   or_(*(and_(m.RawEvent.firm_id == firm, m.RawEvent.seq > self._tick_cursor.get(firm, 0))
+                         for firm in session.scalars(select(m.Firm.id)))))
             .order_by(m.RawEvent.seq)
         ).all()
         for row in rows:
-            self._tick_cursor = row.seq
+            self._tick_cursor[row.firm_id] = row.seq
             try:
                 event = DECODER.decode(row.body)
             except (msgspec.ValidationError, msgspec.DecodeError):
@@ -276,17 +294,32 @@ class EvaluationWorker:
             if kept and event.ts < kept[-1].ts:
                 continue  # older than the symbol's last tick: the engine ignores it too
             seqs.append(row.seq)
-            kept.append(Tick(event.ts, event.bid, event.ask, event.id))
+            kept.append(event)
+            self._since_prune[row.firm_id] = self._since_prune.get(row.firm_id, 0) + 1
             for account in self._holders.get(row.firm_id, {}).get(event.symbol, ()):
                 if self._holding[account][2] < row.seq:
                     self._due[account] = row.seq
-        if self._tick_cursor == 0:
-            self._tick_cursor = -1  # nothing stored yet, but the index is built
-        for account in [a for a, seq in self._due.items() if a not in self._holding or self._holding[a][2] >= seq]:
-            del self._due[account]  # closed its positions, or met the tick already
-        due = sorted((seq, account) for account, seq in self._due.items()
-                     if firm_id is None or self._holding[account][0] == firm_id)
-        return [account for _, account in due[:limit]]
+
+        for firm, count in list(self._since_prune.items()):
+            if count >= PRUNE_EVERY:
+                self._prune(session, firm)
+
+    def _prune(self, session: Session, firm_id: str) -> None:
+        """Forget the firm's ticks no account can still need: an account starts from its ``last_seq`` if it
+        holds positions, else from just before its first pending event; before the earliest of those,
+        only each symbol's last tick is kept (the price as of then)."""
+        floors = [last for firm, _, last in self._holding.values() if firm == firm_id]
+        pending = session.scalar(select(func.min(m.RawEvent.seq)).where(
+            m.RawEvent.firm_id == firm_id, m.RawEvent.status == "pending", m.RawEvent.account_id.is_not(None)))
+        if pending is not None:
+            floors.append(pending - 1)
+        floor = min(floors) if floors else self._tick_cursor.get(firm_id, 0)
+        for seqs, kept in self._ticks.get(firm_id, {}).values():
+            at = bisect.bisect_right(seqs, floor) - 1  # the symbol's last tick at or before the floor stays
+            if at > 0:
+                del seqs[:at]
+                del kept[:at]
+        self._since_prune[firm_id] = 0
 
     def _build_holders(self, session: Session) -> None:
         """The holders index from the stored states (a cold start): one decode per account with state."""
@@ -346,6 +379,7 @@ class EvaluationWorker:
                                        .where(m.AccountState.account_id.in_(list(by_id))))
         }
         columns = (m.RawEvent.seq, m.RawEvent.event_id, m.RawEvent.source, m.RawEvent.body, m.RawEvent.received_at)
+        read_before = dict(self._tick_cursor)
         own = session.execute(
             select(*columns, m.RawEvent.account_id)
             .where(m.RawEvent.account_id.in_(list(by_id)), m.RawEvent.status == "pending")
@@ -359,13 +393,22 @@ class EvaluationWorker:
         shared = select(*columns, m.RawEvent.account_id, m.RawEvent.firm_id).where(
             m.RawEvent.firm_id.in_(firms),
             m.RawEvent.account_id.is_(None),
-            m.RawEvent.type.in_(GLOBAL_TYPES),
+            m.RawEvent.type.in_(DEADLINE_TYPES),  # ticks come from the worker's tick history (_run_account)
             m.RawEvent.seq > low,
             m.RawEvent.status != "rejected",
         )
         if cut is not None:
             shared = shared.where(m.RawEvent.seq <= cut)
         shared_rows = session.execute(shared.order_by(m.RawEvent.seq)).all()
+        # A firm's rows are stored in commit order: every row of firm F up to ``bound[F]`` (its ticks
+        # read before this pass, or its rows just read) is in this pass; ticks beyond wait for the next.
+        bound = dict(read_before)
+        firm_of = {a.id: a.firm_id for a in accounts}
+        for row in own:
+            bound[firm_of[row.account_id]] = max(bound.get(firm_of[row.account_id], 0), row.seq)
+        for row in shared_rows:
+            bound[row.firm_id] = max(bound.get(row.firm_id, 0), row.seq)
+        self._load_ticks(session)
         horizon = dt.datetime.now(dt.timezone.utc) + self.max_ahead
         firm_events, firm_aside = self._firm_events(shared_rows, horizon)
         by_account: dict[int, list] = {}
@@ -383,13 +426,15 @@ class EvaluationWorker:
             last_seq = state_row.last_seq if state_row is not None else 0
             mine = [r for r in by_account.get(account.id, ()) if r.seq > last_seq]
             stream = sorted(mine + [r for r in by_firm.get(account.firm_id, ()) if r.seq > last_seq], key=lambda r: r.seq)
-            if not stream:
+            if not stream and account.id not in self._due:
                 continue
-            unit = _AccountWork(AccountRef.of(account), mine, stream[-1].seq, state_row is not None,
+            unit = _AccountWork(AccountRef.of(account), mine, stream[-1].seq if stream else last_seq,
+                                state_row is not None,
                                 seen=None if state_row is None else (state_row.last_seq, bytes(state_row.state)),
                                 program_key=(account.pack_version_id, account.phase))
             try:
-                self._run_account(session, account, state_row, stream, firm_events, calendars, horizon, unit)
+                upto = bound.get(account.firm_id, 0) if cut is None else min(cut, bound.get(account.firm_id, 0))
+                self._run_account(session, account, state_row, stream, firm_events, calendars, horizon, unit, upto)
             except SYSTEMIC_ERRORS:
                 raise
             except Exception as exc:  # noqa: BLE001 - this account's events are set aside; the others go on
@@ -446,7 +491,7 @@ class EvaluationWorker:
         return decoded, [(row, row.firm_id, reason) for row, reason in aside]
 
     def _run_account(self, session: Session, account, state_row, stream: list, firm_events: dict,
-                     calendars: dict, horizon: dt.datetime, unit: _AccountWork) -> None:
+                     calendars: dict, horizon: dt.datetime, unit: _AccountWork, upto: int = 0) -> None:
         """Evaluate one account's stream (pure but for compiling its pack); fills ``unit``."""
         from .ingest import ahead_of_clock
 
@@ -480,11 +525,28 @@ class EvaluationWorker:
                 symbol = getattr(event, "symbol", None)
                 if symbol:
                     wanted.update(moves(symbol, program.currency))
+        history = self._ticks.get(account.firm_id, {})
+        start = last_seq
+        if own_events and not engine.held.get(account.external_id):
+            # holding nothing, the account is moved by no tick before its first own event: it starts
+            # there, with the prices as of then, instead of meeting every tick since it last moved
+            start = max(last_seq, min(own_events) - 1)
+            _prices_at(engine.market, history, start)
+        ticks: list[_TickRow] = []
+        for symbol in wanted:
+            seqs, kept = history.get(symbol, ((), ()))
+            first = bisect.bisect_right(seqs, start)
+            end = bisect.bisect_right(seqs, upto)  # the ticks this pass holds complete (see _evaluate)
+            ticks.extend(_TickRow(seq, event) for seq, event in zip(seqs[first:end], kept[first:end]))
+        if ticks:
+            stream = sorted(stream + ticks, key=lambda r: r.seq)
+            unit.last_seq = max(unit.last_seq, stream[-1].seq)
         events, fed = [], []
         for row in stream:
-            event = firm_events.get(row.seq) if row.account_id is None else own_events.get(row.seq)
-            if type(event) is Price and event.symbol not in wanted:
-                continue
+            if type(row) is _TickRow:
+                event = row.event
+            else:
+                event = firm_events.get(row.seq) if row.account_id is None else own_events.get(row.seq)
             if row.account_id is not None:
                 if event is None:
                     unit.rejected.append((row, f"malformed: {_decode_reason(row.body)}"))
@@ -504,7 +566,8 @@ class EvaluationWorker:
                 refused.add(row.seq)
                 reason = f"{problem.kind}: {problem.reason}"
                 unit.rejected.append((row, f"{reason}; {RESEND}" if problem.kind == "out_of_order" else reason))
-            elif problem.kind == "internal":  # a firm-wide event that failed for this account only
+            elif problem.kind == "internal" and type(row) is not _TickRow:  # a firm-wide event that failed for
+                # this account only (a tick that failed for it is reported by the engine, and met again by none)
                 unit.firm_problems.append((row, f"{problem.kind}: {problem.reason}"))
         st = engine.states.get(account.external_id)
         if st is None:  # only global events so far: nothing to keep yet
@@ -643,8 +706,23 @@ def _set_account_aside(session: Session, unit: _AccountWork) -> None:
                             .values(last_seq=unit.last_seq).execution_options(synchronize_session=False))
 
 
+class _TickRow:
+    """A tick of the worker's history in an account's stream, where the stored rows are."""
+
+    __slots__ = ("seq", "event")
+    account_id = None
+
+    def __init__(self, seq: int, event: Price) -> None:
+        self.seq = seq
+        self.event = event
+
+    @property
+    def event_id(self) -> str:
+        return self.event.id
+
+
 def _market_at(calendar: list[tuple[int, NewsEntry]], up_to_seq: int,
-               ticks: dict[str, tuple[list[int], list[Tick]]] | None = None) -> Market:
+               ticks: dict[str, tuple[list[int], list[Price]]] | None = None) -> Market:
     """The news calendar and each symbol's last price as the account knew them after event
     ``up_to_seq`` (exactly as in replay)."""
     market = Market()
@@ -652,11 +730,19 @@ def _market_at(calendar: list[tuple[int, NewsEntry]], up_to_seq: int,
         if seq > up_to_seq:
             break
         market.add_news(entry)
-    for symbol, (seqs, kept) in (ticks or {}).items():
+    _prices_at(market, ticks or {}, up_to_seq)
+    return market
+
+
+def _prices_at(market: Market, ticks: dict[str, tuple[list[int], list[Price]]], up_to_seq: int) -> None:
+    """Each symbol's last accepted tick up to event ``up_to_seq`` as ``market``'s prices."""
+    for symbol, (seqs, kept) in ticks.items():
         at = bisect.bisect_right(seqs, up_to_seq)
         if at:
-            market.prices[symbol] = kept[at - 1]
-    return market
+            last = kept[at - 1]
+            market.prices[symbol] = Tick(last.ts, last.bid, last.ask, last.id)
+        else:
+            market.prices.pop(symbol, None)
 
 
 def pending_counts(session: Session, firm_id: str) -> dict[str, int]:
