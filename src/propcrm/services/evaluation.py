@@ -275,11 +275,14 @@ class EvaluationWorker:
     def _load_ticks(self, session: Session) -> None:
         """Read the price rows stored since the last look into the firms' tick histories (only the ticks
         the engine would accept: not older than their symbol's last), making their holders due."""
+        firms = list(session.scalars(select(m.Firm.id)))
+        if not firms:
+            return
         rows = session.execute(
             select(m.RawEvent.seq, m.RawEvent.firm_id, m.RawEvent.body)
             .where(m.RawEvent.type == "price", m.RawEvent.account_id.is_(None), m.RawEvent.status != "rejected",
                    or_(*(and_(m.RawEvent.firm_id == firm, m.RawEvent.seq > self._tick_cursor.get(firm, 0))
-                         for firm in session.scalars(select(m.Firm.id)))))
+                         for firm in firms)))
             .order_by(m.RawEvent.seq)
         ).all()
         for row in rows:
@@ -330,7 +333,10 @@ class EvaluationWorker:
         )
         markets: dict[str, Market] = {}
         for row in rows:
-            st = STATE_DECODER.decode(bytes(row.state))
+            try:
+                st = STATE_DECODER.decode(bytes(row.state))
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                continue  # a state the pass that reads it sets aside; it holds nothing it can show
             if not st.positions:
                 continue
             market = markets.get(row.firm_id)
