@@ -29,6 +29,15 @@ from .evaluate import apply, copy_state
 ProgramFor = Callable[[str], PhaseProgram | None]
 
 
+def moved_by(st: AccountState, currency: str, market: Market) -> tuple[str, ...]:
+    """The symbols whose ticks move the open positions of ``st`` (an account in ``currency``), sorted:
+    each position's symbol and, for a profit currency other than the account's, its conversion pairs."""
+    if st.status not in LIVE or not st.positions or not market.symbols:
+        return ()
+    moves = market.moves
+    return tuple(sorted({s for pos in st.positions.values() for s in moves(pos.symbol, currency)}))
+
+
 class Stats(msgspec.Struct):
     events: int = 0
     applied: int = 0
@@ -208,12 +217,7 @@ class Engine:
 
     def _reindex(self, account: str, st: AccountState) -> None:
         """Keep ``holders`` (symbol → accounts whose positions a tick of it moves) true for ``account``."""
-        if st.status in LIVE and st.positions and self.market.symbols:
-            currency = self.programs[account].currency
-            moves = self.market.moves
-            symbols = tuple(sorted({s for pos in st.positions.values() for s in moves(pos.symbol, currency)}))
-        else:
-            symbols = ()
+        symbols = moved_by(st, self.programs[account].currency, self.market)
         before = self.held.get(account, ())
         if symbols == before:
             return

@@ -27,6 +27,7 @@ pass, which is retried.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import logging
 import time
@@ -36,7 +37,7 @@ from decimal import Decimal
 from typing import TypeVar
 
 import msgspec
-from sqlalchemy import DateTime, bindparam, func, insert, select, update
+from sqlalchemy import DateTime, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text as text_sql
 from sqlalchemy.dialects import postgresql, sqlite
@@ -45,11 +46,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..adapters.db import models as m
 from ..domain.decisions import ENCODER as DECISION_ENCODER
 from ..domain.decisions import Decision
-from ..domain.events import DECODER, decode_lines
-from ..domain.market import Market, NewsEntry, SymbolTable, parse_symbol_table
+from ..domain.events import DECODER, Price, decode_lines
+from ..domain.market import Market, NewsEntry, SymbolTable, Tick, parse_symbol_table
 from ..domain.program import CompiledPack, compile_pack
 from ..domain.state import AccountState
-from ..engine.runner import Engine
+from ..engine.runner import Engine, moved_by
 from . import audit
 from .catalog import PackCache
 from .trades import TRADE_EVENTS
@@ -61,7 +62,22 @@ from .outcomes import (  # noqa: F401 - the shared write path, re-exported for c
 
 log = logging.getLogger("propcrm.evaluation")
 
-GLOBAL_TYPES = ("clock", "news")
+#: The firm-wide events of an account's stream (one definition: the worker, re-bind, the what-if and the
+#: account's chart replay the same stream). A ``price`` tick moves only the accounts whose open positions
+#: it marks (the engine's holders index), so the worker wakes those accounts only (see ``_tick_work``);
+#: every other account moves past the tick lazily, with its next event.
+GLOBAL_TYPES = ("clock", "news", "price")
+#: A firm's tick history is pruned after this many new ticks (see ``EvaluationWorker._prune``).
+PRUNE_EVERY = 50_000
+#: The firm-wide events that make every account of the firm due: deadlines and the news calendar.
+DEADLINE_TYPES = ("clock", "news")
+
+
+def firm_wide(*columns, firm_id: str):
+    """The query of a firm's stored firm-wide events of every account's stream (add the seq bounds and
+    the order): what the worker feeds its accounts, and so what a replay of an account must feed."""
+    return select(*columns).where(m.RawEvent.firm_id == firm_id, m.RawEvent.account_id.is_(None),
+                                  m.RawEvent.type.in_(GLOBAL_TYPES), m.RawEvent.status != "rejected")
 
 
 @dataclass
@@ -94,6 +110,7 @@ class _AccountWork:
     held: _Held | None = None  # what the worker keeps of the account once the pass commits
     seen: tuple[int, bytes] | None = None  # (last_seq, state) of account_states as the pass read them
     program_key: tuple[int, str] | None = None  # (pack version, phase) as the pass read them
+    moved: tuple[str, ...] = ()  # the symbols whose ticks move its open positions after the pass
 
 
 @dataclass
@@ -134,6 +151,18 @@ class EvaluationWorker:
         self._calendars: dict[str, list[tuple[int, NewsEntry]]] = {}
         self._symbol_tables: dict[str, tuple[str, SymbolTable]] = {}
         self._held: dict[int, _Held] = {}  # account id -> its state between passes (see _Held)
+        # Ticks (see _tick_work): each firm's accepted ticks by symbol in stored order, to give an account
+        # the prices as of its position; the accounts holding each symbol; the accounts a tick made due.
+        self._ticks: dict[str, dict[str, tuple[list[int], list[Price]]]] = {}
+        # per firm, the last price row read into ``_ticks`` (per firm: stored order is commit order only
+        # within a firm, whose ingestion holds a lock); ``_cold`` until the holders index is first built
+        self._tick_cursor: dict[str, int] = {}
+        self._cold = True
+        self._since_prune: dict[str, int] = {}  # per firm, ticks read since its history was last pruned
+        self._holders: dict[str, dict[str, set[int]]] = {}  # firm -> symbol -> account ids
+        self._holding: dict[int, tuple[str, tuple[str, ...], int]] = {}  # account -> (firm, symbols, last_seq)
+        self._due: dict[int, int] = {}  # account -> the latest tick seq that moves it
+        self._tables_seen: dict[str, dt.datetime] = {}  # firm -> its symbol table's version the index used
         bind = session_factory.kw.get("bind")
         self._reads: sessionmaker[Session] | None = None
         if bind is not None and bind.dialect.name == "sqlite":
@@ -167,8 +196,11 @@ class EvaluationWorker:
         for unit in kept:  # committed: these states are what the rows now hold
             if unit.held is not None:
                 self._held[unit.account.id] = unit.held
+                self._hold(unit.account.id, unit.account.firm_id, unit.moved, unit.last_seq)
             else:
                 self._held.pop(unit.account.id, None)
+            if self._due.get(unit.account.id, 0) <= unit.last_seq:
+                self._due.pop(unit.account.id, None)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -199,10 +231,12 @@ class EvaluationWorker:
         if firm_id is not None:
             own = own.where(m.RawEvent.firm_id == firm_id)
         ids = set(session.scalars(own.distinct().limit(limit)))
+        # accounts whose open positions a stored tick moves: promptly, before the deadline catch-up
+        ids.update(self._tick_work(session, firm_id, limit))
         # accounts behind their firm's latest clock/news event have deadlines to catch up on
         latest = (
             select(m.RawEvent.firm_id, func.max(m.RawEvent.seq).label("seq"))
-            .where(m.RawEvent.account_id.is_(None), m.RawEvent.type.in_(GLOBAL_TYPES),
+            .where(m.RawEvent.account_id.is_(None), m.RawEvent.type.in_(DEADLINE_TYPES),
                    m.RawEvent.status != "rejected")
             .group_by(m.RawEvent.firm_id)
             .subquery()
@@ -216,6 +250,123 @@ class EvaluationWorker:
             behind = behind.where(m.AccountState.firm_id == firm_id)
         ids.update(session.scalars(behind.order_by(m.AccountState.last_seq).limit(min(limit, self.catch_up))))
         return sorted(ids)[:limit]
+
+    def _tick_work(self, session: Session, firm_id: str | None, limit: int) -> list[int]:
+        """The accounts a stored tick moves and that have not yet met it, oldest tick first.
+
+        New price rows are read once (``_tick_cursor``) into each firm's tick history; each tick makes
+        due the accounts the holders index lists for its symbol (positions and conversion pairs). On a
+        cold start (a new worker) the index is first built from the stored states, so an account that
+        holds a symbol still meets every later tick after a restart."""
+        tables = {firm: at for firm, at in session.execute(select(m.SymbolTable.firm_id, m.SymbolTable.updated_at))}
+        if self._cold or tables != self._tables_seen:
+            # a cold start, or a symbol table changed (which symbols move a position may have): re-index
+            self._holders.clear()
+            self._holding.clear()
+            self._build_holders(session)
+            self._tables_seen = tables
+            self._cold = False
+        self._load_ticks(session)
+        for account in [a for a, seq in self._due.items() if a not in self._holding or self._holding[a][2] >= seq]:
+            del self._due[account]  # closed its positions, or met the tick already
+        due = sorted((seq, account) for account, seq in self._due.items()
+                     if firm_id is None or self._holding[account][0] == firm_id)
+        return [account for _, account in due[:limit]]
+
+    def _load_ticks(self, session: Session) -> None:
+        """Read the price rows stored since the last look into the firms' tick histories (only the ticks
+        the engine would accept: not older than their symbol's last), making their holders due."""
+        firms = list(session.scalars(select(m.Firm.id)))
+        if not firms:
+            return
+        rows = session.execute(
+            select(m.RawEvent.seq, m.RawEvent.firm_id, m.RawEvent.body)
+            .where(m.RawEvent.type == "price", m.RawEvent.account_id.is_(None), m.RawEvent.status != "rejected",
+                   or_(*(and_(m.RawEvent.firm_id == firm, m.RawEvent.seq > self._tick_cursor.get(firm, 0))
+                         for firm in firms)))
+            .order_by(m.RawEvent.seq)
+        ).all()
+        for row in rows:
+            self._tick_cursor[row.firm_id] = row.seq
+            try:
+                event = DECODER.decode(row.body)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                continue  # set aside by the pass that meets it
+            if type(event) is not Price:
+                continue
+            seqs, kept = self._ticks.setdefault(row.firm_id, {}).setdefault(event.symbol, ([], []))
+            if kept and event.ts < kept[-1].ts:
+                continue  # older than the symbol's last tick: the engine ignores it too
+            seqs.append(row.seq)
+            kept.append(event)
+            self._since_prune[row.firm_id] = self._since_prune.get(row.firm_id, 0) + 1
+            for account in self._holders.get(row.firm_id, {}).get(event.symbol, ()):
+                if self._holding[account][2] < row.seq:
+                    self._due[account] = row.seq
+
+        for firm, count in list(self._since_prune.items()):
+            if count >= PRUNE_EVERY:
+                self._prune(session, firm)
+
+    def _prune(self, session: Session, firm_id: str) -> None:
+        """Forget the firm's ticks no account can still need: an account starts from its ``last_seq`` if it
+        holds positions, else from just before its first pending event; before the earliest of those,
+        only each symbol's last tick is kept (the price as of then)."""
+        floors = [last for firm, _, last in self._holding.values() if firm == firm_id]
+        pending = session.scalar(select(func.min(m.RawEvent.seq)).where(
+            m.RawEvent.firm_id == firm_id, m.RawEvent.status == "pending", m.RawEvent.account_id.is_not(None)))
+        if pending is not None:
+            floors.append(pending - 1)
+        floor = min(floors) if floors else self._tick_cursor.get(firm_id, 0)
+        for seqs, kept in self._ticks.get(firm_id, {}).values():
+            at = bisect.bisect_right(seqs, floor) - 1  # the symbol's last tick at or before the floor stays
+            if at > 0:
+                del seqs[:at]
+                del kept[:at]
+        self._since_prune[firm_id] = 0
+
+    def _build_holders(self, session: Session) -> None:
+        """The holders index from the stored states (a cold start): one decode per account with state."""
+        rows = session.execute(
+            select(m.AccountState.account_id, m.AccountState.firm_id, m.AccountState.last_seq, m.AccountState.state,
+                   m.Account.pack_version_id, m.Account.phase)
+            .join(m.Account, m.Account.id == m.AccountState.account_id)
+        )
+        markets: dict[str, Market] = {}
+        for row in rows:
+            try:
+                st = STATE_DECODER.decode(bytes(row.state))
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                continue  # a state the pass that reads it sets aside; it holds nothing it can show
+            if not st.positions:
+                continue
+            market = markets.get(row.firm_id)
+            if market is None:
+                market = markets[row.firm_id] = Market()
+                market.set_symbols(self._symbols(session, row.firm_id))
+            try:
+                currency = self._program(session, row.pack_version_id).phase(row.phase).currency
+            except (KeyError, ValueError):
+                continue
+            self._hold(row.account_id, row.firm_id, moved_by(st, currency, market), row.last_seq)
+
+    def _hold(self, account: int, firm_id: str, symbols: tuple[str, ...], last_seq: int) -> None:
+        """Record which symbols' ticks move ``account`` now that it reached ``last_seq``; a tick already
+        read that moves a symbol it now holds makes it due."""
+        before = self._holding.pop(account, None)
+        holders = self._holders.setdefault(firm_id, {})
+        if before is not None:
+            for symbol in before[1]:
+                holders.get(symbol, set()).discard(account)
+        if not symbols:
+            return
+        self._holding[account] = (firm_id, symbols, last_seq)
+        ticks = self._ticks.get(firm_id, {})
+        for symbol in symbols:
+            holders.setdefault(symbol, set()).add(account)
+            seqs = ticks.get(symbol, ((), ()))[0]
+            if seqs and seqs[-1] > last_seq:
+                self._due[account] = max(self._due.get(account, 0), seqs[-1])
 
     def _evaluate(self, session: Session, ids: list[int]) -> _PassPlan:
         """Claim the accounts (PostgreSQL), read their next events and evaluate them: nothing is written."""
@@ -235,6 +386,7 @@ class EvaluationWorker:
                                        .where(m.AccountState.account_id.in_(list(by_id))))
         }
         columns = (m.RawEvent.seq, m.RawEvent.event_id, m.RawEvent.source, m.RawEvent.body, m.RawEvent.received_at)
+        read_before = dict(self._tick_cursor)
         own = session.execute(
             select(*columns, m.RawEvent.account_id)
             .where(m.RawEvent.account_id.in_(list(by_id)), m.RawEvent.status == "pending")
@@ -248,13 +400,22 @@ class EvaluationWorker:
         shared = select(*columns, m.RawEvent.account_id, m.RawEvent.firm_id).where(
             m.RawEvent.firm_id.in_(firms),
             m.RawEvent.account_id.is_(None),
-            m.RawEvent.type.in_(GLOBAL_TYPES),
+            m.RawEvent.type.in_(DEADLINE_TYPES),  # ticks come from the worker's tick history (_run_account)
             m.RawEvent.seq > low,
             m.RawEvent.status != "rejected",
         )
         if cut is not None:
             shared = shared.where(m.RawEvent.seq <= cut)
         shared_rows = session.execute(shared.order_by(m.RawEvent.seq)).all()
+        # A firm's rows are stored in commit order: every row of firm F up to ``bound[F]`` (its ticks
+        # read before this pass, or its rows just read) is in this pass; ticks beyond wait for the next.
+        bound = dict(read_before)
+        firm_of = {a.id: a.firm_id for a in accounts}
+        for row in own:
+            bound[firm_of[row.account_id]] = max(bound.get(firm_of[row.account_id], 0), row.seq)
+        for row in shared_rows:
+            bound[row.firm_id] = max(bound.get(row.firm_id, 0), row.seq)
+        self._load_ticks(session)
         horizon = dt.datetime.now(dt.timezone.utc) + self.max_ahead
         firm_events, firm_aside = self._firm_events(shared_rows, horizon)
         by_account: dict[int, list] = {}
@@ -272,13 +433,15 @@ class EvaluationWorker:
             last_seq = state_row.last_seq if state_row is not None else 0
             mine = [r for r in by_account.get(account.id, ()) if r.seq > last_seq]
             stream = sorted(mine + [r for r in by_firm.get(account.firm_id, ()) if r.seq > last_seq], key=lambda r: r.seq)
-            if not stream:
+            if not stream and account.id not in self._due:
                 continue
-            unit = _AccountWork(AccountRef.of(account), mine, stream[-1].seq, state_row is not None,
+            unit = _AccountWork(AccountRef.of(account), mine, stream[-1].seq if stream else last_seq,
+                                state_row is not None,
                                 seen=None if state_row is None else (state_row.last_seq, bytes(state_row.state)),
                                 program_key=(account.pack_version_id, account.phase))
             try:
-                self._run_account(session, account, state_row, stream, firm_events, calendars, horizon, unit)
+                upto = bound.get(account.firm_id, 0) if cut is None else min(cut, bound.get(account.firm_id, 0))
+                self._run_account(session, account, state_row, stream, firm_events, calendars, horizon, unit, upto)
             except SYSTEMIC_ERRORS:
                 raise
             except Exception as exc:  # noqa: BLE001 - this account's events are set aside; the others go on
@@ -335,7 +498,7 @@ class EvaluationWorker:
         return decoded, [(row, row.firm_id, reason) for row, reason in aside]
 
     def _run_account(self, session: Session, account, state_row, stream: list, firm_events: dict,
-                     calendars: dict, horizon: dt.datetime, unit: _AccountWork) -> None:
+                     calendars: dict, horizon: dt.datetime, unit: _AccountWork, upto: int = 0) -> None:
         """Evaluate one account's stream (pure but for compiling its pack); fills ``unit``."""
         from .ingest import ahead_of_clock
 
@@ -345,7 +508,7 @@ class EvaluationWorker:
             dedupe=False,  # raw_events already holds each (source, id) once; ids repeat across sources
         )
         last_seq = state_row.last_seq if state_row is not None else 0
-        engine.market = _market_at(calendars[account.firm_id], last_seq)
+        engine.market = _market_at(calendars[account.firm_id], last_seq, self._ticks.get(account.firm_id, {}))
         engine.set_symbols(self._symbols(session, account.firm_id))  # positions are marked to market with it
         program_key = (account.pack_version_id, account.phase)
         stored: bytes | None = None
@@ -355,13 +518,44 @@ class EvaluationWorker:
             if held is None or held.last_seq != last_seq or held.program_key != program_key or held.stored != stored:
                 held = _Held(stored, last_seq, program_key, STATE_DECODER.decode(stored))
             engine.adopt(held.state, program)
-        events, fed = [], []
+        # Ticks reach the account only for the symbols that move its positions — those it holds and
+        # those its own events of the pass trade: the engine would pass over the others anyway.
+        moves = engine.market.moves
+        wanted = set(engine.held.get(account.external_id, ()))
+        own_events: dict[int, object] = {}
         for row in stream:
-            event = firm_events.get(row.seq) if row.account_id is None else None
             if row.account_id is not None:
                 try:
-                    event = DECODER.decode(row.body)
+                    own_events[row.seq] = event = DECODER.decode(row.body)
                 except (msgspec.ValidationError, msgspec.DecodeError):
+                    continue
+                symbol = getattr(event, "symbol", None)
+                if symbol:
+                    wanted.update(moves(symbol, program.currency))
+        history = self._ticks.get(account.firm_id, {})
+        start = last_seq
+        if own_events and not engine.held.get(account.external_id):
+            # holding nothing, the account is moved by no tick before its first own event: it starts
+            # there, with the prices as of then, instead of meeting every tick since it last moved
+            start = max(last_seq, min(own_events) - 1)
+            _prices_at(engine.market, history, start)
+        ticks: list[_TickRow] = []
+        for symbol in wanted:
+            seqs, kept = history.get(symbol, ((), ()))
+            first = bisect.bisect_right(seqs, start)
+            end = bisect.bisect_right(seqs, upto)  # the ticks this pass holds complete (see _evaluate)
+            ticks.extend(_TickRow(seq, event) for seq, event in zip(seqs[first:end], kept[first:end]))
+        if ticks:
+            stream = sorted(stream + ticks, key=lambda r: r.seq)
+            unit.last_seq = max(unit.last_seq, stream[-1].seq)
+        events, fed = [], []
+        for row in stream:
+            if type(row) is _TickRow:
+                event = row.event
+            else:
+                event = firm_events.get(row.seq) if row.account_id is None else own_events.get(row.seq)
+            if row.account_id is not None:
+                if event is None:
                     unit.rejected.append((row, f"malformed: {_decode_reason(row.body)}"))
                     continue
                 problem = ahead_of_clock(event, horizon, self.max_ahead)
@@ -379,7 +573,8 @@ class EvaluationWorker:
                 refused.add(row.seq)
                 reason = f"{problem.kind}: {problem.reason}"
                 unit.rejected.append((row, f"{reason}; {RESEND}" if problem.kind == "out_of_order" else reason))
-            elif problem.kind == "internal":  # a firm-wide event that failed for this account only
+            elif problem.kind == "internal" and type(row) is not _TickRow:  # a firm-wide event that failed for
+                # this account only (a tick that failed for it is reported by the engine, and met again by none)
                 unit.firm_problems.append((row, f"{problem.kind}: {problem.reason}"))
         st = engine.states.get(account.external_id)
         if st is None:  # only global events so far: nothing to keep yet
@@ -399,6 +594,7 @@ class EvaluationWorker:
         unit.outcome.encoded = STATE_ENCODER.encode(st)
         unit.outcome.stored = stored
         unit.held = _Held(unit.outcome.encoded, unit.last_seq, program_key, st)
+        unit.moved = engine.held.get(account.external_id, ())
         fed_seqs = {row.seq for row in fed}
         unit.applied = [row.seq for row in unit.mine if row.seq in fed_seqs and row.seq not in refused]
         unit.events = len(unit.mine)
@@ -519,14 +715,43 @@ def _set_account_aside(session: Session, unit: _AccountWork) -> None:
                             .values(last_seq=unit.last_seq).execution_options(synchronize_session=False))
 
 
-def _market_at(calendar: list[tuple[int, NewsEntry]], up_to_seq: int) -> Market:
-    """The news calendar as the account knew it after event ``up_to_seq`` (exactly as in replay)."""
+class _TickRow:
+    """A tick of the worker's history in an account's stream, where the stored rows are."""
+
+    __slots__ = ("seq", "event")
+    account_id = None
+
+    def __init__(self, seq: int, event: Price) -> None:
+        self.seq = seq
+        self.event = event
+
+    @property
+    def event_id(self) -> str:
+        return self.event.id
+
+
+def _market_at(calendar: list[tuple[int, NewsEntry]], up_to_seq: int,
+               ticks: dict[str, tuple[list[int], list[Price]]] | None = None) -> Market:
+    """The news calendar and each symbol's last price as the account knew them after event
+    ``up_to_seq`` (exactly as in replay)."""
     market = Market()
     for seq, entry in calendar:
         if seq > up_to_seq:
             break
         market.add_news(entry)
+    _prices_at(market, ticks or {}, up_to_seq)
     return market
+
+
+def _prices_at(market: Market, ticks: dict[str, tuple[list[int], list[Price]]], up_to_seq: int) -> None:
+    """Each symbol's last accepted tick up to event ``up_to_seq`` as ``market``'s prices."""
+    for symbol, (seqs, kept) in ticks.items():
+        at = bisect.bisect_right(seqs, up_to_seq)
+        if at:
+            last = kept[at - 1]
+            market.prices[symbol] = Tick(last.ts, last.bid, last.ask, last.id)
+        else:
+            market.prices.pop(symbol, None)
 
 
 def pending_counts(session: Session, firm_id: str) -> dict[str, int]:
@@ -537,4 +762,4 @@ def pending_counts(session: Session, firm_id: str) -> dict[str, int]:
 
 
 __all__ = ["AccountOutcome", "AccountRef", "EvaluationWorker", "PassReport", "SYSTEMIC_ERRORS", "WriteReport",
-           "pending_counts", "upsert_states", "write_isolated", "write_outcomes"]
+           "firm_wide", "pending_counts", "upsert_states", "write_isolated", "write_outcomes"]

@@ -53,7 +53,8 @@ from ..engine.runner import Engine
 from . import audit
 from .catalog import compiled_pack
 from .errors import Conflict, Invalid
-from .evaluation import GLOBAL_TYPES
+from .evaluation import firm_wide
+from .symbols import table_for
 from .halts import TRADING, reason_text
 from .outcomes import HELD, AccountRef, account_status, decision_row, outcome_for, write_outcomes
 from .rulepacks import get_version
@@ -202,13 +203,11 @@ def replay_history(session: Session, account: m.Account, program: PhaseProgram,
             m.RawEvent.status == "applied", m.RawEvent.seq <= up_to_seq).order_by(m.RawEvent.seq)).all()
     if not own:
         return None, [], 0
-    shared = session.execute(
-        select(m.RawEvent.seq, m.RawEvent.body).where(
-            m.RawEvent.firm_id == account.firm_id, m.RawEvent.account_id.is_(None),
-            m.RawEvent.type.in_(GLOBAL_TYPES), m.RawEvent.status != "rejected",
-            m.RawEvent.seq <= up_to_seq).order_by(m.RawEvent.seq)).all()
+    shared = session.execute(firm_wide(m.RawEvent.seq, m.RawEvent.body, firm_id=account.firm_id)
+                             .where(m.RawEvent.seq <= up_to_seq).order_by(m.RawEvent.seq)).all()
     external = account.external_id
     engine = Engine(lambda name: program if name == external else None, dedupe=False)
+    engine.set_symbols(table_for(session, account.firm_id))  # ticks mark its positions, as in the worker
     decisions: list[tuple[Decision, int | None]] = []
     batch: list[Any] = []
     seqs: list[int] = []

@@ -24,7 +24,8 @@ from ..services import accounts as account_service
 from ..services import decisions as decision_service
 from ..services.accounts import MAX_PAGE, Page, compiled_pack, money
 from ..services.errors import Invalid
-from ..services.evaluation import GLOBAL_TYPES, STATE_DECODER
+from ..services.evaluation import STATE_DECODER, firm_wide
+from ..services.symbols import table_for
 from ..http.pages import fmt_money
 
 MAX_POINTS = 2000
@@ -162,19 +163,18 @@ def replay_points(session: Session, account: m.Account) -> tuple[list[dict[str, 
         return [], program
     first = own[0].seq
     shared = session.execute(
-        select(m.RawEvent.seq, m.RawEvent.type, m.RawEvent.body).where(
-            m.RawEvent.firm_id == account.firm_id, m.RawEvent.account_id.is_(None),
-            m.RawEvent.type.in_(GLOBAL_TYPES), m.RawEvent.seq <= state.last_seq)
-        .order_by(m.RawEvent.seq)
+        firm_wide(m.RawEvent.seq, m.RawEvent.type, m.RawEvent.body, firm_id=account.firm_id)
+        .where(m.RawEvent.seq <= state.last_seq).order_by(m.RawEvent.seq)
     ).all()
     clears = list(session.scalars(select(m.Override.created_at).where(
         m.Override.firm_id == account.firm_id, m.Override.account_id == account.id,
         m.Override.action == "clear_breach").order_by(m.Override.id)))
     engine = Engine(lambda external: program if external == account.external_id else None, dedupe=False)
     engine.market = Market()
-    # news before the account's first event only shape the market; clocks before it touch nothing
+    engine.set_symbols(table_for(session, account.firm_id))  # ticks mark its positions, as in the worker
+    # news and prices before the account's first event only shape the market; clocks before it touch nothing
     stream = [(seq, body, received) for seq, body, received in own]
-    stream += [(seq, body, None) for seq, kind, body in shared if kind == "news" or seq > first]
+    stream += [(seq, body, None) for seq, kind, body in shared if kind != "clock" or seq > first]
     stream.sort(key=lambda item: item[0])
     limits = [(rule.rule_id, isinstance(rule, DailyLossRule), isinstance(rule, MaxLossRule)) for rule in program.limits]
     daily_id = next((rid for rid, daily, _ in limits if daily), None)

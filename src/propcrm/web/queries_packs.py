@@ -31,13 +31,14 @@ from ..engine.replay import Outcome, WhatIf, outcomes
 from ..engine.runner import Engine
 from ..services.catalog import pack_of
 from ..services.errors import Invalid, NotFound
+from ..services.evaluation import firm_wide
+from ..services.symbols import table_for
 
 # what-if bounds: a click never replays more than this (the page says so)
 MAX_ACCOUNTS = 1000
 DEFAULT_ACCOUNTS = 200
 MAX_EVENTS = 300_000
 MAX_LISTED = 200
-GLOBAL_TYPES = ("clock", "news")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -419,9 +420,8 @@ def run_whatif(session: Session, *, firm_id: str, a: m.RulePackVersion, b: m.Rul
     shared_rows: list[Any] = []
     if own_rows:
         shared_query = (
-            select(m.RawEvent.seq, m.RawEvent.body)
-            .where(m.RawEvent.firm_id == firm_id, m.RawEvent.account_id.is_(None),
-                   m.RawEvent.type.in_(GLOBAL_TYPES), m.RawEvent.seq <= own_rows[-1][0])
+            firm_wide(m.RawEvent.seq, m.RawEvent.body, firm_id=firm_id)
+            .where(m.RawEvent.seq <= own_rows[-1][0])
             .order_by(m.RawEvent.seq).limit(max_events + 1)
         )
         shared_rows = list(session.execute(shared_query).all())
@@ -433,6 +433,9 @@ def run_whatif(session: Session, *, firm_id: str, a: m.RulePackVersion, b: m.Rul
         Engine(lambda ext, _p=progs: _p.get(ext), dedupe=False)  # raw_events holds each (source, id) once
         for progs in programs
     )
+    table = table_for(session, firm_id)
+    for engine in engines:  # ticks mark the positions, as in the evaluation worker
+        engine.set_symbols(table)
     collected: tuple[dict[str, list[Decision]], dict[str, list[Decision]]] = ({}, {})
     flat: tuple[list[Decision], list[Decision]] = ([], [])
     batch: list[Any] = []
