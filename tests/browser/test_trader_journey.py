@@ -10,6 +10,7 @@ import re
 import time
 from decimal import Decimal
 
+from playwright.sync_api import expect
 from sqlalchemy import select
 
 from propcrm.adapters.db import models as m
@@ -74,8 +75,9 @@ def test_a_trader_reads_today_journal_requests_a_payout_and_verifies_a_certifica
     countdown = card.locator(".countdown")
     first = countdown.inner_text()
     assert re.fullmatch(r"\d{1,2}:\d\d:\d\d", first), first
-    # portal.js counts it down every second
-    page.wait_for_function("([el, was]) => el.textContent !== was", arg=[countdown.element_handle(), first])
+    # portal.js counts it down every second (the locator is looked up again each time: a live update may
+    # have rendered the card anew since `first` was read)
+    expect(countdown).not_to_have_text(first, timeout=10_000)
     assert "Europe/Prague" in card.inner_text() and "Phase deadline" in card.inner_text()
     shot(page, "portal-today-countdown")
     # the journal and statistics
