@@ -44,8 +44,9 @@ def login_page(request: Request, next: str = "") -> Response:  # noqa: A002 - th
     return _login_page(request, next_path=safe_next(next, ""))
 
 
-@router.post("/login")
-async def login(request: Request) -> Response:
+async def _login_form(request: Request) -> dict[str, str] | Response:
+    """A login step's form fields, once the post is same-site and carries the login form's CSRF token;
+    otherwise the answer to give (403: a cross-site post, or the login page again: an expired form)."""
     if cross_site(request):
         raise HTTPException(status_code=403, detail="cross-site form post refused")
     form = await request.form(max_files=0, max_fields=20)
@@ -53,6 +54,14 @@ async def login(request: Request) -> Response:
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not expected or not hmac.compare_digest(fields.get("csrf", ""), expected):
         return _login_page(request, error="The form expired; please log in again.", status=403)
+    return fields
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    fields = await _login_form(request)
+    if isinstance(fields, Response):
+        return fields
     firm, email, password = fields.get("firm", "").strip(), fields.get("email", "").strip(), fields.get("password", "")
     next_path = safe_next(fields.get("next"), "")
     missing = [label for label, value in (("firm", firm), ("e-mail", email), ("password", password)) if not value]
@@ -103,13 +112,9 @@ def _code_page(request: Request, *, next_path: str = "", error: str | None = Non
 async def login_code(request: Request) -> Response:
     """The second step of a login with two-factor on (services/totp.py): the ticket is the cookie the
     password step set; the code is the authenticator's or a recovery code."""
-    if cross_site(request):
-        raise HTTPException(status_code=403, detail="cross-site form post refused")
-    form = await request.form(max_files=0, max_fields=20)
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    if not expected or not hmac.compare_digest(fields.get("csrf", ""), expected):
-        return _login_page(request, error="The form expired; please log in again.", status=403)
+    fields = await _login_form(request)
+    if isinstance(fields, Response):
+        return fields
     next_path = safe_next(fields.get("next"), "")
     ticket = request.cookies.get(CHALLENGE_COOKIE, "")
     app = request.app
