@@ -61,15 +61,7 @@ def users_disable(
     database_url: Annotated[Optional[str], typer.Option("--database-url", help=DB_HELP)] = None,
 ) -> None:
     """Disable a user: their sessions end now and they cannot log in."""
-    from .common import cli_actor
-    from ..services.users import set_active
-
-    def action(session, firm_id):
-        user = set_active(session, firm_id=firm_id, user_id=_user(session, firm_id, email).id, active=False,
-                          actor=cli_actor())
-        return f"disabled user #{user.id} {user.email}; their sessions have ended"
-
-    print(_run(database_url, firm, action))
+    _set_active(email, firm, database_url, active=False)
 
 
 def users_enable(
@@ -78,13 +70,19 @@ def users_enable(
     database_url: Annotated[Optional[str], typer.Option("--database-url", help=DB_HELP)] = None,
 ) -> None:
     """Enable a disabled user (they log in again; old sessions stay ended)."""
+    _set_active(email, firm, database_url, active=True)
+
+
+def _set_active(email: str, firm: str | None, database_url: str | None, *, active: bool) -> None:
     from .common import cli_actor
     from ..services.users import set_active
 
     def action(session, firm_id):
-        user = set_active(session, firm_id=firm_id, user_id=_user(session, firm_id, email).id, active=True,
+        user = set_active(session, firm_id=firm_id, user_id=_user(session, firm_id, email).id, active=active,
                           actor=cli_actor())
-        return f"enabled user #{user.id} {user.email}"
+        if active:
+            return f"enabled user #{user.id} {user.email}"
+        return f"disabled user #{user.id} {user.email}; their sessions have ended"
 
     print(_run(database_url, firm, action))
 
