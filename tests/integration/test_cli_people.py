@@ -91,3 +91,19 @@ def test_refusals_exit_2_and_say_why(cli, args, message):
 def test_accounts_need_a_firm_that_exists(cli):
     result = cli("accounts", "create", "--external-id", "A1", "--pack", "two-step-100k")
     assert result.exit_code == 2 and "no firm yet" in result.stderr
+
+
+def test_users_disable_and_enable_from_the_command_line(cli):
+    created = cli("users", "create", "--email", "risk@acme.example", "--role", "risk", "--password",
+                  "s3cret-for-the-trading-desk", "--firm", "acme")
+    assert created.exit_code == 0, created.stderr
+    off = cli("users", "disable", "--email", "risk@acme.example", "--firm", "acme")
+    assert off.exit_code == 0, off.stderr
+    assert "disabled user" in off.stdout and "sessions have ended" in off.stdout
+    with cli.sessions() as s:
+        assert s.scalar(select(m.User.active).where(m.User.email == "risk@acme.example")) is False
+    on = cli("users", "enable", "--email", "risk@acme.example", "--firm", "acme")
+    assert on.exit_code == 0, on.stderr
+    assert "enabled user" in on.stdout
+    with cli.sessions() as s:
+        assert s.scalar(select(m.User.active).where(m.User.email == "risk@acme.example")) is True
