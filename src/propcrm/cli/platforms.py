@@ -19,10 +19,16 @@ _DB_HELP = "database URL (default: PROPCRM_DATABASE_URL, else ./data/propcrm.db)
 
 
 def _value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+    """A setting as typed: JSON for an object, a list, a quoted string or ``null``; otherwise the text itself,
+    which the family's settings type converts (``leverage=50`` is a number, ``manager=1000`` stays the login
+    it names — parsing every value as JSON made it a number and the connection was refused)."""
+    stripped = text.strip()
+    if stripped[:1] in ("{", "[", '"') or stripped == "null":
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            raise typer.BadParameter(f"--setting value is not valid JSON: {text!r}") from None
+    return text
 
 
 def _settings(pairs: list[str] | None) -> dict[str, Any]:
@@ -51,7 +57,7 @@ def _secrets(names: list[str] | None, from_env: list[str] | None) -> dict[str, s
 
 
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    from .common import cli_actor, database, fail, firm_of
+    from .common import cli_actor, database, fail, firm_of, in_firm_transaction
 
     platforms_app = typer.Typer(help="Connections to trading platforms (docs/platforms.md).", no_args_is_help=True)
     app.add_typer(platforms_app, name="platforms")
@@ -87,7 +93,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     def add(
         name: Annotated[str, typer.Argument(help="the connection's name: what accounts call their platform")],
         family_name: Annotated[str, typer.Option("--family", help="mt5-web | mt5-manager | matchtrader")],
-        setting: Annotated[Optional[list[str]], typer.Option("--setting", "-s", help="KEY=VALUE (JSON values allowed), repeatable")] = None,
+        setting: Annotated[Optional[list[str]], typer.Option("--setting", "-s", help="KEY=VALUE, repeatable (objects and lists as JSON)")] = None,
         secret: Annotated[Optional[list[str]], typer.Option("--secret", help="NAME of a secret to read (hidden prompt, or a line of stdin)")] = None,
         secret_env: Annotated[Optional[list[str]], typer.Option("--secret-env", help="NAME=ENVIRONMENT_VARIABLE holding a secret")] = None,
         disabled: Annotated[bool, typer.Option("--disabled", help="store it without connecting yet")] = False,
@@ -95,26 +101,21 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DB_HELP)] = None,
     ) -> None:
         """Store a platform connection: its settings, and its credentials sealed (never printed)."""
-        from ..adapters.db.session import sessions
         from ..adapters.platforms.secrets import SecretError
         from ..features.platforms.connections import add_connection
-        from ..services.errors import Conflict, Invalid, NotFound
 
         secrets = _secrets(secret, secret_env)
-        engine = database(database_url)
-        try:
-            with sessions(engine).begin() as session:
-                firm_id = firm_of(session, firm, create=False)
-                try:
-                    row = add_connection(session, firm_id=firm_id, name=name, family_name=family_name,
-                                         settings=_settings(setting), secrets=secrets, actor=cli_actor(),
-                                         enabled=not disabled)
-                except (Invalid, Conflict, NotFound, SecretError) as exc:
-                    raise fail(str(exc)) from None
-                summary = f"added platform connection {row.name} ({row.family}) in firm {firm_id}"
-        finally:
-            engine.dispose()
-        print(summary)
+
+        def store(session, firm_id: str) -> str:
+            try:
+                row = add_connection(session, firm_id=firm_id, name=name, family_name=family_name,
+                                     settings=_settings(setting), secrets=secrets, actor=cli_actor(),
+                                     enabled=not disabled)
+            except SecretError as exc:
+                raise fail(str(exc)) from None
+            return f"added platform connection {row.name} ({row.family}) in firm {firm_id}"
+
+        print(in_firm_transaction(database_url, firm, store))
 
     @platforms_app.command("set")
     def set_(
@@ -127,23 +128,12 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DB_HELP)] = None,
     ) -> None:
         """Change a connection's settings, credentials or state (audited)."""
-        from ..adapters.db.session import sessions
         from ..features.platforms.connections import update_connection
-        from ..services.errors import Conflict, Invalid, NotFound
 
         secrets = _secrets(secret, secret_env)
-        engine = database(database_url)
-        try:
-            with sessions(engine).begin() as session:
-                firm_id = firm_of(session, firm, create=False)
-                try:
-                    update_connection(session, firm_id=firm_id, name=name, actor=cli_actor(),
-                                      settings=_settings(setting) if setting else None, secrets=secrets or None,
-                                      enabled=enable)
-                except (Invalid, Conflict, NotFound) as exc:
-                    raise fail(str(exc)) from None
-        finally:
-            engine.dispose()
+        in_firm_transaction(database_url, firm, lambda session, firm_id: update_connection(
+            session, firm_id=firm_id, name=name, actor=cli_actor(), settings=_settings(setting) if setting else None,
+            secrets=secrets or None, enabled=enable))
         print(f"updated platform connection {name}")
 
     @platforms_app.command("list")
@@ -173,21 +163,10 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DB_HELP)] = None,
     ) -> None:
         """Map a platform login to a propcrm account (the account's platform becomes this connection)."""
-        from ..adapters.db.session import sessions
         from ..features.platforms.connections import map_login
-        from ..services.errors import Conflict, Invalid, NotFound
 
-        engine = database(database_url)
-        try:
-            with sessions(engine).begin() as session:
-                firm_id = firm_of(session, firm, create=False)
-                try:
-                    map_login(session, firm_id=firm_id, connection=name, login=login, account=account,
-                              actor=cli_actor())
-                except (Invalid, Conflict, NotFound) as exc:
-                    raise fail(str(exc)) from None
-        finally:
-            engine.dispose()
+        in_firm_transaction(database_url, firm, lambda session, firm_id: map_login(
+            session, firm_id=firm_id, connection=name, login=login, account=account, actor=cli_actor()))
         print(f"login {login} on {name} → account {account}")
 
     @platforms_app.command("test")
