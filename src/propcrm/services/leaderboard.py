@@ -332,5 +332,5 @@ def board(session: Session, *, firm_id: str, period: str) -> Board:
     return CACHE.board(session, firm_id=firm_id, period=period_of(period))
 
 
-__all__ = ["CACHE", "PERIODS", "Board", "BoardCache", "Standing", "board", "compute", "entries", "entry_of",
+__all__ = ["CACHE", "PERIODS", "Board", "LeaderboardEntry", "BoardCache", "Standing", "board", "compute", "entries", "entry_of",
            "generate_pseudonym", "hide", "opt_in", "opt_out", "period_of", "pseudonym_problem", "size_of", "unhide"]
