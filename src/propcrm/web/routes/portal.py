@@ -15,9 +15,9 @@ forged post is refused as such whoever sends it.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
@@ -250,11 +250,17 @@ def portal_profile(request: Request, user: Trader, session: Db) -> Response:
         "pseudonym_max": leaderboard.MAX_PSEUDONYM})
 
 
+async def _upload_form(request: Request) -> Any:
+    """The multipart form of an upload, its origin and CSRF token checked (a dependency, so that it runs
+    before the role check, like ``Form``)."""
+    return await checked_form(request, max_files=1, max_part_size=kyc_documents.MAX_BYTES + 1024)
+
+
 @router.post("/portal/kyc/documents")
-async def portal_upload_document(request: Request, user: Trader, session: Db) -> Response:
+async def portal_upload_document(request: Request, form: Annotated[Any, Depends(_upload_form)], user: Trader,
+                                 session: Db) -> Response:
     """The trader sends an identity document (the service the back office's upload uses, in the trader's
     scope): PDF, PNG or JPEG told by its first bytes, at most ``MAX_BYTES``; it then awaits review."""
-    form = await checked_form(request, max_files=1, max_part_size=kyc_documents.MAX_BYTES + 1024)
     upload = form.get("file")
     if not isinstance(upload, UploadFile) or not upload.filename:
         return redirect(request, "/portal/profile#kyc", flash="Not uploaded: choose a file (PDF, PNG or JPEG).")
