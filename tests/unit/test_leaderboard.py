@@ -1,6 +1,6 @@
 """The leaderboard's pure parts: the size filter ranks within the size, query values fall back to defaults
-instead of failing, and the per-process board cache keeps a board for its TTL, computes once for many
-readers and forgets a firm's boards on demand."""
+instead of failing, and the per-process board cache keeps a board for its TTL while the firm's entries
+are unchanged, computes once for many readers and forgets a firm's boards on demand."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def test_the_cache_keeps_a_board_for_its_ttl_and_forgets_a_firm(monkeypatch):
         return BOARD
 
     monkeypatch.setattr(leaderboard, "compute", compute)
-    cache = BoardCache(ttl=60, clock=lambda: now[0])
+    version = {"fa": (1, 1), "fb": (1, 1)}
+    cache = BoardCache(ttl=60, clock=lambda: now[0], version=lambda session, firm_id: version[firm_id])
     for _ in range(3):
         assert cache.board(None, firm_id="fa", period="30d") is BOARD
     cache.board(None, firm_id="fb", period="30d")
@@ -64,3 +65,7 @@ def test_the_cache_keeps_a_board_for_its_ttl_and_forgets_a_firm(monkeypatch):
     cache.board(None, firm_id="fa", period="30d")
     cache.board(None, firm_id="fb", period="30d")
     assert computed[4:] == [("fa", "30d")]
+    version["fb"] = (2, 2)  # an entry of fb changed (in any process): its board is computed again
+    cache.board(None, firm_id="fa", period="30d")
+    cache.board(None, firm_id="fb", period="30d")
+    assert computed[5:] == [("fb", "30d")]

@@ -14,8 +14,8 @@ one close in the period to be listed. Ties go to the higher net result, then the
 Breached, suspended, halted and closed accounts are not listed.
 
 **Cheap.** The board of a (firm, period) is computed once and kept for :data:`CACHE_SECONDS` in the
-process (:class:`BoardCache`); an opt-in, opt-out or hide in this process drops the firm's boards when
-its transaction commits, other processes see it within the TTL. The sums are exact: ``SUM`` of NUMERIC on PostgreSQL, the decimal
+process (:class:`BoardCache`) while the firm's entries are unchanged: an opt-in, opt-out, pseudonym change
+or hide (in any process) shows on the next read; new trades within the TTL. The sums are exact: ``SUM`` of NUMERIC on PostgreSQL, the decimal
 text summed as :class:`~decimal.Decimal` on SQLite (which keeps money as text).
 """
 
@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from sqlalchemy import String, cast, event, func, or_, select
+from sqlalchemy import String, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
@@ -144,7 +144,6 @@ def opt_in(session: Session, *, firm_id: str, trader_id: int, pseudonym: str | N
     session.flush()
     audit.append(session, actor=actor, action="leaderboard.opt_in", entity="trader", entity_id=str(trader_id),
                  before=before, after={"pseudonym": entry.pseudonym, "entry": entry.id}, firm_id=firm_id)
-    _forget_on_commit(session, firm_id)
     return entry
 
 
@@ -156,7 +155,6 @@ def opt_out(session: Session, *, firm_id: str, trader_id: int, actor: str,
     entry.opted_in, entry.updated_at = False, now or dt.datetime.now(UTC)
     audit.append(session, actor=actor, action="leaderboard.opt_out", entity="trader", entity_id=str(trader_id),
                  after={"pseudonym": entry.pseudonym, "entry": entry.id}, firm_id=firm_id)
-    _forget_on_commit(session, firm_id)
     return entry
 
 
@@ -174,10 +172,10 @@ def hide(session: Session, *, firm_id: str, entry_id: int, reason: str, actor: s
     entry = _entry(session, firm_id, entry_id)
     if entry.hidden_at is not None:
         raise Conflict(f"{entry.pseudonym} is already hidden")
-    entry.hidden_at, entry.hidden_by, entry.hidden_reason = now or dt.datetime.now(UTC), actor, text
+    now = now or dt.datetime.now(UTC)
+    entry.hidden_at, entry.hidden_by, entry.hidden_reason, entry.updated_at = now, actor, text, now
     audit.append(session, actor=actor, action="leaderboard.hide", entity="trader", entity_id=str(entry.trader_id),
                  after={"pseudonym": entry.pseudonym, "entry": entry.id, "reason": text}, firm_id=firm_id)
-    _forget_on_commit(session, firm_id)
     return entry
 
 
@@ -187,16 +185,10 @@ def unhide(session: Session, *, firm_id: str, entry_id: int, actor: str) -> Lead
         raise Conflict(f"{entry.pseudonym} is not hidden")
     before = {"hidden_by": entry.hidden_by, "reason": entry.hidden_reason}
     entry.hidden_at = entry.hidden_by = entry.hidden_reason = None
+    entry.updated_at = dt.datetime.now(UTC)
     audit.append(session, actor=actor, action="leaderboard.unhide", entity="trader", entity_id=str(entry.trader_id),
                  before=before, after={"pseudonym": entry.pseudonym, "entry": entry.id}, firm_id=firm_id)
-    _forget_on_commit(session, firm_id)
     return entry
-
-
-def _forget_on_commit(session: Session, firm_id: str) -> None:
-    """Drop the firm's kept boards once this change is committed (before it, a board computed meanwhile
-    would keep the old picture for the whole TTL)."""
-    event.listen(session, "after_commit", lambda _s: CACHE.forget(firm_id), once=True)
 
 
 def entries(session: Session, *, firm_id: str) -> list[LeaderboardEntry]:
@@ -296,27 +288,46 @@ def compute(session: Session, *, firm_id: str, period: str, now: dt.datetime | N
     return Board(period=period, since=since, computed_at=now, rows=rows, sizes=sizes)
 
 
-class BoardCache:
-    """Boards per (firm, period), each kept ``ttl`` seconds; one computation at a time per process (the
-    others wait for it rather than compute the same board again)."""
+def entries_version(session: Session, *, firm_id: str) -> tuple[int, dt.datetime | None]:
+    """What names the firm's entries as they are: (how many, the latest change). Every opt-in, opt-out,
+    pseudonym change, hide and unhide moves ``updated_at``; one walk of ``ix_leaderboard_entries_changed``."""
+    table = LeaderboardEntry.__table__
+    count, latest = session.execute(select(func.count(), func.max(table.c.updated_at))
+                                    .where(table.c.firm_id == firm_id)).one()
+    return count or 0, latest
 
-    def __init__(self, ttl: float = CACHE_SECONDS, clock=time.monotonic) -> None:
+
+class BoardCache:
+    """Boards per (firm, period), each kept ``ttl`` seconds *and* only while the firm's entries are as they
+    were (:func:`entries_version`, asked on every read: a hide or an opt-out in any process shows at once;
+    the TTL only bounds how late new trades show). One computation at a time per process (the others wait
+    for it rather than compute the same board again)."""
+
+    def __init__(self, ttl: float = CACHE_SECONDS, clock=time.monotonic, version=None) -> None:
         self.ttl, self._clock = ttl, clock
-        self._boards: dict[tuple[str, str], tuple[float, Board]] = {}
+        self._version = version or entries_version
+        self._boards: dict[tuple[str, str], tuple[float, object, Board]] = {}
         self._lock = threading.Lock()
+
+    def _kept(self, key: tuple[str, str], version: object) -> Board | None:
+        kept = self._boards.get(key)
+        if kept is not None and self._clock() - kept[0] < self.ttl and kept[1] == version:
+            return kept[2]
+        return None
 
     def board(self, session: Session, *, firm_id: str, period: str) -> Board:
         key = (firm_id, period)
-        kept = self._boards.get(key)
-        if kept is not None and self._clock() - kept[0] < self.ttl:
-            return kept[1]
+        version = self._version(session, firm_id=firm_id)
+        found = self._kept(key, version)
+        if found is not None:
+            return found
         with self._lock:
-            kept = self._boards.get(key)
-            if kept is not None and self._clock() - kept[0] < self.ttl:
-                return kept[1]
+            found = self._kept(key, version)
+            if found is not None:
+                return found
             started = self._clock()
             board = compute(session, firm_id=firm_id, period=period)
-            self._boards[key] = (started, board)
+            self._boards[key] = (started, version, board)
             return board
 
     def forget(self, firm_id: str | None = None) -> None:
@@ -332,5 +343,5 @@ def board(session: Session, *, firm_id: str, period: str) -> Board:
     return CACHE.board(session, firm_id=firm_id, period=period_of(period))
 
 
-__all__ = ["CACHE", "PERIODS", "Board", "LeaderboardEntry", "BoardCache", "Standing", "board", "compute", "entries", "entry_of",
+__all__ = ["CACHE", "PERIODS", "Board", "LeaderboardEntry", "BoardCache", "Standing", "board", "compute", "entries", "entries_version", "entry_of",
            "generate_pseudonym", "hide", "opt_in", "opt_out", "period_of", "pseudonym_problem", "size_of", "unhide"]

@@ -29,7 +29,8 @@ class LeaderboardEntry(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     __table_args__ = (UniqueConstraint("firm_id", "trader_id", name="uq_leaderboard_entries_trader"),
                       UniqueConstraint("firm_id", "pseudonym_key", name="uq_leaderboard_entries_pseudonym"),
-                      Index("ix_leaderboard_entries_listed", "firm_id", "opted_in", "hidden_at"))
+                      Index("ix_leaderboard_entries_listed", "firm_id", "opted_in", "hidden_at"),
+                      Index("ix_leaderboard_entries_changed", "firm_id", "updated_at"))
 
 
 __all__ = ["LeaderboardEntry"]

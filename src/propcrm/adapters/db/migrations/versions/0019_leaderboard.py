@@ -36,8 +36,10 @@ def upgrade() -> None:
         sa.UniqueConstraint('firm_id', 'pseudonym_key', name='uq_leaderboard_entries_pseudonym'),
     )
     op.create_index('ix_leaderboard_entries_listed', 'leaderboard_entries', ['firm_id', 'opted_in', 'hidden_at'])
+    op.create_index('ix_leaderboard_entries_changed', 'leaderboard_entries', ['firm_id', 'updated_at'])
 
 
 def downgrade() -> None:
+    op.drop_index('ix_leaderboard_entries_changed', table_name='leaderboard_entries')
     op.drop_index('ix_leaderboard_entries_listed', table_name='leaderboard_entries')
     op.drop_table('leaderboard_entries')
