@@ -20,6 +20,7 @@ from propcrm.adapters.db.models_lifecycle import KycDocument
 from propcrm.api.auth import COOKIE_NAME
 from propcrm.domain.rulepack import load_pack
 from propcrm.services import leaderboard
+from propcrm.services.errors import Conflict
 from propcrm.services.catalog import add_pack, create_account
 from propcrm.services.lifecycle import create_order
 from propcrm.services.products import create_product
@@ -300,3 +301,14 @@ def test_the_profile_lists_the_traders_orders_or_says_there_are_none(world):
         create_order(s, firm_id="fa", trader_id=world.traders["t1"], product_id=product.id, actor="test")
     html = text_of(page.get("/portal/profile").text)
     assert "No orders yet." not in html and "155.00 USD" in html
+
+
+def test_two_traders_taking_one_pseudonym_at_once_get_a_conflict_not_an_error(world, monkeypatch):
+    with world.sessions.begin() as s:
+        leaderboard.opt_in(s, firm_id="fa", trader_id=world.traders["t1"], pseudonym="Amber Crane", actor="test")
+    # the check passed (as for a second trader whose check ran before the first one's commit)
+    monkeypatch.setattr(leaderboard, "pseudonym_problem", lambda *a, **k: None)
+    with world.sessions.begin() as s:
+        with pytest.raises(Conflict, match="another trader has it"):
+            leaderboard.opt_in(s, firm_id="fa", trader_id=world.traders["t2"], pseudonym="amber crane", actor="t")
+        assert leaderboard.entry_of(s, firm_id="fa", trader_id=world.traders["t2"]) is None

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from sqlalchemy import String, cast, func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
@@ -131,17 +132,21 @@ def opt_in(session: Session, *, firm_id: str, trader_id: int, pseudonym: str | N
                                 entry_id=entry.id if entry is not None else None)
     if problem is not None and not (entry is not None and wanted == entry.pseudonym):
         raise Invalid(problem)
-    before = None
-    if entry is None:
-        entry = LeaderboardEntry(firm_id=firm_id, trader_id=trader_id, pseudonym=wanted, pseudonym_key=_key(wanted),
-                                 opted_in=True, opted_in_at=now, updated_at=now)
-        session.add(entry)
-    else:
-        before = {"pseudonym": entry.pseudonym, "opted_in": entry.opted_in}
-        if not entry.opted_in:
-            entry.opted_in_at = now
-        entry.pseudonym, entry.pseudonym_key, entry.opted_in, entry.updated_at = wanted, _key(wanted), True, now
-    session.flush()
+    before = None if entry is None else {"pseudonym": entry.pseudonym, "opted_in": entry.opted_in}
+    try:
+        with session.begin_nested():  # two traders taking one free pseudonym at once: one gets it, one is told
+            if entry is None:
+                entry = LeaderboardEntry(firm_id=firm_id, trader_id=trader_id, pseudonym=wanted,
+                                         pseudonym_key=_key(wanted), opted_in=True, opted_in_at=now, updated_at=now)
+                session.add(entry)
+            else:
+                if not entry.opted_in:
+                    entry.opted_in_at = now
+                entry.pseudonym, entry.pseudonym_key, entry.opted_in, entry.updated_at = (wanted, _key(wanted), True,
+                                                                                          now)
+            session.flush()
+    except IntegrityError:
+        raise Conflict("pseudonym: another trader has it; choose another") from None
     audit.append(session, actor=actor, action="leaderboard.opt_in", entity="trader", entity_id=str(trader_id),
                  before=before, after={"pseudonym": entry.pseudonym, "entry": entry.id}, firm_id=firm_id)
     return entry
