@@ -17,6 +17,7 @@ TRADER = ("trader",)
 MANAGERS = ("admin", "risk", "finance")  # dashboards, payouts and scalings: staff minus support
 KYC = ("admin", "risk", "support")  # review identity documents and set KYC: the firm's compliance work
 SUPPORT_DESK = ("admin", "support")  # the support inbox: answer traders, assign and close conversations
+LEADERBOARD = ("admin", "risk", "support")  # see every leaderboard entry and hide one (moderation)
 CRM = STAFF  # trader list and profile (read); notes by every staff role, messages by SUPPORT_DESK
 
 __all__ = ["ADMIN", "ALL_ROLES", "CRM", "FINANCE", "KYC", "MANAGERS", "RISK", "ROLES", "STAFF", "STAFF_ROLES",

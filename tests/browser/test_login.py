@@ -6,12 +6,12 @@ import pytest
 
 MENUS = {
     "admin": {"Dashboard", "Accounts", "Traders", "Support inbox", "KYC review", "Decisions", "Cases", "Payouts",
-              "Scalings", "Rule packs", "Halts", "Audit log", "Calendar", "Platforms", "Users", "API keys"},
+              "Scalings", "Rule packs", "Halts", "Audit log", "Calendar", "Platforms", "Leaderboard", "Users", "API keys"},
     "risk": {"Dashboard", "Accounts", "Traders", "KYC review", "Decisions", "Cases", "Payouts", "Scalings",
-             "Rule packs", "Halts", "Audit log", "Calendar", "Platforms"},
+             "Rule packs", "Halts", "Audit log", "Calendar", "Platforms", "Leaderboard"},
     "finance": {"Dashboard", "Accounts", "Traders", "Decisions", "Payouts", "Scalings", "Calendar"},
-    "support": {"Accounts", "Traders", "Support inbox", "KYC review", "Decisions", "Calendar"},
-    "trader": {"My accounts", "Payouts", "Certificates", "Messages", "Profile & KYC"},
+    "support": {"Accounts", "Traders", "Support inbox", "KYC review", "Decisions", "Calendar", "Leaderboard"},
+    "trader": {"My accounts", "Payouts", "Certificates", "Leaderboard", "Messages", "Profile & KYC"},
 }
 
 @pytest.mark.parametrize("role", sorted(MENUS))

@@ -1,6 +1,8 @@
 """A trader's day in a real browser: today's P/L and the countdown to the daily reset on the account card,
 the trade journal with its statistics, a payout requested with a method and destination, its statement
-downloaded after finance approved it, and a certificate downloaded and verified through its link."""
+downloaded after finance approved it, and a certificate downloaded and verified through its link; then the
+profile: taking part in the leaderboard under a pseudonym, a KYC document uploaded, two-factor login enrolled
+(QR code, recovery codes) and the next login made with a code."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import re
 import time
 from decimal import Decimal
 
+import pyotp
 from playwright.sync_api import expect
 from sqlalchemy import select
 
@@ -139,4 +142,74 @@ def test_a_trader_reads_today_journal_requests_a_payout_and_verifies_a_certifica
     page.goto(link)
     assert "Certificate verified" in page.locator("h1").inner_text()
     assert "400.00 USD" in page.inner_text("main") and "Jo Journey" in page.inner_text("main")
+    assert not page.console_errors, page.console_errors
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 128
+
+
+def test_a_trader_joins_the_leaderboard_uploads_a_kyc_document_and_logs_in_with_two_factor(site, page_as, shot):
+    email, trader_id = _trader(site)
+    name = next(k for k, v in site.traders.items() if v == trader_id)
+    account = site.new_account(trader=name)
+    external = account["external_id"]
+    site.post_events([
+        {"id": f"{external}-o1", "type": "trade_opened", "account": external, "ts": _stamp(90), "position": "b1",
+         "symbol": "EURUSD", "side": "buy", "lots": "1", "price": "1.08512"},
+        {"id": f"{external}-c1", "type": "trade_closed", "account": external, "ts": _stamp(60), "position": "b1",
+         "lots": "1", "price": "1.08612", "profit": "2007.00", "commission": "-7.00"},
+    ])
+    _wait_closed(site, account["id"], 1)
+    page = page_as("trader", email=email)
+    # the leaderboard: opt in from the profile under a chosen pseudonym
+    page.goto("/portal/profile")
+    pseudonym = f"Keen Heron {trader_id}"
+    page.get_by_label("Pseudonym").fill(pseudonym)
+    page.get_by_role("button", name="Take part in the leaderboard").click()
+    assert f"You are on the leaderboard as {pseudonym}" in page.locator(".flash").inner_text()
+    page.get_by_role("navigation").get_by_role("link", name="Leaderboard").click()
+    page.wait_for_url("**/portal/leaderboard")
+    mine = page.locator("#leaderboard-table tr.you")
+    expect(mine).to_have_count(1)
+    assert pseudonym in mine.inner_text() and "+" in mine.inner_text() and "%" in mine.inner_text()
+    main = page.inner_text("main")
+    assert "Jo Journey" not in main and email not in main and external not in main
+    page.get_by_label("Period").select_option("7d")
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_url("**/portal/leaderboard?period=7d**")
+    expect(page.locator("#leaderboard-table tr.you")).to_have_count(1)
+    shot(page, "portal-leaderboard")
+    # a KYC document: uploaded, then listed as awaiting review
+    page.goto("/portal/profile")
+    page.get_by_label("Kind of document").select_option("proof_of_address")
+    page.get_by_label("File (PDF, PNG or JPEG").set_input_files(
+        {"name": "utility-bill.png", "mimeType": "image/png", "buffer": PNG})
+    page.get_by_role("button", name="Upload for review").click()
+    assert "utility-bill.png is uploaded" in page.locator(".flash").inner_text()
+    row = page.locator("#kyc-documents tr", has_text="utility-bill.png")
+    assert "Proof of address" in row.inner_text() and "awaiting review" in row.inner_text()
+    # two-factor: enrol with the QR code's key, keep the recovery codes, then log in with a code
+    page.get_by_role("link", name="Set up two-factor login").click()
+    page.get_by_role("button", name="Set up two-factor login").click()
+    expect(page.get_by_alt_text("QR code of your two-factor key")).to_be_visible()
+    secret = page.get_by_test_id("totp-secret").inner_text()
+    page.get_by_label("Code from the app").fill(pyotp.TOTP(secret).now())
+    # ten recovery codes are hashed with the server's real argon2 cost: seconds on a loaded machine
+    page.get_by_role("button", name="Switch two-factor on").click(timeout=60_000)
+    expect(page.get_by_test_id("recovery-codes").locator("li")).to_have_count(10, timeout=60_000)
+    shot(page, "portal-two-factor-recovery-codes")
+    page.goto("/portal/profile")
+    assert page.locator("#profile-two-factor").inner_text() == "on"
+    page.get_by_role("button", name="Log out").click()
+    page.goto("/login")
+    page.get_by_label("Firm").fill("acme")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(site.password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_label("Authentication code")).to_be_visible()
+    # the enrolment used the current 30 s step: each step's code works once, so the next step's code
+    page.get_by_label("Authentication code").fill(pyotp.TOTP(secret).at(dt.datetime.now(UTC) + dt.timedelta(seconds=30)))
+    page.get_by_role("button", name="Verify").click()
+    page.wait_for_url("**/portal")
+    assert page.locator("h1").first.inner_text()
     assert not page.console_errors, page.console_errors

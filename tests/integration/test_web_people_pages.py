@@ -1,7 +1,7 @@
 """The people pages (issue 16) on both backends: an admin adds a staff member, manages API keys and switches
 a lost two-factor off; a staff member enrols TOTP two-factor login and then logs in with a code — on the web
 form and through the API — with each code working once and recovery codes (kept as argon2 hashes) once
-each. Who may: users and keys pages admin only; the two-factor page staff only."""
+each. Who may: users and keys pages admin only; the two-factor page every user (traders too)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def enrol(world, who: str) -> tuple[str, list[str]]:
 
 def test_who_may_open_the_people_pages(world):
     for url, allowed in (("/office/users", ("admin",)), ("/office/api-keys", ("admin",)),
-                         ("/account/two-factor", ("admin", "risk", "finance", "support"))):
+                         ("/account/two-factor", ("admin", "risk", "finance", "support", "trader"))):
         for role in ("admin", "risk", "finance", "support", "trader"):
             assert browse(world, role).get(url).status_code == (200 if role in allowed else 403), (url, role)
     for role in ("risk", "support", "trader"):
@@ -72,7 +72,8 @@ def test_who_may_open_the_people_pages(world):
         assert page.post_form("/office/users", {"email": "x@fa.example", "role": "admin"}).status_code == 403
         assert page.post_form("/office/api-keys", {"platform": "mt5"}).status_code == 403
         assert page.post_form(f"/office/users/{world.user_ids['fa:risk']}/two-factor/off", {}).status_code == 403
-    assert browse(world, "trader").post_form("/account/two-factor/start", {}).status_code == 403
+    # a trader enrols too (issue 17: from the portal's profile; test_web_portal_profile.py logs in with a code)
+    assert browse(world, "trader").post_form("/account/two-factor/start", {}).status_code == 303
 
 
 def test_an_admin_adds_a_staff_member_with_a_generated_or_chosen_password(world):

@@ -473,12 +473,13 @@ def bench_portal(
     trades: Annotated[int, typer.Option(help="closed trades of the trader's account")] = 10_000,
     db: Annotated[Optional[str], typer.Option("--db", help="SQLite file to build, or to reuse when it exists")] = None,
     requests: Annotated[int, typer.Option(help="timed requests per page")] = 100,
+    leaderboard_traders: Annotated[int, typer.Option(help="other traders on the leaderboard (when building)")] = 2_000,
 ) -> None:
-    """Response times of the trader portal (accounts, journal, statistics, P/L calendar) for a trader with
-    many trades (p50/p95/p99/max per page)."""
+    """Response times of the trader portal (accounts, journal, statistics, P/L calendar, profile, leaderboard)
+    for a trader with many trades (p50/p95/p99/max per page)."""
     from ..tools.bench_portal import bench_portal as run_bench
 
-    run_bench(trades=trades, db=db, requests=requests)
+    run_bench(trades=trades, db=db, requests=requests, leaderboard_traders=leaderboard_traders)
 
 
 @bench_app.command("login")

@@ -40,7 +40,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import pass_context
 from markupsafe import Markup, escape
 
-from ..roles import ADMIN, CRM, FINANCE, KYC, MANAGERS, RISK, STAFF, SUPPORT_DESK, TRADER
+from ..roles import ADMIN, CRM, FINANCE, KYC, LEADERBOARD, MANAGERS, RISK, STAFF, SUPPORT_DESK, TRADER
 from .auth import COOKIE_NAME, Db, reading_session, same_origin, secure_cookie
 from ..services import users as user_service
 from ..services.users import Principal
@@ -73,11 +73,13 @@ NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Audit log", "/office/audit", RISK),
     ("Calendar", "/office/calendar", STAFF),  # issue 20
     ("Platforms", "/office/platforms", RISK),  # issue 20
+    ("Leaderboard", "/office/leaderboard", LEADERBOARD),  # issue 17
     ("Users", "/office/users", ADMIN),
     ("API keys", "/office/api-keys", ADMIN),
     ("My accounts", "/portal", TRADER),
     ("Payouts", "/portal/payouts", TRADER),
     ("Certificates", "/portal/certificates", TRADER),
+    ("Leaderboard", "/portal/leaderboard", TRADER),
     ("Messages", "/portal/messages", TRADER),
     ("Profile & KYC", "/portal/profile", TRADER),
 )

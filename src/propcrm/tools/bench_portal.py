@@ -5,8 +5,13 @@
    them in two partial closes, with commission and swap) spread over the last months up to now — stored
    through ingestion and evaluated by the evaluation worker, so the trade-history projection is written
    by the real write path;
-2. **serve** it and **time** the portal's pages as that trader (``bench_web.time_pages``): the accounts,
-   the account page, the journal's first and last page, and a month of the P/L calendar.
+2. add ``--leaderboard-traders`` other traders who opted in to the leaderboard (the bench trader too), each
+   with one account (100k or 50k) and a few round trips over the last 40 days, through the same write path;
+3. **serve** it and **time** the portal's pages as that trader (``bench_web.time_pages``): the accounts,
+   the account page, the journal's first and last page, a month of the P/L calendar, payouts, the profile
+   and the leaderboard (three periods, a size filter). The leaderboard's board is kept per process for a
+   minute (services/leaderboard.py), so the timed requests read it kept; the cost of computing it afresh
+   (a request that finds it expired) is timed apart, in process CPU time, and printed.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from sqlalchemy import func, select
 from ..adapters.db import models as m
 from ..adapters.db.session import make_engine, migrate, sessions
 from ..domain.rulepack import load_pack
-from ..services import users
+from ..services import leaderboard, users
 from ..services.catalog import add_pack, create_account, ensure_firm
 from ..services.evaluation import EvaluationWorker
 from ..services.ingest import ingest
@@ -92,8 +97,78 @@ def build(url: str, *, trades: int, console: Console) -> dict[str, Any]:
     return {"events": len(events), "trades": stored}
 
 
+def build_leaderboard(url: str, *, traders: int, console: Console, seed: int = 11) -> None:
+    """``traders`` opted-in traders with one account each and 2–6 round trips in the last 40 days."""
+    started = time.perf_counter()
+    rng = random.Random(seed)
+    engine = make_engine(url)
+    Session = sessions(engine)
+    now = dt.datetime.now(UTC) - dt.timedelta(minutes=1)
+    try:
+        with Session.begin() as s:
+            big = s.scalar(select(m.RulePackVersion.id).where(m.RulePackVersion.firm_id == FIRM))
+            small = add_pack(s, firm_id=FIRM, pack=load_pack("futures-eod-50k")).id
+            bench = s.scalar(select(m.Trader.id).where(m.Trader.firm_id == FIRM, m.Trader.email == EMAIL))
+            leaderboard.opt_in(s, firm_id=FIRM, trader_id=bench, pseudonym="Quiet Falcon", actor="bench")
+            externals = []
+            for i in range(traders):
+                trader = m.Trader(firm_id=FIRM, name=f"Board Trader {i:06d}", email=f"board{i:06d}@bench.example")
+                s.add(trader)
+                s.flush()
+                external = f"L-{i:06d}"
+                create_account(s, firm_id=FIRM, external_id=external, pack_version_id=small if i % 4 == 0 else big,
+                               trader_id=trader.id)
+                leaderboard.opt_in(s, firm_id=FIRM, trader_id=trader.id, pseudonym=None, actor="bench")
+                externals.append(external)
+        events: list[dict] = []
+        ts = lambda moment: moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # noqa: E731
+        for external in externals:
+            span = 40 * 86400 - 3600
+            moments = sorted(now - dt.timedelta(days=40) + dt.timedelta(seconds=rng.uniform(0, span))
+                             for _ in range(rng.randint(2, 6)))
+            for k, at in enumerate(moments):
+                events.append({"id": f"{external}-o{k}", "type": "trade_opened", "account": external, "ts": ts(at),
+                               "position": f"p{k}", "symbol": "EURUSD", "side": "buy", "lots": "1", "price": "1.08"})
+                events.append({"id": f"{external}-c{k}", "type": "trade_closed", "account": external,
+                               "ts": ts(at + dt.timedelta(minutes=30)), "position": f"p{k}", "lots": "1",
+                               "price": "1.081", "profit": str(Decimal(rng.randint(-90000, 120000)) / 100),
+                               "commission": "-7.00"})
+        for start in range(0, len(events), 2000):
+            body = b"".join(json.dumps(e).encode() + b"\n" for e in events[start:start + 2000])
+            with Session.begin() as s:
+                ingest(s, firm_id=FIRM, source="bench", body=body)
+        EvaluationWorker(Session).run_until_idle()
+    finally:
+        engine.dispose()
+    console.print(f"leaderboard: {traders:,} opted-in traders, {len(events):,} events, "
+                  f"built in {time.perf_counter() - started:.0f} s")
+
+
+def time_board(url: str, *, console: Console, runs: int = 5) -> dict[str, float]:
+    """Process CPU time of computing the boards afresh (what a request pays when the kept one expired):
+    the median of ``runs`` per period, in ms."""
+    import statistics
+
+    engine = make_engine(url)
+    out: dict[str, float] = {}
+    try:
+        with sessions(engine)() as s:
+            for period in leaderboard.PERIODS:
+                samples = []
+                for _ in range(runs):
+                    begun = time.process_time()
+                    board = leaderboard.compute(s, firm_id=FIRM, period=period)
+                    samples.append((time.process_time() - begun) * 1000)
+                out[period] = statistics.median(samples)
+                console.print(f"  board {period} computed afresh: {len(board.rows):,} accounts ranked, "
+                              f"median {out[period]:.0f} ms CPU")
+    finally:
+        engine.dispose()
+    return out
+
+
 def bench_portal(*, trades: int = 10_000, db: str | None = None, requests: int = 100,
-                 console: Console | None = None) -> list[dict[str, Any]]:
+                 leaderboard_traders: int = 2_000, console: Console | None = None) -> list[dict[str, Any]]:
     console = console or Console(width=max(Console().width, 150))
     path = Path(db) if db else Path(tempfile.mkdtemp(prefix="propcrm-bench-portal-")) / "portal.db"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,14 +185,24 @@ def bench_portal(*, trades: int = 10_000, db: str | None = None, requests: int =
         build(url, trades=trades, console=console)
     else:
         console.print(f"reusing {url}")
+    engine = make_engine(url)
+    try:
+        with sessions(engine)() as s:
+            on_board = s.scalar(select(func.count()).select_from(leaderboard.LeaderboardEntry))
+    finally:
+        engine.dispose()
+    if not on_board and leaderboard_traders:
+        build_leaderboard(url, traders=leaderboard_traders, console=console)
+    time_board(url, console=console)
     month = dt.datetime.now(UTC).strftime("%Y-%m")
     last = max(trades - 50, 0)
     urls = ["/portal", "/portal/accounts/{id}", "/portal/accounts/{id}/trades",
             f"/portal/accounts/{{id}}/trades?offset={last}", f"/portal/accounts/{{id}}/trades?month={month}",
-            "/portal/payouts"]
+            "/portal/payouts", "/portal/profile", "/portal/leaderboard", "/portal/leaderboard?period=all",
+            "/portal/leaderboard?period=7d&size=100000"]
     results = time_pages(url, urls=urls, requests=requests, n_accounts=1, console=console, email=EMAIL)
     print_pages(console, f"propcrm bench portal — one trader, {trades:,} trades, sequential GETs", results)
     return results
 
 
-__all__ = ["bench_portal", "build"]
+__all__ = ["bench_portal", "build", "build_leaderboard", "time_board"]

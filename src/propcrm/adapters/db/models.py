@@ -486,3 +486,4 @@ class Notification(Base):
 # Feature tables live beside this module and share its metadata; importing them here registers them.
 from . import models_analytics, models_cluster, models_lifecycle  # noqa: E402,F401
 from . import models_platforms  # noqa: E402,F401  (issue 20: platform connections)
+from . import models_leaderboard  # noqa: E402,F401  (issue 17: the opt-in leaderboard)

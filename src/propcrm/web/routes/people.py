@@ -22,7 +22,7 @@ from ...services import users as user_service
 from ...services.errors import Conflict, Invalid, NotFound
 from ...services.passwords import generate_password
 from ...http.pages import Form, Role, WebUser, WebUserReading, redirect, render
-from ...roles import ADMIN, STAFF
+from ...roles import ADMIN
 
 router = APIRouter()
 
@@ -128,11 +128,11 @@ def two_factor_off(request: Request, user_id: UserId, user: Role(*ADMIN), sessio
 
 
 # --------------------------------------------------------------------------------------------------
-# your own two-factor login (staff; the service is the portal's too when it offers it)
+# your own two-factor login (every user: staff, and traders from the portal's profile)
 
 
 @router.get("/account/two-factor")
-def two_factor_page(request: Request, user: Role(*STAFF), session: Db) -> Response:
+def two_factor_page(request: Request, user: WebUser, session: Db) -> Response:
     row = user_service.get_user(session, firm_id=user.firm_id, user_id=user.user_id)
     pending = row.totp_secret if row.totp_secret and not totp.enabled(row) else None
     uri = totp.provisioning_uri(row) if pending else None
@@ -143,7 +143,7 @@ def two_factor_page(request: Request, user: Role(*STAFF), session: Db) -> Respon
 
 
 @router.post("/account/two-factor/start")
-def two_factor_start(request: Request, user: Role(*STAFF), session: Db, form: Form) -> Response:
+def two_factor_start(request: Request, user: WebUser, session: Db, form: Form) -> Response:
     try:
         with session.begin_nested():
             totp.start_enrolment(session, user_id=user.user_id, firm_id=user.firm_id)
@@ -153,7 +153,7 @@ def two_factor_start(request: Request, user: Role(*STAFF), session: Db, form: Fo
 
 
 @router.post("/account/two-factor/confirm")
-def two_factor_confirm(request: Request, user: Role(*STAFF), session: Db, form: Form) -> Response:
+def two_factor_confirm(request: Request, user: WebUser, session: Db, form: Form) -> Response:
     try:
         with session.begin_nested():
             codes = totp.confirm_enrolment(session, user_id=user.user_id, firm_id=user.firm_id,

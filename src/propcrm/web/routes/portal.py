@@ -1,5 +1,6 @@
 """The trader portal: my accounts with progress bars, one account with its decisions and "why did my
-account fail", payouts (eligibility, request, history), profile and KYC, messages.
+account fail", payouts (eligibility, request, history), profile (KYC documents, two-factor and password
+links, orders, taking part in the leaderboard), the pseudonymous leaderboard, messages.
 
 Only the ``trader`` role opens these pages (every staff role gets 403); everything is read with the
 trader's scope (``Principal.trader_scope``), so another trader's account, payout or timeline is 404
@@ -14,10 +15,11 @@ forged post is refused as such whoever sends it.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import UploadFile
 
 from ...http.auth import Db
 from ...services import communications as comms
@@ -31,7 +33,9 @@ from ...adapters.db import models as m
 from ...services import certificates as certificate_service
 from ..documents import certificate_pdf, pdf_response, statement_pdf
 from ..queries_trades import journal_view
-from ...http.pages import Form, Role, fmt_money, redirect, render
+from ...http.pages import Form, Role, checked_form, fmt_money, redirect, render
+from ...services import kyc_documents, leaderboard, totp
+from ...services import users as user_service
 from ...roles import TRADER
 
 router = APIRouter()
@@ -235,8 +239,81 @@ def portal_profile(request: Request, user: Trader, session: Db) -> Response:
     cleared, kyc_words = lifecycle_service.kyc_cleared(session, record, write=False)
     orders = [lifecycle_service.order_view(o) for o in
               lifecycle_service.list_orders(session, firm_id=user.firm_id, trader_id=_scope(user))]
-    return render(request, "portal/profile.html", {"trader": trader, "kyc_cleared": cleared,
-                                                   "kyc_words": kyc_words, "orders": orders, "login": user.email})
+    account = user_service.get_user(session, firm_id=user.firm_id, user_id=user.user_id)
+    return render(request, "portal/profile.html", {
+        "trader": trader, "kyc_cleared": cleared, "kyc_words": kyc_words, "orders": orders, "login": user.email,
+        "documents": kyc_documents.documents_of(session, firm_id=user.firm_id, trader_id=_scope(user),
+                                                trader_scope=_scope(user)),
+        "document_kinds": kyc_documents.KINDS, "max_mb": kyc_documents.MAX_BYTES // (1024 * 1024),
+        "two_factor": totp.enabled(account),
+        "entry": leaderboard.entry_of(session, firm_id=user.firm_id, trader_id=_scope(user)),
+        "pseudonym_max": leaderboard.MAX_PSEUDONYM})
+
+
+async def _upload_form(request: Request) -> Any:
+    """The multipart form of an upload, its origin and CSRF token checked (a dependency, so that it runs
+    before the role check, like ``Form``)."""
+    return await checked_form(request, max_files=1, max_part_size=kyc_documents.MAX_BYTES + 1024)
+
+
+@router.post("/portal/kyc/documents")
+async def portal_upload_document(request: Request, form: Annotated[Any, Depends(_upload_form)], user: Trader,
+                                 session: Db) -> Response:
+    """The trader sends an identity document (the service the back office's upload uses, in the trader's
+    scope): PDF, PNG or JPEG told by its first bytes, at most ``MAX_BYTES``; it then awaits review."""
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        return redirect(request, "/portal/profile#kyc", flash="Not uploaded: choose a file (PDF, PNG or JPEG).")
+    data = await upload.read(kyc_documents.MAX_BYTES + 1)
+    kind = form.get("kind")
+    try:
+        with session.begin_nested():
+            row = kyc_documents.upload(session, request.app.state.documents, firm_id=user.firm_id,
+                                       trader_id=_scope(user), kind=kind if isinstance(kind, str) else "",
+                                       filename=upload.filename, data=data, actor=user.actor, trader_scope=_scope(user))
+    except (Invalid, Conflict) as exc:
+        return redirect(request, "/portal/profile#kyc", flash=f"Not uploaded: {exc}")
+    return redirect(request, "/portal/profile#kyc", flash=f"{row.filename} is uploaded; it awaits review by compliance.")
+
+
+# --------------------------------------------------------------------------------------------------
+# the leaderboard (opt-in, pseudonymous: services/leaderboard.py)
+
+
+@router.get("/portal/leaderboard")
+def portal_leaderboard(request: Request, user: Trader, session: Db,
+                       period: Annotated[str, Query(max_length=8)] = leaderboard.DEFAULT_PERIOD,
+                       size: Annotated[str, Query(max_length=16)] = "") -> Response:
+    board = leaderboard.board(session, firm_id=user.firm_id, period=period)
+    chosen = leaderboard.size_of(size)
+    entry = leaderboard.entry_of(session, firm_id=user.firm_id, trader_id=_scope(user))
+    mine = entry.id if entry is not None and entry.opted_in and entry.hidden_at is None else None
+    rows = [{"row": row, "you": row.entry_id == mine} for row in board.filtered(chosen)]
+    return render(request, "portal/leaderboard.html", {
+        "board": board, "rows": rows, "size": chosen, "periods": leaderboard.PERIODS, "entry": entry,
+        "staff": False})
+
+
+@router.post("/portal/leaderboard/join")
+def portal_leaderboard_join(request: Request, form: Form, user: Trader, session: Db) -> Response:
+    try:
+        with session.begin_nested():
+            entry = leaderboard.opt_in(session, firm_id=user.firm_id, trader_id=_scope(user),
+                                       pseudonym=form.get("pseudonym", ""), actor=user.actor)
+    except (Invalid, Conflict) as exc:
+        return redirect(request, "/portal/profile#leaderboard", flash=f"Not done: {exc}")
+    return redirect(request, "/portal/profile#leaderboard",
+                    flash=f"You are on the leaderboard as {entry.pseudonym}; your name and accounts are never shown.")
+
+
+@router.post("/portal/leaderboard/leave")
+def portal_leaderboard_leave(request: Request, form: Form, user: Trader, session: Db) -> Response:
+    try:
+        with session.begin_nested():
+            leaderboard.opt_out(session, firm_id=user.firm_id, trader_id=_scope(user), actor=user.actor)
+    except Conflict as exc:
+        return redirect(request, "/portal/profile#leaderboard", flash=f"Not done: {exc}")
+    return redirect(request, "/portal/profile#leaderboard", flash="You are off the leaderboard.")
 
 
 def _messages_page(request: Request, session, user, *, subject: str = "", text: str = "", error: str | None = None,

@@ -1,0 +1,55 @@
+"""The leaderboard as staff see it (``LEADERBOARD`` roles: admin, risk, support): the same board traders
+see, with a hide button per entry, and every entry (who takes part, who is hidden and why) with an unhide.
+Staff see the pseudonyms only here too; the trader behind an entry is one link away, on the CRM profile.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
+
+from ...http.auth import Db
+from ...http.pages import Form, Role, redirect, render
+from ...roles import LEADERBOARD
+from ...services import leaderboard
+from ...services.errors import Conflict, Invalid
+
+router = APIRouter()
+
+EntryId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+Moderator = Role(*LEADERBOARD)
+
+
+@router.get("/office/leaderboard")
+def office_leaderboard(request: Request, user: Moderator, session: Db,
+                       period: Annotated[str, Query(max_length=8)] = leaderboard.DEFAULT_PERIOD,
+                       size: Annotated[str, Query(max_length=16)] = "") -> Response:
+    board = leaderboard.board(session, firm_id=user.firm_id, period=period)
+    chosen = leaderboard.size_of(size)
+    return render(request, "portal/leaderboard.html", {
+        "board": board, "rows": [{"row": row, "you": False} for row in board.filtered(chosen)], "size": chosen,
+        "periods": leaderboard.PERIODS, "entry": None, "staff": True,
+        "entries": leaderboard.entries(session, firm_id=user.firm_id)})
+
+
+@router.post("/office/leaderboard/{entry_id}/hide")
+def hide_entry(request: Request, entry_id: EntryId, form: Form, user: Moderator, session: Db) -> Response:
+    try:
+        with session.begin_nested():
+            entry = leaderboard.hide(session, firm_id=user.firm_id, entry_id=entry_id, reason=form.get("reason", ""),
+                                     actor=user.actor)
+    except (Invalid, Conflict) as exc:
+        return redirect(request, "/office/leaderboard", flash=f"Not done: {exc}")
+    return redirect(request, "/office/leaderboard", flash=f"{entry.pseudonym} is hidden from the leaderboard.")
+
+
+@router.post("/office/leaderboard/{entry_id}/unhide")
+def unhide_entry(request: Request, entry_id: EntryId, form: Form, user: Moderator, session: Db) -> Response:
+    try:
+        with session.begin_nested():
+            entry = leaderboard.unhide(session, firm_id=user.firm_id, entry_id=entry_id, actor=user.actor)
+    except Conflict as exc:
+        return redirect(request, "/office/leaderboard", flash=f"Not done: {exc}")
+    return redirect(request, "/office/leaderboard", flash=f"{entry.pseudonym} is shown again (while opted in).")
