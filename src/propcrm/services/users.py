@@ -125,6 +125,8 @@ def create_user(
         raise Invalid(f"not an e-mail address: {email[:80]!r}")
     if role not in ROLES:
         raise Invalid(f"role must be one of {', '.join(ROLES)}, got {str(role)[:40]!r}")
+    if role == "operator" and by_user_id is not None:
+        raise Invalid("an operator is made on the command line (propcrm users create --role operator), not by a user")
     problem = password_problem(password, email=email, firm_id=firm_id)
     if problem is not None:
         raise Invalid(problem)
