@@ -82,11 +82,11 @@ def create_firm(session: Session, *, firm_id: str, name: str, admin_email: str, 
     firm = m.Firm(id=firm_id, name=name, created_at=dt.datetime.now(UTC))
     session.add(firm)
     session.flush()
+    audit.append(session, actor=actor, action="firm.created", entity="firm", entity_id=firm_id,
+                 after={"name": name, "admin": user_service.normalise_email(admin_email)}, firm_id=firm_id)
     password = generate_password()
     admin = user_service.create_user(session, firm_id=firm_id, email=admin_email, password=password, role="admin",
                                      actor=actor)
-    audit.append(session, actor=actor, action="firm.created", entity="firm", entity_id=firm_id,
-                 after={"name": name, "admin": admin.email}, firm_id=firm_id)
     if settings:
         update_settings(session, firm_id=firm_id, changes=settings, actor=actor, box=box)
     return Onboarded(firm=firm, admin=admin, password=password)
