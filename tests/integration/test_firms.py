@@ -338,3 +338,40 @@ def test_migration_0017_seals_the_totp_secrets_kept_before(db_url, tmp_path, req
     with engine.connect() as conn:
         assert conn.execute(text("SELECT totp_secret FROM users WHERE id = 1")).scalar() == plain
     engine.dispose()
+
+
+# --------------------------------------------------------------------------------------------------
+# the command line
+
+
+def test_firms_create_list_and_settings_from_the_command_line(db_url):
+    from typer.testing import CliRunner
+
+    from propcrm.cli import app
+
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(app, [*args, "--database-url", db_url])
+
+    made = run("firms", "create", "--firm", "orbit", "--name", "Orbit Capital", "--admin-email", "boss@orbit.example",
+               "--set", "product_name=Orbit Desk", "--set", "webhook_secret=orbit-hook-secret")
+    assert made.exit_code == 0, made.output
+    password = made.stdout.split("shown this once: ", 1)[1].strip()
+    assert len(password) >= 12
+    listed = run("firms", "list")
+    assert listed.exit_code == 0 and "orbit" in listed.stdout and "Orbit Desk" in listed.stdout
+    shown = run("firms", "settings", "--firm", "orbit", "--set", "risk_email=risk@orbit.example")
+    assert shown.exit_code == 0, shown.output
+    assert "risk@orbit.example  (firm)" in shown.stdout and "webhook_secret" in shown.stdout
+    assert "orbit-hook-secret" not in shown.stdout and "set" in shown.stdout
+    refused = run("firms", "settings", "--firm", "orbit", "--set", "accent_colour=blue")
+    assert refused.exit_code == 2 and "accent_colour" in refused.output
+    assert run("firms", "create", "--firm", "orbit", "--name", "Again", "--admin-email", "x@orbit.example").exit_code == 2
+    engine = create_engine(db_url)
+    from sqlalchemy.orm import Session
+
+    with Session(engine) as s:
+        admin = s.scalar(select(m.User).where(m.User.firm_id == "orbit"))
+        assert admin.role == "admin" and users.verify_password(admin.password_hash, password)
+    engine.dispose()
