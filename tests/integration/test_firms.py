@@ -102,6 +102,14 @@ def test_a_firm_admin_sees_and_changes_only_their_own_firm(world):
     assert c.get("/api/v1/operator/firms/nobody/settings", headers=op).status_code == 404
     # the operator sees firms, not a firm's business
     assert c.get("/api/v1/accounts", headers=op).status_code == 403
+    # and an admin of the operator's own firm cannot take the operator over
+    with world.sessions.begin() as s:
+        ops_admin = users.create_user(s, firm_id="ops", email="admin@ops.example", password=PASSWORD, role="admin")
+        ops_token, _ = users.issue_token(s, user=ops_admin)
+    operator_id = world.user_ids["ops:operator"]
+    for action in ("disable", "password"):
+        taken = c.post(f"/api/v1/users/{operator_id}/{action}", headers={"Authorization": f"Bearer {ops_token}"}, json={})
+        assert taken.status_code == 409 and "operator" in taken.json()["error"], action
 
 
 def test_the_web_pages_follow_the_same_boundaries(world):
@@ -113,6 +121,17 @@ def test_the_web_pages_follow_the_same_boundaries(world):
         c.cookies.clear()
         c.cookies.set("propcrm_session", world.tokens["ops:operator" if who == "operator" else f"fa:{who}"])
         assert c.get(path, follow_redirects=False).status_code == status, (who, path)
+    # a firm's pages carry its branding: product name in the header and titles, its colour in /brand.css
+    with world.sessions.begin() as s:
+        firms.update_settings(s, firm_id="fa", changes={"product_name": "Alpha <Desk>", "accent_colour": "#123456"},
+                              actor="test")
+    c.cookies.set("propcrm_session", world.tokens["fa:risk"])
+    world.client.app.state.brands = {}
+    page = c.get("/office/accounts")
+    assert "<title>Accounts · Alpha &lt;Desk&gt;</title>" in page.text and "Alpha <Desk>" not in page.text
+    assert "--accent: #123456" in c.get("/brand.css").text and c.get("/brand/logo").status_code == 404
+    c.cookies.set("propcrm_session", world.tokens["fb:admin"])
+    assert "· propcrm</title>" in c.get("/office/accounts").text and "#1f5eff" in c.get("/brand.css").text
     c.cookies.clear()
 
 
