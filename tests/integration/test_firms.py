@@ -181,6 +181,19 @@ def test_channels_take_the_firms_own_settings_over_the_process_defaults(world):
         assert (email.host, email.port, email.use_ssl, email.username) == ("mail.fb.example", 465, True, "fb")
         assert email.risk_address == "risk@default.example" and hook.url == "https://fb.example/hook"
         assert "fb-smtp-pass" not in repr(email) and "fb-secret" not in repr(hook)
+    # the dispatcher reads a firm's settings per message: a change applies without a restart
+    dispatcher = Dispatcher(world.sessions, connectors={}, email=default_email, webhook=default_hook)
+    with world.sessions() as s:
+        assert dispatcher.channels(s, "fa")[0].risk_address == "r@fa.example"
+    with world.sessions.begin() as s:
+        firms.update_settings(s, firm_id="fa", changes={"risk_email": ""}, actor="test")
+    with world.sessions() as s:
+        assert dispatcher.channels(s, "fa")[0].risk_address == "risk@default.example"
+        assert dispatcher.channels(s, "fb")[1].url == "https://fb.example/hook"
+    dispatcher.close()
+    for bad in ("http://[", "ftp://fb.example/x", "https://", "not a url"):
+        with world.sessions.begin() as s, pytest.raises(firms.Invalid, match="webhook_url"):
+            firms.update_settings(s, firm_id="fa", changes={"webhook_url": bad}, actor="test")
 
 
 def test_secrets_are_sealed_write_only_and_never_audited(world):

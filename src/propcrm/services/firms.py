@@ -170,8 +170,12 @@ def _clean(field: str, value: Any) -> Any:
         text = _text(field, value, 500)
         if not text:
             return None
-        parts = urlsplit(text)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+        try:
+            parts = urlsplit(text)
+            host = parts.hostname
+        except ValueError:  # "http://[" and the like
+            parts, host = None, None
+        if parts is None or parts.scheme not in ("http", "https") or not host or parts.username or parts.password:
             raise Invalid("webhook_url: an http(s) address without a user name or password in it")
         return text
     if field in SECRET_FIELDS:
@@ -373,6 +377,6 @@ def _with(notifier: EmailNotifier, **changes: Any) -> EmailNotifier:
     return clone
 
 
-__all__ = ["Branding", "DEFAULT_ACCENT", "DEFAULT_PRODUCT", "FirmRow", "MAX_LOGO_BYTES", "Onboarded", "SETTINGS_FIELDS",
+__all__ = ["Branding", "Invalid", "DEFAULT_ACCENT", "DEFAULT_PRODUCT", "FirmRow", "MAX_LOGO_BYTES", "Onboarded", "SETTINGS_FIELDS",
            "branding", "channels_for", "create_firm", "describe", "get_firm", "list_firms", "logo", "set_logo",
            "settings_row", "update_settings"]
