@@ -121,7 +121,7 @@ def test_an_operator_onboards_a_branded_firm_whose_admin_adds_staff_who_enrol_tw
         secret = sam.get_by_test_id("totp-secret").inner_text()
         totp = pyotp.TOTP(secret)
         sam.get_by_label("Code from the app").fill(totp.now())
-        sam.get_by_role("button", name="Switch two-factor on").click()
+        sam.get_by_role("button", name="Switch two-factor on").click(timeout=30_000)  # ten argon2 hashes, on a busy machine
         sam.wait_for_load_state()
         assert sam.get_by_test_id("recovery-codes").locator("li").count() == 10
         sam.get_by_role("button", name="Log out").click()
