@@ -577,7 +577,8 @@ def describe_setup(dispatcher: Dispatcher) -> str:
              + (f", risk desk {dispatcher.email.risk_address}" if dispatcher.email.risk_address else "")
              if dispatcher.email else "off")
     webhook = safe_url(dispatcher.webhook.url) if dispatcher.webhook else "off"
-    return f"platforms [{platforms}]; e-mail {email}; firm webhook {webhook}; in-app on"
+    return (f"platforms [{platforms}]; e-mail {email}; firm webhook {webhook}; in-app on "
+            "(defaults: a firm's own settings take precedence, docs/tenants.md)")
 
 
 def summary(report: DispatchReport) -> str:
