@@ -333,7 +333,7 @@ def branding(session: Session, firm_id: str) -> Branding:
         return Branding(firm_id=firm_id, name=name)
     return Branding(firm_id=firm_id, name=name, product=row.product_name or DEFAULT_PRODUCT,
                     accent=row.accent_colour or DEFAULT_ACCENT, has_logo=bool(row.logo_key),
-                    version=str(int(row.updated_at.timestamp())) if row.updated_at else "")
+                    version=row.updated_at.strftime("%Y%m%d%H%M%S%f") if row.updated_at else "")
 
 
 # --------------------------------------------------------------------------------------------------
