@@ -29,7 +29,7 @@ def _login(browser, site, contexts, *, firm: str, email: str, password: str):
     context = browser.new_context(viewport={"width": 1366, "height": 800}, base_url=site.url)
     contexts.append(context)
     page = context.new_page()
-    page.set_default_timeout(10_000)
+    page.set_default_timeout(20_000)  # six engineers share two cores: argon2 logins queue
     page.console_errors = []
     page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))
     page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))
