@@ -6,7 +6,8 @@ import pytest
 
 MENUS = {
     "admin": {"Dashboard", "Accounts", "Traders", "Support inbox", "KYC review", "Decisions", "Cases", "Payouts",
-              "Scalings", "Rule packs", "Halts", "Audit log", "Calendar", "Platforms", "Leaderboard", "Users", "API keys"},
+              "Scalings", "Rule packs", "Halts", "Audit log", "Calendar", "Platforms", "Leaderboard", "Users", "API keys",
+              "Firm settings"},
     "risk": {"Dashboard", "Accounts", "Traders", "KYC review", "Decisions", "Cases", "Payouts", "Scalings",
              "Rule packs", "Halts", "Audit log", "Calendar", "Platforms", "Leaderboard"},
     "finance": {"Dashboard", "Accounts", "Traders", "Decisions", "Payouts", "Scalings", "Calendar"},

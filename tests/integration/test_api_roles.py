@@ -13,8 +13,8 @@ import pytest
 from argon2 import PasswordHasher
 
 from propcrm.services import users
-from support import routes_analytics, routes_governance, routes_lifecycle, routes_people
-from support.routes import A1, ADMIN, ALL, FINANCE, RISK, Route
+from support import routes_analytics, routes_firms, routes_governance, routes_lifecycle, routes_people
+from support.routes import A1, ADMIN, ALL, EVERYONE, FINANCE, RISK, Route
 from support.staff import PASSWORD, ROLES, World, build_world, seed
 
 NOT_IN_TABLE = {("POST", "/api/v1/events")}  # signed by platform API keys, not users (test_api_events.py)
@@ -31,14 +31,16 @@ def cheap_argon2(monkeypatch):
 def world(db_url):
     app, world = build_world(db_url)
     with world.client:
-        yield seed(world)
+        yield routes_firms.seed_operator(seed(world))
 
 
 TABLE = [
-    Route("POST", "/api/v1/login", ALL, anonymous_ok=True,
-          body=lambda w, who: {"firm": "fa", "email": f"{who or 'admin'}@fa.example", "password": PASSWORD}),
-    Route("POST", "/api/v1/logout", ALL, fresh_token=True),
-    Route("GET", "/api/v1/me", ALL),
+    Route("POST", "/api/v1/login", EVERYONE, anonymous_ok=True,
+          body=lambda w, who: {"firm": "ops" if who == "operator" else "fa",
+                               "email": "operator@ops.example" if who == "operator" else f"{who or 'admin'}@fa.example",
+                               "password": PASSWORD}),
+    Route("POST", "/api/v1/logout", EVERYONE, fresh_token=True),
+    Route("GET", "/api/v1/me", EVERYONE),
     Route("GET", "/api/v1/accounts", ALL),
     Route("POST", "/api/v1/accounts", ADMIN,
           body=lambda w, who: {"external_id": f"N{next(w.counter)}", "pack": "two-step-100k"}),
@@ -74,6 +76,7 @@ TABLE = [
           body=lambda w, who: [{"symbol": "XAUUSD", "profit_currency": "USD", "contract_size": "100"}]),
 ]
 TABLE += routes_analytics.ROUTES + routes_lifecycle.ROUTES + routes_people.ROUTES + routes_governance.ROUTES
+TABLE += routes_firms.ROUTES
 
 
 def call(world: World, route: Route, who: str | None, *, headers: dict | None = None):
@@ -99,7 +102,7 @@ def test_the_table_names_every_route_of_the_api(world):
 def test_every_endpoint_for_every_role(world):
     wrong = []
     for route in TABLE:
-        for who in (*ROLES, None):
+        for who in (*ROLES, "operator", None):
             headers = None
             if route.fresh_token and who is not None:
                 headers = {"Authorization": f"Bearer {world.fresh_token(who)}"}

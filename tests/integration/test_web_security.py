@@ -7,6 +7,7 @@ import re
 
 import pytest
 from fastapi.routing import APIRoute
+from support.routes_firms import seed_operator
 from support.staff import PASSWORD, build_world, seed
 from support.web import browse, csrf_for
 
@@ -22,7 +23,7 @@ def world(tmp_path):
     app, world = build_world(f"sqlite:///{tmp_path / 'web.db'}")
     with world.client:
         world.app = app
-        yield seed(world)
+        yield seed_operator(seed(world))
 
 
 def web_routes(app, method: str) -> list[str]:
@@ -56,7 +57,7 @@ def test_every_form_refuses_a_logged_out_post_a_post_without_csrf_and_a_foreign_
     for path in posts:
         world.client.cookies.clear()
         assert world.client.post(path, data={}, follow_redirects=False).status_code in (401, 403), path
-        page = browse(world, "fa:admin")
+        page = browse(world, "ops:operator" if path.startswith("/operator/") else "fa:admin")  # who may post it
         refused = page.post_form(path, {}, csrf=False)
         assert refused.status_code == 403, path
         assert "expired" in refused.text or "cross-site" in refused.text, path

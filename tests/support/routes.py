@@ -12,7 +12,8 @@ from typing import Any
 
 from support.staff import ROLES, World
 
-ALL = ROLES
+ALL = ROLES  # every user of a firm
+EVERYONE = (*ROLES, "operator")  # and the installation's operator (roles.py): login, logout, their own password
 RISK = ("admin", "risk")
 FINANCE = ("admin", "finance")
 ADMIN = ("admin",)

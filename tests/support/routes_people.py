@@ -4,7 +4,7 @@ user (each call acts on a fresh user of firm fa) and everyone's own password and
 from __future__ import annotations
 
 from propcrm.services import users
-from support.routes import ADMIN, ALL, Route
+from support.routes import ADMIN, EVERYONE, Route
 from support.staff import PASSWORD, World
 
 
@@ -29,7 +29,7 @@ ROUTES = [
     Route("POST", "/api/v1/users/{user_id}/role", ADMIN, path=_fresh_user, body=lambda w, who: {"role": "risk"}),
     Route("POST", "/api/v1/users/{user_id}/sessions/end", ADMIN, path=_fresh_user),
     # the same password again: it changes nothing, so every role's later calls still work
-    Route("POST", "/api/v1/me/password", ALL,
+    Route("POST", "/api/v1/me/password", EVERYONE,
           body=lambda w, who: {"current_password": PASSWORD, "new_password": PASSWORD}),
-    Route("POST", "/api/v1/me/sessions/end", ALL),
+    Route("POST", "/api/v1/me/sessions/end", EVERYONE),
 ]

@@ -51,14 +51,15 @@ class World:
     counter: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def headers(self, who: str | None, **extra: str) -> dict[str, str]:
-        """Bearer header of ``who`` ("risk" = firm fa's risk user, "fb:admin" = firm fb's admin), or none."""
+        """Bearer header of ``who`` ("risk" = firm fa's risk user, "fb:admin" = firm fb's admin, "operator" = the
+        operator of firm ops when seeded: support/routes_firms.py), or none."""
         if who is None:
             return dict(extra)
-        key = who if ":" in who else f"fa:{who}"
+        key = who if ":" in who else f"{'ops' if who == 'operator' else 'fa'}:{who}"
         return {"Authorization": f"Bearer {self.tokens[key]}", **extra}
 
     def fresh_token(self, who: str) -> str:
-        key = who if ":" in who else f"fa:{who}"
+        key = who if ":" in who else f"{'ops' if who == 'operator' else 'fa'}:{who}"
         with self.sessions.begin() as s:
             token, _ = users.issue_token(s, user=s.get(m.User, self.user_ids[key]))
         return token

@@ -7,12 +7,13 @@ in this order (the order of ``propcrm --help``). Shared helpers are in ``common`
 
 from __future__ import annotations
 
-from . import analytics, cluster, governance, lifecycle, people, platforms
+from . import analytics, cluster, firms, governance, lifecycle, people, platforms
 from .main import app, bench_app, packs_app, users_app
 
 for _feature in (analytics, lifecycle, cluster, platforms):
     _feature.register(app, bench_app)
 people.register(users_app)
 governance.register(packs_app, app, bench_app)
+firms.register(app)  # issue 16: tenants
 
 __all__ = ["app"]

@@ -537,7 +537,8 @@ app.add_typer(accounts_app, name="accounts")
 @users_app.command("create")
 def users_create(
     email: Annotated[str, typer.Option("--email", help="the user's e-mail: their login")],
-    role: Annotated[str, typer.Option("--role", help="admin | risk | finance | support | trader")],
+    role: Annotated[str, typer.Option("--role", help="admin | risk | finance | support | trader | operator "
+                                                       "(the installation's: onboards and configures firms)")],
     password: Annotated[
         Optional[str],
         typer.Option("--password", help="the password (default: asked for, hidden; a password given here stays in "

@@ -37,7 +37,7 @@ def _configure_logging() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the demo feed's every request is not news
 
 DEMO_FIRM = "demo"
-DEMO_ROLES = ("admin", "risk", "finance", "support", "trader")
+DEMO_ROLES = ("admin", "risk", "finance", "support", "trader", "operator")  # operator: /operator/firms (issue 16)
 
 
 @dataclass

@@ -29,6 +29,7 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,7 +41,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import pass_context
 from markupsafe import Markup, escape
 
-from ..roles import ADMIN, CRM, FINANCE, KYC, LEADERBOARD, MANAGERS, RISK, STAFF, SUPPORT_DESK, TRADER
+from ..roles import ADMIN, CRM, FINANCE, KYC, LEADERBOARD, MANAGERS, OPERATOR, RISK, STAFF, SUPPORT_DESK, TRADER
 from .auth import COOKIE_NAME, Db, reading_session, same_origin, secure_cookie
 from ..services import users as user_service
 from ..services.users import Principal
@@ -76,6 +77,8 @@ NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Leaderboard", "/office/leaderboard", LEADERBOARD),  # issue 17
     ("Users", "/office/users", ADMIN),
     ("API keys", "/office/api-keys", ADMIN),
+    ("Firm settings", "/office/firm", ADMIN),  # issue 16: tenants
+    ("Firms", "/operator/firms", OPERATOR),
     ("My accounts", "/portal", TRADER),
     ("Payouts", "/portal/payouts", TRADER),
     ("Certificates", "/portal/certificates", TRADER),
@@ -95,7 +98,7 @@ def nav_for(role: str) -> list[tuple[str, str]]:
 
 
 def home_of(role: str) -> str:
-    return "/portal" if role == "trader" else "/office/accounts"
+    return {"trader": "/portal", "operator": "/operator/firms"}.get(role, "/office/accounts")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,6 +220,7 @@ def render(request: Request, name: str, context: dict[str, Any] | None = None, *
         "csrf": csrf_token(request),
         "flash": unquote(flash)[:500] if flash else None,
         "charts": (VENDOR / "chart.umd.js").exists(),
+        "brand": brand_of(request),
         **(context or {}),
     }
     response = templates.TemplateResponse(request, name, ctx, status_code=status)
@@ -224,6 +228,36 @@ def render(request: Request, name: str, context: dict[str, Any] | None = None, *
         response.delete_cookie(FLASH_COOKIE, path="/")
     response.headers.setdefault("Cache-Control", "no-store")
     return response
+
+
+BRAND_TTL = 2.0  # seconds a firm's branding is reused by this process before it is read again
+
+
+def brand_of(request: Request) -> Any:
+    """The branding of the logged-in user's firm (services/firms.py), or the installation's default;
+    read through a short per-process cache so that a page costs no extra query most of the time."""
+    from ..services import firms
+
+    user: Principal | None = getattr(request.state, "principal", None)
+    if user is None:
+        return firms.Branding(firm_id="", name="")
+    cache = getattr(request.app.state, "brands", None)
+    if cache is None:
+        cache = request.app.state.brands = {}
+    now = time.monotonic()
+    hit = cache.get(user.firm_id)
+    if hit is not None and now - hit[0] < BRAND_TTL:
+        return hit[1]
+    factory = getattr(request.app.state, "read_sessions", None) or request.app.state.sessions
+    with factory() as session:
+        brand = firms.branding(session, user.firm_id)
+    cache[user.firm_id] = (now, brand)
+    return brand
+
+
+def forget_brand(request: Request, firm_id: str) -> None:
+    """After a firm's settings change: this process shows the new branding on its next page."""
+    getattr(request.app.state, "brands", {}).pop(firm_id, None)
 
 
 def redirect(request: Request, to: str, *, flash: str | None = None) -> RedirectResponse:

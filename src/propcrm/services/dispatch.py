@@ -17,6 +17,11 @@ that cause them. The dispatcher delivers them after commit:
     the risk desk) and one for the firm's webhook (``notify_webhook``), each retried on its own so
     a dead SMTP server never re-sends a webhook that already arrived.
 
+**Per firm.** E-mail and webhook go through the firm's own settings (SMTP server, sender, risk desk,
+webhook URL and secret: services/firms.py) where it has them, else through the process's defaults from the
+environment; they are looked up for every message (a cache keyed by the settings' ``updated_at``), so a
+change made on the firm's settings page applies to the next message without a restart.
+
 **Claiming.** A short transaction selects due rows (``status = 'pending' AND next_attempt_at <=
 now``; on PostgreSQL ``FOR UPDATE SKIP LOCKED``, on SQLite under the database's single write lock),
 counts the attempt (``attempts + 1``) and leases each row by moving ``next_attempt_at`` to ``now +
@@ -61,7 +66,8 @@ from ..adapters.db import models as m
 from ..adapters.delivery import DeliveryError, safe_url
 from ..adapters.notify import EmailNotifier, WebhookNotifier, add_in_app, notice_of
 from ..adapters.platforms import LoggingConnector, PlatformConnector, SignedWebhookConnector
-from . import audit
+from . import audit, firms
+from ..adapters.db.models_tenants import FirmSettings
 from ..adapters.logs import configure_logging
 
 log = logging.getLogger("propcrm.dispatch")
@@ -156,6 +162,21 @@ class Dispatcher:
         self.batch = batch
         self.lease = dt.timedelta(seconds=lease_s)
         self.max_rows = max_rows
+        self._firm_channels: dict[str, tuple[Any, tuple[EmailNotifier | None, WebhookNotifier | None]]] = {}
+
+    def channels(self, session: Session, firm_id: str) -> tuple[EmailNotifier | None, WebhookNotifier | None]:
+        """The firm's e-mail and webhook channels: its own settings over the process's (services/firms.py)."""
+        row = session.get(FirmSettings, firm_id)
+        stamp = row.updated_at if row is not None else None
+        cached = self._firm_channels.get(firm_id)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        channels = firms.channels_for(row, email=self.email, webhook=self.webhook)
+        old = cached[1][1] if cached is not None else None
+        if old is not None and old is not self.webhook and old is not channels[1]:
+            old.close()
+        self._firm_channels[firm_id] = (stamp, channels)
+        return channels
 
     # ------------------------------------------------------------------ public
     def run_once(self, now: dt.datetime | None = None) -> DispatchReport:
@@ -185,7 +206,8 @@ class Dispatcher:
         return dt.timedelta(seconds=delay * (1 + jitter))
 
     def close(self) -> None:
-        for thing in [*self.connectors.values(), self.email, self.webhook]:
+        own = [hook for _, (_, hook) in self._firm_channels.values() if hook is not None and hook is not self.webhook]
+        for thing in [*self.connectors.values(), self.email, self.webhook, *own]:
             closer = getattr(thing, "close", None)
             if callable(closer):
                 closer()
@@ -309,32 +331,33 @@ class Dispatcher:
             firm_name = firm.name if firm is not None else claim.firm_id
             in_app = add_in_app(session, firm_id=claim.firm_id, trader_id=trader_id, notice=notice, now=now)
             audiences: list[str] = []
-            if self.email is not None:
-                for address, audience in self._email_recipients(session, claim, trader_id):
+            email, webhook = self.channels(session, claim.firm_id)
+            if email is not None:
+                for address, audience in self._email_recipients(session, claim, trader_id, email):
                     self._add_row(session, claim, now, kind="notify_email", suffix=f"email:{audience}",
                                   payload={**payload, "to": address, "audience": audience, "firm_name": firm_name})
                     audiences.append(audience)
-            if self.webhook is not None:
+            if webhook is not None:
                 self._add_row(session, claim, now, kind="notify_webhook", suffix="webhook",
                               payload={**payload, "firm_name": firm_name})
             audit.append(
                 session, actor=ACTOR, action="notification.sent", entity="account", entity_id=payload.get("account"),
                 after={"outbox": claim.id, "kind": payload.get("kind"), "decision": payload.get("decision"),
-                       "in_app": in_app, "email": audiences, "webhook": self.webhook is not None},
+                       "in_app": in_app, "email": audiences, "webhook": webhook is not None},
                 firm_id=claim.firm_id, ts=now,
             )
         report.delivered += 1
         report.notifications += in_app
 
-    def _email_recipients(self, session: Session, claim: _Claim, trader_id: Any) -> list[tuple[str, str]]:
-        assert self.email is not None
+    def _email_recipients(self, session: Session, claim: _Claim, trader_id: Any,
+                          email: EmailNotifier) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
-        if self.email.notify_traders and isinstance(trader_id, int):
+        if email.notify_traders and isinstance(trader_id, int):
             trader = session.get(m.Trader, trader_id)
             if trader is not None and trader.firm_id == claim.firm_id and trader.email:
                 out.append((trader.email, "trader"))
-        if self.email.risk_address and claim.payload.get("kind") in self.email.risk_kinds:
-            out.append((self.email.risk_address, "risk"))
+        if email.risk_address and claim.payload.get("kind") in email.risk_kinds:
+            out.append((email.risk_address, "risk"))
         return out
 
     @staticmethod
@@ -345,14 +368,19 @@ class Dispatcher:
         session.add(m.OutboxMessage(firm_id=claim.firm_id, kind=kind, payload=payload, dedupe_key=key,
                                     status="pending", attempts=0, next_attempt_at=now, created_at=now))
 
+    def _channels_of(self, firm_id: str) -> tuple[EmailNotifier | None, WebhookNotifier | None]:
+        with self.sessions() as session:
+            return self.channels(session, firm_id)
+
     def _email(self, claim: _Claim, now: dt.datetime, report: DispatchReport) -> None:
-        if self.email is None:
-            raise DeliveryError("e-mail is not configured (PROPCRM_SMTP_HOST)")
+        email = self._channels_of(claim.firm_id)[0]
+        if email is None:
+            raise DeliveryError("e-mail is not configured (the firm's SMTP settings, or PROPCRM_SMTP_HOST)")
         payload = claim.payload
         notice = notice_of(payload)
         firm_name = payload.get("firm_name") or claim.firm_id
-        self.email.send(to=str(payload["to"]), subject=f"[{firm_name}] {notice.title}", body=notice.body,
-                        idempotency_key=claim.dedupe_key)
+        email.send(to=str(payload["to"]), subject=f"[{firm_name}] {notice.title}", body=notice.body,
+                   idempotency_key=claim.dedupe_key)
         self._sent(
             claim, now, report, action="notification.email", entity="account", entity_id=payload.get("account"),
             after={"outbox": claim.id, "audience": payload.get("audience"), "kind": payload.get("kind"),
@@ -360,8 +388,9 @@ class Dispatcher:
         )
 
     def _webhook(self, claim: _Claim, now: dt.datetime, report: DispatchReport) -> None:
-        if self.webhook is None:
-            raise DeliveryError("the firm webhook is not configured (PROPCRM_FIRM_WEBHOOK_URL)")
+        webhook = self._channels_of(claim.firm_id)[1]
+        if webhook is None:
+            raise DeliveryError("the firm webhook is not configured (the firm's settings, or PROPCRM_FIRM_WEBHOOK_URL)")
         payload = claim.payload
         notice = notice_of(payload)
         document = {
@@ -372,7 +401,7 @@ class Dispatcher:
             **{name: payload.get(name) for name in
                ("account", "platform", "login", "kind", "rule", "message", "decision", "trader_id")},
         }
-        self.webhook.send(document)
+        webhook.send(document)
         self._sent(
             claim, now, report, action="notification.webhook", entity="account", entity_id=payload.get("account"),
             after={"outbox": claim.id, "kind": payload.get("kind"), "decision": payload.get("decision"),
@@ -548,7 +577,8 @@ def describe_setup(dispatcher: Dispatcher) -> str:
              + (f", risk desk {dispatcher.email.risk_address}" if dispatcher.email.risk_address else "")
              if dispatcher.email else "off")
     webhook = safe_url(dispatcher.webhook.url) if dispatcher.webhook else "off"
-    return f"platforms [{platforms}]; e-mail {email}; firm webhook {webhook}; in-app on"
+    return (f"platforms [{platforms}]; e-mail {email}; firm webhook {webhook}; in-app on "
+            "(defaults: a firm's own settings take precedence, docs/tenants.md)")
 
 
 def summary(report: DispatchReport) -> str:

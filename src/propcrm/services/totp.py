@@ -11,6 +11,10 @@ a session but a *challenge* (:func:`open_challenge`): a random ticket, only its 
 (±1 step of clock drift, each step used once) or an unused recovery code (then used up; its argon2 check
 runs in a read unit of work first, :func:`recovery_candidate`, never inside the write one).
 An admin may switch a user's two-factor off (a lost phone), audited; the user enrols again.
+
+The TOTP secret is kept sealed with the secret store's key (``adapters/platforms/secrets.py``,
+``PROPCRM_SECRET_KEY``; migration 0017 sealed the rows written before): a copy of the database gives
+nobody a staff member's codes. :func:`secret_of` opens it for the check and the enrolment page only.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
+from ..adapters.platforms.secrets import SecretBox
 from . import audit
 from .errors import Conflict, Invalid
 from .users import get_user, hash_password, verify_password
@@ -35,6 +40,12 @@ CHALLENGE_TTL = dt.timedelta(minutes=5)
 CHALLENGE_ATTEMPTS = 5
 RECOVERY_CODES = 10
 DRIFT_STEPS = 1  # a code of the previous or next 30 s step is accepted: phones' clocks drift
+
+
+def secret_of(user: m.User, box: SecretBox | None = None) -> str | None:
+    """The user's TOTP secret, opened (``None``: none kept)."""
+    opened = (box or SecretBox()).open_text(user.totp_secret) if user.totp_secret else None
+    return opened.reveal() if opened is not None else None
 
 
 def enabled(user: m.User) -> bool:
@@ -50,21 +61,24 @@ def start_enrolment(session: Session, *, user_id: int, firm_id: str) -> tuple[st
     user = get_user(session, firm_id=firm_id, user_id=user_id)
     if enabled(user):
         raise Conflict("two-factor login is already on; an admin switches it off before you enrol again")
-    user.totp_secret = pyotp.random_base32()
+    secret = pyotp.random_base32()
+    user.totp_secret = SecretBox().seal_text(secret)
     user.totp_last_step = None
     session.flush()
-    return user.totp_secret, provisioning_uri(user)
+    return secret, provisioning_uri(user, secret=secret)
 
 
-def provisioning_uri(user: m.User) -> str:
-    return pyotp.TOTP(user.totp_secret).provisioning_uri(name=f"{user.email} ({user.firm_id})", issuer_name=ISSUER)
+def provisioning_uri(user: m.User, *, secret: str | None = None, issuer: str = ISSUER) -> str:
+    """The ``otpauth://`` address; ``issuer``: the name the authenticator app shows (the firm's product)."""
+    return pyotp.TOTP(secret or secret_of(user)).provisioning_uri(name=f"{user.email} ({user.firm_id})",
+                                                                  issuer_name=issuer)
 
 
 def _step_of(user: m.User, code: str, now: dt.datetime) -> int | None:
     """The time step whose code ``code`` is, within the drift allowed and not used before; else ``None``."""
     if not user.totp_secret or not (len(code) == 6 and code.isdigit()):
         return None
-    totp = pyotp.TOTP(user.totp_secret)
+    totp = pyotp.TOTP(secret_of(user))
     current = int(now.timestamp()) // totp.interval
     for step in range(current - DRIFT_STEPS, current + DRIFT_STEPS + 1):
         if secrets.compare_digest(totp.generate_otp(step), code):
@@ -210,4 +224,4 @@ def qr_svg(uri: str) -> str:
 
 __all__ = ["CHALLENGE_ATTEMPTS", "CHALLENGE_TTL", "check_code", "challenge_user", "confirm_enrolment", "disable",
            "enabled", "open_challenge", "provisioning_uri", "qr_svg", "recovery_candidate", "recovery_codes_left",
-           "start_enrolment"]
+           "secret_of", "start_enrolment"]

@@ -125,6 +125,8 @@ def create_user(
         raise Invalid(f"not an e-mail address: {email[:80]!r}")
     if role not in ROLES:
         raise Invalid(f"role must be one of {', '.join(ROLES)}, got {str(role)[:40]!r}")
+    if role == "operator" and by_user_id is not None:
+        raise Invalid("an operator is made on the command line (propcrm users create --role operator), not by a user")
     problem = password_problem(password, email=email, firm_id=firm_id)
     if problem is not None:
         raise Invalid(problem)
@@ -178,6 +180,8 @@ def user_by_email(session: Session, *, firm_id: str, email: str) -> m.User:
 def _not_yourself(user: m.User, by_user_id: int | None, what: str) -> None:
     if by_user_id is not None and user.id == by_user_id:
         raise Conflict(f"you cannot {what} yourself; another admin (or the operator, on the command line) must")
+    if by_user_id is not None and user.role == "operator":  # above the firms: not a firm admin's to manage
+        raise Conflict(f"an operator is managed on the command line; an admin cannot {what} them")
 
 
 def set_active(session: Session, *, firm_id: str, user_id: int, active: bool, actor: str,
@@ -207,6 +211,7 @@ def reset_password(session: Session, *, firm_id: str, user_id: int, password: st
     user = get_user(session, firm_id=firm_id, user_id=user_id)
     if by_user_id is not None and user.id == by_user_id:
         raise Conflict("change your own password with your current one (POST /api/v1/me/password)")
+    _not_yourself(user, by_user_id, "reset the password of")
     generated = None
     if password is None:
         password = generated = generate_password(email=user.email, firm_id=firm_id)

@@ -121,7 +121,7 @@ class User(Base):
     firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"), index=True)
     email: Mapped[str] = mapped_column(String(320))
     password_hash: Mapped[str] = mapped_column(String(200))
-    role: Mapped[str] = mapped_column(String(16))  # admin | risk | finance | support | trader
+    role: Mapped[str] = mapped_column(String(16))  # admin | risk | finance | support | trader | operator
     trader_id: Mapped[int | None] = mapped_column(ForeignKey("traders.id"), nullable=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
@@ -131,8 +131,9 @@ class User(Base):
     password_set_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     role_set_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     # two-factor login (migration 0014, services/totp.py): the base32 TOTP secret once enrolment starts;
-    # the login asks for a code only after ``totp_enabled_at`` (the user proved their authenticator works)
-    totp_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # the login asks for a code only after ``totp_enabled_at`` (the user proved their authenticator works);
+    # sealed with the secret store's key since migration 0017 (services/totp.py), never in plain text
+    totp_secret: Mapped[str | None] = mapped_column(String(400), nullable=True)
     totp_enabled_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # a code is used once
     __table_args__ = (UniqueConstraint("firm_id", "email"),)
@@ -487,3 +488,4 @@ class Notification(Base):
 from . import models_analytics, models_cluster, models_lifecycle  # noqa: E402,F401
 from . import models_platforms  # noqa: E402,F401  (issue 20: platform connections)
 from . import models_leaderboard  # noqa: E402,F401  (issue 17: the opt-in leaderboard)
+from . import models_tenants  # noqa: E402,F401  (issue 16: a firm's own settings)

@@ -2,7 +2,8 @@
 
 Secrets (a manager password, an API key) are sealed with Fernet (AES-128-CBC + HMAC-SHA256, from the
 ``cryptography`` package) under the key in ``PROPCRM_SECRET_KEY`` (a urlsafe base64 32-byte key, e.g.
-from ``propcrm platforms keygen``). Without it, the embedded default keeps a key file
+from ``propcrm platforms keygen``). The same key seals the firms' own secrets (webhook secret, SMTP
+password: services/firms.py) and staff TOTP secrets (services/totp.py). Without it, the embedded default keeps a key file
 ``secret.key`` (mode 0600) in the data directory, created on first use; every process that reads the
 secrets (``serve``, ``connect``, ``dispatch``) must then run on that machine — set the variable when
 they do not. A sealed value is bytes in ``platform_connections.secret``; :class:`Secret` wraps an
@@ -102,6 +103,21 @@ class SecretBox:
             raise SecretError("the connection's secret cannot be opened with this key (another "
                               f"{ENV}, or the value was altered)") from None
         return {str(k): Secret(str(v)) for k, v in values.items()}
+
+    def seal_text(self, value: str) -> str:
+        """One secret as text fit for a string column (a staff user's TOTP secret, issue 16)."""
+        if not isinstance(value, str):
+            raise SecretError("secrets must be text")
+        return self._fernet.encrypt(value.encode()).decode("ascii")
+
+    def open_text(self, sealed: str | None) -> Secret | None:
+        if not sealed:
+            return None
+        try:
+            return Secret(self._fernet.decrypt(sealed.encode("ascii")).decode())
+        except (InvalidToken, UnicodeError):
+            raise SecretError(f"a sealed secret cannot be opened with this key (another {ENV}, or the value "
+                              "was altered)") from None
 
 
 def new_key() -> str:

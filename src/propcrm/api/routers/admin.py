@@ -17,9 +17,9 @@ from pydantic import BaseModel, Field
 
 from ...services import apikey_admin
 from ...services import users as user_service
-from ...services.users import ROLES, Principal
+from ...services.users import Principal
 from ...http.auth import Db, require_roles
-from ...roles import ADMIN
+from ...roles import ADMIN, FIRM_ROLES
 from ..auth import ErrorOut
 from .accounts import MAX_ID
 
@@ -53,7 +53,7 @@ class UserIn(BaseModel):
     email: str = Field(min_length=3, max_length=320)
     password: str = Field(max_length=user_service.MAX_PASSWORD,
                           description="at least 12 characters, not easy to guess, without the e-mail address")
-    role: Literal[ROLES]  # type: ignore[valid-type]
+    role: Literal[FIRM_ROLES]  # type: ignore[valid-type]  # an operator is made on the command line
     trader_id: int | None = Field(None, ge=1, le=MAX_ID, description="required for (and only for) a trader user")
 
 

@@ -9,7 +9,8 @@ from . import accounts, audit, cases, dashboard, decisions, halts, live, packs, 
 from . import platforms  # issue 20
 from . import exports, support, traders  # issue 16
 from . import leaderboard  # issue 17
+from . import firms  # issue 16: tenants
 
 ROUTERS = [module.router for module in (session, live, accounts, decisions, cases, payouts, packs, audit,
                                         dashboard, portal, people, platforms, halts, traders, support, exports,
-                                        leaderboard)]
+                                        leaderboard, firms)]

@@ -6,6 +6,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from ...roles import ALL_ROLES
 from ...services import users as user_service
 
 from ...http.pages import WebUser
@@ -16,7 +17,10 @@ router = APIRouter()
 
 @router.get("/live")
 async def live(request: Request, user: WebUser, decisions: str = "", accounts: str = "") -> StreamingResponse:
-    """Any logged-in user; each event is filtered to what the user may see (firm, a trader's own)."""
+    """Any user of a firm; each event is filtered to what the user may see (firm, a trader's own). The
+    operator sees no firm's business (roles.py)."""
+    if user.role not in ALL_ROLES:
+        raise HTTPException(status_code=403, detail=f"a {user.role} user has no live decisions")
     try:
         mode, ids = parse_params(decisions, accounts)
     except ValueError as exc:

@@ -21,7 +21,7 @@ from ...services import apikey_admin, logins, totp
 from ...services import users as user_service
 from ...services.errors import Conflict, Invalid, NotFound
 from ...services.passwords import generate_password
-from ...http.pages import Form, Role, WebUser, WebUserReading, redirect, render
+from ...http.pages import Form, Role, WebUser, WebUserReading, brand_of, redirect, render
 from ...roles import ADMIN
 
 router = APIRouter()
@@ -134,8 +134,8 @@ def two_factor_off(request: Request, user_id: UserId, user: Role(*ADMIN), sessio
 @router.get("/account/two-factor")
 def two_factor_page(request: Request, user: WebUser, session: Db) -> Response:
     row = user_service.get_user(session, firm_id=user.firm_id, user_id=user.user_id)
-    pending = row.totp_secret if row.totp_secret and not totp.enabled(row) else None
-    uri = totp.provisioning_uri(row) if pending else None
+    pending = totp.secret_of(row) if row.totp_secret and not totp.enabled(row) else None
+    uri = totp.provisioning_uri(row, secret=pending, issuer=brand_of(request).product) if pending else None
     return render(request, "people/two_factor.html", {
         "enabled": totp.enabled(row), "since": row.totp_enabled_at, "secret": pending, "uri": uri,
         "qr": totp.qr_svg(uri) if uri else None, "left": totp.recovery_codes_left(session, user_id=row.id),
