@@ -64,10 +64,13 @@ NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Traders", "/office/traders", CRM),
     ("Support inbox", "/office/support", SUPPORT_DESK),
     ("KYC review", "/office/kyc", KYC),
+    ("Leads", "/office/leads", SUPPORT_DESK),  # issue 16
+    ("Tasks", "/office/tasks", STAFF),  # issue 16
     ("Decisions", "/office/decisions", STAFF),
     ("Cases", "/office/cases", RISK),
     ("Payouts", "/office/payouts", MANAGERS),
     ("Scalings", "/office/scalings", MANAGERS),
+    ("Products", "/office/products", FINANCE),  # issue 16: and discount codes
     ("Rule packs", "/office/packs", RISK),
     ("Halts", "/office/halts", RISK),  # issue 19: the kill switch
     ("Audit log", "/office/audit", RISK),

@@ -1,0 +1,46 @@
+"""staff tasks of the back office (issue 16)
+
+Revision ID: 0018
+Revises: 0016
+
+- ``staff_tasks``: a follow-up attached to a trader, an account or a case, given to a staff member, due on a
+  calendar day, done once (who and when kept).
+"""
+from alembic import op
+import sqlalchemy as sa
+
+from propcrm.adapters.db.models import UtcDateTime
+
+
+revision = '0018'
+down_revision = '0016'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        'staff_tasks',
+        sa.Column('id', sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column('firm_id', sa.String(64), sa.ForeignKey('firms.id'), nullable=False),
+        sa.Column('title', sa.String(200), nullable=False),
+        sa.Column('details', sa.Text, nullable=True),
+        sa.Column('trader_id', sa.Integer, sa.ForeignKey('traders.id'), nullable=True),
+        sa.Column('account_id', sa.Integer, sa.ForeignKey('accounts.id'), nullable=True),
+        sa.Column('case_id', sa.Integer, sa.ForeignKey('cases.id'), nullable=True),
+        sa.Column('assigned_user_id', sa.Integer, sa.ForeignKey('users.id'), nullable=True),
+        sa.Column('due_on', sa.Date, nullable=True),
+        sa.Column('status', sa.String(16), nullable=False),
+        sa.Column('created_by', sa.String(200), nullable=False),
+        sa.Column('created_at', UtcDateTime(timezone=True), nullable=False),
+        sa.Column('done_by', sa.String(200), nullable=True),
+        sa.Column('done_at', UtcDateTime(timezone=True), nullable=True),
+    )
+    op.create_index('ix_staff_tasks_open', 'staff_tasks', ['firm_id', 'status', 'due_on'])
+    op.create_index('ix_staff_tasks_trader', 'staff_tasks', ['firm_id', 'trader_id'])
+
+
+def downgrade() -> None:
+    op.drop_index('ix_staff_tasks_trader', table_name='staff_tasks')
+    op.drop_index('ix_staff_tasks_open', table_name='staff_tasks')
+    op.drop_table('staff_tasks')
