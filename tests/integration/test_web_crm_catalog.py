@@ -228,3 +228,66 @@ def test_tasks_on_a_trader_an_account_and_a_case(world):
         "Call about KYC"]
     assert rows(browse(world, "fb:admin").get("/office/tasks.csv?view=all")) == []
     assert "Call about KYC" not in browse(world, "fb:admin").get("/office/tasks?view=all").text
+
+
+def test_the_payout_queue_shows_liability_to_whom_the_dashboard_does(world):
+    """Risk does not see the firm's business numbers on the dashboard, so not on the payout queue either."""
+    for role, shown in (("admin", True), ("finance", True), ("risk", False)):
+        queue = browse(world, role).get("/office/payouts")
+        dashboard = browse(world, role).get("/office/dashboard")
+        assert queue.status_code == dashboard.status_code == 200
+        assert ("Liability now" in queue.text) is shown, role
+        assert ('data-testid="liability"' in queue.text) is shown is ('data-testid="liability"' in dashboard.text)
+
+
+def test_the_dashboard_has_a_date_range(world):
+    """The seed has one decision for each of fa's three accounts on 2026-03-02 (and one of fb's)."""
+    admin = browse(world, "admin")
+
+    def day_total(page, day):
+        found = re.search(rf"<tr><td[^>]*>{day}</td>(.*?)</tr>", page.text, re.S)
+        return int(re.findall(r'<td class="num">(\d+)</td>', found.group(1))[-1]) if found else None
+
+    ranged = admin.get("/office/dashboard?from=2026-03-01&to=2026-03-03")
+    assert ranged.status_code == 200
+    assert day_total(ranged, "2026-03-02") == 3 and day_total(ranged, "2026-03-01") == 0
+    assert day_total(ranged, "2026-03-04") is None and "3 decision(s) from 2026-03-01 to 2026-03-03" in ranged.text
+    assert day_total(admin.get("/office/dashboard?from=2026-03-03&to=2026-03-10"), "2026-03-02") is None
+    default = admin.get("/office/dashboard")
+    assert day_total(default, "2026-03-02") is None and 'data-testid="range-problem"' not in default.text
+    for bad, said in (("from=2026-03-05&to=2026-03-01", "from: must not be after to"),
+                      ("from=yesterday", "dates such as"), ("from=2020-01-01&to=2026-03-03", "at most 366 days")):
+        page = admin.get(f"/office/dashboard?{bad}")
+        assert page.status_code == 200 and said in page.text, bad
+    longest = admin.get("/office/dashboard?from=2020-01-01&to=2026-03-03")
+    assert day_total(longest, "2026-03-02") == 3  # the range ends where asked, shortened at its start
+    assert day_total(browse(world, "risk").get("/office/dashboard?from=2026-03-02&to=2026-03-02"), "2026-03-02") == 3
+
+
+def test_the_breach_is_marked_on_the_equity_chart(world):
+    """A1 (two-step-100k: daily floor 95,000) falls to 94,500.50: the chart's data carries the breach at the
+    breaching decision's time, on the equity it saw and the level it crossed; the page says it in words."""
+    world.ingest(
+        {"id": "o1", "type": "trade_opened", "account": "A1", "ts": "2026-03-02T09:00:00Z", "position": "p1",
+         "symbol": "EURUSD", "side": "buy", "lots": "1", "price": "1.08512"},
+        {"id": "e1", "type": "equity", "account": "A1", "ts": "2026-03-02T10:00:00Z", "equity": "99000",
+         "balance": "100000"},
+        {"id": "e2", "type": "equity", "account": "A1", "ts": "2026-03-02T11:30:00Z", "equity": "94500.50",
+         "balance": "100000"})
+    world.evaluate()
+    account = world.accounts["A1"]
+    doc = browse(world, "risk").get(f"/office/accounts/{account}/series.json").json()
+    at = int(dt.datetime(2026, 3, 2, 11, 30, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    assert [(b["t"], b["rule"], b["value"], b["threshold"]) for b in doc["breaches"]] == [
+        (at, "daily_loss", "94500.5", "95000")]
+    sets = {s["label"]: s for s in doc["datasets"]}
+    assert sets["Breach"]["data"] == [[at, "94500.5"]] and sets["Breach"]["marker"]
+    assert sets["Breached level"]["data"] == [[at, "95000"]]
+    assert [at, "94500.5"] in sets["Equity"]["data"]  # the mark sits on the equity line
+    page = browse(world, "support").get(f"/office/accounts/{account}").text
+    mark = re.search(r'data-testid="breach-mark">(.*?)</p>', page, re.S).group(1)
+    assert "2026-03-02 11:30:00 UTC" in mark and "94,500.50 USD against 95,000.00 USD" in mark
+    # an account without a breach has no mark
+    quiet = browse(world, "risk").get(f"/office/accounts/{world.accounts['A2']}/series.json").json()
+    assert quiet["breaches"] == [] and "Breach" not in {s["label"] for s in quiet["datasets"]}
+    assert 'data-testid="breach-mark"' not in browse(world, "risk").get(f"/office/accounts/{world.accounts['A2']}").text
