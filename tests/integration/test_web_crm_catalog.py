@@ -291,3 +291,25 @@ def test_the_breach_is_marked_on_the_equity_chart(world):
     quiet = browse(world, "risk").get(f"/office/accounts/{world.accounts['A2']}/series.json").json()
     assert quiet["breaches"] == [] and "Breach" not in {s["label"] for s in quiet["datasets"]}
     assert 'data-testid="breach-mark"' not in browse(world, "risk").get(f"/office/accounts/{world.accounts['A2']}").text
+
+
+def test_the_default_whatif_replays_only_accounts_with_history(world):
+    """Of fa's A1, A2, A3 (all bound to the active two-step-100k) only A2 has events: the default scopes
+    spend their budget on it alone; a list of accounts is taken as given."""
+    world.ingest({"id": "e1", "type": "equity", "account": "A2", "ts": "2026-03-02T10:00:00Z", "equity": "99000",
+                  "balance": "100000"})
+    world.evaluate()
+    risk = browse(world, "risk")
+    version = world.version["fa"]
+    def selected(page):
+        assert page.status_code == 200, page.text
+        found = re.search(r"([\d,]+) accounts? replayed\s*\(([\d,]+) selected\)", page.text)
+        return int(found.group(1)), int(found.group(2)), "have no stored events" in page.text
+
+    for scope in ("bound", "pack"):
+        # the budget is 2: before, the two newest accounts (A3, A2) were chosen and A3 replayed to nothing
+        assert selected(risk.get(f"/office/packs/two-step-100k/whatif?run=true&a={version}&b={version}"
+                                 f"&scope={scope}&limit=2")) == (1, 1, False), scope
+    listed = risk.get(f"/office/packs/two-step-100k/whatif?run=true&a={version}&b={version}&scope=list"
+                      "&accounts=A1%0AA3")
+    assert selected(listed) == (0, 2, True)
