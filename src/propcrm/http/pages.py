@@ -68,6 +68,7 @@ NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Tasks", "/office/tasks", STAFF),  # issue 16
     ("Decisions", "/office/decisions", STAFF),
     ("Cases", "/office/cases", RISK),
+    ("Alerts", "/office/alerts", RISK),  # issue 16: near-breach alerts
     ("Payouts", "/office/payouts", MANAGERS),
     ("Scalings", "/office/scalings", MANAGERS),
     ("Products", "/office/products", FINANCE),  # issue 16: and discount codes

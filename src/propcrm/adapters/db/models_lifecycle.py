@@ -311,3 +311,34 @@ class StaffTask(Base):
     done_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     __table_args__ = (Index("ix_staff_tasks_open", "firm_id", "status", "due_on"),
                       Index("ix_staff_tasks_trader", "firm_id", "trader_id"))
+
+
+class NearBreachSettings(Base):
+    """Per firm: how close to a loss limit an account comes before risk staff are alerted (services/near_breach.py):
+    a distance as a percentage of equity (as the accounts list's "near" filter) and/or an amount; None: off."""
+
+    __tablename__ = "near_breach_settings"
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"), primary_key=True)
+    within_pct: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    within_amount: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    updated_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class NearBreachAlert(Base):
+    """An account came within the firm's alert distance of a loss limit: once per account, limit and trading day."""
+
+    __tablename__ = "near_breach_alerts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    limit_rule: Mapped[str] = mapped_column(String(16))  # daily_loss | max_loss
+    trading_day: Mapped[dt.date] = mapped_column(Date)
+    equity: Mapped[Decimal] = mapped_column(Money)
+    level: Mapped[Decimal] = mapped_column(Money)
+    distance: Mapped[Decimal] = mapped_column(Money)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    seen_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    seen_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    __table_args__ = (UniqueConstraint("account_id", "limit_rule", "trading_day"),
+                      Index("ix_near_breach_alerts_firm", "firm_id", "id"))

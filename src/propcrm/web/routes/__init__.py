@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from . import accounts, audit, cases, dashboard, decisions, halts, live, packs, payouts, people, portal, session
 from . import platforms  # issue 20
-from . import crm, exports, support, traders  # issue 16
+from . import alerts, crm, exports, support, traders  # issue 16
 
 ROUTERS = [module.router for module in (session, live, accounts, decisions, cases, payouts, packs, audit,
-                                        dashboard, portal, people, platforms, halts, traders, support, crm, exports)]
+                                        dashboard, portal, people, platforms, halts, traders, support, crm, alerts, exports)]

@@ -1,6 +1,6 @@
 """CSV exports of every staff list: ``/office/<list>.csv`` with the list page's filters, for the roles that
 may open that page (``csv_export.py``: streamed, formula-safe). Accounts, traders, decisions: every staff
-role; cases and the audit log: admin and risk; payouts: admin, risk, finance.
+role; cases, near-breach alerts and the audit log: admin and risk; payouts: admin, risk, finance.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ...services.accounts import money
 from ...services import cases as case_service
 from ...services import decisions as decision_service
 from ...services import lifecycle as lifecycle_service
+from ...services import near_breach
 from ...services import products as product_service
 from ...services import tasks as task_service
 from ...services.decisions import KINDS
@@ -209,3 +210,21 @@ def tasks_csv(request: Request, user: Role(*STAFF)) -> Response:
 
     return csv_response(request, "tasks", ["id", "task", "status", "due_on", "trader", "account", "case", "assigned_to",
                                            "created_by", "created_at", "done_by", "done_at", "details"], produce)
+
+
+@router.get("/office/alerts.csv")
+def alerts_csv(request: Request, user: Role(*RISK)) -> Response:
+    unseen = request.query_params.get("view") == "unseen"
+
+    def produce(session):
+        def page(limit: int, offset: int):
+            return near_breach.list_alerts(session, firm_id=user.firm_id, unseen_only=unseen, limit=limit,
+                                           offset=offset)[0]
+
+        for a in batched(page):
+            yield (a["id"], a["account"], a["trader"], a["rule"], a["trading_day"].isoformat(), money(a["equity"]),
+                   money(a["level"]), money(a["distance"]), a["created_at"], a["seen_by"], a["seen_at"])
+
+    return csv_response(request, "near-breach-alerts", ["id", "account", "trader", "limit", "trading_day", "equity",
+                                                        "level", "distance", "raised_at", "seen_by", "seen_at"],
+                        produce)
