@@ -296,6 +296,13 @@ _TOP = ("id", "version", "name", "description", "sources", "currency", "initial_
         "phases", "scaling")
 
 
+def dump_doc(data: dict[str, Any]) -> str:
+    """A pack document as the editor shows it: top-level keys in the reference's order, numbers unquoted."""
+    ordered = {k: data[k] for k in _TOP if k in data}
+    ordered.update({k: v for k, v in data.items() if k not in ordered})
+    return yaml.dump(ordered, Dumper=_Dumper, sort_keys=False, default_flow_style=None, allow_unicode=True, width=110)
+
+
 def editor_text(row: m.RulePackVersion, *, version: int) -> str:
     """The version as YAML (numbers unquoted, defaults left out), renumbered ``version`` for the new draft."""
     pack = pack_of(row)
