@@ -313,3 +313,11 @@ def test_the_default_whatif_replays_only_accounts_with_history(world):
     listed = risk.get(f"/office/packs/two-step-100k/whatif?run=true&a={version}&b={version}&scope=list"
                       "&accounts=A1%0AA3")
     assert selected(listed) == (0, 2, True)
+
+
+def test_the_account_page_offers_a_task_prefilled(world):
+    account = world.accounts["A2"]
+    page = browse(world, "support").get(f"/office/accounts/{account}").text
+    assert 'href="/office/tasks?account=A2#h-new-task"' in page
+    form = browse(world, "support").get("/office/tasks?account=A2").text
+    assert re.search(r'id="nt-account" name="account" maxlength="200" value="A2"', form)
