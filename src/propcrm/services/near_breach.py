@@ -23,7 +23,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import event, insert, select
@@ -35,7 +35,6 @@ from ..adapters.db.models_lifecycle import NearBreachAlert, NearBreachSettings
 from . import audit
 from .accounts import figures_for_states, money
 from .errors import Conflict, Invalid, NotFound
-from .lifecycle import decimal_of
 
 UTC = dt.timezone.utc
 LIMITS = (("daily_loss", "daily_distance", "daily_floor"), ("max_loss", "max_loss_distance", "max_loss_level"))
@@ -83,6 +82,22 @@ def memo_of(session: Session) -> _Memo:
         return found
 
 
+MAX_AMOUNT = Decimal("1000000000000")
+
+
+def _decimal(name: str, value: Any, *, maximum: Decimal, cents: bool = False) -> Decimal:
+    """A distance as typed: a finite decimal in (0, maximum], to the cent at most for an amount."""
+    try:
+        amount = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise Invalid(f"{name}: a decimal number such as \"1.5\", or empty for off") from None
+    if not amount.is_finite() or amount <= 0 or amount > maximum:
+        raise Invalid(f"{name}: more than 0 and at most {maximum} (or empty for off)")
+    if cents and amount != amount.quantize(Decimal("0.01")):
+        raise Invalid(f"{name}: to the cent at most (such as \"500.00\")")
+    return amount
+
+
 def settings_of(session: Session, firm_id: str) -> NearBreachSettings | None:
     return session.get(NearBreachSettings, firm_id)
 
@@ -90,14 +105,9 @@ def settings_of(session: Session, firm_id: str) -> NearBreachSettings | None:
 def update_settings(session: Session, *, firm_id: str, within_pct: Any, within_amount: Any,
                     actor: str) -> NearBreachSettings:
     """Set the firm's alert distance (empty: that measure off); audited."""
-    pct = (decimal_of("within_pct", within_pct, maximum=HUNDRED)
-           if within_pct not in (None, "") else None)
-    amount = (decimal_of("within_amount", within_amount, cents=True)
+    pct = _decimal("within_pct", within_pct, maximum=HUNDRED) if within_pct not in (None, "") else None
+    amount = (_decimal("within_amount", within_amount, maximum=MAX_AMOUNT, cents=True)
               if within_amount not in (None, "") else None)
-    if pct is not None and pct <= 0:
-        raise Invalid("within_pct: more than 0 (or empty for off)")
-    if amount is not None and amount <= 0:
-        raise Invalid("within_amount: more than 0 (or empty for off)")
     row = session.get(NearBreachSettings, firm_id)
     before = {"within_pct": row.within_pct, "within_amount": row.within_amount} if row else None
     if row is None:
