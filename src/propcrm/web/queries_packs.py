@@ -371,12 +371,12 @@ def select_accounts(session: Session, *, firm_id: str, summary: PackSummary, sco
                     external_ids: list[str], limit: int) -> tuple[list[Any], bool]:
     """The accounts to replay, newest first, at most ``limit`` (and whether more would have matched).
 
-    Chosen by scope (``bound``, ``pack``), only accounts with history count: one the engine has applied no
-    event to replays to nothing, and spent the budget for nothing (146 of a default 200 in the demo firm).
+    Chosen by scope (``bound``, ``pack``), only accounts with history (stored events) count: one without
+    replays to nothing, and spent the budget for nothing (146 of a default 200 in the demo firm).
     A ``list`` is taken as given."""
     query = select(m.Account.id, m.Account.external_id, m.Account.phase).where(m.Account.firm_id == firm_id)
-    with_history = select(m.AccountState.account_id).where(m.AccountState.account_id == m.Account.id,
-                                                           m.AccountState.last_seq > 0).exists()
+    with_history = select(m.RawEvent.seq).where(m.RawEvent.firm_id == firm_id,  # ix_raw_events_stream
+                                                m.RawEvent.account_id == m.Account.id).exists()
     if scope == "bound":
         query = query.where(m.Account.pack_version_id == base.id, with_history)
     elif scope == "pack":
