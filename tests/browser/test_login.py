@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 
 MENUS = {
-    "admin": {"Dashboard", "Accounts", "Traders", "Support inbox", "KYC review", "Decisions", "Cases", "Payouts",
-              "Scalings", "Rule packs", "Halts", "Audit log", "Calendar", "Platforms", "Leaderboard", "Users", "API keys",
-              "Firm settings"},
-    "risk": {"Dashboard", "Accounts", "Traders", "KYC review", "Decisions", "Cases", "Payouts", "Scalings",
-             "Rule packs", "Halts", "Audit log", "Calendar", "Platforms", "Leaderboard"},
-    "finance": {"Dashboard", "Accounts", "Traders", "Decisions", "Payouts", "Scalings", "Calendar"},
-    "support": {"Accounts", "Traders", "Support inbox", "KYC review", "Decisions", "Calendar", "Leaderboard"},
+    "admin": {"Dashboard", "Accounts", "Traders", "Leads", "Tasks", "Support inbox", "KYC review", "Decisions",
+              "Alerts", "Cases", "Payouts", "Products", "Scalings", "Rule packs", "Halts", "Audit log", "Calendar",
+              "Platforms", "Leaderboard", "Users", "API keys", "Firm settings"},
+    "risk": {"Dashboard", "Accounts", "Traders", "Tasks", "KYC review", "Decisions", "Alerts", "Cases", "Payouts",
+             "Scalings", "Rule packs", "Halts", "Audit log", "Calendar", "Platforms", "Leaderboard"},
+    "finance": {"Dashboard", "Accounts", "Traders", "Tasks", "Decisions", "Payouts", "Products", "Scalings",
+                "Calendar"},
+    "support": {"Accounts", "Traders", "Leads", "Tasks", "Support inbox", "KYC review", "Decisions", "Calendar",
+                "Leaderboard"},
     "trader": {"My accounts", "Payouts", "Certificates", "Leaderboard", "Messages", "Profile & KYC"},
 }
 

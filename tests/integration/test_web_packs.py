@@ -225,7 +225,8 @@ def test_whatif_reports_the_breach_the_draft_would_add_like_the_engine(world, tm
 def test_whatif_is_bounded_and_says_so(world, monkeypatch):
     from propcrm.web import queries_packs
 
-    world.ingest(*history("A2", "96000.00"), *history("A3", "96000.00"))
+    # three accounts with history for a budget of two (accounts without history are not chosen by scope)
+    world.ingest(*history("A1", "96000.00"), *history("A2", "96000.00"), *history("A3", "96000.00"))
     monkeypatch.setattr(queries_packs, "MAX_EVENTS", 4)
     body = browse(world, "fa:risk").get(f"/office/packs/{PACK}/whatif?run=true&limit=2").text
     assert "only the newest 2 were replayed" in body

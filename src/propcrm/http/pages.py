@@ -65,10 +65,14 @@ NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("Traders", "/office/traders", CRM),
     ("Support inbox", "/office/support", SUPPORT_DESK),
     ("KYC review", "/office/kyc", KYC),
+    ("Leads", "/office/leads", SUPPORT_DESK),  # issue 16
+    ("Tasks", "/office/tasks", STAFF),  # issue 16
     ("Decisions", "/office/decisions", STAFF),
     ("Cases", "/office/cases", RISK),
+    ("Alerts", "/office/alerts", RISK),  # issue 16: near-breach alerts
     ("Payouts", "/office/payouts", MANAGERS),
     ("Scalings", "/office/scalings", MANAGERS),
+    ("Products", "/office/products", FINANCE),  # issue 16: and discount codes
     ("Rule packs", "/office/packs", RISK),
     ("Halts", "/office/halts", RISK),  # issue 19: the kill switch
     ("Audit log", "/office/audit", RISK),
@@ -166,11 +170,12 @@ def csrf_token(request: Request) -> str:
     return request.cookies.get(LOGIN_CSRF_COOKIE) or getattr(request.state, "login_csrf", "")
 
 
-async def checked_form(request: Request, *, max_files: int = 0, max_part_size: int = 1024 * 1024) -> Any:
+async def checked_form(request: Request, *, max_files: int = 0, max_part_size: int = 1024 * 1024,
+                       max_fields: int = 200) -> Any:
     """A form post (multipart with up to ``max_files`` files) whose origin and CSRF token are checked."""
     if not same_origin(request):
         raise HTTPException(status_code=403, detail="cross-site form post refused")
-    form = await request.form(max_files=max_files, max_fields=200, max_part_size=max_part_size)
+    form = await request.form(max_files=max_files, max_fields=max_fields, max_part_size=max_part_size)
     sent = form.get("csrf")
     expected = csrf_token(request)
     if not isinstance(sent, str) or not expected or not hmac.compare_digest(sent, expected):

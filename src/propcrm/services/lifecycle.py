@@ -457,6 +457,45 @@ def list_discount_codes(session: Session, *, firm_id: str) -> list[DiscountCode]
     return list(session.scalars(select(DiscountCode).where(DiscountCode.firm_id == firm_id).order_by(DiscountCode.id)))
 
 
+def get_discount_code(session: Session, *, firm_id: str, code_id: int) -> DiscountCode:
+    row = session.get(DiscountCode, code_id)
+    if row is None or row.firm_id != firm_id:
+        raise NotFound(f"no discount code {code_id}")
+    return row
+
+
+def update_discount_code(session: Session, *, firm_id: str, code_id: int, max_uses: int | None,
+                         expires_at: dt.datetime | None, actor: str) -> DiscountCode:
+    """A code's limits (uses, expiry) change; what it takes off does not — orders already placed with it
+    were priced by it, so a different discount is a new code."""
+    row = get_discount_code(session, firm_id=firm_id, code_id=code_id)
+    if not row.active:
+        raise Conflict(f"discount code {row.code} is retired")
+    if max_uses is not None and max_uses < max(1, row.uses):
+        raise Invalid(f"max_uses: at least {max(1, row.uses)} (it has been used {row.uses} times)")
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise Invalid("expires_at: must carry a timezone")
+    before = {"max_uses": row.max_uses, "expires_at": row.expires_at}
+    after = {"max_uses": max_uses, "expires_at": expires_at}
+    if before == after:
+        return row
+    row.max_uses, row.expires_at = max_uses, expires_at
+    audit.append(session, actor=actor, action="discount.update", entity="discount_code", entity_id=row.code,
+                 before=before, after=after, firm_id=firm_id)
+    return row
+
+
+def retire_discount_code(session: Session, *, firm_id: str, code_id: int, actor: str) -> DiscountCode:
+    """The code stops working for new orders; retiring is final (the code stays taken)."""
+    row = get_discount_code(session, firm_id=firm_id, code_id=code_id)
+    if not row.active:
+        raise Conflict(f"discount code {row.code} is already retired")
+    row.active = False
+    audit.append(session, actor=actor, action="discount.retire", entity="discount_code", entity_id=row.code,
+                 before={"active": True}, after={"active": False}, firm_id=firm_id)
+    return row
+
+
 def _discount(session: Session, firm_id: str, code: str | None, price: Decimal) -> tuple[DiscountCode | None, Decimal]:
     """The discount a code gives on ``price``: percent rounded DOWN to the cent, never more than the price."""
     if not code:

@@ -29,6 +29,7 @@ from ..domain.decisions import Decision
 from ..domain.state import AccountState
 from . import audit
 from . import trades as trade_history
+from . import near_breach
 from .accounts import FIGURE_COLUMNS, figures_for_states
 from .catalog import create_account
 from .ingest import quarantine_lines
@@ -192,6 +193,8 @@ def write_outcomes(session: Session, outcomes: list[AccountOutcome], *, states: 
     if states:  # (the partitioned workers write states in periodic snapshots: upsert_states)
         upsert_states(session, outcomes, now)
         report.states = len(outcomes)
+    # near-breach alerts with every batch (not with the snapshots): once per account, limit and trading day
+    near_breach.check(session, outcomes, now)
 
     decision_rows = []
     owners: list[tuple[AccountRef, Decision]] = []

@@ -207,6 +207,19 @@ def replay_points(session: Session, account: m.Account) -> tuple[list[dict[str, 
     return points, program
 
 
+def breach_marks(session: Session, account: m.Account) -> list[dict[str, Any]]:
+    """The account's breach decisions that still stand (a re-bind's replay may supersede one), oldest first, as
+    chart marks: time (epoch ms), the value that breached, the level it crossed, the rule and its explanation."""
+    rows = session.execute(select(m.Decision.ts, m.Decision.rule, m.Decision.value, m.Decision.threshold,
+                                  m.Decision.message)
+                           .where(m.Decision.firm_id == account.firm_id, m.Decision.account_id == account.id,
+                                  m.Decision.kind == "breach", m.Decision.superseded_at.is_(None))
+                           .order_by(m.Decision.ts, m.Decision.id).limit(20))
+    return [{"t": _ms(_aware(ts)), "time": _aware(ts).astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+             "rule": rule, "value": money(value), "threshold": money(threshold), "message": message}
+            for ts, rule, value, threshold, message in rows]
+
+
 def _aware(ts: dt.datetime) -> dt.datetime:
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=dt.timezone.utc)
 
@@ -279,7 +292,16 @@ def series(session: Session, account: m.Account, *, limit: int = MAX_POINTS) -> 
     if target is not None and shown:
         datasets.append({"label": "Target", "data": [[shown[0]["t"], money(target)], [shown[-1]["t"], money(target)]],
                          "color": "#6b21a8", "dashed": True})
+    marks = breach_marks(session, account)
+    if marks:
+        # the breach moment: a marker at the breaching decision's time on the equity it saw, and the level it
+        # crossed at that time, so the chart shows where the line went through the floor
+        datasets.append({"label": "Breach", "data": [[b["t"], b["value"]] for b in marks], "color": "#b3261e",
+                         "marker": "crossRot"})
+        datasets.append({"label": "Breached level", "data": [[b["t"], b["threshold"]] for b in marks],
+                         "color": "#b3261e", "marker": "line"})
     return {
+        "breaches": marks,
         "account": account.external_id,
         "currency": program.pack.currency,
         "initial": money(program.initial),
@@ -292,7 +314,7 @@ def series(session: Session, account: m.Account, *, limit: int = MAX_POINTS) -> 
     }
 
 
-__all__ = ["account_payouts", "user_emails", "decisions_feed", "display", "downsample", "list_rows", "open_positions", "replay_points", "rows_for",
+__all__ = ["account_payouts", "breach_marks", "user_emails", "decisions_feed", "display", "downsample", "list_rows", "open_positions", "replay_points", "rows_for",
            "rules_of_firm", "series"]
 
 

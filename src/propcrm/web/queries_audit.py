@@ -287,14 +287,17 @@ def _day(session: Session, column: Any) -> Any:
 
 def decisions_per_day(session: Session, *, firm_id: str, days: int = 30,
                       today: dt.date | None = None) -> dict[str, Any]:
-    """Decisions of the last ``days`` days (UTC, today included) per day and kind, zeros filled in."""
+    """Decisions of the ``days`` days (UTC) ending with ``today`` (included; default: the real today) per day and
+    kind, zeros filled in."""
     today = today or dt.datetime.now(UTC).date()
     first = today - dt.timedelta(days=days - 1)
     since = dt.datetime.combine(first, dt.time(), tzinfo=UTC)
+    until = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), tzinfo=UTC)
     day = _day(session, m.Decision.ts)
     counts: dict[tuple[str, str], int] = {}
     for when, kind, n in session.execute(
-            select(day, m.Decision.kind, func.count()).where(m.Decision.firm_id == firm_id, m.Decision.ts >= since)
+            select(day, m.Decision.kind, func.count()).where(m.Decision.firm_id == firm_id, m.Decision.ts >= since,
+                                                              m.Decision.ts < until)
             .group_by(day, m.Decision.kind)):
         key = when.isoformat() if isinstance(when, dt.date) else str(when)[:10]
         counts[(key, kind)] = counts.get((key, kind), 0) + n

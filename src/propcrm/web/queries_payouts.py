@@ -88,8 +88,8 @@ class Queue:
     counts: dict[str, int]
     open_requested: Decimal
     open_prepared: Decimal
-    liability: Decimal
-    liability_accounts: int
+    liability: Decimal | None  # None: not for this reader (the dashboard's business numbers: admin, finance)
+    liability_accounts: int | None
 
 
 def _filtered(query, status: str, standing):
@@ -110,7 +110,8 @@ def _live_failed(session: Session, row: Payout, account: m.Account) -> list[str]
     return [c.name for c in found.failed]
 
 
-def queue(session: Session, *, firm_id: str, status: str = "open", page: int = 1) -> Queue:
+def queue(session: Session, *, firm_id: str, status: str = "open", page: int = 1,
+          with_liability: bool = True) -> Queue:
     status = status if status in FILTER_NAMES else "open"
     standing = _standing_count()
     base = select(Payout.id).where(Payout.firm_id == firm_id)
@@ -154,10 +155,11 @@ def queue(session: Session, *, firm_id: str, status: str = "open", page: int = 1
     for st, value in session.execute(select(Payout.status, Payout.trader_amount)
                                      .where(Payout.firm_id == firm_id, Payout.status.in_(OPEN))):
         sums[st] += value or ZERO
-    liability, liable = payout_service.open_liability(session, firm_id=firm_id)
+    liability, liable = (payout_service.open_liability(session, firm_id=firm_id) if with_liability
+                         else (None, None))
     return Queue(rows=rows, total=total, page=page, pages=pages, status=status, counts=counts,
                  open_requested=sums["requested"], open_prepared=sums["prepared"],
-                 liability=liability, liability_accounts=len(liable))
+                 liability=liability, liability_accounts=None if liable is None else len(liable))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .models import Base, Money, UtcDateTime, utcnow
@@ -288,3 +288,57 @@ LIFECYCLE_TABLES = ("lifecycle_settings", "leads", "trader_stages", "stage_chang
 
 __all__ = ["LIFECYCLE_TABLES", "Communication", "DiscountCode", "Lead", "LifecycleSettings", "Order", "Payout", "PayoutApproval",
            "ProviderDelivery", "Scaling", "StageChange", "TraderStage"]
+
+
+class StaffTask(Base):
+    """A piece of staff work (services/tasks.py): attached to a trader, an account or a case, given to a staff
+    member, due on a day, done once. Firms track follow-ups here instead of in notes."""
+
+    __tablename__ = "staff_tasks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"))
+    title: Mapped[str] = mapped_column(String(200))
+    details: Mapped[str | None] = mapped_column(Text, nullable=True)
+    trader_id: Mapped[int | None] = mapped_column(ForeignKey("traders.id"), nullable=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), nullable=True)
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), nullable=True)
+    assigned_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    due_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)  # a calendar day, no time of day
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | done
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    done_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    done_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    __table_args__ = (Index("ix_staff_tasks_open", "firm_id", "status", "due_on"),
+                      Index("ix_staff_tasks_trader", "firm_id", "trader_id"))
+
+
+class NearBreachSettings(Base):
+    """Per firm: how close to a loss limit an account comes before risk staff are alerted (services/near_breach.py):
+    a distance as a percentage of equity (as the accounts list's "near" filter) and/or an amount; None: off."""
+
+    __tablename__ = "near_breach_settings"
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"), primary_key=True)
+    within_pct: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    within_amount: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    updated_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class NearBreachAlert(Base):
+    """An account came within the firm's alert distance of a loss limit: once per account, limit and trading day."""
+
+    __tablename__ = "near_breach_alerts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    limit_rule: Mapped[str] = mapped_column(String(16))  # daily_loss | max_loss
+    trading_day: Mapped[dt.date] = mapped_column(Date)
+    equity: Mapped[Decimal] = mapped_column(Money)
+    level: Mapped[Decimal] = mapped_column(Money)
+    distance: Mapped[Decimal] = mapped_column(Money)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    seen_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    seen_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    __table_args__ = (UniqueConstraint("account_id", "limit_rule", "trading_day"),
+                      Index("ix_near_breach_alerts_firm", "firm_id", "id"))

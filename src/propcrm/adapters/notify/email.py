@@ -30,7 +30,7 @@ class EmailNotifier:
         password: str | None = None,
         timeout: float = 10.0,
         risk_address: str | None = None,
-        risk_kinds: tuple[str, ...] = ("breach", "pause", "violation"),
+        risk_kinds: tuple[str, ...] = ("breach", "pause", "violation", "near_breach"),
         notify_traders: bool = True,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:

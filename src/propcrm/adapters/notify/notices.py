@@ -14,6 +14,7 @@ _TITLES = {
     "violation": "Rule violation on account {account}: {rule}",
     "blocked": "Account {account}: target reached, but {rule} holds",
     "phase_passed": "Account {account} passed its phase",
+    "near_breach": "Account {account} is near its {rule} limit",
 }
 
 _WHAT_IT_MEANS = {
@@ -23,6 +24,7 @@ _WHAT_IT_MEANS = {
     "violation": "The account stays active; the violation is recorded and may affect profit or a payout.",
     "blocked": "The account cannot pass (or be paid out) until this rule is satisfied.",
     "phase_passed": "The next phase's account is being created for you.",
+    "near_breach": "No action has been taken: the account is within the firm's alert distance of a loss limit.",
 }
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from . import accounts, audit, cases, dashboard, decisions, halts, live, packs, payouts, people, portal, session
 from . import platforms  # issue 20
-from . import exports, support, traders  # issue 16
+from . import alerts, crm, exports, support, traders  # issue 16
 from . import leaderboard  # issue 17
 from . import firms  # issue 16: tenants
 
 ROUTERS = [module.router for module in (session, live, accounts, decisions, cases, payouts, packs, audit,
-                                        dashboard, portal, people, platforms, halts, traders, support, exports,
-                                        leaderboard, firms)]
+                                        dashboard, portal, people, platforms, halts, traders, support, crm, alerts,
+                                        exports, leaderboard, firms)]

@@ -173,7 +173,7 @@ def _account_page(request: Request, account_id: int, user, session) -> Response:
         "dnext": (f"{base}?doffset={doffset + DECISIONS_PER_PAGE}#decisions"
                   if doffset + DECISIONS_PER_PAGE < decisions.total else None),
         "overrides": overrides, "breaches": breaches, "timeline": timeline, "may_act": may_act,
-        "charts_src": f"{base}/series.json",
+        "charts_src": f"{base}/series.json", "breach_marks": q.breach_marks(session, account),
     })
 
 

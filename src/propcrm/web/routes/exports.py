@@ -1,6 +1,6 @@
 """CSV exports of every staff list: ``/office/<list>.csv`` with the list page's filters, for the roles that
 may open that page (``csv_export.py``: streamed, formula-safe). Accounts, traders, decisions: every staff
-role; cases and the audit log: admin and risk; payouts: admin, risk, finance.
+role; cases, near-breach alerts and the audit log: admin and risk; payouts: admin, risk, finance.
 """
 
 from __future__ import annotations
@@ -15,15 +15,21 @@ from ...adapters.db import models as m
 from ...adapters.db.models_lifecycle import Payout
 from ...domain import lifecycle as machine
 from ...http.pages import Role, SameSiteOnly
-from ...roles import CRM, MANAGERS, RISK, STAFF
+from ...roles import CRM, FINANCE, MANAGERS, RISK, STAFF, SUPPORT_DESK
 from ...services import accounts as account_service
+from ...services.accounts import money
 from ...services import cases as case_service
 from ...services import decisions as decision_service
+from ...services import lifecycle as lifecycle_service
+from ...services import near_breach
+from ...services import products as product_service
+from ...services import tasks as task_service
 from ...services.decisions import KINDS
 from ...services.accounts import STATUSES
 from .. import queries_audit
 from .. import queries_traders
 from ..csv_export import batched, csv_response
+from . import crm
 from .accounts import NEAR_CHOICES, near_amount_param, text_param
 from .audit import parse_when
 
@@ -152,3 +158,73 @@ def audit_csv(request: Request, user: Role(*RISK), actor: Text = "", action: Tex
 
     return csv_response(request, "audit", ["seq", "time", "actor", "action", "entity", "entity_id", "before",
                                            "after", "hash"], produce)
+
+
+@router.get("/office/leads.csv")
+def leads_csv(request: Request, user: Role(*SUPPORT_DESK)) -> Response:
+    status = request.query_params.get("status")
+    status = status if status in ("new", "converted", "lost") else None
+
+    def produce(session):
+        for lead in lifecycle_service.list_leads(session, firm_id=user.firm_id, status=status):
+            yield (lead.id, lead.name, lead.email, lead.country, lead.source, lead.consent, lead.status,
+                   lead.trader_id, lead.created_at)
+
+    return csv_response(request, "leads", ["id", "name", "email", "country", "source", "consent", "status",
+                                           "trader_id", "captured_at"], produce)
+
+
+@router.get("/office/products.csv")
+def products_csv(request: Request, user: Role(*FINANCE)) -> Response:
+    def produce(session):
+        for row in product_service.list_products(session, firm_id=user.firm_id):
+            version = session.get(m.RulePackVersion, row.pack_version_id)
+            yield (row.id, row.name, f"{version.pack_id} v{version.version}" if version else None,
+                   money(row.account_size), money(row.price), row.currency, row.active, product_service.on_sale(session, row))
+
+    return csv_response(request, "products", ["id", "name", "rule_pack", "account_size", "price", "currency",
+                                              "active", "on_sale"], produce)
+
+
+@router.get("/office/discount-codes.csv")
+def discount_codes_csv(request: Request, user: Role(*FINANCE)) -> Response:
+    def produce(session):
+        for row in lifecycle_service.list_discount_codes(session, firm_id=user.firm_id):
+            yield (row.code, money(row.percent_off), money(row.amount_off), row.uses, row.max_uses, row.active, row.expires_at,
+                   row.created_at)
+
+    return csv_response(request, "discount-codes", ["code", "percent_off", "amount_off", "uses", "max_uses", "active",
+                                                    "expires_at", "created_at"], produce)
+
+
+@router.get("/office/tasks.csv")
+def tasks_csv(request: Request, user: Role(*STAFF)) -> Response:
+    _, filters = crm.task_filters(request.query_params, user)
+
+    def produce(session):
+        for t in batched(lambda limit, offset: task_service.list_tasks(
+                session, firm_id=user.firm_id, limit=limit, offset=offset, **filters).rows):
+            yield (t["id"], t["title"], t["status"], t["due_on"].isoformat() if t["due_on"] else None,
+                   t["trader_name"], t["account"], t["case_id"], t["assignee"], t["created_by"], t["created_at"],
+                   t["done_by"], t["done_at"], t["details"])
+
+    return csv_response(request, "tasks", ["id", "task", "status", "due_on", "trader", "account", "case", "assigned_to",
+                                           "created_by", "created_at", "done_by", "done_at", "details"], produce)
+
+
+@router.get("/office/alerts.csv")
+def alerts_csv(request: Request, user: Role(*RISK)) -> Response:
+    unseen = request.query_params.get("view") == "unseen"
+
+    def produce(session):
+        def page(limit: int, offset: int):
+            return near_breach.list_alerts(session, firm_id=user.firm_id, unseen_only=unseen, limit=limit,
+                                           offset=offset)[0]
+
+        for a in batched(page):
+            yield (a["id"], a["account"], a["trader"], a["rule"], a["trading_day"].isoformat(), money(a["equity"]),
+                   money(a["level"]), money(a["distance"]), a["created_at"], a["seen_by"], a["seen_at"])
+
+    return csv_response(request, "near-breach-alerts", ["id", "account", "trader", "limit", "trading_day", "equity",
+                                                        "level", "distance", "raised_at", "seen_by", "seen_at"],
+                        produce)

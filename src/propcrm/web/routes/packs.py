@@ -26,7 +26,8 @@ from ...services import rulepacks as pack_service
 from ...services.catalog import pack_of
 from ...services.errors import Conflict, Invalid, NotFound
 from .. import queries_packs as q
-from ...http.pages import Form, Role, SameSiteOnly, redirect, render
+from .. import rule_form
+from ...http.pages import Form, Role, SameSiteOnly, checked_form, redirect, render
 from ...roles import ADMIN, RISK
 
 router = APIRouter()
@@ -286,3 +287,75 @@ def rebind_confirm(request: Request, pack_id: str, version_id: VersionId, user: 
     return redirect(request, f"/office/packs/{summary.pack_id}",
                     flash=f"Moved {len(plan.moves)} account(s) to {summary.pack_id} v{target.row.version} "
                           f"({changed} with a changed status or decisions); each move is in the audit log.")
+
+
+# --------------------------------------------------------------------------------------------------
+# the form-based rule editor (admin): fields per rule kind from the pack schema, the YAML beside it
+
+
+MAX_FORM_FIELDS = 2000
+MAX_FORM_TEXT = 200_000
+
+
+def _form_page(request: Request, summary: q.PackSummary, *, text: str, source, error: str | None = None,
+               status: int = 200) -> Response:
+    phases = None
+    try:
+        doc = yaml.safe_load(text)
+        if not isinstance(doc, dict):
+            raise Invalid("the YAML beside the form is not a rule pack (a mapping with phases)")
+        phases = rule_form.rule_forms(doc)
+    except (yaml.YAMLError, Invalid, AttributeError, TypeError) as exc:
+        error = error or f"the YAML cannot be shown as a form: {exc}"
+    path = _error_path(error)
+    return render(request, "packs/form.html", {
+        "summary": summary, "text": text, "source": source, "error": error, "phases": phases,
+        "kinds": list(rule_form.kinds()), "next_version": max(v.row.version for v in summary.versions) + 1,
+        "error_path": path, "error_where": _in_words(text, path) if path and phases is not None else None,
+    }, status=status)
+
+
+@router.get("/office/packs/{pack_id}/form")
+def rule_form_page(request: Request, pack_id: str, user: Role(*ADMIN), session: Db,
+                   source: Annotated[int | None, Query(alias="from", ge=1, le=2**31 - 1)] = None) -> Response:
+    summary = _summary(session, user, pack_id)
+    start = q.version_in(summary, source) or summary.active or summary.versions[-1]
+    next_version = max(v.row.version for v in summary.versions) + 1
+    return _form_page(request, summary, text=q.editor_text(start.row, version=next_version), source=start)
+
+
+@router.post("/office/packs/{pack_id}/form")
+async def rule_form_post(request: Request, pack_id: str, user: Role(*ADMIN), session: Db) -> Response:
+    """``action``: ``yaml`` shows the form of the YAML as edited; ``apply`` writes the form into the YAML (and
+    checks it) without saving; ``save`` writes it and saves a new draft exactly as the YAML editor does."""
+    form = await checked_form(request, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FORM_TEXT)
+    summary = _summary(session, user, pack_id)
+    text = form.get("pack") if isinstance(form.get("pack"), str) else ""
+    chosen = form.get("from") if isinstance(form.get("from"), str) else ""
+    source = q.version_in(summary, int(chosen)) if chosen.isascii() and chosen.isdigit() else None
+    action = form.get("action")
+    if action == "yaml":
+        return _form_page(request, summary, text=text, source=source)
+    try:
+        doc = yaml.safe_load(text)
+        if not isinstance(doc, dict):
+            raise Invalid("the YAML beside the form is not a rule pack (a mapping with phases)")
+        text = q.dump_doc(rule_form.apply_form(doc, form))
+        pack = pack_service.read_pack(text.encode(), source="form")
+        if pack.id != summary.pack_id:
+            raise Invalid(f"form: $.id: this form edits pack {summary.pack_id}; keep `id: {summary.pack_id}` "
+                          f"(got {pack.id})")
+        if action != "save":
+            return _form_page(request, summary, text=text, source=source)
+        row, created = pack_service.add_version(session, firm_id=user.firm_id, pack=pack, actor=user.actor)
+    except yaml.YAMLError as exc:
+        return _form_page(request, summary, text=text, source=source, error=f"not YAML: {exc}", status=422)
+    except (Invalid, Conflict) as exc:
+        return _form_page(request, summary, text=text, source=source, error=str(exc), status=422)
+    base = summary.active or summary.versions[-1]
+    where = f"/office/packs/{summary.pack_id}?a={base.row.id}&b={row.id}"
+    if not created:
+        return redirect(request, where, flash=f"{summary.pack_id} v{row.version} is already stored with exactly "
+                                              f"this content ({row.status}); nothing was added.")
+    return redirect(request, where, flash=f"Draft {summary.pack_id} v{row.version} saved from the form. Nothing "
+                                          f"changes for any account until it is activated.")

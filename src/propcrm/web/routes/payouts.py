@@ -29,6 +29,7 @@ from ..documents import pdf_response, statement_pdf
 router = APIRouter()
 
 READERS = MANAGERS  # GET /api/v1/payouts minus support (the menu's "Payouts")
+BUSINESS_NUMBERS = FINANCE  # as the dashboard's (GET /api/v1/metrics/business): admin, finance
 MAX_ID = 2**31 - 1  # the id columns are 32-bit integers (as the API bounds them)
 PayoutId = Annotated[int, Path(ge=1, le=MAX_ID)]
 MAX_DEDUCTION_TEXT = 40  # as the API's PrepareIn.deduction
@@ -39,7 +40,9 @@ MAX_REASON_TEXT = 2000
 def payout_queue(request: Request, user: Role(*READERS), session: Db,
                  status: Annotated[str, Query(max_length=40)] = "open",
                  page: Annotated[int, Query(ge=1, le=100_000)] = 1) -> Response:
-    found = q.queue(session, firm_id=user.firm_id, status=status, page=page)
+    # the firm's liability is one of the business numbers: shown to the roles the dashboard shows it to
+    found = q.queue(session, firm_id=user.firm_id, status=status, page=page,
+                    with_liability=user.role in BUSINESS_NUMBERS)
     return render(request, "payouts/queue.html", {"q": found, "filters": q.FILTERS,
                                                   "can_act": user.role in FINANCE})
 

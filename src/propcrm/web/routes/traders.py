@@ -26,6 +26,7 @@ from ...services import communications as comms
 from ...services import kyc_documents as documents
 from ...services import lifecycle as lifecycle_service
 from ...services import support as support_service
+from ...services import tasks as task_service
 from ...services.errors import Conflict, Invalid
 from ...services.lifecycle import Refusal
 from .. import queries_traders as q
@@ -79,6 +80,8 @@ def trader_page(request: Request, trader_id: TraderId, user: Role(*CRM), session
         "conversation": support_service.conversation_of(session, firm_id=user.firm_id, trader_id=trader.id),
         "can": {"kyc": user.role in KYC, "message": user.role in SUPPORT_DESK, "suspend": user.role in RISK},
         "history": lifecycle_service.stage_history(session, firm_id=user.firm_id, trader_id=trader.id),
+        "tasks": task_service.list_tasks(session, firm_id=user.firm_id, trader_id=trader.id, status=None, limit=100),
+        "staff": task_service.assignees(session, firm_id=user.firm_id), "today": task_service.today(),
     })
 
 

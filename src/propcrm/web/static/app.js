@@ -13,8 +13,9 @@
  *   propcrm.fmtMoney("99820.125")         -> "99,820.12": decimal text with separators, two places,
  *                                         rounded half-even like the server's |money — never through float
  *   propcrm.lineChart(canvas, doc)        draws {datasets: [{label, data: [[ms, "decimal text"|null], …],
- *                                         color, dashed, stepped}], y_label} with Chart.js on a linear time
- *                                         axis; money strings become numbers only for drawing.
+ *                                         color, dashed, stepped, marker}], y_label} with Chart.js on a linear time
+ *                                         axis (a set with a Chart.js point style as ``marker`` is drawn as points only,
+ *                                         e.g. the breach moment); money strings become numbers only for drawing.
  *   <canvas data-chart-src="/path.json">  is drawn from that JSON on load; the canvas then receives a
  *                                         "propcrm:chart-data" event whose detail is the document (pages
  *                                         fill their data tables from it).
@@ -168,7 +169,10 @@
         borderDash: set.dashed ? [6, 4] : [],
         stepped: set.stepped ? "after" : false,
         borderWidth: set.dashed ? 1.5 : 2,
-        pointRadius: 0,
+        pointRadius: set.marker ? 9 : 0,
+        pointStyle: set.marker || "circle",
+        pointBorderWidth: set.marker ? 3 : 1,
+        showLine: !set.marker,  // a marker set is points only: e.g. the breach moment on the equity chart
         pointHitRadius: 6,
         spanGaps: false
       };

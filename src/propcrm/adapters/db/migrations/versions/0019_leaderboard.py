@@ -1,7 +1,7 @@
 """leaderboard — traders who opted in to the firm's leaderboard, their pseudonym and a staff hide (issue 17)
 
 Revision ID: 0019
-Revises: 0017
+Revises: 0018
 """
 from alembic import op
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from propcrm.adapters.db.models import UtcDateTime
 
 
 revision = '0019'
-down_revision = '0017'
+down_revision = '0018'
 branch_labels = None
 depends_on = None
 

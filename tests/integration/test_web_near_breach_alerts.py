@@ -1,0 +1,134 @@
+"""Near-breach alerts (issue 16) on both backends: the firm sets a distance (percent of equity and/or an amount),
+the evaluation path raises one alert per account, limit and trading day for an account within it (not one per
+event, none once the limit is crossed), each through the notification outbox to risk staff's in-app list; risk
+reads them on /office/alerts (and as CSV), marks them seen; other roles and firms see none."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+import pytest
+from sqlalchemy import select
+
+from propcrm.adapters.db import models as m
+from propcrm.adapters.db.models_lifecycle import NearBreachAlert
+from propcrm.services.dispatch import build_dispatcher
+from support.staff import build_world, seed
+from support.web import browse
+
+pytestmark = pytest.mark.usefixtures("cheap_argon2")
+
+
+@pytest.fixture
+def world(db_url):
+    app, world = build_world(db_url)
+    with world.client:
+        seed(world)
+        yield world
+
+
+def equity(eid, account, ts, value, balance="100000"):
+    return {"id": eid, "type": "equity", "account": account, "ts": ts, "equity": value, "balance": balance}
+
+
+def opened(eid, account, ts):
+    return {"id": eid, "type": "trade_opened", "account": account, "ts": ts, "position": f"p-{eid}",
+            "symbol": "EURUSD", "side": "buy", "lots": "1", "price": "1.08512"}
+
+
+def flash_of(response) -> str:
+    found = re.search(r'<p class="flash" role="status">(.*?)</p>', response.text, re.S)
+    return found.group(1) if found else ""
+
+
+def alerts(world) -> list[tuple[str, str, str, str]]:
+    with world.sessions() as s:
+        rows = s.execute(select(m.Account.external_id, NearBreachAlert.limit_rule, NearBreachAlert.trading_day,
+                                NearBreachAlert.distance)
+                         .join(m.Account, m.Account.id == NearBreachAlert.account_id).order_by(NearBreachAlert.id))
+        return [(a, rule, day.isoformat(), format(distance.normalize(), "f")) for a, rule, day, distance in rows]
+
+
+def near_outbox(world) -> list[dict]:
+    with world.sessions() as s:
+        return [row.payload for row in s.scalars(select(m.OutboxMessage).where(m.OutboxMessage.kind == "notify")
+                                                 .order_by(m.OutboxMessage.id))
+                if row.payload.get("kind") == "near_breach"]
+
+
+def test_alerts_once_per_account_limit_and_trading_day(world):
+    risk = browse(world, "risk")
+    # off until a distance is set: nothing is raised
+    world.ingest(opened("o1", "A1", "2026-03-02T09:00:00Z"), equity("e1", "A1", "2026-03-02T10:00:00Z", "96200"))
+    world.evaluate()
+    assert alerts(world) == []
+    assert "Not saved: within_pct" in flash_of(browse(world, "risk").post_form(
+        "/office/alerts/settings", {"within_pct": "abc"}, follow_redirects=True))
+    assert "Not saved: within_amount" in flash_of(browse(world, "risk").post_form(
+        "/office/alerts/settings", {"within_amount": "-5"}, follow_redirects=True))
+    risk = browse(world, "risk")
+    saved = risk.post_form("/office/alerts/settings", {"within_amount": "1,500", "within_pct": ""},
+                           follow_redirects=True)
+    assert "Alert distance saved." in flash_of(saved) and "1,500.00 in the account" in saved.text
+    assert len(world.audit("near_breach.settings")) == 1
+    # A1 ends the batch 1,300 above its daily floor (95,000): within 1,500 — one alert (on the state the batch
+    # leaves); more events and batches that day add none
+    world.ingest(equity("e2", "A1", "2026-03-02T11:00:00Z", "96100"), equity("e3", "A1", "2026-03-02T12:00:00Z", "96300"),
+                 opened("o2", "A2", "2026-03-02T09:00:00Z"), equity("e4", "A2", "2026-03-02T10:00:00Z", "99000"))
+    world.evaluate()
+    world.ingest(equity("e5", "A1", "2026-03-02T13:00:00Z", "96000"))
+    world.evaluate()
+    assert alerts(world) == [("A1", "daily_loss", "2026-03-02", "1300")]
+    [payload] = near_outbox(world)
+    assert payload["account"] == "A1" and payload["rule"] == "daily_loss" and payload["trader_id"] is None
+    assert "1300 above the daily loss level 95000" in payload["message"]
+    # the next trading day is a new day: it alerts again; a crossed floor is a breach, not an alert
+    world.ingest(equity("e6", "A1", "2026-03-03T10:00:00Z", "96050"),
+                 opened("o3", "A3", "2026-03-02T09:00:00Z"), equity("e7", "A3", "2026-03-02T10:00:00Z", "94000"))
+    world.evaluate()
+    assert alerts(world) == [("A1", "daily_loss", "2026-03-02", "1300"), ("A1", "daily_loss", "2026-03-03", "1050")]
+    assert world.status_of(world.accounts["A3"]) == "breached"
+    # a percentage of equity: A2 is 4,000 above its floor at 99,000 = 4.04 %
+    browse(world, "admin").post_form("/office/alerts/settings", {"within_pct": "4.5", "within_amount": ""})
+    world.ingest(equity("e8", "A2", "2026-03-02T11:00:00Z", "99010"))
+    world.evaluate()
+    assert alerts(world)[-1] == ("A2", "daily_loss", "2026-03-02", "4010")
+    assert len(near_outbox(world)) == 3
+    # the existing notification path: risk and admin get it in-app, the trader does not
+    build_dispatcher(world.sessions, env={}).run_once()
+    with world.sessions() as s:
+        titles = {(u.role, n.title) for n, u in s.execute(select(m.Notification, m.User).join(
+            m.User, m.User.id == m.Notification.user_id)) if "near" in n.title}
+    assert titles == {("admin", "Account A1 is near its daily loss limit"), ("risk", "Account A1 is near its daily loss limit"),
+                      ("admin", "Account A2 is near its daily loss limit"), ("risk", "Account A2 is near its daily loss limit")}
+
+
+def test_the_alerts_page(world):
+    browse(world, "risk").post_form("/office/alerts/settings", {"within_amount": "1500"})
+    world.ingest(opened("o1", "A1", "2026-03-02T09:00:00Z"), equity("e1", "A1", "2026-03-02T10:00:00Z", "96200"))
+    world.evaluate()
+    for role, status in (("admin", 200), ("risk", 200), ("finance", 403), ("support", 403), ("trader", 403)):
+        assert browse(world, role).get("/office/alerts").status_code == status, role
+        assert browse(world, role).get("/office/alerts.csv").status_code == status, role
+    risk = browse(world, "risk")
+    page = risk.get("/office/alerts")
+    assert "Alerts" in page.text and 'href="/office/alerts"' in page.text
+    row = re.search(r'<tr data-alert="(\d+)">(.*?)</tr>', page.text, re.S)
+    assert "A1" in row.group(2) and "1,200.00" in row.group(2) and "daily loss" in row.group(2)
+    alert_id = row.group(1)
+    other = browse(world, "fb:admin")
+    assert 'data-alert=' not in other.get("/office/alerts").text
+    assert other.post_form(f"/office/alerts/{alert_id}/seen").status_code == 404
+    risk = browse(world, "risk")
+    assert "marked seen" in flash_of(risk.post_form(f"/office/alerts/{alert_id}/seen", follow_redirects=True))
+    assert "already seen" in flash_of(risk.post_form(f"/office/alerts/{alert_id}/seen", follow_redirects=True))
+    assert 'data-alert=' not in risk.get("/office/alerts?view=unseen").text
+    exported = list(csv.DictReader(io.StringIO(risk.get("/office/alerts.csv").text)))
+    assert [(r["account"], r["limit"], r["trading_day"], r["distance"], r["seen_by"][:5]) for r in exported] == [
+        ("A1", "daily_loss", "2026-03-02", "1200", "user:")]
+    assert list(csv.DictReader(io.StringIO(risk.get("/office/alerts.csv?view=unseen").text))) == []
+    # switching alerts off
+    off = risk.post_form("/office/alerts/settings", {"within_amount": "", "within_pct": ""}, follow_redirects=True)
+    assert "alerts are off" in flash_of(off).lower()
