@@ -18,6 +18,12 @@ from sqlalchemy import create_engine, text
 # the secret store's key (platform credentials, firm secrets, staff TOTP secrets): one per test run, so no
 # test writes a key file into the working directory; servers the tests start inherit it
 os.environ.setdefault("PROPCRM_SECRET_KEY", "6Nq3Y1T8y0oQw5l0m9dJ2u3VbXy7cS4pZk1aH8rN2eE=")
+# uploaded documents (KYC files, logos) of tests on PostgreSQL, which has no database file to keep them beside:
+# a directory of this run, not ./propcrm-documents in the checkout (files landed in a commit that way)
+if "PROPCRM_DOCUMENTS_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["PROPCRM_DOCUMENTS_DIR"] = tempfile.mkdtemp(prefix="propcrm-test-documents-")
 
 PG_URL = os.environ.get("PROPCRM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
