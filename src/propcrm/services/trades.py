@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -372,5 +372,48 @@ def daily_results(closes: Sequence[tuple[dt.datetime, Decimal]], session_of) -> 
     return out
 
 
-__all__ = ["BackfillReport", "JournalPage", "PROJECTED_EVENTS", "PROJECTED_TYPES", "Statistics", "TRADE_EVENTS", "TRADE_TYPES", "backfill", "closes_between",
+# ---------------------------------------------------------------------------------------------------
+# the firm-wide trade list (API and CSV export)
+
+TRADE_STATUSES = ("open", "closed")
+EXPORT_COLUMNS = ("id", "account", "position", "symbol", "side", "lots", "order_ts", "open_ts", "open_price",
+                  "closed_lots", "close_ts", "close_price", "profit", "commission", "swap", "net", "closes", "held_s",
+                  "status")
+
+
+def firm_trades(session: Session, *, firm_id: str, status: str | None = None, opened_from: dt.datetime | None = None,
+                opened_before: dt.datetime | None = None, account_id: int | None = None, after_id: int = 0,
+                limit: int = 500) -> list[dict]:
+    """The firm's trades (every account, open and closed) in projection order, ``limit`` after the trade
+    id ``after_id`` (keyset paging: an export of millions of trades reads each page by the primary key).
+    ``opened_from`` ≤ open time < ``opened_before`` leaves out trades without an open side."""
+    if status is not None and status not in TRADE_STATUSES:
+        raise ValueError(f"`status`: one of {', '.join(TRADE_STATUSES)}")
+    table = m.Trade.__table__
+    query = (select(*(table.c[c] for c in EXPORT_COLUMNS if c != "account"), m.Account.external_id.label("account"))
+             .join(m.Account, m.Account.id == table.c.account_id)
+             .where(table.c.firm_id == firm_id, table.c.id > after_id).order_by(table.c.id).limit(limit))
+    if status is not None:
+        query = query.where(table.c.status == status)
+    if account_id is not None:
+        query = query.where(table.c.account_id == account_id)
+    if opened_from is not None:
+        query = query.where(table.c.open_ts >= opened_from)
+    if opened_before is not None:
+        query = query.where(table.c.open_ts < opened_before)
+    return [dict(row) for row in session.execute(query).mappings()]
+
+
+def all_firm_trades(session: Session, *, firm_id: str, page: int = 1000, **filters) -> Iterator[dict]:
+    """Every trade :func:`firm_trades` selects, page by page."""
+    after = 0
+    while True:
+        rows = firm_trades(session, firm_id=firm_id, after_id=after, limit=page, **filters)
+        yield from rows
+        if len(rows) < page:
+            return
+        after = rows[-1]["id"]
+
+
+__all__ = ["BackfillReport", "EXPORT_COLUMNS", "TRADE_STATUSES", "all_firm_trades", "firm_trades", "JournalPage", "PROJECTED_EVENTS", "PROJECTED_TYPES", "Statistics", "TRADE_EVENTS", "TRADE_TYPES", "backfill", "closes_between",
            "daily_results", "journal", "projected", "record", "statistics"]

@@ -1,6 +1,6 @@
 """CSV exports of every staff list: ``/office/<list>.csv`` with the list page's filters, for the roles that
-may open that page (``csv_export.py``: streamed, formula-safe). Accounts, traders, decisions: every staff
-role; cases and the audit log: admin and risk; payouts: admin, risk, finance.
+may open that page (``csv_export.py``: streamed, formula-safe). Accounts, traders, decisions and the firm's
+trades (every account's, ``/office/trades.csv``): every staff role; cases and the audit log: admin and risk; payouts: admin, risk, finance.
 """
 
 from __future__ import annotations
@@ -88,6 +88,16 @@ def decisions_csv(request: Request, user: Role(*STAFF)) -> Response:
 
     return csv_response(request, "decisions", ["id", "time", "account", "kind", "rule", "phase", "value",
                                                "threshold", "message"], produce)
+
+
+@router.get("/office/trades.csv")
+def trades_csv(request: Request, user: Role(*STAFF)) -> Response:
+    """Every trade of the firm (the trade-history projection, both deployments): ``status`` open/closed."""
+    from ...api.routers.trades import trade_csv
+    from ...services.trades import TRADE_STATUSES
+
+    status = request.query_params.get("status")
+    return trade_csv(request, user.firm_id, {"status": status if status in TRADE_STATUSES else None})
 
 
 @router.get("/office/cases.csv")
