@@ -3,8 +3,10 @@
 The evaluation write path (:func:`propcrm.services.outcomes.write_outcomes`, shared by the embedded
 worker and the partitioned NATS workers) calls :func:`record` with the trade events the engine accepted
 in the batch, inside the transaction of the batch's decisions: the projection is exactly as committed
-as the decisions. Readers — the portal's journal, statistics and P/L calendar, the back office's
-trade list — read these tables, never ``raw_events``.
+as the decisions. With them go the account's logins (``session`` events) and the time and ip/device of
+every trade event to :class:`~propcrm.adapters.db.models.AccountActivity`. Readers — the portal's
+journal, statistics and P/L calendar, the back office's trade list, the firm-wide trade export and the
+abuse analysis (:mod:`propcrm.services.analysis`) — read these tables, never ``raw_events``.
 
 A position is a :class:`~propcrm.adapters.db.models.Trade` row: ``open`` from its ``trade_opened``;
 every ``trade_closed`` adds a :class:`~propcrm.adapters.db.models.TradeClose` row and its lots,
