@@ -89,7 +89,7 @@ def export_trades(request: Request, user: StaffUser, status: Status = None, open
 
 
 def trade_csv(request: Request, firm_id: str, filters: dict[str, Any]) -> Response:
-    """The export, streamed from a read-only unit of work (shared with the back office's link)."""
+    """The export, streamed from a read-only unit of work (the back office's ``/office/trades.csv`` is the same)."""
     columns = trade_history.EXPORT_COLUMNS
 
     def produce(session):

@@ -93,11 +93,16 @@ def decisions_csv(request: Request, user: Role(*STAFF)) -> Response:
 @router.get("/office/trades.csv")
 def trades_csv(request: Request, user: Role(*STAFF)) -> Response:
     """Every trade of the firm (the trade-history projection, both deployments): ``status`` open/closed."""
-    from ...api.routers.trades import trade_csv
-    from ...services.trades import TRADE_STATUSES
+    from ...services.trades import EXPORT_COLUMNS, TRADE_STATUSES, all_firm_trades
 
     status = request.query_params.get("status")
-    return trade_csv(request, user.firm_id, {"status": status if status in TRADE_STATUSES else None})
+    status = status if status in TRADE_STATUSES else None
+
+    def produce(session):
+        for row in all_firm_trades(session, firm_id=user.firm_id, status=status):
+            yield tuple(row[c] for c in EXPORT_COLUMNS)
+
+    return csv_response(request, "trades", list(EXPORT_COLUMNS), produce)
 
 
 @router.get("/office/cases.csv")
