@@ -38,6 +38,24 @@ def hedging(a: str, b: str, start: dt.datetime, prefix: str, n: int = 4) -> list
     return events
 
 
+def _wait_evaluated(site, account_ids: list[int], *, closed: int, timeout: float = 20.0) -> None:
+    import time
+
+    from sqlalchemy import func
+
+    from propcrm.adapters.db import models as m
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with site.sessions() as s:
+            done = s.scalar(select(func.count()).select_from(m.Trade).where(
+                m.Trade.account_id.in_(account_ids), m.Trade.status == "closed"))
+        if done >= closed:
+            return
+        assert time.monotonic() < deadline, f"{done} of {closed} trades evaluated\n{site.log_tail()}"
+        time.sleep(0.1)
+
+
 def _plant_hedging_case(site, page):
     """Two accounts of different traders hedge each other; the risk user runs the analysis from the list."""
     a, b = site.new_account(trader="t1"), site.new_account(trader="t2")
@@ -46,6 +64,7 @@ def _plant_hedging_case(site, page):
     # each batch in its own hours: two pairs trading the same seconds would look like a crowd, not a pair
     start = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(hours=1 + 2 * batch)
     site.post_events(hedging(a["external_id"], b["external_id"], start, prefix))
+    _wait_evaluated(site, [a["id"], b["id"]], closed=8)  # the analysis reads what the evaluation projected
     page.goto("/office/cases")
     page.get_by_role("button", name="Analyse new events now").click()
     page.wait_for_url("**/office/cases")
@@ -152,6 +171,7 @@ def test_a_latency_case_shows_each_stale_fill_against_the_reference_quotes(site,
              "position": f"lt{k}", "lots": "0.50", "price": "2041.20", "profit": "35.00"},
         ]
     site.post_events(events)
+    _wait_evaluated(site, [account["id"]], closed=6)
     page = page_as("admin")
     page.goto("/office/cases")
     page.get_by_role("button", name="Analyse new events now").click()

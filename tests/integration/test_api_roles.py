@@ -15,6 +15,7 @@ from argon2 import PasswordHasher
 from propcrm.services import users
 from support import routes_analytics, routes_firms, routes_governance, routes_lifecycle, routes_people
 from support.routes import A1, ADMIN, ALL, EVERYONE, FINANCE, RISK, Route
+from support.routes_lifecycle import STAFF
 from support.staff import PASSWORD, ROLES, World, build_world, seed
 
 NOT_IN_TABLE = {("POST", "/api/v1/events")}  # signed by platform API keys, not users (test_api_events.py)
@@ -47,6 +48,8 @@ TABLE = [
     Route("GET", "/api/v1/accounts/{account_id}", ALL, path=A1),
     Route("GET", "/api/v1/accounts/{account_id}/decisions", ALL, path=A1),
     Route("GET", "/api/v1/decisions", ALL),
+    Route("GET", "/api/v1/trades", STAFF),
+    Route("GET", "/api/v1/trades.csv", STAFF),
     Route("GET", "/api/v1/accounts/{account_id}/overrides", RISK, path=A1),
     Route("POST", "/api/v1/accounts/{account_id}/overrides", RISK,
           path=lambda w, who: str(w.new_account(status="breached")), body=lambda w, who: {"reason": "false positive"}),

@@ -80,9 +80,9 @@ def reference_numbers(s, firm_id):
             .order_by(m.Decision.id)):
         outcome.setdefault(account_id, (kind, ts))
     starts = dict(s.execute(
-        select(m.RawEvent.account_id, func.min(m.RawEvent.ts)).where(
-            m.RawEvent.firm_id == firm_id, m.RawEvent.account_id.is_not(None),
-            m.RawEvent.type != "session").group_by(m.RawEvent.account_id)).all())
+        select(m.AccountActivity.account_id, func.min(m.AccountActivity.ts)).where(
+            m.AccountActivity.firm_id == firm_id, m.AccountActivity.kind != "session")
+        .group_by(m.AccountActivity.account_id)).all())
     groups = {}
     for account in accounts.values():
         key = (account.product_id, account.phase)
@@ -138,9 +138,9 @@ def _decision(s, firm, account_id, kind, ts, rule="max_loss", phase="phase-1"):
                      kind=kind, rule=rule, phase=phase, message=kind, body=json.dumps({"details": {}}).encode()))
 
 
-def _event(s, firm, account_id, n, ts, type_="trade"):
-    s.add(m.RawEvent(firm_id=firm, source="tests", event_id=f"e-{account_id}-{n}", account_id=account_id, type=type_,
-                     ts=ts, body=b"{}", status="applied"))
+def _event(s, firm, account_id, n, ts, type_="opened"):
+    """What the evaluation projects of an account's trading (account_activity): a trade or a login."""
+    s.add(m.AccountActivity(firm_id=firm, account_id=account_id, kind=type_, ts=ts))
 
 
 def _payout(s, firm, account_id, lineage, status="approved", penalties=None, amount=Decimal("100")):
@@ -176,8 +176,8 @@ def build_firm(make, firm: str) -> None:
             start = T0 + dt.timedelta(hours=7 * i, minutes=i)
             if i % 6 != 5:  # a passed account without events: no days to pass
                 _event(s, firm, account.id, 0, start - dt.timedelta(hours=3), type_="session")  # never the start
-                _event(s, firm, account.id, 1, start + dt.timedelta(hours=2))
-                _event(s, firm, account.id, 2, start, type_="trade")
+                _event(s, firm, account.id, 1, start + dt.timedelta(hours=2), type_="closed")
+                _event(s, firm, account.id, 2, start)
             kind = i % 5
             if kind == 0:
                 _decision(s, firm, account.id, "phase_passed", start + dt.timedelta(days=3, seconds=i * 977))

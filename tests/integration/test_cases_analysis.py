@@ -280,10 +280,12 @@ def test_a_device_longer_than_the_index_column_does_not_stall_the_analysis(world
     device = "d" * 250  # trade_opened's ip/device are not length-limited by the contract
     world.ingest({"id": "o1", "type": "trade_opened", "account": "A1", "ts": "2026-03-02T07:00:00Z", "position": "p1",
                   "symbol": "EURUSD", "side": "buy", "lots": "1", "price": "1.08500", "device": device})
+    world.evaluate()
     with world.sessions.begin() as s:
         assert run(s, firm_id="fa", full=True).mode == "full"
     world.ingest({"id": "o2", "type": "trade_opened", "account": "A1", "ts": "2026-03-02T08:00:00Z", "position": "p2",
                   "symbol": "EURUSD", "side": "buy", "lots": "1", "price": "1.08500", "device": device})
+    world.evaluate()
     with world.sessions.begin() as s:
         assert run(s, firm_id="fa").mode == "incremental"
     with world.sessions() as s:

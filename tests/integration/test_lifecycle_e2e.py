@@ -1,4 +1,7 @@
-"""A trader's whole life through the API, on SQLite and PostgreSQL.
+"""A trader's whole life through the API, in both deployments: embedded (SQLite and PostgreSQL, the
+evaluation worker in the test's process) and scaled out (NATS JetStream and PostgreSQL: the API as the
+ingest node publishing to the stream, a ``propcrm worker`` process evaluating, the dispatcher publishing
+the payout's withdrawal and the scaling's carried profit to the stream).
 
 A lead is captured and converted; the trader buys a challenge with a discount code (the payment
 provider's signed webhook marks it paid and the challenge account is created); real trading events
@@ -17,13 +20,14 @@ import json
 
 import pytest
 from argon2 import PasswordHasher
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from propcrm.adapters.db import models as m
 from propcrm.domain.rulepack import canonical_json
 from propcrm.services import users
 from support.lifecycle import add_user, life_pack, open_case, provider_key, signed_post
 from support.staff import build_world, seed
+from integration.test_cluster import bus, nats_url, pg_url  # noqa: F401 - fixtures of the scale-out variant
 
 UTC = dt.timezone.utc
 CASE_STATUS_ROUTE = "/api/v1/cases/{case_id}/status"
@@ -54,6 +58,62 @@ def _dismiss(world, case_id: int) -> None:
 
 
 def test_a_trader_buys_passes_gets_funded_is_paid_after_a_case_is_dismissed_and_is_scaled(world):
+    _life(world, world.evaluate)
+
+
+def test_the_same_life_in_the_scaled_out_deployment(pg_url, bus, tmp_path, monkeypatch):
+    """The same story with ``PROPCRM_NATS_URL`` set: nothing goes through ``raw_events``."""
+    import os
+
+    from integration.test_cluster import _last_seq_per_partition, _start_worker, _stop, _tail
+    from propcrm.adapters.db.models_cluster import DeadLetter, PartitionCheckpoint
+    from propcrm.services.dispatch import build_dispatcher
+
+    for key, value in bus.as_env().items():
+        monkeypatch.setenv(key, value)
+    _, world = build_world(pg_url)  # (the app reads the bus configuration when it is made)
+    with monkeypatch.context() as embedded:  # seed's quarantine fixture writes to the embedded log
+        for key in bus.as_env():
+            embedded.delenv(key)
+        seed(world)
+    monkeypatch.setenv("PROPCRM_SNAPSHOT_INTERVAL", "0.2")  # stored states follow the decisions quickly
+    log = tmp_path / "worker.log"
+    worker = _start_worker(pg_url, bus, log)
+
+    def settle(timeout: float = 60.0) -> None:
+        """What ``world.evaluate`` is embedded: the outbox's stream events published, then every message of
+        the stream evaluated by the worker and its states stored."""
+        import asyncio
+        import time
+
+        build_dispatcher(world.sessions, env=dict(os.environ)).run_once()
+        targets = asyncio.run(_last_seq_per_partition(bus))
+        began = time.monotonic()
+        while True:
+            with world.sessions() as s:
+                points = {p: (seq, state_seq) for p, seq, state_seq in s.execute(
+                    select(PartitionCheckpoint.partition, PartitionCheckpoint.seq, PartitionCheckpoint.state_seq)
+                    .where(PartitionCheckpoint.stream == bus.stream))}
+            if all(points.get(p, (0, 0))[0] >= seq and points[p][1] >= seq for p, seq in targets.items()):
+                return
+            if time.monotonic() - began > timeout:
+                with world.sessions() as s:
+                    letters = s.execute(select(DeadLetter.event_id, DeadLetter.reason)).all()
+                raise AssertionError(f"not settled: {targets} vs {points}; dead letters {letters}\n{_tail(log)}")
+            time.sleep(0.05)
+
+    try:
+        with world.client:  # the lifespan connects the ingest node to the stream
+            _life(world, settle, bus=True)
+        with world.sessions() as s:
+            assert s.scalar(select(func.count()).select_from(m.RawEvent).where(m.RawEvent.status != "rejected")) == 0
+            assert s.scalar(select(func.count()).select_from(DeadLetter)) == 0
+        assert worker.poll() is None, _tail(log)
+    finally:
+        _stop([worker])
+
+
+def _life(world, evaluate, *, bus: bool = False) -> None:
     c = world.client
     admin, finance, support, risk = (world.headers(r) for r in ("admin", "finance", "support", "risk"))
     second_finance = world.headers(add_user(world, firm="fa", role="finance", name="finance2"))
@@ -101,19 +161,19 @@ def test_a_trader_buys_passes_gets_funded_is_paid_after_a_case_is_dismissed_and_
     start = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(days=60)
     ext = f"CH-{order['id']}"
 
-    def trade(account: str, day: int, profit: str, tag: str) -> None:
+    def trade(account: str, day: int, profit: str, tag: str, hold: dt.timedelta = dt.timedelta(hours=1)) -> None:
         at = start + dt.timedelta(days=day, hours=10)
         lines = [
             {"id": f"{tag}-o", "type": "trade_opened", "account": account, "ts": at.isoformat(), "position": tag,
              "symbol": "EURUSD", "side": "buy", "lots": "1", "price": "1.1"},
             {"id": f"{tag}-c", "type": "trade_closed", "account": account,
-             "ts": (at + dt.timedelta(hours=1)).isoformat(), "position": tag, "lots": "1", "price": "1.2",
+             "ts": (at + hold).isoformat(), "position": tag, "lots": "1", "price": "1.2",
              "profit": profit},
         ]
         body = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
         response = signed_post(world, "/api/v1/events", body, mt5)
         assert response.status_code == 200 and response.json()["rejected"] == 0, response.text
-        world.evaluate()
+        evaluate()
 
     trade(ext, 0, "1000", "p1")
     trade(f"{ext}.phase-2", 1, "500", "p2")
@@ -154,11 +214,17 @@ def test_a_trader_buys_passes_gets_funded_is_paid_after_a_case_is_dismissed_and_
     assert approved["status"] == "approved" and approved["trader_amount"] == "1600"
 
     # the withdrawal is a balance event with reason payout; the account is back at its initial balance
-    world.evaluate()
-    with world.sessions() as s:
-        event = s.scalar(select(m.RawEvent).where(m.RawEvent.event_id == f"payout-{second['id']}"))
-        assert event.status == "applied" and json.loads(event.body)["reason"] == "payout"
-        assert json.loads(event.body)["amount"] == "-2000"
+    evaluate()
+    if bus:  # through the stream: applied once by the worker, audited with its stream position
+        from propcrm.services.payouts import WITHDRAWAL_APPLIED
+
+        [applied_once] = world.audit(WITHDRAWAL_APPLIED)
+        assert applied_once.entity_id == str(second["id"]) and applied_once.after["event"] == f"payout-{second['id']}"
+    else:
+        with world.sessions() as s:
+            event = s.scalar(select(m.RawEvent).where(m.RawEvent.event_id == f"payout-{second['id']}"))
+            assert event.status == "applied" and json.loads(event.body)["reason"] == "payout"
+            assert json.loads(event.body)["amount"] == "-2000"
     detail = _ok(c.get(f"/api/v1/accounts/{funded_id}", headers=me))
     assert detail["status"] == "funded" and detail["balance"] == "10000"
     assert detail["max_loss_level"]["level"] == "9000"  # the trailing level moved down with the withdrawal
@@ -167,8 +233,16 @@ def test_a_trader_buys_passes_gets_funded_is_paid_after_a_case_is_dismissed_and_
 
     # trading after the payout, then scaling (queued for approval, the firm's default)
     later = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(hours=2)  # events are never from the future
+    hold = dt.timedelta(hours=1)
+    if bus:  # the stream cannot be searched: the withdrawal was stamped at the approval, and an account's
+        # events older than it would be refused as out of order (services/payouts.py withdrawal_ts)
+        from propcrm.services.evaluation import STATE_DECODER as DECODE_STATE
+
+        with world.sessions() as s:
+            later = DECODE_STATE.decode(s.get(m.AccountState, funded_id).state).last_ts + dt.timedelta(seconds=1)
+        hold = dt.timedelta(seconds=1)
     start = later - dt.timedelta(days=2, hours=10)
-    trade(funded_ext, 2, "300", "f2")
+    trade(funded_ext, 2, "300", "f2", hold)
     review = _ok(c.get(f"/api/v1/accounts/{funded_id}/scaling", headers=me))
     assert review["eligible"], review["failed_checks"]
     queued = _ok(c.post(f"/api/v1/accounts/{funded_id}/scale", headers=risk), 201)
@@ -177,7 +251,7 @@ def test_a_trader_buys_passes_gets_funded_is_paid_after_a_case_is_dismissed_and_
     assert applied["status"] == "applied" and applied["to_split"] == "90" and applied["carried_profit"] == "300"
     # the carried profit keeps the split it was earned at (80%), not the scaled account's 90%
     assert applied["carried_parts"] == [{"amount": "300", "split_pct": "80", "source": funded_ext}]
-    world.evaluate()
+    evaluate()
     bigger = _ok(c.get(f"/api/v1/accounts/{applied['new_account_id']}", headers=me))
     assert bigger["external_id"] == f"{ext}.s1" and bigger["initial_balance"] == "12500"
     assert bigger["balance"] == "12800"  # the unpaid profit came along
@@ -208,6 +282,22 @@ def test_a_trader_buys_passes_gets_funded_is_paid_after_a_case_is_dismissed_and_
     assert steps[f"carried over from {funded_ext} at 80%"] == ("240", "300.00 × 80% = 240.00")
     assert steps["earned since scaling at 90%"] == ("0", "0.00 × 90% = 0.00")
 
+    # the funded account's trades as projected (both deployments): the four trades, payout or not
+    trades = _ok(c.get(f"/api/v1/trades?account_id={funded_id}", headers=finance))["items"]
+    assert [(t["position"], t["status"], t["profit"].split(".")[0]) for t in trades] == [
+        ("f1", "closed", "2000"), ("f2", "closed", "300")]
+
+    # every step is in the audit chain, and the chain holds
+    actions = {e.action for e in world.audit("payout.approved") + world.audit("account.scale")
+               + world.audit("trader.stage") + world.audit("order.paid")}
+    assert actions == {"payout.approved", "account.scale", "trader.stage", "order.paid"}
+    from propcrm.services.audit import verify
+
+    with world.sessions() as s:
+        assert verify(s).ok
+    if bus:
+        return  # (the scale-out replay equality is tests/integration/test_cluster.py's kill test)
+
     # the funded account's history, payout withdrawal included, replays to the stored state and decisions
     from propcrm.domain.decisions import ENCODER
     from propcrm.domain.events import DECODER
@@ -225,12 +315,3 @@ def test_a_trader_buys_passes_gets_funded_is_paid_after_a_case_is_dismissed_and_
     replayed = engine.feed(events)
     assert [ENCODER.encode(d) for d in replayed] == stored
     assert engine.states[funded_ext] == stored_state
-
-    # every step is in the audit chain, and the chain holds
-    actions = {e.action for e in world.audit("payout.approved") + world.audit("account.scale")
-               + world.audit("trader.stage") + world.audit("order.paid")}
-    assert actions == {"payout.approved", "account.scale", "trader.stage", "order.paid"}
-    from propcrm.services.audit import verify
-
-    with world.sessions() as s:
-        assert verify(s).ok

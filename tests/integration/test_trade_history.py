@@ -59,6 +59,29 @@ def _stored(Session) -> dict[tuple[str, str], dict]:
     return out
 
 
+def _expected_activity(lines: list[bytes]) -> list[tuple]:
+    """Each trade and login event as the account activity should hold it (account, kind, time, network, device)."""
+    from propcrm.analytics.frame import network_of
+    from propcrm.domain.events import Session as Login
+
+    out = []
+    for line in lines:
+        ev = DECODER.decode(line)
+        kind = {TradeOpened: "opened", TradeClosed: "closed", Login: "session"}.get(type(ev))
+        if kind is not None:
+            ip = getattr(ev, "ip", None)
+            out.append((ev.account, kind, ev.ts, network_of(ip) if ip else None, getattr(ev, "device", None) or None))
+    return sorted(out)
+
+
+def _activity(Session) -> list[tuple]:
+    with Session() as s:
+        rows = s.execute(select(m.Account.external_id, m.AccountActivity.kind, m.AccountActivity.ts,
+                                m.AccountActivity.ip, m.AccountActivity.device)
+                         .join(m.Account, m.Account.id == m.AccountActivity.account_id))
+        return sorted(tuple(row) for row in rows)
+
+
 def test_the_embedded_worker_projects_every_trade_and_the_backfill_rebuilds_the_same(db_url):
     lines = [x.rstrip(b"\n") for x in generate(SPEC)]
     Session = sessions(make_engine(db_url))
@@ -67,10 +90,14 @@ def test_the_embedded_worker_projects_every_trade_and_the_backfill_rebuilds_the_
     expected = _expected(lines)
     assert any(row["closes"] for row in expected.values()), "the synthetic firm should close trades"
     assert _stored(Session) == expected
+    activity = _expected_activity(lines)
+    assert any(kind == "session" for _, kind, *_ in activity) and any(ip for *_, ip, _ in activity)
+    assert _activity(Session) == activity
     with Session.begin() as s:
         report = trades.backfill(s, firm_id=FIRM)
     assert report.events == sum(1 for x in lines if b'"trade_' in x)
     assert _stored(Session) == expected
+    assert _activity(Session) == activity
 
 
 def test_the_partitioned_workers_project_the_same_trades(db_url):
@@ -84,6 +111,7 @@ def test_the_partitioned_workers_project_the_same_trades(db_url):
             result = store.apply([(run, messages[i:i + 4])])
             assert not result.failed, result.error
     assert _stored(Session) == _expected(lines)
+    assert _activity(Session) == _expected_activity(lines)
 
 
 def _event(Session, account_id: int, seq: int, line: str) -> None:

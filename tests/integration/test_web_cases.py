@@ -79,6 +79,7 @@ def sessions_events(accounts: list[str], device: str, *, prefix: str = "s") -> l
 def plant(world) -> dict[str, int]:
     """Hedging A1↔A2 (and a shared device), stale fills on A3; one full analysis. Case ids by detector."""
     world.ingest(*sessions_events(["A1", "A2"], "dev-shared-1"), *hedging_events("A1", "A2"), *latency_events("A3"))
+    world.evaluate()  # the analysis reads what the evaluation projected
     with world.sessions.begin() as s:
         analysis.run(s, firm_id="fa", full=True)
     with world.sessions() as s:
@@ -320,6 +321,7 @@ def test_the_analyse_button_runs_an_incremental_pass_and_new_cases_appear(world)
     page = browse(world, "risk")
     assert "No cases match" in page.get("/office/cases").text
     world.ingest(*hedging_events("A1", "A2"))
+    world.evaluate()
     done = page.post_form("/office/cases/analyse", {})
     assert done.status_code == 303 and done.headers["location"] == "/office/cases"
     assert flash_of(done).startswith("Analysis (full) read") and "opened" in flash_of(done)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+from decimal import Decimal
 
 import pytest
 
@@ -18,7 +19,8 @@ pytestmark = pytest.mark.usefixtures("cheap_argon2")
 
 LISTS = {"accounts": ("admin", "risk", "finance", "support"), "traders": ("admin", "risk", "finance", "support"),
          "decisions": ("admin", "risk", "finance", "support"), "cases": ("admin", "risk"),
-         "payouts": ("admin", "risk", "finance"), "audit": ("admin", "risk")}
+         "payouts": ("admin", "risk", "finance"), "audit": ("admin", "risk"),
+         "trades": ("admin", "risk", "finance", "support")}
 
 
 @pytest.fixture
@@ -85,3 +87,47 @@ def test_a_cell_is_exact_and_safe():
     assert cell(Decimal("-12.50")) == "-12.50" and cell("-12.50") == "-12.50"
     assert cell("-1+1") == "'-1+1" and cell("\t=1") == "'\t=1" and cell("\r=1") == "'\r=1"
     assert cell(None) == "" and cell(True) == "true" and cell("plain") == "plain"
+
+
+def test_the_firm_wide_trade_export_holds_every_accounts_trades_as_projected(world):
+    """The trades of every account of the firm (partial closes summed, costs signed), nothing of another
+    firm; the JSON list pages by trade id with the same filters; the accounts page links the export."""
+    ts = "2026-03-02T09:{:02d}:00Z".format
+    world.ingest(
+        {"id": "o1", "type": "trade_opened", "account": "A1", "ts": ts(0), "position": "p1", "symbol": "EURUSD",
+         "side": "buy", "lots": "2", "price": "1.08500", "order_ts": "2026-03-02T08:59:59.500Z"},
+        {"id": "c1", "type": "trade_closed", "account": "A1", "ts": ts(5), "position": "p1", "lots": "0.5",
+         "price": "1.08600", "profit": "50", "commission": "-3.50"},
+        {"id": "c2", "type": "trade_closed", "account": "A1", "ts": ts(9), "position": "p1", "lots": "1.5",
+         "price": "1.08700", "profit": "300", "swap": "-1.25"},
+        {"id": "o2", "type": "trade_opened", "account": "A2", "ts": ts(7), "position": "q1", "symbol": "=cmd()",
+         "side": "sell", "lots": "1", "price": "10"})
+    world.ingest({"id": "o3", "type": "trade_opened", "account": "B1", "ts": ts(8), "position": "r1",
+                  "symbol": "XAUUSD", "side": "buy", "lots": "1", "price": "2000"}, firm="fb")
+    world.evaluate()
+    rows = table(browse(world, "finance").get("/office/trades.csv"))
+    header = rows[0]
+    got = [dict(zip(header, r)) for r in rows[1:]]
+    assert [(r["account"], r["position"], r["status"]) for r in got] == [("A1", "p1", "closed"), ("A2", "q1", "open")]
+    p1 = got[0]
+    assert (p1["closes"], p1["held_s"]) == ("2", "540")
+    assert [Decimal(p1[k]) for k in ("lots", "closed_lots", "profit", "commission", "swap", "net", "close_price")] == \
+        [Decimal(v) for v in ("2", "2", "350", "-3.50", "-1.25", "345.25", "1.08675")]  # exact decimal text
+    assert p1["order_ts"].startswith("2026-03-02T08:59:59.500") and p1["open_ts"].startswith("2026-03-02T09:00:00")
+    assert got[1]["symbol"] == "'=cmd()"  # a formula defused
+    assert [r[1] for r in table(browse(world, "fb:admin").get("/office/trades.csv"))[1:]] == ["B1"]
+    assert [r[1] for r in table(browse(world, "risk").get("/office/trades.csv?status=open"))[1:]] == ["A2"]
+    assert 'href="/office/trades.csv"' in browse(world, "support").get("/office/accounts").text
+
+    first = world.client.get("/api/v1/trades?limit=1", headers=world.headers("risk")).json()
+    assert [t["position"] for t in first["items"]] == ["p1"] and first["items"][0]["net"].startswith("345.25")
+    rest = world.client.get(f"/api/v1/trades?limit=1&after={first['next_after']}", headers=world.headers("risk")).json()
+    assert [t["position"] for t in rest["items"]] == ["q1"]
+    closed = world.client.get("/api/v1/trades?status=closed&opened_from=2026-03-02T09:00:00Z",
+                              headers=world.headers("admin")).json()
+    assert [t["position"] for t in closed["items"]] == ["p1"] and closed["next_after"] is None
+    naive = world.client.get("/api/v1/trades?opened_from=2026-03-02T09:00:00", headers=world.headers("admin"))
+    assert naive.status_code == 422 and "opened_from" in naive.text
+    exported = world.client.get(f"/api/v1/trades.csv?account_id={world.accounts['A2']}", headers=world.headers("support"))
+    assert exported.status_code == 200 and [r[1] for r in table(exported)[1:]] == ["A2"]
+    assert world.client.get("/api/v1/trades", headers=world.headers("trader")).status_code == 403

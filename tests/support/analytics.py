@@ -69,11 +69,15 @@ def store_firm(sessions, *, firm: str = "fa", spec: AbuseSpec = SMALL, split: fl
 
 
 def ingest_events(sessions, events: list[dict], *, firm: str = "fa", chunk: int = 5000) -> None:
+    """Ingest and evaluate (the analysis reads what the evaluation projected: trades, closes, logins)."""
+    from propcrm.services.evaluation import EvaluationWorker
+
     for start in range(0, len(events), chunk):
         body = b"".join(json.dumps(e).encode() + b"\n" for e in events[start:start + chunk])
         with sessions.begin() as s:
             report = ingest(s, firm_id=firm, source="mt5", body=body)
         assert report.rejected == 0, report.to_dict()["lines"][:3]
+    EvaluationWorker(sessions).run_until_idle()
 
 
 def new_case(world, *, firm: str = "fa", account: str | None = None, status: str = "open") -> int:

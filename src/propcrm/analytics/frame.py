@@ -234,6 +234,12 @@ class FrameBuilder:
             index = self._sym[name] = len(self._sym)
         return index
 
+    def login(self, account: str, ms: int, network: str, device: str) -> FrameBuilder:
+        """A login (or an open's ip/device) already reduced to its network (:func:`network_of`): the
+        projection keeps them so (``account_activity``)."""
+        self._sessions.append((self.account(account), ms, network, device))
+        return self
+
     def add(self, events: Iterable) -> FrameBuilder:
         for event in events:
             kind = type(event)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from . import auth
-from .routers import accounts, admin, cases, halts, lifecycle, packs, payouts, quarantine, symbols
+from .routers import accounts, admin, cases, halts, lifecycle, packs, payouts, quarantine, symbols, trades
 from .routers import firms  # issue 16: tenants
 
 PREFIX = "/api/v1"
@@ -15,6 +15,6 @@ PREFIX = "/api/v1"
 
 def mount(app: FastAPI) -> None:
     for router in (auth.router, accounts.router, packs.router, halts.router, admin.router, quarantine.router,
-                   symbols.router, firms.router,
+                   symbols.router, trades.router, firms.router,
                    *cases.routers, *lifecycle.routers, *payouts.routers):
         app.include_router(router, prefix=PREFIX)

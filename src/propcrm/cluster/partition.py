@@ -57,7 +57,7 @@ from ..services.catalog import PackCache
 from ..services.ingest import ahead_of_clock, max_ahead_from_env, quarantine_lines
 from ..services import audit
 from ..services.payouts import SOURCE as PAYOUT_SOURCE, WITHDRAWAL_APPLIED
-from ..services.trades import TRADE_EVENTS
+from ..services.trades import PROJECTED_EVENTS
 from ..services.outcomes import (
     RESEND,
     STATE_DECODER,
@@ -654,10 +654,10 @@ class PartitionStore:
         changed = set(accounts)
         if before is not None:
             changed.update(a for a, st in states.items() if before.get(a) is not st)
-        trades: dict[str, list] = {}  # the accepted trade events per account (trade-history projection)
+        trades: dict[str, list] = {}  # the accepted trade and login events per account (the projections)
         if not silent:
             for ev, number in zip(events, lines_of):
-                if isinstance(ev, TRADE_EVENTS) and number not in refused:
+                if isinstance(ev, PROJECTED_EVENTS) and number not in refused:
                     trades.setdefault(ev.account, []).append((ev, None))
         by_account: dict[str, list[Decision]] = {}
         for decision in decisions:

@@ -1,13 +1,21 @@
-"""Abuse analysis over the stored events: full passes, incremental passes, and what they write.
+"""Abuse analysis over the trade-history projection: full passes, incremental passes, and what they write.
 
-A **full** pass reads the firm's stored trade, session, price and news events, runs every detector
-(:mod:`propcrm.analytics`) and rewrites the firm's account links, fingerprints and risk scores; each
-finding opens or updates a case (:func:`propcrm.services.cases.record_finding`). An **incremental**
-pass reads only the events stored after the firm's watermark (``analysis_watermarks.last_seq``) and
-re-analyses the accounts they touch together with their possible counterparts — accounts that opened
-a trade inside the matching windows around the new trades, and accounts sharing an IP, device or
-payment method with them — so its cost follows the new batch, not the firm's history. Run one before
-any payout decision (:func:`refresh`), and continuously with ``propcrm analyze db --follow``.
+Trading comes from the projections the evaluation write path keeps in both deployments (embedded and
+scaled out, :mod:`propcrm.services.trades`): positions from ``trades`` and ``trade_closes``, logins
+and the ip/device of opens from ``account_activity`` — never from the event log, which the scale-out
+deployment does not fill. Only market data (reference ``price`` quotes and ``news``) is read from
+``raw_events``, where the embedded deployment keeps it (:func:`_events`).
+
+A **full** pass reads the firm's projected trades and logins (and the stored quotes and news), runs
+every detector (:mod:`propcrm.analytics`) and rewrites the firm's account links, fingerprints and risk
+scores; each finding opens or updates a case (:func:`propcrm.services.cases.record_finding`). An
+**incremental** pass reads only the activity after the firm's watermark (``analysis_watermarks.last_seq``:
+an ``account_activity.id``) and re-analyses the accounts it touches together with their possible
+counterparts — accounts that opened a trade inside the matching windows around the new trades, and
+accounts sharing an IP, device or payment method with them — so its cost follows the new batch, not the
+firm's history. Run one before any payout decision (:func:`refresh`), and continuously with
+``propcrm analyze db --follow``. What the analysis sees is what was evaluated: an event still waiting
+for the evaluation is seen by the next pass.
 
 Everything a pass writes is one transaction: a crash loses the pass (the watermark did not move), never
 half of it.
@@ -19,6 +27,7 @@ import datetime as dt
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -27,13 +36,12 @@ from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
 from ..adapters.db.models_analytics import AccountFingerprint, AccountLink, AnalysisWatermark, RiskScore
-from ..domain.events import DECODER
+from ..domain.events import DECODER, TradeClosed, TradeOpened
 from . import audit
 from .cases import record_finding
 from .errors import Invalid
 
 UTC = dt.timezone.utc
-TYPES = ("trade_opened", "trade_closed", "session", "price", "news")
 MAX_SCOPE_ROUNDS = 3
 VALUE_MAX = 200  # account_fingerprints.value / account_links.value
 
@@ -307,26 +315,143 @@ def _write_cases(session: Session, firm_id: str, analysis, ids: dict[str, int], 
     return dict(outcome)
 
 
-def _events(session: Session, firm_id: str, *, after: int, upto: int, account_ids: list[int] | None = None,
-            types: tuple[str, ...] = TYPES, ts_range: tuple[dt.datetime, dt.datetime] | None = None) -> list[bytes]:
+def _events(session: Session, firm_id: str, *, types: tuple[str, ...],
+            ts_range: tuple[dt.datetime, dt.datetime] | None = None) -> list[bytes]:
+    """The firm's stored market data (``price`` and ``news`` events: reference quotes for the latency
+    detector, the news calendar for the risk score) — not trading, which comes from the projections. Only
+    the embedded deployment stores them (``raw_events``); scaled out there are none and the detectors
+    that need them see no quotes and no news."""
     query = select(m.RawEvent.body).where(m.RawEvent.firm_id == firm_id, m.RawEvent.type.in_(types),
-                                          m.RawEvent.seq > after, m.RawEvent.seq <= upto,
-                                          m.RawEvent.status != "rejected")
+                                          m.RawEvent.account_id.is_(None), m.RawEvent.status != "rejected")
     if ts_range is not None:
         query = query.where(m.RawEvent.ts >= ts_range[0], m.RawEvent.ts <= ts_range[1])
-    if account_ids is None:
-        return [bytes(b) for b in session.scalars(query.order_by(m.RawEvent.seq))]
-    out = []
-    for chunk in range(0, len(account_ids), 500):
-        out += [bytes(b) for b in session.scalars(query.where(m.RawEvent.account_id.in_(account_ids[chunk:chunk + 500]))
-                                                   .order_by(m.RawEvent.seq))]
-    return out
+    return [bytes(b) for b in session.scalars(query.order_by(m.RawEvent.seq))]
+
+
+def _sent(as_sent: str | None, lots: Decimal, price: Decimal) -> tuple[Decimal, Decimal]:
+    """A lot size and price as the platform wrote them (``as_sent``: PostgreSQL's NUMERIC(24, 8) gives
+    1.08500 back as 1.08500000), or the stored values when the text was not kept."""
+    if as_sent:
+        try:
+            sent_lots, sent_price = (Decimal(part) for part in as_sent.split(" "))
+        except (ArithmeticError, ValueError):
+            return lots, price
+        if sent_lots == lots and sent_price == price:
+            return sent_lots, sent_price
+    return lots, price
+
+
+_CENT = Decimal("0.01")
+
+
+def _money(value: Decimal) -> Decimal:
+    """A profit or cost without PostgreSQL's padding to 8 places (35.00000000 → 35.00), exact."""
+    if value.as_tuple().exponent == -8:
+        value = value.normalize()
+        if value.as_tuple().exponent > -2:
+            value = value.quantize(_CENT)
+    return value
+
+
+def _chunked(query, column, ids: list[int] | None):
+    if ids is None:
+        yield query
+        return
+    for chunk in range(0, len(ids), 500):
+        yield query.where(column.in_(ids[chunk:chunk + 500]))
+
+
+def _trading(session: Session, firm_id: str, names: dict[int, str], *, account_ids: list[int] | None = None,
+             upto: int) -> tuple[list, int]:
+    """The accounts' positions from the trade projection (``trades`` with their ``trade_closes``) and
+    their logins and opens' identities from ``account_activity`` up to ``upto``, as the events the
+    frame builder reads (:class:`~propcrm.analytics.frame.FrameBuilder`). Positions without an open side
+    (opened before propcrm saw the account) have nothing to compare and are left out, as before.
+    Returns (events, rows read)."""
+    trades = m.Trade.__table__
+    closes = m.TradeClose.__table__
+    activity = m.AccountActivity.__table__
+    events: list = []
+    read = 0
+    query = (select(trades.c.id, trades.c.account_id, trades.c.position, trades.c.symbol, trades.c.side,
+                    trades.c.lots, trades.c.open_ts, trades.c.open_price, trades.c.order_ts, trades.c.open_event_id,
+                    trades.c.as_sent)
+             .where(trades.c.firm_id == firm_id, trades.c.open_ts.is_not(None)).order_by(trades.c.id))
+    opened: dict[int, tuple[str, str]] = {}
+    for part in _chunked(query, trades.c.account_id, account_ids):
+        for row in session.execute(part):
+            read += 1
+            name = names.get(row.account_id)
+            if name is None:
+                continue
+            opened[row.id] = (name, row.position)
+            lots, price = _sent(row.as_sent, row.lots, row.open_price)
+            events.append(TradeOpened(id=row.open_event_id or f"trade-{row.id}", ts=row.open_ts, account=name,
+                                      position=row.position, symbol=row.symbol, side=row.side, lots=lots,
+                                      price=price, order_ts=row.order_ts))
+    query = (select(closes.c.trade_id, closes.c.event_id, closes.c.ts, closes.c.lots, closes.c.price, closes.c.profit,
+                    closes.c.commission, closes.c.swap, closes.c.as_sent)
+             .where(closes.c.firm_id == firm_id).order_by(closes.c.id))
+    for part in _chunked(query, closes.c.account_id, account_ids):
+        for row in session.execute(part):
+            read += 1
+            owner = opened.get(row.trade_id)
+            if owner is None:
+                continue
+            lots, price = _sent(row.as_sent, row.lots, row.price)
+            events.append(TradeClosed(id=row.event_id, ts=row.ts, account=owner[0], position=owner[1], lots=lots,
+                                      price=price, profit=_money(row.profit), commission=_money(row.commission),
+                                      swap=_money(row.swap)))
+    query = (select(activity.c.account_id, activity.c.ts, activity.c.ip, activity.c.device)
+             .where(activity.c.firm_id == firm_id, activity.c.id <= upto,
+                    (activity.c.ip.is_not(None)) | (activity.c.device.is_not(None))).order_by(activity.c.id))
+    for part in _chunked(query, activity.c.account_id, account_ids):
+        for row in session.execute(part):
+            read += 1
+            name = names.get(row.account_id)
+            if name is not None:
+                events.append(_Login(name, row.ts, row.ip or "", row.device or ""))
+    return events, read
+
+
+class _Login:
+    """A login (or an open's identity) from ``account_activity``: what the frame's sessions need. The ip
+    is the network already (:func:`~propcrm.analytics.frame.network_of` gives it back unchanged)."""
+
+    __slots__ = ("account", "ts", "ip", "device")
+
+    def __init__(self, account: str, ts: dt.datetime, ip: str, device: str) -> None:
+        self.account, self.ts, self.ip, self.device = account, ts, ip, device
+
+
+def _frame(events: list, traders: dict[str, str] | None = None):
+    """A frame of decoded events and :class:`_Login` rows (as :func:`~propcrm.analytics.frame.frame_from_events`:
+    every account with a known trader is in it)."""
+    from ..analytics.frame import FrameBuilder, to_ms
+
+    builder = FrameBuilder()
+    for item in events:
+        if type(item) is _Login:
+            builder.login(item.account, to_ms(item.ts), item.ip, item.device)
+        else:
+            builder.add((item,))
+    for name in traders or {}:
+        builder.account(name)
+    frame = builder.build()
+    index = {name: i for i, name in enumerate(frame.accounts)}
+    frame.trader_of = {index[name]: str(t) for name, t in (traders or {}).items() if t is not None}
+    return frame
+
+
+def _cut(session: Session, firm_id: str) -> int:
+    """The firm's last activity row: what a pass reads up to (its watermark afterwards)."""
+    return session.scalar(select(func.max(m.AccountActivity.id)).where(m.AccountActivity.firm_id == firm_id)) or 0
 
 
 def run(session: Session, *, firm_id: str, full: bool = False, config=None) -> AnalysisRun:
     """One analysis pass of the firm (incremental unless ``full`` or never analysed)."""
     started = time.perf_counter()
-    cut = session.scalar(select(func.max(m.RawEvent.seq)).where(m.RawEvent.firm_id == firm_id)) or 0
+    cut = _cut(session, firm_id)
     mark = _watermark(session, firm_id)
     if mark is None:
         mark = AnalysisWatermark(firm_id=firm_id, last_seq=0, updated_at=dt.datetime.now(UTC))
@@ -346,25 +471,25 @@ def run(session: Session, *, firm_id: str, full: bool = False, config=None) -> A
 
 
 def refresh(session: Session, *, firm_id: str) -> AnalysisRun:
-    """Bring the firm's cases and scores up to the last stored event (call before deciding a payout)."""
+    """Bring the firm's cases and scores up to the last evaluated trade (call before deciding a payout)."""
     return run(session, firm_id=firm_id)
 
 
 def _full(session: Session, firm_id: str, cut: int, config) -> AnalysisRun:
-    from ..analytics.frame import frame_from_events
     from ..analytics.run import analyze
 
-    bodies = _events(session, firm_id, after=0, upto=cut)
     ids, names, traders = _accounts(session, firm_id)
-    events, bad = _decode(bodies)
-    frame = frame_from_events(events, traders={names[i]: str(t) for i, t in traders.items() if t is not None})
+    trading, read = _trading(session, firm_id, names, upto=cut)
+    market = _events(session, firm_id, types=("price", "news"))
+    decoded, bad = _decode(market)
+    frame = _frame([*decoded, *trading], traders={names[i]: str(t) for i, t in traders.items() if t is not None})
     session.execute(delete(AccountFingerprint).where(AccountFingerprint.firm_id == firm_id,
                                                      AccountFingerprint.via != "payment"))
     _upsert_fingerprints(session, firm_id, _fingerprints_of(frame, ids))
     _load_linkage(session, firm_id, frame, None, names)
     analysis = analyze(frame, config)
-    result = AnalysisRun(mode="full", events_read=len(bodies), accounts_analysed=len(frame.accounts), trades=frame.n,
-                         undecodable=bad, findings={d: len(v) for d, v in analysis.findings.items()})
+    result = AnalysisRun(mode="full", events_read=read + len(market), accounts_analysed=len(frame.accounts),
+                         trades=frame.n, undecodable=bad, findings={d: len(v) for d, v in analysis.findings.items()})
     result.links_written = _write_links(session, firm_id, analysis.links, ids, None)
     result.cases = _write_cases(session, firm_id, analysis, ids, None)
     result.scores_written = _write_scores(session, firm_id, analysis, ids, None)
@@ -389,30 +514,49 @@ def _windows(opens_ms: list[int], window_ms: int, most: int = 200) -> list[tuple
     return [(lo, hi) for lo, hi in ranges]
 
 
+def _new_activity(session: Session, firm_id: str, after: int, upto: int, names: dict[int, str]):
+    """The activity rows after the watermark: the accounts they touch, the new opens' times (ms) and the
+    logins (and opens' identities) as :class:`_Login` rows."""
+    from ..analytics.frame import to_ms
+
+    table = m.AccountActivity.__table__
+    touched: set[int] = set()
+    opens: list[int] = []
+    logins: list[_Login] = []
+    rows = session.execute(select(table.c.account_id, table.c.kind, table.c.ts, table.c.ip, table.c.device).where(
+        table.c.firm_id == firm_id, table.c.id > after, table.c.id <= upto).order_by(table.c.id)).all()
+    for row in rows:
+        if row.account_id not in names:
+            continue
+        touched.add(row.account_id)
+        if row.kind == "opened":
+            opens.append(to_ms(row.ts))
+        if row.ip or row.device:
+            logins.append(_Login(names[row.account_id], row.ts, row.ip or "", row.device or ""))
+    return touched, sorted(opens), logins, len(rows)
+
+
 def _incremental(session: Session, firm_id: str, mark: AnalysisWatermark, cut: int, config) -> AnalysisRun:
-    from ..analytics.frame import from_ms, frame_from_events
+    from ..analytics.frame import from_ms
     from ..analytics.run import analyze
 
     result = AnalysisRun(mode="incremental")
     if cut <= mark.last_seq:
         return result
     ids, names, traders = _accounts(session, firm_id)
-    new_bodies = _events(session, firm_id, after=mark.last_seq, upto=cut, types=("trade_opened", "trade_closed", "session"))
-    result.events_read = len(new_bodies)
-    new_events, bad = _decode(new_bodies)
-    result.undecodable = bad
-    batch = frame_from_events(new_events)
-    touched = {ids[a] for a in {getattr(e, "account", None) for e in new_events} if a in ids}
+    touched, opens, logins, read = _new_activity(session, firm_id, mark.last_seq, cut, names)
+    result.events_read = read
     if not touched:
         return result
-    _upsert_fingerprints(session, firm_id, _fingerprints_of(batch, ids))
+    _upsert_fingerprints(session, firm_id, _fingerprints_of(_frame(logins), ids))
     scope = set(touched)
     # counterparts in time: accounts that opened inside the matching windows around the new opens
     window = dt.timedelta(seconds=max(config.hedge_max_delay_s, config.copy_window_s))
-    for lo, hi in _windows(sorted(batch.open_ms.tolist()), int(window.total_seconds() * 1000)):
-        scope |= set(session.scalars(select(m.RawEvent.account_id).where(
-            m.RawEvent.firm_id == firm_id, m.RawEvent.type == "trade_opened", m.RawEvent.ts >= from_ms(lo),
-            m.RawEvent.ts <= from_ms(hi), m.RawEvent.seq <= cut).distinct()))
+    activity = m.AccountActivity
+    for lo, hi in _windows(opens, int(window.total_seconds() * 1000)):
+        scope |= set(session.scalars(select(activity.account_id).where(
+            activity.firm_id == firm_id, activity.kind == "opened", activity.ts >= from_ms(lo),
+            activity.ts <= from_ms(hi), activity.id <= cut).distinct()))
     # counterparts in identity: accounts sharing a (not crowded) ip, device or payment method
     frontier = set(touched)
     for _ in range(MAX_SCOPE_ROUNDS):
@@ -436,24 +580,21 @@ def _incremental(session: Session, firm_id: str, mark: AnalysisWatermark, cut: i
             break
     scope.discard(None)
     scope_list = sorted(scope)
-    bodies = _events(session, firm_id, after=0, upto=cut, account_ids=scope_list,
-                     types=("trade_opened", "trade_closed", "session"))
-    events, bad2 = _decode(bodies)
+    events, scope_read = _trading(session, firm_id, names, account_ids=scope_list, upto=cut)
     touched_names = {names[i] for i in touched}
-    own = frame_from_events([e for e in events if getattr(e, "account", None) in touched_names])
+    own = _frame([e for e in events if e.account in touched_names])
     market: list = []
     if own.n:
         lo = from_ms(int(min(own.open_ms.min(), own.order_ms.min()))) - dt.timedelta(minutes=5)
         hi = from_ms(int(own.open_ms.max()))
-        market, _bad = _decode(_events(session, firm_id, after=0, upto=cut, types=("price",), ts_range=(lo, hi)))
-    news, _bad = _decode(_events(session, firm_id, after=0, upto=cut, types=("news",)))
+        market, _bad = _decode(_events(session, firm_id, types=("price",), ts_range=(lo, hi)))
+    news, _bad = _decode(_events(session, firm_id, types=("news",)))
     trader_of = {names[i]: str(traders[i]) for i in scope if traders.get(i) is not None}
-    frame = frame_from_events([*market, *news, *events], traders=trader_of)
+    frame = _frame([*market, *news, *events], traders=trader_of)
     _load_linkage(session, firm_id, frame, scope, names, config.link_household_max)
     analysis = analyze(frame, config, population=mark.population)
     only = touched_names
-    result.events_read += len(bodies)
-    result.undecodable += bad2
+    result.events_read += scope_read
     result.accounts_analysed, result.trades = len(frame.accounts), frame.n
     result.findings = {d: sum(1 for f in v if set(f.accounts) & only) for d, v in analysis.findings.items()}
     result.links_written = _write_links(session, firm_id, analysis.links, ids, only)

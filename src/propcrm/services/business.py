@@ -47,7 +47,7 @@ def business_numbers(session: Session, *, firm_id: str) -> dict[str, Any]:
         groups[(product_id, phase)] = {"product_id": product_id, "product": products.get(product_id), "phase": phase,
                                        "accounts": count, "passed": 0, "failed": 0, "days": []}
     # each decided account's outcome: its first pass or breach (by decision id); for a pass, the days
-    # from its first non-session event to the pass
+    # from its first trade to the pass
     # (SQLite has no planner statistics: an indexable firm_id term sends it down a (firm_id, …) index —
     # every decision of the firm, a random table read each — rather than ix_decisions_kind, which reads
     # only passes and breaches; ``firm_id || ''`` keeps the term a plain filter there)
@@ -57,8 +57,10 @@ def business_numbers(session: Session, *, firm_id: str) -> dict[str, Any]:
     first = (select(m.Decision.account_id, func.min(m.Decision.id).label("decision_id"))
              .where(firm_term, m.Decision.kind.in_(("phase_passed", "breach")))
              .group_by(m.Decision.account_id).subquery())
-    start = (select(func.min(m.RawEvent.ts)).where(
-        m.RawEvent.firm_id == firm_id, m.RawEvent.account_id == m.Account.id, m.RawEvent.type != "session")
+    # the start of an account's trading: its first trade opened or closed (the account activity the
+    # evaluation projects in both deployments, not the embedded event log; logins do not count)
+    start = (select(func.min(m.AccountActivity.ts)).where(
+        m.AccountActivity.account_id == m.Account.id, m.AccountActivity.kind != "session")
         .correlate(m.Account).scalar_subquery())
     passed = m.Decision.kind == "phase_passed"
     # (plain rows from the connection: nothing ORM to load; the session has flushed at its first query)

@@ -53,7 +53,7 @@ from ..domain.state import AccountState
 from ..engine.runner import Engine, moved_by
 from . import audit
 from .catalog import PackCache
-from .trades import TRADE_EVENTS
+from .trades import PROJECTED_EVENTS
 from .outcomes import (  # noqa: F401 - the shared write path, re-exported for callers that took it from here
     HELD, MAX_REASON, RESEND, STATE_DECODER, STATE_ENCODER, STATE_LIMIT, SYSTEMIC_ERRORS, AccountOutcome, AccountRef,
     WriteReport, account_status, clean_reason, error_text, outcome_for, quarantine_rows, state_problem, upsert_states,
@@ -589,7 +589,7 @@ class EvaluationWorker:
             unit.account, st, program, unit.last_seq, [(d, seq_of.get(d.event_id)) for d in decisions],
             events[-1].ts if events else (st.last_ts or dt.datetime.now(dt.timezone.utc)),
             trades=[(ev, row.seq) for ev, row in zip(events, fed)
-                    if row.account_id is not None and row.seq not in refused and isinstance(ev, TRADE_EVENTS)],
+                    if row.account_id is not None and row.seq not in refused and isinstance(ev, PROJECTED_EVENTS)],
         )
         unit.outcome.encoded = STATE_ENCODER.encode(st)
         unit.outcome.stored = stored

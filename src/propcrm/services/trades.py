@@ -3,8 +3,10 @@
 The evaluation write path (:func:`propcrm.services.outcomes.write_outcomes`, shared by the embedded
 worker and the partitioned NATS workers) calls :func:`record` with the trade events the engine accepted
 in the batch, inside the transaction of the batch's decisions: the projection is exactly as committed
-as the decisions. Readers — the portal's journal, statistics and P/L calendar, the back office's
-trade list — read these tables, never ``raw_events``.
+as the decisions. With them go the account's logins (``session`` events) and the time and ip/device of
+every trade event to :class:`~propcrm.adapters.db.models.AccountActivity`. Readers — the portal's
+journal, statistics and P/L calendar, the back office's trade list, the firm-wide trade export and the
+abuse analysis (:mod:`propcrm.services.analysis`) — read these tables, never ``raw_events``.
 
 A position is a :class:`~propcrm.adapters.db.models.Trade` row: ``open`` from its ``trade_opened``;
 every ``trade_closed`` adds a :class:`~propcrm.adapters.db.models.TradeClose` row and its lots,
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -29,12 +31,16 @@ from sqlalchemy import String, bindparam, cast, delete, func, insert, select, up
 from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
-from ..domain.events import DECODER, TradeClosed, TradeOpened
+from ..domain.events import DECODER, Session as LoginEvent, TradeClosed, TradeOpened
 
 ZERO = Decimal(0)
 PLACES = Decimal(1).scaleb(-8)
 TRADE_TYPES = ("trade_opened", "trade_closed")
 TRADE_EVENTS = (TradeOpened, TradeClosed)
+#: what the drivers hand to :func:`record`: the trades, and the logins (``session``) for the activity
+PROJECTED_TYPES = (*TRADE_TYPES, "session")
+PROJECTED_EVENTS = (TradeOpened, TradeClosed, LoginEvent)
+IDENTITY_MAX = 200  # account_activity.ip / device
 _CHUNK = 500
 
 
@@ -50,9 +56,16 @@ class _Position:
 
 def _new(firm_id: str, account_id: int, position: str) -> dict:
     return {"firm_id": firm_id, "account_id": account_id, "position": position, "symbol": None, "side": None,
-            "lots": None, "open_ts": None, "open_price": None, "open_event_id": None, "closed_lots": ZERO,
+            "lots": None, "open_ts": None, "open_price": None, "open_event_id": None, "order_ts": None, "as_sent": None,
+            "closed_lots": ZERO,
             "close_ts": None, "close_price": None, "profit": ZERO, "commission": ZERO, "swap": ZERO, "net": ZERO,
             "closes": 0, "held_s": None, "status": "open"}
+
+
+def _as_sent(lots: Decimal, price: Decimal) -> str | None:
+    """``"lots price"`` as the platform wrote them (the Decimal keeps its digits), or ``None`` past the column."""
+    text = f"{lots} {price}"
+    return text if len(text) <= 80 else None
 
 
 def _apply_close(position: _Position, ev: TradeClosed, seq: int | None) -> None:
@@ -74,15 +87,26 @@ def _apply_close(position: _Position, ev: TradeClosed, seq: int | None) -> None:
     position.changed = True
     position.closes.append({"firm_id": row["firm_id"], "account_id": row["account_id"], "event_id": ev.id,
                             "event_seq": seq, "ts": ev.ts, "lots": ev.lots, "price": ev.price, "profit": ev.profit,
-                            "commission": ev.commission, "swap": ev.swap, "net": net, "reason": ev.reason})
+                            "commission": ev.commission, "swap": ev.swap, "net": net, "reason": ev.reason,
+                            "as_sent": _as_sent(ev.lots, ev.price)})
+
+
+def _identity(ip: str | None, device: str | None) -> tuple[str | None, str | None]:
+    """The linkage values of a login or an open: the network of the IP, the device, clipped to the column."""
+    from ..analytics.frame import network_of
+
+    return ((network_of(ip)[:IDENTITY_MAX] or None) if ip else None,
+            (device[:IDENTITY_MAX] or None) if device else None)
 
 
 def record(session: Session, accounts: Sequence[tuple[str, int, Sequence[tuple[object, int | None]]]]) -> int:
-    """Project the accepted trade events of a batch: ``accounts`` are (firm id, account id, [(event,
-    stored seq or None)] in the order applied). Set-based: one read of the open positions the batch
-    closes, one insert of new trades, one update of changed ones, one insert of closes. Returns the
-    number of trade events projected."""
+    """Project the accepted trade and login events of a batch: ``accounts`` are (firm id, account id,
+    [(event, stored seq or None)] in the order applied). Set-based: one read of the open positions the
+    batch closes, one insert of new trades, one update of changed ones, one insert of closes, one
+    insert of activity rows (:class:`~propcrm.adapters.db.models.AccountActivity`). Returns the number
+    of trade events projected."""
     wanted: set[tuple[int, str]] = set()
+    activity: list[dict] = []
     count = 0
     for _firm, account_id, events in accounts:
         for ev, _seq in events:
@@ -105,13 +129,24 @@ def record(session: Session, accounts: Sequence[tuple[str, int, Sequence[tuple[o
     for firm_id, account_id, events in accounts:
         for ev, seq in events:
             kind = type(ev)
+            if kind is LoginEvent:
+                ip, device = _identity(ev.ip, ev.device)
+                activity.append({"firm_id": firm_id, "account_id": account_id, "kind": "session", "ts": ev.ts,
+                                 "ip": ip, "device": device})
+                continue
             if kind is TradeOpened:
+                ip, device = _identity(ev.ip, ev.device)
+                activity.append({"firm_id": firm_id, "account_id": account_id, "kind": "opened", "ts": ev.ts,
+                                 "ip": ip, "device": device})
                 position = _Position(_new(firm_id, account_id, ev.position), changed=True)
                 position.values.update(symbol=ev.symbol, side=ev.side, lots=ev.lots, open_ts=ev.ts,
-                                       open_price=ev.price, open_event_id=ev.id)
+                                       open_price=ev.price, open_event_id=ev.id, order_ts=ev.order_ts,
+                                       as_sent=_as_sent(ev.lots, ev.price))
                 open_rows[(account_id, ev.position)] = position
                 touched.append(position)
             elif kind is TradeClosed:
+                activity.append({"firm_id": firm_id, "account_id": account_id, "kind": "closed", "ts": ev.ts,
+                                 "ip": None, "device": None})
                 key = (account_id, ev.position)
                 position = open_rows.get(key)
                 if position is None:  # opened before propcrm saw the account
@@ -126,8 +161,10 @@ def record(session: Session, accounts: Sequence[tuple[str, int, Sequence[tuple[o
             else:
                 continue
             count += 1
+    if activity:
+        session.execute(insert(m.AccountActivity.__table__), activity)
     if not touched:
-        return 0
+        return count
     known = [p for p in touched if p.id is not None]
     fresh = [p for p in touched if p.id is None]
     if fresh:
@@ -161,7 +198,8 @@ class BackfillReport:
 
 def backfill(session: Session, *, firm_id: str, account_ids: Sequence[int] | None = None) -> BackfillReport:
     """Rebuild the projection of a firm's accounts (all, or ``account_ids``) from the embedded event log:
-    the applied ``trade_opened``/``trade_closed`` rows of ``raw_events`` in stored order. What was
+    the applied ``trade_opened``/``trade_closed``/``session`` rows of ``raw_events`` in stored order
+    (trades, closes and the account activity). What was
     projected for those accounts before is replaced, so running it twice gives the same rows."""
     report = BackfillReport()
     query = select(m.Account.id).where(m.Account.firm_id == firm_id)
@@ -174,8 +212,10 @@ def backfill(session: Session, *, firm_id: str, account_ids: Sequence[int] | Non
                         .execution_options(synchronize_session=False))
         session.execute(delete(m.Trade).where(m.Trade.account_id.in_(part))
                         .execution_options(synchronize_session=False))
+        session.execute(delete(m.AccountActivity).where(m.AccountActivity.account_id.in_(part))
+                        .execution_options(synchronize_session=False))
         rows = session.execute(select(m.RawEvent.account_id, m.RawEvent.seq, m.RawEvent.body).where(
-            m.RawEvent.firm_id == firm_id, m.RawEvent.account_id.in_(part), m.RawEvent.type.in_(TRADE_TYPES),
+            m.RawEvent.firm_id == firm_id, m.RawEvent.account_id.in_(part), m.RawEvent.type.in_(PROJECTED_TYPES),
             m.RawEvent.status == "applied").order_by(m.RawEvent.seq))
         by_account: dict[int, list] = {}
         for account_id, seq, body in rows:
@@ -334,5 +374,48 @@ def daily_results(closes: Sequence[tuple[dt.datetime, Decimal]], session_of) -> 
     return out
 
 
-__all__ = ["BackfillReport", "JournalPage", "Statistics", "TRADE_EVENTS", "TRADE_TYPES", "backfill", "closes_between",
+# ---------------------------------------------------------------------------------------------------
+# the firm-wide trade list (API and CSV export)
+
+TRADE_STATUSES = ("open", "closed")
+EXPORT_COLUMNS = ("id", "account", "position", "symbol", "side", "lots", "order_ts", "open_ts", "open_price",
+                  "closed_lots", "close_ts", "close_price", "profit", "commission", "swap", "net", "closes", "held_s",
+                  "status")
+
+
+def firm_trades(session: Session, *, firm_id: str, status: str | None = None, opened_from: dt.datetime | None = None,
+                opened_before: dt.datetime | None = None, account_id: int | None = None, after_id: int = 0,
+                limit: int = 500) -> list[dict]:
+    """The firm's trades (every account, open and closed) in projection order, ``limit`` after the trade
+    id ``after_id`` (keyset paging: an export of millions of trades reads each page by the primary key).
+    ``opened_from`` ≤ open time < ``opened_before`` leaves out trades without an open side."""
+    if status is not None and status not in TRADE_STATUSES:
+        raise ValueError(f"`status`: one of {', '.join(TRADE_STATUSES)}")
+    table = m.Trade.__table__
+    query = (select(*(table.c[c] for c in EXPORT_COLUMNS if c != "account"), m.Account.external_id.label("account"))
+             .join(m.Account, m.Account.id == table.c.account_id)
+             .where(table.c.firm_id == firm_id, table.c.id > after_id).order_by(table.c.id).limit(limit))
+    if status is not None:
+        query = query.where(table.c.status == status)
+    if account_id is not None:
+        query = query.where(table.c.account_id == account_id)
+    if opened_from is not None:
+        query = query.where(table.c.open_ts >= opened_from)
+    if opened_before is not None:
+        query = query.where(table.c.open_ts < opened_before)
+    return [dict(row) for row in session.execute(query).mappings()]
+
+
+def all_firm_trades(session: Session, *, firm_id: str, page: int = 1000, **filters) -> Iterator[dict]:
+    """Every trade :func:`firm_trades` selects, page by page."""
+    after = 0
+    while True:
+        rows = firm_trades(session, firm_id=firm_id, after_id=after, limit=page, **filters)
+        yield from rows
+        if len(rows) < page:
+            return
+        after = rows[-1]["id"]
+
+
+__all__ = ["BackfillReport", "EXPORT_COLUMNS", "TRADE_STATUSES", "all_firm_trades", "firm_trades", "JournalPage", "PROJECTED_EVENTS", "PROJECTED_TYPES", "Statistics", "TRADE_EVENTS", "TRADE_TYPES", "backfill", "closes_between",
            "daily_results", "journal", "projected", "record", "statistics"]

@@ -359,6 +359,12 @@ class Trade(Base):
     open_ts: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     open_price: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
     open_event_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: when the platform received the order (``trade_opened.order_ts``; the latency analysis compares it
+    #: with the fill), NULL when not sent (migration 0021)
+    order_ts: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    #: the open's lots and price as the platform wrote them ("0.50 2040.50"; NUMERIC(24, 8) keeps the
+    #: value, not the text), for evidence a trader recognises (migration 0021)
+    as_sent: Mapped[str | None] = mapped_column(String(80), nullable=True)
     closed_lots: Mapped[Decimal] = mapped_column(Money)
     close_ts: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)  # the last close
     close_price: Mapped[Decimal | None] = mapped_column(Money, nullable=True)  # lot-weighted over the closes
@@ -394,8 +400,35 @@ class TradeClose(Base):
     swap: Mapped[Decimal] = mapped_column(Money)
     net: Mapped[Decimal] = mapped_column(Money)
     reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    as_sent: Mapped[str | None] = mapped_column(String(80), nullable=True)  # lots and price as written (0021)
     # the daily P/L calendar and today's closed P/L: an account's closes by time
     __table_args__ = (Index("ix_trade_closes_account_ts", "firm_id", "account_id", "ts"),)
+
+
+class AccountActivity(Base):
+    """What an account did, in the order it was evaluated: each accepted ``trade_opened``,
+    ``trade_closed`` and ``session`` (login) event, one row (migration 0021).
+
+    Written by the evaluation write path with the trade projection (:mod:`propcrm.services.trades`), in
+    the transaction of the batch's decisions, in both deployments. The abuse analysis reads it instead of
+    the event log: ``id`` is its watermark (what is new since the last pass), the opens' ``ts`` find the
+    counterparts in time of new trades, and ``ip``/``device`` (a login's, or an open's when the platform
+    sent them) are the linkage evidence. ``ip`` is the network accounts are linked by (an IPv4 address,
+    an IPv6 /64: :func:`propcrm.analytics.frame.network_of`); both are clipped to the column."""
+
+    __tablename__ = "account_activity"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    kind: Mapped[str] = mapped_column(String(8))  # opened | closed | session
+    ts: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    ip: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    device: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    __table_args__ = (
+        Index("ix_account_activity_firm", "firm_id", "id"),
+        Index("ix_account_activity_account", "account_id", "id"),
+        Index("ix_account_activity_kind_ts", "firm_id", "kind", "ts"),
+    )
 
 
 class Override(Base):

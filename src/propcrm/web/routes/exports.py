@@ -1,6 +1,7 @@
 """CSV exports of every staff list: ``/office/<list>.csv`` with the list page's filters, for the roles that
-may open that page (``csv_export.py``: streamed, formula-safe). Accounts, traders, decisions: every staff
-role; cases, near-breach alerts and the audit log: admin and risk; payouts: admin, risk, finance.
+may open that page (``csv_export.py``: streamed, formula-safe). Accounts, traders, decisions and the firm's
+trades (every account's, ``/office/trades.csv``): every staff role; cases, near-breach alerts and the audit log:
+admin and risk; payouts: admin, risk, finance.
 """
 
 from __future__ import annotations
@@ -94,6 +95,21 @@ def decisions_csv(request: Request, user: Role(*STAFF)) -> Response:
 
     return csv_response(request, "decisions", ["id", "time", "account", "kind", "rule", "phase", "value",
                                                "threshold", "message"], produce)
+
+
+@router.get("/office/trades.csv")
+def trades_csv(request: Request, user: Role(*STAFF)) -> Response:
+    """Every trade of the firm (the trade-history projection, both deployments): ``status`` open/closed."""
+    from ...services.trades import EXPORT_COLUMNS, TRADE_STATUSES, all_firm_trades
+
+    status = request.query_params.get("status")
+    status = status if status in TRADE_STATUSES else None
+
+    def produce(session):
+        for row in all_firm_trades(session, firm_id=user.firm_id, status=status):
+            yield tuple(row[c] for c in EXPORT_COLUMNS)
+
+    return csv_response(request, "trades", list(EXPORT_COLUMNS), produce)
 
 
 @router.get("/office/cases.csv")
