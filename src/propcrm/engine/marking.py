@@ -66,6 +66,24 @@ def mark_from_units(q: int) -> Decimal:
     return Decimal(q).scaleb(exponent)
 
 
+def equity_from_units(units: int, places: int) -> Decimal:
+    """``units`` × 1e-8 written with ``places`` decimal places (as the exact path's sums write it)."""
+    whole, rest = divmod(units, 10 ** (MARK_PLACES - places))
+    if rest:  # cannot happen while the places are tracked right; never lose a digit
+        return Decimal(units).scaleb(-MARK_PLACES)
+    return Decimal(whole).scaleb(-places)
+
+
+def _mark_places(q: np.ndarray) -> np.ndarray:
+    """The places ``mark_from_units`` writes each mark with (2 to 8)."""
+    places = np.full(len(q), MARK_PLACES, np.int8)
+    step = 1
+    for _ in range(MARK_PLACES - 2):
+        step *= 10
+        places -= (q % step == 0).astype(np.int8)
+    return places
+
+
 def _places(value: Decimal) -> int:
     exponent = value.as_tuple().exponent
     return -exponent if isinstance(exponent, int) and exponent < 0 else 0
@@ -99,7 +117,7 @@ class Book:
             self.unit = (vn * sd, vd * sn)
         else:
             self.unit = spec.contract_size.as_integer_ratio()  # type: ignore[union-attr]
-        self.moved_by = market.moves(symbol, currency)
+        self.moved_by = tuple(dict.fromkeys(market.moves(symbol, currency)))  # USDJPY is its own conversion
         self.price_places = 0  # open prices and ticks in points of 10**-price_places
         self.lot_places = 0
         n = _GROW
@@ -219,9 +237,19 @@ class Marks:
         self.high = np.zeros(n, np.int64)
         self.peak = np.zeros(n, np.int64)
         self.deadline = np.zeros(n, np.int64)
-        self.places = np.zeros(n, np.int8)  # most places of a mark taken in since the settlement
+        # the places the exact path's equity would be written with (its sums keep the most places)
+        self.places = np.zeros(n, np.int8)
+        # an intraday trailing level moved in integers: level = min(peak − amount, cap); low = level + offset
+        self.trail = np.zeros(n, bool)
+        self.amount = np.zeros(n, np.int64)
+        self.cap = np.zeros(n, np.int64)
+        self.offset = np.zeros(n, np.int64)
+        self.top = np.zeros(n, np.int64)  # the highest equity since the settlement, when it made a new peak
+        self.top_places = np.zeros(n, np.int8)
+        self.raised = np.zeros(n, bool)
         self.pending = np.zeros(n, bool)  # the Decimal state lags the integers
         self.rows: dict[str, list[tuple[Book, int, str]]] = {}
+        self.held_positions: dict[str, dict] = {}  # the positions each screened account was read with
         self.loose: dict[str, set[str]] = {}  # symbol → holders left to the exact path
         self.loose_in: dict[str, tuple[str, ...]] = {}
         self.dirty: set[str] = set(self.engine.held)
@@ -234,7 +262,9 @@ class Marks:
         self.dirty.add(account)
 
     def settle(self, account: str) -> None:
-        """Bring the Decimal state of ``account`` to its integer marks (no-op when it is not behind)."""
+        """Bring the Decimal state of ``account`` to its integer marks (no-op when it is not behind):
+        the marks, the equity (with the places the exact path's sums would have given it) and the
+        intraday peak the exact path would have recorded at the highest tick."""
         index = self.slot.get(account)
         if index is None or not self.pending[index]:
             return
@@ -243,26 +273,23 @@ class Marks:
         if st is None:
             return
         positions = None
-        delta = Decimal(0)
         for book, slot, key in self.rows[account]:
             q = int(book.mark[slot])
             if q == book.settled[slot]:
                 continue
             book.settled[slot] = q
-            pos = st.positions[key]
-            mark = mark_from_units(q)
             if positions is None:
                 positions = dict(st.positions)
-            positions[key] = msgspec.structs.replace(pos, mark=mark)
-            delta += mark - pos.mark  # type: ignore[operator]
+            positions[key] = msgspec.structs.replace(positions[key], mark=mark_from_units(q))
         if positions is not None:
             st.positions = positions
-            st.equity += delta
-        places = int(self.places[index])
-        self.places[index] = 0
-        if places > _places(st.equity):
-            # the exact path added every intermediate mark: its equity is written with their places
-            st.equity = st.equity.quantize(Decimal(1).scaleb(-places))
+            self.held_positions[account] = positions
+        equity = equity_from_units(int(self.base[index] + self.floating[index]), int(self.places[index]))
+        if self.raised[index]:
+            self.raised[index] = False
+            st.equity = equity_from_units(int(self.top[index]), int(self.top_places[index]))
+            self.engine.programs[account].raise_peak(st)
+        st.equity = equity
 
     def settle_all(self) -> None:
         for index in np.flatnonzero(self.pending):
@@ -276,10 +303,11 @@ class Marks:
         index = self.slot.pop(account, None)
         if index is None:
             return
+        self.held_positions.pop(account, None)
         for book, slot, _ in self.rows.pop(account):
             book.remove(slot)
         self.pending[index] = False
-        self.places[index] = 0
+        self.raised[index] = False
         self.free.append(index)
 
     def _attach(self, account: str) -> None:
@@ -319,7 +347,8 @@ class Marks:
             index = len(self.names)
             self.names.append(account)
             if index == len(self.base):
-                for name in ("base", "floating", "low", "high", "peak", "deadline", "places", "pending"):
+                for name in ("base", "floating", "low", "high", "peak", "deadline", "places", "pending",
+                             "trail", "amount", "cap", "offset", "top", "top_places", "raised"):
                     old = getattr(self, name)
                     new = np.zeros(len(old) * 2, old.dtype)
                     new[: len(old)] = old
@@ -342,19 +371,46 @@ class Marks:
             floating += q
         self.slot[account] = index
         self.rows[account] = rows
+        self.held_positions[account] = st.positions
         self.floating[index] = floating
-        self.base[index] = equity - floating
+        self._rebase(index, st, equity)
+        return True
+
+    def _rebase(self, index: int, st: AccountState, equity: int) -> None:
+        self.base[index] = equity - self.floating[index]
         self.low[index] = _watch(st.low_watch, up=False)
         self.high[index] = _watch(st.high_watch, up=True)
         self.peak[index] = _watch(st.peak_watch, up=False)
         self.deadline[index] = _micros(st.next_deadline)
-        self.places[index] = 0
+        self.places[index] = _places(st.equity)
         self.pending[index] = False
-        return True
+        self.raised[index] = False
+        self.trail[index] = False
+        line = self.engine.programs[st.account].peak_line(st)
+        if line is not None:
+            amount, cap, offset = (to_units(x) if x is not None else _TOP for x in line)
+            if amount is not None and cap is not None and offset is not None and max(amount, offset) < _MAX_EQUITY:
+                self.trail[index] = True
+                self.amount[index], self.cap[index], self.offset[index] = amount, min(cap, _TOP), offset
 
     def _catch_up(self) -> None:
         dirty, self.dirty = self.dirty, set()
+        states = self.engine.states
         for account in dirty:
+            st = states.get(account)
+            index = self.slot.get(account)
+            if (
+                index is not None
+                and st is not None
+                and st.positions is self.held_positions[account]
+                and st.status in LIVE
+                and (equity := to_units(st.equity)) is not None
+                and abs(equity) < _MAX_EQUITY
+            ):
+                # the same positions with the same marks (an equity report, a deposit, a new day):
+                # only the money outside the positions and the band moved
+                self._rebase(index, st, equity)
+                continue
             self._detach(account)
             self._attach(account)
 
@@ -402,13 +458,13 @@ class Marks:
             inside = (
                 (self.low[accounts] < equity)
                 & (equity < self.high[accounts])
-                & (equity <= self.peak[accounts])
                 & (now < self.deadline[accounts])
             )
             if gone is not None:
                 inside &= ~np.isin(accounts, gone)
             verdicts.append(inside)
         kept = []
+        peaked: list[np.ndarray] = []
         for (book, changed, q, accounts, change, cents), inside in zip(moved, verdicts):
             if not inside.all():
                 out = ~inside
@@ -417,17 +473,43 @@ class Marks:
                 changed, q, accounts = changed[inside], q[inside], accounts[inside]
             if not len(changed):
                 continue
+            # the exact path's equity keeps the most places of every mark it added or took out
+            if cents:
+                self.places[accounts] = np.maximum(self.places[accounts], 2)
+            else:
+                np.maximum.at(self.places, accounts, np.maximum(_mark_places(q), _mark_places(book.mark[changed])))
             book.mark[changed] = q
-            if not cents:
-                # marks may carry more than two places: the equity's exponent remembers the most
-                places = np.full(len(q), 8, np.int8)
-                step = 1
-                for _ in range(6):
-                    step *= 10
-                    places -= (q % step == 0).astype(np.int8)
-                np.maximum.at(self.places, accounts, places)
             self.pending[accounts] = True
             kept.append(accounts)
-        if kept:  # accounts re-valued in the screen, each once however many of its rows moved
-            self.engine.stats.marked += len(np.unique(np.concatenate(kept))) if len(kept) > 1 else len(np.unique(kept[0]))
+        if kept:
+            kept_all = np.unique(np.concatenate(kept)) if len(kept) > 1 else np.unique(kept[0])
+            self.engine.stats.marked += len(kept_all)  # re-valued in the screen, each account once
+            equity = self.base[kept_all] + floating[kept_all]
+            high = equity > self.peak[kept_all]
+            if high.any():
+                self._new_peaks(kept_all[high], equity[high])
         return sorted(exact)
+
+    def _new_peaks(self, accounts: np.ndarray, equity: np.ndarray) -> None:
+        """Equity inside the band made a new intraday peak: move the trailing level as the exact path
+        does in place (``PhaseProgram.raise_peak``) — in integers where the rule's line is known (the
+        Decimal peak is recorded at settlement), else on the settled Decimal state."""
+        trail = self.trail[accounts]
+        if trail.any():
+            a, e = accounts[trail], equity[trail]
+            self.top[a] = e
+            self.top_places[a] = self.places[a]
+            self.raised[a] = True
+            cap = self.cap[a]
+            level = np.minimum(e - self.amount[a], cap)
+            self.low[a] = np.maximum(self.low[a], level + self.offset[a])
+            self.peak[a] = np.where(level >= cap, _TOP, e)
+        if not trail.all():
+            states, programs = self.engine.states, self.engine.programs
+            for index in accounts[~trail].tolist():
+                account = self.names[index]
+                self.settle(account)
+                st = states[account]
+                programs[account].raise_peak(st)
+                self.low[index] = _watch(st.low_watch, up=False)
+                self.peak[index] = _watch(st.peak_watch, up=False)

@@ -49,6 +49,7 @@ class Stats(msgspec.Struct):
     after_end: int = 0
     failed: int = 0
     marked: int = 0  # account re-valuations by ticks
+    exact_marked: int = 0  # …of which in Decimal, account by account (all of them without the vector screen)
     stale_ticks: int = 0  # ticks older than their symbol's last one: ignored
     decisions: Counter = msgspec.field(default_factory=Counter)
     by_rule: Counter = msgspec.field(default_factory=Counter)
@@ -310,6 +311,7 @@ class Engine:
         if positions is None:
             return
         stats.marked += 1
+        stats.exact_marked += 1
         equity = st.equity + delta
         if st.low_watch < equity < st.high_watch and ts < st.next_deadline and st.phase_start is not None:
             # Nothing can be decided inside the band: the same shortcut as an equity update.
