@@ -247,6 +247,7 @@ class Marks:
         self.top = np.zeros(n, np.int64)  # the highest equity since the settlement, when it made a new peak
         self.top_places = np.zeros(n, np.int8)
         self.raised = np.zeros(n, bool)
+        self.stamp = np.zeros(n, np.int64)  # scratch: picks each account once from rows (no sort)
         self.pending = np.zeros(n, bool)  # the Decimal state lags the integers
         self.rows: dict[str, list[tuple[Book, int, str]]] = {}
         self.held_positions: dict[str, dict] = {}  # the positions each screened account was read with
@@ -348,7 +349,7 @@ class Marks:
             self.names.append(account)
             if index == len(self.base):
                 for name in ("base", "floating", "low", "high", "peak", "deadline", "places", "pending",
-                             "trail", "amount", "cap", "offset", "top", "top_places", "raised"):
+                             "trail", "amount", "cap", "offset", "top", "top_places", "raised", "stamp"):
                     old = getattr(self, name)
                     new = np.zeros(len(old) * 2, old.dtype)
                     new[: len(old)] = old
@@ -482,7 +483,10 @@ class Marks:
             self.pending[accounts] = True
             kept.append(accounts)
         if kept:
-            kept_all = np.unique(np.concatenate(kept)) if len(kept) > 1 else np.unique(kept[0])
+            rows = np.concatenate(kept) if len(kept) > 1 else kept[0]
+            order = np.arange(len(rows))
+            self.stamp[rows] = order  # the last row of each account wins: one row per account
+            kept_all = rows[self.stamp[rows] == order]
             self.engine.stats.marked += len(kept_all)  # re-valued in the screen, each account once
             equity = self.base[kept_all] + floating[kept_all]
             high = equity > self.peak[kept_all]
