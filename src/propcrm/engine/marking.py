@@ -7,11 +7,12 @@ its account's currency) in integers: lots in units of the book's lot step, the o
 its price step, and the current mark in units of 1e-8 (``MARK_PLACES``). A tick re-computes the rows
 of the books it moves exactly in int64 — the same rational value as ``Market.mark``, rounded half to
 even at the eighth place the same way — and adds the change to each account's integer equity. Only
-the accounts whose equity then leaves their watch band (or passes their trailing peak, or whose
-deadline is due) go through the exact Decimal path, with their Decimal state settled first; for the
-others nothing can be decided, so their Decimal state is settled lazily — before their next event, a
-snapshot or a read — exactly from the integers (the marks' Decimal writing and the equity's exponent
-included, so a settled state is the same bytes as on the exact path).
+the accounts whose equity then leaves their watch band (or whose deadline is due) go through the
+exact Decimal path, with their Decimal state settled first; for the others nothing can be decided
+(a new intraday peak moves its trailing level in integers, as the exact path does in place), so
+their Decimal state is settled lazily — before their next event, a snapshot or a read — exactly from
+the integers (the marks' Decimal writing, the equity's exponent and the peak included, so a settled
+state is the same bytes as on the exact path).
 
 Whatever cannot be held in int64 safely (a huge position, an unpriced conversion, a price with more
 places than the book) is simply left to the exact path: the screen is an optimisation, never a second
@@ -24,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 from math import gcd
-from typing import TYPE_CHECKING
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -32,9 +33,6 @@ import numpy as np
 from ..domain.market import MARK_PLACES, Market
 from ..domain.program import LIVE
 from ..domain.state import AccountState
-
-if TYPE_CHECKING:
-    from .runner import Engine
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _US = dt.timedelta(microseconds=1)
@@ -220,8 +218,8 @@ class Book:
 class Marks:
     """The screened integer state of an engine's accounts (see the module docstring)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine  # the engine.runner.Engine it screens for (not imported: runner imports this)
         self.reset()
 
     def reset(self) -> None:
@@ -465,7 +463,6 @@ class Marks:
                 inside &= ~np.isin(accounts, gone)
             verdicts.append(inside)
         kept = []
-        peaked: list[np.ndarray] = []
         for (book, changed, q, accounts, change, cents), inside in zip(moved, verdicts):
             if not inside.all():
                 out = ~inside
