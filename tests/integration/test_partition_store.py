@@ -228,3 +228,45 @@ def test_a_withdrawal_is_applied_once_by_its_id_across_a_takeover_and_a_snapshot
         assert s.get(m.AccountState, account_id).balance == before - 1  # the snapshot holds it once
         assert audit.verify(s).ok
     engine.dispose()
+
+
+def test_a_partition_worker_marks_positions_to_market_with_the_firm_s_symbol_table_across_a_takeover(db_url):
+    """The scale-out worker reads the firm's symbol table as the embedded one does: a floating loss
+    crossing the daily floor between equity reports is caught at the tick, also by a worker that took
+    the partition over from a snapshot (its engine must index the positions it restored)."""
+    from propcrm.domain.market import parse_symbol_table
+    from propcrm.services.symbols import set_table
+    from propcrm.synth.firm import traders
+
+    _seed(db_url, [SPEC])
+    engine = make_engine(db_url)
+    Session = sessions(engine)
+    table = parse_symbol_table([{"symbol": "EURUSD", "profit_currency": "USD", "contract_size": "100000"}])
+    with Session.begin() as s:
+        set_table(s, firm_id="bench", table=table, actor="test")
+    account = traders(SPEC)[0].account
+    lines = [
+        b'{"id":"p1","type":"price","ts":"2026-03-03T09:00:00Z","symbol":"EURUSD","bid":"1.10000","ask":"1.10010"}',
+        b'{"id":"o1","type":"trade_opened","account":"%s","ts":"2026-03-03T09:00:01Z","position":"q1",'
+        b'"symbol":"EURUSD","side":"buy","lots":"10","price":"1.10010"}' % account.encode(),
+        b'{"id":"p2","type":"price","ts":"2026-03-03T09:00:02Z","symbol":"EURUSD","bid":"1.09800","ask":"1.09810"}',
+        b'{"id":"p3","type":"price","ts":"2026-03-03T09:00:03Z","symbol":"EURUSD","bid":"1.09400","ask":"1.09410"}',
+    ]
+    stream = _messages(lines)
+    p = next(q for q, messages in stream.items() if any(b'"o1"' in msg.body for msg in messages))
+    first = PartitionStore(Session, "S", P, "first", snapshot_interval_s=0)  # a snapshot after every batch
+    run = first.take(p)
+    before_crash = [msg for msg in stream[p] if b'"p3"' not in msg.body]
+    assert not first.apply([(run, before_crash)]).failed
+    second = PartitionStore(Session, "S", P, "second", snapshot_interval_s=0)
+    taken = second.take(p)
+    result = second.apply([(taken, [msg for msg in stream[p] if msg.seq > taken.seq])])
+    assert not result.failed, result.error
+    with Session() as s:
+        stored = [bytes(b) for b in s.scalars(select(m.Decision.body).order_by(m.Decision.id))]
+    replayed = Engine(compile_pack(load_pack("two-step-100k")))
+    replayed.set_symbols(table)
+    expected = [ENCODER.encode(d) for d in replayed.feed([DECODER.decode(x) for x in lines])]
+    assert any(b"breach" in d and b"EURUSD bid 1.09400" in d for d in expected)
+    assert stored == expected
+    engine.dispose()

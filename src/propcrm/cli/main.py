@@ -230,12 +230,13 @@ def bench_ticks(
     symbols: Annotated[int, typer.Option(help="symbols")] = 30,
     ticks: Annotated[int, typer.Option(help="ticks fed one by one")] = 5_000,
     scale: Annotated[str, typer.Option(help="comma-separated open-position counts for the growth table ('' for none)")] = "5000,20000,50000,100000",
+    vector: Annotated[bool, typer.Option("--vector/--exact", help="screen ticks with numpy (default) or re-value every holder in Decimal")] = True,
 ) -> None:
     """Ticks/s and tick→decision latency (p50/p99) when ticks re-value the accounts holding the symbol."""
     from ..tools.bench_ticks import bench_ticks as run_bench
 
     run_bench(accounts=accounts, positions=positions, symbols=symbols, ticks=ticks,
-              scale=[int(n) for n in scale.split(",") if n.strip()])
+              scale=[int(n) for n in scale.split(",") if n.strip()], vector=vector)
 
 
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)

@@ -49,7 +49,7 @@ from ..adapters.db import models as m
 from ..adapters.db.models_cluster import DeadLetter, PartitionCheckpoint
 from ..domain.decisions import Decision
 from ..domain.events import DECODER
-from ..domain.market import Market
+from ..domain.market import Market, SymbolTable, parse_symbol_table
 from ..domain.program import PhaseProgram
 from ..engine.runner import Engine
 from ..engine.evaluate import copy_state
@@ -180,6 +180,7 @@ class Directory:
         self._missing: dict[tuple[str, str], float] = {}
         self.problems: dict[tuple[str, str], str] = {}  # accounts whose rule pack could not be compiled
         self._failed: dict[tuple[str, str], float] = {}
+        self._symbol_tables: dict[str, tuple[bytes | None, SymbolTable | None]] = {}
 
     def refresh(self, session: Session) -> None:
         rows = session.execute(
@@ -221,6 +222,17 @@ class Directory:
                 return row
 
         return self._packs.by_id(ref.pack_version_id, load).phase(ref.phase)
+
+    def symbols(self, firm_id: str) -> SymbolTable | None:
+        """The firm's symbol table (None: it has none, no position is marked to market), parsed once
+        per stored version — what the embedded worker reads (``services.symbols``)."""
+        with self.sessions() as session:
+            row = session.get(m.SymbolTable, firm_id)
+            body = row.body if row is not None else None
+        cached = self._symbol_tables.get(firm_id)
+        if cached is None or cached[0] != body:
+            cached = self._symbol_tables[firm_id] = (body, parse_symbol_table(body) if body is not None else None)
+        return cached[1]
 
     def program_for(self, firm_id: str):
         def resolve(external_id: str) -> PhaseProgram | None:
@@ -309,6 +321,10 @@ class PartitionStore:
             engine.last_clock = firm.last_clock
             if firm.once:
                 run.once[firm_id] = set(firm.once)
+        for firm_id, engine in run.engines.items():
+            # the firm's table as stored now, and the index of the positions ticks move: the states
+            # above were put in without it
+            engine.set_symbols(self.directory.symbols(firm_id))
         return run
 
     def _engine(self, run: PartitionRun, firm_id: str) -> Engine:
@@ -317,6 +333,7 @@ class PartitionStore:
             # dedupe off: event ids are unique per source only; a retried request is dropped by
             # JetStream's de-duplication, a redelivered message by the checkpoint
             engine = run.engines[firm_id] = Engine(self.directory.program_for(firm_id), dedupe=False)
+            engine.set_symbols(self.directory.symbols(firm_id))  # positions are marked to market with it
         return engine
 
     # ------------------------------------------------------------------ batches

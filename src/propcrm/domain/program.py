@@ -601,6 +601,13 @@ class PhaseProgram:
                 peak = rule_peak
         st.low_watch, st.high_watch, st.peak_watch = low, high, peak
 
+    def peak_line(self, st: AccountState) -> tuple[Decimal, Decimal | None, Decimal] | None:
+        """With one intraday trailing level: how a new peak moves the low watch (see
+        ``MaxLossRule.peak_line``); None otherwise."""
+        if len(self.equity_trailers) != 1:
+            return None
+        return self.equity_trailers[0].peak_line(st)
+
     def raise_peak(self, st: AccountState) -> None:
         """Equity rose above an intraday trailing peak (and stays inside the band): move the levels.
 

@@ -24,6 +24,7 @@ from ..domain.program import LIVE, CompiledPack, PhaseProgram
 from ..domain.rules.base import Ctx
 from ..domain.state import AccountState
 from .evaluate import apply, copy_state
+from .marking import Marks
 
 
 ProgramFor = Callable[[str], PhaseProgram | None]
@@ -48,6 +49,7 @@ class Stats(msgspec.Struct):
     after_end: int = 0
     failed: int = 0
     marked: int = 0  # account re-valuations by ticks
+    exact_marked: int = 0  # …of which in Decimal, account by account (all of them without the vector screen)
     stale_ticks: int = 0  # ticks older than their symbol's last one: ignored
     decisions: Counter = msgspec.field(default_factory=Counter)
     by_rule: Counter = msgspec.field(default_factory=Counter)
@@ -75,8 +77,17 @@ class Snapshot(msgspec.Struct):
 
 
 class Engine:
+    """``vector=True`` screens ticks with :mod:`.marking` (numpy, integers): the same decisions and
+    states, far fewer Decimal re-valuations. States may then lag the last ticks until settled: read
+    them through :meth:`state` (or call :meth:`settle` before reading ``states`` directly)."""
+
     def __init__(
-        self, program_for: ProgramFor | CompiledPack, *, phase: str | None = None, dedupe: bool = True
+        self,
+        program_for: ProgramFor | CompiledPack,
+        *,
+        phase: str | None = None,
+        dedupe: bool = True,
+        vector: bool = False,
     ) -> None:
         if isinstance(program_for, CompiledPack):
             program = program_for.phase(phase)
@@ -93,10 +104,18 @@ class Engine:
         self.last_clock: dt.datetime | None = None
         self.stats = Stats()
         self.rejected: list[Rejected] = []
+        self.marks: Marks | None = Marks(self) if vector else None
 
     # ------------------------------------------------------------------ state
     def state(self, account: str) -> AccountState | None:
+        if self.marks is not None:
+            self.marks.settle(account)
         return self.states.get(account)
+
+    def settle(self) -> None:
+        """Bring every state to the last tick (a no-op on the exact path)."""
+        if self.marks is not None:
+            self.marks.settle_all()
 
     def _open_account(self, account: str) -> AccountState | None:
         program = self.program_for(account)
@@ -108,6 +127,7 @@ class Engine:
         return st
 
     def snapshot(self) -> bytes:
+        self.settle()
         return msgspec.msgpack.encode(
             Snapshot(
                 states=list(self.states.values()),
@@ -131,6 +151,8 @@ class Engine:
             self.adopt(st, program)
         self.seen = set(snap.seen)
         self.last_clock = snap.last_clock
+        if self.marks is not None:
+            self.marks.reset()
 
     # ------------------------------------------------------------------ events
     def _reject(self, ev: Any, kind: str, reason: str, line: int | None) -> None:
@@ -149,6 +171,7 @@ class Engine:
         seen = self.seen
         seen_add = seen.add
         stats = self.stats
+        marks = self.marks
         count = fast = 0
         for ev in events:
             count += 1
@@ -162,6 +185,8 @@ class Engine:
                 # The hot path. Inside the band nothing can be decided: record the equity (moving an
                 # intraday trailing level on a new peak). The property tests hold this to apply().
                 st = states_get(ev.account)
+                if st is not None and marks is not None:
+                    marks.touch(ev.account)
                 if st is not None:
                     equity = ev.equity
                     ts = ev.ts
@@ -203,21 +228,28 @@ class Engine:
     # ------------------------------------------------------------------ ticks
     def set_symbols(self, table: SymbolTable | None) -> None:
         """Use ``table`` to mark positions to market (None: none is marked) and re-index the holders."""
+        self.settle()
         self.market.set_symbols(table)
         self.holders = {}
         self.held = {}
         for account, st in self.states.items():
             self._reindex(account, st)
+        if self.marks is not None:
+            self.marks.reset()
 
     def adopt(self, st: AccountState, program: PhaseProgram) -> None:
         """Take over a stored state (the service's evaluation, a restore), indexing its positions."""
         self.states[st.account] = st
         self.programs[st.account] = program
+        if self.marks is not None:
+            self.marks.touch(st.account)
         self._reindex(st.account, st)
 
     def _reindex(self, account: str, st: AccountState) -> None:
         """Keep ``holders`` (symbol → accounts whose positions a tick of it moves) true for ``account``."""
         symbols = moved_by(st, self.programs[account].currency, self.market)
+        if self.marks is not None:
+            self.marks.dirty.add(account)
         before = self.held.get(account, ())
         if symbols == before:
             return
@@ -235,6 +267,8 @@ class Engine:
             self.held.pop(account, None)
 
     def _unindex(self, account: str) -> None:
+        if self.marks is not None:
+            self.marks.touch(account)
         for symbol in self.held.pop(account, ()):
             holders = self.holders[symbol]
             holders.pop(account, None)
@@ -249,53 +283,66 @@ class Engine:
         if not market.price(ev.symbol, tick):
             self.stats.stale_ticks += 1
             return
-        holders = self.holders.get(ev.symbol)
-        if not holders:
+        if self.marks is not None:
+            accounts = self.marks.tick(ev.symbol, ev.ts)
+        else:
+            holders = self.holders.get(ev.symbol)
+            if not holders:
+                return
+            accounts = sorted(holders)  # in account order: the same after a snapshot is restored
+        for account in accounts:
+            self._tick_account(account, ev, tick, line, out)
+
+    def _tick_account(self, account: str, ev: Price, tick: Tick, line: int | None, out: list[Decision]) -> None:
+        """The exact path of a tick for one holder: re-mark its positions in Decimal; inside its band
+        only equity (and an intraday peak) moves, else every limit is checked."""
+        st = self.states.get(account)
+        if st is None:  # taken out of this engine by its owner (a set-aside account): forget it
+            self._unindex(account)
             return
-        ts = ev.ts
-        states, programs, stats = self.states, self.programs, self.stats
-        for account in sorted(holders):  # in account order: the same after a snapshot is restored
-            st = states.get(account)
-            if st is None:  # taken out of this engine by its owner (a set-aside account): forget it
-                self._unindex(account)
-                continue
-            program = programs[account]
-            if st.status not in LIVE:
-                self._reindex(account, st)
-                continue
-            positions, delta = program.remark(st, ev.symbol, market)
-            if positions is None:
-                continue
-            stats.marked += 1
-            equity = st.equity + delta
-            if st.low_watch < equity < st.high_watch and ts < st.next_deadline and st.phase_start is not None:
-                # Nothing can be decided inside the band: the same shortcut as an equity update.
-                st.positions = positions
-                st.marked = True
-                st.equity = equity
-                if equity > st.peak_watch:
-                    program.raise_peak(st)
-                continue
-            new = copy_state(st)
-            new.positions = positions
-            ctx = Ctx(ev.id, ts, market, (ev.symbol, tick))
-            try:
-                program.on_tick(new, ts, delta, ctx)
-            except Exception as exc:  # noqa: BLE001 - one account's failure must not stop the tick
-                stats.failed += 1
-                self._reject(ev, "internal", f"tick not applied to {account}: {type(exc).__name__}: {exc}", line)
-                continue
-            states[account] = new
-            decisions = ctx.finish()
-            if decisions:
-                self._count(decisions)
-                out.extend(decisions)
-            if new.status not in LIVE:
-                self._reindex(account, new)
+        if self.marks is not None:
+            self.marks.touch(account)
+        program = self.programs[account]
+        if st.status not in LIVE:
+            self._reindex(account, st)
+            return
+        market, stats, ts = self.market, self.stats, ev.ts
+        positions, delta = program.remark(st, ev.symbol, market)
+        if positions is None:
+            return
+        stats.marked += 1
+        stats.exact_marked += 1
+        equity = st.equity + delta
+        if st.low_watch < equity < st.high_watch and ts < st.next_deadline and st.phase_start is not None:
+            # Nothing can be decided inside the band: the same shortcut as an equity update.
+            st.positions = positions
+            st.marked = True
+            st.equity = equity
+            if equity > st.peak_watch:
+                program.raise_peak(st)
+            return
+        new = copy_state(st)
+        new.positions = positions
+        ctx = Ctx(ev.id, ts, market, (ev.symbol, tick))
+        try:
+            program.on_tick(new, ts, delta, ctx)
+        except Exception as exc:  # noqa: BLE001 - one account's failure must not stop the tick
+            stats.failed += 1
+            self._reject(ev, "internal", f"tick not applied to {account}: {type(exc).__name__}: {exc}", line)
+            return
+        self.states[account] = new
+        decisions = ctx.finish()
+        if decisions:
+            self._count(decisions)
+            out.extend(decisions)
+        if new.status not in LIVE:
+            self._reindex(account, new)
 
     def _account_event(self, ev: Any, line: int | None, out: list[Decision]) -> bool:
         """Everything but the in-band equity update; True when it took no evaluation at all."""
         account = ev.account
+        if self.marks is not None:
+            self.marks.touch(account)
         st = self.states.get(account)
         if st is None:
             st = self._open_account(account)
@@ -358,6 +405,8 @@ class Engine:
             # Only accounts with a deadline due are touched; the others have nothing to roll over.
             due = sorted(a for a, st in self.states.items() if st.next_deadline <= ts)
         for account in due:
+            if self.marks is not None:
+                self.marks.touch(account)
             st = self.states[account]
             if st.last_ts is not None and ts <= st.last_ts:
                 continue
@@ -384,6 +433,9 @@ class Engine:
             program = self.programs[account]
             if not program.news_rules or st.status not in ("active", "paused") or not program.news_may_concern(st, entry):
                 continue
+            if self.marks is not None:
+                self.marks.touch(account)
+                st = self.states[account]
             new = copy_state(st)
             ctx = Ctx(ev.id, ev.ts, self.market)
             program.on_news(new, entry, ctx)

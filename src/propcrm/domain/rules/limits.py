@@ -293,6 +293,19 @@ class MaxLossRule(_Limit):
     def watch(self, st: AccountState) -> tuple[Decimal | None, Decimal | None]:
         return self.low_watch(st), None
 
+    def peak_line(self, st: AccountState) -> tuple[Decimal, Decimal | None, Decimal] | None:
+        """How a new intraday peak ``P`` moves this rule's low watch while no warning changes: it becomes
+        ``min(P − amount, cap) + offset`` (None when the level no longer trails). Lets a caller move
+        the band of many accounts at once (engine.marking) exactly as :meth:`_move` would."""
+        if self.trailing != "equity_intraday" or self.locked(st):
+            return None
+        offset = Decimal(0)
+        for mask, _pct, left in self.warn:
+            if not st.warned & mask:
+                offset = self.room(st) * left
+                break
+        return self.amount, self.cap, offset
+
     def trail_watch(self, st: AccountState) -> Decimal | None:
         """Equity above this moves the level (a new intraday peak); it can never cause a decision."""
         if self.trailing == "equity_intraday" and not self.locked(st):

@@ -1,0 +1,284 @@
+"""The vector tick screen (``Engine(vector=True)``, engine/marking.py) against the exact Decimal path.
+
+The screen re-values holders in int64 and takes only the accounts that leave their band through the
+exact path, settling the others lazily. It must decide exactly what the exact path decides and leave
+exactly the same states (to the byte: marks and equity written with the same places), whatever the
+stream: opens, partial closes, ticks of converted pairs, equity reports, deposits, day rollovers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from fractions import Fraction
+
+import msgspec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from propcrm.domain.decisions import to_ndjson
+from propcrm.domain.events import Balance, Clock, Equity, Price, TradeClosed, TradeOpened
+from propcrm.domain.market import parse_symbol_table
+from propcrm.domain.program import compile_pack
+from propcrm.domain.rulepack import parse_pack
+from propcrm.engine.marking import mark_from_units, to_units
+from propcrm.engine.runner import Engine
+
+D = Decimal
+UTC = dt.timezone.utc
+T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
+
+TABLE = parse_symbol_table(
+    [
+        {"symbol": "EURUSD", "profit_currency": "USD", "contract_size": "100000"},
+        {"symbol": "GBPUSD", "profit_currency": "USD", "contract_size": "100000"},
+        {"symbol": "USDJPY", "profit_currency": "JPY", "contract_size": "100000"},
+        {"symbol": "EURJPY", "profit_currency": "JPY", "contract_size": "100000"},
+        {"symbol": "EURGBP", "profit_currency": "GBP", "contract_size": "100000"},
+        {"symbol": "XAUUSD", "profit_currency": "USD", "contract_size": "100"},
+        {"symbol": "BTCUSD", "profit_currency": "USD", "contract_size": "1"},
+        {"symbol": "ES", "profit_currency": "USD", "tick_size": "0.25", "tick_value": "12.50"},
+    ]
+)
+
+# a pack whose bands are narrow enough that ticks leave them often: warnings, pauses, breaches, peaks
+BANDS = """
+id: bands
+version: 1
+currency: USD
+initial_balance: "100000"
+timezone: Europe/Prague
+day_start: "00:00"
+phases:
+  - name: eval
+    rules:
+      - {kind: daily_loss, amount: {pct_initial: 2}, base: max_balance_equity, on_breach: pause}
+      - {kind: max_loss, amount: {pct_initial: 4}, trailing: equity_intraday, lock: initial, comparator: below}
+      - {kind: profit_target, amount: {pct_initial: 3}, measure: equity}
+      - {kind: early_warning, at_pct: [50, 80]}
+"""
+
+WIDE = BANDS.replace("pct_initial: 2}", "pct_initial: 40}").replace("pct_initial: 4}", "pct_initial: 60}").replace(
+    "pct_initial: 3}", "pct_initial: 90}")
+
+# symbol → (centre as a count of steps, step, spread in steps)
+GRID = {
+    "EURUSD": (108000, D("0.00001"), 12),
+    "GBPUSD": (127000, D("0.00001"), 11),
+    "USDJPY": (150000, D("0.001"), 15),
+    "EURJPY": (162000, D("0.001"), 17),
+    "EURGBP": (85000, D("0.00001"), 9),
+    "XAUUSD": (200000, D("0.01"), 30),
+    "BTCUSD": (6000000, D("0.01"), 500),
+    "ES": (20000, D("0.25"), 1),
+}
+LOTS = [D("0.01"), D("0.1"), D("0.37"), D("1"), D("3.5"), D("0.001")]
+ACCOUNTS = ["A1", "A2", "A3", "A4"]
+
+
+@st.composite
+def streams(draw, max_events: int = 90):
+    open_: dict[str, dict[str, D]] = {a: {} for a in ACCOUNTS}
+    events, t = [], T0
+    # most symbols priced up front, so most opens are marked at once (and screened)
+    for symbol in draw(st.lists(st.sampled_from(sorted(GRID)), unique=True, max_size=len(GRID))):
+        centre, step, spread = GRID[symbol]
+        events.append(Price(id=f"p0{symbol}", ts=t, symbol=symbol, bid=centre * step, ask=(centre + spread) * step))
+    for serial in range(draw(st.integers(1, max_events))):
+        t += dt.timedelta(seconds=draw(st.sampled_from([0, 1, 7, 600, 3600 * 7])))
+        eid = f"x{serial}"
+        kind = draw(st.sampled_from(["tick"] * 10 + ["open"] * 3 + ["close", "equity", "balance", "clock"]))
+        account = draw(st.sampled_from(ACCOUNTS))
+        if kind == "tick":
+            symbol = draw(st.sampled_from(sorted(GRID)))
+            centre, step, spread = GRID[symbol]
+            bid = (centre + draw(st.integers(-centre // 40, centre // 40))) * step
+            if draw(st.integers(0, 9)) == 0:
+                bid += D(draw(st.integers(1, 9))).scaleb(step.as_tuple().exponent - 1)  # a finer quote than before
+            events.append(Price(id=eid, ts=t, symbol=symbol, bid=bid, ask=bid + spread * step))
+        elif kind == "open":
+            symbol = draw(st.sampled_from(sorted(GRID)))
+            centre, step, _ = GRID[symbol]
+            lots = draw(st.sampled_from(LOTS))
+            open_[account][eid] = lots
+            events.append(TradeOpened(id=eid, ts=t, account=account, position=eid, symbol=symbol,
+                                      side=draw(st.sampled_from(["buy", "sell"])), lots=lots,
+                                      price=(centre + draw(st.integers(-centre // 60, centre // 60))) * step))
+        elif kind == "close" and open_[account]:
+            pos = draw(st.sampled_from(sorted(open_[account])))
+            held = open_[account][pos]
+            half = (held / 2).quantize(D("0.001"))
+            lots = draw(st.sampled_from([held, half] if 0 < half < held else [held]))
+            if lots >= held:
+                del open_[account][pos]
+            else:
+                open_[account][pos] = held - lots
+            events.append(TradeClosed(id=eid, ts=t, account=account, position=pos, lots=lots, price=D("1"),
+                                      profit=D(draw(st.integers(-300_000, 300_000))).scaleb(-2),
+                                      commission=-D(draw(st.integers(0, 900))).scaleb(-2)))
+        elif kind == "equity":
+            events.append(Equity(id=eid, ts=t, account=account,
+                                 equity=D(draw(st.integers(9_700_000, 10_300_000))).scaleb(-2),
+                                 balance=D(draw(st.integers(9_900_000, 10_100_000))).scaleb(-2)))
+        elif kind == "balance":
+            events.append(Balance(id=eid, ts=t, account=account, amount=D(draw(st.integers(-90_000, 90_000))).scaleb(-2),
+                                  reason="adjustment"))
+        elif kind == "clock":
+            events.append(Clock(id=eid, ts=t))
+    return events
+
+
+def engines(pack: str) -> tuple[Engine, Engine]:
+    compiled = compile_pack(parse_pack(pack))
+    exact, vector = Engine(compiled), Engine(compiled, vector=True)
+    exact.set_symbols(TABLE)
+    vector.set_symbols(TABLE)
+    return exact, vector
+
+
+def state_bytes(engine: Engine) -> dict[str, dict]:
+    """Each state as its serialised fields (decimals as their exact text): equal means equal bytes."""
+    engine.settle()
+    return {name: msgspec.msgpack.decode(msgspec.msgpack.encode(st)) for name, st in sorted(engine.states.items())}
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(streams(), st.sampled_from([BANDS, WIDE]), st.data())
+def test_the_screen_decides_and_settles_exactly_as_the_decimal_path(events, pack, data):
+    """Same stream through both paths, one event at a time: the same decisions (to the byte), and the
+    same states wherever a read settles them and at the end."""
+    exact, vector = engines(pack)
+    reads = set(data.draw(st.lists(st.integers(0, len(events)), max_size=5)))
+    want, got = [], []
+    for n, ev in enumerate(events):
+        want += exact.feed([ev])
+        got += vector.feed([ev])
+        if n in reads:  # a read in the middle settles the lagging states
+            account = data.draw(st.sampled_from(ACCOUNTS))
+            a, b = exact.state(account), vector.state(account)
+            assert (a and msgspec.to_builtins(a)) == (b and msgspec.to_builtins(b))
+    assert to_ndjson(got) == to_ndjson(want)
+    assert state_bytes(vector) == state_bytes(exact)
+    assert vector.stats.marked == exact.stats.marked
+    assert vector.snapshot() == exact.snapshot()
+
+
+def _fraction_value(spec, side, lots, open_price, prices, currency="USD"):
+    if spec.symbol not in prices:
+        return None
+    bid, ask = (Fraction(x) for x in prices[spec.symbol])
+    profit = spec.profit_currency
+    if profit == currency:
+        rate = Fraction(1)
+    elif profit + currency in prices:
+        rate = sum(Fraction(x) for x in prices[profit + currency]) / 2
+    elif currency + profit in prices:
+        rate = 2 / sum(Fraction(x) for x in prices[currency + profit])
+    else:
+        return None
+    move = bid - Fraction(open_price) if side == "buy" else Fraction(open_price) - ask
+    unit = Fraction(spec.tick_value) / Fraction(spec.tick_size) if spec.tick_size else Fraction(spec.contract_size)
+    exact = move * Fraction(lots) * unit * rate * 10**8
+    return D(round(exact)).scaleb(-8)  # round(): half to even, as the engine rounds
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(streams(max_events=60))
+def test_screened_tick_level_equity_equals_an_independent_computation(events):
+    """With the screen on, each settled equity = the last reported or booked money + Σ every open,
+    marked position valued from scratch in fractions at the current prices."""
+    _, vector = engines(WIDE)  # wide bands: almost every tick stays in the screen
+    specs = TABLE.by_symbol()
+    prices: dict[str, tuple[D, D]] = {}
+    for ev in events:
+        vector.feed([ev])
+        if isinstance(ev, Price):
+            prices[ev.symbol] = (ev.bid, ev.ask)
+        for name in ACCOUNTS:
+            state = vector.state(name)
+            if state is None or state.status not in ("active", "paused") or state.phase_start is None:
+                continue
+            # every marked position's mark is its value now; equity moved by exactly the marks' changes
+            for pos in state.positions.values():
+                if pos.mark is not None:
+                    assert pos.mark == _fraction_value(specs[pos.symbol], pos.side, pos.lots, pos.price, prices)
+
+
+def test_units_round_trip_and_marks_are_written_as_the_market_writes_them():
+    assert to_units(D("-12.5")) == -1_250_000_000
+    assert to_units(D("0.123456789")) is None
+    assert to_units(D("Infinity")) is None
+    assert str(mark_from_units(0)) == "0.00"
+    assert str(mark_from_units(-1_250_000_000)) == "-12.50"
+    assert str(mark_from_units(12_345)) == "0.00012345"
+    assert str(mark_from_units(120_000)) == "0.0012"
+
+
+STATIC = WIDE.replace("trailing: equity_intraday, lock: initial", "trailing: none")
+
+
+def _firm(vector: bool, lots: str = "1") -> Engine:
+    engine = Engine(compile_pack(parse_pack(STATIC)), vector=vector)
+    engine.set_symbols(TABLE)
+    events = [
+        Price(id="p1", ts=T0, symbol="USDJPY", bid=D("150.000"), ask=D("150.010")),
+        Price(id="p2", ts=T0, symbol="EURUSD", bid=D("1.08000"), ask=D("1.08010")),
+        Price(id="p3", ts=T0, symbol="EURJPY", bid=D("162.000"), ask=D("162.020")),
+    ]
+    for k in range(20):
+        events.append(TradeOpened(id=f"o{k}", ts=T0, account=f"A{k:02d}", position=f"q{k}",
+                                  symbol=("EURUSD", "EURJPY")[k % 2], side=("buy", "sell")[k % 3 == 0],
+                                  lots=D(lots), price=D("1.08005") if k % 2 == 0 else D("162.010")))
+    engine.feed(events)
+    return engine
+
+
+def test_ticks_inside_every_band_take_no_decimal_revaluation(monkeypatch):
+    engine = _firm(vector=True)
+    calls = []
+    for program in set(engine.programs.values()):
+        original = program.remark
+        monkeypatch.setattr(program, "remark", lambda *a, _o=original: calls.append(a[1]) or _o(*a))
+    ticks = [Price(id=f"t{k}", ts=T0 + dt.timedelta(seconds=k + 1), symbol=("USDJPY", "EURUSD", "EURJPY")[k % 3],
+                   bid=D("150.000") + k * D("0.003") if k % 3 == 0 else (D("1.08000") + k * D("0.00001") if k % 3 == 1
+                                                                           else D("162.000") - k * D("0.004")),
+                   ask=D("150.010") + k * D("0.003") if k % 3 == 0 else (D("1.08010") + k * D("0.00001") if k % 3 == 1
+                                                                           else D("162.020") - k * D("0.004")))
+             for k in range(30)]
+    assert engine.feed(ticks) == []
+    assert calls == []  # all twenty holders stayed in the screen
+    assert engine.stats.marked > 0
+    exact = _firm(vector=False)
+    exact.feed(ticks)
+    assert state_bytes(engine) == state_bytes(exact)  # settled lazily, to the same bytes
+
+
+def test_positions_too_large_for_int64_stay_on_the_exact_path():
+    engine = _firm(vector=True, lots="900000")
+    tick = Price(id="t1", ts=T0 + dt.timedelta(seconds=1), symbol="EURUSD", bid=D("1.08100"), ask=D("1.08110"))
+    exact = _firm(vector=False, lots="900000")
+    assert to_ndjson(engine.feed([tick])) == to_ndjson(exact.feed([tick]))
+    assert state_bytes(engine) == state_bytes(exact)
+
+
+def test_new_intraday_peaks_inside_the_band_move_the_trailing_level_without_the_decimal_path(monkeypatch):
+    def firm(vector: bool) -> Engine:
+        engine = Engine(compile_pack(parse_pack(WIDE)), vector=vector)  # max loss trails intraday equity
+        engine.set_symbols(TABLE)
+        engine.feed([Price(id="p", ts=T0, symbol="EURUSD", bid=D("1.08000"), ask=D("1.08010")),
+                     TradeOpened(id="o", ts=T0, account="A1", position="q", symbol="EURUSD", side="buy",
+                                 lots=D("2"), price=D("1.08010"))])
+        return engine
+
+    rising = [Price(id=f"t{k}", ts=T0 + dt.timedelta(seconds=k + 1), symbol="EURUSD",
+                    bid=D("1.08000") + k * D("0.00007"), ask=D("1.08010") + k * D("0.00007")) for k in range(12)]
+    engine = firm(vector=True)
+    program = engine.programs["A1"]
+    calls = []
+    monkeypatch.setattr(program, "remark", lambda *a: calls.append(a) or (None, D(0)))
+    engine.feed(rising)
+    assert calls == []
+    exact = firm(vector=False)
+    exact.feed(rising)
+    assert exact.state("A1").peaks[1] == D("100000") + 11 * D("14.00") - D("20.00")  # 2 lots × 7 points × 11
+    assert state_bytes(engine) == state_bytes(exact)  # the peak and the level, settled from the integers
