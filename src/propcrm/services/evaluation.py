@@ -158,6 +158,7 @@ class EvaluationWorker:
         self._calendars: dict[str, list[tuple[int, NewsEntry]]] = {}
         self._news_cursor: dict[str, int] = {}  # per firm, the last news row read into its calendar
         self._symbol_tables: dict[str, tuple[str, SymbolTable]] = {}
+        self._pass_symbols: dict[str, SymbolTable | None] = {}  # firm -> its table, read once per pass
         self._held: dict[int, _Held] = {}  # account id -> its state between passes (see _Held)
         # Ticks (see _tick_work): each firm's accepted ticks by symbol in stored order, to give an account
         # the prices as of its position; the accounts holding each symbol; the accounts a tick made due.
@@ -466,6 +467,7 @@ class EvaluationWorker:
                 by_firm.setdefault(row.firm_id, []).append(row)
         aside_seqs = {row.seq for row, _, _ in firm_aside}
         calendars = {firm: self._calendar(session, firm, aside_seqs) for firm in firms}
+        self._pass_symbols = {}
 
         work: list[_AccountWork] = []
         for account in accounts:
@@ -551,7 +553,9 @@ class EvaluationWorker:
         quiet = not any(row.account_id is None and type(firm_events.get(row.seq)) is News for row in stream)
         engine.market = self._market_for(account.firm_id, calendars[account.firm_id], last_seq,
                                          self._ticks.get(account.firm_id, {}), quiet)
-        engine.set_symbols(self._symbols(session, account.firm_id))  # positions are marked to market with it
+        if account.firm_id not in self._pass_symbols:  # read once per firm and pass, not once per account
+            self._pass_symbols[account.firm_id] = self._symbols(session, account.firm_id)
+        engine.set_symbols(self._pass_symbols[account.firm_id])  # positions are marked to market with it
         program_key = (account.pack_version_id, account.phase)
         stored: bytes | None = None
         held = self._held.pop(account.id, None)  # back only when this pass commits (run_pass)
