@@ -466,7 +466,15 @@ class EvaluationWorker:
             if row.seq in firm_events:
                 by_firm.setdefault(row.firm_id, []).append(row)
         aside_seqs = {row.seq for row, _, _ in firm_aside}
-        calendars = {firm: self._calendar(session, firm, aside_seqs) for firm in firms}
+        # The calendar takes only news rows that were judged (set aside or not): those this pass reads and
+        # those an account of it has passed already. A later one waits for the pass that reads it.
+        judged: dict[str, int] = {}
+        for row in shared_rows:
+            judged[row.firm_id] = max(judged.get(row.firm_id, 0), row.seq)
+        for account in accounts:
+            if account.id in states:
+                judged[account.firm_id] = max(judged.get(account.firm_id, 0), states[account.id].last_seq)
+        calendars = {firm: self._calendar(session, firm, aside_seqs, judged.get(firm, 0)) for firm in firms}
         self._pass_symbols = {}
 
         work: list[_AccountWork] = []
@@ -672,19 +680,22 @@ class EvaluationWorker:
             for decision, _ in unit.outcome.decisions:
                 report.by_kind[decision.kind] = report.by_kind.get(decision.kind, 0) + 1
 
-    def _calendar(self, session: Session, firm_id: str, aside: set[int] = frozenset()) -> list[tuple[int, NewsEntry]]:
+    def _calendar(self, session: Session, firm_id: str, aside: set[int] = frozenset(),
+                  up_to: int | None = None) -> list[tuple[int, NewsEntry]]:
         """The firm's news calendar in stored order (seq, entry), kept by the worker and extended with
         what the firm stored since its last read (``_news_cursor``, per firm: a firm's rows are stored
         in commit order). Only what the engine meets is in it: not a row set aside (``rejected``, or
-        ``aside`` — being set aside by this pass), not a row that no longer decodes."""
+        ``aside`` — being set aside by this pass), not a row that no longer decodes; ``up_to``: read no
+        further (the rows judged so far)."""
         calendar = self._calendars.setdefault(firm_id, [])
         after = self._news_cursor.get(firm_id, 0)
-        rows = session.execute(
-            select(m.RawEvent.seq, m.RawEvent.body)
-            .where(m.RawEvent.firm_id == firm_id, m.RawEvent.type == "news", m.RawEvent.account_id.is_(None),
-                   m.RawEvent.seq > after, m.RawEvent.status != "rejected")
-            .order_by(m.RawEvent.seq)
-        ).all()
+        query = (select(m.RawEvent.seq, m.RawEvent.body)
+                 .where(m.RawEvent.firm_id == firm_id, m.RawEvent.type == "news", m.RawEvent.account_id.is_(None),
+                        m.RawEvent.seq > after, m.RawEvent.status != "rejected")
+                 .order_by(m.RawEvent.seq))
+        if up_to is not None:
+            query = query.where(m.RawEvent.seq <= up_to)
+        rows = session.execute(query).all()
         for seq, body in rows:
             self._news_cursor[firm_id] = seq
             if seq in aside:
