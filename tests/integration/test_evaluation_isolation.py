@@ -285,3 +285,18 @@ def test_a_payouts_withdrawal_is_timed_by_applied_events_not_by_scheduled_news_o
     with firms() as s:
         account = s.get(m.Account, firms.ids["A1"])
         assert withdrawal_ts(s, account, now) == dt.datetime(2026, 3, 2, 9, tzinfo=UTC)
+
+
+def test_a_news_row_that_no_longer_decodes_is_set_aside_and_kept_out_of_the_calendar(firms):
+    """The worker's news calendar holds only what the engine meets: a news row stored by an older version
+    that no longer decodes is set aside like any firm-wide row, never read into the calendar (which
+    failed every pass before, holding up the whole worker)."""
+    bad = json.dumps({"id": "n-bad", "type": "news", "ts": "2026-03-02T09:00:00Z", "title": "CPI",
+                      "impact": "extreme", "currency": "USD"}).encode()
+    store_raw(firms, "f1", None, bad, kind="news", ts="2026-03-02T09:00:00Z", status="stored")
+    send(firms, "f1", event("a2-breach", "A2", "2026-03-02T10:00:00Z", **BREACH))
+    worker = EvaluationWorker(firms)
+    worker.run_until_idle()
+    assert ("A2", "breach", "a2-breach") in decisions(firms)
+    assert raw(firms, "n-bad").status == "rejected"
+    assert all(entry.event_id != "n-bad" for calendar in worker._calendars.values() for _, entry in calendar)

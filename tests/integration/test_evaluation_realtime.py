@@ -119,22 +119,28 @@ def test_a_state_written_by_someone_else_replaces_the_one_the_worker_keeps(db_ur
     engine.dispose()
 
 
-def test_a_state_that_did_not_change_moves_only_its_position(db_url):
-    """A firm-wide clock tick that changes nothing in an account's state writes its position only:
-    the stored state and its time stay as they were (the live pages see no change)."""
+def test_a_clock_before_the_accounts_next_deadline_is_left_for_later_and_an_eager_pass_moves_only_the_position(db_url):
+    """A firm-wide clock tick before the account's next deadline cannot change its state: the worker
+    does not catch the account up at all (nothing written, no pass for it). The eager path (every account
+    behind caught up) writes the position only: the stored state and its time stay as they were."""
     engine, Session, account_id, _ = _setup(db_url)
     worker = EvaluationWorker(Session)
     _send(Session, _equity(1, "100000", minutes=1))
     worker.run_until_idle()
-    with Session() as s:
-        row = s.get(m.AccountState, account_id)
-        before = (bytes(row.state), row.updated_at, row.last_seq)
+
+    def row():
+        with Session() as s:
+            found = s.get(m.AccountState, account_id)
+            return bytes(found.state), found.updated_at, found.last_seq
+
+    before = row()
     ts = (NOW - dt.timedelta(hours=1) + dt.timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
     _send(Session, json.dumps({"id": "c1", "type": "clock", "ts": ts}).encode() + b"\n")
-    worker.run_until_idle()
-    with Session() as s:
-        row = s.get(m.AccountState, account_id)
-        after = (bytes(row.state), row.updated_at, row.last_seq)
+    report = worker.run_until_idle()
+    assert report.accounts == 0
+    assert row() == before
+    EvaluationWorker(Session, lazy_clock=False).run_until_idle()
+    after = row()
     assert after[2] > before[2]
     assert after[:2] == before[:2]
     engine.dispose()

@@ -332,7 +332,26 @@ class PhaseProgram:
 
     def news_may_concern(self, st: AccountState, entry: NewsEntry) -> bool:
         """Cheap test before a copy: has the account any remembered trade late enough for the window?"""
-        return bool(st.recent) and self.news_reach is not None and st.recent[-1].ts >= entry.ts - self.news_reach
+        until = self.news_until(st)
+        return until is not None and entry.ts <= until
+
+    # ------------------------------------------------------------------ when time alone acts
+    def next_due(self, st: AccountState) -> dt.datetime:
+        """The first instant at which a ``clock`` event can change ``st``: its next deadline while it is
+        live (the trading day's end in the pack's timezone, DST included — which also ends a pause and
+        counts minimum trading days —, a maximum duration, inactivity, the weekend start), never
+        (``FAR_FUTURE``) otherwise. A clock before it leaves ``st`` exactly as it is (``Engine._clock``
+        touches only the accounts whose ``next_deadline`` it reached), so a driver may hold such clocks
+        back until the account is due or has an event of its own."""
+        return st.next_deadline if st.status in LIVE else FAR_FUTURE
+
+    def news_until(self, st: AccountState) -> dt.datetime | None:
+        """The latest calendar time of a ``news`` entry that can still change ``st`` (a window reaching a
+        remembered trade), or ``None`` when none can: the engine hands an entry to the news rules only
+        then (:meth:`news_may_concern`)."""
+        if not self.news_rules or st.status not in LIVE or not st.recent or self.news_reach is None:
+            return None
+        return st.recent[-1].ts + self.news_reach
 
     def on_news(self, st: AccountState, entry: NewsEntry, ctx: Ctx) -> None:
         if st.status not in LIVE or not st.recent:

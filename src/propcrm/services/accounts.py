@@ -499,7 +499,9 @@ def _pct(part: Decimal, whole: Decimal) -> str | None:
 # the figures stored beside each state (account_states, migration 0007) for the accounts list
 
 FIGURE_COLUMNS = ("daily_floor", "daily_distance", "daily_distance_cents", "max_loss_level", "max_loss_distance",
-                  "max_loss_distance_cents", "nearest_bp", "target_bp", "trading_days")
+                  "max_loss_distance_cents", "nearest_bp", "target_bp", "trading_days",
+                  # (migration 0020) when time alone can next change the state: the worker's clock catch-up
+                  "next_due", "news_until")
 NO_FIGURES: dict[str, Any] = dict.fromkeys(FIGURE_COLUMNS)
 
 
@@ -573,6 +575,8 @@ def stored_figures(program: PhaseProgram, st: AccountState) -> dict[str, Any]:
         progress = _pct_value(plan.target.measured(st) - plan.initial, plan.room)
         out["target_bp"] = basis_points(progress) if progress is not None else None
     out["trading_days"] = plan.minimum.current(st) if plan.minimum is not None else st.active_days
+    out["next_due"] = program.next_due(st)
+    out["news_until"] = program.news_until(st)
     return out
 
 
@@ -612,7 +616,7 @@ def refresh_figures(session: Session, *, firm_id: str | None = None, only_missin
         if firm_id is not None:
             query = query.where(m.AccountState.firm_id == firm_id)
         if only_missing:
-            query = query.where(m.AccountState.trading_days.is_(None))
+            query = query.where(or_(m.AccountState.trading_days.is_(None), m.AccountState.next_due.is_(None)))
         rows = session.execute(query).all()
         if not rows:
             return done

@@ -37,7 +37,7 @@ from decimal import Decimal
 from typing import TypeVar
 
 import msgspec
-from sqlalchemy import DateTime, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import DateTime, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text as text_sql
 from sqlalchemy.dialects import postgresql, sqlite
@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..adapters.db import models as m
 from ..domain.decisions import ENCODER as DECISION_ENCODER
 from ..domain.decisions import Decision
-from ..domain.events import DECODER, Price, decode_lines
+from ..domain.events import DECODER, Clock, News, Price, decode_lines
 from ..domain.market import Market, NewsEntry, SymbolTable, Tick, parse_symbol_table
 from ..domain.program import CompiledPack, compile_pack
 from ..domain.state import AccountState
@@ -137,7 +137,7 @@ class _Held:
 
 class EvaluationWorker:
     def __init__(self, session_factory: sessionmaker[Session], *, batch: int = 5000,
-                 max_ahead: dt.timedelta | None = None, catch_up: int = 250) -> None:
+                 max_ahead: dt.timedelta | None = None, catch_up: int = 250, lazy_clock: bool = True) -> None:
         from .ingest import max_ahead_from_env
 
         self.sessions = session_factory
@@ -146,10 +146,19 @@ class EvaluationWorker:
         #: clock tick makes every account of the firm behind, and catching them all up in the pass that
         #: also carries a breach would hold that breach's decision for the whole firm's evaluation
         self.catch_up = catch_up
+        #: catch an account up after a firm clock/news event only once one can change it (its stored
+        #: ``next_due`` / ``news_until``), and feed it only the clocks it is due at; False: every account
+        #: behind is caught up and meets every clock (the former, eager path: the equality tests' reference)
+        self.lazy_clock = lazy_clock
+        self._clock_high: dict[str, tuple[int, dt.datetime | None]] = {}  # firm -> (clock seq read, latest ts)
+        # firm -> {number of calendar entries: the news part of a Market holding them} (see _market_for)
+        self._news_bases: dict[str, dict[int, tuple[list, list, set]]] = {}
         self.max_ahead = max_ahead_from_env() if max_ahead is None else max_ahead
         self._packs = PackCache(size=None)  # this worker's database's versions, compiled once
         self._calendars: dict[str, list[tuple[int, NewsEntry]]] = {}
+        self._news_cursor: dict[str, int] = {}  # per firm, the last news row read into its calendar
         self._symbol_tables: dict[str, tuple[str, SymbolTable]] = {}
+        self._pass_symbols: dict[str, SymbolTable | None] = {}  # firm -> its table, read once per pass
         self._held: dict[int, _Held] = {}  # account id -> its state between passes (see _Held)
         # Ticks (see _tick_work): each firm's accepted ticks by symbol in stored order, to give an account
         # the prices as of its position; the accounts holding each symbol; the accounts a tick made due.
@@ -192,6 +201,9 @@ class EvaluationWorker:
                         kept = self._commit(session, self._evaluate(session, ids), report, verify=False)
         except BaseException:
             self._held.clear()  # the engines may hold what was rolled back: read every state again
+            self._calendars.clear()  # (a news row the pass set aside may not be: read the calendars again)
+            self._news_cursor.clear()
+            self._news_bases.clear()
             raise
         for unit in kept:  # committed: these states are what the rows now hold
             if unit.held is not None:
@@ -233,23 +245,51 @@ class EvaluationWorker:
         ids = set(session.scalars(own.distinct().limit(limit)))
         # accounts whose open positions a stored tick moves: promptly, before the deadline catch-up
         ids.update(self._tick_work(session, firm_id, limit))
-        # accounts behind their firm's latest clock/news event have deadlines to catch up on
+        # accounts behind their firm's latest clock/news event that one of those events can change (lazy:
+        # the others meet them with their next event) have deadlines to catch up on, oldest position first
         latest = (
             select(m.RawEvent.firm_id, func.max(m.RawEvent.seq).label("seq"))
             .where(m.RawEvent.account_id.is_(None), m.RawEvent.type.in_(DEADLINE_TYPES),
                    m.RawEvent.status != "rejected")
             .group_by(m.RawEvent.firm_id)
-            .subquery()
-        )
-        behind = (
-            select(m.AccountState.account_id)
-            .join(latest, latest.c.firm_id == m.AccountState.firm_id)
-            .where(m.AccountState.last_seq < latest.c.seq)
         )
         if firm_id is not None:
-            behind = behind.where(m.AccountState.firm_id == firm_id)
-        ids.update(session.scalars(behind.order_by(m.AccountState.last_seq).limit(min(limit, self.catch_up))))
+            latest = latest.where(m.RawEvent.firm_id == firm_id)
+        room = min(limit, self.catch_up)
+        behind: list = []
+        states = m.AccountState
+        for firm, seq in session.execute(latest).all():
+            query = select(states.account_id, states.last_seq).where(states.firm_id == firm, states.last_seq < seq)
+            if self.lazy_clock:
+                query = query.where(self._can_change(session, firm))
+            behind.extend(session.execute(query.order_by(states.last_seq).limit(room)).all())
+        behind.sort(key=lambda row: row.last_seq)
+        ids.update(row.account_id for row in behind[:room])
         return sorted(ids)[:limit]
+
+    def _can_change(self, session: Session, firm_id: str):
+        """The condition on ``account_states`` that a firm clock or news event stored after the account's
+        position can change its state: a clock at or after its ``next_due`` (the firm's latest clock time
+        stands for every clock after the position — at worst an account is caught up for nothing), a
+        news entry dated at or before its ``news_until``, or due times not known (NULL: written before
+        migration 0020)."""
+        cursor, high = self._clock_high.get(firm_id, (0, None))
+        seq, ts = session.execute(
+            select(func.max(m.RawEvent.seq), func.max(m.RawEvent.ts))
+            .where(m.RawEvent.firm_id == firm_id, m.RawEvent.type == "clock", m.RawEvent.account_id.is_(None),
+                   m.RawEvent.seq > cursor)
+        ).one()
+        if seq is not None:
+            high = ts if high is None or ts > high else high
+            self._clock_high[firm_id] = (seq, high)
+        states = m.AccountState
+        news = exists().where(
+            m.RawEvent.firm_id == firm_id, m.RawEvent.type == "news", m.RawEvent.account_id.is_(None),
+            m.RawEvent.status != "rejected", m.RawEvent.seq > states.last_seq, m.RawEvent.ts <= states.news_until)
+        terms = [states.next_due.is_(None), and_(states.news_until.is_not(None), news)]
+        if high is not None:
+            terms.append(states.next_due <= high)
+        return or_(*terms)
 
     def _tick_work(self, session: Session, firm_id: str | None, limit: int) -> list[int]:
         """The accounts a stored tick moves and that have not yet met it, oldest tick first.
@@ -425,7 +465,17 @@ class EvaluationWorker:
         for row in shared_rows:
             if row.seq in firm_events:
                 by_firm.setdefault(row.firm_id, []).append(row)
-        calendars = {firm: self._calendar(session, firm) for firm in firms}
+        aside_seqs = {row.seq for row, _, _ in firm_aside}
+        # The calendar takes only news rows that were judged (set aside or not): those this pass reads and
+        # those an account of it has passed already. A later one waits for the pass that reads it.
+        judged: dict[str, int] = {}
+        for row in shared_rows:
+            judged[row.firm_id] = max(judged.get(row.firm_id, 0), row.seq)
+        for account in accounts:
+            if account.id in states:
+                judged[account.firm_id] = max(judged.get(account.firm_id, 0), states[account.id].last_seq)
+        calendars = {firm: self._calendar(session, firm, aside_seqs, judged.get(firm, 0)) for firm in firms}
+        self._pass_symbols = {}
 
         work: list[_AccountWork] = []
         for account in accounts:
@@ -508,8 +558,12 @@ class EvaluationWorker:
             dedupe=False,  # raw_events already holds each (source, id) once; ids repeat across sources
         )
         last_seq = state_row.last_seq if state_row is not None else 0
-        engine.market = _market_at(calendars[account.firm_id], last_seq, self._ticks.get(account.firm_id, {}))
-        engine.set_symbols(self._symbols(session, account.firm_id))  # positions are marked to market with it
+        quiet = not any(row.account_id is None and type(firm_events.get(row.seq)) is News for row in stream)
+        engine.market = self._market_for(account.firm_id, calendars[account.firm_id], last_seq,
+                                         self._ticks.get(account.firm_id, {}), quiet)
+        if account.firm_id not in self._pass_symbols:  # read once per firm and pass, not once per account
+            self._pass_symbols[account.firm_id] = self._symbols(session, account.firm_id)
+        engine.set_symbols(self._pass_symbols[account.firm_id])  # positions are marked to market with it
         program_key = (account.pack_version_id, account.phase)
         stored: bytes | None = None
         held = self._held.pop(account.id, None)  # back only when this pass commits (run_pass)
@@ -565,7 +619,10 @@ class EvaluationWorker:
             events.append(event)
             fed.append(row)
         seq_of = {row.event_id: row.seq for row in fed}
-        decisions = engine.feed(events, lines=range(len(events)))  # "lines": positions in `fed`
+        if self.lazy_clock:  # "lines": positions in `fed`
+            decisions = feed_due_clocks(engine, account.external_id, events)
+        else:
+            decisions = engine.feed(events, lines=range(len(events)))
         refused: set[int] = set()
         for problem in engine.rejected:
             row = fed[problem.line]
@@ -623,18 +680,52 @@ class EvaluationWorker:
             for decision, _ in unit.outcome.decisions:
                 report.by_kind[decision.kind] = report.by_kind.get(decision.kind, 0) + 1
 
-    def _calendar(self, session: Session, firm_id: str) -> list[tuple[int, NewsEntry]]:
+    def _calendar(self, session: Session, firm_id: str, aside: set[int] = frozenset(),
+                  up_to: int | None = None) -> list[tuple[int, NewsEntry]]:
         """The firm's news calendar in stored order (seq, entry), kept by the worker and extended with
-        what was stored since (news is append-only, in seq order)."""
+        what the firm stored since its last read (``_news_cursor``, per firm: a firm's rows are stored
+        in commit order). Only what the engine meets is in it: not a row set aside (``rejected``, or
+        ``aside`` — being set aside by this pass), not a row that no longer decodes; ``up_to``: read no
+        further (the rows judged so far)."""
         calendar = self._calendars.setdefault(firm_id, [])
-        after = calendar[-1][0] if calendar else 0
-        rows = session.execute(
-            select(m.RawEvent.seq, m.RawEvent.body)
-            .where(m.RawEvent.firm_id == firm_id, m.RawEvent.type == "news", m.RawEvent.seq > after)
-            .order_by(m.RawEvent.seq)
-        )
-        calendar.extend((seq, NewsEntry.from_event(DECODER.decode(body))) for seq, body in rows)
+        after = self._news_cursor.get(firm_id, 0)
+        query = (select(m.RawEvent.seq, m.RawEvent.body)
+                 .where(m.RawEvent.firm_id == firm_id, m.RawEvent.type == "news", m.RawEvent.account_id.is_(None),
+                        m.RawEvent.seq > after, m.RawEvent.status != "rejected")
+                 .order_by(m.RawEvent.seq))
+        if up_to is not None:
+            query = query.where(m.RawEvent.seq <= up_to)
+        rows = session.execute(query).all()
+        for seq, body in rows:
+            self._news_cursor[firm_id] = seq
+            if seq in aside:
+                continue
+            try:
+                event = DECODER.decode(body)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                continue  # set aside by the pass that meets it
+            if type(event) is News:
+                calendar.append((seq, NewsEntry.from_event(event)))
         return calendar
+
+    def _market_for(self, firm_id: str, calendar: list[tuple[int, NewsEntry]], up_to_seq: int,
+                    ticks: dict[str, tuple[list[int], list[Price]]], shared: bool) -> Market:
+        """:func:`_market_at`, with the news part built once per firm and number of entries the account
+        knows (almost every account knows them all) instead of once per account and pass. ``shared``:
+        the account's stream has no news event (nothing adds to the calendar), so the lists are shared."""
+        known = bisect.bisect_right(calendar, up_to_seq, key=_entry_seq)
+        bases = self._news_bases.setdefault(firm_id, {})
+        base = bases.get(known)
+        if base is None:
+            if len(bases) >= 8:
+                bases.clear()
+            market = _market_at(calendar[:known], up_to_seq)
+            base = bases[known] = (market.news, market.news_times, market.news_keys)
+        news, times, keys = base
+        market = Market(news=news, news_times=times, news_keys=keys) if shared else \
+            Market(news=list(news), news_times=list(times), news_keys=set(keys))
+        _prices_at(market, ticks, up_to_seq)
+        return market
 
     def _symbols(self, session: Session, firm_id: str) -> SymbolTable | None:
         """The firm's symbol table, parsed once per stored version."""
@@ -728,6 +819,62 @@ class _TickRow:
     @property
     def event_id(self) -> str:
         return self.event.id
+
+
+def _entry_seq(entry: tuple[int, NewsEntry]) -> int:
+    return entry[0]
+
+
+def feed_due_clocks(engine: Engine, account: str, events: list) -> list[Decision]:
+    """``engine.feed(events)`` for one account's stream, leaving out the firm clocks that would change
+    nothing: exactly the same decisions and state, without a step per clock when an account meets many.
+
+    The engine applies a firm clock to the account only when the clock is not older than the last firm
+    clock it accepted (else it refuses it as out of order) and the account is due — its
+    ``next_deadline`` at or before the clock's time and its ``last_ts`` before it (``Engine._clock``).
+    Within a run of consecutive firm clocks the state changes only at an applied clock, so the next
+    one to apply is found by bisection among the run's in-order clocks; it is fed alone, and the search
+    goes on from the state it leaves. Rejections name each event's position in ``events``."""
+    out: list[Decision] = []
+    pending: list = []
+    lines: list[int] = []
+    latest: dt.datetime | None = None  # the latest firm clock time so far: an older one is refused
+    i, n = 0, len(events)
+    states = engine.states
+    while i < n:
+        ev = events[i]
+        if type(ev) is not Clock or ev.account is not None:
+            pending.append(ev)
+            lines.append(i)
+            i += 1
+            continue
+        times: list[dt.datetime] = []
+        at: list[int] = []
+        while i < n and type(events[i]) is Clock and events[i].account is None:
+            ts = events[i].ts
+            if latest is None or ts >= latest:
+                latest = ts
+                times.append(ts)
+                at.append(i)
+            i += 1
+        if pending:
+            out.extend(engine.feed(pending, lines=lines))
+            pending, lines = [], []
+        k = 0
+        while k < len(times):
+            st = states.get(account)
+            if st is None:
+                break  # nothing of the account's own yet: a clock has nothing to act on
+            k = bisect.bisect_left(times, st.next_deadline, k)
+            if st.last_ts is not None:
+                k = max(k, bisect.bisect_right(times, st.last_ts, k))
+            if k >= len(times):
+                break
+            out.extend(engine.feed([events[at[k]]], lines=[at[k]]))
+            k += 1
+    if pending:
+        out.extend(engine.feed(pending, lines=lines))
+    return out
 
 
 def _market_at(calendar: list[tuple[int, NewsEntry]], up_to_seq: int,

@@ -263,28 +263,32 @@ def decision_row(account: AccountRef, decision: Decision, event_seq: int | None,
 _UPSERT_STATES_PG = text_sql("""
 INSERT INTO account_states (account_id, firm_id, state, last_seq, balance, equity, updated_at,
     daily_floor, daily_distance, daily_distance_cents, max_loss_level, max_loss_distance, max_loss_distance_cents,
-    nearest_bp, target_bp, trading_days)
+    nearest_bp, target_bp, trading_days, next_due, news_until)
 SELECT CAST(b.account_id AS INTEGER), b.firm_id, decode(b.state, 'hex'), CAST(b.last_seq AS BIGINT),
        CAST(b.balance AS NUMERIC(24, 8)), CAST(b.equity AS NUMERIC(24, 8)), :now,
        CAST(b.daily_floor AS NUMERIC(24, 8)), CAST(b.daily_distance AS NUMERIC(24, 8)),
        CAST(b.daily_distance_cents AS BIGINT), CAST(b.max_loss_level AS NUMERIC(24, 8)),
        CAST(b.max_loss_distance AS NUMERIC(24, 8)), CAST(b.max_loss_distance_cents AS BIGINT),
-       CAST(b.nearest_bp AS INTEGER), CAST(b.target_bp AS INTEGER), CAST(b.trading_days AS INTEGER)
+       CAST(b.nearest_bp AS INTEGER), CAST(b.target_bp AS INTEGER), CAST(b.trading_days AS INTEGER),
+       CAST(b.next_due AS TIMESTAMP WITH TIME ZONE), CAST(b.news_until AS TIMESTAMP WITH TIME ZONE)
 FROM unnest(string_to_array(:ids, ','), string_to_array(:firms, chr(31)), string_to_array(:states, ','),
             string_to_array(:seqs, ','), string_to_array(:balances, ','), string_to_array(:equities, ','),
             string_to_array(:daily_floor, ',', ''), string_to_array(:daily_distance, ',', ''),
             string_to_array(:daily_distance_cents, ',', ''), string_to_array(:max_loss_level, ',', ''),
             string_to_array(:max_loss_distance, ',', ''), string_to_array(:max_loss_distance_cents, ',', ''),
             string_to_array(:nearest_bp, ',', ''), string_to_array(:target_bp, ',', ''),
-            string_to_array(:trading_days, ',', ''))
+            string_to_array(:trading_days, ',', ''), string_to_array(:next_due, ',', ''),
+            string_to_array(:news_until, ',', ''))
      AS b(account_id, firm_id, state, last_seq, balance, equity, daily_floor, daily_distance, daily_distance_cents,
-          max_loss_level, max_loss_distance, max_loss_distance_cents, nearest_bp, target_bp, trading_days)
+          max_loss_level, max_loss_distance, max_loss_distance_cents, nearest_bp, target_bp, trading_days,
+          next_due, news_until)
 ON CONFLICT (account_id) DO UPDATE SET state = excluded.state, last_seq = excluded.last_seq,
     balance = excluded.balance, equity = excluded.equity, updated_at = excluded.updated_at,
     daily_floor = excluded.daily_floor, daily_distance = excluded.daily_distance,
     daily_distance_cents = excluded.daily_distance_cents, max_loss_level = excluded.max_loss_level,
     max_loss_distance = excluded.max_loss_distance, max_loss_distance_cents = excluded.max_loss_distance_cents,
-    nearest_bp = excluded.nearest_bp, target_bp = excluded.target_bp, trading_days = excluded.trading_days
+    nearest_bp = excluded.nearest_bp, target_bp = excluded.target_bp, trading_days = excluded.trading_days,
+    next_due = excluded.next_due, news_until = excluded.news_until
 """).bindparams(bindparam("now", type_=DateTime(timezone=True)))
 
 _STATE_COLUMNS = ("state", "last_seq", "balance", "equity", "updated_at")
@@ -323,6 +327,7 @@ def upsert_states(session: Session, outcomes: list[AccountOutcome], now: dt.date
         }
         for name in FIGURE_COLUMNS:
             params[name] = ",".join("" if f[name] is None else format(f[name], "f") if isinstance(f[name], Decimal)
+                                    else f[name].isoformat() if isinstance(f[name], dt.datetime)
                                     else str(f[name]) for f in figures)
         session.execute(_UPSERT_STATES_PG, params)
         return

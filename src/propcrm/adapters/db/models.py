@@ -300,6 +300,12 @@ class AccountState(Base):
     # (migration 0016) bumped whenever anything but the evaluation worker rewrites ``state`` (a re-bind to
     # another pack version, a cleared breach): a copy of the state kept in memory is stale once it differs
     generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # (migration 0020) when time alone can next change the state (PhaseProgram.next_due / news_until): a
+    # firm ``clock`` before ``next_due`` and a ``news`` entry later than ``news_until`` (NULL: none can)
+    # leave it as it is, so the worker catches the account up only once one can. ``next_due`` NULL:
+    # unknown (a row written before 0020): always caught up.
+    next_due: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    news_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     # (firm_id, figure, account_id): a sorted page of the list is a walk along one index
     __table_args__ = (
         Index("ix_account_states_changed", "firm_id", "updated_at"),
