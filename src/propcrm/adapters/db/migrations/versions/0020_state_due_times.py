@@ -1,7 +1,7 @@
 """when time alone can next change an account's state: the worker's clock catch-up (issue 14)
 
 Revision ID: 0020
-Revises: 0016
+Revises: 0019
 
 - ``account_states.next_due``: the first instant at which a firm ``clock`` event can change the stored
   state (``PhaseProgram.next_due``: the trading day's end in the pack's timezone, a maximum duration,
@@ -21,7 +21,7 @@ from propcrm.adapters.db.models import UtcDateTime
 
 
 revision = '0020'
-down_revision = '0016'
+down_revision = '0019'
 branch_labels = None
 depends_on = None
 

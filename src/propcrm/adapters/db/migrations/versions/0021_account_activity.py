@@ -1,7 +1,7 @@
 """account activity and the order time of a trade — the abuse analysis reads the projections, not the event log
 
 Revision ID: 0021
-Revises: 0019
+Revises: 0020
 
 ``account_activity`` holds each accepted ``trade_opened``, ``trade_closed`` and ``session`` event of an
 account (time, and the ip/device of a login or an open), written by the evaluation write path with the
@@ -18,7 +18,7 @@ from propcrm.adapters.db.models import UtcDateTime
 
 
 revision = '0021'
-down_revision = '0019'
+down_revision = '0020'
 branch_labels = None
 depends_on = None
 
