@@ -67,6 +67,7 @@ def replay(
     phase: Annotated[Optional[str], typer.Option(help="phase the accounts are in (default: the first)")] = None,
     prices: Annotated[Optional[str], typer.Option(help="NDJSON file of price ticks, merged in by time")] = None,
     symbols: Annotated[Optional[str], typer.Option(help="symbol table (JSON, or CSV by .csv): mark positions to the tick")] = None,
+    exact: Annotated[bool, typer.Option("--exact", help="revalue every holder in Decimal at every tick (slower; the same decisions)")] = False,
 ) -> None:
     """Replay a history through a pack: decisions as NDJSON on stdout, a summary on stderr.
 
@@ -85,7 +86,7 @@ def replay(
     except KeyError as exc:
         raise fail(str(exc.args[0])) from None
     out = sys.stdout.buffer
-    run = run_replay(compiled, path, phase=phase, sink=out.write, prices=price_path, symbols=table)
+    run = run_replay(compiled, path, phase=phase, sink=out.write, prices=price_path, symbols=table, exact=exact)
     out.flush()
     stats = run.engine.stats
     rate = stats.events / run.seconds if run.seconds else 0.0
@@ -116,6 +117,7 @@ def whatif(
     show: Annotated[int, typer.Option(help="how many differing accounts to list")] = 20,
     prices: Annotated[Optional[str], typer.Option(help="NDJSON file of price ticks, merged in by time")] = None,
     symbols: Annotated[Optional[str], typer.Option(help="symbol table (JSON, or CSV by .csv): mark positions to the tick")] = None,
+    exact: Annotated[bool, typer.Option("--exact", help="revalue every holder in Decimal at every tick (slower; the same decisions)")] = False,
 ) -> None:
     """Back-test a rule change: one history under two packs, and what changes between them (to the
     tick with --prices and --symbols)."""
@@ -130,7 +132,8 @@ def whatif(
         except KeyError as exc:
             raise fail(str(exc.args[0])) from None
     result = run_whatif(a, b, _events_path(events), phase=phase,
-                        prices=_events_path(prices) if prices is not None else None, symbols=_symbols(symbols))
+                        prices=_events_path(prices) if prices is not None else None, symbols=_symbols(symbols),
+                        exact=exact)
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
     else:

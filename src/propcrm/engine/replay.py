@@ -74,12 +74,15 @@ def replay(
     sink: Callable[[bytes], object] | None = None,
     prices: str | Path | None = None,
     symbols: SymbolTable | None = None,
+    exact: bool = False,
 ) -> ReplayRun:
     """Replay an NDJSON file through one pack; every decision goes to ``sink`` as an NDJSON line.
 
     ``prices`` (an NDJSON file of ``price`` events) is merged in by time; with ``symbols`` open
-    positions are marked to market from every tick (a dispute replays to the tick)."""
-    engine = Engine(pack, phase=phase)
+    positions are marked to market from every tick (a dispute replays to the tick). Ticks are screened
+    in integers (:mod:`.marking`) unless ``exact``: the same decisions and states, held equal by
+    tests/unit/engine/test_vector_marking.py; ``exact`` revalues every holder in Decimal at every tick."""
+    engine = Engine(pack, phase=phase, vector=symbols is not None and not exact)
     engine.set_symbols(symbols)
     run = ReplayRun(engine)
     started = time.perf_counter()
@@ -90,6 +93,7 @@ def replay(
         run.decisions += len(decisions)
         if sink is not None and decisions:
             sink(b"".join(encode(d) + b"\n" for d in decisions))
+    engine.settle()  # every state at its last tick, as the exact path leaves it
     run.seconds = time.perf_counter() - started
     return run
 
@@ -163,10 +167,11 @@ class WhatIf:
 
 
 def whatif(a: CompiledPack, b: CompiledPack, events: str | Path, *, phase: str | None = None,
-           prices: str | Path | None = None, symbols: SymbolTable | None = None) -> WhatIf:
+           prices: str | Path | None = None, symbols: SymbolTable | None = None, exact: bool = False) -> WhatIf:
     """Replay one history under two packs (decoding it once) and compare the outcomes; with ``prices``
     and ``symbols`` both are marked to the tick, as :func:`replay` does."""
-    engines = (Engine(a, phase=phase), Engine(b, phase=phase))
+    vector = symbols is not None and not exact
+    engines = (Engine(a, phase=phase, vector=vector), Engine(b, phase=phase, vector=vector))
     for engine in engines:
         engine.set_symbols(symbols)
     collected: tuple[list[Decision], list[Decision]] = ([], [])
@@ -176,6 +181,8 @@ def whatif(a: CompiledPack, b: CompiledPack, events: str | Path, *, phase: str |
         malformed.extend(bad)
         for engine, sink in zip(engines, collected):
             sink.extend(engine.feed(batch, lines))
+    for engine in engines:
+        engine.settle()
     seconds = time.perf_counter() - started
     return WhatIf(
         labels=(a.describe(), b.describe()),
