@@ -1,8 +1,8 @@
 """Fixtures the integration tests of the web pages and the staff API share.
 
-- ``cheap_argon2``: argon2 at its cheapest parameters for tests that create or log in many users
-  (the hash is still argon2id; only the cost differs). Opt in with
-  ``pytestmark = pytest.mark.usefixtures("cheap_argon2")``.
+- ``cheap_argon2``: argon2 at its cheapest parameters. The whole session already hashes that way
+  (``tests/conftest.py``: ``cheap_password_hashing``); this name stays for the modules that ask for it
+  and asserts the session's parameters are in force.
 - ``world``: the two-firm World of ``support/staff.py`` behind a real app, on the ``db_url``
   backend (SQLite and PostgreSQL). A test module may define its own ``world`` instead.
 """
@@ -14,12 +14,10 @@ from support.staff import build_world, seed
 
 
 @pytest.fixture
-def cheap_argon2(monkeypatch):
-    from argon2 import PasswordHasher
-
+def cheap_argon2(cheap_password_hashing):
     from propcrm.services import users
 
-    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    assert users.hash_password("x" * 12).startswith("$argon2id$v=19$m=1024,t=1,p=1$")
 
 
 @pytest.fixture

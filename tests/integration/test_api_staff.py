@@ -7,7 +7,6 @@ import json
 import string
 
 import pytest
-from argon2 import PasswordHasher
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -16,11 +15,6 @@ from propcrm.adapters.db import models as m
 from propcrm.services import audit, users
 from propcrm.services.apikeys import AuthError, sign, verify_signature
 from support.staff import PASSWORD, build_world, seed
-
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 @pytest.fixture

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import select
 
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_analytics import AccountLink, AnalysisWatermark, Case, CaseAccount, RiskScore
-from propcrm.services import users
 from propcrm.services.cases import linked_accounts, open_cases_touching, record_finding, risk_score_of
 from support.analytics import ingest_events, new_case, store_firm
 from support.staff import build_world, seed
-
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 @pytest.fixture

@@ -16,22 +16,15 @@ import datetime as dt
 import json
 
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import select
 
 from propcrm.adapters.db import models as m
 from propcrm.domain.rulepack import canonical_json
-from propcrm.services import users
 from support.lifecycle import add_user, life_pack, open_case, provider_key, signed_post
 from support.staff import build_world, seed
 
 UTC = dt.timezone.utc
 CASE_STATUS_ROUTE = "/api/v1/cases/{case_id}/status"
-
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 @pytest.fixture
