@@ -71,7 +71,10 @@ def test_login_sets_an_httponly_samesite_cookie_and_a_bearer_token_and_is_audite
 
 
 def test_the_cookie_can_be_marked_secure_behind_a_tls_proxy(world, monkeypatch):
-    monkeypatch.setenv("PROPCRM_SECURE_COOKIES", "1")
+    from propcrm.adapters.settings import Settings
+
+    # the app reads its configuration once, when it is made: this world's app gets the proxy's settings
+    monkeypatch.setattr(world.client.app.state, "settings", Settings.from_env({"PROPCRM_SECURE_COOKIES": "1"}))
     parts = [p.strip().lower() for p in login(world).headers["set-cookie"].split(";")]
     assert "secure" in parts and "httponly" in parts and "samesite=lax" in parts
 
