@@ -14,17 +14,10 @@ import pytest
 from propcrm.services import users
 from support import routes_analytics, routes_governance, routes_lifecycle, routes_people
 from support.routes import A1, ADMIN, ALL, FINANCE, RISK, Route
-from support.staff import PASSWORD, ROLES, World, build_world, seed
+from support.staff import PASSWORD, ROLES, World
 
 NOT_IN_TABLE = {("POST", "/api/v1/events")}  # signed by platform API keys, not users (test_api_events.py)
 NOT_IN_TABLE |= routes_analytics.NOT_IN_TABLE | routes_lifecycle.NOT_IN_TABLE
-
-
-@pytest.fixture
-def world(db_url):
-    app, world = build_world(db_url)
-    with world.client:
-        yield seed(world)
 
 
 TABLE = [

@@ -14,14 +14,7 @@ from sqlalchemy import select
 from propcrm.adapters.db import models as m
 from propcrm.services import audit, users
 from propcrm.services.apikeys import AuthError, sign, verify_signature
-from support.staff import PASSWORD, build_world, seed
-
-
-@pytest.fixture
-def world(db_url):
-    app, world = build_world(db_url)
-    with world.client:
-        yield seed(world)
+from support.staff import PASSWORD
 
 
 def login(world, role="risk", password=PASSWORD, firm="fa", **kwargs):

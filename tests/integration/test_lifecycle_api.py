@@ -15,14 +15,6 @@ from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_lifecycle import Order
 from support.lifecycle import add_life_pack, add_user, approve_kyc, funded_account, provider_key, signed_post
 from support.routes_lifecycle import _product, _violation
-from support.staff import build_world, seed
-
-
-@pytest.fixture
-def world(db_url):
-    app, world = build_world(db_url)
-    with world.client:
-        yield seed(world)
 
 
 def _order(world, who="trader", **extra):

@@ -15,16 +15,8 @@ from propcrm.services import scaling
 from propcrm.services.lifecycle import Refusal
 from support.lifecycle import add_user
 from support.routes_lifecycle import _scalable
-from support.staff import build_world, seed
 
 UTC = dt.timezone.utc
-
-
-@pytest.fixture
-def world(db_url):
-    app, world = build_world(db_url)
-    with world.client:
-        yield seed(world)
 
 
 def _scale(world) -> tuple[str, int, str]:

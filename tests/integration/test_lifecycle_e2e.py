@@ -21,17 +21,9 @@ from sqlalchemy import select
 from propcrm.adapters.db import models as m
 from propcrm.domain.rulepack import canonical_json
 from support.lifecycle import add_user, life_pack, open_case, provider_key, signed_post
-from support.staff import build_world, seed
 
 UTC = dt.timezone.utc
 CASE_STATUS_ROUTE = "/api/v1/cases/{case_id}/status"
-
-
-@pytest.fixture
-def world(db_url):
-    app, world = build_world(db_url)
-    with world.client:
-        yield seed(world)
 
 
 def _ok(response, status=200):

@@ -13,14 +13,7 @@ from propcrm.adapters.db.models_analytics import Case
 from propcrm.services import users
 from support.lifecycle import approve_kyc, funded_account, open_case, provider_key, signed_post
 from support.routes_lifecycle import _life, _product
-from support.staff import PASSWORD, build_world, seed
-
-
-@pytest.fixture
-def world(db_url):
-    app, world = build_world(db_url)
-    with world.client:
-        yield seed(world)
+from support.staff import PASSWORD
 
 
 def _finance(world, name: str, email: str | None = None) -> dict[str, str]:
