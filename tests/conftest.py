@@ -74,14 +74,19 @@ def pg_template(pg_base_url):
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path) -> str:
-    """A migrated, empty database URL on each backend, of this test alone."""
+    """A migrated, empty database URL on each backend, of this test alone.
+
+    A test that uses ``seeded_template`` (the shared ``world`` of tests/integration/conftest.py does) gets a
+    copy of that template instead: migrated *and* seeded once per session, still a database of its own."""
+    seeded = (request.getfixturevalue("seeded_template")(request.param)
+              if "seeded_template" in request.fixturenames else None)
     if request.param == "sqlite":
         path = tmp_path / "propcrm.db"
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        shutil.copyfile(seeded or request.getfixturevalue("sqlite_template"), path)
         yield f"sqlite:///{path}"
         return
     base = request.getfixturevalue("pg_base_url")
-    template = request.getfixturevalue("pg_template")
+    template = seeded or request.getfixturevalue("pg_template")
     fresh = fresh_pg_schema(base) if template is None else fresh_pg_database(base, template)
     with fresh as url:
         yield url
