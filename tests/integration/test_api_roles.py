@@ -10,29 +10,20 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 
-from propcrm.services import users
 from support import routes_analytics, routes_firms, routes_governance, routes_lifecycle, routes_people
 from support.routes import A1, ADMIN, ALL, EVERYONE, FINANCE, RISK, Route
 from support.routes_lifecycle import STAFF
-from support.staff import PASSWORD, ROLES, World, build_world, seed
+from support.staff import PASSWORD, ROLES, World
 
 NOT_IN_TABLE = {("POST", "/api/v1/events")}  # signed by platform API keys, not users (test_api_events.py)
 NOT_IN_TABLE |= routes_analytics.NOT_IN_TABLE | routes_lifecycle.NOT_IN_TABLE
 
 
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    """Real argon2, test-sized costs: the hashes still verify the same way."""
-    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
 @pytest.fixture
-def world(db_url):
-    app, world = build_world(db_url)
-    with world.client:
-        yield routes_firms.seed_operator(seed(world))
+def world(world):
+    """The shared world (conftest.py), plus the installation's operator (its own firm ``ops``)."""
+    return routes_firms.seed_operator(world)
 
 
 TABLE = [

@@ -7,7 +7,6 @@ import json
 import string
 
 import pytest
-from argon2 import PasswordHasher
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -15,19 +14,7 @@ from sqlalchemy import select
 from propcrm.adapters.db import models as m
 from propcrm.services import audit, users
 from propcrm.services.apikeys import AuthError, sign, verify_signature
-from support.staff import PASSWORD, build_world, seed
-
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
-@pytest.fixture
-def world(db_url):
-    app, world = build_world(db_url)
-    with world.client:
-        yield seed(world)
+from support.staff import PASSWORD
 
 
 def login(world, role="risk", password=PASSWORD, firm="fa", **kwargs):
@@ -77,7 +64,10 @@ def test_login_sets_an_httponly_samesite_cookie_and_a_bearer_token_and_is_audite
 
 
 def test_the_cookie_can_be_marked_secure_behind_a_tls_proxy(world, monkeypatch):
-    monkeypatch.setenv("PROPCRM_SECURE_COOKIES", "1")
+    from propcrm.adapters.settings import Settings
+
+    # the app reads its configuration once, when it is made: this world's app gets the proxy's settings
+    monkeypatch.setattr(world.client.app.state, "settings", Settings.from_env({"PROPCRM_SECURE_COOKIES": "1"}))
     parts = [p.strip().lower() for p in login(world).headers["set-cookie"].split(";")]
     assert "secure" in parts and "httponly" in parts and "samesite=lax" in parts
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -14,11 +13,6 @@ from propcrm.adapters.db import models as m
 from propcrm.adapters.db.session import make_engine, sessions
 from propcrm.cli import app
 from propcrm.services import users
-
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 @pytest.fixture

@@ -320,7 +320,10 @@ def test_the_api_as_an_ingest_node_publishes_and_reports_health(bus, tmp_path, m
         assert again.json()["duplicates"] == len(body.splitlines()) - 1
         metrics = client.get("/metrics")
         assert metrics.status_code == 200 and 'propcrm_ingest_lines_total{status="accepted"}' in metrics.text
-        monkeypatch.setenv("PROPCRM_METRICS_TOKEN", "s3cret")
+        # configuration is read once, when the app is made (adapters/settings.py): this app's is replaced
+        import dataclasses
+
+        client.app.state.settings = dataclasses.replace(client.app.state.settings, metrics_token="s3cret")
         assert client.get("/metrics").status_code == 401
         assert client.get("/metrics", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     engine = make_engine(url)

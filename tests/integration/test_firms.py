@@ -16,7 +16,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyotp
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import create_engine, select, text
 
 from propcrm.adapters.db import models as m
@@ -26,22 +25,16 @@ from propcrm.adapters.platforms.secrets import SecretBox
 from propcrm.services import firms, totp, users
 from propcrm.services.dispatch import Dispatcher
 from support.routes_firms import seed_operator
-from support.staff import PASSWORD, build_world, seed
+from support.staff import PASSWORD
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 3, 2, 10, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
 @pytest.fixture
-def world(db_url):
-    app, world = build_world(db_url)
-    with world.client:
-        yield seed_operator(seed(world))
+def world(world):
+    """The shared world (conftest.py), plus the installation's operator (its own firm ``ops``)."""
+    return seed_operator(world)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -9,27 +9,12 @@ import time
 from decimal import Decimal
 
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import select
 
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_lifecycle import Order
-from propcrm.services import users
 from support.lifecycle import add_life_pack, add_user, approve_kyc, funded_account, provider_key, signed_post
 from support.routes_lifecycle import _product, _violation
-from support.staff import build_world, seed
-
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
-@pytest.fixture
-def world(db_url):
-    app, world = build_world(db_url)
-    with world.client:
-        yield seed(world)
 
 
 def _order(world, who="trader", **extra):

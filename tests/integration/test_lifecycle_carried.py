@@ -9,28 +9,14 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from argon2 import PasswordHasher
 
 from propcrm.adapters.db import models as m
-from propcrm.services import scaling, users
+from propcrm.services import scaling
 from propcrm.services.lifecycle import Refusal
 from support.lifecycle import add_user
 from support.routes_lifecycle import _scalable
-from support.staff import build_world, seed
 
 UTC = dt.timezone.utc
-
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
-@pytest.fixture
-def world(db_url):
-    app, world = build_world(db_url)
-    with world.client:
-        yield seed(world)
 
 
 def _scale(world) -> tuple[str, int, str]:

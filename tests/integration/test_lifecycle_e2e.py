@@ -19,30 +19,16 @@ import datetime as dt
 import json
 
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import func, select
 
 from propcrm.adapters.db import models as m
 from propcrm.domain.rulepack import canonical_json
-from propcrm.services import users
 from support.lifecycle import add_user, life_pack, open_case, provider_key, signed_post
 from support.staff import build_world, seed
 from integration.test_cluster import bus, nats_url, pg_url  # noqa: F401 - fixtures of the scale-out variant
 
 UTC = dt.timezone.utc
 CASE_STATUS_ROUTE = "/api/v1/cases/{case_id}/status"
-
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
-@pytest.fixture
-def world(db_url):
-    app, world = build_world(db_url)
-    with world.client:
-        yield seed(world)
 
 
 def _ok(response, status=200):

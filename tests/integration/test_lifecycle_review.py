@@ -8,25 +8,12 @@ import time
 from decimal import Decimal
 
 import pytest
-from argon2 import PasswordHasher
 
 from propcrm.adapters.db.models_analytics import Case
 from propcrm.services import users
 from support.lifecycle import approve_kyc, funded_account, open_case, provider_key, signed_post
 from support.routes_lifecycle import _life, _product
-from support.staff import PASSWORD, build_world, seed
-
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-
-
-@pytest.fixture
-def world(db_url):
-    app, world = build_world(db_url)
-    with world.client:
-        yield seed(world)
+from support.staff import PASSWORD
 
 
 def _finance(world, name: str, email: str | None = None) -> dict[str, str]:

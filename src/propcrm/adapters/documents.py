@@ -5,7 +5,7 @@ it has checked who asks (``web/routes/traders.py``). Keys are random hex made he
 chose, so a key cannot climb out of the directory; a file is written to a temporary name and renamed,
 so a half-written upload is never read as a document.
 
-The directory is ``PROPCRM_DOCUMENTS_DIR``; without it, ``<database file>.documents/`` beside a SQLite
+The directory is ``PROPCRM_DOCUMENTS_DIR`` (``Settings.documents_dir``, handed to :func:`store_for`); without it, ``<database file>.documents/`` beside a SQLite
 database, else ``./propcrm-documents``.
 """
 
@@ -16,7 +16,8 @@ import re
 import secrets
 from pathlib import Path
 
-DOCUMENTS_DIR_ENV = "PROPCRM_DOCUMENTS_DIR"
+from .settings import DOCUMENTS_DIR_ENV
+
 _KEY = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -50,11 +51,11 @@ class DocumentStore:
         self._path(key).unlink(missing_ok=True)
 
 
-def store_for(database_url: str) -> DocumentStore:
-    """The store of a deployment (see the module's docstring)."""
-    configured = os.environ.get(DOCUMENTS_DIR_ENV, "").strip()
-    if configured:
-        return DocumentStore(Path(configured))
+def store_for(database_url: str, directory: Path | None = None) -> DocumentStore:
+    """The store of a deployment (see the module's docstring): ``directory`` (the settings'
+    ``PROPCRM_DOCUMENTS_DIR``) when given, else beside the SQLite database, else ``./propcrm-documents``."""
+    if directory is not None:
+        return DocumentStore(directory)
     if database_url.startswith("sqlite") and ":memory:" not in database_url:
         database = database_url.split("///", 1)[-1].split("?", 1)[0]
         if database:

@@ -13,17 +13,25 @@ _DB_HELP = "database URL (default: PROPCRM_DATABASE_URL, else ./data/propcrm.db)
 _NATS_HELP = "NATS server URL (default: PROPCRM_NATS_URL, else nats://127.0.0.1:4222)"
 
 
-def _bus(nats_url: Optional[str], partitions: Optional[int]):
-    import os
+def _settings():
+    from ..adapters.settings import Settings, SettingsError
 
-    from ..adapters.bus import nats_url as configured_nats_url
+    try:
+        return Settings.from_env()  # the process's configuration, read once here
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _bus(nats_url: Optional[str], partitions: Optional[int], settings=None):
     from ..adapters.bus.jetstream import BusConfig, BusConfigError
 
-    env = dict(os.environ)
+    settings = settings or _settings()
+    env = dict(settings.env)
     if partitions is not None:
         env["PROPCRM_PARTITIONS"] = str(partitions)
     try:
-        return BusConfig.from_env(env, url=nats_url or configured_nats_url(env) or "nats://127.0.0.1:4222")
+        return BusConfig.from_env(env, url=nats_url or settings.nats_url or "nats://127.0.0.1:4222")
     except BusConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -50,12 +58,13 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         Any number run side by side; they share the partitions and take over those of a worker that
         stops or dies within the lease TTL (PROPCRM_LEASE_TTL, default 3 s).
         """
-        from ..adapters.db.session import database_url as default_database_url
         from ..cluster.worker import run_worker
 
-        run_worker(bus=_bus(nats_url, partitions), database_url=database_url or default_database_url(),
+        settings = _settings()
+        run_worker(bus=_bus(nats_url, partitions, settings), database_url=database_url or settings.database_url(),
                    worker_id=worker_id, metrics_port=metrics_port, metrics_host=metrics_host,
-                   max_batch_events=max_batch_events)
+                   max_batch_events=max_batch_events, snapshot_interval_s=settings.snapshot_interval,
+                   push=settings.push_consumer)
 
     @cluster_app.command("dispatch")
     def cluster_dispatch(

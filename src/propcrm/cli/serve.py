@@ -22,8 +22,8 @@ import httpx
 from sqlalchemy import func, select
 
 from ..adapters.db import models as m
-from ..adapters.db.session import database_url as default_database_url
 from ..adapters.db.session import make_engine, migrate, sessions
+from ..adapters.settings import Settings, SettingsError
 from ..domain.rulepack import load_pack
 from ..services.catalog import add_pack, create_account, ensure_firm
 
@@ -288,7 +288,8 @@ def run_worker(*, database_url: str | None, once: bool = False) -> None:
     from ..services.evaluation import EvaluationWorker
 
     _configure_logging()
-    url = database_url or default_database_url()
+    settings = _settings()
+    url = database_url or settings.database_url()
     migrate(url)
     engine = make_engine(url)
     try:
@@ -312,14 +313,26 @@ def run_worker(*, database_url: str | None, once: bool = False) -> None:
         engine.dispose()
 
 
+def _settings() -> Settings:
+    """The process's configuration, read once, here at its start; a bad value stops the start."""
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_accounts: int, demo_rate: float,
-          with_worker: bool = True, print_=print) -> None:
+          with_worker: bool = True, print_=print, settings: Settings | None = None) -> None:
+    """The embedded service: the HTTP app and, with ``with_worker``, the evaluation, dispatch, analysis,
+    platform and calendar threads in one process. This is where its parts are wired: the configuration
+    (``settings``, default: read from the environment now) goes to each part as arguments."""
     import uvicorn
 
     from ..api.app import create_app
 
     _configure_logging()
-    url = database_url or default_database_url()
+    settings = _settings() if settings is None else settings
+    url = database_url or settings.database_url()
     migrate(url)
     from ..services.audit_anchors import AnchorConfigError, anchor_loop, ensure_embedded_key
 
@@ -351,7 +364,7 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
     if with_worker:
         from ..services.dispatch import build_dispatcher
 
-        dispatcher = build_dispatcher(session_factory)  # a bad configuration stops the start, loudly
+        dispatcher = build_dispatcher(session_factory, settings.env)  # a bad configuration stops the start, loudly
         threads += [
             threading.Thread(target=_worker_loop, args=(sessions(engine), stop), name="evaluation",
                              daemon=True),
@@ -359,7 +372,8 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
         ]
         from ..services.analysis import analysis_loop  # abuse analysis: incremental passes (PROPCRM_ANALYSIS_INTERVAL)
 
-        threads.append(threading.Thread(target=analysis_loop, args=(sessions(engine), stop), name="analysis", daemon=True))
+        threads.append(threading.Thread(target=analysis_loop, args=(sessions(engine), stop),
+                                        kwargs={"interval": settings.analysis_interval}, name="analysis", daemon=True))
         # issue 20: the platform connectors (`propcrm platforms add`) run inside the embedded service
         from ..features.platforms.service import ConnectorSupervisor
 
@@ -409,7 +423,7 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
                f"~{demo_rate:,.0f} events/s, then trading goes on in real time (a new cohort each week). "
                "A status line follows whenever the figures change. Stop with Ctrl-C.", flush=True)
     try:
-        uvicorn.run(create_app(url), host=host, port=port, log_level="warning",
+        uvicorn.run(create_app(url, settings=settings), host=host, port=port, log_level="warning",
                     timeout_graceful_shutdown=5)  # open live streams must not hold the exit
     finally:
         stop.set()

@@ -77,7 +77,8 @@ class Owned:
 class ClusterWorker:
     def __init__(self, *, bus: BusConfig, database_url: str, worker_id: str | None = None,
                  metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
-                 max_batch_events: int = 20_000, fetch_batch: int = 64, heartbeat_s: float | None = None) -> None:
+                 max_batch_events: int = 20_000, fetch_batch: int = 64, heartbeat_s: float | None = None,
+                 snapshot_interval_s: float = 2.0, push: bool = True) -> None:
         self.bus = bus
         self.database_url = database_url
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -86,8 +87,8 @@ class ClusterWorker:
         self.max_batch_events = max_batch_events
         self.fetch_batch = fetch_batch
         self.heartbeat_s = heartbeat_s or max(0.25, bus.lease_ttl_s / 4)
-        self.snapshot_interval_s = float(os.environ.get("PROPCRM_SNAPSHOT_INTERVAL", "2"))
-        self.push = os.environ.get("PROPCRM_CONSUMER", "push") != "pull"
+        self.snapshot_interval_s = snapshot_interval_s  # Settings.snapshot_interval (PROPCRM_SNAPSHOT_INTERVAL)
+        self.push = push  # Settings.push_consumer (PROPCRM_CONSUMER=pull: pull consumers)
         self.metrics = WorkerMetrics()
         self.owned: dict[int, Owned] = {}
         self._epochs = 0
@@ -463,7 +464,8 @@ def _migrate_with_retry(url: str) -> None:
 
 
 def run_worker(*, bus: BusConfig, database_url: str, worker_id: str | None = None, metrics_port: int | None = None,
-               metrics_host: str = "127.0.0.1", max_batch_events: int = 20_000) -> None:
+               metrics_host: str = "127.0.0.1", max_batch_events: int = 20_000, snapshot_interval_s: float = 2.0,
+               push: bool = True) -> None:
     if not logging.getLogger().handlers:
         from ..adapters.logs import configure_logging
         configure_logging()
@@ -472,7 +474,8 @@ def run_worker(*, bus: BusConfig, database_url: str, worker_id: str | None = Non
     # event loop's thread; at the default 5 ms switch interval each round trip can wait that long.
     sys.setswitchinterval(0.0005)
     worker = ClusterWorker(bus=bus, database_url=database_url, worker_id=worker_id, metrics_port=metrics_port,
-                           metrics_host=metrics_host, max_batch_events=max_batch_events)
+                           metrics_host=metrics_host, max_batch_events=max_batch_events,
+                           snapshot_interval_s=snapshot_interval_s, push=push)
     # the audit log's anchors on their schedule (services/audit_anchors.py), beside the evaluation
     import threading
 

@@ -17,7 +17,6 @@ adapters, never :mod:`propcrm.api` or :mod:`propcrm.web`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -26,12 +25,12 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyCookie, HTTPBearer
 from sqlalchemy.orm import Session
 
+from ..adapters.settings import SECURE_COOKIES_ENV
 from ..roles import ROLES
 from ..services import users as user_service
 from ..services.users import Principal
 
 COOKIE_NAME = "propcrm_session"
-SECURE_COOKIES_ENV = "PROPCRM_SECURE_COOKIES"  # "1": mark the cookie Secure even when TLS ends at a proxy
 MAX_LOGIN_BYTES = 64 * 1024
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
@@ -176,4 +175,5 @@ def actor_of(user: Principal) -> str:
 
 
 def secure_cookie(request: Request) -> bool:
-    return request.url.scheme == "https" or os.environ.get(SECURE_COOKIES_ENV, "").lower() in ("1", "true", "yes")
+    """Mark the cookie ``Secure``: over HTTPS, or always when the settings say TLS ends at a proxy."""
+    return request.url.scheme == "https" or request.app.state.settings.secure_cookies

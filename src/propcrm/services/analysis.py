@@ -628,24 +628,15 @@ def account_risk(session: Session, *, firm_id: str, account_id: int) -> dict[str
     }
 
 
-INTERVAL_ENV = "PROPCRM_ANALYSIS_INTERVAL"  # seconds between the service's incremental passes; 0 turns them off
-
-
-def analysis_loop(session_factory, stop, *, interval: float | None = None) -> None:
-    """The running service's analysis: an incremental pass of every firm, every ``interval`` seconds.
+def analysis_loop(session_factory, stop, *, interval: float) -> None:
+    """The running service's analysis: an incremental pass of every firm, every ``interval`` seconds
+    (``Settings.analysis_interval``, ``PROPCRM_ANALYSIS_INTERVAL``; 0 or less: off).
 
     A failed pass rolls back (the watermark stays) and is tried again at the next interval.
     """
     import logging
-    import os
 
     log = logging.getLogger("propcrm.analysis")
-    if interval is None:
-        try:
-            interval = float(os.environ.get(INTERVAL_ENV, "60"))
-        except ValueError:
-            log.error("%s must be a number of seconds; the analysis loop is off", INTERVAL_ENV)
-            return
     if interval <= 0:
         return
     while not stop.wait(interval):

@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 
 from ..adapters.bus import bus_mode
 from ..adapters.db import models as m
+from ..adapters.settings import DEFAULT_MAX_AHEAD, MAX_AHEAD_ENV, SettingsError, parse_max_ahead
 from ..domain.events import DECODER, AnyEvent, News, decode_lines
 from .wakeup import events_stored
 
@@ -50,9 +51,7 @@ UTC = dt.timezone.utc
 Status = Literal["accepted", "duplicate", "rejected"]
 
 MAX_SOURCE = 64
-MAX_AHEAD_VARIABLE = "PROPCRM_MAX_EVENT_AHEAD_MINUTES"
-DEFAULT_MAX_AHEAD = dt.timedelta(minutes=5)
-_MAX_AHEAD_LIMIT = 24 * 60  # a day: more is no longer "a clock a little fast"
+MAX_AHEAD_VARIABLE = MAX_AHEAD_ENV
 _ACCOUNT_CHUNK = 5000  # external ids per lookup query (well under SQLite's and PostgreSQL's bind limits)
 _INSERT_PAGE = 1000  # rows per multi-row INSERT round trip (9 binds a row)
 _TAGS = {cls: tag for tag, cls in ((c.__struct_config__.tag, c) for c in AnyEvent.__args__)}  # type: ignore[attr-defined]
@@ -116,18 +115,15 @@ BUS_MODE_MESSAGE = (
 def max_ahead_from_env(env: Mapping[str, str] | None = None) -> dt.timedelta:
     """How far ahead of the server's clock an event's time may be: ``PROPCRM_MAX_EVENT_AHEAD_MINUTES``
     (default 5; 0 to 1440, fractions allowed). Platforms' clocks drift a little; an event from the
-    future would freeze its account (every real event after it would be out of order), so it is refused."""
-    text = (os.environ if env is None else env).get(MAX_AHEAD_VARIABLE, "").strip()
-    if not text:
-        return DEFAULT_MAX_AHEAD
+    future would freeze its account (every real event after it would be out of order), so it is refused.
+
+    The processes read it once into ``Settings.max_event_ahead`` and pass it as ``max_ahead``; this reading
+    at call time is the default of the callers that pass none (the evaluation drivers, ingestion from
+    the platform and payout paths) until the composition root reaches them."""
     try:
-        minutes = float(text)
-    except ValueError:
-        minutes = float("nan")
-    if not 0 <= minutes <= _MAX_AHEAD_LIMIT:
-        raise IngestError(f"{MAX_AHEAD_VARIABLE} must be a number of minutes from 0 to {_MAX_AHEAD_LIMIT}, "
-                          f"got {text[:40]!r}")
-    return dt.timedelta(minutes=minutes)
+        return parse_max_ahead((os.environ if env is None else env).get(MAX_AHEAD_VARIABLE, ""))
+    except SettingsError as exc:
+        raise IngestError(str(exc)) from None
 
 
 def ahead_of_clock(event: AnyEvent, horizon: dt.datetime, max_ahead: dt.timedelta) -> str | None:

@@ -48,6 +48,18 @@ _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}")
 _HASHER = PasswordHasher()
 
 
+def use_password_hasher(hasher: PasswordHasher) -> PasswordHasher:
+    """Hash and verify passwords with ``hasher`` from now on; returns the one used before.
+
+    The production parameters are argon2-cffi's defaults (``_HASHER``); the test suite swaps in argon2id at
+    its cheapest cost once per session (hashes still verify the same way; only the cost differs).
+    """
+    global _HASHER
+    previous, _HASHER = _HASHER, hasher
+    dummy_hash.cache_clear()  # an unknown e-mail must cost what a wrong password costs, with these parameters
+    return previous
+
+
 @functools.cache
 def dummy_hash() -> str:
     """Verified against when the e-mail is unknown, so that a miss costs as much time as a wrong password."""
@@ -494,4 +506,5 @@ __all__ = [
     "set_active",
     "set_role",
     "sponsor_chain",
+    "use_password_hasher",
 ]

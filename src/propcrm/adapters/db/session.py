@@ -1,12 +1,13 @@
 """Database engines and sessions; migrations to the latest schema.
 
 The embedded default is SQLite in WAL mode in a data directory (``PROPCRM_DATA_DIR``, default
-``./data``); production sets ``PROPCRM_DATABASE_URL`` (e.g. ``postgresql+psycopg://…``).
+``./data``); production sets ``PROPCRM_DATABASE_URL`` (e.g. ``postgresql+psycopg://…``). Both are read
+by ``adapters/settings.py`` (``Settings.database_url()``).
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
 from pathlib import Path
 
 from alembic import command
@@ -18,12 +19,13 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def database_url(data_dir: str | Path | None = None) -> str:
-    url = os.environ.get("PROPCRM_DATABASE_URL")
-    if url:
-        return url
-    directory = Path(data_dir or os.environ.get("PROPCRM_DATA_DIR") or "data")
-    directory.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{directory.resolve() / 'propcrm.db'}"
+    """The configured database (for CLI commands that need only this of the settings)."""
+    from ..settings import Settings
+
+    settings = Settings.from_env()
+    if data_dir:
+        settings = dataclasses.replace(settings, data_dir=Path(data_dir))
+    return settings.database_url()
 
 
 def make_engine(url: str) -> Engine:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import os
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -43,7 +42,7 @@ async def healthz(request: Request) -> Response:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    token = os.environ.get("PROPCRM_METRICS_TOKEN")
+    token = request.app.state.settings.metrics_token
     if token:
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):

@@ -1,0 +1,121 @@
+"""The deployment's configuration, read from the environment once, by the entry points.
+
+``Settings.from_env()`` is called where a process starts — ``create_app`` (the HTTP service), the
+``propcrm serve``/``work``/``worker`` processes, the CLI commands — and the parts are handed to the
+services and adapters as arguments. Nothing below the entry points reads a ``PROPCRM_*`` variable
+for these settings any more; a process that wants other settings builds another ``Settings`` (tests:
+``Settings.from_env({...})`` or ``dataclasses.replace``).
+
+Each bad value stops the start with an error that names the variable (``SettingsError``).
+
+Not here (yet): the notifier, webhook, SMTP and platform-connector settings of ``services/dispatch.py``
+(moving to per-firm settings), which the entry points pass as ``settings.env``; the platform secrets key
+(``adapters/platforms/secrets.py``); the bus's stream details (``BusConfig.from_env(settings.env)``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+DATABASE_URL_ENV = "PROPCRM_DATABASE_URL"
+DATA_DIR_ENV = "PROPCRM_DATA_DIR"
+NATS_URL_ENV = "PROPCRM_NATS_URL"
+SECURE_COOKIES_ENV = "PROPCRM_SECURE_COOKIES"  # "1": mark the cookie Secure even when TLS ends at a proxy
+METRICS_TOKEN_ENV = "PROPCRM_METRICS_TOKEN"
+DOCUMENTS_DIR_ENV = "PROPCRM_DOCUMENTS_DIR"
+MAX_AHEAD_ENV = "PROPCRM_MAX_EVENT_AHEAD_MINUTES"
+ANALYSIS_INTERVAL_ENV = "PROPCRM_ANALYSIS_INTERVAL"  # seconds between the service's incremental passes; 0: off
+SNAPSHOT_INTERVAL_ENV = "PROPCRM_SNAPSHOT_INTERVAL"
+CONSUMER_ENV = "PROPCRM_CONSUMER"
+
+DEFAULT_MAX_AHEAD = dt.timedelta(minutes=5)
+MAX_AHEAD_LIMIT = 24 * 60  # minutes: a day; more is no longer "a clock a little fast"
+
+
+class SettingsError(ValueError):
+    """A configuration value is malformed; the message names the variable."""
+
+
+def parse_max_ahead(text: str) -> dt.timedelta:
+    """``PROPCRM_MAX_EVENT_AHEAD_MINUTES``: minutes from 0 to 1440, fractions allowed; empty: 5 minutes."""
+    text = text.strip()
+    if not text:
+        return DEFAULT_MAX_AHEAD
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = float("nan")
+    if not 0 <= minutes <= MAX_AHEAD_LIMIT:
+        raise SettingsError(f"{MAX_AHEAD_ENV} must be a number of minutes from 0 to {MAX_AHEAD_LIMIT}, "
+                            f"got {text[:40]!r}")
+    return dt.timedelta(minutes=minutes)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {text[:40]!r}") from None
+    if value != value:
+        raise SettingsError(f"{name} must be a number of seconds, got {text[:40]!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    #: ``PROPCRM_DATABASE_URL``; ``None``: the embedded SQLite database in ``data_dir``
+    database_url_setting: str | None = None
+    data_dir: Path = Path("data")
+    #: ``PROPCRM_NATS_URL``: set, the deployment is the scale-out one (docs/cluster.md)
+    nats_url: str | None = None
+    secure_cookies: bool = False
+    metrics_token: str | None = None
+    #: ``PROPCRM_DOCUMENTS_DIR``; ``None``: beside the SQLite database, else ``./propcrm-documents``
+    documents_dir: Path | None = None
+    max_event_ahead: dt.timedelta = DEFAULT_MAX_AHEAD
+    analysis_interval: float = 60.0
+    snapshot_interval: float = 2.0
+    push_consumer: bool = True
+    #: the environment as it was read (for the adapters that still take a mapping: bus, dispatch)
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings of ``env`` (default: this process's environment, copied now)."""
+        env = MappingProxyType(dict(os.environ if env is None else env))
+        return cls(
+            database_url_setting=env.get(DATABASE_URL_ENV) or None,
+            data_dir=Path(env.get(DATA_DIR_ENV) or "data"),
+            nats_url=env.get(NATS_URL_ENV) or None,
+            secure_cookies=env.get(SECURE_COOKIES_ENV, "").lower() in ("1", "true", "yes"),
+            metrics_token=env.get(METRICS_TOKEN_ENV) or None,
+            documents_dir=Path(env[DOCUMENTS_DIR_ENV].strip()) if env.get(DOCUMENTS_DIR_ENV, "").strip() else None,
+            max_event_ahead=parse_max_ahead(env.get(MAX_AHEAD_ENV, "")),
+            analysis_interval=_seconds(env, ANALYSIS_INTERVAL_ENV, 60.0),
+            snapshot_interval=_seconds(env, SNAPSHOT_INTERVAL_ENV, 2.0),
+            push_consumer=env.get(CONSUMER_ENV, "push") != "pull",
+            env=env,
+        )
+
+    def database_url(self) -> str:
+        """The database to use: ``PROPCRM_DATABASE_URL``, or SQLite in WAL mode in ``data_dir`` (created)."""
+        if self.database_url_setting:
+            return self.database_url_setting
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{self.data_dir.resolve() / 'propcrm.db'}"
+
+    @property
+    def bus_mode(self) -> bool:
+        """The event log is the NATS stream, not the embedded ``raw_events`` table."""
+        return self.nats_url is not None
+
+
+__all__ = ["DEFAULT_MAX_AHEAD", "Settings", "SettingsError", "parse_max_ahead"]

@@ -1,0 +1,106 @@
+"""In-memory fakes of the storage seams of the services, for unit tests without a database.
+
+Each fake keeps the contract its SQL adapter keeps (the same ``Protocol``); ``tests/integration/
+test_case_store.py`` runs one set of contract checks on both the fake and the adapter (SQLite and
+PostgreSQL), so a rule proven on the fake holds on the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from typing import Any
+
+from propcrm.adapters.db import models as m
+from propcrm.adapters.db.models_analytics import CASE_OPEN_STATUSES, Case, CaseNote
+from propcrm.services.errors import NotFound
+
+UTC = dt.timezone.utc
+
+
+class FakeCaseStore:
+    """:class:`propcrm.services.cases.CaseStore` in memory. Accounts and users are transient ORM objects
+    the test adds (``add_account``, ``add_user``); what the workflow wrote is in ``cases``, ``notes``,
+    ``audits``, ``stops`` and ``messages``."""
+
+    def __init__(self) -> None:
+        self.cases: dict[int, Case] = {}
+        self.case_members: dict[int, set[int]] = {}
+        self.notes: list[CaseNote] = []
+        self.accounts_by_id: dict[int, m.Account] = {}
+        self.users: dict[int, m.User] = {}
+        self.audits: list[dict[str, Any]] = []
+        self.stops: list[dict[str, Any]] = []
+        self.messages: list[dict[str, Any]] = []
+        self._ids = itertools.count(1)
+        self._note_ids = itertools.count(1)
+
+    # what a test sets up
+    def add_account(self, *, id: int, external_id: str, firm_id: str = "fa", status: str = "active",
+                    trader_id: int | None = None) -> m.Account:
+        account = m.Account(id=id, firm_id=firm_id, external_id=external_id, status=status, trader_id=trader_id)
+        self.accounts_by_id[id] = account
+        return account
+
+    def add_user(self, *, id: int, role: str, firm_id: str = "fa", active: bool = True) -> m.User:
+        user = m.User(id=id, firm_id=firm_id, email=f"{role}{id}@{firm_id}.example", role=role, active=active)
+        self.users[id] = user
+        return user
+
+    def notes_of(self, case_id: int) -> list[CaseNote]:
+        return [n for n in self.notes if n.case_id == case_id]
+
+    # the CaseStore protocol
+    def get(self, firm_id: str, case_id: int, *, for_update: bool = False) -> Case:
+        case = self.cases.get(case_id)
+        if case is None or case.firm_id != firm_id:
+            raise NotFound(f"no case {case_id}")
+        return case
+
+    def by_fingerprint(self, firm_id: str, fingerprint: str) -> Case | None:
+        return next((c for c in self.cases.values() if c.firm_id == firm_id and c.fingerprint == fingerprint), None)
+
+    def open_sharing(self, firm_id: str, detector: str, account_ids: list[int]) -> Case | None:
+        wanted = set(account_ids)
+        found = [c for c in self.cases.values() if c.firm_id == firm_id and c.detector == detector
+                 and c.status in CASE_OPEN_STATUSES and self.case_members[c.id] & wanted]
+        return min(found, key=lambda c: c.id, default=None)
+
+    def add(self, case: Case, account_ids: list[int]) -> None:
+        case.id = next(self._ids)
+        self.cases[case.id] = case
+        self.case_members[case.id] = set(account_ids)
+
+    def members(self, case: Case) -> set[int]:
+        return set(self.case_members[case.id])
+
+    def add_members(self, case: Case, account_ids: list[int]) -> None:
+        self.case_members[case.id] |= set(account_ids)
+
+    def accounts(self, case: Case) -> list[m.Account]:
+        return sorted((self.accounts_by_id[i] for i in self.case_members[case.id] if i in self.accounts_by_id),
+                      key=lambda a: a.external_id)
+
+    def add_note(self, case: Case, *, kind: str, text: str, author_user_id: int | None) -> CaseNote:
+        note = CaseNote(id=next(self._note_ids), case_id=case.id, firm_id=case.firm_id, author_user_id=author_user_id,
+                        kind=kind, text=text, created_at=dt.datetime.now(UTC))
+        self.notes.append(note)
+        return note
+
+    def note_count(self, case: Case) -> int:
+        return len(self.notes_of(case.id))
+
+    def active_user(self, firm_id: str, user_id: int) -> m.User | None:
+        user = self.users.get(user_id)
+        return user if user is not None and user.firm_id == firm_id and user.active else None
+
+    def audit(self, **entry: Any) -> None:
+        self.audits.append(entry)
+
+    def emergency_stop(self, *, firm_id: str, account_id: int, reason: str, actor_user_id: int, actor: str) -> None:
+        self.stops.append({"firm_id": firm_id, "account_id": account_id, "reason": reason,
+                           "actor_user_id": actor_user_id, "actor": actor})
+        self.accounts_by_id[account_id].status = "suspended"
+
+    def notify_trader(self, **message: Any) -> None:
+        self.messages.append(message)
