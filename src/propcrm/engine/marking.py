@@ -471,11 +471,10 @@ class Marks:
                 changed, q, accounts = changed[inside], q[inside], accounts[inside]
             if not len(changed):
                 continue
-            # the exact path's equity keeps the most places of every mark it added or took out
-            if cents:
-                self.places[accounts] = np.maximum(self.places[accounts], 2)
-            else:
-                np.maximum.at(self.places, accounts, np.maximum(_mark_places(q), _mark_places(book.mark[changed])))
+            # the exact path's equity keeps the most places of every mark it added or took out — the old
+            # mark's too: a whole-cent tick can take out a mark of more places (a tick quoted to an extra
+            # place before the account's state was re-read), so "cents" alone does not bound them
+            np.maximum.at(self.places, accounts, np.maximum(_mark_places(q), _mark_places(book.mark[changed])))
             book.mark[changed] = q
             self.pending[accounts] = True
             kept.append(accounts)

@@ -282,3 +282,29 @@ def test_new_intraday_peaks_inside_the_band_move_the_trailing_level_without_the_
     exact.feed(rising)
     assert exact.state("A1").peaks[1] == D("100000") + 11 * D("14.00") - D("20.00")  # 2 lots × 7 points × 11
     assert state_bytes(engine) == state_bytes(exact)  # the peak and the level, settled from the integers
+
+
+def test_a_whole_cent_tick_taking_out_a_mark_of_more_places_keeps_them_in_the_equity():
+    """The exact path's equity keeps the most places of every mark it adds or takes out. A gold tick quoted
+    to 3 places leaves a 3-place mark; after an equity report re-reads the account, a 2-place tick takes
+    that mark out: the equity (and so the peak and the trailing level written in a warning) keeps 3 places.
+    The screen had bounded them by the new tick's whole cents and wrote "96247.04100000" where the exact
+    path writes "96247.041" (found by the property test above)."""
+    at = [T0 + dt.timedelta(minutes=n) for n in range(8)]
+    events = [
+        TradeOpened(id="o1", ts=at[0], account="A3", position="p1", symbol="XAUUSD", side="sell", lots=D("0.01"),
+                    price=D("2002.22")),
+        Price(id="t1", ts=at[1], symbol="XAUUSD", bid=D("2049.991"), ask=D("2050.291")),
+        Equity(id="e1", ts=at[2], account="A3", equity=D("100192.97"), balance=D("99594.61")),
+        Price(id="t2", ts=at[3], symbol="XAUUSD", bid=D("2000.07"), ask=D("2000.37")),  # a new peak
+        Price(id="t3", ts=at[4], symbol="XAUUSD", bid=D("1995.92"), ask=D("1996.22")),  # a higher one
+        TradeOpened(id="o2", ts=at[5], account="A3", position="p2", symbol="GBPUSD", side="buy", lots=D("1"),
+                    price=D("1.26457")),
+        Equity(id="e2", ts=at[6], account="A3", equity=D("97792.71"), balance=D("99963.91")),
+    ]
+    exact, vector = engines(BANDS)
+    want, got = exact.feed(events), vector.feed(events)
+    assert exact.state("A3").peaks[1] == D("100247.041") and str(vector.state("A3").peaks[1]) == "100247.041"
+    assert to_ndjson(got) == to_ndjson(want)
+    assert b'"level":"96247.041"' in to_ndjson(want)
+    assert state_bytes(vector) == state_bytes(exact)
