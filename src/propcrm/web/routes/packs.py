@@ -118,13 +118,20 @@ def _error_path(error: str | None) -> str | None:
     return match.group(1) if match and match.group(1) != "$" else None
 
 
-@router.get("/office/packs/{pack_id}/draft")
-def draft_form(request: Request, pack_id: str, user: Role(*ADMIN), session: Db,
-               source: Annotated[int | None, Query(alias="from", ge=1, le=2**31 - 1)] = None) -> Response:
+def _editor_start(session, user, pack_id: str, source: int | None):
+    """What both editors (the YAML and the form) open with: the pack, the text of the version they start from
+    (the one asked for, else the active one, else the newest), numbered as the next version, and that version."""
     summary = _summary(session, user, pack_id)
     start = q.version_in(summary, source) or summary.active or summary.versions[-1]
     next_version = max(v.row.version for v in summary.versions) + 1
-    return _draft_page(request, summary, text=q.editor_text(start.row, version=next_version), source=start)
+    return summary, q.editor_text(start.row, version=next_version), start
+
+
+@router.get("/office/packs/{pack_id}/draft")
+def draft_form(request: Request, pack_id: str, user: Role(*ADMIN), session: Db,
+               source: Annotated[int | None, Query(alias="from", ge=1, le=2**31 - 1)] = None) -> Response:
+    summary, text, start = _editor_start(session, user, pack_id, source)
+    return _draft_page(request, summary, text=text, source=start)
 
 
 @router.post("/office/packs/{pack_id}/draft")
@@ -318,10 +325,8 @@ def _form_page(request: Request, summary: q.PackSummary, *, text: str, source, e
 @router.get("/office/packs/{pack_id}/form")
 def rule_form_page(request: Request, pack_id: str, user: Role(*ADMIN), session: Db,
                    source: Annotated[int | None, Query(alias="from", ge=1, le=2**31 - 1)] = None) -> Response:
-    summary = _summary(session, user, pack_id)
-    start = q.version_in(summary, source) or summary.active or summary.versions[-1]
-    next_version = max(v.row.version for v in summary.versions) + 1
-    return _form_page(request, summary, text=q.editor_text(start.row, version=next_version), source=start)
+    summary, text, start = _editor_start(session, user, pack_id, source)
+    return _form_page(request, summary, text=text, source=start)
 
 
 @router.post("/office/packs/{pack_id}/form")
