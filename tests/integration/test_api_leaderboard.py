@@ -161,3 +161,22 @@ def test_the_pseudonym_check_against_account_ids_and_logins_is_an_index_lookup(w
                 definition = s.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"),
                                        {"name": index}).scalar_one()
                 assert "firm_id, lower(" in definition, definition
+
+
+def test_the_admin_sets_the_thresholds_on_the_office_page(world):
+    admin = lambda: browse(world, "fa:admin")  # noqa: E731 - one browser at a time shares the client
+    page = admin().get("/office/leaderboard").text
+    assert 'id="leaderboard-settings"' in page and 'name="min_trades"' in page and 'value="5"' in page
+    assert 'id="leaderboard-settings"' not in browse(world, "fa:risk").get("/office/leaderboard").text
+    assert browse(world, "fa:risk").post_form("/office/leaderboard/settings",
+                                              {"min_trades": "1", "min_days": "1"}).status_code == 403
+    person = admin()
+    assert person.post_form("/office/leaderboard/settings", {"min_trades": "3", "min_days": "x"}).status_code == 303
+    assert "Not done: min_days" in person.get("/office/leaderboard").text
+    assert person.post_form("/office/leaderboard/settings", {"min_trades": "3", "min_days": "2"}).status_code == 303
+    assert "ranked after 3 closed trades on 2 trading days" in person.get("/office/leaderboard").text
+    with world.sessions() as s:
+        assert leaderboard.fairness(s, firm_id="fa") == leaderboard.Fairness(min_trades=3, min_days=2)
+        assert leaderboard.fairness(s, firm_id="fb") == leaderboard.Fairness()
+    assert "ranked after 3 closed trades on at least 2 trading days" in " ".join(
+        browse(world, "fa:trader").get("/portal/leaderboard").text.split())
