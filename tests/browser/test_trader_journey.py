@@ -153,13 +153,15 @@ def test_a_trader_joins_the_leaderboard_uploads_a_kyc_document_and_logs_in_with_
     name = next(k for k, v in site.traders.items() if v == trader_id)
     account = site.new_account(trader=name)
     external = account["external_id"]
-    site.post_events([
-        {"id": f"{external}-o1", "type": "trade_opened", "account": external, "ts": _stamp(90), "position": "b1",
-         "symbol": "EURUSD", "side": "buy", "lots": "1", "price": "1.08512"},
-        {"id": f"{external}-c1", "type": "trade_closed", "account": external, "ts": _stamp(60), "position": "b1",
-         "lots": "1", "price": "1.08612", "profit": "2007.00", "commission": "-7.00"},
-    ])
-    _wait_closed(site, account["id"], 1)
+    # five round trips on two trading days (27 hours apart): what the board asks by default to be ranked
+    events = []
+    for n, closed in enumerate((27 * 3600, 27 * 3600 - 600, 27 * 3600 - 1200, 3600 + 600, 3600), start=1):
+        events += [{"id": f"{external}-o{n}", "type": "trade_opened", "account": external, "ts": _stamp(closed + 300),
+                    "position": f"b{n}", "symbol": "EURUSD", "side": "buy", "lots": "1", "price": "1.08512"},
+                   {"id": f"{external}-c{n}", "type": "trade_closed", "account": external, "ts": _stamp(closed),
+                    "position": f"b{n}", "lots": "1", "price": "1.08612", "profit": "407.00", "commission": "-7.00"}]
+    site.post_events(events)
+    _wait_closed(site, account["id"], 5)
     page = page_as("trader", email=email)
     # the leaderboard: opt in from the profile under a chosen pseudonym
     page.goto("/portal/profile")
@@ -171,6 +173,7 @@ def test_a_trader_joins_the_leaderboard_uploads_a_kyc_document_and_logs_in_with_
     page.wait_for_url("**/portal/leaderboard")
     mine = page.locator("#leaderboard-table tr.you")
     expect(mine).to_have_count(1)
+    assert "ranked after 5 closed trades" in page.inner_text("#leaderboard-fairness")
     assert pseudonym in mine.inner_text() and "+" in mine.inner_text() and "%" in mine.inner_text()
     main = page.inner_text("main")
     assert "Jo Journey" not in main and email not in main and external not in main

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from support import routes_analytics, routes_firms, routes_governance, routes_lifecycle, routes_people
+from support import routes_leaderboard
 from support.routes import A1, ADMIN, ALL, EVERYONE, FINANCE, RISK, Route
 from support.routes_lifecycle import STAFF
 from support.staff import PASSWORD, ROLES, World
@@ -70,7 +71,7 @@ TABLE = [
           body=lambda w, who: [{"symbol": "XAUUSD", "profit_currency": "USD", "contract_size": "100"}]),
 ]
 TABLE += routes_analytics.ROUTES + routes_lifecycle.ROUTES + routes_people.ROUTES + routes_governance.ROUTES
-TABLE += routes_firms.ROUTES
+TABLE += routes_firms.ROUTES + routes_leaderboard.ROUTES
 
 
 def call(world: World, route: Route, who: str | None, *, headers: dict | None = None):

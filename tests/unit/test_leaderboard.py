@@ -5,9 +5,13 @@ are unchanged, computes once for many readers and forgets a firm's boards on dem
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from decimal import Decimal
 
+import pytest
+
 from propcrm.services import leaderboard
+from propcrm.services.errors import Invalid
 from propcrm.services.leaderboard import Board, BoardCache, Standing
 
 UTC = dt.timezone.utc
@@ -69,3 +73,36 @@ def test_the_cache_keeps_a_board_for_its_ttl_and_forgets_a_firm(monkeypatch):
     cache.board(None, firm_id="fa", period="30d")
     cache.board(None, firm_id="fb", period="30d")
     assert computed[5:] == [("fb", "30d")]
+
+
+def test_a_trader_with_several_accounts_appears_once_with_their_best():
+    rows = (replace(standing(1, "A", "100000", "3.1"), entry_id=7), replace(standing(2, "B", "50000", "2.0"), entry_id=8),
+            replace(standing(3, "A", "50000", "1.0"), entry_id=7), replace(standing(4, "C", "100000", "-1.0"), entry_id=9))
+    board = Board(period="30d", since=None, computed_at=dt.datetime(2026, 12, 1, tzinfo=UTC), rows=rows)
+    assert [(r.rank, r.pseudonym, r.return_pct) for r in board.filtered(None)] == [
+        (1, "A", Decimal("3.1")), (2, "B", Decimal("2.0")), (3, "C", Decimal("-1.0"))]
+    # within one size, the trader's best of that size
+    assert [(r.rank, r.pseudonym, r.return_pct) for r in board.filtered(Decimal("50000"))] == [
+        (1, "B", Decimal("2.0")), (2, "A", Decimal("1.0"))]
+
+
+def test_a_trading_day_starts_at_the_packs_day_start_in_its_timezone():
+    day = leaderboard.trading_day
+    ny = "America/New_York"
+    # 17:00 New York: 21:59 UTC in summer is 17:59 local, already the next trading day; 20:59 UTC is not
+    assert day(dt.datetime(2026, 7, 1, 20, 59, tzinfo=UTC), zone=ny, day_start="17:00") == dt.date(2026, 6, 30)
+    assert day(dt.datetime(2026, 7, 1, 21, 0, tzinfo=UTC), zone=ny, day_start="17:00") == dt.date(2026, 7, 1)
+    # in winter the same local boundary is 22:00 UTC
+    assert day(dt.datetime(2026, 12, 1, 21, 59, tzinfo=UTC), zone=ny, day_start="17:00") == dt.date(2026, 11, 30)
+    assert day(dt.datetime(2026, 12, 1, 22, 0, tzinfo=UTC), zone=ny, day_start="17:00") == dt.date(2026, 12, 1)
+    assert day(dt.datetime(2026, 12, 1, 0, 0, tzinfo=UTC), zone="UTC", day_start="00:00") == dt.date(2026, 12, 1)
+
+
+def test_fairness_thresholds_are_checked_before_anything_is_written():
+    session = object()  # never touched: every refusal comes first
+    for trades, days, field in ((0, 1, "min_trades"), (5, 0, "min_days"), (True, 1, "min_trades"),
+                                ("5", 2, "min_trades"), (5, 2.0, "min_days"), (1001, 2, "min_trades"),
+                                (2, 3, "min_days")):
+        with pytest.raises(Invalid, match=field):
+            leaderboard.set_fairness(session, firm_id="fa", min_trades=trades, min_days=days, actor="t")
+    assert leaderboard.Fairness() == leaderboard.Fairness(min_trades=5, min_days=2)

@@ -9,12 +9,13 @@ from fastapi import FastAPI
 from . import auth
 from .routers import accounts, admin, cases, halts, lifecycle, packs, payouts, quarantine, symbols, trades
 from .routers import firms  # issue 16: tenants
+from .routers import leaderboard  # issue 17: the leaderboard's API
 
 PREFIX = "/api/v1"
 
 
 def mount(app: FastAPI) -> None:
     for router in (auth.router, accounts.router, packs.router, halts.router, admin.router, quarantine.router,
-                   symbols.router, trades.router, firms.router,
+                   symbols.router, trades.router, firms.router, leaderboard.router,
                    *cases.routers, *lifecycle.routers, *payouts.routers):
         app.include_router(router, prefix=PREFIX)

@@ -486,6 +486,19 @@ def bench_portal(
     run_bench(trades=trades, db=db, requests=requests, leaderboard_traders=leaderboard_traders)
 
 
+@bench_app.command("pseudonym")
+def bench_pseudonym(
+    accounts: Annotated[int, typer.Option(help="accounts of the firm (when building)")] = 100_000,
+    runs: Annotated[int, typer.Option(help="timed checks per way")] = 21,
+    db: Annotated[Optional[str], typer.Option("--db", help="SQLite file to build, or to reuse when it exists")] = None,
+) -> None:
+    """CPU time of the leaderboard's check of a pseudonym against the firm's account ids and logins:
+    the walk of the accounts it was, the index probes it is (issue 17)."""
+    from ..tools.bench_pseudonym import bench_pseudonym as run_bench
+
+    run_bench(accounts=accounts, runs=runs, db=db)
+
+
 @bench_app.command("login")
 def bench_login(
     threads: Annotated[int, typer.Option(help="anonymous clients posting wrong passwords")] = 8,

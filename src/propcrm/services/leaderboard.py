@@ -9,15 +9,22 @@ lift it. Opting out takes the trader off at once.
 **What ranks.** Each live account (challenge: ``active``, ``paused``, ``passed``; or ``funded``) of those
 traders, by its *return over the period*: the net closed result (profit with commission and swap) of its
 closes in the period, in percent of the account's initial balance — the same figure for a 10k and a 200k
-account, so sizes compare fairly; the size filter narrows the board to one size. An account needs at least
-one close in the period to be listed. Ties go to the higher net result, then the earlier opt-in.
-Breached, suspended, halted and closed accounts are not listed.
+account, so sizes compare fairly; the size filter narrows the board to one size. Ties go to the higher net
+result, then the earlier opt-in. Breached, suspended, halted and closed accounts are not listed.
+
+**Fair.** An account is ranked only after :attr:`Fairness.min_trades` closes *and* closes on
+:attr:`Fairness.min_days` distinct trading days in the period (a trading day in the pack's timezone,
+starting at its ``day_start``), per firm (:func:`set_fairness`; defaults :data:`DEFAULT_MIN_TRADES`,
+:data:`DEFAULT_MIN_DAYS`): one lucky trade does not top the board. A trader with several ranked accounts
+appears once, with their best (highest return, then net result); with a size filter, their best of that size.
 
 **Cheap.** The board of a (firm, period) is computed once and kept for :data:`CACHE_SECONDS` in the
 process (:class:`BoardCache`) while the firm's entries are unchanged: an opt-in, opt-out, pseudonym change
-or hide (in any process) shows on the next read; new trades within the TTL. The sums are exact: ``SUM`` of NUMERIC on PostgreSQL, the decimal
-text summed as :class:`~decimal.Decimal` on SQLite (which keeps money as text).
-"""
+or hide (in any process), or a change of the fairness setting, shows on the next read; new trades within
+the TTL. The sums are exact: every close of the period is read (NUMERIC as :class:`~decimal.Decimal` on
+PostgreSQL, the decimal text on SQLite, which keeps money as text) and summed here, where its trading day
+is counted too. The pseudonym check against account ids and logins is two index probes
+(:func:`is_account_name`)."""
 
 from __future__ import annotations
 
@@ -28,13 +35,15 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Decimal
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, cast, func, or_, select
+from sqlalchemy import String, cast, func, select
+from sqlalchemy import text as sql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
-from ..adapters.db.models_leaderboard import LeaderboardEntry
+from ..adapters.db.models_leaderboard import LeaderboardEntry, LeaderboardSettings
 from . import audit
 from .catalog import compiled_pack
 from .errors import Conflict, Invalid, NotFound
@@ -56,6 +65,61 @@ _ADJECTIVES = ("amber", "bold", "brisk", "calm", "clever", "cobalt", "crimson", 
 _ANIMALS = ("badger", "bison", "crane", "falcon", "fox", "heron", "ibex", "jaguar", "lynx", "marten", "orca", "osprey",
             "otter", "owl", "panther", "puma", "raven", "stag", "tiger", "wolf")
 CENT = Decimal("0.01")
+DEFAULT_MIN_TRADES, DEFAULT_MIN_DAYS = 5, 2
+MAX_MINIMUM = 1000
+
+
+# --------------------------------------------------------------------------------------------------
+# fairness: who is ranked
+
+
+@dataclass(frozen=True)
+class Fairness:
+    min_trades: int = DEFAULT_MIN_TRADES  # closes in the period
+    min_days: int = DEFAULT_MIN_DAYS  # distinct trading days with a close in the period
+
+
+def fairness(session: Session, *, firm_id: str) -> Fairness:
+    row = session.get(LeaderboardSettings, firm_id)
+    return Fairness() if row is None else Fairness(min_trades=row.min_trades, min_days=row.min_days)
+
+
+def _minimum(field_name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Invalid(f"{field_name}: a whole number from 1 to {MAX_MINIMUM} is required")
+    if not 1 <= value <= MAX_MINIMUM:
+        raise Invalid(f"{field_name}: from 1 to {MAX_MINIMUM}")
+    return value
+
+
+def set_fairness(session: Session, *, firm_id: str, min_trades: object, min_days: object, actor: str,
+                 now: dt.datetime | None = None) -> Fairness:
+    """Set the firm's thresholds (both checked before anything is written; audited)."""
+    trades, days = _minimum("min_trades", min_trades), _minimum("min_days", min_days)
+    if days > trades:
+        raise Invalid("min_days: at most min_trades (each trading day counted needs a close)")
+    now = now or dt.datetime.now(UTC)
+    before = fairness(session, firm_id=firm_id)
+    row = session.get(LeaderboardSettings, firm_id)
+    if row is None:
+        row = LeaderboardSettings(firm_id=firm_id)
+        session.add(row)
+    row.min_trades, row.min_days, row.updated_at, row.updated_by = trades, days, now, actor
+    session.flush()
+    audit.append(session, actor=actor, action="leaderboard.fairness", entity="firm", entity_id=firm_id,
+                 before={"min_trades": before.min_trades, "min_days": before.min_days},
+                 after={"min_trades": trades, "min_days": days}, firm_id=firm_id)
+    return Fairness(min_trades=trades, min_days=days)
+
+
+def trading_day(instant: dt.datetime, *, zone: str, day_start: str) -> dt.date:
+    """The trading day of ``instant``: its date in ``zone`` after taking off the day's start (``17:00``:
+    16:59 local is still the day before)."""
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=UTC)
+    hours, minutes = (int(part) for part in day_start.split(":"))
+    local = instant.astimezone(ZoneInfo(zone))
+    return (local - dt.timedelta(hours=hours, minutes=minutes)).date()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -84,17 +148,32 @@ def pseudonym_problem(session: Session, *, firm_id: str, trader: m.Trader, pseud
         return "pseudonym: it must not contain your name or your e-mail address (the board is pseudonymous)"
     if any(word in folded for word in RESERVED):
         return "pseudonym: it must not suggest staff (admin, support, official, …)"
-    compact = re.sub(r"[ _.-]", "", folded)
-    ids = session.scalar(select(func.count()).select_from(m.Account).where(
-        m.Account.firm_id == firm_id, or_(func.lower(m.Account.external_id).in_([folded, compact]),
-                                          func.lower(m.Account.login).in_([folded, compact]))))
-    if ids:
+    if is_account_name(session, firm_id=firm_id, text=folded):
         return "pseudonym: it must not be an account id or login"
     taken = session.scalar(select(LeaderboardEntry.id).where(LeaderboardEntry.firm_id == firm_id,
                                                              LeaderboardEntry.pseudonym_key == folded))
     if taken is not None and taken != entry_id:
         return "pseudonym: another trader has it; choose another"
     return None
+
+
+def is_account_name(session: Session, *, firm_id: str, text: str) -> bool:
+    """Whether ``text`` (or it without spaces, '.', '_' and '-') is one of the firm's account ids or logins,
+    without case. Two probes of the (firm, lower(…)) expression indexes (migration 0024), one per column —
+    not a walk of the firm's accounts, which an ``OR`` of both or a ``lower()`` without the index would be."""
+    folded = text.casefold()
+    names = sorted({folded, re.sub(r"[ _.-]", "", folded)})
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    for column, index in (("external_id", "ix_accounts_external_id_folded"), ("login", "ix_accounts_login_folded")):
+        # SQLite without statistics prefers the covering (firm, external_id) index — every account of the
+        # firm — so the index is named there; PostgreSQL picks it by its statistics. Names are constants.
+        hint = f" INDEXED BY {index}" if sqlite else ""
+        found = session.scalar(sql(f"SELECT id FROM accounts{hint} WHERE firm_id = :firm "
+                                    f"AND lower({column}) IN (:folded, :compact) LIMIT 1"),
+                               {"firm": firm_id, "folded": names[0], "compact": names[-1]})
+        if found is not None:
+            return True
+    return False
 
 
 def generate_pseudonym(session: Session, *, firm_id: str, trader: m.Trader) -> str:
@@ -184,7 +263,9 @@ def hide(session: Session, *, firm_id: str, entry_id: int, reason: str, actor: s
     return entry
 
 
-def unhide(session: Session, *, firm_id: str, entry_id: int, actor: str) -> LeaderboardEntry:
+def unhide(session: Session, *, firm_id: str, entry_id: int, actor: str, reason: str | None = None) -> LeaderboardEntry:
+    """Show a hidden entry again (while its trader is opted in); ``reason`` (the API requires one) is audited."""
+    text = reason_text(reason)[:500] if reason is not None else None
     entry = _entry(session, firm_id, entry_id)
     if entry.hidden_at is None:
         raise Conflict(f"{entry.pseudonym} is not hidden")
@@ -192,7 +273,8 @@ def unhide(session: Session, *, firm_id: str, entry_id: int, actor: str) -> Lead
     entry.hidden_at = entry.hidden_by = entry.hidden_reason = None
     entry.updated_at = dt.datetime.now(UTC)
     audit.append(session, actor=actor, action="leaderboard.unhide", entity="trader", entity_id=str(entry.trader_id),
-                 before=before, after={"pseudonym": entry.pseudonym, "entry": entry.id}, firm_id=firm_id)
+                 before=before, after={"pseudonym": entry.pseudonym, "entry": entry.id,
+                                       **({"reason": text} if text is not None else {})}, firm_id=firm_id)
     return entry
 
 
@@ -217,6 +299,7 @@ class Standing:
     net: Decimal
     trades: int  # closes in the period
     entry_id: int  # staff hide by it; never shown to traders
+    days: int = 0  # trading days with a close in the period
 
 
 @dataclass(frozen=True)
@@ -226,10 +309,16 @@ class Board:
     computed_at: dt.datetime
     rows: tuple[Standing, ...]
     sizes: tuple[tuple[Decimal, str], ...] = field(default=())  # (initial balance, currency) on the board
+    fair: Fairness = field(default_factory=Fairness)
 
     def filtered(self, size: Decimal | None, limit: int = MAX_ROWS) -> tuple[Standing, ...]:
-        """The board of one account size (ranks counted within it), at most ``limit`` rows."""
-        chosen = [row for row in self.rows if size is None or row.size == size]
+        """The board of one account size (ranks counted within it), at most ``limit`` rows; each trader
+        once, with their best account (of that size)."""
+        chosen, seen = [], set()
+        for row in self.rows:
+            if (size is None or row.size == size) and row.entry_id not in seen:
+                seen.add(row.entry_id)
+                chosen.append(row)
         return tuple(replace(row, rank=i) for i, row in enumerate(chosen[:limit], start=1))
 
 
@@ -254,52 +343,61 @@ def compute(session: Session, *, firm_id: str, period: str, now: dt.datetime | N
     listed = (entry.c.firm_id == firm_id, entry.c.opted_in.is_(True), entry.c.hidden_at.is_(None),
               account.c.firm_id == firm_id, account.c.trader_id == entry.c.trader_id,
               account.c.status.in_(LISTED_STATUSES))
+    fair = fairness(session, firm_id=firm_id)
     accounts = {aid: (eid, pseudonym, opted, status, version) for aid, eid, pseudonym, opted, status, version in
                 session.execute(select(account.c.id, entry.c.id, entry.c.pseudonym, entry.c.opted_in_at,
                                        account.c.status, account.c.pack_version_id).where(*listed))}
     if not accounts:
-        return Board(period=period, since=since, computed_at=now, rows=())
+        return Board(period=period, since=since, computed_at=now, rows=(), fair=fair)
     closes = m.TradeClose.__table__
     window = [closes.c.firm_id == firm_id, closes.c.account_id == account.c.id, *listed]
     if since is not None:
         window += [closes.c.ts >= since, closes.c.ts < now]
-    sums: dict[int, tuple[Decimal, int]] = {}
-    if session.get_bind().dialect.name == "postgresql":  # exact NUMERIC sums in the database
-        for aid, total, count in session.execute(select(closes.c.account_id, func.sum(closes.c.net), func.count())
-                                                 .where(*window).group_by(closes.c.account_id)):
-            sums[aid] = (Decimal(total), count)
-    else:  # SQLite keeps money as decimal text: sum it exactly here (SUM would be a float)
-        for aid, text in session.execute(select(closes.c.account_id, cast(closes.c.net, String)).where(*window)):
-            total, count = sums.get(aid, (ZERO, 0))
-            sums[aid] = (total + Decimal(text), count + 1)
-    packs: dict[int, tuple[Decimal, str]] = {}
-    ranked = []
-    for aid, (net, count) in sums.items():
-        eid, pseudonym, opted, status, version = accounts[aid]
+    # SQLite keeps money as decimal text: read it as text and sum it exactly here; NUMERIC reads as Decimal
+    net_column = cast(closes.c.net, String) if session.get_bind().dialect.name == "sqlite" else closes.c.net
+    packs: dict[int, tuple[Decimal, str, str, str]] = {}
+
+    def pack_of(version: int) -> tuple[Decimal, str, str, str]:
         if version not in packs:
             pack = compiled_pack(session.get(m.RulePackVersion, version)).pack
-            packs[version] = (Decimal(pack.initial_balance), pack.currency)
-        initial, currency = packs[version]
+            packs[version] = (Decimal(pack.initial_balance), pack.currency, pack.timezone, pack.day_start)
+        return packs[version]
+
+    sums: dict[int, tuple[Decimal, int, set[dt.date]]] = {}
+    for aid, ts, net in session.execute(select(closes.c.account_id, closes.c.ts, net_column).where(*window)):
+        total, count, days = sums.get(aid) or (ZERO, 0, set())
+        _initial, _currency, zone, day_start = pack_of(accounts[aid][4])
+        days.add(trading_day(ts, zone=zone, day_start=day_start))
+        sums[aid] = (total + Decimal(net), count + 1, days)
+    ranked = []
+    for aid, (net, count, days) in sums.items():
+        if count < fair.min_trades or len(days) < fair.min_days:
+            continue
+        eid, pseudonym, opted, status, version = accounts[aid]
+        initial, currency, _zone, _start = pack_of(version)
         if initial <= 0:
             continue
         pct = (net * 100 / initial).quantize(CENT, rounding=ROUND_HALF_EVEN)
         ranked.append((pct, net, opted, pseudonym, eid, "funded" if status == "funded" else "challenge", initial,
-                       currency, count))
+                       currency, count, len(days)))
     ranked.sort(key=lambda r: (-r[0], -r[1], r[2], r[3]))
     rows = tuple(Standing(rank=i, pseudonym=pseudonym, kind=kind, size=initial, currency=currency, return_pct=pct,
-                          net=net, trades=count, entry_id=eid)
-                 for i, (pct, net, _opted, pseudonym, eid, kind, initial, currency, count) in enumerate(ranked, 1))
+                          net=net, trades=count, entry_id=eid, days=days)
+                 for i, (pct, net, _opted, pseudonym, eid, kind, initial, currency, count, days)
+                 in enumerate(ranked, 1))
     sizes = tuple(sorted({(row.size, row.currency) for row in rows}))
-    return Board(period=period, since=since, computed_at=now, rows=rows, sizes=sizes)
+    return Board(period=period, since=since, computed_at=now, rows=rows, sizes=sizes, fair=fair)
 
 
-def entries_version(session: Session, *, firm_id: str) -> tuple[int, dt.datetime | None]:
-    """What names the firm's entries as they are: (how many, the latest change). Every opt-in, opt-out,
-    pseudonym change, hide and unhide moves ``updated_at``; one walk of ``ix_leaderboard_entries_changed``."""
+def entries_version(session: Session, *, firm_id: str) -> tuple[int, dt.datetime | None, dt.datetime | None]:
+    """What names the firm's entries as they are: (how many, the latest change, the fairness setting's
+    change). Every opt-in, opt-out, pseudonym change, hide and unhide moves ``updated_at``; one walk of
+    ``ix_leaderboard_entries_changed`` and one primary-key read."""
     table = LeaderboardEntry.__table__
     count, latest = session.execute(select(func.count(), func.max(table.c.updated_at))
                                     .where(table.c.firm_id == firm_id)).one()
-    return count or 0, latest
+    settings = session.scalar(select(LeaderboardSettings.updated_at).where(LeaderboardSettings.firm_id == firm_id))
+    return count or 0, latest, settings
 
 
 class BoardCache:
@@ -348,5 +446,6 @@ def board(session: Session, *, firm_id: str, period: str) -> Board:
     return CACHE.board(session, firm_id=firm_id, period=period_of(period))
 
 
-__all__ = ["CACHE", "PERIODS", "Board", "LeaderboardEntry", "BoardCache", "Standing", "board", "compute", "entries", "entries_version", "entry_of",
+__all__ = ["CACHE", "DEFAULT_MIN_DAYS", "DEFAULT_MIN_TRADES", "PERIODS", "Board", "Fairness", "fairness",
+           "is_account_name", "set_fairness", "trading_day", "LeaderboardEntry", "BoardCache", "Standing", "board", "compute", "entries", "entries_version", "entry_of",
            "generate_pseudonym", "hide", "opt_in", "opt_out", "period_of", "pseudonym_problem", "size_of", "unhide"]

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .models import Base, UtcDateTime, utcnow
+from .models import Account, Base, UtcDateTime, utcnow
 
 
 class LeaderboardEntry(Base):
@@ -33,4 +33,21 @@ class LeaderboardEntry(Base):
                       Index("ix_leaderboard_entries_changed", "firm_id", "updated_at"))
 
 
-__all__ = ["LeaderboardEntry"]
+class LeaderboardSettings(Base):
+    """A firm's fairness thresholds (migration 0024); no row: the defaults of services/leaderboard.py."""
+
+    __tablename__ = "leaderboard_settings"
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"), primary_key=True)
+    min_trades: Mapped[int] = mapped_column(Integer)  # closes in the period to be ranked
+    min_days: Mapped[int] = mapped_column(Integer)  # distinct trading days with a close in the period
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+# A pseudonym may not be one of the firm's account ids or logins, compared without case: these expression
+# indexes make that check two index probes instead of a walk of the firm's accounts (migration 0024).
+_accounts = Account.__table__
+Index("ix_accounts_external_id_folded", _accounts.c.firm_id, func.lower(_accounts.c.external_id))
+Index("ix_accounts_login_folded", _accounts.c.firm_id, func.lower(_accounts.c.login))
+
+__all__ = ["LeaderboardEntry", "LeaderboardSettings"]

@@ -1,5 +1,6 @@
 """The leaderboard as staff see it (``LEADERBOARD`` roles: admin, risk, support): the same board traders
-see, with a hide button per entry, and every entry (who takes part, who is hidden and why) with an unhide.
+see, with a hide button per entry, and every entry (who takes part, who is hidden and why) with an unhide;
+the admin sets the fairness thresholds (closes and trading days in the period to be ranked).
 Staff see the pseudonyms only here too; the trader behind an entry is one link away, on the CRM profile.
 """
 
@@ -12,7 +13,7 @@ from fastapi.responses import Response
 
 from ...http.auth import Db
 from ...http.pages import Form, Role, redirect, render
-from ...roles import LEADERBOARD
+from ...roles import ADMIN, LEADERBOARD
 from ...services import leaderboard
 from ...services.errors import Conflict, Invalid
 
@@ -20,6 +21,7 @@ router = APIRouter()
 
 EntryId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Moderator = Role(*LEADERBOARD)
+Admin = Role(*ADMIN)
 
 
 @router.get("/office/leaderboard")
@@ -31,7 +33,25 @@ def office_leaderboard(request: Request, user: Moderator, session: Db,
     return render(request, "portal/leaderboard.html", {
         "board": board, "rows": [{"row": row, "you": False} for row in board.filtered(chosen)], "size": chosen,
         "periods": leaderboard.PERIODS, "entry": None, "staff": True,
-        "entries": leaderboard.entries(session, firm_id=user.firm_id)})
+        "entries": leaderboard.entries(session, firm_id=user.firm_id), "may_set": user.role in ADMIN,
+        "max_minimum": leaderboard.MAX_MINIMUM})
+
+
+def _whole(text: object) -> object:
+    """A form's number as an int when it is one (``"5"``), else as it came (the service names the field)."""
+    return int(text) if isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 6 else text
+
+
+@router.post("/office/leaderboard/settings")
+def set_fairness(request: Request, form: Form, user: Admin, session: Db) -> Response:
+    try:
+        with session.begin_nested():
+            fair = leaderboard.set_fairness(session, firm_id=user.firm_id, min_trades=_whole(form.get("min_trades")),
+                                            min_days=_whole(form.get("min_days")), actor=user.actor)
+    except Invalid as exc:
+        return redirect(request, "/office/leaderboard", flash=f"Not done: {exc}")
+    return redirect(request, "/office/leaderboard",
+                    flash=f"Accounts are ranked after {fair.min_trades} closed trades on {fair.min_days} trading days.")
 
 
 @router.post("/office/leaderboard/{entry_id}/hide")
