@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -261,11 +262,12 @@ class PartitionStore:
 
     def __init__(self, sessions: sessionmaker[Session], stream: str, partitions: int, worker_id: str, *,
                  snapshot_interval_s: float = 2.0, snapshot_max_dirty: int = 20_000,
-                 max_ahead: dt.timedelta | None = None, vector: bool = True) -> None:
+                 max_ahead: dt.timedelta | None = None, vector: bool | None = None) -> None:
         self.sessions = sessions
         # ticks screened in integers (engine.marking): the same decisions and states as the exact
-        # path; the states then lag the ticks until settled, which this store does before it reads them
-        self.vector = vector
+        # path; the states then lag the ticks until settled, which this store does before it reads them.
+        # It pays from ~20 holders per tick per partition (docs/cluster.md); PROPCRM_VECTOR_TICKS=0: off
+        self.vector = os.environ.get("PROPCRM_VECTOR_TICKS", "1") != "0" if vector is None else vector
         self.snapshot_interval_s = snapshot_interval_s
         self.snapshot_max_dirty = snapshot_max_dirty
         self.stream = stream

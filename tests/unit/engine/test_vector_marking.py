@@ -282,3 +282,23 @@ def test_new_intraday_peaks_inside_the_band_move_the_trailing_level_without_the_
     exact.feed(rising)
     assert exact.state("A1").peaks[1] == D("100000") + 11 * D("14.00") - D("20.00")  # 2 lots × 7 points × 11
     assert state_bytes(engine) == state_bytes(exact)  # the peak and the level, settled from the integers
+
+
+def test_a_state_put_back_is_installed_as_given_and_the_screen_follows_it():
+    """A partition worker puts an account back to its state before a batch (``Engine.adopt``) or takes
+    it out (``Engine.drop``) while the screen still holds that account's ticks unsettled: those must
+    not be written into the state put back, and the next ticks must move it as the exact path does."""
+    engines = {vector: _firm(vector) for vector in (True, False)}
+    kept = {vector: msgspec.structs.replace(engine.state("A02")) for vector, engine in engines.items()}
+    moves = [Price(id="t1", ts=T0 + dt.timedelta(seconds=1), symbol="EURUSD", bid=D("1.08090"), ask=D("1.08100"))]
+    later = [Price(id="t2", ts=T0 + dt.timedelta(seconds=2), symbol="EURUSD", bid=D("1.08050"), ask=D("1.08060"))]
+    for vector, engine in engines.items():
+        engine.feed(moves)  # the screen holds A02's new mark unsettled
+        engine.adopt(kept[vector], engine.programs["A02"])
+        assert engine.states["A02"] is kept[vector]
+        assert engine.state("A02") == kept[not vector], "the state put back, not the unsettled tick"
+        engine.drop("A04")
+        assert engine.state("A04") is None
+        engine.feed(later)
+    assert state_bytes(engines[True]) == state_bytes(engines[False])
+    assert "A04" not in engines[True].holders.get("EURUSD", {})
