@@ -9,7 +9,7 @@ from sqlalchemy.exc import OperationalError
 
 from propcrm.adapters.bus.partitions import split_into_messages
 from propcrm.adapters.db import models as m
-from propcrm.adapters.db.models_cluster import PartitionCheckpoint
+from propcrm.adapters.db.models_cluster import DeadLetter, PartitionCheckpoint
 from propcrm.adapters.db.session import make_engine, sessions
 from propcrm.tools.bench_service import seed as _seed
 from propcrm.cluster.partition import PartitionStore, StreamMessage
@@ -269,4 +269,118 @@ def test_a_partition_worker_marks_positions_to_market_with_the_firm_s_symbol_tab
     expected = [ENCODER.encode(d) for d in replayed.feed([DECODER.decode(x) for x in lines])]
     assert any(b"breach" in d and b"EURUSD bid 1.09400" in d for d in expected)
     assert stored == expected
+    engine.dispose()
+
+
+def test_ticks_through_the_partition_workers_decide_and_store_the_same_with_the_vector_screen_on_and_off(db_url, monkeypatch):
+    """Partition workers screen ticks in integers (issue 15). Two firms with the same accounts, symbol
+    table and stream of prices, trades, equity reports, clocks and news — one worker set exact, one
+    screened — through snapshots, a takeover that replays silently, and an account put back mid-batch
+    (its effects cannot be stored: its state goes back to before the batch, ticks included) must
+    store the same decisions, dead letters and states byte for byte; every other account's decisions
+    and states are those of one uninterrupted in-memory replay."""
+    import datetime as dt
+
+    import msgspec
+
+    from propcrm.adapters.db.session import migrate
+    from propcrm.domain.market import parse_symbol_table
+    from propcrm.domain.state import AccountState
+    from propcrm.services.catalog import add_pack, create_account, ensure_firm
+    from propcrm.services.symbols import set_table
+    from propcrm.synth.firm import traders
+
+    spec = FirmSpec(accounts=24, days=3, start=dt.date(2026, 3, 4), seed=5, prices=True)
+    table = parse_symbol_table([
+        {"symbol": "EURUSD", "profit_currency": "USD", "contract_size": "100000"},
+        {"symbol": "GBPUSD", "profit_currency": "USD", "contract_size": "100000"},
+        {"symbol": "USDJPY", "profit_currency": "JPY", "contract_size": "100000"},
+        {"symbol": "XAUUSD", "profit_currency": "USD", "contract_size": "100"},
+        {"symbol": "US30", "profit_currency": "USD", "contract_size": "1"},
+    ])
+    migrate(db_url)
+    engine = make_engine(db_url)
+    Session = sessions(engine)
+    firms = {"exact": False, "vector": True}
+    with Session.begin() as s:
+        for firm in firms:
+            ensure_firm(s, firm_id=firm)
+            version = add_pack(s, firm_id=firm, pack=load_pack("two-step-100k"), activate=True)
+            for trader in traders(spec):
+                create_account(s, firm_id=firm, external_id=trader.account, pack_version_id=version.id,
+                               platform="bench")
+            set_table(s, firm_id=firm, table=table, actor="test")
+    lines = [x.rstrip(b"\n") for x in generate(spec)]
+    events = [DECODER.decode(x) for x in lines]
+    assert sum(type(e).__name__ == "Price" for e in events) > 1000
+    # the batch carrying a position opened at 60% of the stream cannot store that account's effects
+    opened = next(e for e in events[len(events) * 3 // 5 :] if type(e).__name__ == "TradeOpened")
+    bad = opened.account
+    import propcrm.cluster.partition as partition_module
+
+    real_write = partition_module.write_outcomes
+
+    def refuses(session, outcomes, **kwargs):
+        if any(o.account.external_id == bad and any(ev.id == opened.id for ev, _ in o.trades) for o in outcomes):
+            raise ValueError("cannot store")
+        return real_write(session, outcomes, **kwargs)
+
+    monkeypatch.setattr(partition_module, "write_outcomes", refuses)
+
+    screened = 0
+    for firm, vector in firms.items():
+        seq = 0
+        stream: dict[int, list[StreamMessage]] = {p: [] for p in range(P)}
+        for start in range(0, len(lines), 300):
+            chunk = [(getattr(DECODER.decode(x), "account", None), x) for x in lines[start : start + 300]]
+            for message in split_into_messages(firm, "bench", chunk, P):
+                seq += 1
+                stream[message.partition].append(StreamMessage(message.partition, seq, {
+                    "Propcrm-Firm": firm, "Propcrm-Source": "bench", "Propcrm-Count": str(message.count)},
+                    message.body))
+        first = PartitionStore(Session, f"S-{firm}", P, "first", snapshot_interval_s=3600, vector=vector)
+        second = PartitionStore(Session, f"S-{firm}", P, "second", snapshot_interval_s=3600, vector=vector)
+        set_aside = set()
+        for p in range(P):
+            messages = stream[p]
+            half, late = len(messages) // 2, len(messages) * 7 // 8
+            run = first.take(p)
+            for i in range(0, late, 4):
+                result = first.apply([(run, messages[i : min(i + 4, late)])], snapshot=i + 4 == half)
+                assert not result.failed, result.error
+                set_aside.update(result.set_aside)
+            taken = second.take(p)  # from the snapshot at half, replaying up to 7/8 silently
+            assert 0 < taken.applied < taken.seq == messages[late - 1].seq
+            for i in range(0, len(messages), 5):
+                result = second.apply([(taken, messages[i : i + 5])])
+                assert not result.failed, result.error
+                set_aside.update(result.set_aside)
+            assert not second.apply([(taken, [])], snapshot=True).failed
+            if vector:
+                stats = taken.engines[firm].stats
+                screened += stats.marked - stats.exact_marked
+        assert set_aside == {(firm, bad)}
+    assert screened > 0, "the vector screen spared exact re-valuations"
+
+    def stored(firm: str):
+        with Session() as s:
+            decisions = sorted(bytes(b) for b in s.scalars(select(m.Decision.body).where(m.Decision.firm_id == firm)))
+            states = dict(s.execute(select(m.Account.external_id, m.AccountState.state)
+                                    .join(m.AccountState, m.AccountState.account_id == m.Account.id)
+                                    .where(m.Account.firm_id == firm)).all())
+            letters = sorted(tuple(row) for row in s.execute(
+                select(DeadLetter.event_id, DeadLetter.reason).where(DeadLetter.firm_id == firm)))
+        return decisions, {k: bytes(v) for k, v in states.items()}, letters
+
+    exact, vector = stored("exact"), stored("vector")
+    assert exact[0] and exact == vector
+    assert any(event_id == opened.id for event_id, _ in exact[2])
+    reference = Engine(compile_pack(load_pack("two-step-100k")))
+    reference.set_symbols(table)
+    decided = reference.feed(events)
+    expected = sorted(ENCODER.encode(d) for d in decided if d.account != bad)
+    assert [d for d in exact[0] if msgspec.json.decode(d)["account"] != bad] == expected
+    for account, blob in exact[1].items():
+        if account != bad:
+            assert msgspec.msgpack.decode(blob, type=AccountState) == reference.states[account], account
     engine.dispose()

@@ -242,6 +242,21 @@ def bench_ticks(
               scale=[int(n) for n in scale.split(",") if n.strip()], vector=vector)
 
 
+@bench_app.command("partition-ticks")
+def bench_partition_ticks(
+    accounts: Annotated[int, typer.Option(help="traders of the synthetic firm (with prices)")] = 200,
+    days: Annotated[int, typer.Option(help="days of events")] = 3,
+    partitions: Annotated[int, typer.Option(help="P")] = 4,
+    request: Annotated[int, typer.Option(help="lines per ingest request")] = 2_000,
+    batch: Annotated[int, typer.Option(help="messages per committed batch")] = 8,
+    repeat: Annotated[int, typer.Option(help="runs per path (the median CPU is shown)")] = 3,
+) -> None:
+    """Process CPU of a firm with prices through a partition store, vector screen on vs off."""
+    from ..tools.bench_partition_ticks import bench_partition_ticks as run_bench
+
+    run_bench(accounts=accounts, days=days, partitions=partitions, request=request, batch=batch, repeat=repeat)
+
+
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 

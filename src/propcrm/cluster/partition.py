@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -48,7 +49,7 @@ from ..adapters.bus.partitions import HEADER_FIRM, HEADER_PUBLISHED, HEADER_SOUR
 from ..adapters.db import models as m
 from ..adapters.db.models_cluster import DeadLetter, PartitionCheckpoint
 from ..domain.decisions import Decision
-from ..domain.events import DECODER
+from ..domain.events import DECODER, Price
 from ..domain.market import Market, SymbolTable, parse_symbol_table
 from ..domain.program import PhaseProgram
 from ..engine.runner import Engine
@@ -261,8 +262,12 @@ class PartitionStore:
 
     def __init__(self, sessions: sessionmaker[Session], stream: str, partitions: int, worker_id: str, *,
                  snapshot_interval_s: float = 2.0, snapshot_max_dirty: int = 20_000,
-                 max_ahead: dt.timedelta | None = None) -> None:
+                 max_ahead: dt.timedelta | None = None, vector: bool | None = None) -> None:
         self.sessions = sessions
+        # ticks screened in integers (engine.marking): the same decisions and states as the exact
+        # path; the states then lag the ticks until settled, which this store does before it reads them.
+        # It pays from ~20 holders per tick per partition (docs/cluster.md); PROPCRM_VECTOR_TICKS=0: off
+        self.vector = os.environ.get("PROPCRM_VECTOR_TICKS", "1") != "0" if vector is None else vector
         self.snapshot_interval_s = snapshot_interval_s
         self.snapshot_max_dirty = snapshot_max_dirty
         self.stream = stream
@@ -332,7 +337,8 @@ class PartitionStore:
         if engine is None:
             # dedupe off: event ids are unique per source only; a retried request is dropped by
             # JetStream's de-duplication, a redelivered message by the checkpoint
-            engine = run.engines[firm_id] = Engine(self.directory.program_for(firm_id), dedupe=False)
+            engine = run.engines[firm_id] = Engine(self.directory.program_for(firm_id), dedupe=False,
+                                                   vector=self.vector)
             engine.set_symbols(self.directory.symbols(firm_id))  # positions are marked to market with it
         return engine
 
@@ -377,6 +383,9 @@ class PartitionStore:
                 plan.snapshot = snapshot
                 if plan.new != plan.old or plan.snapshot:
                     plans.append(plan)
+            for run, _ in batch:  # the states as the exact path has them: checked, stored, snapshotted
+                for engine in run.engines.values():
+                    engine.settle()
             for key, mark in touched.items():  # what no account can hold is set aside before any write
                 if mark.problem is None:
                     state = mark.run.engines[key[0]].states.get(key[1])
@@ -458,13 +467,12 @@ class PartitionStore:
         firm_id, external_id = key
         run = mark.run
         engine = run.engines[firm_id]
+        # through the engine: its index of holders (and the vector screen's rows) follow the state put back
         if mark.before is None:
-            engine.states.pop(external_id, None)
-            engine.programs.pop(external_id, None)
+            engine.drop(external_id)
             run.dirty.pop(key, None)
         else:
-            engine.states[external_id] = mark.before
-            engine.programs[external_id] = mark.program
+            engine.adopt(mark.before, mark.program)
             ref = self.directory.get(firm_id, external_id)
             if ref is not None:
                 run.dirty[key] = AccountOutcome(ref, mark.before, run.seq, [], None, mark.before.last_ts)
@@ -588,6 +596,7 @@ class PartitionStore:
         events = []
         lines_of: list[int] = []
         accounts: set[str] = set()
+        ticked: set[str] = set()  # the symbols of the message's ticks
         global_events = False
         decode = DECODER.decode
         home = self._home
@@ -611,6 +620,8 @@ class PartitionStore:
                     continue
             if account is None:
                 global_events = True
+                if type(event) is Price:
+                    ticked.add(event.symbol)
             else:
                 p = home.get((firm_id, account))
                 if p is None:
@@ -630,12 +641,18 @@ class PartitionStore:
         states = engine.states
         if silent:  # replayed after a takeover: what it rebuilds is the committed past, never put back
             touched_accounts = {}
-        for account in accounts:  # kept before an in-place update (the engine's hot path) can change it
+        # A tick moves its holders' states in place (inside their band) or in the vector screen's
+        # integers: they are kept before it as an account's own events are, and marked for the snapshot.
+        holders = sorted({a for symbol in ticked for a in engine.holders.get(symbol, ())})
+        # each kept before an in-place update (the hot paths) can change it
+        for account in (*accounts, *holders) if not silent else accounts:
             key = (firm_id, account)
             if key not in touched_accounts:
-                st = states.get(account)
+                st = engine.state(account)  # settled: the vector screen may hold it behind
                 touched_accounts[key] = _Touched(run, None if st is None else copy_state(st), engine.programs.get(account))
-        before = dict(states) if global_events else None  # a clock or news event replaces what it changes
+        # a clock or news event replaces what it changes (nothing the screen holds behind is missing
+        # here: a batch starts settled, and what a tick leaves pending is a holder kept above)
+        before = dict(states) if global_events else None
         try:
             decisions = engine.feed(events, lines_of)
         except SYSTEMIC_ERRORS:
@@ -680,6 +697,14 @@ class PartitionStore:
         for decision in decisions:
             by_account.setdefault(decision.account, []).append(decision)
             changed.add(decision.account)
+        for external_id in holders:  # moved by ticks in place: the snapshot must have them
+            if external_id not in changed and external_id in states:
+                ref = self.directory.get(firm_id, external_id)
+                if ref is not None:
+                    key = (firm_id, external_id)
+                    self._touch(run, touched_accounts, key, before, message)
+                    st = states[external_id]  # (settled with the batch, before anything reads it)
+                    run.dirty[key] = AccountOutcome(ref, st, message.seq, [], None, st.last_ts or events[-1].ts)
         for external_id in changed:
             st = states.get(external_id)
             if st is None:

@@ -238,12 +238,22 @@ class Engine:
             self.marks.reset()
 
     def adopt(self, st: AccountState, program: PhaseProgram) -> None:
-        """Take over a stored state (the service's evaluation, a restore), indexing its positions."""
-        self.states[st.account] = st
-        self.programs[st.account] = program
+        """Take over a stored state (the service's evaluation, a restore, a put-back), indexing its
+        positions. The state it replaces is settled first: settling after would write that state's
+        pending marks into ``st``."""
         if self.marks is not None:
             self.marks.touch(st.account)
+        self.states[st.account] = st
+        self.programs[st.account] = program
         self._reindex(st.account, st)
+
+    def drop(self, account: str) -> None:
+        """Take ``account`` out of this engine (its state, program and index entries)."""
+        if self.marks is not None:
+            self.marks.touch(account)
+        self.states.pop(account, None)
+        self.programs.pop(account, None)
+        self._unindex(account)
 
     def _reindex(self, account: str, st: AccountState) -> None:
         """Keep ``holders`` (symbol → accounts whose positions a tick of it moves) true for ``account``."""

@@ -308,3 +308,23 @@ def test_a_whole_cent_tick_taking_out_a_mark_of_more_places_keeps_them_in_the_eq
     assert to_ndjson(got) == to_ndjson(want)
     assert b'"level":"96247.041"' in to_ndjson(want)
     assert state_bytes(vector) == state_bytes(exact)
+
+
+def test_a_state_put_back_is_installed_as_given_and_the_screen_follows_it():
+    """A partition worker puts an account back to its state before a batch (``Engine.adopt``) or takes
+    it out (``Engine.drop``) while the screen still holds that account's ticks unsettled: those must
+    not be written into the state put back, and the next ticks must move it as the exact path does."""
+    engines = {vector: _firm(vector) for vector in (True, False)}
+    kept = {vector: msgspec.structs.replace(engine.state("A02")) for vector, engine in engines.items()}
+    moves = [Price(id="t1", ts=T0 + dt.timedelta(seconds=1), symbol="EURUSD", bid=D("1.08090"), ask=D("1.08100"))]
+    later = [Price(id="t2", ts=T0 + dt.timedelta(seconds=2), symbol="EURUSD", bid=D("1.08050"), ask=D("1.08060"))]
+    for vector, engine in engines.items():
+        engine.feed(moves)  # the screen holds A02's new mark unsettled
+        engine.adopt(kept[vector], engine.programs["A02"])
+        assert engine.states["A02"] is kept[vector]
+        assert engine.state("A02") == kept[not vector], "the state put back, not the unsettled tick"
+        engine.drop("A04")
+        assert engine.state("A04") is None
+        engine.feed(later)
+    assert state_bytes(engines[True]) == state_bytes(engines[False])
+    assert "A04" not in engines[True].holders.get("EURUSD", {})
