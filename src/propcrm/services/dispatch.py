@@ -596,7 +596,7 @@ def summary(report: DispatchReport) -> str:
 
 
 def run_dispatcher(*, database_url: str | None, once: bool = False, interval: float = 1.0,
-                   env: Mapping[str, str] | None = None, stop: threading.Event | None = None,
+                   env: Settings | Mapping[str, str] | None = None, stop: threading.Event | None = None,
                    print_: Callable[[str], None] = print) -> DispatchReport:
     """A dispatcher process: passes until stopped (``once``: a single pass). Returns the total report."""
     from ..adapters.db.session import database_url as default_database_url
