@@ -102,6 +102,17 @@ def db_url(request, tmp_path) -> str:
         yield url
 
 
+@pytest.fixture(autouse=True)
+def process_settings():
+    """Each test starts without installed process settings (``adapters/settings.current()`` reads the
+    environment at its first use in the test); an app a test builds installs its own."""
+    from propcrm.adapters.settings import forget
+
+    forget()
+    yield
+    forget()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def cheap_password_hashing():
     """argon2id at its cheapest cost for the whole session (every ``world`` seeds nine users; production's

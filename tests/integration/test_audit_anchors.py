@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from propcrm.adapters.db.models import AuditEntry
 from propcrm.adapters.db.session import make_engine, sessions
+from propcrm.adapters.settings import forget as forget_settings
 from propcrm.cli import app
 from propcrm.services import audit, audit_anchors
 
@@ -25,16 +26,22 @@ KEY = "k" * 8 + "-a-test-audit-key-of-enough-length-0123456789"
 LOG = AuditEntry.__table__
 
 
+def reconfigure() -> None:
+    """The environment changed: the process's settings are read again at their next use (a new start)."""
+    forget_settings()
+    audit_anchors.forget_configuration()
+
+
 @pytest.fixture
 def keyed(db_url, tmp_path, monkeypatch):
     """The database with an audit key and an anchor directory configured through the environment."""
     monkeypatch.setenv(audit_anchors.KEY_ENV, KEY)
     monkeypatch.setenv(audit_anchors.DIR_ENV, str(tmp_path / "anchors"))
-    audit_anchors.forget_configuration()
+    reconfigure()
     engine = make_engine(db_url)
     yield engine, sessions(engine), tmp_path / "anchors"
     engine.dispose()
-    audit_anchors.forget_configuration()
+    reconfigure()
 
 
 def seed(Session, n: int, start: int = 0) -> None:
@@ -159,11 +166,11 @@ def test_a_process_without_the_key_cannot_extend_a_keyed_log(keyed, db_url, monk
     engine, Session, _ = keyed
     seed(Session, 2)
     monkeypatch.delenv(audit_anchors.KEY_ENV)
-    audit_anchors.forget_configuration()
+    reconfigure()
     with pytest.raises(audit.AuditKeyError, match="no audit key"):
         seed(Session, 1, start=2)
     monkeypatch.setenv(audit_anchors.KEY_ENV, "x" * 40)
-    audit_anchors.forget_configuration()
+    reconfigure()
     with pytest.raises(audit.AuditKeyError, match="not the one entry #2 was written with"):
         seed(Session, 1, start=2)
     with Session() as s:
@@ -185,7 +192,7 @@ def test_serve_keys_the_embedded_database_and_anchors_on_its_schedule(tmp_path, 
 
     for name in (audit_anchors.KEY_ENV, audit_anchors.KEY_FILE_ENV, audit_anchors.DIR_ENV):
         monkeypatch.delenv(name, raising=False)
-    audit_anchors.forget_configuration()
+    reconfigure()
     url = f"sqlite:///{tmp_path / 'propcrm.db'}"
     migrate(url)
     config = audit_anchors.ensure_embedded_key(url)
@@ -209,7 +216,7 @@ def test_serve_keys_the_embedded_database_and_anchors_on_its_schedule(tmp_path, 
     finally:
         stop.set()
         engine.dispose()
-        audit_anchors.forget_configuration()
+        reconfigure()
     [path] = list((tmp_path / "audit-anchors").glob("anchors-*.ndjson"))
     assert json.loads(path.read_text().splitlines()[0])["seq"] == 3
     secret = key_file.read_text().strip()

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from propcrm.adapters.bus.jetstream import EventPublisher, connect, publish_event
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_lifecycle import Payout
+from propcrm.adapters.settings import Settings, install
 from propcrm.services import payouts as payout_service
 from propcrm.services import scaling
 from propcrm.services.dispatch import build_dispatcher
@@ -74,6 +75,7 @@ def test_a_payout_approved_by_two_people_is_withdrawn_once_through_the_bus(pg_ur
         seed(world)  # (its fixtures write to the embedded log: before the deployment becomes the scale-out one)
         for key, value in bus.as_env().items():
             monkeypatch.setenv(key, value)
+        install(Settings.from_env())  # the deployment is now the scale-out one (as after a restart)
         version = add_life_pack(world.sessions, "fa")
         approve_kyc(world.sessions, world.traders["t1"])
         assert world.client.post("/api/v1/lifecycle/settings", json={"dual_approval_over": "100"},
@@ -174,6 +176,7 @@ def test_a_quarantined_line_re_submitted_goes_to_the_stream_and_is_applied(pg_ur
         seed(world)
         for key, value in bus.as_env().items():
             monkeypatch.setenv(key, value)
+        install(Settings.from_env())  # the deployment is now the scale-out one (as after a restart)
         version = add_life_pack(world.sessions, "fa")
         ts = dt.datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         line = json.dumps({"id": "dep-q1", "type": "balance", "account": "Q1", "ts": ts, "amount": "100",

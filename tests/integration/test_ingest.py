@@ -321,14 +321,18 @@ def test_events_from_the_future_are_refused_naming_the_field(db):
 
 
 def test_how_far_ahead_is_configured_in_minutes(db, monkeypatch):
+    from propcrm.adapters.settings import SettingsError, forget
+
     ahead = (dt.datetime.now(UTC) + dt.timedelta(minutes=30)).isoformat()
     monkeypatch.setenv("PROPCRM_MAX_EVENT_AHEAD_MINUTES", "60")
     assert run(db, line(id="k-1", type="clock", ts=ahead)).accepted == 1
     monkeypatch.setenv("PROPCRM_MAX_EVENT_AHEAD_MINUTES", "0.5")
+    forget()  # the process's settings are read once: another value is another start
     refused = run(db, line(id="k-2", type="clock", ts=ahead))
     assert refused.rejected == 1 and "more than 0.5 minutes" in refused.lines[0].reason
     monkeypatch.setenv("PROPCRM_MAX_EVENT_AHEAD_MINUTES", "lots")
-    with pytest.raises(IngestError, match="PROPCRM_MAX_EVENT_AHEAD_MINUTES must be a number of minutes"):
+    forget()  # a bad value: the settings are refused naming it (a process does not start; tests/unit/test_settings.py)
+    with pytest.raises(SettingsError, match="PROPCRM_MAX_EVENT_AHEAD_MINUTES must be a number of minutes"):
         run(db, line(id="k-3", type="clock", ts=ahead))
 
 

@@ -58,10 +58,12 @@ def test_the_same_life_in_the_scaled_out_deployment(pg_url, bus, tmp_path, monke
     for key, value in bus.as_env().items():
         monkeypatch.setenv(key, value)
     _, world = build_world(pg_url)  # (the app reads the bus configuration when it is made)
-    with monkeypatch.context() as embedded:  # seed's quarantine fixture writes to the embedded log
-        for key in bus.as_env():
-            embedded.delenv(key)
-        seed(world)
+    from propcrm.adapters.settings import Settings, install
+
+    scale_out = Settings.from_env()  # what build_world's app installed
+    install(Settings.from_env({k: v for k, v in scale_out.env.items() if k not in bus.as_env()}))
+    seed(world)  # seed's quarantine fixture writes to the embedded log
+    install(scale_out)
     monkeypatch.setenv("PROPCRM_SNAPSHOT_INTERVAL", "0.2")  # stored states follow the decisions quickly
     log = tmp_path / "worker.log"
     worker = _start_worker(pg_url, bus, log)

@@ -392,7 +392,9 @@ def test_in_the_scale_out_deployment_the_withdrawal_is_queued_for_the_stream_not
                              trader_id=world.traders["t1"], balance=Decimal("10500"))
     payout = world.client.post("/api/v1/payouts", json={"account_id": account}, headers=finance).json()
     assert world.client.post(f"/api/v1/payouts/{payout['id']}/prepare", json={}, headers=finance).status_code == 200
-    monkeypatch.setenv("PROPCRM_NATS_URL", "nats://127.0.0.1:4222")
+    from propcrm.adapters.settings import Settings, install
+
+    install(Settings.from_env({"PROPCRM_NATS_URL": "nats://127.0.0.1:4222"}))  # a scale-out deployment's process
     paid = world.client.post(f"/api/v1/payouts/{payout['id']}/approve", headers=f2)
     assert paid.status_code == 200 and paid.json()["status"] == "approved", paid.text
     with world.sessions() as s:

@@ -1,8 +1,8 @@
 """In-memory fakes of the storage seams of the services, for unit tests without a database.
 
 Each fake keeps the contract its SQL adapter keeps (the same ``Protocol``); ``tests/integration/
-test_case_store.py`` runs one set of contract checks on both the fake and the adapter (SQLite and
-PostgreSQL), so a rule proven on the fake holds on the database.
+test_case_store.py`` and ``test_task_store.py`` run one set of contract checks on both the fake and the
+adapter (SQLite and PostgreSQL), so a rule proven on the fake holds on the database.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_analytics import CASE_OPEN_STATUSES, Case, CaseNote
+from propcrm.adapters.db.models_lifecycle import StaffTask
 from propcrm.services.errors import NotFound
 
 UTC = dt.timezone.utc
@@ -104,3 +105,60 @@ class FakeCaseStore:
 
     def notify_trader(self, **message: Any) -> None:
         self.messages.append(message)
+
+
+class FakeTaskStore:
+    """:class:`propcrm.services.tasks.TaskStore` in memory. Traders, accounts, cases and users are transient
+    ORM objects the test adds; what the rules wrote is in ``tasks`` and ``audits``."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[int, StaffTask] = {}
+        self.traders: dict[int, m.Trader] = {}
+        self.accounts_by_id: dict[int, m.Account] = {}
+        self.cases: dict[int, Case] = {}
+        self.users: dict[int, m.User] = {}
+        self.audits: list[dict[str, Any]] = []
+        self._ids = itertools.count(1)
+
+    # what a test sets up
+    def add_trader(self, *, id: int, firm_id: str = "fa", name: str = "t") -> m.Trader:
+        self.traders[id] = m.Trader(id=id, firm_id=firm_id, name=name, email=f"{name}@traders.example")
+        return self.traders[id]
+
+    def add_account(self, *, id: int, external_id: str, firm_id: str = "fa", trader_id: int | None = None) -> m.Account:
+        self.accounts_by_id[id] = m.Account(id=id, firm_id=firm_id, external_id=external_id, trader_id=trader_id)
+        return self.accounts_by_id[id]
+
+    def add_case(self, *, id: int, firm_id: str = "fa") -> Case:
+        self.cases[id] = Case(id=id, firm_id=firm_id, detector="copy", fingerprint=f"copy:{id}", status="open",
+                              title="c", summary="", score=50, evidence={})
+        return self.cases[id]
+
+    def add_user(self, *, id: int, role: str, firm_id: str = "fa", active: bool = True) -> m.User:
+        self.users[id] = m.User(id=id, firm_id=firm_id, email=f"{role}{id}@{firm_id}.example", role=role,
+                                active=active)
+        return self.users[id]
+
+    # the TaskStore protocol
+    def task(self, task_id: int) -> StaffTask | None:
+        return self.tasks.get(task_id)
+
+    def add(self, task: StaffTask) -> None:
+        task.id = next(self._ids)
+        self.tasks[task.id] = task
+
+    def trader(self, trader_id: int) -> m.Trader | None:
+        return self.traders.get(trader_id)
+
+    def account_named(self, firm_id: str, external_id: str) -> m.Account | None:
+        return next((a for a in self.accounts_by_id.values()
+                     if a.firm_id == firm_id and a.external_id == external_id), None)
+
+    def case(self, case_id: int) -> Case | None:
+        return self.cases.get(case_id)
+
+    def user(self, user_id: int) -> m.User | None:
+        return self.users.get(user_id)
+
+    def audit(self, **entry: Any) -> None:
+        self.audits.append(entry)

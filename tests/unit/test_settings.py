@@ -68,3 +68,104 @@ def test_the_app_takes_its_settings_and_reads_no_variable_itself(tmp_path, monke
         assert app.state.documents.root == tmp_path / "docs"
     finally:
         app.state.engine.dispose()
+
+
+def test_the_secret_and_audit_keys_are_read_and_never_shown(tmp_path):
+    from propcrm.adapters.platforms.secrets import new_key
+
+    key, audit_key = new_key(), "a" * 40
+    settings = Settings.from_env({
+        "PROPCRM_SECRET_KEY": f" {key} ", "PROPCRM_AUDIT_KEY": audit_key, "PROPCRM_AUDIT_KEY_FILE": str(tmp_path / "k"),
+        "PROPCRM_AUDIT_ANCHOR_DIR": str(tmp_path / "anchors"), "PROPCRM_AUDIT_ANCHOR_INTERVAL": "5",
+    })
+    assert settings.secret_key == key and settings.audit_key == audit_key
+    assert settings.audit_key_file == tmp_path / "k" and settings.audit_anchor_dir == tmp_path / "anchors"
+    assert settings.audit_anchor_interval == 5.0
+    assert key not in repr(settings) and audit_key not in repr(settings)
+    empty = Settings.from_env({})
+    assert empty.secret_key is None and empty.audit_key is None and empty.audit_key_file is None
+    assert empty.audit_anchor_dir is None and empty.audit_anchor_interval == 60.0
+
+
+@pytest.mark.parametrize("value", ["0", "86401", "often"])
+def test_a_bad_anchor_interval_stops_the_start(value):
+    with pytest.raises(SettingsError, match="PROPCRM_AUDIT_ANCHOR_INTERVAL"):
+        Settings.from_env({"PROPCRM_AUDIT_ANCHOR_INTERVAL": value})
+
+
+def test_the_process_settings_are_read_once_and_an_installed_set_wins(monkeypatch):
+    from propcrm.adapters import settings as process
+
+    monkeypatch.setenv("PROPCRM_METRICS_TOKEN", "first")
+    first = process.current()
+    monkeypatch.setenv("PROPCRM_METRICS_TOKEN", "second")
+    assert process.current() is first and first.metrics_token == "first"  # not read again at each use
+    mine = Settings.from_env({"PROPCRM_METRICS_TOKEN": "mine"})
+    assert process.install(mine) is mine and process.current() is mine
+    process.forget()
+    assert process.current().metrics_token == "second"
+
+
+def test_the_deployment_mode_is_the_installed_settings_not_the_environment_at_call_time(monkeypatch):
+    from propcrm.adapters import settings as process
+    from propcrm.adapters.bus import bus_mode, nats_url
+
+    monkeypatch.delenv("PROPCRM_NATS_URL", raising=False)
+    process.install(Settings.from_env({"PROPCRM_NATS_URL": "nats://bus:4222"}))
+    assert bus_mode() and nats_url() == "nats://bus:4222"
+    process.install(Settings.from_env({}))
+    monkeypatch.setenv("PROPCRM_NATS_URL", "nats://late:4222")  # set after the start: not the process's mode
+    assert not bus_mode() and nats_url() is None
+    assert bus_mode({"PROPCRM_NATS_URL": "nats://x"})  # an explicit mapping is still read as given
+
+
+def test_the_default_event_ahead_limit_is_the_installed_one(monkeypatch):
+    from propcrm.adapters import settings as process
+    from propcrm.services.ingest import Checks, IngestError, max_ahead_from_env
+
+    monkeypatch.setenv("PROPCRM_MAX_EVENT_AHEAD_MINUTES", "lots")
+    process.install(Settings.from_env({"PROPCRM_MAX_EVENT_AHEAD_MINUTES": "60"}))
+    assert max_ahead_from_env() == dt.timedelta(minutes=60) and Checks.now().max_ahead == dt.timedelta(minutes=60)
+    assert max_ahead_from_env({"PROPCRM_MAX_EVENT_AHEAD_MINUTES": "0.5"}) == dt.timedelta(seconds=30)
+    process.forget()  # read from the environment at first use: the bad value is refused naming it
+    with pytest.raises(IngestError, match="PROPCRM_MAX_EVENT_AHEAD_MINUTES must be a number of minutes"):
+        max_ahead_from_env()
+
+
+def test_the_secret_store_key_comes_from_the_settings_else_the_data_directory_file(tmp_path, monkeypatch):
+    from propcrm.adapters import settings as process
+    from propcrm.adapters.platforms.secrets import SecretBox, SecretError, load_key, new_key
+
+    key = new_key()
+    monkeypatch.setenv("PROPCRM_SECRET_KEY", new_key())  # not the installed settings' key: not used
+    process.install(Settings.from_env({"PROPCRM_SECRET_KEY": key}))
+    assert load_key() == key.encode()
+    sealed = SecretBox().seal_text("hunter2")
+    assert SecretBox(key.encode()).open_text(sealed).reveal() == "hunter2"
+    in_dir = Settings.from_env({"PROPCRM_DATA_DIR": str(tmp_path / "d")})
+    with pytest.raises(SecretError, match="no secret key"):
+        load_key(in_dir, create=False)
+    made = load_key(in_dir)
+    assert (tmp_path / "d" / "secret.key").read_bytes().strip() == made and load_key(in_dir, create=False) == made
+    with pytest.raises(SecretError, match="PROPCRM_SECRET_KEY is not a valid key"):
+        load_key(Settings.from_env({"PROPCRM_SECRET_KEY": "short"}))
+
+
+def test_the_audit_configuration_comes_from_the_settings(tmp_path, monkeypatch):
+    from propcrm.adapters import settings as process
+    from propcrm.services.audit_config import AnchorConfigError, config_for, ensure_embedded_key
+
+    url = f"sqlite:///{tmp_path / 'propcrm.db'}"
+    monkeypatch.setenv("PROPCRM_AUDIT_KEY", "e" * 40)  # the environment after the start is not looked at
+    process.install(Settings.from_env({"PROPCRM_AUDIT_KEY": "k" * 40, "PROPCRM_AUDIT_ANCHOR_INTERVAL": "9"}))
+    config = config_for(url)
+    assert config.key == b"k" * 40 and config.key_source == "PROPCRM_AUDIT_KEY" and config.interval == 9.0
+    assert config.directory == tmp_path / "audit-anchors" and config.default_key_file is None
+    other = Settings.from_env({"PROPCRM_AUDIT_ANCHOR_DIR": str(tmp_path / "elsewhere")})
+    unkeyed = config_for(url, other)
+    assert unkeyed.key is None and unkeyed.directory == tmp_path / "elsewhere"
+    assert unkeyed.default_key_file == tmp_path / "audit.key"
+    keyed = ensure_embedded_key(url, other)  # creates the key file beside the database
+    assert keyed.key is not None and keyed.key_source == str(tmp_path / "audit.key")
+    with pytest.raises(AnchorConfigError, match="shorter than 32"):
+        config_for(url, Settings.from_env({"PROPCRM_AUDIT_KEY": "short"}))

@@ -8,9 +8,15 @@ for these settings any more; a process that wants other settings builds another 
 
 Each bad value stops the start with an error that names the variable (``SettingsError``).
 
+The process's settings: each entry point ``install``s the ``Settings`` it read; what is decided once per
+process and used deep inside the services — the deployment mode (``bus_mode``: embedded log or the NATS
+stream), the default event-ahead limit, the audit key and anchors, the secret store's key — is read
+from ``current()``, never from the environment at call time. ``current()`` before any ``install`` reads
+the environment once (a library use, a test) and keeps it; ``forget()`` drops it (tests).
+
 Not here (yet): the notifier, webhook, SMTP and platform-connector settings of ``services/dispatch.py``
-(moving to per-firm settings), which the entry points pass as ``settings.env``; the platform secrets key
-(``adapters/platforms/secrets.py``); the bus's stream details (``BusConfig.from_env(settings.env)``).
+(moving to per-firm settings), which the entry points pass as ``settings.env``; the bus's stream details
+(``BusConfig.from_env(settings.env)``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,11 @@ MAX_AHEAD_ENV = "PROPCRM_MAX_EVENT_AHEAD_MINUTES"
 ANALYSIS_INTERVAL_ENV = "PROPCRM_ANALYSIS_INTERVAL"  # seconds between the service's incremental passes; 0: off
 SNAPSHOT_INTERVAL_ENV = "PROPCRM_SNAPSHOT_INTERVAL"
 CONSUMER_ENV = "PROPCRM_CONSUMER"
+SECRET_KEY_ENV = "PROPCRM_SECRET_KEY"  # the secret store's key (else ``data_dir``/secret.key)
+AUDIT_KEY_ENV = "PROPCRM_AUDIT_KEY"
+AUDIT_KEY_FILE_ENV = "PROPCRM_AUDIT_KEY_FILE"
+AUDIT_ANCHOR_DIR_ENV = "PROPCRM_AUDIT_ANCHOR_DIR"
+AUDIT_ANCHOR_INTERVAL_ENV = "PROPCRM_AUDIT_ANCHOR_INTERVAL"
 
 DEFAULT_MAX_AHEAD = dt.timedelta(minutes=5)
 MAX_AHEAD_LIMIT = 24 * 60  # minutes: a day; more is no longer "a clock a little fast"
@@ -69,6 +80,18 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _anchor_interval(env: Mapping[str, str]) -> float:
+    value = _seconds(env, AUDIT_ANCHOR_INTERVAL_ENV, 60.0)
+    if not 1 <= value <= 86_400:
+        raise SettingsError(f"{AUDIT_ANCHOR_INTERVAL_ENV} must be between 1 and 86400 seconds")
+    return value
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    text = env.get(name, "").strip()
+    return Path(text) if text else None
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     #: ``PROPCRM_DATABASE_URL``; ``None``: the embedded SQLite database in ``data_dir``
@@ -84,6 +107,14 @@ class Settings:
     analysis_interval: float = 60.0
     snapshot_interval: float = 2.0
     push_consumer: bool = True
+    #: ``PROPCRM_SECRET_KEY`` (never in a repr); ``None``: the key file ``data_dir``/secret.key
+    secret_key: str | None = field(default=None, repr=False)
+    #: ``PROPCRM_AUDIT_KEY`` (never in a repr), else ``PROPCRM_AUDIT_KEY_FILE``, else audit.key beside SQLite
+    audit_key: str | None = field(default=None, repr=False)
+    audit_key_file: Path | None = None
+    #: ``PROPCRM_AUDIT_ANCHOR_DIR``; ``None``: audit-anchors beside the SQLite database
+    audit_anchor_dir: Path | None = None
+    audit_anchor_interval: float = 60.0
     #: the environment as it was read (for the adapters that still take a mapping: bus, dispatch)
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
 
@@ -102,6 +133,11 @@ class Settings:
             analysis_interval=_seconds(env, ANALYSIS_INTERVAL_ENV, 60.0),
             snapshot_interval=_seconds(env, SNAPSHOT_INTERVAL_ENV, 2.0),
             push_consumer=env.get(CONSUMER_ENV, "push") != "pull",
+            secret_key=env.get(SECRET_KEY_ENV, "").strip() or None,
+            audit_key=env.get(AUDIT_KEY_ENV, "").strip() or None,
+            audit_key_file=_path(env, AUDIT_KEY_FILE_ENV),
+            audit_anchor_dir=_path(env, AUDIT_ANCHOR_DIR_ENV),
+            audit_anchor_interval=_anchor_interval(env),
             env=env,
         )
 
@@ -118,4 +154,28 @@ class Settings:
         return self.nats_url is not None
 
 
-__all__ = ["DEFAULT_MAX_AHEAD", "Settings", "SettingsError", "parse_max_ahead"]
+_current: Settings | None = None
+
+
+def install(settings: Settings) -> Settings:
+    """Make ``settings`` this process's (an entry point, once at its start; a test that wants others)."""
+    global _current
+    _current = settings
+    return settings
+
+
+def current() -> Settings:
+    """This process's settings: those installed, else the environment's, read now once and kept."""
+    global _current
+    if _current is None:
+        _current = Settings.from_env()
+    return _current
+
+
+def forget() -> None:
+    """Drop the process's settings; the next ``current()`` reads the environment again (tests)."""
+    global _current
+    _current = None
+
+
+__all__ = ["DEFAULT_MAX_AHEAD", "Settings", "SettingsError", "current", "forget", "install", "parse_max_ahead"]

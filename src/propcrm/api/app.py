@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__, web
 from ..http import errors
 from ..adapters.db.session import make_engine, migrate, sessions
-from ..adapters.settings import Settings
+from ..adapters.settings import Settings, install
 from ..adapters.documents import store_for
 from ..adapters.bus.jetstream import BusConfig
 from ..services.logins import LoginThrottle
@@ -32,6 +32,7 @@ from .routers import events, operations
 
 def create_app(database_url: str | None = None, *, settings: Settings | None = None) -> FastAPI:
     settings = Settings.from_env() if settings is None else settings  # a bad value stops the start
+    install(settings)  # the process's mode, ahead limit, audit and secret keys (adapters/settings.current)
     url = database_url or settings.database_url()
 
     bus_config = BusConfig.from_env(settings.env, url=settings.nats_url) if settings.nats_url else None

@@ -14,10 +14,10 @@ _NATS_HELP = "NATS server URL (default: PROPCRM_NATS_URL, else nats://127.0.0.1:
 
 
 def _settings():
-    from ..adapters.settings import Settings, SettingsError
+    from ..adapters.settings import Settings, SettingsError, install
 
     try:
-        return Settings.from_env()  # the process's configuration, read once here
+        return install(Settings.from_env())  # the process's configuration, read once here
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -92,11 +92,12 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     ) -> None:
         """Start a local multi-process deployment: an ingest API publishing to JetStream, N workers,
         dispatchers; print where everything is; Ctrl-C stops them all."""
-        from ..adapters.db.session import database_url as default_database_url
         from ..cluster.local import cluster_up as run_cluster_up
 
-        run_cluster_up(bus=_bus(nats_url, partitions), database_url=database_url or default_database_url(),
-                       workers=workers, dispatchers=dispatchers, port=port, metrics_base_port=metrics_base_port)
+        settings = _settings()
+        run_cluster_up(bus=_bus(nats_url, partitions, settings), database_url=database_url or settings.database_url(),
+                       workers=workers, dispatchers=dispatchers, port=port, metrics_base_port=metrics_base_port,
+                       settings=settings)
 
     @cluster_app.command("status")
     def cluster_status(

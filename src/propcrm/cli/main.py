@@ -752,11 +752,13 @@ def dispatch(
     """
     from sqlalchemy.exc import SQLAlchemyError
 
+    from ..adapters.settings import Settings, SettingsError, install
     from ..services.dispatch import DispatchConfigError, run_dispatcher
 
     try:
-        run_dispatcher(database_url=database_url, once=once, interval=interval)
-    except DispatchConfigError as exc:
+        settings = install(Settings.from_env())  # the process's configuration, read once, at its start
+        run_dispatcher(database_url=database_url, once=once, interval=interval, env=settings)
+    except (DispatchConfigError, SettingsError) as exc:
         raise fail(str(exc)) from None
     except SQLAlchemyError as exc:
         raise fail(f"cannot open the database: {str(exc).splitlines()[0]}") from None

@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 
 from ..adapters.db import models as m
 from ..adapters.db.session import make_engine, migrate, sessions
-from ..adapters.settings import Settings, SettingsError
+from ..adapters.settings import Settings, SettingsError, install
 from ..domain.rulepack import load_pack
 from ..services.catalog import add_pack, create_account, ensure_firm
 
@@ -316,7 +316,7 @@ def run_worker(*, database_url: str | None, once: bool = False) -> None:
 def _settings() -> Settings:
     """The process's configuration, read once, here at its start; a bad value stops the start."""
     try:
-        return Settings.from_env()
+        return install(Settings.from_env())
     except SettingsError as exc:
         raise SystemExit(f"error: {exc}") from None
 
@@ -331,13 +331,13 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
     from ..api.app import create_app
 
     _configure_logging()
-    settings = _settings() if settings is None else settings
+    settings = _settings() if settings is None else install(settings)
     url = database_url or settings.database_url()
     migrate(url)
     from ..services.audit_anchors import AnchorConfigError, anchor_loop, ensure_embedded_key
 
     try:
-        anchoring = ensure_embedded_key(url)  # the embedded default is keyed from its first start
+        anchoring = ensure_embedded_key(url, settings)  # the embedded default is keyed from its first start
     except AnchorConfigError as exc:
         raise SystemExit(f"error: {exc}") from None
     engine = make_engine(url)
@@ -364,7 +364,7 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
     if with_worker:
         from ..services.dispatch import build_dispatcher
 
-        dispatcher = build_dispatcher(session_factory, settings.env)  # a bad configuration stops the start, loudly
+        dispatcher = build_dispatcher(session_factory, settings)  # a bad configuration stops the start, loudly
         threads += [
             threading.Thread(target=_worker_loop, args=(sessions(engine), stop), name="evaluation",
                              daemon=True),

@@ -26,6 +26,7 @@ from pathlib import Path
 from ..adapters.bus.jetstream import BusConfig, connect
 from ..adapters.bus.jetstream import safe_url
 from ..adapters.db.session import migrate
+from ..adapters.settings import Settings
 
 RESTART_AFTER_S = 5.0
 STOP_TIMEOUT_S = 10.0  # after SIGTERM, a child gets this long before SIGKILL
@@ -91,7 +92,9 @@ def _stop_all(children: list[Child], timeout: float = STOP_TIMEOUT_S, print_=pri
 
 
 def cluster_up(*, bus: BusConfig, database_url: str, workers: int, dispatchers: int, port: int,
-               metrics_base_port: int, print_=print) -> None:
+               metrics_base_port: int, settings: Settings, print_=print) -> None:
+    """The children get the environment the settings were read from (``settings.env``), the bus's and the
+    database; their logs go to ``settings.data_dir``/cluster-logs."""
     migrate(database_url)
 
     async def prepare() -> None:
@@ -99,9 +102,9 @@ def cluster_up(*, bus: BusConfig, database_url: str, workers: int, dispatchers: 
         await nc.close()
 
     asyncio.run(prepare())
-    logs = Path(os.environ.get("PROPCRM_DATA_DIR", "data")) / "cluster-logs"
+    logs = settings.data_dir / "cluster-logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **bus.as_env(), "PROPCRM_DATABASE_URL": database_url}
+    env = {**settings.env, **bus.as_env(), "PROPCRM_DATABASE_URL": database_url}
     children = [Child("api", ["serve", "--no-worker", "--port", str(port)], logs / "api.log", env)]
     for i in range(workers):
         children.append(Child(f"worker-{i}", ["worker", "--metrics-port", str(metrics_base_port + i),

@@ -3,6 +3,10 @@
 Its own module so that :mod:`propcrm.services.audit` (which marks entries with the key) and
 :mod:`propcrm.services.audit_anchors` (which writes and checks anchors) both read it without importing
 each other.
+
+The values come from the process's settings (``adapters/settings.py``: ``PROPCRM_AUDIT_KEY``,
+``PROPCRM_AUDIT_KEY_FILE``, ``PROPCRM_AUDIT_ANCHOR_DIR``, ``PROPCRM_AUDIT_ANCHOR_INTERVAL``, read once at the
+start); only the default key file beside an SQLite database is looked at again (``propcrm serve`` creates it).
 """
 
 from __future__ import annotations
@@ -17,10 +21,14 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-KEY_ENV = "PROPCRM_AUDIT_KEY"
-KEY_FILE_ENV = "PROPCRM_AUDIT_KEY_FILE"
-DIR_ENV = "PROPCRM_AUDIT_ANCHOR_DIR"
-INTERVAL_ENV = "PROPCRM_AUDIT_ANCHOR_INTERVAL"
+from ..adapters.settings import (
+    AUDIT_ANCHOR_DIR_ENV, AUDIT_ANCHOR_INTERVAL_ENV, AUDIT_KEY_ENV, AUDIT_KEY_FILE_ENV, Settings, current,
+)
+
+KEY_ENV = AUDIT_KEY_ENV
+KEY_FILE_ENV = AUDIT_KEY_FILE_ENV
+DIR_ENV = AUDIT_ANCHOR_DIR_ENV
+INTERVAL_ENV = AUDIT_ANCHOR_INTERVAL_ENV
 MIN_KEY = 32
 KEY_FILE = "audit.key"
 ANCHOR_DIR = "audit-anchors"
@@ -71,55 +79,54 @@ def read_key(path: Path) -> bytes:
     return text.encode("utf-8")
 
 
-def config_for(database_url: str) -> AnchorConfig:
-    """The audit key and anchor directory for ``database_url`` (see the module's docstring). Read once
-    and kept; a default key file that appears later (``propcrm serve`` creates it) is noticed."""
-    config = _config_for(database_url)
+def config_for(database_url: str, settings: Settings | None = None) -> AnchorConfig:
+    """The audit key and anchor directory for ``database_url`` under ``settings`` (default: the process's,
+    ``adapters/settings.current()``). Read once and kept; a default key file that appears later
+    (``propcrm serve`` creates it) is noticed."""
+    settings = current() if settings is None else settings
+    config = _config_for(database_url, settings)
     if config.key is None and config.default_key_file is not None and config.default_key_file.exists():
         _config_for.cache_clear()
-        config = _config_for(database_url)
+        config = _config_for(database_url, settings)
     return config
 
 
 @functools.lru_cache(maxsize=64)
-def _config_for(database_url: str) -> AnchorConfig:
+def _config_for(database_url: str, settings: Settings) -> AnchorConfig:
     beside = _beside_database(database_url)
     key = source = None
-    if os.environ.get(KEY_ENV):
-        text = os.environ[KEY_ENV].strip()
-        if len(text) < MIN_KEY:
+    if settings.audit_key:
+        if len(settings.audit_key) < MIN_KEY:
             raise AnchorConfigError(f"{KEY_ENV} is shorter than {MIN_KEY} characters")
-        key, source = text.encode("utf-8"), KEY_ENV
-    elif os.environ.get(KEY_FILE_ENV):
-        path = Path(os.environ[KEY_FILE_ENV])
-        key, source = read_key(path), str(path)
+        key, source = settings.audit_key.encode("utf-8"), KEY_ENV
+    elif settings.audit_key_file is not None:
+        key, source = read_key(settings.audit_key_file), str(settings.audit_key_file)
     elif beside is not None and (beside / KEY_FILE).exists():
         key, source = read_key(beside / KEY_FILE), str(beside / KEY_FILE)
-    directory = Path(os.environ[DIR_ENV]) if os.environ.get(DIR_ENV) else (
+    directory = settings.audit_anchor_dir if settings.audit_anchor_dir is not None else (
         beside / ANCHOR_DIR if beside is not None else None)
-    try:
-        interval = float(os.environ.get(INTERVAL_ENV) or 60)
-    except ValueError:
-        raise AnchorConfigError(f"{INTERVAL_ENV} must be a number of seconds") from None
-    if not 1 <= interval <= 86_400:
-        raise AnchorConfigError(f"{INTERVAL_ENV} must be between 1 and 86400 seconds")
-    default_key_file = beside / KEY_FILE if beside is not None and not (
-        os.environ.get(KEY_ENV) or os.environ.get(KEY_FILE_ENV)) else None
-    return AnchorConfig(key=key, key_source=source, directory=directory, interval=interval,
+    default_key_file = beside / KEY_FILE if beside is not None and not _key_configured(settings) else None
+    return AnchorConfig(key=key, key_source=source, directory=directory, interval=settings.audit_anchor_interval,
                         default_key_file=default_key_file)
 
 
+def _key_configured(settings: Settings) -> bool:
+    return bool(settings.audit_key) or settings.audit_key_file is not None
+
+
 def forget_configuration() -> None:
-    """Read the configuration again at the next use (after the environment or a key file changed)."""
+    """Read the configuration again at the next use (after a key file changed; other settings are another
+    cache entry: ``adapters/settings.install``)."""
     _config_for.cache_clear()
 
 
-def ensure_embedded_key(database_url: str) -> AnchorConfig:
+def ensure_embedded_key(database_url: str, settings: Settings | None = None) -> AnchorConfig:
     """For ``propcrm serve`` on SQLite: when no key is configured, create ``audit.key`` beside the database
     (random, 256 bits, mode 0600) so the embedded default is keyed and anchored from its first entry."""
-    config = config_for(database_url)
+    settings = current() if settings is None else settings
+    config = config_for(database_url, settings)
     beside = _beside_database(database_url)
-    if config.key is not None or beside is None or os.environ.get(KEY_ENV) or os.environ.get(KEY_FILE_ENV):
+    if config.key is not None or beside is None or _key_configured(settings):
         return config
     path = beside / KEY_FILE
     try:
@@ -131,4 +138,4 @@ def ensure_embedded_key(database_url: str) -> AnchorConfig:
             out.write(secrets.token_hex(32) + "\n")
         log.info("created the audit key file %s (keep a copy apart from the database)", path)
     forget_configuration()
-    return config_for(database_url)
+    return config_for(database_url, settings)

@@ -51,7 +51,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import os
 import re
 import threading
 import time
@@ -69,6 +68,8 @@ from ..adapters.platforms import LoggingConnector, PlatformConnector, SignedWebh
 from . import audit, firms
 from ..adapters.db.models_tenants import FirmSettings
 from ..adapters.logs import configure_logging
+from ..adapters.settings import Settings
+from ..adapters.settings import current as current_settings
 
 log = logging.getLogger("propcrm.dispatch")
 
@@ -554,10 +555,11 @@ def webhook_from_env(env: Mapping[str, str]) -> WebhookNotifier | None:
         raise DispatchConfigError(f"PROPCRM_FIRM_WEBHOOK_URL: {exc}") from None
 
 
-def build_dispatcher(session_factory: sessionmaker[Session], env: Mapping[str, str] | None = None,
+def build_dispatcher(session_factory: sessionmaker[Session], env: Settings | Mapping[str, str] | None = None,
                      **options: Any) -> Dispatcher:
-    """A dispatcher configured from the environment (see the ``*_from_env`` functions)."""
-    env = os.environ if env is None else env
+    """A dispatcher configured from ``env`` (see the ``*_from_env`` functions): the process's settings
+    (default: ``adapters/settings.current()``; the variables they were read from) or a mapping."""
+    env = _variables(env)
     dispatcher = Dispatcher(session_factory, connectors=connectors_from_env(env), email=email_from_env(env),
                             webhook=webhook_from_env(env), **options)
     # issue 20: platforms with a stored connection (`propcrm platforms add`) are commanded through it
@@ -565,6 +567,12 @@ def build_dispatcher(session_factory: sessionmaker[Session], env: Mapping[str, s
 
     dispatcher.connectors = with_connections(session_factory, dispatcher.connectors)
     return dispatcher
+
+
+def _variables(env: Settings | Mapping[str, str] | None) -> Mapping[str, str]:
+    if env is None:
+        env = current_settings()
+    return env.env if isinstance(env, Settings) else env
 
 
 def describe_setup(dispatcher: Dispatcher) -> str:
@@ -588,7 +596,7 @@ def summary(report: DispatchReport) -> str:
 
 
 def run_dispatcher(*, database_url: str | None, once: bool = False, interval: float = 1.0,
-                   env: Mapping[str, str] | None = None, stop: threading.Event | None = None,
+                   env: Settings | Mapping[str, str] | None = None, stop: threading.Event | None = None,
                    print_: Callable[[str], None] = print) -> DispatchReport:
     """A dispatcher process: passes until stopped (``once``: a single pass). Returns the total report."""
     from ..adapters.db.session import database_url as default_database_url

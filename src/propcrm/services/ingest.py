@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
@@ -44,6 +43,7 @@ from sqlalchemy.orm import Session
 from ..adapters.bus import bus_mode
 from ..adapters.db import models as m
 from ..adapters.settings import DEFAULT_MAX_AHEAD, MAX_AHEAD_ENV, SettingsError, parse_max_ahead
+from ..adapters.settings import current as current_settings
 from ..domain.events import DECODER, AnyEvent, News, decode_lines
 from .wakeup import events_stored
 
@@ -117,11 +117,13 @@ def max_ahead_from_env(env: Mapping[str, str] | None = None) -> dt.timedelta:
     (default 5; 0 to 1440, fractions allowed). Platforms' clocks drift a little; an event from the
     future would freeze its account (every real event after it would be out of order), so it is refused.
 
-    The processes read it once into ``Settings.max_event_ahead`` and pass it as ``max_ahead``; this reading
-    at call time is the default of the callers that pass none (the evaluation drivers, ingestion from
-    the platform and payout paths) until the composition root reaches them."""
+    Without ``env``: the process's settings (``Settings.max_event_ahead``, read once at its start, see
+    ``adapters/settings.current()``) — the default of the callers that pass no ``max_ahead`` (the
+    evaluation drivers, ingestion from the platform and payout paths)."""
     try:
-        return parse_max_ahead((os.environ if env is None else env).get(MAX_AHEAD_VARIABLE, ""))
+        if env is None:
+            return current_settings().max_event_ahead
+        return parse_max_ahead(env.get(MAX_AHEAD_VARIABLE, ""))
     except SettingsError as exc:
         raise IngestError(str(exc)) from None
 

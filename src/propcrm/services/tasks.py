@@ -2,13 +2,17 @@
 news"), attached to a trader, an account or an abuse case, given to a staff member, due on a calendar day, done
 once. Every staff role keeps tasks; each creation, assignment and completion is audited in the caller's unit of
 work. Nothing here knows about pages: the back office (``web/routes/crm.py``) and the CSV export call it.
+
+The rules (``TaskDesk``) work over a storage seam (``TaskStore``): ``SqlTaskStore`` on the caller's session, an
+in-memory fake in the unit tests (tests/unit/test_staff_tasks.py). The list (``list_tasks``) is a read query.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, aliased
@@ -66,88 +70,167 @@ def assignees(session: Session, *, firm_id: str) -> list[m.User]:
                                                      m.User.role.in_(STAFF)).order_by(m.User.email)))
 
 
-def _assignee(session: Session, firm_id: str, user_id: int | None) -> int | None:
-    if user_id is None:
-        return None
-    user = session.get(m.User, user_id)
-    if user is None or user.firm_id != firm_id or not user.active or user.role not in STAFF:
-        raise Invalid(f"assigned_user_id: no active staff user {user_id} in this firm")
-    return user.id
+# the seam: what the task rules need of storage. ``SqlTaskStore`` is the adapter over a session (the caller's
+# unit of work); tests/support/fakes.py has the in-memory one the unit tests use, and
+# tests/integration/test_task_store.py holds both to one contract. Lookups are by id only: which firm a row
+# belongs to, and whether a user may hold tasks, are the rules' (``TaskDesk``), checked on the fake too.
+class TaskStore(Protocol):
+    def task(self, task_id: int) -> StaffTask | None: ...
+
+    def add(self, task: StaffTask) -> None:
+        """Store a new task and give it its id."""
+
+    def trader(self, trader_id: int) -> m.Trader | None: ...
+
+    def account_named(self, firm_id: str, external_id: str) -> m.Account | None: ...
+
+    def case(self, case_id: int) -> Case | None: ...
+
+    def user(self, user_id: int) -> m.User | None: ...
+
+    def audit(self, **entry: Any) -> None:
+        """Append to the audit log in the same unit of work (``services/audit.append``'s arguments)."""
 
 
+class SqlTaskStore:
+    """:class:`TaskStore` on a SQLAlchemy session (SQLite or PostgreSQL)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def task(self, task_id: int) -> StaffTask | None:
+        return self.session.get(StaffTask, task_id)
+
+    def add(self, task: StaffTask) -> None:
+        self.session.add(task)
+        self.session.flush()
+
+    def trader(self, trader_id: int) -> m.Trader | None:
+        return self.session.get(m.Trader, trader_id)
+
+    def account_named(self, firm_id: str, external_id: str) -> m.Account | None:
+        return self.session.scalar(select(m.Account).where(m.Account.firm_id == firm_id,
+                                                           m.Account.external_id == external_id))
+
+    def case(self, case_id: int) -> Case | None:
+        return self.session.get(Case, case_id)
+
+    def user(self, user_id: int) -> m.User | None:
+        return self.session.get(m.User, user_id)
+
+    def audit(self, **entry: Any) -> None:
+        audit.append(self.session, **entry)
+
+
+class TaskDesk:
+    """The task rules over a :class:`TaskStore`: what a task is about (the firm's own trader, account or case),
+    who may hold it (the firm's active staff), open → done once, every change audited."""
+
+    def __init__(self, store: TaskStore, *, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(UTC)) -> None:
+        self.store, self.clock = store, clock
+
+    def _assignee(self, firm_id: str, user_id: int | None) -> int | None:
+        if user_id is None:
+            return None
+        user = self.store.user(user_id)
+        if user is None or user.firm_id != firm_id or not user.active or user.role not in STAFF:
+            raise Invalid(f"assigned_user_id: no active staff user {user_id} in this firm")
+        return user.id
+
+    def resolve_subject(self, *, firm_id: str, trader_id: int | None = None, account: str | None = None,
+                        case_id: int | None = None) -> dict[str, int | None]:
+        """What the task is about, checked to be the firm's: a trader by id, an account by its platform name,
+        a case by id. At least one is required; the account's trader is filled in when none was given."""
+        found: dict[str, int | None] = {"trader_id": None, "account_id": None, "case_id": None}
+        if trader_id is not None:
+            trader = self.store.trader(trader_id)
+            if trader is None or trader.firm_id != firm_id:
+                raise Invalid(f"trader: no trader {trader_id} in this firm")
+            found["trader_id"] = trader.id
+        account = (account or "").strip()
+        if account:
+            row = self.store.account_named(firm_id, account[:200])
+            if row is None:
+                raise Invalid(f"account: no account {account[:80]!r} in this firm")
+            found["account_id"] = row.id
+            if found["trader_id"] is None:
+                found["trader_id"] = row.trader_id
+        if case_id is not None:
+            case_row = self.store.case(case_id)
+            if case_row is None or case_row.firm_id != firm_id:
+                raise Invalid(f"case: no case {case_id} in this firm")
+            found["case_id"] = case_row.id
+        if not any(found.values()):
+            raise Invalid("a task is about a trader, an account or a case: give at least one")
+        return found
+
+    def create(self, *, firm_id: str, title: str, details: str | None = None, trader_id: int | None = None,
+               account: str | None = None, case_id: int | None = None, assigned_user_id: int | None = None,
+               due_on: dt.date | None = None, actor: str) -> StaffTask:
+        title, details = _title(title), _details(details)
+        subject = self.resolve_subject(firm_id=firm_id, trader_id=trader_id, account=account, case_id=case_id)
+        row = StaffTask(firm_id=firm_id, title=title, details=details, due_on=due_on,
+                        assigned_user_id=self._assignee(firm_id, assigned_user_id), status="open",
+                        created_by=actor, created_at=self.clock(), **subject)
+        self.store.add(row)
+        self.store.audit(actor=actor, action="task.create", entity="task", entity_id=str(row.id),
+                         after={"title": row.title, "due_on": due_on.isoformat() if due_on else None,
+                                "assigned_user_id": row.assigned_user_id, **subject}, firm_id=firm_id)
+        return row
+
+    def get(self, *, firm_id: str, task_id: int) -> StaffTask:
+        row = self.store.task(task_id)
+        if row is None or row.firm_id != firm_id:
+            raise NotFound(f"no task {task_id}")
+        return row
+
+    def assign(self, *, firm_id: str, task_id: int, user_id: int | None, actor: str) -> StaffTask:
+        row = self.get(firm_id=firm_id, task_id=task_id)
+        if row.status != "open":
+            raise Conflict(f"task {row.id} is done")
+        new = self._assignee(firm_id, user_id)
+        if new == row.assigned_user_id:
+            return row
+        before, row.assigned_user_id = row.assigned_user_id, new
+        self.store.audit(actor=actor, action="task.assign", entity="task", entity_id=str(row.id),
+                         before={"assigned_user_id": before}, after={"assigned_user_id": new}, firm_id=firm_id)
+        return row
+
+    def complete(self, *, firm_id: str, task_id: int, actor: str) -> StaffTask:
+        row = self.get(firm_id=firm_id, task_id=task_id)
+        if row.status == "done":
+            raise Conflict(f"task {row.id} was already done by {row.done_by}")
+        row.status, row.done_by, row.done_at = "done", actor, self.clock()
+        self.store.audit(actor=actor, action="task.done", entity="task", entity_id=str(row.id),
+                         before={"status": "open"}, after={"status": "done"}, firm_id=firm_id)
+        return row
+
+
+# the service's functions on the caller's session (the routes' and exports' entry points)
 def resolve_subject(session: Session, *, firm_id: str, trader_id: int | None = None, account: str | None = None,
                     case_id: int | None = None) -> dict[str, int | None]:
-    """What the task is about, checked to be the firm's: a trader by id, an account by its platform name (or id),
-    a case by id. At least one is required; the account's trader is filled in when none was given."""
-    found: dict[str, int | None] = {"trader_id": None, "account_id": None, "case_id": None}
-    if trader_id is not None:
-        trader = session.get(m.Trader, trader_id)
-        if trader is None or trader.firm_id != firm_id:
-            raise Invalid(f"trader: no trader {trader_id} in this firm")
-        found["trader_id"] = trader.id
-    account = (account or "").strip()
-    if account:
-        row = session.scalar(select(m.Account).where(m.Account.firm_id == firm_id,
-                                                     m.Account.external_id == account[:200]))
-        if row is None:
-            raise Invalid(f"account: no account {account[:80]!r} in this firm")
-        found["account_id"] = row.id
-        if found["trader_id"] is None:
-            found["trader_id"] = row.trader_id
-    if case_id is not None:
-        row = session.get(Case, case_id)
-        if row is None or row.firm_id != firm_id:
-            raise Invalid(f"case: no case {case_id} in this firm")
-        found["case_id"] = row.id
-    if not any(found.values()):
-        raise Invalid("a task is about a trader, an account or a case: give at least one")
-    return found
+    return TaskDesk(SqlTaskStore(session)).resolve_subject(firm_id=firm_id, trader_id=trader_id, account=account,
+                                                           case_id=case_id)
 
 
 def create_task(session: Session, *, firm_id: str, title: str, details: str | None = None,
                 trader_id: int | None = None, account: str | None = None, case_id: int | None = None,
                 assigned_user_id: int | None = None, due_on: dt.date | None = None, actor: str) -> StaffTask:
-    title, details = _title(title), _details(details)
-    subject = resolve_subject(session, firm_id=firm_id, trader_id=trader_id, account=account, case_id=case_id)
-    row = StaffTask(firm_id=firm_id, title=title, details=details, due_on=due_on,
-                    assigned_user_id=_assignee(session, firm_id, assigned_user_id), status="open",
-                    created_by=actor, created_at=dt.datetime.now(UTC), **subject)
-    session.add(row)
-    session.flush()
-    audit.append(session, actor=actor, action="task.create", entity="task", entity_id=str(row.id),
-                 after={"title": row.title, "due_on": due_on.isoformat() if due_on else None,
-                        "assigned_user_id": row.assigned_user_id, **subject}, firm_id=firm_id)
-    return row
+    return TaskDesk(SqlTaskStore(session)).create(
+        firm_id=firm_id, title=title, details=details, trader_id=trader_id, account=account, case_id=case_id,
+        assigned_user_id=assigned_user_id, due_on=due_on, actor=actor)
 
 
 def get_task(session: Session, *, firm_id: str, task_id: int) -> StaffTask:
-    row = session.get(StaffTask, task_id)
-    if row is None or row.firm_id != firm_id:
-        raise NotFound(f"no task {task_id}")
-    return row
+    return TaskDesk(SqlTaskStore(session)).get(firm_id=firm_id, task_id=task_id)
 
 
 def assign_task(session: Session, *, firm_id: str, task_id: int, user_id: int | None, actor: str) -> StaffTask:
-    row = get_task(session, firm_id=firm_id, task_id=task_id)
-    if row.status != "open":
-        raise Conflict(f"task {row.id} is done")
-    new = _assignee(session, firm_id, user_id)
-    if new == row.assigned_user_id:
-        return row
-    before, row.assigned_user_id = row.assigned_user_id, new
-    audit.append(session, actor=actor, action="task.assign", entity="task", entity_id=str(row.id),
-                 before={"assigned_user_id": before}, after={"assigned_user_id": new}, firm_id=firm_id)
-    return row
+    return TaskDesk(SqlTaskStore(session)).assign(firm_id=firm_id, task_id=task_id, user_id=user_id, actor=actor)
 
 
 def complete_task(session: Session, *, firm_id: str, task_id: int, actor: str) -> StaffTask:
-    row = get_task(session, firm_id=firm_id, task_id=task_id)
-    if row.status == "done":
-        raise Conflict(f"task {row.id} was already done by {row.done_by}")
-    row.status, row.done_by, row.done_at = "done", actor, dt.datetime.now(UTC)
-    audit.append(session, actor=actor, action="task.done", entity="task", entity_id=str(row.id),
-                 before={"status": "open"}, after={"status": "done"}, firm_id=firm_id)
-    return row
+    return TaskDesk(SqlTaskStore(session)).complete(firm_id=firm_id, task_id=task_id, actor=actor)
 
 
 def list_tasks(session: Session, *, firm_id: str, status: str | None = "open", assigned_user_id: int | None = None,
@@ -183,7 +266,7 @@ def list_tasks(session: Session, *, firm_id: str, status: str | None = "open", a
     return TaskPage(rows=rows, total=int(total))
 
 
-__all__ = ["STATUSES", "TaskPage", "assign_task", "assignees", "complete_task", "create_task", "get_task", "today",
+__all__ = ["STATUSES", "SqlTaskStore", "TaskDesk", "TaskPage", "TaskStore", "assign_task", "assignees", "complete_task", "create_task", "get_task", "today",
            "list_tasks", "parse_due", "resolve_subject"]
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -58,7 +57,10 @@ class BusConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, url: str | None = None) -> BusConfig | None:
-        env = os.environ if env is None else env
+        if env is None:  # the process's settings (adapters/settings.current), not the environment now
+            from ..settings import current
+
+            env = current().env
         url = url or nats_url(env)
         if not url:
             return None

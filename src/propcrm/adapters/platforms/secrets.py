@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
-ENV = "PROPCRM_SECRET_KEY"
+from ..settings import SECRET_KEY_ENV, Settings, current
+
+ENV = SECRET_KEY_ENV
 
 
 class SecretError(ValueError):
@@ -55,14 +56,12 @@ class Secret:
         raise TypeError("a Secret is not serialisable")
 
 
-def _key_file() -> Path:
-    directory = Path(os.environ.get("PROPCRM_DATA_DIR") or "data")
-    return directory / "secret.key"
-
-
-def load_key(env: dict[str, str] | None = None, *, create: bool = True) -> bytes:
-    env = os.environ if env is None else env
-    text = env.get(ENV, "").strip()
+def load_key(settings: Settings | None = None, *, create: bool = True) -> bytes:
+    """The secret store's key: ``PROPCRM_SECRET_KEY`` of ``settings`` (default: the process's,
+    ``adapters/settings.current()``), else the key file ``secret.key`` in its data directory (created with
+    a new key when missing and ``create``)."""
+    settings = current() if settings is None else settings
+    text = (settings.secret_key or "").strip()
     if text:
         try:
             Fernet(text.encode())
@@ -70,7 +69,7 @@ def load_key(env: dict[str, str] | None = None, *, create: bool = True) -> bytes
             raise SecretError(f"{ENV} is not a valid key (32 bytes, urlsafe base64); make one with "
                               "`propcrm platforms keygen`") from None
         return text.encode()
-    path = _key_file()
+    path = settings.data_dir / "secret.key"
     if path.is_file():
         return path.read_bytes().strip()
     if not create:
