@@ -42,11 +42,17 @@ def test_the_embedded_database_lives_in_the_data_directory(tmp_path):
 @pytest.mark.parametrize(("name", "value"), [
     ("PROPCRM_MAX_EVENT_AHEAD_MINUTES", "lots"), ("PROPCRM_MAX_EVENT_AHEAD_MINUTES", "1441"),
     ("PROPCRM_MAX_EVENT_AHEAD_MINUTES", "-1"), ("PROPCRM_ANALYSIS_INTERVAL", "soon"),
-    ("PROPCRM_SNAPSHOT_INTERVAL", "nan"),
+    ("PROPCRM_SNAPSHOT_INTERVAL", "nan"), ("PROPCRM_VECTOR_TICKS", "maybe"),
 ])
 def test_a_bad_value_is_refused_naming_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def test_the_partition_workers_screen_ticks_unless_switched_off():
+    assert Settings.from_env({}).vector_ticks is True
+    assert Settings.from_env({"PROPCRM_VECTOR_TICKS": "0"}).vector_ticks is False
+    assert Settings.from_env({"PROPCRM_VECTOR_TICKS": "on"}).vector_ticks is True
 
 
 def test_the_environment_is_read_when_the_settings_are_made_not_later(monkeypatch):

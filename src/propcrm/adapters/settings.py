@@ -43,6 +43,7 @@ AUDIT_KEY_ENV = "PROPCRM_AUDIT_KEY"
 AUDIT_KEY_FILE_ENV = "PROPCRM_AUDIT_KEY_FILE"
 AUDIT_ANCHOR_DIR_ENV = "PROPCRM_AUDIT_ANCHOR_DIR"
 AUDIT_ANCHOR_INTERVAL_ENV = "PROPCRM_AUDIT_ANCHOR_INTERVAL"
+VECTOR_TICKS_ENV = "PROPCRM_VECTOR_TICKS"  # "0": the partition workers value every tick in Decimal
 
 DEFAULT_MAX_AHEAD = dt.timedelta(minutes=5)
 MAX_AHEAD_LIMIT = 24 * 60  # minutes: a day; more is no longer "a clock a little fast"
@@ -87,6 +88,17 @@ def _anchor_interval(env: Mapping[str, str]) -> float:
     return value
 
 
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    text = env.get(name, "").strip().lower()
+    if not text:
+        return default
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {text[:40]!r}")
+
+
 def _path(env: Mapping[str, str], name: str) -> Path | None:
     text = env.get(name, "").strip()
     return Path(text) if text else None
@@ -115,6 +127,8 @@ class Settings:
     #: ``PROPCRM_AUDIT_ANCHOR_DIR``; ``None``: audit-anchors beside the SQLite database
     audit_anchor_dir: Path | None = None
     audit_anchor_interval: float = 60.0
+    #: ``PROPCRM_VECTOR_TICKS``: the partition workers screen ticks in integers (engine/marking.py); "0": off
+    vector_ticks: bool = True
     #: the environment as it was read (for the adapters that still take a mapping: bus, dispatch)
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
 
@@ -138,6 +152,7 @@ class Settings:
             audit_key_file=_path(env, AUDIT_KEY_FILE_ENV),
             audit_anchor_dir=_path(env, AUDIT_ANCHOR_DIR_ENV),
             audit_anchor_interval=_anchor_interval(env),
+            vector_ticks=_switch(env, VECTOR_TICKS_ENV, True),
             env=env,
         )
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -48,6 +47,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..adapters.bus.partitions import HEADER_FIRM, HEADER_PUBLISHED, HEADER_SOURCE, partition_of
 from ..adapters.db import models as m
 from ..adapters.db.models_cluster import DeadLetter, PartitionCheckpoint
+from ..adapters.settings import current
 from ..domain.decisions import Decision
 from ..domain.events import DECODER, Price
 from ..domain.market import Market, SymbolTable, parse_symbol_table
@@ -267,7 +267,7 @@ class PartitionStore:
         # ticks screened in integers (engine.marking): the same decisions and states as the exact
         # path; the states then lag the ticks until settled, which this store does before it reads them.
         # It pays from ~20 holders per tick per partition (docs/cluster.md); PROPCRM_VECTOR_TICKS=0: off
-        self.vector = os.environ.get("PROPCRM_VECTOR_TICKS", "1") != "0" if vector is None else vector
+        self.vector = current().vector_ticks if vector is None else vector
         self.snapshot_interval_s = snapshot_interval_s
         self.snapshot_max_dirty = snapshot_max_dirty
         self.stream = stream
