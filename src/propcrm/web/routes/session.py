@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
@@ -11,6 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ...http.auth import COOKIE_NAME, Db, cross_site, secure_cookie, client_address
+from ...services import firms as firm_service
 from ...services import logins, totp
 from ...services import users as user_service
 from ...services.users import SESSION_TTL, Principal
@@ -31,17 +33,22 @@ def _login_page(request: Request, *, error: str | None = None, firm: str = "", e
                 next_path: str = "", status: int = 200) -> Response:
     value = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
     request.state.login_csrf = value
+    firm = firm.strip().lower()[:64]
+    factory = getattr(request.app.state, "read_sessions", None) or request.app.state.sessions
+    with factory() as session:  # the firm's product name, colour and logo (default for an unknown firm)
+        brand = firm_service.login_branding(session, firm)
     # the login form's token is always the login cookie's: a dead session cookie must not replace it
     response = render(request, "login.html", {"error": error, "firm": firm, "email": email, "next": next_path,
-                                              "csrf": value}, status=status)
+                                              "csrf": value, "brand": brand, "login_firm": firm}, status=status)
     response.set_cookie(LOGIN_CSRF_COOKIE, value, max_age=3600, path="/login", httponly=True,
                         samesite="strict", secure=secure_cookie(request))
     return response
 
 
 @router.get("/login")
-def login_page(request: Request, next: str = "") -> Response:  # noqa: A002 - the query parameter's name
-    return _login_page(request, next_path=safe_next(next, ""))
+def login_page(request: Request, next: str = "", firm: str = "") -> Response:  # noqa: A002 - the query parameter
+    """``/login?firm=<id>``: the firm's login page (its branding, the firm filled in)."""
+    return _login_page(request, next_path=safe_next(next, ""), firm=firm if isinstance(firm, str) else "")
 
 
 async def _login_form(request: Request) -> dict[str, str] | Response:
@@ -83,6 +90,9 @@ async def login(request: Request) -> Response:
         response.set_cookie(CHALLENGE_COOKIE, result.challenge, max_age=int(totp.CHALLENGE_TTL.total_seconds()),
                             path="/login", httponly=True, samesite="strict", secure=secure_cookie(request))
         return response
+    if result.refused is not None:  # the right password of a suspended firm's user
+        return _login_page(request, error=f"Not logged in: {result.refused}.", firm=firm, email=email,
+                           next_path=next_path, status=403)
     if not result.ok:  # the failed attempt is counted (and audited when it says something new)
         return _login_page(request, error="Wrong firm, e-mail or password.", firm=firm, email=email,
                            next_path=next_path, status=401)
@@ -138,6 +148,7 @@ async def login_code(request: Request) -> Response:
 @router.post("/logout")
 def logout(request: Request, user: WebUser, session: Db, form: Form) -> Response:
     user_service.revoke_token(session, token=request.state.token, actor=user.actor)
-    response = redirect(request, "/login", flash="You are logged out.")
+    # back to the firm's own login page: its branding and the firm filled in for the next login
+    response = redirect(request, f"/login?firm={quote(user.firm_id, safe='')}", flash="You are logged out.")
     response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax", secure=secure_cookie(request))
     return response
