@@ -79,10 +79,17 @@ def test_the_login_page_of_a_firm_carries_its_branding_and_hides_whether_a_firm_
     assert c.get("/login?firm=" + "x" * 500).status_code == 200  # nonsense is the default page too
 
 
-def test_logging_out_returns_to_the_firm_s_own_login_page(world):
-    page = browse(world, "fb:risk")
-    out = page.post_form("/logout", {})
-    assert out.status_code == 303 and out.headers["location"] == "/login?firm=fb"
+def test_the_login_form_remembers_the_firm_of_the_last_login(world):
+    with world.sessions.begin() as s:
+        firms.update_settings(s, firm_id="fb", changes={"product_name": "B Desk"}, actor="test")
+    assert web_login(world, "fb", "risk@fb.example", PASSWORD).status_code == 303
+    out = world.client.post("/logout", data={"csrf": csrf_for(world.client.cookies.get("propcrm_session"))},
+                            follow_redirects=False)
+    assert out.status_code == 303 and out.headers["location"] == "/login"
+    page = world.client.get("/login")
+    assert 'name="firm" value="fb"' in page.text and 'data-testid="product-name">B Desk<' in page.text
+    # a firm in the address wins over the remembered one
+    assert 'name="firm" value="fa"' in world.client.get("/login?firm=fa").text
 
 
 # --------------------------------------------------------------------------------------------------

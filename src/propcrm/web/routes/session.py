@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import secrets
-from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
@@ -20,6 +20,8 @@ from ...http.pages import LOGIN_CSRF_COOKIE, Form, WebUser, home_of, redirect, r
 
 router = APIRouter()
 CHALLENGE_COOKIE = "propcrm_login_challenge"  # the second step's ticket (path /login, SameSite=Strict)
+FIRM_COOKIE = "propcrm_login_firm"  # the firm of the last login in this browser: the login form's firm and branding
+FIRM_COOKIE_AGE = dt.timedelta(days=365)
 
 
 @router.get("/")
@@ -47,8 +49,10 @@ def _login_page(request: Request, *, error: str | None = None, firm: str = "", e
 
 @router.get("/login")
 def login_page(request: Request, next: str = "", firm: str = "") -> Response:  # noqa: A002 - the query parameter
-    """``/login?firm=<id>``: the firm's login page (its branding, the firm filled in)."""
-    return _login_page(request, next_path=safe_next(next, ""), firm=firm if isinstance(firm, str) else "")
+    """``/login?firm=<id>``: the firm's login page (its branding, the firm filled in); without it, the firm of
+    this browser's last login."""
+    firm = (firm if isinstance(firm, str) else "") or request.cookies.get(FIRM_COOKIE, "")
+    return _login_page(request, next_path=safe_next(next, ""), firm=firm)
 
 
 async def _login_form(request: Request) -> dict[str, str] | Response:
@@ -106,6 +110,8 @@ def _logged_in(request: Request, result, next_path: str) -> Response:
                         samesite="lax", secure=secure_cookie(request))
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     response.delete_cookie(CHALLENGE_COOKIE, path="/login")
+    response.set_cookie(FIRM_COOKIE, principal.firm_id, max_age=int(FIRM_COOKIE_AGE.total_seconds()), path="/login",
+                        httponly=True, samesite="lax", secure=secure_cookie(request))
     return response
 
 
@@ -148,7 +154,6 @@ async def login_code(request: Request) -> Response:
 @router.post("/logout")
 def logout(request: Request, user: WebUser, session: Db, form: Form) -> Response:
     user_service.revoke_token(session, token=request.state.token, actor=user.actor)
-    # back to the firm's own login page: its branding and the firm filled in for the next login
-    response = redirect(request, f"/login?firm={quote(user.firm_id, safe='')}", flash="You are logged out.")
+    response = redirect(request, "/login", flash="You are logged out.")
     response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax", secure=secure_cookie(request))
     return response
