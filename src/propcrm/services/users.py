@@ -465,16 +465,17 @@ def resolve_token(session: Session, *, token: str, now: dt.datetime | None = Non
         return None
     now = now or dt.datetime.now(UTC)
     row = session.execute(
-        select(UserSession, m.User)
+        select(UserSession, m.User, m.Firm.suspended_at)
         .join(m.User, m.User.id == UserSession.user_id)
+        .join(m.Firm, m.Firm.id == m.User.firm_id)
         .where(UserSession.token_hash == token_hash(token))
     ).first()
     if row is None:
         return None
-    login, user = row
+    login, user, suspended_at = row
     if login.revoked_at is not None or login.expires_at <= now or not user.active or user.firm_id != login.firm_id:
         return None
-    if suspension(session, user.firm_id) is not None:
+    if suspended_at is not None:  # the operator suspended the firm (token_refusal says so)
         return None
     return Principal.of(user)
 
