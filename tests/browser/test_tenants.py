@@ -90,8 +90,8 @@ def test_an_operator_onboards_a_branded_firm_whose_admin_adds_staff_who_enrol_tw
         admin.wait_for_url("**/account/password")
         assert admin.get_by_test_id("product-name").inner_text() == "Nova Desk"
         admin.get_by_label("Current password").fill(admin_password)
-        admin.get_by_label("New password", exact=True).fill("the boss's own long passphrase")
-        admin.get_by_label("New password again").fill("the boss's own long passphrase")
+        admin.get_by_label("New password", exact=True).fill("a brand new passphrase of mine")
+        admin.get_by_label("New password again").fill("a brand new passphrase of mine")
         admin.get_by_role("button", name="Change password").click()
         admin.wait_for_url("**/office/accounts")
         assert admin.get_by_test_id("product-name").inner_text() == "Nova Desk"
