@@ -25,7 +25,7 @@ def _png(width: int = 8, height: int = 8, rgb: tuple[int, int, int] = (170, 51, 
             + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
-def _login(browser, site, contexts, *, firm: str, email: str, password: str):
+def _login(browser, site, contexts, *, firm: str, email: str, password: str, path: str = "/login"):
     context = browser.new_context(viewport={"width": 1366, "height": 800}, base_url=site.url)
     contexts.append(context)
     page = context.new_page()
@@ -33,7 +33,7 @@ def _login(browser, site, contexts, *, firm: str, email: str, password: str):
     page.console_errors = []
     page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))
     page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))
-    page.goto("/login")
+    page.goto(path)
     page.get_by_label("Firm").fill(firm)
     page.get_by_label("E-mail").fill(email)
     page.get_by_label("Password").fill(password)
@@ -84,7 +84,15 @@ def test_an_operator_onboards_a_branded_firm_whose_admin_adds_staff_who_enrol_tw
         assert admin_password not in operator.content()
 
         # the firm's admin logs in with it and sees the firm's branding
-        admin = _login(browser, site, contexts, firm=firm_id, email=f"boss@{firm_id}.example", password=admin_password)
+        # on the firm's own login page (its product name), and chooses their own password before anything else
+        admin = _login(browser, site, contexts, firm=firm_id, email=f"boss@{firm_id}.example", password=admin_password,
+                       path=f"/login?firm={firm_id}")
+        admin.wait_for_url("**/account/password")
+        assert admin.get_by_test_id("product-name").inner_text() == "Nova Desk"
+        admin.get_by_label("Current password").fill(admin_password)
+        admin.get_by_label("New password", exact=True).fill("a brand new passphrase of mine")
+        admin.get_by_label("New password again").fill("a brand new passphrase of mine")
+        admin.get_by_role("button", name="Change password").click()
         admin.wait_for_url("**/office/accounts")
         assert admin.get_by_test_id("product-name").inner_text() == "Nova Desk"
         assert admin.title().endswith("· Nova Desk")

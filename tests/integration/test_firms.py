@@ -213,8 +213,8 @@ def test_secrets_are_sealed_write_only_and_never_audited(world):
     assert page.status_code == 200 and "whsec-very-secret-1" not in page.text and "a secret is set" in page.text
     refused = c.put("/api/v1/firm/settings", headers=fb, json={"webhook_url": "https://u:p@fb.example/hook"})
     assert refused.status_code == 422 and "webhook_url" in refused.json()["error"]
-    # an empty secret clears it
-    cleared = c.put("/api/v1/firm/settings", headers=fb, json={"webhook_secret": ""}).json()
+    # an empty secret clears it (with the URL: a firm webhook URL without its secret is refused)
+    cleared = c.put("/api/v1/firm/settings", headers=fb, json={"webhook_url": "", "webhook_secret": ""}).json()
     assert not cleared["webhook_secret_set"] and cleared["smtp_password_set"]
 
 

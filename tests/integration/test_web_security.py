@@ -15,7 +15,8 @@ from propcrm.web import wants_html
 
 # the only pages a logged-out visitor may open; a certificate's verification page is public by design (its id
 # is the secret: 144 random bits; it shows only the certificate's facts: test_web_payout_documents.py)
-OPEN = {"/", "/login", "/verify/{certificate_id}"}
+OPEN = {"/", "/login", "/verify/{certificate_id}",
+        "/login/brand.css", "/login/logo"}  # a firm's login page branding (docs/tenants.md): product colour and logo only
 
 
 @pytest.fixture

@@ -149,6 +149,8 @@ def login(request: Request, fields: Annotated[dict, Depends(_login_form)]):
                                                ticket=result.challenge, code=code, address=client_address(request))
     if result.throttled is not None:
         return throttled_response(result.throttled)
+    if result.refused is not None:  # the right password of a suspended firm's user
+        return JSONResponse({"error": result.refused}, status_code=403)
     if not result.ok:
         return JSONResponse({"error": result.problem if second_step else "wrong firm, e-mail or password"},
                             status_code=401,

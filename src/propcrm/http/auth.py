@@ -33,6 +33,9 @@ from ..services.users import Principal
 COOKIE_NAME = "propcrm_session"
 MAX_LOGIN_BYTES = 64 * 1024
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+# all a user with a one-time password may use until they set their own (users.must_change_password)
+PASSWORD_CHANGE_PATHS = frozenset({"/api/v1/me", "/api/v1/me/password", "/api/v1/logout", "/account/password",
+                                   "/logout", "/brand.css", "/brand/logo"})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -142,9 +145,15 @@ def _principal(request: Request, session: Session) -> Principal:
                             "or the session cookie")
     principal = user_service.resolve_token(session, token=token)
     if principal is None:
+        refused = user_service.token_refusal(session, token=token)
+        if refused is not None:  # a suspended firm: said, not disguised as an expired session
+            raise HTTPException(status_code=403, detail=refused)
         raise unauthorized("the session has expired or was ended; log in again")
     if how == "cookie" and request.method in UNSAFE_METHODS and not same_origin(request):
         raise HTTPException(status_code=403, detail="cross-site request refused")
+    if principal.must_change_password and request.url.path not in PASSWORD_CHANGE_PATHS:
+        raise HTTPException(status_code=403, detail="password change required: your password is a one-time one; "
+                                                    "set your own with POST /api/v1/me/password first")
     request.state.token = token
     request.state.principal = principal
     return principal

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..domain.rulepack import RulePackError
 from ..services.errors import Conflict, Invalid, NotFound
-from .pages import LoginRequired, PageForbidden, error_page, wants_html
+from .pages import LoginRequired, PageForbidden, PasswordChangeRequired, error_page, redirect, wants_html
 
 log = logging.getLogger("propcrm.api")
 
@@ -42,6 +42,7 @@ def install(app: FastAPI) -> None:
         app.add_exception_handler(kind, _page_or_json(handler))
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(PageForbidden, _page_forbidden)
+    app.add_exception_handler(PasswordChangeRequired, _password_change_required)
 
 
 def _page_or_json(handler):
@@ -66,6 +67,13 @@ async def _login_required(request: Request, exc: Exception):
     if wants_html(request.url.path) and request.method in ("GET", "HEAD"):
         return error_page(request, 401, "")
     return _error(401, "log in first", {"WWW-Authenticate": "Bearer"})
+
+
+async def _password_change_required(request: Request, exc: Exception):
+    if wants_html(request.url.path):
+        return redirect(request, "/account/password",
+                        flash="Choose your own password first: the one you logged in with was a one-time one.")
+    return _error(403, "password change required: set your own password with POST /api/v1/me/password first")
 
 
 async def _page_forbidden(request: Request, exc: Exception):

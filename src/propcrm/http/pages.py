@@ -42,7 +42,7 @@ from jinja2 import pass_context
 from markupsafe import Markup, escape
 
 from ..roles import ADMIN, CRM, FINANCE, KYC, LEADERBOARD, MANAGERS, OPERATOR, RISK, STAFF, SUPPORT_DESK, TRADER
-from .auth import COOKIE_NAME, Db, reading_session, same_origin, secure_cookie
+from .auth import COOKIE_NAME, PASSWORD_CHANGE_PATHS, Db, reading_session, same_origin, secure_cookie
 from ..services import users as user_service
 from ..services.users import Principal
 
@@ -113,6 +113,11 @@ class LoginRequired(Exception):
     """Raised by page dependencies when no live session cookie came with the request."""
 
 
+class PasswordChangeRequired(Exception):
+    """Raised by page dependencies while the user's password is a one-time one: every page but the
+    password change (and logout) redirects there."""
+
+
 class PageForbidden(Exception):
     def __init__(self, role: str, allowed: tuple[str, ...]):
         super().__init__(f"a {role} user may not open this page (allowed: {', '.join(allowed)})")
@@ -126,6 +131,8 @@ def web_user(request: Request, session: Db) -> Principal:
         raise LoginRequired()
     request.state.token = token
     request.state.principal = principal
+    if principal.must_change_password and request.url.path not in PASSWORD_CHANGE_PATHS:
+        raise PasswordChangeRequired()
     return principal
 
 

@@ -87,6 +87,7 @@ def create_firm(session: Session, *, firm_id: str, name: str, admin_email: str, 
     password = generate_password()
     admin = user_service.create_user(session, firm_id=firm_id, email=admin_email, password=password, role="admin",
                                      actor=actor)
+    admin.must_change_password = True  # the operator saw it: the admin chooses their own at first login
     if settings:
         update_settings(session, firm_id=firm_id, changes=settings, actor=actor, box=box)
     return Onboarded(firm=firm, admin=admin, password=password)
@@ -100,6 +101,8 @@ class FirmRow:
     users: int
     accounts: int
     product_name: str
+    suspended_at: dt.datetime | None = None
+    suspended_reason: str | None = None
 
 
 def list_firms(session: Session) -> list[FirmRow]:
@@ -107,7 +110,8 @@ def list_firms(session: Session) -> list[FirmRow]:
     accounts = dict(session.execute(select(m.Account.firm_id, func.count()).group_by(m.Account.firm_id)).all())
     products = dict(session.execute(select(FirmSettings.firm_id, FirmSettings.product_name)).all())
     return [FirmRow(id=f.id, name=f.name, created_at=f.created_at, users=users.get(f.id, 0),
-                    accounts=accounts.get(f.id, 0), product_name=products.get(f.id) or DEFAULT_PRODUCT)
+                    accounts=accounts.get(f.id, 0), product_name=products.get(f.id) or DEFAULT_PRODUCT,
+                    suspended_at=f.suspended_at, suspended_reason=f.suspended_reason)
             for f in session.scalars(select(m.Firm).order_by(m.Firm.id))]
 
 
@@ -202,6 +206,7 @@ def update_settings(session: Session, *, firm_id: str, changes: Mapping[str, Any
         raise Invalid(f"{unknown[0]}: not a setting (one of {', '.join(SETTINGS_FIELDS)})")
     cleaned = {field: _clean(field, value) for field, value in changes.items()}
     row = session.get(FirmSettings, firm_id)
+    _check_webhook(row, cleaned, box)
     if row is None:
         row = FirmSettings(firm_id=firm_id, updated_at=dt.datetime.now(UTC))
         session.add(row)
@@ -237,6 +242,57 @@ def update_settings(session: Session, *, firm_id: str, changes: Mapping[str, Any
                      before=before, after=after, firm_id=firm_id)
     session.flush()
     return row
+
+
+def _check_webhook(row: FirmSettings | None, cleaned: Mapping[str, Any], box: SecretBox | None) -> None:
+    """A firm's own webhook URL needs its own signing secret: without one the dispatcher would keep
+    sending the firm's notifications to the default webhook (channels_for), which nobody would notice."""
+    url = cleaned["webhook_url"] if "webhook_url" in cleaned else (row.webhook_url if row is not None else None)
+    if not url:
+        return
+    if "webhook_secret" in cleaned:
+        has_secret = cleaned["webhook_secret"] is not None
+    else:
+        has_secret = row is not None and bool(row.sealed) and "webhook_secret" in (box or SecretBox()).open(row.sealed)
+    if not has_secret:
+        raise Invalid("webhook_secret: a firm webhook URL needs its own signing secret (set both, or clear the URL "
+                      "to use the default webhook)")
+
+
+# --------------------------------------------------------------------------------------------------
+# suspension (the operator's)
+
+
+def suspend_firm(session: Session, *, firm_id: str, reason: str, actor: str) -> m.Firm:
+    """Suspend a firm: its users cannot log in, its sessions, tokens and API keys are refused, its ingestion
+    answers 403 (users.suspension, the ingestion route). Its stored events and their evaluation stay."""
+    firm = get_firm(session, firm_id)
+    reason = _text("reason", reason, 500)
+    if not reason:
+        raise Invalid("reason: say why the firm is suspended (its users are told)")
+    if firm.suspended_at is not None:
+        raise Conflict(f"the firm {firm_id!r} is suspended already (since {firm.suspended_at:%Y-%m-%d %H:%M} UTC)")
+    firm.suspended_at, firm.suspended_reason = dt.datetime.now(UTC), reason
+    audit.append(session, actor=actor, action="firm.suspended", entity="firm", entity_id=firm_id,
+                 after={"reason": reason}, firm_id=firm_id)
+    session.flush()
+    return firm
+
+
+def resume_firm(session: Session, *, firm_id: str, reason: str, actor: str) -> m.Firm:
+    """Lift a firm's suspension: logins, tokens not expired meanwhile, API keys and ingestion work again."""
+    firm = get_firm(session, firm_id)
+    reason = _text("reason", reason, 500)
+    if not reason:
+        raise Invalid("reason: say why the firm is resumed")
+    if firm.suspended_at is None:
+        raise Conflict(f"the firm {firm_id!r} is not suspended")
+    before = {"suspended_at": firm.suspended_at.isoformat(), "reason": firm.suspended_reason}
+    firm.suspended_at, firm.suspended_reason = None, None
+    audit.append(session, actor=actor, action="firm.resumed", entity="firm", entity_id=firm_id,
+                 before=before, after={"reason": reason}, firm_id=firm_id)
+    session.flush()
+    return firm
 
 
 def set_logo(session: Session, *, firm_id: str, store: DocumentStore, data: bytes, actor: str) -> FirmSettings:
@@ -336,6 +392,20 @@ def branding(session: Session, firm_id: str) -> Branding:
                     version=row.updated_at.strftime("%Y%m%d%H%M%S%f") if row.updated_at else "")
 
 
+def login_branding(session: Session, firm_id: str) -> Branding:
+    """The branding the login page of ``/login?firm=<id>`` carries: product name, colour and logo — never the
+    firm's display name, so that an unknown firm and a firm without settings look the same (the page does
+    not tell whether a firm exists)."""
+    if not isinstance(firm_id, str) or not 0 < len(firm_id) <= 64 or not firm_id.isprintable():
+        return Branding(firm_id="", name="")
+    row = session.get(FirmSettings, firm_id)
+    if row is None:
+        return Branding(firm_id="", name="")
+    return Branding(firm_id="", name="", product=row.product_name or DEFAULT_PRODUCT,
+                    accent=row.accent_colour or DEFAULT_ACCENT, has_logo=bool(row.logo_key),
+                    version=row.updated_at.strftime("%Y%m%d%H%M%S%f") if row.updated_at else "")
+
+
 # --------------------------------------------------------------------------------------------------
 # notification channels, per firm, over the process's defaults
 
@@ -378,5 +448,5 @@ def _with(notifier: EmailNotifier, **changes: Any) -> EmailNotifier:
 
 
 __all__ = ["Branding", "Invalid", "DEFAULT_ACCENT", "DEFAULT_PRODUCT", "FirmRow", "MAX_LOGO_BYTES", "Onboarded", "SETTINGS_FIELDS",
-           "branding", "channels_for", "create_firm", "describe", "get_firm", "list_firms", "logo", "set_logo",
+           "branding", "channels_for", "create_firm", "describe", "get_firm", "list_firms", "login_branding", "logo", "resume_firm", "set_logo", "suspend_firm",
            "settings_row", "update_settings"]

@@ -142,7 +142,8 @@ def capture_lead(session: Session, *, firm_id: str, name: str, email: str, sourc
 
 def lead_view(lead: Lead) -> dict[str, Any]:
     return {"id": lead.id, "name": lead.name, "email": lead.email, "country": lead.country, "source": lead.source,
-            "consent": lead.consent, "status": lead.status, "trader_id": lead.trader_id, "created_at": lead.created_at}
+            "consent": lead.consent, "status": lead.status, "trader_id": lead.trader_id, "created_at": lead.created_at,
+            "lost_reason": lead.lost_reason}
 
 
 def list_leads(session: Session, *, firm_id: str, status: str | None = None) -> list[Lead]:
@@ -171,6 +172,37 @@ def convert_lead(session: Session, *, firm_id: str, lead_id: int, actor: str) ->
     audit.append(session, actor=actor, action="lead.convert", entity="lead", entity_id=str(lead.id),
                  after={"trader_id": trader.id}, firm_id=firm_id)
     return trader
+
+
+def mark_lead_lost(session: Session, *, firm_id: str, lead_id: int, reason: str, actor: str) -> Lead:
+    """A new lead did not become a trader (why: ``reason``, required); audited. :func:`reopen_lead` undoes it."""
+    lead = _lead(session, firm_id, lead_id)
+    if lead.status != "new":
+        raise Conflict(f"lead {lead_id} is {lead.status}: only a new lead can be marked lost")
+    text = reason_text(reason)
+    lead.status, lead.lost_reason = "lost", text
+    audit.append(session, actor=actor, action="lead.lost", entity="lead", entity_id=str(lead.id),
+                 before={"status": "new"}, after={"status": "lost", "reason": text}, firm_id=firm_id)
+    return lead
+
+
+def reopen_lead(session: Session, *, firm_id: str, lead_id: int, actor: str) -> Lead:
+    """A lost lead is new again (it can be converted); the reason it was lost stays in the audit log."""
+    lead = _lead(session, firm_id, lead_id)
+    if lead.status != "lost":
+        raise Conflict(f"lead {lead_id} is {lead.status}: only a lost lead can be reopened")
+    before = {"status": "lost", "reason": lead.lost_reason}
+    lead.status, lead.lost_reason = "new", None
+    audit.append(session, actor=actor, action="lead.reopen", entity="lead", entity_id=str(lead.id),
+                 before=before, after={"status": "new"}, firm_id=firm_id)
+    return lead
+
+
+def _lead(session: Session, firm_id: str, lead_id: int) -> Lead:
+    lead = session.get(Lead, lead_id)
+    if lead is None or lead.firm_id != firm_id:
+        raise NotFound(f"no lead {lead_id}")
+    return lead
 
 
 # --------------------------------------------------------------------------------------------------

@@ -172,6 +172,7 @@ class LoginResult:
     throttled: Throttled | None = None
     challenge: str | None = None  # the password was right; the user's second factor is asked for (totp.py)
     problem: str | None = None  # why a second step failed, in words for the login page
+    refused: str | None = None  # the credentials were right, but the firm is suspended (said in words)
 
     @property
     def ok(self) -> bool:
@@ -241,6 +242,9 @@ def log_in(sessions: sessionmaker[Session], read_sessions: sessionmaker[Session]
                              firm_id=_firm_or_none(session, firm_id, usable))
             return LoginResult()
         assert user is not None
+        refused = _suspended(session, user, address)
+        if refused is not None:
+            return LoginResult(refused=refused)
         if new_hash is not None:
             user.password_hash = new_hash
         if totp.enabled(user):  # no session yet: the second step (complete_second_factor) issues it
@@ -284,6 +288,9 @@ def complete_second_factor(sessions: sessionmaker[Session], read_sessions: sessi
                                 "address": address, "failures_of_account": of_account,
                                 "failures_of_address": of_address}, firm_id=user.firm_id)
             return LoginResult(challenge=ticket, problem=how)
+        refused = _suspended(session, found, address)
+        if refused is not None:
+            return LoginResult(refused=refused, problem=refused)
         audit.append(session, actor=f"user:{found.id}:{found.email}", action="user.login", entity="user",
                      entity_id=str(found.id), after={"email": found.email, "role": found.role, "address": address,
                                                      "second_factor": how}, firm_id=found.firm_id)
@@ -292,6 +299,19 @@ def complete_second_factor(sessions: sessionmaker[Session], read_sessions: sessi
         session.expunge(found)
     throttle.succeeded(account=key)
     return LoginResult(user=found, token=token, expires_at=expires_at)
+
+
+def _suspended(session: Session, user: m.User, address: str) -> str | None:
+    """The firm's suspension, audited as a refused login (only after the password was right: whether a firm
+    is suspended is told to its users, not to anyone typing its id)."""
+    from .users import suspension
+
+    refused = suspension(session, user.firm_id)
+    if refused is not None:
+        audit.append(session, actor="anonymous", action="user.login_failed", entity="user", entity_id=str(user.id),
+                     after={"firm": user.firm_id, "email": user.email, "reason": "firm suspended",
+                            "address": address}, firm_id=user.firm_id)
+    return refused
 
 
 def _firm_or_none(session: Session, firm_id: str, usable: bool) -> str | None:

@@ -211,6 +211,11 @@ def check(session: Session, outcomes: list[Any], now: dt.datetime) -> int:
             if alert_id is None:  # alerted before (another process, or before a restart)
                 continue
             added += 1
+            audit.append(session, actor="system:near_breach", action="near_breach.alert", entity="account",
+                         entity_id=str(account.id),
+                         after={"alert": alert_id, "account": account.external_id, "rule": rule,
+                                "trading_day": day.isoformat(), "equity": money(st.equity), "level": money(level),
+                                "distance": money(distance)}, firm_id=account.firm_id)
             name = LIMIT_NAMES[rule]
             message = (f"Equity {money(st.equity)} is {money(distance)} above the {name} level {money(level)} "
                        f"(trading day {day.isoformat()}).")

@@ -79,6 +79,8 @@ class Principal:
     email: str
     role: str
     trader_id: int | None
+    must_change_password: bool = False
+    """The password is a one-time one (onboarding, a reset): only the password change and logout are open."""
 
     @property
     def actor(self) -> str:
@@ -97,7 +99,8 @@ class Principal:
 
     @classmethod
     def of(cls, user: m.User) -> Principal:
-        return cls(user_id=user.id, firm_id=user.firm_id, email=user.email, role=user.role, trader_id=user.trader_id)
+        return cls(user_id=user.id, firm_id=user.firm_id, email=user.email, role=user.role, trader_id=user.trader_id,
+                   must_change_password=bool(user.must_change_password))
 
 
 def normalise_email(email: str) -> str:
@@ -233,6 +236,7 @@ def reset_password(session: Session, *, firm_id: str, user_id: int, password: st
     user.password_hash = hash_password(password)
     before = user.password_set_by_user_id
     user.password_set_by_user_id = by_user_id
+    user.must_change_password = True  # the one who set it knows it: the user must choose their own
     ended = _end_sessions(session, user.id, now=now)
     audit.append(session, actor=actor, action="user.password_reset", entity="user", entity_id=str(user.id),
                  before={"password_set_by_user_id": before},
@@ -258,6 +262,7 @@ def change_own_password(session: Session, *, user_id: int, verified_hash: str, n
     if problem is not None:
         raise Invalid(problem)
     user.password_hash = hash_password(new_password)
+    user.must_change_password = False
     ended = _end_sessions(session, user.id, now=now, keep=keep_token)
     audit.append(session, actor=actor, action="user.password_change", entity="user", entity_id=str(user.id),
                  after={"email": user.email, "other_sessions_ended": ended}, firm_id=user.firm_id)
@@ -460,16 +465,35 @@ def resolve_token(session: Session, *, token: str, now: dt.datetime | None = Non
         return None
     now = now or dt.datetime.now(UTC)
     row = session.execute(
-        select(UserSession, m.User)
+        select(UserSession, m.User, m.Firm.suspended_at)
         .join(m.User, m.User.id == UserSession.user_id)
+        .join(m.Firm, m.Firm.id == m.User.firm_id)
         .where(UserSession.token_hash == token_hash(token))
     ).first()
     if row is None:
         return None
-    login, user = row
+    login, user, suspended_at = row
     if login.revoked_at is not None or login.expires_at <= now or not user.active or user.firm_id != login.firm_id:
         return None
+    if suspended_at is not None:  # the operator suspended the firm (token_refusal says so)
+        return None
     return Principal.of(user)
+
+
+def suspension(session: Session, firm_id: str) -> str | None:
+    """Why the firm is suspended by the operator (services/firms.py), or ``None`` while it is not."""
+    row = session.execute(select(m.Firm.suspended_at, m.Firm.suspended_reason).where(m.Firm.id == firm_id)).first()
+    if row is None or row[0] is None:
+        return None
+    return f"the firm {firm_id!r} is suspended by the operator ({row[1]}); ask your operator"
+
+
+def token_refusal(session: Session, *, token: str) -> str | None:
+    """Why a live token of a suspended firm is refused (``None``: not that; the token is unknown or dead)."""
+    if not token or len(token) > 200:
+        return None
+    firm_id = session.scalar(select(UserSession.firm_id).where(UserSession.token_hash == token_hash(token)))
+    return suspension(session, firm_id) if firm_id is not None else None
 
 
 def revoke_token(session: Session, *, token: str, actor: str, now: dt.datetime | None = None) -> bool:
@@ -502,6 +526,8 @@ __all__ = [
     "list_users",
     "reset_password",
     "resolve_token",
+    "suspension",
+    "token_refusal",
     "revoke_token",
     "set_active",
     "set_role",

@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -101,6 +102,9 @@ class Firm(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # suspended by the operator (migration 0022, services/firms.py): no login, token, API key or ingestion
+    suspended_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    suspended_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
 
 
 class Trader(Base):
@@ -125,6 +129,8 @@ class User(Base):
     trader_id: Mapped[int | None] = mapped_column(ForeignKey("traders.id"), nullable=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # a one-time password (onboarding, a reset) must be replaced before anything else (migration 0022)
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # the user's sponsors (migration 0010): who created them, last reset their password, last set
     # their role; NULL = the installation's operator (command line, demo seed). services/users.py
     created_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)

@@ -37,6 +37,7 @@ class Lead(Base):
     consent: Mapped[bool] = mapped_column(Boolean)  # agreed to be contacted
     consent_text: Mapped[str | None] = mapped_column(Text, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="new")  # new | converted | lost
+    lost_reason: Mapped[str | None] = mapped_column(String(2000), nullable=True)  # migration 0022
     trader_id: Mapped[int | None] = mapped_column(ForeignKey("traders.id"), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     __table_args__ = (UniqueConstraint("firm_id", "email"),)

@@ -34,6 +34,7 @@ from ...services.apikeys import (
     reserved_source_refusal,
 )
 from ...services.ingest import IngestReport, PreparedBatch, ingest, prepare_for_bus, publish_prepared
+from ...services import users as user_service
 from ...http.signed import read_body, signature_headers
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,9 @@ def _caller(sessions: sessionmaker[Session], headers: dict) -> _Caller | Respons
             log.info("refused event batch for key %r: %s", key_id[:48], exc)
             return _error(401, str(exc))
         caller = _Caller(key.id, key.firm_id, key.platform, key.secret)
+        suspended = user_service.suspension(session, key.firm_id)
+    if suspended is not None:  # nothing is read further, nothing stored
+        return _error(403, f"API key {caller.key_id} cannot post events: {suspended}")
     provider = provider_of(caller.platform)
     if provider is not None:
         return _error(403, f"API key {caller.key_id} is a {provider} provider's key ({caller.platform!r}): it may "

@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from ...domain import lifecycle as machine
 from ...services import communications as comms
 from ...services import lifecycle as service
+from ...services import users as user_service
 from ...services.apikeys import KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, AuthError, verify_signature
 from ...services.errors import Conflict, Invalid, NotFound
 from ...services.lifecycle import Refusal
@@ -295,6 +296,9 @@ def _webhook(sessions: sessionmaker[Session], headers: dict, body: bytes, provid
             return JSONResponse({"error": str(exc)}, status_code=401)
         if not key.platform.startswith(provider):
             return JSONResponse({"error": f"key {key.id} is not a {provider} provider's key"}, status_code=401)
+        suspended = user_service.suspension(session, key.firm_id)
+        if suspended is not None:
+            return JSONResponse({"error": f"key {key.id} cannot be used: {suspended}"}, status_code=403)
         try:
             document = json.loads(body)
             if not isinstance(document, dict):

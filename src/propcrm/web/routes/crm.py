@@ -95,6 +95,20 @@ def convert_lead(request: Request, lead_id: Id, form: Form, user: Role(*SUPPORT_
     return redirect(request, f"/office/traders/{trader.id}", flash=f"Lead converted: {trader.name} is a trader now.")
 
 
+@router.post("/office/leads/{lead_id}/lost")
+def lead_lost(request: Request, lead_id: Id, form: Form, user: Role(*SUPPORT_DESK), session: Db) -> Response:
+    return _done(request, session, "/office/leads", lambda: lifecycle_service.mark_lead_lost(
+        session, firm_id=user.firm_id, lead_id=lead_id, reason=form.get("reason", ""), actor=user.actor),
+        "Lead {result.name} marked lost.", "Not marked lost")
+
+
+@router.post("/office/leads/{lead_id}/reopen")
+def lead_reopen(request: Request, lead_id: Id, form: Form, user: Role(*SUPPORT_DESK), session: Db) -> Response:
+    return _done(request, session, "/office/leads", lambda: lifecycle_service.reopen_lead(
+        session, firm_id=user.firm_id, lead_id=lead_id, actor=user.actor),
+        "Lead {result.name} reopened.", "Not reopened")
+
+
 # --------------------------------------------------------------------------------------------------
 # products and discount codes
 

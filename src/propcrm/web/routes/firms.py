@@ -57,6 +57,28 @@ def brand_logo(request: Request, user: WebUser, session: Db) -> Response:
                                                     "X-Content-Type-Options": "nosniff"})
 
 
+# the login page of a firm (/login?firm=<id>): public, and the same for an unknown firm as for one
+# without settings (the default colour; no logo)
+
+
+@router.get("/login/brand.css")
+def login_brand_css(request: Request, session: Db, firm: str = "") -> Response:
+    brand = firm_service.login_branding(session, firm)
+    return Response(f":root {{ --accent: {brand.accent}; }}\n", media_type="text/css",
+                    headers={"Cache-Control": "public, max-age=300"})
+
+
+@router.get("/login/logo")
+def login_logo(request: Request, session: Db, firm: str = "") -> Response:
+    brand = firm_service.login_branding(session, firm)
+    found = firm_service.logo(session, firm_id=firm, store=_store(request)) if brand.has_logo else None
+    if found is None:
+        return Response(status_code=404)
+    data, kind = found
+    return Response(data, media_type=kind, headers={"Cache-Control": "public, max-age=300",
+                                                    "X-Content-Type-Options": "nosniff"})
+
+
 # --------------------------------------------------------------------------------------------------
 # the operator's firms
 
@@ -86,6 +108,28 @@ def onboard(request: Request, user: Role(*OPERATOR), session: Db, form: Form) ->
     # the first admin's password: on this answer only (never in a cookie, a URL or the log)
     return _firms_page(request, session, onboarded={"firm": made.firm.id, "name": made.firm.name,
                                                     "email": made.admin.email, "password": made.password})
+
+
+@router.post("/operator/firms/{firm_id}/suspend")
+def suspend(request: Request, firm_id: FirmId, user: Role(*OPERATOR), session: Db, form: Form) -> Response:
+    return _suspension(request, session, firm_id, form, user, firm_service.suspend_firm, "suspended")
+
+
+@router.post("/operator/firms/{firm_id}/resume")
+def resume(request: Request, firm_id: FirmId, user: Role(*OPERATOR), session: Db, form: Form) -> Response:
+    return _suspension(request, session, firm_id, form, user, firm_service.resume_firm, "resumed")
+
+
+def _suspension(request: Request, session, firm_id: str, form: dict[str, str], user, change, done: str) -> Response:
+    try:
+        with session.begin_nested():
+            change(session, firm_id=firm_id, reason=form.get("reason", ""), actor=user.actor)
+    except NotFound as exc:
+        return render(request, "error.html", {"status": 404, "title": "Not found", "message": str(exc)}, status=404)
+    except (Invalid, Conflict) as exc:
+        return redirect(request, "/operator/firms", flash=f"Not {done}: {exc}")
+    forget_brand(request, firm_id)
+    return redirect(request, "/operator/firms", flash=f"Firm {firm_id} {done}.")
 
 
 @router.get("/operator/firms/{firm_id}")

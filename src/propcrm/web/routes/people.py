@@ -21,7 +21,7 @@ from ...services import apikey_admin, logins, totp
 from ...services import users as user_service
 from ...services.errors import Conflict, Invalid, NotFound
 from ...services.passwords import generate_password
-from ...http.pages import Form, Role, WebUser, WebUserReading, brand_of, redirect, render
+from ...http.pages import Form, Role, WebUser, WebUserReading, brand_of, home_of, redirect, render
 from ...roles import ADMIN
 
 router = APIRouter()
@@ -67,7 +67,7 @@ async def change_password(request: Request, user: WebUserReading, form: Form) ->
         ended = await run_in_threadpool(change)
     except (Invalid, Conflict, NotFound) as exc:
         return redirect(request, "/account/password", flash=f"Not done: {exc}")
-    return redirect(request, "/account/password",
+    return redirect(request, home_of(user.role) if user.must_change_password else "/account/password",
                     flash=f"Your password is changed; {ended} other session(s) of yours ended")
 
 

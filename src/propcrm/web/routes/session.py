@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import secrets
 
@@ -11,6 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ...http.auth import COOKIE_NAME, Db, cross_site, secure_cookie, client_address
+from ...services import firms as firm_service
 from ...services import logins, totp
 from ...services import users as user_service
 from ...services.users import SESSION_TTL, Principal
@@ -18,6 +20,8 @@ from ...http.pages import LOGIN_CSRF_COOKIE, Form, WebUser, home_of, redirect, r
 
 router = APIRouter()
 CHALLENGE_COOKIE = "propcrm_login_challenge"  # the second step's ticket (path /login, SameSite=Strict)
+FIRM_COOKIE = "propcrm_login_firm"  # the firm of the last login in this browser: the login form's firm and branding
+FIRM_COOKIE_AGE = dt.timedelta(days=365)
 
 
 @router.get("/")
@@ -31,17 +35,24 @@ def _login_page(request: Request, *, error: str | None = None, firm: str = "", e
                 next_path: str = "", status: int = 200) -> Response:
     value = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
     request.state.login_csrf = value
+    firm = firm.strip().lower()[:64]
+    factory = getattr(request.app.state, "read_sessions", None) or request.app.state.sessions
+    with factory() as session:  # the firm's product name, colour and logo (default for an unknown firm)
+        brand = firm_service.login_branding(session, firm)
     # the login form's token is always the login cookie's: a dead session cookie must not replace it
     response = render(request, "login.html", {"error": error, "firm": firm, "email": email, "next": next_path,
-                                              "csrf": value}, status=status)
+                                              "csrf": value, "brand": brand, "login_firm": firm}, status=status)
     response.set_cookie(LOGIN_CSRF_COOKIE, value, max_age=3600, path="/login", httponly=True,
                         samesite="strict", secure=secure_cookie(request))
     return response
 
 
 @router.get("/login")
-def login_page(request: Request, next: str = "") -> Response:  # noqa: A002 - the query parameter's name
-    return _login_page(request, next_path=safe_next(next, ""))
+def login_page(request: Request, next: str = "", firm: str = "") -> Response:  # noqa: A002 - the query parameter
+    """``/login?firm=<id>``: the firm's login page (its branding, the firm filled in); without it, the firm of
+    this browser's last login."""
+    firm = (firm if isinstance(firm, str) else "") or request.cookies.get(FIRM_COOKIE, "")
+    return _login_page(request, next_path=safe_next(next, ""), firm=firm)
 
 
 async def _login_form(request: Request) -> dict[str, str] | Response:
@@ -83,6 +94,9 @@ async def login(request: Request) -> Response:
         response.set_cookie(CHALLENGE_COOKIE, result.challenge, max_age=int(totp.CHALLENGE_TTL.total_seconds()),
                             path="/login", httponly=True, samesite="strict", secure=secure_cookie(request))
         return response
+    if result.refused is not None:  # the right password of a suspended firm's user
+        return _login_page(request, error=f"Not logged in: {result.refused}.", firm=firm, email=email,
+                           next_path=next_path, status=403)
     if not result.ok:  # the failed attempt is counted (and audited when it says something new)
         return _login_page(request, error="Wrong firm, e-mail or password.", firm=firm, email=email,
                            next_path=next_path, status=401)
@@ -96,6 +110,8 @@ def _logged_in(request: Request, result, next_path: str) -> Response:
                         samesite="lax", secure=secure_cookie(request))
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     response.delete_cookie(CHALLENGE_COOKIE, path="/login")
+    response.set_cookie(FIRM_COOKIE, principal.firm_id, max_age=int(FIRM_COOKIE_AGE.total_seconds()), path="/login",
+                        httponly=True, samesite="lax", secure=secure_cookie(request))
     return response
 
 
