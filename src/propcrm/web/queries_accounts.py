@@ -22,6 +22,7 @@ from ..domain.rules.limits import DailyLossRule, MaxLossRule
 from ..engine.runner import Engine
 from ..services import accounts as account_service
 from ..services import decisions as decision_service
+from ..services import equity_points
 from ..services.accounts import MAX_PAGE, Page, compiled_pack, money
 from ..services.errors import Invalid
 from ..services.evaluation import STATE_DECODER, firm_wide
@@ -140,7 +141,9 @@ def _ms(ts: dt.datetime) -> int:
 
 
 def replay_points(session: Session, account: m.Account) -> tuple[list[dict[str, Any]], Any]:
-    """Every point of the account's history: its applied events (and the firm's clock and news events
+    """Every point of the account's history from the embedded event log — what ``propcrm trades backfill``
+    fills the equity-points projection with for accounts evaluated before it existed (the chart reads
+    the projection): its applied events (and the firm's clock and news events
     among them) replayed through the engine with the account's pack phase, a point after each account
     event with the levels ``program.summary`` gives at that moment. Returns (points, program).
 
@@ -254,8 +257,12 @@ def downsample(points: list[dict[str, Any]], limit: int = MAX_POINTS) -> list[di
 
 def series(session: Session, account: m.Account, *, limit: int = MAX_POINTS) -> dict[str, Any]:
     """The chart of an account: equity, balance, daily floor, max-loss level and target over time (money
-    as decimal text; times in epoch milliseconds), plus the datasets in the shape ``app.js`` draws."""
-    points, program = replay_points(session, account)
+    as decimal text; times in epoch milliseconds), plus the datasets in the shape ``app.js`` draws. The
+    points are the equity-points projection the evaluation writes in both deployments
+    (:mod:`propcrm.services.equity_points`; ``count``: the points stored), never a replay of the log."""
+    version = session.get(m.RulePackVersion, account.pack_version_id)
+    program = compiled_pack(version).phase(account.phase)
+    points = equity_points.read(session, firm_id=account.firm_id, account_id=account.id)
     shown = downsample(points, limit)
     target = program.target.target_balance if program.target is not None else None
     texts: dict[Decimal, str | None] = {}
