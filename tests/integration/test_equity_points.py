@@ -12,6 +12,7 @@ from sqlalchemy import delete, func, select
 
 from propcrm.adapters.db import models as m
 from propcrm.services import equity_points
+from propcrm.web.queries_accounts import backfill_points
 from support.web import browse
 from integration.test_web_accounts import equity
 
@@ -72,10 +73,10 @@ def test_a_thousand_events_in_two_minutes_keep_at_most_the_bound_per_minute_acro
         s.execute(delete(m.EquityPoint).where(m.EquityPoint.account_id == a1))
     assert browse(world, "fa:risk").get(f"/office/accounts/{a1}/series.json").json()["count"] == 0
     with world.sessions.begin() as s:
-        accounts, written = equity_points.backfill(s, firm_id="fa", account_ids=[a1])
+        accounts, written = backfill_points(s, firm_id="fa", account_ids=[a1])
     assert (accounts, written) == (1, 12)
     again = browse(world, "fa:risk").get(f"/office/accounts/{a1}/series.json").json()
     assert again["points"] == doc["points"]
     with world.sessions.begin() as s:  # twice: the same rows
-        equity_points.backfill(s, firm_id="fa", account_ids=[a1])
+        backfill_points(s, firm_id="fa", account_ids=[a1])
         assert s.scalar(select(func.count()).select_from(m.EquityPoint).where(m.EquityPoint.account_id == a1)) == 12

@@ -653,8 +653,8 @@ def trades_backfill(
 
     from ..adapters.db import models as m
     from ..adapters.db.session import sessions
-    from ..services import equity_points
     from ..services.trades import backfill
+    from ..web.queries_accounts import backfill_points
 
     engine = database(database_url)
     try:
@@ -664,7 +664,7 @@ def trades_backfill(
             for firm_id in firms:
                 report = backfill(session, firm_id=firm_id)
                 accounts, events = accounts + report.accounts, events + report.events
-                points += equity_points.backfill(session, firm_id=firm_id)[1]
+                points += backfill_points(session, firm_id=firm_id)[1]
     finally:
         engine.dispose()
     print(f"rebuilt the trade history of {accounts:,} accounts from {events:,} trade events "

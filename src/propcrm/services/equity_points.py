@@ -20,8 +20,8 @@ merged with the new points under the same rule (a point that stops being the min
 So an account stores at most 8 rows per minute it traded in, whatever its event count; the chart thins
 what it reads to ``MAX_POINTS`` (:func:`propcrm.web.queries_accounts.downsample`).
 
-:func:`backfill` fills the projection of accounts evaluated before it existed from the embedded event
-log (``propcrm trades backfill``), through the chart's replay.
+:func:`propcrm.web.queries_accounts.backfill_points` fills the projection of accounts evaluated before
+it existed from the embedded event log (``propcrm trades backfill``), through the chart's replay.
 """
 
 from __future__ import annotations
@@ -229,27 +229,5 @@ def read(session: Session, *, firm_id: str, account_id: int) -> list[dict[str, A
     return out
 
 
-def backfill(session: Session, *, firm_id: str, account_ids: Sequence[int] | None = None) -> tuple[int, int]:
-    """Rebuild the points of a firm's accounts (all, or ``account_ids``) from the embedded event log,
-    through the chart's replay (:func:`propcrm.web.queries_accounts.replay_points`), under the same rule.
-    What was stored for them is replaced: running it twice gives the same rows. Returns (accounts,
-    points written)."""
-    from ..web.queries_accounts import replay_points
-
-    query = select(m.Account).where(m.Account.firm_id == firm_id)
-    if account_ids is not None:
-        query = query.where(m.Account.id.in_(list(account_ids)))
-    accounts = written = 0
-    for account in session.scalars(query.order_by(m.Account.id)).all():
-        session.execute(delete(m.EquityPoint).where(m.EquityPoint.account_id == account.id)
-                        .execution_options(synchronize_session=False))
-        points, _program = replay_points(session, account)
-        series = [Point(dt.datetime.fromtimestamp(p["t"] / 1000, dt.timezone.utc), p["equity"], p["balance"],
-                        p["daily_floor"], p["max_loss"], tuple(p["decisions"])) for p in points]
-        written += record(session, [(firm_id, account.id, series)])
-        accounts += 1
-    return accounts, written
-
-
-__all__ = ["DECISION_POINTS", "PER_MINUTE", "Point", "Sampler", "backfill", "keep", "minute_of", "point_of", "read",
+__all__ = ["DECISION_POINTS", "PER_MINUTE", "Point", "Sampler", "keep", "minute_of", "point_of", "read",
            "record"]

@@ -8,10 +8,11 @@ the account's compiled pack phase) and the series is the engine's own replay of 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
@@ -210,6 +211,29 @@ def replay_points(session: Session, account: m.Account) -> tuple[list[dict[str, 
     return points, program
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def backfill_points(session: Session, *, firm_id: str, account_ids: Sequence[int] | None = None) -> tuple[int, int]:
+    """Rebuild the points of a firm's accounts (all, or ``account_ids``) from the embedded event log,
+    through the chart's replay (:func:`replay_points`), under the same rule.
+    What was stored for them is replaced: running it twice gives the same rows. Returns (accounts,
+    points written)."""
+    query = select(m.Account).where(m.Account.firm_id == firm_id)
+    if account_ids is not None:
+        query = query.where(m.Account.id.in_(list(account_ids)))
+    accounts = written = 0
+    for account in session.scalars(query.order_by(m.Account.id)).all():
+        session.execute(delete(m.EquityPoint).where(m.EquityPoint.account_id == account.id)
+                        .execution_options(synchronize_session=False))
+        points, _program = replay_points(session, account)
+        series = [equity_points.Point(_EPOCH + dt.timedelta(milliseconds=p["t"]), p["equity"], p["balance"],
+                                      p["daily_floor"], p["max_loss"], tuple(p["decisions"])) for p in points]
+        written += equity_points.record(session, [(firm_id, account.id, series)])
+        accounts += 1
+    return accounts, written
+
+
 def breach_marks(session: Session, account: m.Account) -> list[dict[str, Any]]:
     """The account's breach decisions that still stand (a re-bind's replay may supersede one), oldest first, as
     chart marks: time (epoch ms), the value that breached, the level it crossed, the rule and its explanation."""
@@ -321,7 +345,7 @@ def series(session: Session, account: m.Account, *, limit: int = MAX_POINTS) -> 
     }
 
 
-__all__ = ["account_payouts", "breach_marks", "user_emails", "decisions_feed", "display", "downsample", "list_rows", "open_positions", "replay_points", "rows_for",
+__all__ = ["account_payouts", "backfill_points", "breach_marks", "user_emails", "decisions_feed", "display", "downsample", "list_rows", "open_positions", "replay_points", "rows_for",
            "rules_of_firm", "series"]
 
 
