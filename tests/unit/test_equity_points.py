@@ -51,7 +51,7 @@ class _Engine:
                 self.states["A1"].levels = [Decimal(96000)]
 
 
-def test_the_sampler_notes_a_point_after_each_own_event_and_each_firm_event_that_changed_something():
+def test_the_sampler_keeps_the_own_events_and_the_firm_events_with_decisions_as_the_replay_did():
     program = SimpleNamespace(limits=[])
     rule = object.__new__(DailyLossRule)  # only its type and slot matter here
     rule.slot = 0
@@ -64,11 +64,11 @@ def test_the_sampler_notes_a_point_after_each_own_event_and_each_firm_event_that
 
     engine.feed(sampler.watch([ev("c0", None, 0), ev("e1", "A1", 1, Decimal(99000)), ev("c1", None, 2),
                                ev("c2", None, 3), ev("e2", "A1", 4, Decimal(98000)), ev("e3", "A1", 5, Decimal(1))]))
-    decision = SimpleNamespace(event_id="e2", kind="warning", rule="daily_loss")
-    points = sampler.finish([decision], refused=["e3"])
-    # c0: no state yet; c1 moved the floor; c2 changed nothing; e3 was refused
+    decisions = [SimpleNamespace(event_id=eid, kind="warning", rule="daily_loss") for eid in ("c1", "e2", "e2")]
+    points = sampler.finish(decisions, refused=["e3"])
+    # c0: no state yet; c1 caused a decision; c2 none; e3 was refused
     assert [(p.event_id, p.equity, p.daily_floor, p.decisions) for p in points] == [
         ("e1", Decimal(99000), Decimal(95000), ()),
-        ("c1", Decimal(99000), Decimal(96000), ()),
-        ("e2", Decimal(98000), Decimal(96000), (("warning", "daily_loss"),)),
+        ("c1", Decimal(99000), Decimal(96000), (("warning", "daily_loss"),)),
+        ("e2", Decimal(98000), Decimal(96000), (("warning", "daily_loss"),) * 2),
     ]

@@ -7,9 +7,10 @@ decisions that event caused. Both drivers hand their points to the shared write 
 them in the transaction of the batch's decisions — the chart is exactly as committed as the decisions,
 in the embedded deployment and in the scale-out one (which never fills ``raw_events``).
 
-Granularity: the embedded driver notes a point after every event it feeds an account (its own events,
-and a firm-wide event — clock, news, tick — that changed the account's figures or status), through
-:meth:`Sampler.watch`, an iterator the engine pulls the events from (the engine is not changed). The
+Granularity: the embedded driver notes a point after each of the account's own events, and after a
+firm-wide event (clock, news, tick) that caused decisions for it — the points the chart's replay of the
+log gave — through :meth:`Sampler.watch`, an iterator the engine pulls the events from (the engine is
+not changed). The
 partitioned workers note one point per account per stream message (its state after the message's
 events: :func:`point_of`).
 
@@ -78,21 +79,20 @@ def point_of(st, program, ts: dt.datetime, decisions: Iterable = (), event_id: s
 
 class Sampler:
     """Notes an account's point after each event the engine takes from :meth:`watch` (the embedded
-    driver): its own events always, another event (firm clock, news, tick) when it changed the
-    account's equity, balance, levels or status. :meth:`finish` drops the points of refused events
-    and attaches the decisions to the points of their events."""
+    driver). :meth:`finish` keeps, as the chart's replay did, the points of the account's own events
+    (not those the engine refused) and of the firm-wide events (clock, news, tick) that caused decisions
+    for it, with the decisions attached to the points of their events."""
 
-    __slots__ = ("states", "account", "daily", "max_loss", "points", "_last")
+    __slots__ = ("states", "account", "daily", "max_loss", "noted")
 
     def __init__(self, engine, account: str, program) -> None:
         self.states = engine.states
         self.account = account
         self.daily, self.max_loss = _slots(program)
-        self.points: list[Point] = []
-        self._last: tuple | None = None
+        self.noted: list[tuple] = []
 
     def watch(self, events: Iterable) -> Iterator:
-        states, name, points = self.states, self.account, self.points
+        states, name, noted = self.states, self.account, self.noted
         daily, max_loss = self.daily, self.max_loss
         for ev in events:
             yield ev
@@ -100,12 +100,9 @@ class Sampler:
             if st is None:
                 continue
             levels = st.levels
-            key = (st.equity, st.balance, levels[daily] if daily is not None else None,
-                   levels[max_loss] if max_loss is not None else None, st.status)
-            if getattr(ev, "account", None) != name and key == self._last:
-                continue
-            self._last = key
-            points.append(Point(ev.ts, key[0], key[1], _finite(key[2]), _finite(key[3]), (), ev.id))
+            noted.append((ev.ts, ev.id, getattr(ev, "account", None) == name, st.equity, st.balance,
+                          levels[daily] if daily is not None else None,
+                          levels[max_loss] if max_loss is not None else None))
 
     def finish(self, decisions: Sequence, refused: Iterable[str] = ()) -> list[Point]:
         dropped = set(refused)
@@ -113,11 +110,11 @@ class Sampler:
         for d in decisions:
             by_event.setdefault(d.event_id, []).append((d.kind, d.rule))
         out = []
-        for p in self.points:
-            if p.event_id in dropped and p.event_id not in by_event:
+        for ts, event_id, own, equity, balance, daily, max_loss in self.noted:
+            found = by_event.pop(event_id, None)
+            if found is None and (not own or event_id in dropped):
                 continue
-            found = by_event.pop(p.event_id, None)
-            out.append(p._replace(decisions=tuple(found)) if found else p)
+            out.append(Point(ts, equity, balance, _finite(daily), _finite(max_loss), tuple(found or ()), event_id))
         return out
 
 
