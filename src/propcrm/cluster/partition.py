@@ -704,7 +704,8 @@ class PartitionStore:
             # stream holds every partition, so the sequence is unique) beside the decision's event id
             outcome.decisions.extend((d, message.seq) for d in by_account.get(external_id, ()))
             outcome.trades.extend(trades.get(external_id, ()))
-            outcome.points.append(point_of(st, engine.programs[external_id], when, by_account.get(external_id, ())))
+            if external_id in accounts or external_id in by_account:  # the chart's points (as the replay's)
+                outcome.points.append(point_of(st, engine.programs[external_id], when, by_account.get(external_id, ())))
         return len(events)
 
     def _first_time(self, run: PartitionRun, firm_id: str, source: str, event, account: str | None,

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
@@ -164,8 +164,8 @@ class _Stored(NamedTuple):
 
 def record(session: Session, accounts: Sequence[tuple[str, int, Sequence[Point]]]) -> int:
     """Write a batch's points: ``accounts`` are (firm id, account id, points in time order). Set-based:
-    one read of the account-minutes already stored that the batch touches, one delete of the rows the
-    rule drops from them, one insert. Returns the number of rows inserted."""
+    one read of the stored rows of the minute each account's points start in (by key, on the index),
+    one delete of the rows the rule drops from them, one insert. Returns the number of rows inserted."""
     grouped: dict[tuple[int, int], list] = {}
     firm_of: dict[int, str] = {}
     for firm_id, account_id, points in accounts:
@@ -176,19 +176,22 @@ def record(session: Session, accounts: Sequence[tuple[str, int, Sequence[Point]]
         return 0
     table = m.EquityPoint.__table__
     stored: dict[tuple[int, int], list[_Stored]] = {}
-    keys = sorted(grouped)
+    # An account's events reach the engine in time order (it refuses older ones), so of the minutes a
+    # batch touches only the account's first can be stored already: only those are looked up.
+    first: dict[int, int] = {}
+    for account_id, minute in grouped:
+        if minute < first.get(account_id, minute + 1):
+            first[account_id] = minute
+    keys = sorted(first.items())
     for start in range(0, len(keys), _CHUNK):
         part = keys[start:start + _CHUNK]
-        wanted = set(part)
         rows = session.execute(select(table.c.id, table.c.account_id, table.c.minute, table.c.ts, table.c.equity,
                                       table.c.decisions)
-                               .where(table.c.account_id.in_({a for a, _ in part}),
-                                      table.c.minute.between(min(mi for _, mi in part), max(mi for _, mi in part)))
+                               .where(tuple_(table.c.account_id, table.c.minute).in_(part))
                                .order_by(table.c.ts, table.c.id))
         for row in rows:
-            key = (row.account_id, row.minute)
-            if key in wanted:
-                stored.setdefault(key, []).append(_Stored(row.id, row.ts, row.equity, _pairs(row.decisions)))
+            stored.setdefault((row.account_id, row.minute), []).append(
+                _Stored(row.id, row.ts, row.equity, _pairs(row.decisions)))
     drop: list[int] = []
     rows_out: list[dict] = []
     for key, fresh in grouped.items():
