@@ -169,10 +169,23 @@ def test_the_backfill_command_rebuilds_the_history_of_every_firm(db_url):
     _load(Session, lines)
     EvaluationWorker(Session).run_until_idle()
     before = _stored(Session)
-    with Session.begin() as s:  # a database evaluated before the projection existed
+    charts = _charts(Session)  # the chart points the worker wrote
+    assert sum(len(points) for points in charts.values()) > 0
+    with Session.begin() as s:  # a database evaluated before the projections existed
         s.execute(m.TradeClose.__table__.delete())
         s.execute(m.Trade.__table__.delete())
+        s.execute(m.EquityPoint.__table__.delete())
     result = CliRunner().invoke(app, ["trades", "backfill", "--database-url", db_url])
     assert result.exit_code == 0, result.output
     assert "rebuilt the trade history of 4 accounts" in result.output
     assert _stored(Session) == before == _expected(lines)
+    # the replay of the log gives the points the worker wrote (the same events, the same rule)
+    assert _charts(Session) == charts
+
+
+def _charts(Session) -> dict[int, list[dict]]:
+    from propcrm.services import equity_points
+
+    with Session() as s:
+        return {a.id: equity_points.read(s, firm_id=a.firm_id, account_id=a.id)
+                for a in s.scalars(select(m.Account).order_by(m.Account.id))}

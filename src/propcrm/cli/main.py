@@ -674,25 +674,29 @@ def trades_backfill(
     firm: Annotated[Optional[str], typer.Option("--firm", help="only this firm (default: every firm)")] = None,
     database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DATABASE_URL_HELP)] = None,
 ) -> None:
-    """Rebuild the trade history of every account (of a firm) from the embedded event log: for accounts
-    evaluated before the projection existed (migration 0015). Running it again gives the same rows."""
+    """Rebuild the trade history and the chart's equity points of every account (of a firm) from the
+    embedded event log: for accounts evaluated before the projections existed (migrations 0015, 0023).
+    Running it again gives the same rows."""
     from sqlalchemy import select
 
     from ..adapters.db import models as m
     from ..adapters.db.session import sessions
     from ..services.trades import backfill
+    from ..web.queries_accounts import backfill_points
 
     engine = database(database_url)
     try:
         with sessions(engine).begin() as session:
             firms = [firm] if firm else list(session.scalars(select(m.Firm.id).order_by(m.Firm.id)))
-            accounts = events = 0
+            accounts = events = points = 0
             for firm_id in firms:
                 report = backfill(session, firm_id=firm_id)
                 accounts, events = accounts + report.accounts, events + report.events
+                points += backfill_points(session, firm_id=firm_id)[1]
     finally:
         engine.dispose()
-    print(f"rebuilt the trade history of {accounts:,} accounts from {events:,} trade events")
+    print(f"rebuilt the trade history of {accounts:,} accounts from {events:,} trade events "
+          f"and {points:,} chart points")
 
 
 @packs_app.command("add")

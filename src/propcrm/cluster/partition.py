@@ -58,6 +58,7 @@ from ..services.catalog import PackCache
 from ..services.ingest import ahead_of_clock, max_ahead_from_env, quarantine_lines
 from ..services import audit
 from ..services.payouts import SOURCE as PAYOUT_SOURCE, WITHDRAWAL_APPLIED
+from ..services.equity_points import point_of
 from ..services.trades import PROJECTED_EVENTS
 from ..services.outcomes import (
     RESEND,
@@ -728,6 +729,8 @@ class PartitionStore:
             # stream holds every partition, so the sequence is unique) beside the decision's event id
             outcome.decisions.extend((d, message.seq) for d in by_account.get(external_id, ()))
             outcome.trades.extend(trades.get(external_id, ()))
+            if external_id in accounts or external_id in by_account:  # the chart's points (as the replay's)
+                outcome.points.append(point_of(st, engine.programs[external_id], when, by_account.get(external_id, ())))
         return len(events)
 
     def _first_time(self, run: PartitionRun, firm_id: str, source: str, event, account: str | None,

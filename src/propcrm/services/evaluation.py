@@ -31,7 +31,7 @@ import bisect
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TypeVar
@@ -52,6 +52,7 @@ from ..domain.program import CompiledPack, compile_pack
 from ..domain.state import AccountState
 from ..engine.runner import Engine, moved_by
 from . import audit
+from .equity_points import Sampler
 from .catalog import PackCache
 from .trades import PROJECTED_EVENTS
 from .outcomes import (  # noqa: F401 - the shared write path, re-exported for callers that took it from here
@@ -619,10 +620,11 @@ class EvaluationWorker:
             events.append(event)
             fed.append(row)
         seq_of = {row.event_id: row.seq for row in fed}
+        sampler = Sampler(engine, account.external_id, program)  # the chart's points, as the engine goes
         if self.lazy_clock:  # "lines": positions in `fed`
-            decisions = feed_due_clocks(engine, account.external_id, events)
+            decisions = feed_due_clocks(engine, account.external_id, events, tap=sampler.watch)
         else:
-            decisions = engine.feed(events, lines=range(len(events)))
+            decisions = engine.feed(sampler.watch(events), lines=range(len(events)))
         refused: set[int] = set()
         for problem in engine.rejected:
             row = fed[problem.line]
@@ -648,6 +650,7 @@ class EvaluationWorker:
             trades=[(ev, row.seq) for ev, row in zip(events, fed)
                     if row.account_id is not None and row.seq not in refused and isinstance(ev, PROJECTED_EVENTS)],
         )
+        unit.outcome.points = sampler.finish(decisions, (ev.id for ev, row in zip(events, fed) if row.seq in refused))
         unit.outcome.encoded = STATE_ENCODER.encode(st)
         unit.outcome.stored = stored
         unit.held = _Held(unit.outcome.encoded, unit.last_seq, program_key, st)
@@ -825,7 +828,8 @@ def _entry_seq(entry: tuple[int, NewsEntry]) -> int:
     return entry[0]
 
 
-def feed_due_clocks(engine: Engine, account: str, events: list) -> list[Decision]:
+def feed_due_clocks(engine: Engine, account: str, events: list,
+                    tap: Callable[[list], Iterable] | None = None) -> list[Decision]:
     """``engine.feed(events)`` for one account's stream, leaving out the firm clocks that would change
     nothing: exactly the same decisions and state, without a step per clock when an account meets many.
 
@@ -834,7 +838,10 @@ def feed_due_clocks(engine: Engine, account: str, events: list) -> list[Decision
     ``next_deadline`` at or before the clock's time and its ``last_ts`` before it (``Engine._clock``).
     Within a run of consecutive firm clocks the state changes only at an applied clock, so the next
     one to apply is found by bisection among the run's in-order clocks; it is fed alone, and the search
-    goes on from the state it leaves. Rejections name each event's position in ``events``."""
+    goes on from the state it leaves. Rejections name each event's position in ``events``. ``tap``: the
+    events are fed through it (an iterator over them: :meth:`propcrm.services.equity_points.Sampler.watch`)."""
+    if tap is None:
+        tap = _same
     out: list[Decision] = []
     pending: list = []
     lines: list[int] = []
@@ -858,7 +865,7 @@ def feed_due_clocks(engine: Engine, account: str, events: list) -> list[Decision
                 at.append(i)
             i += 1
         if pending:
-            out.extend(engine.feed(pending, lines=lines))
+            out.extend(engine.feed(tap(pending), lines=lines))
             pending, lines = [], []
         k = 0
         while k < len(times):
@@ -870,11 +877,15 @@ def feed_due_clocks(engine: Engine, account: str, events: list) -> list[Decision
                 k = max(k, bisect.bisect_right(times, st.last_ts, k))
             if k >= len(times):
                 break
-            out.extend(engine.feed([events[at[k]]], lines=[at[k]]))
+            out.extend(engine.feed(tap([events[at[k]]]), lines=[at[k]]))
             k += 1
     if pending:
-        out.extend(engine.feed(pending, lines=lines))
+        out.extend(engine.feed(tap(pending), lines=lines))
     return out
+
+
+def _same(events: list) -> list:
+    return events
 
 
 def _market_at(calendar: list[tuple[int, NewsEntry]], up_to_seq: int,

@@ -27,7 +27,7 @@ from ..adapters.db import models as m
 from ..domain.decisions import ENCODER as DECISION_ENCODER
 from ..domain.decisions import Decision
 from ..domain.state import AccountState
-from . import audit
+from . import audit, equity_points
 from . import trades as trade_history
 from . import near_breach
 from .accounts import FIGURE_COLUMNS, figures_for_states
@@ -163,6 +163,8 @@ class AccountOutcome:
     encoded: bytes | None = None
     stored: bytes | None = None
     trades: list[tuple[object, int | None]] = field(default_factory=list)
+    #: the chart's points of the batch, in time order (:mod:`propcrm.services.equity_points`)
+    points: list = field(default_factory=list)
 
 
 @dataclass
@@ -173,6 +175,7 @@ class WriteReport:
     audit: int = 0
     status_changes: int = 0
     trades: int = 0
+    points: int = 0
 
 
 def write_outcomes(session: Session, outcomes: list[AccountOutcome], *, states: bool = True) -> WriteReport:
@@ -247,6 +250,8 @@ def write_outcomes(session: Session, outcomes: list[AccountOutcome], *, states: 
     report.audit = len(audit.append_many(session, entries))
     report.trades = trade_history.record(
         session, [(o.account.firm_id, o.account.id, o.trades) for o in outcomes if o.trades])
+    report.points = equity_points.record(
+        session, [(o.account.firm_id, o.account.id, o.points) for o in outcomes if o.points])
     return report
 
 

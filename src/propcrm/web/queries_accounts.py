@@ -8,10 +8,11 @@ the account's compiled pack phase) and the series is the engine's own replay of 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
@@ -22,6 +23,7 @@ from ..domain.rules.limits import DailyLossRule, MaxLossRule
 from ..engine.runner import Engine
 from ..services import accounts as account_service
 from ..services import decisions as decision_service
+from ..services import equity_points
 from ..services.accounts import MAX_PAGE, Page, compiled_pack, money
 from ..services.errors import Invalid
 from ..services.evaluation import STATE_DECODER, firm_wide
@@ -140,7 +142,9 @@ def _ms(ts: dt.datetime) -> int:
 
 
 def replay_points(session: Session, account: m.Account) -> tuple[list[dict[str, Any]], Any]:
-    """Every point of the account's history: its applied events (and the firm's clock and news events
+    """Every point of the account's history from the embedded event log — what ``propcrm trades backfill``
+    fills the equity-points projection with for accounts evaluated before it existed (the chart reads
+    the projection): its applied events (and the firm's clock and news events
     among them) replayed through the engine with the account's pack phase, a point after each account
     event with the levels ``program.summary`` gives at that moment. Returns (points, program).
 
@@ -207,6 +211,29 @@ def replay_points(session: Session, account: m.Account) -> tuple[list[dict[str, 
     return points, program
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def backfill_points(session: Session, *, firm_id: str, account_ids: Sequence[int] | None = None) -> tuple[int, int]:
+    """Rebuild the points of a firm's accounts (all, or ``account_ids``) from the embedded event log,
+    through the chart's replay (:func:`replay_points`), under the same rule.
+    What was stored for them is replaced: running it twice gives the same rows. Returns (accounts,
+    points written)."""
+    query = select(m.Account).where(m.Account.firm_id == firm_id)
+    if account_ids is not None:
+        query = query.where(m.Account.id.in_(list(account_ids)))
+    accounts = written = 0
+    for account in session.scalars(query.order_by(m.Account.id)).all():
+        session.execute(delete(m.EquityPoint).where(m.EquityPoint.account_id == account.id)
+                        .execution_options(synchronize_session=False))
+        points, _program = replay_points(session, account)
+        series = [equity_points.Point(_EPOCH + dt.timedelta(milliseconds=p["t"]), p["equity"], p["balance"],
+                                      p["daily_floor"], p["max_loss"], tuple(p["decisions"])) for p in points]
+        written += equity_points.record(session, [(firm_id, account.id, series)])
+        accounts += 1
+    return accounts, written
+
+
 def breach_marks(session: Session, account: m.Account) -> list[dict[str, Any]]:
     """The account's breach decisions that still stand (a re-bind's replay may supersede one), oldest first, as
     chart marks: time (epoch ms), the value that breached, the level it crossed, the rule and its explanation."""
@@ -254,8 +281,12 @@ def downsample(points: list[dict[str, Any]], limit: int = MAX_POINTS) -> list[di
 
 def series(session: Session, account: m.Account, *, limit: int = MAX_POINTS) -> dict[str, Any]:
     """The chart of an account: equity, balance, daily floor, max-loss level and target over time (money
-    as decimal text; times in epoch milliseconds), plus the datasets in the shape ``app.js`` draws."""
-    points, program = replay_points(session, account)
+    as decimal text; times in epoch milliseconds), plus the datasets in the shape ``app.js`` draws. The
+    points are the equity-points projection the evaluation writes in both deployments
+    (:mod:`propcrm.services.equity_points`; ``count``: the points stored), never a replay of the log."""
+    version = session.get(m.RulePackVersion, account.pack_version_id)
+    program = compiled_pack(version).phase(account.phase)
+    points = equity_points.read(session, firm_id=account.firm_id, account_id=account.id)
     shown = downsample(points, limit)
     target = program.target.target_balance if program.target is not None else None
     texts: dict[Decimal, str | None] = {}
@@ -314,7 +345,7 @@ def series(session: Session, account: m.Account, *, limit: int = MAX_POINTS) -> 
     }
 
 
-__all__ = ["account_payouts", "breach_marks", "user_emails", "decisions_feed", "display", "downsample", "list_rows", "open_positions", "replay_points", "rows_for",
+__all__ = ["account_payouts", "backfill_points", "breach_marks", "user_emails", "decisions_feed", "display", "downsample", "list_rows", "open_positions", "replay_points", "rows_for",
            "rules_of_firm", "series"]
 
 

@@ -443,6 +443,29 @@ class AccountActivity(Base):
     )
 
 
+class EquityPoint(Base):
+    """The account chart's series: equity, balance and the levels the chart draws after an evaluated event,
+    downsampled as written (migration 0023, :mod:`propcrm.services.equity_points`).
+
+    Written by the evaluation write path in the transaction of the batch's decisions, in both deployments.
+    Per account and UTC minute (``minute``: minutes since the epoch) at most the first, the last, the
+    lowest- and the highest-equity point and up to four points that carry decisions are kept; ``decisions``
+    holds those as ``kind: rule`` lines."""
+
+    __tablename__ = "equity_points"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    minute: Mapped[int] = mapped_column(BigInteger)
+    ts: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    equity: Mapped[Decimal] = mapped_column(Money)
+    balance: Mapped[Decimal] = mapped_column(Money)
+    daily_floor: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    max_loss: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    decisions: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    __table_args__ = (Index("ix_equity_points_account", "account_id", "minute", "ts"),)
+
+
 class Override(Base):
     """A risk officer clearing a decision (the decision stays) or stopping an account, with a reason."""
 
