@@ -1,7 +1,7 @@
 """equity points: the account chart's series, written by the evaluation in both deployments
 
 Revision ID: 0023
-Revises: 0021
+Revises: 0022
 
 ``equity_points`` holds, per account, the equity, balance, daily floor and max-loss level after evaluated
 events, downsampled as written (per account and UTC minute at most the first, last, lowest and highest
@@ -16,7 +16,7 @@ from propcrm.adapters.db.models import Money, UtcDateTime
 
 
 revision = '0023'
-down_revision = '0021'
+down_revision = '0022'
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """leaderboard fairness and a cheap pseudonym check (issue 17)
 
 Revision ID: 0024
-Revises: 0022
+Revises: 0023
 
 - ``leaderboard_settings``: a firm's minimum closed trades and trading days in the period to be ranked
   (no row: the defaults, services/leaderboard.py).
@@ -16,7 +16,7 @@ from propcrm.adapters.db.models import UtcDateTime
 
 
 revision = '0024'
-down_revision = '0022'
+down_revision = '0023'
 branch_labels = None
 depends_on = None
 
