@@ -24,7 +24,9 @@ from propcrm.adapters.platforms.runner import ConnectorRunner, RunnerSettings
 from propcrm.adapters.platforms.secrets import SecretBox, new_key
 from propcrm.domain.rulepack import load_pack
 from propcrm.features.platforms.connections import add_connection, gateway_for
-from propcrm.features.platforms.store import DatabaseStore
+from propcrm.features.platforms.service import ConnectorSupervisor
+from propcrm.features.platforms.store import DatabaseStore, FirmSuspended
+from propcrm.services.firms import resume_firm, suspend_firm
 from propcrm.services.catalog import add_pack, create_account, ensure_firm
 from propcrm.services.dispatch import build_dispatcher
 from propcrm.services.evaluation import EvaluationWorker
@@ -191,3 +193,33 @@ def test_no_deal_is_lost_or_repeated_across_dropped_sessions_and_restarts_of_eit
     assert len(ids) == len(set(ids))
     with world.db() as s:
         assert s.scalar(select(func.count()).select_from(m.Quarantine)) == 0
+
+
+def test_a_suspended_firm_s_platform_events_wait_for_the_resume_and_none_is_lost(world):
+    """Suspending a firm refuses its signed ingestion at once (test_tenant_lifecycle.py); its platform
+    connections must stop storing too: the supervisor runs none of them, and a poll already under way stores
+    nothing and keeps its cursor, so after the resume the connector reads on with no gap."""
+    login = world.challenge("CH-S")
+    runner = world.runner
+    runner.connect()
+    runner.sync()
+    with world.db.begin() as s:
+        suspend_firm(s, firm_id=FIRM, reason="chargebacks under review", actor="test")
+    supervisor = ConnectorSupervisor(world.db, box=world.box, refresh_s=60)
+    try:
+        supervisor.refresh()
+        assert supervisor.running == {}  # no connector of a suspended firm
+        result = world.sim.server.execute(int(login), "EURUSD", 0, 10_000_000)
+        assert result.retcode.startswith("10009"), result
+        with pytest.raises(FirmSuspended, match="suspended"):
+            runner.step()
+        assert not [i for i in world.stored_ids() if i.startswith("deal-")]
+        with world.db.begin() as s:
+            resume_firm(s, firm_id=FIRM, reason="cleared", actor="test")
+        supervisor.refresh()
+        assert list(supervisor.running) == [world.connection_id]
+    finally:
+        supervisor.close()
+    runner.step()  # the same poll again, from the cursor it kept
+    deals = {f"deal-{d.Deal}" for d in world.sim.server.deals if d.Action in (0, 1)}
+    assert deals and deals <= set(world.stored_ids())

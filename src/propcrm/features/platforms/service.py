@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from ...adapters.db.models import Firm
 from ...adapters.db.models_platforms import PlatformConnection
 from ...adapters.platforms.metrics import ConnectorMetrics, default_metrics
 from ...adapters.platforms.runner import ConnectorRunner, RunnerSettings
@@ -48,7 +49,8 @@ class ConnectorSupervisor:
     running: dict[int, _Running] = field(default_factory=dict)
 
     def _wanted(self) -> list[PlatformConnection]:
-        query = select(PlatformConnection).where(PlatformConnection.enabled.is_(True))
+        query = (select(PlatformConnection).join(Firm, Firm.id == PlatformConnection.firm_id)
+                 .where(PlatformConnection.enabled.is_(True), Firm.suspended_at.is_(None)))  # a suspended firm's stop
         if self.firm_id is not None:
             query = query.where(PlatformConnection.firm_id == self.firm_id)
         if self.names:

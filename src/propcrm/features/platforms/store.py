@@ -23,11 +23,17 @@ from ...adapters.platforms.runner import AccountView, CommitReport
 from ...services import audit
 from ...services.evaluation import STATE_DECODER
 from ...services.ingest import ingest
+from ...services.users import suspension
 from .connections import mapped_logins
 
 log = logging.getLogger("propcrm.platforms.store")
 UTC = dt.timezone.utc
 _CHUNK = 500
+
+
+class FirmSuspended(RuntimeError):
+    """The connection's firm is suspended by the operator: its platform's events are not stored. The runner
+    backs off and retries; the supervisor stops the connector at its next look (service.py)."""
 
 
 def _parse_ts(text: str) -> dt.datetime:
@@ -114,6 +120,9 @@ class DatabaseStore:
             return report  # nothing new: no write transaction (SQLite has one writer at a time)
         with self.sessions.begin() as session:
             if lines:
+                refused = suspension(session, self.firm_id)
+                if refused is not None:  # nothing stored, the cursor stays: after the resume it reads on from here
+                    raise FirmSuspended(f"platform {self.name}: {refused}")
                 result = ingest(session, firm_id=self.firm_id, source=self.name, body=b"\n".join(lines) + b"\n",
                                 content_type="application/x-ndjson")
                 report.accepted, report.duplicates, report.rejected = result.accepted, result.duplicates, result.rejected
