@@ -393,6 +393,14 @@ def test_firms_create_list_and_settings_from_the_command_line(db_url):
     refused = run("firms", "settings", "--firm", "orbit", "--set", "accent_colour=blue")
     assert refused.exit_code == 2 and "accent_colour" in refused.output
     assert run("firms", "create", "--firm", "orbit", "--name", "Again", "--admin-email", "x@orbit.example").exit_code == 2
+    suspended = run("firms", "suspend", "--firm", "orbit", "--reason", "unpaid invoice")
+    assert suspended.exit_code == 0 and "firm orbit suspended: unpaid invoice" in suspended.stdout, suspended.output
+    assert "unpaid" in run("firms", "list").stdout  # the table wraps at 80 columns
+    twice = run("firms", "suspend", "--firm", "orbit", "--reason", "again")
+    assert twice.exit_code == 2 and "suspended already" in twice.output
+    assert run("firms", "resume", "--firm", "orbit", "--reason", "").exit_code == 2  # a reason is required
+    assert run("firms", "resume", "--firm", "orbit", "--reason", "paid").exit_code == 0
+    assert "unpaid" not in run("firms", "list").stdout
     engine = create_engine(db_url)
     from sqlalchemy.orm import Session
 

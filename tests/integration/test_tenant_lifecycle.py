@@ -227,6 +227,28 @@ def test_only_the_operator_suspends(world):
         assert s.get(m.Firm, "fa").suspended_at is None
 
 
+def test_the_operator_suspends_and_resumes_through_the_api_too(world):
+    c, ops = world.client, world.headers("ops:operator")
+    assert c.post("/api/v1/operator/firms/fa/suspend", headers=ops, json={"reason": ""}).status_code == 422
+    assert c.post("/api/v1/operator/firms/nowhere/suspend", headers=ops, json={"reason": "x"}).status_code == 404
+    done = c.post("/api/v1/operator/firms/fa/suspend", headers=ops, json={"reason": "unpaid invoice"})
+    assert done.status_code == 200 and done.json()["suspended_reason"] == "unpaid invoice", done.text
+    assert done.json()["suspended_at"] is not None
+    again = c.post("/api/v1/operator/firms/fa/suspend", headers=ops, json={"reason": "twice"})
+    assert again.status_code == 409 and "suspended already" in again.json()["error"]
+    listed = {f["id"]: f for f in c.get("/api/v1/operator/firms", headers=ops).json()}
+    assert listed["fa"]["suspended_reason"] == "unpaid invoice" and listed["fb"]["suspended_at"] is None
+    c.cookies.clear()
+    assert c.get("/api/v1/accounts", headers=world.headers("risk")).status_code == 403
+    resumed = c.post("/api/v1/operator/firms/fa/resume", headers=ops, json={"reason": "paid"})
+    assert resumed.status_code == 200 and resumed.json()["suspended_at"] is None
+    assert c.post("/api/v1/operator/firms/fa/resume", headers=ops, json={"reason": "paid"}).status_code == 409
+    c.cookies.clear()
+    assert c.get("/api/v1/accounts", headers=world.headers("risk")).status_code == 200
+    assert [(e.action, (e.after or {}).get("reason")) for e in world.audit("firm.suspended") + world.audit("firm.resumed")] \
+        == [("firm.suspended", "unpaid invoice"), ("firm.resumed", "paid")]
+
+
 # --------------------------------------------------------------------------------------------------
 # 4. a firm webhook needs its own secret
 

@@ -28,6 +28,11 @@ ROUTES = [
     Route("GET", "/api/v1/operator/firms/{firm_id}/settings", OPERATOR, path=lambda w, who: "fb"),
     Route("PUT", "/api/v1/operator/firms/{firm_id}/settings", OPERATOR, path=lambda w, who: "fb",
           body=lambda w, who: {"product_name": "B Prop"}),
+    # suspend, then resume (in this order: the table runs on one world)
+    Route("POST", "/api/v1/operator/firms/{firm_id}/suspend", OPERATOR, path=lambda w, who: "fb",
+          body=lambda w, who: {"reason": "role matrix"}),
+    Route("POST", "/api/v1/operator/firms/{firm_id}/resume", OPERATOR, path=lambda w, who: "fb",
+          body=lambda w, who: {"reason": "role matrix"}),
     Route("GET", "/api/v1/firm/settings", ADMIN),
     Route("PUT", "/api/v1/firm/settings", ADMIN, body=lambda w, who: {"risk_email": "desk@fa.example"}),
 ]

@@ -68,7 +68,7 @@ def firms_create(
 def firms_list(
     database_url: Annotated[Optional[str], typer.Option("--database-url", help=DB_HELP)] = None,
 ) -> None:
-    """Every firm: id, name, product name, users and accounts."""
+    """Every firm: id, name, product name, users, accounts, and whether it is suspended."""
     from rich.console import Console
     from rich.table import Table
 
@@ -76,11 +76,12 @@ def firms_list(
 
     def action(session):
         table = Table(title="firms")
-        for column in ("id", "name", "product", "users", "accounts", "since"):
+        for column in ("id", "name", "product", "users", "accounts", "since", "suspended"):
             table.add_column(column)
         for row in list_firms(session):
             table.add_row(row.id, row.name, row.product_name, str(row.users), str(row.accounts),
-                          f"{row.created_at:%Y-%m-%d}")
+                          f"{row.created_at:%Y-%m-%d}",
+                          f"{row.suspended_at:%Y-%m-%d}: {row.suspended_reason}" if row.suspended_at else "—")
         return table
 
     Console(highlight=False).print(_transaction(database_url, action))
@@ -114,10 +115,39 @@ def firms_settings(
     print(f"  {'logo':<14} {'set' if described['has_logo'] else 'not set'}")
 
 
+def _suspension(firm: str, reason: str, database_url: Optional[str], *, suspend: bool) -> None:
+    from ..services.firms import resume_firm, suspend_firm
+    from .common import cli_actor
+
+    change = suspend_firm if suspend else resume_firm
+    _transaction(database_url, lambda session: change(session, firm_id=firm, reason=reason, actor=cli_actor()))
+    print(f"firm {firm} {'suspended' if suspend else 'resumed'}: {reason}")
+
+
+def firms_suspend(
+    firm: Annotated[str, typer.Option("--firm", help="the firm's id")],
+    reason: Annotated[str, typer.Option("--reason", help="why (audited; the firm's users are told)")],
+    database_url: Annotated[Optional[str], typer.Option("--database-url", help=DB_HELP)] = None,
+) -> None:
+    """Suspend a firm: logins, tokens, API keys, ingestion and platform connections refused (docs/tenants.md)."""
+    _suspension(firm, reason, database_url, suspend=True)
+
+
+def firms_resume(
+    firm: Annotated[str, typer.Option("--firm", help="the firm's id")],
+    reason: Annotated[str, typer.Option("--reason", help="why (audited)")],
+    database_url: Annotated[Optional[str], typer.Option("--database-url", help=DB_HELP)] = None,
+) -> None:
+    """Lift a firm's suspension."""
+    _suspension(firm, reason, database_url, suspend=False)
+
+
 def register(app: typer.Typer) -> None:
     firms_app = typer.Typer(help="Firms (tenants): onboard one with its first admin, list them, set their settings.",
                             no_args_is_help=True)
     firms_app.command("create")(firms_create)
     firms_app.command("list")(firms_list)
     firms_app.command("settings")(firms_settings)
+    firms_app.command("suspend")(firms_suspend)
+    firms_app.command("resume")(firms_resume)
     app.add_typer(firms_app, name="firms")

@@ -42,6 +42,12 @@ class FirmOut(BaseModel):
     users: int
     accounts: int
     product_name: str
+    suspended_at: dt.datetime | None = Field(None, description="set while the operator has the firm suspended")
+    suspended_reason: str | None = None
+
+
+class ReasonIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=500, description="why (audited; the firm's users are told)")
 
 
 class SettingsIn(BaseModel):
@@ -127,6 +133,28 @@ def firm_settings(firm_id: FirmId, user: OperatorUser, session: Db) -> dict:
 def change_firm_settings(firm_id: FirmId, body: SettingsIn, user: OperatorUser, session: Db) -> dict:
     firm_service.update_settings(session, firm_id=firm_id, changes=body.model_dump(exclude_unset=True), actor=user.actor)
     return _describe(session, firm_id)
+
+
+def _row(session, firm_id: str) -> dict:
+    return next(row.__dict__ for row in firm_service.list_firms(session) if row.id == firm_id)
+
+
+@router.post("/operator/firms/{firm_id}/suspend", response_model=FirmOut, summary="Suspend a firm (operator)",
+             responses={404: {"model": ErrorOut, "description": "no such firm"},
+                        409: {"model": ErrorOut, "description": "the firm is suspended already"}})
+def suspend_firm(firm_id: FirmId, body: ReasonIn, user: OperatorUser, session: Db) -> dict:
+    """Its users cannot log in, its tokens, API keys, ingestion and platform connections are refused; its stored
+    events are still evaluated (docs/tenants.md)."""
+    firm_service.suspend_firm(session, firm_id=firm_id, reason=body.reason, actor=user.actor)
+    return _row(session, firm_id)
+
+
+@router.post("/operator/firms/{firm_id}/resume", response_model=FirmOut, summary="Lift a firm's suspension (operator)",
+             responses={404: {"model": ErrorOut, "description": "no such firm"},
+                        409: {"model": ErrorOut, "description": "the firm is not suspended"}})
+def resume_firm(firm_id: FirmId, body: ReasonIn, user: OperatorUser, session: Db) -> dict:
+    firm_service.resume_firm(session, firm_id=firm_id, reason=body.reason, actor=user.actor)
+    return _row(session, firm_id)
 
 
 @router.get("/firm/settings", response_model=SettingsOut, summary="Your firm's settings (admin)")
