@@ -302,6 +302,22 @@ def test_a_lead_is_marked_lost_with_a_reason_and_reopened(world):
     assert browse(world, "fb:admin").post_form(f"/office/leads/{lead_id}/lost", {"reason": "mine now"}).status_code == 404
 
 
+def test_a_lead_is_marked_lost_and_reopened_through_the_api_too(world):
+    c, support = world.client, world.headers("support")
+    lead = c.post("/api/v1/leads", headers=support, json={"name": "Lou Lead", "email": "lou@lead.example",
+                                                            "source": "web", "consent": True}).json()
+    assert c.post(f"/api/v1/leads/{lead['id']}/lost", headers=support, json={"reason": ""}).status_code == 422
+    lost = c.post(f"/api/v1/leads/{lead['id']}/lost", headers=support, json={"reason": "no budget this year"})
+    assert lost.status_code == 200 and (lost.json()["status"], lost.json()["lost_reason"]) == ("lost", "no budget this year")
+    assert c.post(f"/api/v1/leads/{lead['id']}/convert", headers=support).status_code == 409  # a lost lead is not
+    assert c.post(f"/api/v1/leads/{lead['id']}/lost", headers=support, json={"reason": "again"}).status_code == 409
+    assert c.post(f"/api/v1/leads/{lead['id']}/reopen", headers=world.headers("fb:admin")).status_code == 404
+    reopened = c.post(f"/api/v1/leads/{lead['id']}/reopen", headers=support)
+    assert reopened.status_code == 200 and reopened.json()["status"] == "new"
+    assert c.post(f"/api/v1/leads/{lead['id']}/convert", headers=support).status_code == 201
+    assert [e.action for e in world.audit("lead.lost") + world.audit("lead.reopen")] == ["lead.lost", "lead.reopen"]
+
+
 def test_each_near_breach_alert_is_audited_once(world):
     with world.sessions.begin() as s:
         near_breach.update_settings(s, firm_id="fa", within_pct=None, within_amount="1500", actor="test")

@@ -57,6 +57,13 @@ def _new_lead(w: World, who) -> str:
                                           source="web", consent=True, actor="test").id)
 
 
+def _lost_lead(w: World, who) -> str:
+    lead_id = _new_lead(w, who)
+    with w.sessions.begin() as s:
+        lifecycle.mark_lead_lost(s, firm_id="fa", lead_id=int(lead_id), reason="not interested", actor="test")
+    return lead_id
+
+
 def _new_trader(w: World, who) -> str:
     with w.sessions.begin() as s:
         trader = m.Trader(firm_id="fa", name="T", email=f"t{next(w.counter)}@traders.example")
@@ -159,6 +166,8 @@ ROUTES: list[Route] = [
                                "consent": True}),
     Route("GET", "/api/v1/leads", SUPPORT),
     Route("POST", "/api/v1/leads/{lead_id}/convert", SUPPORT, path=_new_lead),
+    Route("POST", "/api/v1/leads/{lead_id}/lost", SUPPORT, path=_new_lead, body=lambda w, who: {"reason": "no budget"}),
+    Route("POST", "/api/v1/leads/{lead_id}/reopen", SUPPORT, path=_lost_lead),
     Route("GET", "/api/v1/traders", STAFF),
     Route("GET", "/api/v1/traders/{trader_id}", ALL, path=_t1),
     Route("POST", "/api/v1/traders/{trader_id}/transition", RISK, path=_new_trader,

@@ -160,6 +160,8 @@ def convert_lead(session: Session, *, firm_id: str, lead_id: int, actor: str) ->
         raise NotFound(f"no lead {lead_id}")
     if lead.status == "converted":
         raise Conflict(f"lead {lead_id} was already converted to trader {lead.trader_id}")
+    if lead.status == "lost":  # the trail stays readable: lost, reopened (audited), then converted
+        raise Conflict(f"lead {lead_id} is marked lost ({lead.lost_reason}); reopen it before converting it")
     trader = session.scalar(select(m.Trader).where(m.Trader.firm_id == firm_id, m.Trader.email == lead.email))
     if trader is None:
         trader = m.Trader(firm_id=firm_id, name=lead.name, email=lead.email, country=lead.country,

@@ -88,6 +88,21 @@ def convert_lead(lead_id: Id, user: SupportUser, session: Db) -> dict:
     return service.trader_view(session, firm_id=user.firm_id, trader_id=trader.id)
 
 
+class LostIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=500, description="why the lead is lost (audited)")
+
+
+@router.post("/leads/{lead_id}/lost", summary="Mark a new lead lost, with the reason")
+def lose_lead(lead_id: Id, body: LostIn, user: SupportUser, session: Db) -> dict:
+    return service.lead_view(service.mark_lead_lost(session, firm_id=user.firm_id, lead_id=lead_id,
+                                                    reason=body.reason, actor=user.actor))
+
+
+@router.post("/leads/{lead_id}/reopen", summary="Make a lost lead new again (it can be converted)")
+def reopen_lead(lead_id: Id, user: SupportUser, session: Db) -> dict:
+    return service.lead_view(service.reopen_lead(session, firm_id=user.firm_id, lead_id=lead_id, actor=user.actor))
+
+
 @router.get("/traders", summary="Traders of the firm with their stage")
 def list_traders(user: Staff, session: Db) -> list[dict]:
     from sqlalchemy import select
