@@ -118,6 +118,17 @@ def _error_path(error: str | None) -> str | None:
     return match.group(1) if match and match.group(1) != "$" else None
 
 
+def _saved(request: Request, summary: q.PackSummary, row, created: bool, *, how: str) -> Response:
+    """After either editor saved: the pack page comparing the active version with the draft, and what happened."""
+    base = summary.active or summary.versions[-1]
+    where = f"/office/packs/{summary.pack_id}?a={base.row.id}&b={row.id}"
+    if not created:
+        return redirect(request, where, flash=f"{summary.pack_id} v{row.version} is already stored with exactly "
+                                              f"this content ({row.status}); nothing was added.")
+    return redirect(request, where, flash=f"Draft {summary.pack_id} v{row.version} saved{how}. Nothing changes for "
+                                          f"any account until it is activated.")
+
+
 def _editor_start(session, user, pack_id: str, source: int | None):
     """What both editors (the YAML and the form) open with: the pack, the text of the version they start from
     (the one asked for, else the active one, else the newest), numbered as the next version, and that version."""
@@ -149,13 +160,7 @@ def draft_save(request: Request, pack_id: str, user: Role(*ADMIN), session: Db, 
         row, created = pack_service.add_version(session, firm_id=user.firm_id, pack=pack, actor=user.actor)
     except (Invalid, Conflict) as exc:
         return _draft_page(request, summary, text=text, source=source, error=str(exc), status=422)
-    base = summary.active or summary.versions[-1]
-    where = f"/office/packs/{summary.pack_id}?a={base.row.id}&b={row.id}"
-    if not created:
-        return redirect(request, where, flash=f"{summary.pack_id} v{row.version} is already stored with exactly "
-                                              f"this content ({row.status}); nothing was added.")
-    return redirect(request, where, flash=f"Draft {summary.pack_id} v{row.version} saved. Nothing changes for any "
-                                          f"account until it is activated.")
+    return _saved(request, summary, row, created, how="")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -357,10 +362,4 @@ async def rule_form_post(request: Request, pack_id: str, user: Role(*ADMIN), ses
         return _form_page(request, summary, text=text, source=source, error=f"not YAML: {exc}", status=422)
     except (Invalid, Conflict) as exc:
         return _form_page(request, summary, text=text, source=source, error=str(exc), status=422)
-    base = summary.active or summary.versions[-1]
-    where = f"/office/packs/{summary.pack_id}?a={base.row.id}&b={row.id}"
-    if not created:
-        return redirect(request, where, flash=f"{summary.pack_id} v{row.version} is already stored with exactly "
-                                              f"this content ({row.status}); nothing was added.")
-    return redirect(request, where, flash=f"Draft {summary.pack_id} v{row.version} saved from the form. Nothing "
-                                          f"changes for any account until it is activated.")
+    return _saved(request, summary, row, created, how=" from the form")
