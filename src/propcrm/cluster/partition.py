@@ -139,6 +139,9 @@ class PartitionRun:
     # firm -> ids of the events applied once by id (:data:`ONCE_SOURCES`): a re-publication past the
     # stream's de-duplication window is dropped here
     once: dict[str, set[str]] = field(default_factory=dict)
+    # firm -> the version of the symbol table its engine marks with (:meth:`Directory.symbols_at`):
+    # a batch that finds another version stored gives the engine that one first
+    symbols: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass
@@ -228,13 +231,32 @@ class Directory:
     def symbols(self, firm_id: str) -> SymbolTable | None:
         """The firm's symbol table (None: it has none, no position is marked to market), parsed once
         per stored version — what the embedded worker reads (``services.symbols``)."""
+        return self.symbols_at(firm_id)[0]
+
+    def symbols_at(self, firm_id: str) -> tuple[SymbolTable | None, object]:
+        """The firm's symbol table and its version (what :meth:`symbol_versions` reports for it), read
+        together so that a change between the two reads cannot be missed."""
         with self.sessions() as session:
             row = session.get(m.SymbolTable, firm_id)
             body = row.body if row is not None else None
+            version = (row.updated_at, row.symbols) if row is not None else None
         cached = self._symbol_tables.get(firm_id)
         if cached is None or cached[0] != body:
             cached = self._symbol_tables[firm_id] = (body, parse_symbol_table(body) if body is not None else None)
-        return cached[1]
+        return cached[1], version
+
+    def symbol_versions(self, firm_ids: list[str]) -> dict[str, object]:
+        """The stored version of each firm's symbol table (``None``: it has none) — one indexed read
+        of two columns, never the bodies."""
+        versions: dict[str, object] = dict.fromkeys(firm_ids)
+        with self.sessions() as session:
+            for start in range(0, len(firm_ids), _CHUNK):
+                for firm_id, updated_at, count in session.execute(
+                    select(m.SymbolTable.firm_id, m.SymbolTable.updated_at, m.SymbolTable.symbols)
+                    .where(m.SymbolTable.firm_id.in_(firm_ids[start : start + _CHUNK]))
+                ):
+                    versions[firm_id] = (updated_at, count)
+        return versions
 
     def program_for(self, firm_id: str):
         def resolve(external_id: str) -> PhaseProgram | None:
@@ -263,8 +285,14 @@ class PartitionStore:
 
     def __init__(self, sessions: sessionmaker[Session], stream: str, partitions: int, worker_id: str, *,
                  snapshot_interval_s: float = 2.0, snapshot_max_dirty: int = 20_000,
-                 max_ahead: dt.timedelta | None = None, vector: bool | None = None) -> None:
+                 max_ahead: dt.timedelta | None = None, vector: bool | None = None,
+                 symbols_check_s: float = 1.0) -> None:
         self.sessions = sessions
+        # a firm's symbol table changed through the API or an import reaches the running partitions:
+        # at most every ``symbols_check_s``, a batch reads the tables' versions (not their bodies) and
+        # gives an engine whose table is older the stored one before it applies anything
+        self.symbols_check_s = symbols_check_s
+        self._symbols_checked = -1e18
         # ticks screened in integers (engine.marking): the same decisions and states as the exact
         # path; the states then lag the ticks until settled, which this store does before it reads them.
         # It pays from ~20 holders per tick per partition (docs/cluster.md); PROPCRM_VECTOR_TICKS=0: off
@@ -330,7 +358,8 @@ class PartitionStore:
         for firm_id, engine in run.engines.items():
             # the firm's table as stored now, and the index of the positions ticks move: the states
             # above were put in without it
-            engine.set_symbols(self.directory.symbols(firm_id))
+            table, run.symbols[firm_id] = self.directory.symbols_at(firm_id)
+            engine.set_symbols(table)
         return run
 
     def _engine(self, run: PartitionRun, firm_id: str) -> Engine:
@@ -340,8 +369,31 @@ class PartitionStore:
             # JetStream's de-duplication, a redelivered message by the checkpoint
             engine = run.engines[firm_id] = Engine(self.directory.program_for(firm_id), dedupe=False,
                                                    vector=self.vector)
-            engine.set_symbols(self.directory.symbols(firm_id))  # positions are marked to market with it
+            table, run.symbols[firm_id] = self.directory.symbols_at(firm_id)
+            engine.set_symbols(table)  # positions are marked to market with it
         return engine
+
+    def _refresh_symbols(self, batch: list[tuple[PartitionRun, list[StreamMessage]]], now: float) -> int:
+        """Give every engine of the batch's runs whose firm's symbol table changed since it was read the
+        stored table (re-indexing the holders; pending screened marks are settled first), before the
+        batch's messages. Returns how many engines changed table. Rate-limited to ``symbols_check_s``."""
+        if now - self._symbols_checked < self.symbols_check_s:
+            return 0
+        self._symbols_checked = now
+        firms = sorted({firm_id for run, _ in batch for firm_id in run.engines})
+        if not firms:
+            return 0
+        stored = self.directory.symbol_versions(firms)
+        changed = 0
+        for run, _ in batch:
+            for firm_id, engine in run.engines.items():
+                if run.symbols.get(firm_id) != stored[firm_id]:
+                    table, run.symbols[firm_id] = self.directory.symbols_at(firm_id)
+                    engine.set_symbols(table)
+                    changed += 1
+                    log.info("partition %d: firm %s's symbol table changed; its engine uses the new one "
+                             "from stream seq > %d", run.partition, firm_id, run.applied)
+        return changed
 
     # ------------------------------------------------------------------ batches
     def apply(self, batch: list[tuple[PartitionRun, list[StreamMessage]]], *, snapshot: bool = False) -> BatchResult:
@@ -364,6 +416,7 @@ class PartitionStore:
             result.error = f"partitions {stale}: a batch rolled back on this run; take the partition over again"
             return result
         try:
+            self._refresh_symbols(batch, now)
             for run, messages in batch:
                 plan = _Plan(run, run.seq, run.seq, run.applied)
                 for message in messages:
