@@ -234,12 +234,21 @@ def bench_ticks(
     ticks: Annotated[int, typer.Option(help="ticks fed one by one")] = 5_000,
     scale: Annotated[str, typer.Option(help="comma-separated open-position counts for the growth table ('' for none)")] = "5000,20000,50000,100000",
     vector: Annotated[bool, typer.Option("--vector/--exact", help="screen ticks with numpy (default) or re-value every holder in Decimal")] = True,
+    mix: Annotated[str, typer.Option(help="calm: ±30 points a tick; market: trends and news spikes that take holders out of their band; both: calm, then market")] = "calm",
+    spike_every: Annotated[int, typer.Option(help="market: a news spike every this many ticks")] = 250,
+    sweep: Annotated[str, typer.Option(help="comma-separated positions per symbol: CPU µs per tick and per holder, vector and exact ('' for none)")] = "",
+    sweep_symbols: Annotated[int, typer.Option(help="symbols of the sweep")] = 6,
+    sweep_ticks: Annotated[int, typer.Option(help="ticks per sweep point (fewer on the exact path at the top)")] = 400,
 ) -> None:
     """Ticks/s and tick→decision latency (p50/p99) when ticks re-value the accounts holding the symbol."""
     from ..tools.bench_ticks import bench_ticks as run_bench
 
+    if mix not in ("calm", "market", "both"):
+        raise typer.BadParameter("--mix is calm, market or both")
     run_bench(accounts=accounts, positions=positions, symbols=symbols, ticks=ticks,
-              scale=[int(n) for n in scale.split(",") if n.strip()], vector=vector)
+              scale=[int(n) for n in scale.split(",") if n.strip()], vector=vector, mix=mix, spike_every=max(10, spike_every),
+              sweep=[int(n) for n in sweep.split(",") if n.strip()], sweep_symbols=sweep_symbols,
+              sweep_ticks=sweep_ticks)
 
 
 @bench_app.command("partition-ticks")
