@@ -72,14 +72,17 @@ def equity_from_units(units: int, places: int) -> Decimal:
     return Decimal(whole).scaleb(-places)
 
 
-def _mark_places(q: np.ndarray) -> np.ndarray:
-    """The places ``mark_from_units`` writes each mark with (2 to 8)."""
-    places = np.full(len(q), MARK_PLACES, np.int8)
-    step = 1
-    for _ in range(MARK_PLACES - 2):
-        step *= 10
-        places -= (q % step == 0).astype(np.int8)
-    return places
+# the places ``mark_from_units`` writes a mark of q units with, by q mod 10**6: which of 10, 100, …,
+# 10**6 divide q depends on that remainder alone (the floor modulo of a negative q included)
+_PLACES_BY_REST = np.full(10 ** (MARK_PLACES - 2), MARK_PLACES, np.int8)
+for _k in range(1, MARK_PLACES - 1):
+    _PLACES_BY_REST[:: 10**_k] -= 1
+
+
+def mark_places(q: np.ndarray) -> np.ndarray:
+    """The places ``mark_from_units`` writes each mark with (2 to 8): one modulo and one look-up
+    (it was six modulo passes, a fifth of a screened tick's CPU)."""
+    return _PLACES_BY_REST[q % len(_PLACES_BY_REST)]
 
 
 def _places(value: Decimal) -> int:
@@ -474,7 +477,7 @@ class Marks:
             # the exact path's equity keeps the most places of every mark it added or took out — the old
             # mark's too: a whole-cent tick can take out a mark of more places (a tick quoted to an extra
             # place before the account's state was re-read), so "cents" alone does not bound them
-            np.maximum.at(self.places, accounts, np.maximum(_mark_places(q), _mark_places(book.mark[changed])))
+            np.maximum.at(self.places, accounts, np.maximum(mark_places(q), mark_places(book.mark[changed])))
             book.mark[changed] = q
             self.pending[accounts] = True
             kept.append(accounts)
