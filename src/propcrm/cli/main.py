@@ -691,7 +691,7 @@ def trades_backfill(
     from ..adapters.db import models as m
     from ..adapters.db.session import sessions
     from ..services.trades import backfill
-    from ..web.queries_accounts import backfill_points
+    from ..services.equity_replay import backfill_points
 
     engine = database(database_url)
     try:
