@@ -29,10 +29,7 @@ LAYERS: tuple[frozenset[str], ...] = (
 )
 
 #: Known exceptions, each with the reason and what removes it. Keep this short.
-ALLOWED_PRIVATE = {
-    # analytics/ is being reworked on another branch (issue 18); the helper becomes public there
-    ("propcrm.analytics.incremental", "propcrm.analytics.detect._symbol_groups"),
-}
+ALLOWED_PRIVATE: set[tuple[str, str]] = set()
 ALLOWED_CROSSINGS = {
     # services/ -> features/ (issue 20's platform hooks, marked "-- platforms" in the code): the only
     # edges that make services and features a circle. They go when the services move into their
