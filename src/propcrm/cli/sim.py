@@ -62,7 +62,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         seconds: Annotated[float, typer.Option(help="measured seconds (after the warm-up)")] = 30,
         warmup: Annotated[float, typer.Option(help="seconds before measuring")] = 5,
         reckless_share: Annotated[float, typer.Option("--reckless-share", help="share of traders who breach sooner or later")] = 0.05,
-        wake: Annotated[bool, typer.Option("--wake/--poll", help="event-driven worker and dispatcher instead of the embedded loops' idle waits")] = False,
+        wake: Annotated[bool, typer.Option("--wake/--poll", hidden=True, help="ignored: the worker and the dispatcher are woken by commits, as in serve")] = True,
         workdir: Annotated[Optional[str], typer.Option(help="directory for the two databases (default: a new temporary one)")] = None,
     ) -> None:
         """Deals and equity updates from the platform simulator through the MT5 Web API connector into
