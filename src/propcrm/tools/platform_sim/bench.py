@@ -234,18 +234,16 @@ def bench_platforms(*, accounts: int = 400, deals_per_s: float = 2000, equity_pe
     window_end = time.time()
     cpu_end = _cpu(threads, sim.pid)
     load_end = os.getloadavg()[0]
-    sim.send_signal(signal.SIGINT)  # the traders stop; what they did is drained below
-    try:
-        sim.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        sim.kill()
+    sim.send_signal(signal.SIGUSR1)  # the traders stop; the platform serves on while what they did is drained
     drained_by = time.time() + 30
-    with engine.connect() as conn:
+    with engine.execution_options(sqlite_begin="DEFERRED").connect() as conn:
         while time.time() < drained_by:
             pending = conn.execute(text("SELECT count(*) FROM raw_events WHERE status = 'pending' "
                                         "AND account_id IS NOT NULL")).scalar()
+            commands = conn.execute(text("SELECT count(*) FROM outbox WHERE status = 'pending' "
+                                         "AND kind = 'platform_command'")).scalar()
             conn.commit()
-            if not pending and time.time() - window_end > 3:
+            if not pending and not commands and time.time() - window_end > 3:
                 break
             time.sleep(0.2)
     stop.set()
@@ -253,6 +251,11 @@ def bench_platforms(*, accounts: int = 400, deals_per_s: float = 2000, equity_pe
     OUTBOX.notify()
     for thread in threads:
         thread.join(timeout=10)
+    sim.send_signal(signal.SIGINT)
+    try:
+        sim.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        sim.kill()
     dispatcher.close()
     os.environ.update(saved_env)
 
