@@ -32,6 +32,11 @@ claimed value: if this dispatcher was so slow that its lease ran out and another
 the row, the later claim owns it. A dispatcher killed mid-delivery loses nothing: its leased rows
 come due again when the lease ends (at least once; hence the idempotency key).
 
+**Platform commands first.** A pass claims due platform commands before other rows (then by id): a
+breach's ``disable`` never waits behind a batch of e-mails to a slow SMTP server or webhooks, because
+the time from a breach to the platform refusing the account's orders is what limits a trader's
+further losses (issue 20). Notifications keep their order among themselves.
+
 **Order per account.** Platform commands for one account are delivered in the order they were
 written: a command waits while an earlier command for the same account is still pending and
 either due or already tried (in flight, or failing and backing off). So a ``resume`` never
@@ -58,7 +63,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import case, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from ..adapters.db import models as m
@@ -235,7 +240,7 @@ class Dispatcher:
         query = (
             select(o.id, o.firm_id, o.kind, o.payload, o.dedupe_key, o.attempts)
             .where(o.status == "pending", o.next_attempt_at <= now, or_(o.kind != "platform_command", ~held_back))
-            .order_by(o.id)
+            .order_by(case((o.kind == "platform_command", 0), else_=1), o.id)  # commands first: module doc
             .limit(limit)
         )
         with self.sessions.begin() as session:
@@ -599,6 +604,29 @@ def summary(report: DispatchReport) -> str:
             f"({report.claimed:,} claimed, {report.seconds:.2f} s)")
 
 
+def dispatch_loop(dispatcher: Dispatcher, stop: threading.Event, *, fallback: float = 0.5,
+                  total: DispatchReport | None = None) -> None:
+    """Passes until ``stop``: while a pass delivers or fails something, the next one at once; when idle,
+    wait until outbox rows are committed in this process (:data:`~.wakeup.OUTBOX` — the worker's
+    decisions in ``propcrm serve``) or ``fallback`` seconds pass (rows another process wrote, retries
+    coming due). There is no poll interval between a breach's commit and its ``disable`` being sent.
+    Whoever sets ``stop`` should also call ``OUTBOX.notify()`` to end the wait at once."""
+    from .wakeup import OUTBOX
+
+    while not stop.is_set():
+        seen = OUTBOX.generation  # read before the pass: a commit during the pass wakes the next wait
+        try:
+            report = dispatcher.run_once()
+        except Exception:  # noqa: BLE001 - a failed pass is retried; each outcome committed on its own
+            log.exception("dispatch pass failed; retrying")
+            stop.wait(min(fallback, 1.0))
+            continue
+        if total is not None:
+            total.add(report)
+        if not report.delivered and not report.failed and not report.cancelled and not report.dead:
+            OUTBOX.wait(seen, fallback)
+
+
 def run_dispatcher(*, database_url: str | None, once: bool = False, interval: float = 1.0,
                    env: Settings | Mapping[str, str] | None = None, stop: threading.Event | None = None,
                    print_: Callable[[str], None] = print) -> DispatchReport:
@@ -622,16 +650,7 @@ def run_dispatcher(*, database_url: str | None, once: bool = False, interval: fl
             return total
         stop = stop or threading.Event()
         try:
-            while not stop.is_set():
-                try:
-                    report = dispatcher.run_once()
-                except Exception:  # noqa: BLE001 - a failed pass is retried; each outcome committed on its own
-                    log.exception("dispatch pass failed; retrying")
-                    stop.wait(interval)
-                    continue
-                total.add(report)
-                if report.claimed == 0:
-                    stop.wait(interval)
+            dispatch_loop(dispatcher, stop, fallback=interval, total=total)
         except KeyboardInterrupt:
             pass
         print_(summary(total))
@@ -650,6 +669,7 @@ __all__ = [
     "build_dispatcher",
     "connectors_from",
     "connectors_from_env",
+    "dispatch_loop",
     "describe_error",
     "email_from",
     "email_from_env",
