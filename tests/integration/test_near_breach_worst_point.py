@@ -137,4 +137,25 @@ def test_the_partitioned_workers_alert_on_the_worst_point_of_a_batch(db_url, vec
             run = store.take(p)
             assert not store.apply([(run, again[p])]).failed
     assert len(stored_alerts(Session)) == 2
+    # the next day, ticks alone (no event of the account's own) move the holder in place, inside its band: the
+    # first dip (a warning at 80 % of the daily loss) with alerts as good as off, the second with them on again
+    def tick(eid: str, ts: str, bid: str) -> bytes:
+        return (f'{{"id":"{eid}","type":"price","ts":"2026-03-03T{ts}Z","symbol":"EURUSD","bid":"{bid}",'
+                f'"ask":"{bid}"}}').encode()
+
+    with Session.begin() as s:
+        near_breach.update_settings(s, firm_id="bench", within_pct=None, within_amount="0.01", actor="test")
+    store = PartitionStore(Session, "S", P, "w2", snapshot_interval_s=0, vector=vector)
+    warned = _messages([tick("p4", "09:00:00", "1.09900"), tick("p5", "09:00:01", "1.09580"),
+                        tick("p6", "09:00:02", "1.09900")], first_seq=200)
+    for p in range(P):
+        assert not store.apply([(store.take(p), warned[p])]).failed
+    with Session.begin() as s:
+        near_breach.update_settings(s, firm_id="bench", within_pct="1", within_amount=None, actor="test")
+    store = PartitionStore(Session, "S", P, "w3", snapshot_interval_s=0, vector=vector)
+    ticks = _messages([tick("p7", "10:00:00", "1.09560"), tick("p8", "10:00:01", "1.09900")], first_seq=300)
+    for p in range(P):
+        assert not store.apply([(store.take(p), ticks[p])]).failed
+    assert stored_alerts(Session)[2:] == [
+        (ticked, "daily_loss", "2026-03-03", "95600", "95000", "600", "2026-03-03T10:00:00+00:00")]
     engine.dispose()
