@@ -94,13 +94,14 @@ def limit_slots(program: PhaseProgram) -> tuple[tuple[str, int], ...]:
 class Low:
     """One watched account's worst points since the last drain, and the equity under which to look."""
 
-    __slots__ = ("slots", "zone", "points", "below")
+    __slots__ = ("slots", "zone", "points", "below", "tops")
 
     def __init__(self, slots: tuple[tuple[str, int], ...], zone: Zone, st: AccountState) -> None:
         self.slots = slots
         self.zone = zone
         self.points: dict[tuple[str, dt.date | None], LowPoint] = {}
         self.below = INFINITY
+        self.tops: dict[Decimal, Decimal] = {}  # level → the zone's ceiling for it (levels rarely move)
         self.refresh(st)
 
     def refresh(self, st: AccountState) -> None:
@@ -113,7 +114,11 @@ class Low:
                 level = levels[slot]
                 if not level.is_finite():
                     continue
-                top = zone.ceiling(level)
+                top = self.tops.get(level)
+                if top is None:
+                    if len(self.tops) > 8:
+                        self.tops.clear()
+                    top = self.tops[level] = zone.ceiling(level)
                 best = points.get((name, day))
                 if best is not None:
                     top = min(top, level + best.distance)

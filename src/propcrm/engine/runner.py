@@ -261,8 +261,10 @@ class Engine:
                                 lows[ev.account].refresh(st)  # a trailing level moved
                         st.last_ts = ts
                         fast += 1
-                        if lows is not None:
-                            self._note_low_fast(ev.account, st, ts, eid)
+                        if lows is not None:  # one look-up and one comparison unless it may be a new worst point
+                            low = lows.get(ev.account)
+                            if low is None or equity <= low.below:
+                                self._note_low_fast(ev.account, st, ts, eid)
                         continue
             elif cls is Clock:
                 seen_add(eid)
