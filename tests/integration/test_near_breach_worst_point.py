@@ -6,7 +6,6 @@ that stays outside the distance alerts nothing; an account alerts at most once p
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
 
 import pytest
 from sqlalchemy import select
