@@ -363,6 +363,9 @@ class PartitionStore:
         for firm_id, engine in run.engines.items():
             if engine.lows is None:
                 continue
+            for (firm, _), outcome in outcomes.items():  # watched: no point is no alert (not the end state)
+                if firm == firm_id and outcome.lows is None:
+                    outcome.lows = []
             for external_id, points in engine.drain_lows().items():
                 key = (firm_id, external_id)
                 outcome = outcomes.get(key)

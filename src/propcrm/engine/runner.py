@@ -156,6 +156,8 @@ class Engine:
             self.adopt(st, program)
         self.seen = set(snap.seen)
         self.last_clock = snap.last_clock
+        if self.lows is not None:
+            self.lows = {}
         if self.marks is not None:
             self.marks.reset()
 
@@ -305,6 +307,8 @@ class Engine:
         pending marks into ``st``."""
         if self.marks is not None:
             self.marks.touch(st.account)
+        if self.lows is not None:  # its worst points so far were of the state it replaces
+            self.lows.pop(st.account, None)
         self.states[st.account] = st
         self.programs[st.account] = program
         self._reindex(st.account, st)
@@ -315,6 +319,8 @@ class Engine:
             self.marks.touch(account)
         self.states.pop(account, None)
         self.programs.pop(account, None)
+        if self.lows is not None:
+            self.lows.pop(account, None)
         self._unindex(account)
 
     def _reindex(self, account: str, st: AccountState) -> None:
