@@ -474,11 +474,14 @@ def bench_ingest(
 def bench_worker(
     accounts: Annotated[int, typer.Option(help="accounts in the synthetic firm")] = 1000,
     requests: Annotated[int, typer.Option(help="requests of 250 events, one pass after each")] = 160,
+    alert_distance: Annotated[Optional[str], typer.Option(
+        "--alert-distance", help="the firm's near-breach alert distance: \"5%\" of equity or an amount \"500\" "
+                                 "(default: none, alerts off)")] = None,
 ) -> None:
     """CPU time of the evaluation worker per request (SQLite, in-process): holds on a shared machine."""
     from ..tools.bench_service import bench_worker as run_bench
 
-    run_bench(accounts=accounts, requests=requests)
+    run_bench(accounts=accounts, requests=requests, alert_distance=alert_distance)
 
 
 @bench_app.command("web")

@@ -57,6 +57,8 @@ from ..engine.evaluate import copy_state
 from ..services.catalog import PackCache
 from ..services.ingest import ahead_of_clock, max_ahead_from_env, quarantine_lines
 from ..services import audit
+from ..engine.lows import Zone
+from ..services import near_breach
 from ..services.payouts import SOURCE as PAYOUT_SOURCE, WITHDRAWAL_APPLIED
 from ..services.equity_points import point_of
 from ..services.trades import PROJECTED_EVENTS
@@ -306,6 +308,7 @@ class PartitionStore:
         self._home: dict[tuple[str, str], int] = {}  # (firm, account) -> partition, cached
         self.max_ahead = max_ahead_from_env() if max_ahead is None else max_ahead
         self._applied_once: list[dict] = []  # a batch's once-only events applied (audited with its commit)
+        self._zones: dict[str, tuple[float, Zone | None]] = {}  # firm → (until, its near-breach alert distance)
 
     # ------------------------------------------------------------------ takeover
     def take(self, partition: int, epoch: int = 0) -> PartitionRun:
@@ -371,6 +374,7 @@ class PartitionStore:
                                                    vector=self.vector)
             table, run.symbols[firm_id] = self.directory.symbols_at(firm_id)
             engine.set_symbols(table)  # positions are marked to market with it
+        engine.watch_lows(self._zone(firm_id))  # the batch's worst points, for the near-breach alerts
         return engine
 
     def _refresh_symbols(self, batch: list[tuple[PartitionRun, list[StreamMessage]]], now: float) -> int:
@@ -394,6 +398,37 @@ class PartitionStore:
                     log.info("partition %d: firm %s's symbol table changed; its engine uses the new one "
                              "from stream seq > %d", run.partition, firm_id, run.applied)
         return changed
+
+    def _zone(self, firm_id: str) -> Zone | None:
+        """The firm's near-breach alert distance, read at most every ``near_breach.SETTINGS_TTL`` seconds."""
+        now = time.monotonic()
+        cached = self._zones.get(firm_id)
+        if cached is None or cached[0] <= now:
+            with self.sessions() as session:
+                cached = self._zones[firm_id] = (now + near_breach.SETTINGS_TTL,
+                                                 near_breach.zone_of(session, firm_id))
+        return cached[1]
+
+    def _lows(self, run: PartitionRun, outcomes: dict) -> None:
+        """Hand each account's worst points of the batch to its outcome (an account only a tick moved gets
+        an outcome of its own: it has no decision, but it may have dipped)."""
+        for firm_id, engine in run.engines.items():
+            if engine.lows is None:
+                continue
+            for (firm, _), outcome in outcomes.items():  # watched: no point is no alert (not the end state)
+                if firm == firm_id and outcome.lows is None:
+                    outcome.lows = []
+            for external_id, points in engine.drain_lows().items():
+                key = (firm_id, external_id)
+                outcome = outcomes.get(key)
+                if outcome is None:
+                    ref, st, dirty = self.directory.get(firm_id, external_id), engine.state(external_id), \
+                        run.dirty.get(key)
+                    if ref is None or st is None or dirty is None:
+                        continue
+                    outcome = outcomes[key] = outcome_for(ref, st, engine.programs[external_id], dirty.last_seq, [],
+                                                          dirty.status_ts)
+                outcome.lows = [*(outcome.lows or ()), *points]
 
     # ------------------------------------------------------------------ batches
     def apply(self, batch: list[tuple[PartitionRun, list[StreamMessage]]], *, snapshot: bool = False) -> BatchResult:
@@ -427,6 +462,8 @@ class PartitionStore:
                     events = self._apply_message(run, message, outcomes, dead, touched, silent=silent)
                     plan.applied = message.seq
                     if silent:
+                        for engine in run.engines.values():
+                            engine.drain_lows()  # the replayed past alerted when it was live
                         continue
                     plan.new = message.seq
                     result.messages += 1
@@ -437,6 +474,7 @@ class PartitionStore:
                 plan.snapshot = snapshot
                 if plan.new != plan.old or plan.snapshot:
                     plans.append(plan)
+                self._lows(run, outcomes)
             for run, _ in batch:  # the states as the exact path has them: checked, stored, snapshotted
                 for engine in run.engines.values():
                     engine.settle()

@@ -23,7 +23,7 @@ states.
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
+from decimal import ROUND_CEILING, Context, Decimal
 from math import gcd
 from typing import Any
 
@@ -43,6 +43,7 @@ _MAX_MARK = 2**55
 _MAX_ROWS = 32  # positions per screened account: their marks' sum stays below 2**60
 _MAX_PLACES = 8  # events carry at most 8 decimal places (domain.events.MAX_PLACES)
 _GROW = 256
+_CEILING = Context(prec=60, rounding=ROUND_CEILING)
 
 
 def to_units(value: Decimal) -> int | None:
@@ -98,6 +99,14 @@ def _watch(value: Decimal, up: bool) -> int:
     scaled = value.scaleb(MARK_PLACES)
     edge = int(scaled.to_integral_value(rounding="ROUND_CEILING" if up else "ROUND_FLOOR"))
     return max(-_TOP, min(_TOP, edge))
+
+
+def _alert_units(below: Decimal) -> int:
+    """The screen's threshold for an equity ``below`` (rounded up: the screen may only err towards the exact path)."""
+    if below.is_infinite():
+        return _TOP if below > 0 else -_TOP
+    units = int(below.scaleb(MARK_PLACES, _CEILING).to_integral_value(ROUND_CEILING))
+    return max(-_TOP, min(_TOP, units))
 
 
 def _micros(ts: dt.datetime) -> int:
@@ -248,6 +257,9 @@ class Marks:
         self.top = np.zeros(n, np.int64)  # the highest equity since the settlement, when it made a new peak
         self.top_places = np.zeros(n, np.int8)
         self.raised = np.zeros(n, bool)
+        # near-breach watching (engine/lows.py): an equity at or under ``alert`` goes the exact path (to be
+        # measured there), as does a new intraday peak (it moves a level the measure reads)
+        self.alert = np.full(n, -_TOP, np.int64)
         self.stamp = np.zeros(n, np.int64)  # scratch: picks each account once from rows (no sort)
         self.pending = np.zeros(n, bool)  # the Decimal state lags the integers
         self.rows: dict[str, list[tuple[Book, int, str]]] = {}
@@ -350,7 +362,7 @@ class Marks:
             self.names.append(account)
             if index == len(self.base):
                 for name in ("base", "floating", "low", "high", "peak", "deadline", "places", "pending",
-                             "trail", "amount", "cap", "offset", "top", "top_places", "raised", "stamp"):
+                             "trail", "amount", "cap", "offset", "top", "top_places", "raised", "stamp", "alert"):
                     old = getattr(self, name)
                     new = np.zeros(len(old) * 2, old.dtype)
                     new[: len(old)] = old
@@ -388,6 +400,7 @@ class Marks:
         self.pending[index] = False
         self.raised[index] = False
         self.trail[index] = False
+        self.alert[index] = _alert_units(self.engine.low_below(st.account, st))
         line = self.engine.programs[st.account].peak_line(st)
         if line is not None:
             amount, cap, offset = (to_units(x) if x is not None else _TOP for x in line)
@@ -454,6 +467,7 @@ class Marks:
         if not moved:
             return sorted(exact)
         now = _micros(ts)
+        watching = self.engine.lows is not None
         verdicts = []
         for book, changed, q, accounts, change, cents in moved:  # every change is in before any test
             equity = self.base[accounts] + floating[accounts]
@@ -464,6 +478,8 @@ class Marks:
             )
             if gone is not None:
                 inside &= ~np.isin(accounts, gone)
+            if watching:
+                inside &= (equity > self.alert[accounts]) & (equity <= self.peak[accounts])
             verdicts.append(inside)
         kept = []
         for (book, changed, q, accounts, change, cents), inside in zip(moved, verdicts):

@@ -338,6 +338,8 @@ class NearBreachAlert(Base):
     equity: Mapped[Decimal] = mapped_column(Money)
     level: Mapped[Decimal] = mapped_column(Money)
     distance: Mapped[Decimal] = mapped_column(Money)
+    # (migration 0026) when the batch's worst point was reached: the time of the event whose equity is named
+    reached_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     seen_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     seen_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
