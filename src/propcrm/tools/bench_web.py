@@ -96,6 +96,7 @@ ROLE_PAGES: dict[str, tuple[str, ...]] = {
         "/office/cases/{case}",
         "/office/halts",
         "/office/leaderboard",
+        "/office/leaderboard?period=all",
         "/office/audit",
         "/office/audit?entity=account&entity_id={id}",
         "/office/audit?action=payout.",
@@ -117,7 +118,7 @@ ROLE_PAGES: dict[str, tuple[str, ...]] = {
         "/office/tasks?view=mine",
         "/office/tasks?view=done&offset={offset_small}",
         "/office/leads",
-        "/office/leads?status=new",
+        "/office/leads?status=new&offset={offset}",
     ),
     "finance@bench.example": (
         "/office/payouts",
@@ -126,6 +127,7 @@ ROLE_PAGES: dict[str, tuple[str, ...]] = {
         "/office/payouts.csv",
         "/office/dashboard",
         "/office/products",
+        "/office/products?codes_offset={offset_small}",
         "/office/scalings",
     ),
     "admin@bench.example": (
@@ -150,6 +152,7 @@ ROLE_PAGES: dict[str, tuple[str, ...]] = {
         "/portal/profile",
         "/portal/messages",
         "/portal/leaderboard",
+        "/portal/leaderboard?period=all",
     ),
 }
 
