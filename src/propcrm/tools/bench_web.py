@@ -858,7 +858,7 @@ def bench_web(*, accounts: int = 100_000, events: int = 10_000_000, db: str | No
     elif role:
         groups = {role: ROLE_PAGES[role]}
     elif roles:
-        groups = {EMAIL: DEFAULT_URLS, **ROLE_PAGES}
+        groups = {**ROLE_PAGES, EMAIL: DEFAULT_URLS + ROLE_PAGES[EMAIL]}
     else:
         groups = {EMAIL: DEFAULT_URLS}
     results = []
