@@ -4,11 +4,15 @@
    trader) and ``--events`` stored events: realistic event bodies (trades opened and closed, equity
    updates; ``status='applied'``) bulk-inserted with the driver directly (``sqlite3`` executemany,
    PostgreSQL ``COPY``), the same events run through the engine to give every account its real state,
-   figures and status, the engine's decisions, and a risk score for four accounts in five;
+   figures and status, the engine's decisions, and a risk score for four accounts in five; beside the
+   engine, the worker's projections (trades, closes, activity, chart points: :class:`_Projections`); then
+   (:func:`fill_crm`, also on a database built before it) the CRM, support, payouts, cases and audit at a
+   big firm's proportions;
 2. **serve** it (``propcrm serve --no-worker`` on a free port), log in as a risk officer;
 3. **time** GET requests one after another — ``--requests`` per URL (default: the accounts list with
-   several sorts, filters, searches and pages; an account page and its chart data; the JSON API) —
-   and print p50/p95/p99/max per URL.
+   several sorts, filters, searches and pages; an account page and its chart data; the JSON API; with
+   ``roles``, every role's daily pages as that role: :data:`ROLE_PAGES`) — and print p50/p95/p99/max per
+   URL and the server's CPU per request.
 
 URL templates may use ``{id}`` (a random account id), ``{offset}`` (a random page offset) and
 ``{trader}`` (a random trader's name).
