@@ -492,11 +492,14 @@ def bench_web(
     database_url: Annotated[Optional[str], typer.Option("--database-url", help="time PostgreSQL instead (built when empty)")] = None,
     requests: Annotated[int, typer.Option(help="timed requests per page")] = 200,
     url: Annotated[Optional[list[str]], typer.Option("--url", help="a page to time (repeatable; {id} = a random account id); default: the accounts pages")] = None,
+    roles: Annotated[bool, typer.Option("--roles", help="also every role's daily pages (risk, support, finance, admin, the portal)")] = False,
+    role: Annotated[Optional[str], typer.Option("--role", help="only this login's pages (e.g. support@bench.example), or the --url pages as it")] = None,
 ) -> None:
-    """Response times of the back office's account pages over a big firm (p50/p95/p99/max per page)."""
+    """Response times of the back office's pages over a big firm (p50/p95/p99/max per page)."""
     from ..tools.bench_web import bench_web as run_bench
 
-    run_bench(accounts=accounts, events=events, db=db, database_url=database_url, requests=requests, urls=url)
+    run_bench(accounts=accounts, events=events, db=db, database_url=database_url, requests=requests, urls=url,
+              roles=roles, role=role)
 
 
 @bench_app.command("portal")
