@@ -1,7 +1,7 @@
 """near-breach alerts name the moment of the worst point (issue 16)
 
 Revision ID: 0026
-Revises: 0024
+Revises: 0025
 
 - ``near_breach_alerts.reached_at``: the time of the event that brought the account nearest the limit in its
   evaluation batch (the alert's equity, level and distance are that event's); empty for alerts raised before,
@@ -14,7 +14,7 @@ from propcrm.adapters.db.models import UtcDateTime
 
 
 revision = '0026'
-down_revision = '0024'
+down_revision = "0025"
 branch_labels = None
 depends_on = None
 
