@@ -68,3 +68,29 @@ def test_the_driver_level_path_is_taken_only_when_enabled(tmp_path, monkeypatch,
     with sessions(engine).begin() as session:
         assert bulk.applies(session) is fast
     engine.dispose()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_value_its_type_refuses_fails_as_it_did(tmp_path, monkeypatch, fast):
+    """A refused value (here a float for money) raises SQLAlchemy's ``StatementError`` with the same words
+    on both paths: the worker's isolation sets the account aside with the reason it always gave."""
+    from decimal import Decimal
+
+    from sqlalchemy import Column, Integer, MetaData, Table, insert
+    from sqlalchemy import exc as sa_exc
+    from sqlalchemy.orm import Session
+
+    from propcrm.adapters.db.models import Money
+
+    monkeypatch.setattr(bulk, "ENABLED", fast)
+    engine = make_engine(f"sqlite:///{tmp_path / 'money.db'}")
+    table = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("amount", Money))
+    table.metadata.create_all(engine)
+    statement = insert(table)
+    with Session(engine) as session, session.begin():
+        bulk.executemany(session, statement, [{"amount": Decimal("1.50")}])
+        with pytest.raises(sa_exc.StatementError, match="money must be a Decimal, got float"):
+            bulk.executemany(session, statement, [{"amount": Decimal("2")}, {"amount": 2.5}])
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT typeof(amount), amount FROM t").all() == [("text", "1.50")]
+    engine.dispose()

@@ -49,8 +49,12 @@ def executemany(session: Session, statement, rows: Sequence[dict]) -> None:
         session.execute(statement, list(rows))
         return
     sql, params = plan
-    values = [tuple([row[name] if process is None else process(row[name]) if process is not _CONSTANT else name
-                     for name, process in params]) for row in rows]
+    try:
+        values = [tuple([row[name] if process is None else process(row[name]) if process is not _CONSTANT else name
+                         for name, process in params]) for row in rows]
+    except Exception:  # noqa: BLE001 - a value its type refuses: SQLAlchemy's path raises what it always raised
+        session.execute(statement, list(rows))
+        raise  # (not reached: the same processors refuse the same value there)
     session.connection().exec_driver_sql(sql, values)
 
 
