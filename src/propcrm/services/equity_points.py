@@ -35,7 +35,6 @@ from typing import Any, NamedTuple
 from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.orm import Session
 
-from ..adapters.db import bulk
 from ..adapters.db import models as m
 from ..domain.rules.limits import DailyLossRule, MaxLossRule
 
@@ -156,9 +155,6 @@ def _pairs(text: str | None) -> tuple[tuple[str, str], ...]:
     return tuple(tuple(line.split(": ", 1)) if ": " in line else (line, "") for line in text.split("\n"))
 
 
-_INSERT = insert(m.EquityPoint.__table__)
-
-
 class _Stored(NamedTuple):
     id: int
     ts: dt.datetime
@@ -211,7 +207,8 @@ def record(session: Session, accounts: Sequence[tuple[str, int, Sequence[Point]]
                                  "max_loss": p.max_loss, "decisions": _text(p.decisions)})
     for start in range(0, len(drop), _CHUNK):
         session.execute(delete(table).where(table.c.id.in_(drop[start:start + _CHUNK])))
-    bulk.executemany(session, _INSERT, rows_out)
+    if rows_out:
+        session.execute(insert(table), rows_out)
     return len(rows_out)
 
 

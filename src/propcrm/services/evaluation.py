@@ -43,7 +43,6 @@ from sqlalchemy import text as text_sql
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..adapters.db import bulk
 from ..adapters.db import models as m
 from ..domain.decisions import ENCODER as DECISION_ENCODER
 from ..domain.decisions import Decision
@@ -759,9 +758,6 @@ def _write_units(session: Session, units: list[_AccountWork]) -> None:
     """Everything the accounts of ``units`` commit: outcomes, applied and refused rows, quarantine."""
     write_outcomes(session, [unit.outcome for unit in units])
     applied = [seq for unit in units for seq in unit.applied]
-    if bulk.applies(session):  # SQLite: a prepared statement per row at the driver beats a literal IN list
-        bulk.executemany(session, _APPLIED, [{"row_seq": seq, "row_status": "applied"} for seq in applied])
-        applied = []
     for start in range(0, len(applied), 1000):
         session.execute(
             update(m.RawEvent)
@@ -776,10 +772,6 @@ def _write_units(session: Session, units: list[_AccountWork]) -> None:
                 for unit in units for row, reason in unit.firm_problems}
     if problems:
         quarantine_rows(session, list(problems.values()))
-
-
-_APPLIED = update(m.RawEvent.__table__).where(m.RawEvent.__table__.c.seq == bindparam("row_seq")).values(
-    status=bindparam("row_status"))
 
 
 def _set_rows_aside(session: Session, rows: list[tuple]) -> None:

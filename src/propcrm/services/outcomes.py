@@ -23,7 +23,6 @@ from sqlalchemy import text as text_sql
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ..adapters.db import bulk
 from ..adapters.db import models as m
 from ..domain.decisions import ENCODER as DECISION_ENCODER
 from ..domain.decisions import Decision
@@ -310,7 +309,9 @@ def upsert_states(session: Session, outcomes: list[AccountOutcome], now: dt.date
     dialect = session.get_bind().dialect.name
     moved = [o for o in outcomes if o.stored is not None and o.encoded == o.stored]
     if moved:  # the state is as stored (a clock tick that changed nothing): only the position moves
-        bulk.executemany(session, _MOVE_STATES, [{"moved_id": o.account.id, "moved_seq": o.last_seq} for o in moved])
+        session.execute(
+            update(table).where(table.c.account_id == bindparam("moved_id")).values(last_seq=bindparam("moved_seq")),
+            [{"moved_id": o.account.id, "moved_seq": o.last_seq} for o in moved])
         outcomes = [o for o in outcomes if not (o.stored is not None and o.encoded == o.stored)]
         if not outcomes:
             return
@@ -338,25 +339,12 @@ def upsert_states(session: Session, outcomes: list[AccountOutcome], now: dt.date
     rows = [{"account_id": o.account.id, "firm_id": o.account.firm_id, "state": o.encoded or STATE_ENCODER.encode(o.state),
              "last_seq": o.last_seq, "balance": o.state.balance, "equity": o.state.equity, "updated_at": now, **f}
             for o, f in zip(outcomes, figures)]
-    bulk.executemany(session, _upsert_states_statement(dialect), rows)
-
-
-_MOVE_STATES = update(m.AccountState.__table__).where(
-    m.AccountState.__table__.c.account_id == bindparam("moved_id")).values(last_seq=bindparam("moved_seq"))
-_UPSERT_STATES: dict[str, object] = {}
-
-
-def _upsert_states_statement(dialect: str):
-    """``INSERT … ON CONFLICT (account_id) DO UPDATE`` of a state with its figures, built once per dialect."""
-    statement = _UPSERT_STATES.get(dialect)
-    if statement is None:
-        table = m.AccountState.__table__
-        statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-        statement = _UPSERT_STATES[dialect] = statement.on_conflict_do_update(
-            index_elements=[table.c.account_id],
-            set_={name: statement.excluded[name] for name in (*_STATE_COLUMNS, *FIGURE_COLUMNS)},
-        )
-    return statement
+    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c.account_id],
+        set_={name: statement.excluded[name] for name in (*_STATE_COLUMNS, *FIGURE_COLUMNS)},
+    )
+    session.execute(statement, rows)
 
 
 def _status_changes(session: Session, outcomes: list[AccountOutcome]) -> list[tuple[AccountOutcome, str]]:

@@ -30,7 +30,6 @@ import msgspec
 from sqlalchemy import String, bindparam, cast, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from ..adapters.db import bulk
 from ..adapters.db import models as m
 from ..domain.events import DECODER, Session as LoginEvent, TradeClosed, TradeOpened
 
@@ -100,14 +99,6 @@ def _identity(ip: str | None, device: str | None) -> tuple[str | None, str | Non
             (device[:IDENTITY_MAX] or None) if device else None)
 
 
-_INSERT_ACTIVITY = insert(m.AccountActivity.__table__)
-_INSERT_CLOSE = insert(m.TradeClose.__table__)
-_CLOSE_COLUMNS = ("closed_lots", "close_ts", "close_price", "profit", "commission", "swap", "net", "closes",
-                  "held_s", "status")
-_UPDATE_TRADE = update(m.Trade.__table__).where(m.Trade.__table__.c.id == bindparam("trade_id")).values(
-    {c: bindparam(f"new_{c}") for c in _CLOSE_COLUMNS})
-
-
 def record(session: Session, accounts: Sequence[tuple[str, int, Sequence[tuple[object, int | None]]]]) -> int:
     """Project the accepted trade and login events of a batch: ``accounts`` are (firm id, account id,
     [(event, stored seq or None)] in the order applied). Set-based: one read of the open positions the
@@ -170,7 +161,8 @@ def record(session: Session, accounts: Sequence[tuple[str, int, Sequence[tuple[o
             else:
                 continue
             count += 1
-    bulk.executemany(session, _INSERT_ACTIVITY, activity)
+    if activity:
+        session.execute(insert(m.AccountActivity.__table__), activity)
     if not touched:
         return count
     known = [p for p in touched if p.id is not None]
@@ -182,10 +174,15 @@ def record(session: Session, accounts: Sequence[tuple[str, int, Sequence[tuple[o
         for position, new_id in zip(fresh, ids):
             position.id = new_id
     if known:
-        bulk.executemany(session, _UPDATE_TRADE,
-                         [{"trade_id": p.id, **{f"new_{c}": p.values[c] for c in _CLOSE_COLUMNS}} for p in known])
+        table = m.Trade.__table__
+        columns = ("closed_lots", "close_ts", "close_price", "profit", "commission", "swap", "net", "closes",
+                   "held_s", "status")
+        session.execute(update(table).where(table.c.id == bindparam("trade_id"))
+                        .values({c: bindparam(f"new_{c}") for c in columns}),
+                        [{"trade_id": p.id, **{f"new_{c}": p.values[c] for c in columns}} for p in known])
     closes = [{**close, "trade_id": p.id} for p in touched for close in p.closes]
-    bulk.executemany(session, _INSERT_CLOSE, closes)
+    if closes:
+        session.execute(insert(m.TradeClose.__table__), closes)
     return count
 
 
