@@ -520,11 +520,11 @@ class PhaseProgram:
                 pos = msgspec.structs.replace(pos, lots=remaining, realised=before + net, mark=rest)
             else:
                 pos = msgspec.structs.replace(pos, lots=remaining, realised=before + net)
-            positions = dict(st.positions)
             if remaining > 0:
+                positions = dict(st.positions)
                 positions[ev.position] = pos
-            else:
-                del positions[ev.position]
+            else:  # (built without it: a dict emptied by deletion keeps its table, 3× an empty one's size)
+                positions = {k: p for k, p in st.positions.items() if k != ev.position}
             st.positions = positions
         if not st.positions:
             st.equity = st.balance  # flat: nothing floats

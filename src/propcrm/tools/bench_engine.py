@@ -6,8 +6,10 @@ equity updates, the rest trades, balance, news and clock events — and times, o
 * decode only: msgspec decoding the NDJSON into typed events;
 * engine: decoding *and* applying every event to its account through the full rule pack;
 
-then reports both rates, their ratio, and the memory an account's state takes. Each figure is the
-best of ``repeat`` runs (the least disturbed by the rest of the machine).
+then reports both rates, their ratio, the engine's rate per CPU-second of the process, and the memory
+an account's state takes. Each figure is the best of ``repeat`` runs (the least disturbed by the rest
+of the machine). With ``peer_python`` (an interpreter that has ``zen-engine``) the generic-engine peer
+(:mod:`.bench_peer_zen`) runs over the same file after each engine run, and the table compares them.
 """
 
 from __future__ import annotations

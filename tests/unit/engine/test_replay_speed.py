@@ -104,3 +104,21 @@ def test_the_peer_is_reported_missing_when_its_interpreter_lacks_zen(tmp_path: P
     path = tmp_path / "events.ndjson"
     path.write_bytes(b'{"id":"a","type":"equity","account":"A1","ts":"2026-03-03T10:00:00Z","equity":"1","balance":"1"}\n')
     assert run_peer(sys.executable, path) is None
+
+
+def test_closing_the_last_position_leaves_an_empty_dict_of_an_empty_dicts_size():
+    from propcrm.domain.events import TradeClosed
+
+    engine = Engine(PACK)
+    engine.feed([
+        TradeOpened(id="o", ts=at("10:00"), account="A1", position="p1", symbol="EURUSD", side="buy", lots=D(1),
+                    price=D("1.1")),
+        TradeOpened(id="o2", ts=at("10:01"), account="A1", position="p2", symbol="EURUSD", side="buy", lots=D(1),
+                    price=D("1.1")),
+        TradeClosed(id="c", ts=at("10:05"), account="A1", position="p1", lots=D(1), price=D("1.2"), profit=D("10")),
+    ])
+    assert list(engine.states["A1"].positions) == ["p2"]
+    engine.feed([TradeClosed(id="c2", ts=at("10:06"), account="A1", position="p2", lots=D(1), price=D("1.2"),
+                             profit=D("10"))])
+    positions = engine.states["A1"].positions
+    assert positions == {} and sys.getsizeof(positions) == sys.getsizeof({})
