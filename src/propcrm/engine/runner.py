@@ -189,19 +189,13 @@ class Engine:
         programs = self.programs
         seen = self.seen
         seen_add = seen.add
-        seen_discard = seen.discard
         stats = self.stats
         marks = self.marks
-        dedupe = type(seen) is not NoDedupe
         count = fast = 0
         for ev in events:
             count += 1
             eid = ev.id
-            # One probe of the dedupe set: added here, taken out again unless the fast path applies it
-            # (the slow paths add it themselves once the event is applied).
-            size = len(seen)
-            seen_add(eid)
-            if len(seen) == size and dedupe:
+            if eid in seen:
                 stats.duplicates += 1
                 self._reject(ev, "duplicate", "event id already applied; ignored", lines[count - 1] if lines else None)
                 continue
@@ -221,6 +215,7 @@ class Engine:
                         and st.last_ts <= ts < st.next_deadline
                         and ev.balance == st.balance
                     ):
+                        seen_add(eid)
                         if st.marked:
                             st.tick_drift = equity - st.equity  # as PhaseProgram._equity records it
                         st.equity = equity
@@ -230,15 +225,17 @@ class Engine:
                         fast += 1
                         continue
             elif cls is Clock:
+                seen_add(eid)
                 self._clock(ev, lines[count - 1] if lines else None, out)
                 continue
             elif cls is News:
+                seen_add(eid)
                 self._news(ev, out)
                 continue
             elif cls is Price:
+                seen_add(eid)
                 self._price(ev, lines[count - 1] if lines else None, out)
                 continue
-            seen_discard(eid)
             if self._account_event(ev, lines[count - 1] if lines else None, out):
                 fast += 1
         stats.events += count

@@ -1,6 +1,6 @@
-"""The engine-speed work of issue 15 changes no result: the dedupe set probed once per event, the
-collector tuned for a batch replay, trading days and weekend starts shared between accounts, and the
-generic-engine peer of ``propcrm bench engine``."""
+"""The engine-speed work of issue 15 changes no result: ids kept and rejected around the fast path as
+before, the collector tuned for a batch replay, trading days, weekend starts and symbols shared between
+accounts, emptied position dicts at their smallest, and the generic-engine peer of ``propcrm bench engine``."""
 
 from __future__ import annotations
 
