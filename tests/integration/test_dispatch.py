@@ -650,3 +650,86 @@ def test_propcrm_dispatch_once_delivers_what_is_due(db_url, db, monkeypatch):
     monkeypatch.setenv("PROPCRM_PLATFORM_BRIDGE_URL", "https://bridge.example/x")
     result = CliRunner().invoke(app, ["dispatch", "--once", "--database-url", db_url])
     assert result.exit_code == 2 and "PROPCRM_PLATFORM_BRIDGE_SECRET" in result.output
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 20: breach → platform refusing orders without waits
+
+
+class RecordingBridge(LoggingConnector):
+    def __init__(self, order: list[str]) -> None:
+        super().__init__()
+        self.order = order
+
+    def send(self, command) -> None:
+        super().send(command)
+        self.order.append(f"command:{command['command']}")
+
+
+def test_a_platform_command_is_claimed_before_older_notifications(db):
+    """A breach's disable must not wait behind a batch of e-mails: a pass claims due commands first."""
+    ids = _firm(db)
+    for n in range(3):
+        _notify(db, trader_id=ids["trader"], key=f"decision:{n}:notify")
+    _command(db, "disable", key="decision:9:platform_command")
+    order: list[str] = []
+    dispatcher = Dispatcher(db, connectors={"mt5": RecordingBridge(order)}, batch=1, max_rows=1)
+    report = dispatcher.run_once(T0)
+    assert report.claimed == 1 and order == ["command:disable"]
+    dispatcher = Dispatcher(db, connectors={"mt5": RecordingBridge(order)})
+    dispatcher.run_once(T0)
+    assert order == ["command:disable"]  # the notifications were fanned out after it, in-app
+    with db() as s:
+        pending = s.scalar(select(func.count()).select_from(m.OutboxMessage).where(m.OutboxMessage.status == "pending"))
+    assert pending == 0
+
+
+def test_committed_outbox_rows_wake_the_dispatcher_and_a_rollback_does_not(db):
+    from sqlalchemy import insert
+
+    from propcrm.services.wakeup import OUTBOX
+
+    _firm(db)
+    before = OUTBOX.generation
+    with db() as s:
+        with s.begin():
+            s.add(m.OutboxMessage(firm_id=FIRM, kind="notify", payload={}, dedupe_key="x:1", next_attempt_at=T0,
+                                  created_at=T0))
+            s.flush()
+            s.rollback()
+    assert OUTBOX.generation == before
+    _command(db, "disable", key="x:2")  # session.add
+    assert OUTBOX.generation == before + 1
+    with db.begin() as s:  # an insert statement, as the evaluation worker's group commit writes them
+        s.execute(insert(m.OutboxMessage.__table__), [{"firm_id": FIRM, "kind": "notify", "payload": {},
+                                                        "dedupe_key": "x:3", "status": "pending", "attempts": 0,
+                                                        "next_attempt_at": T0, "created_at": T0}])
+    assert OUTBOX.generation == before + 2
+    with db.begin() as s:  # a commit without outbox rows wakes nobody
+        s.add(m.Trader(firm_id=FIRM, name="Carol", email="carol@traders.example"))
+    assert OUTBOX.generation == before + 2
+
+
+def test_the_service_dispatcher_sends_a_committed_command_without_waiting_for_its_fallback_poll(db):
+    from propcrm.services.dispatch import dispatch_loop
+    from propcrm.services.wakeup import OUTBOX
+
+    _firm(db)
+    bridge = LoggingConnector()
+    stop = threading.Event()
+    loop = threading.Thread(target=dispatch_loop, args=(Dispatcher(db, connectors={"mt5": bridge}), stop),
+                            kwargs={"fallback": 3600.0}, daemon=True)
+    loop.start()
+    try:
+        time.sleep(0.3)  # the loop has found nothing and waits (for an hour, unless woken)
+        _command(db, "disable", key="decision:5:platform_command", at=dt.datetime.now(UTC) - dt.timedelta(seconds=1))
+        for _ in range(200):
+            if bridge.sent:
+                break
+            time.sleep(0.05)
+        assert [c["command"] for c in bridge.sent] == ["disable"], "the dispatcher was not woken by the commit"
+    finally:
+        stop.set()
+        OUTBOX.notify()
+        loop.join(timeout=30)
+    assert not loop.is_alive()

@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, select
 
 from propcrm.adapters.db import models as m
 from propcrm.services import equity_points
-from propcrm.web.queries_accounts import backfill_points
+from propcrm.services.equity_replay import backfill_points
 from support.web import browse
 from integration.test_web_accounts import equity
 

@@ -22,6 +22,7 @@ from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_tenants import FirmSettings
 from propcrm.adapters.notify import EmailNotifier, WebhookNotifier
 from propcrm.adapters.platforms.secrets import SecretBox
+from propcrm.adapters.settings import Delivery
 from propcrm.services import firms, totp, users
 from propcrm.services.dispatch import Dispatcher
 from support.routes_firms import seed_operator
@@ -140,7 +141,7 @@ def test_settings_a_firm_leaves_empty_come_from_the_environment(world):
     with world.sessions.begin() as s:
         firms.update_settings(s, firm_id="fa", changes={"risk_email": "Desk@FA.example", "smtp_port": "587"},
                               actor="test")
-        described = firms.describe(s, firm_id="fa", env=ENV)
+        described = firms.describe(s, firm_id="fa", defaults=Delivery.from_env(ENV))
         effective = described["effective"]
         assert effective["risk_email"] == {"value": "desk@fa.example", "source": "firm"}
         assert effective["smtp_port"] == {"value": 587, "source": "firm"}
@@ -149,10 +150,39 @@ def test_settings_a_firm_leaves_empty_come_from_the_environment(world):
         assert effective["product_name"] == {"value": "propcrm", "source": "default"}
         # clearing a field gives the default back
         firms.update_settings(s, firm_id="fa", changes={"risk_email": ""}, actor="test")
-        assert firms.describe(s, firm_id="fa", env=ENV)["effective"]["risk_email"] == {
+        assert firms.describe(s, firm_id="fa", defaults=Delivery.from_env(ENV))["effective"]["risk_email"] == {
             "value": "risk@default.example", "source": "default"}
         # a firm without any row: every value is the default
-        assert {v["source"] for v in firms.describe(s, firm_id="fb", env=ENV)["effective"].values()} == {"default"}
+        assert {v["source"] for v in firms.describe(s, firm_id="fb", defaults=Delivery.from_env(ENV))["effective"].values()} == {"default"}
+
+
+def test_the_pages_api_and_cli_show_the_defaults_of_the_installed_settings_not_the_environment_now(
+        world, db_url, monkeypatch):
+    """The defaults are read once, where the process starts (adapters/settings.py): an environment changed
+    later (or a library caller's) does not leak into what the pages and the API show."""
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from propcrm.cli import app as cli
+
+    app = world.client.app
+    app.state.settings = dataclasses.replace(app.state.settings, delivery=Delivery.from_env(ENV))
+    monkeypatch.setenv("PROPCRM_SMTP_HOST", "smtp.later.example")
+    c = world.client
+    effective = c.get("/api/v1/firm/settings", headers=world.headers("admin")).json()["effective"]
+    assert effective["smtp_host"] == {"value": "smtp.default.example", "source": "default"}
+    assert effective["risk_email"] == {"value": "risk@default.example", "source": "default"}
+    c.cookies.set("propcrm_session", world.tokens["fa:admin"])
+    page = c.get("/office/firm").text
+    assert "default: smtp.default.example" in page and "smtp.later.example" not in page
+    # the command line is an entry point: it reads the environment once, at its start
+    shown = CliRunner().invoke(cli, ["firms", "settings", "--firm", "fa", "--database-url", db_url])
+    assert shown.exit_code == 0, shown.output
+    assert "smtp.later.example" in shown.output
+    monkeypatch.setenv("PROPCRM_SMTP_PORT", "smtp")
+    refused = CliRunner().invoke(cli, ["firms", "settings", "--firm", "fa", "--database-url", db_url])
+    assert refused.exit_code == 2 and "PROPCRM_SMTP_PORT" in refused.output
 
 
 def test_channels_take_the_firms_own_settings_over_the_process_defaults(world):

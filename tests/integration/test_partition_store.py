@@ -4,10 +4,11 @@ decides exactly what one uninterrupted replay decides."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from propcrm.adapters.bus.partitions import split_into_messages
+from propcrm.adapters.bus.partitions import partition_of, split_into_messages
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_cluster import DeadLetter, PartitionCheckpoint
 from propcrm.adapters.db.session import make_engine, sessions
@@ -383,4 +384,56 @@ def test_ticks_through_the_partition_workers_decide_and_store_the_same_with_the_
     for account, blob in exact[1].items():
         if account != bad:
             assert msgspec.msgpack.decode(blob, type=AccountState) == reference.states[account], account
+    engine.dispose()
+
+
+
+@pytest.mark.parametrize("vector", [False, True], ids=["exact", "vector"])
+def test_a_symbol_table_changed_while_a_partition_runs_reaches_its_engines_at_the_next_batch(db_url, vector):
+    """A firm's table changed through the API or an import (``services.symbols.set_table``) reaches
+    the partitions already running, not only at their next takeover: a position opened on a symbol
+    the table did not know is marked from the first tick after the change, and its breach is caught at
+    that tick — as an in-memory engine given the new table at the same place in the stream decides."""
+    from propcrm.domain.market import parse_symbol_table
+    from propcrm.services.symbols import set_table
+    from propcrm.synth.firm import traders
+
+    _seed(db_url, [SPEC])
+    engine = make_engine(db_url)
+    Session = sessions(engine)
+    before = parse_symbol_table([{"symbol": "GBPUSD", "profit_currency": "USD", "contract_size": "100000"}])
+    after = parse_symbol_table([{"symbol": "GBPUSD", "profit_currency": "USD", "contract_size": "100000"},
+                                {"symbol": "EURUSD", "profit_currency": "USD", "contract_size": "100000"}])
+    with Session.begin() as s:
+        set_table(s, firm_id="bench", table=before, actor="test")
+    account = traders(SPEC)[0].account
+    lines = [
+        b'{"id":"p1","type":"price","ts":"2026-03-03T09:00:00Z","symbol":"EURUSD","bid":"1.10000","ask":"1.10010"}',
+        b'{"id":"o1","type":"trade_opened","account":"%s","ts":"2026-03-03T09:00:01Z","position":"q1",'
+        b'"symbol":"EURUSD","side":"buy","lots":"10","price":"1.10010"}' % account.encode(),
+        b'{"id":"p2","type":"price","ts":"2026-03-03T09:00:02Z","symbol":"EURUSD","bid":"1.09800","ask":"1.09810"}',
+        b'{"id":"p3","type":"price","ts":"2026-03-03T09:00:03Z","symbol":"EURUSD","bid":"1.09400","ask":"1.09410"}',
+        b'{"id":"p4","type":"price","ts":"2026-03-03T09:00:04Z","symbol":"EURUSD","bid":"1.09300","ask":"1.09310"}',
+    ]
+    p = partition_of("bench", account, P)
+    headers = {"Propcrm-Firm": "bench", "Propcrm-Source": "bench", "Propcrm-Count": "1"}
+    messages = [StreamMessage(p, seq, headers, line) for seq, line in enumerate(lines, start=1)]
+    store = PartitionStore(Session, "S", P, "w", snapshot_interval_s=3600, vector=vector, symbols_check_s=0)
+    run = store.take(p)
+    assert not store.apply([(run, messages[:3])]).failed  # opened and ticked under a table without EURUSD
+    with Session.begin() as s:
+        set_table(s, firm_id="bench", table=after, actor="test")
+    for message in messages[3:]:
+        result = store.apply([(run, [message])])
+        assert not result.failed, result.error
+    with Session() as s:
+        stored = [bytes(b) for b in s.scalars(select(m.Decision.body).order_by(m.Decision.id))]
+    replayed = Engine(compile_pack(load_pack("two-step-100k")))
+    replayed.set_symbols(before)
+    events = [DECODER.decode(x) for x in lines]
+    expected = [ENCODER.encode(d) for d in replayed.feed(events[:3])]
+    replayed.set_symbols(after)
+    expected += [ENCODER.encode(d) for d in replayed.feed(events[3:])]
+    assert any(b"breach" in d and b"EURUSD bid 1.09400" in d for d in expected)
+    assert stored == expected
     engine.dispose()

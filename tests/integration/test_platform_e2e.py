@@ -223,3 +223,39 @@ def test_a_suspended_firm_s_platform_events_wait_for_the_resume_and_none_is_lost
     runner.step()  # the same poll again, from the cursor it kept
     deals = {f"deal-{d.Deal}" for d in world.sim.server.deals if d.Action in (0, 1)}
     assert deals and deals <= set(world.stored_ids())
+
+
+def test_a_disable_and_the_connector_s_reads_do_not_queue_behind_a_writer(world):
+    """On SQLite every unit of work takes the write lock up front; a breach's disable (its connection and
+    login lookups) and the connector's reads (mapping, cursor, views) read without it, so a long write
+    (an evaluation pass, a connector commit) does not hold the platform command back (issue 20)."""
+    if world.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL readers never wait for writers")
+    from sqlalchemy import text
+
+    login = world.challenge("CH-1")
+    held, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with world.db.begin() as s:
+            s.execute(text("SELECT 1"))  # BEGIN IMMEDIATE: the write lock is ours until commit
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    assert held.wait(5)
+    started = time.monotonic()
+    try:
+        world.dispatcher.connectors.router.send({"command": "disable", "account": "CH-1", "platform": "sim",
+                                                 "firm": FIRM, "idempotency_key": "test:disable"})
+        store = DatabaseStore(world.db, firm_id=FIRM, connection_id=world.connection_id, name="sim")
+        assert store.mapped() == {login: "CH-1"}
+        store.cursor()
+        assert set(store.views(["CH-1"])) == {"CH-1"}
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+        thread.join(timeout=15)
+    assert world.sim.server.accounts[int(login)].rights & USER_RIGHT_TRADE_DISABLED
+    assert elapsed < 5, f"waited {elapsed:.1f} s for the writer"

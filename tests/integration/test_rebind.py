@@ -18,6 +18,7 @@ from sqlalchemy import select
 from propcrm.adapters.db import models as m
 from propcrm.services.catalog import add_pack, create_account
 from support.governance import equity, fix_pack
+from support.web import browse
 
 pytestmark = pytest.mark.usefixtures("cheap_argon2")
 
@@ -106,6 +107,10 @@ def test_a_fixed_rule_preview_then_confirm_re_enables_the_wrongly_breached_accou
     assert entry.before["version"] == "fix-100k v1" and entry.after["version"] == "fix-100k v2"
     assert (entry.before["status"], entry.after["status"]) == ("breached", "active")
     assert entry.after["reason"] == "daily loss is 5% as published"
+
+    # the chart follows: FX-A's point is redrawn under v2 (floor 95,000, the warning instead of the breach)
+    [point] = browse(world, "fa:risk").get(f"/office/accounts/{world.accounts['FX-A']}/series.json").json()["points"]
+    assert (point["daily_floor"], point["decisions"]) == ("95000", ["warning: daily_loss"])
 
     # later events are evaluated under v2: the floor is now 95,000
     world.ingest(equity("a2", "FX-A", "2026-03-02T11:00:00Z", "94900"))

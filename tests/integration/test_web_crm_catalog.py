@@ -316,3 +316,34 @@ def test_the_account_page_offers_a_task_prefilled(world):
     assert 'href="/office/tasks?account=A2#h-new-task"' in page
     form = browse(world, "support").get("/office/tasks?account=A2").text
     assert re.search(r'id="nt-account" name="account" maxlength="200" value="A2"', form)
+
+
+def test_leads_and_discount_codes_are_listed_a_page_at_a_time(world):
+    """A big firm's leads and codes (issue 16's scale bound): the pages show 50, newest first, with the
+    total and a pager; the CSV export still has every row."""
+    with world.sessions() as s:
+        s.execute(Lead.__table__.insert(), [
+            {"firm_id": "fa", "name": f"Lead {k:03d}", "email": f"lead{k:03d}@x.example", "source": "web",
+             "consent": True, "status": "lost" if k % 4 == 0 else "new",
+             "created_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)} for k in range(1, 121)])
+        s.execute(DiscountCode.__table__.insert(), [
+            {"firm_id": "fa", "code": f"CODE{k:03d}", "percent_off": Decimal(5), "uses": 0, "active": True,
+             "created_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)} for k in range(1, 56)])
+        s.commit()
+    desk = browse(world, "support")
+    first = desk.get("/office/leads")
+    shown = re.findall(r"<th scope=\"row\">(Lead \d+)</th>", first.text)
+    assert shown == [f"Lead {k:03d}" for k in range(120, 70, -1)] and "1–50 of 120" in first.text
+    assert 'href="/office/leads?offset=50" rel="next"' in first.text and 'rel="prev"' not in first.text
+    last = desk.get("/office/leads?offset=100")
+    assert re.findall(r"<th scope=\"row\">(Lead \d+)</th>", last.text) == [f"Lead {k:03d}" for k in range(20, 0, -1)]
+    assert 'rel="next"' not in last.text and 'href="/office/leads?offset=50" rel="prev"' in last.text
+    lost = desk.get("/office/leads?status=lost")  # the filter counts and pages too
+    assert "1–30 of 30" in lost.text and 'rel="next"' not in lost.text
+    assert len(rows(browse(world, "admin").get("/office/leads.csv"))) == 120
+    codes = browse(world, "finance").get("/office/products")
+    assert re.findall(r'<tr data-code="(CODE\d+)">', codes.text) == [f"CODE{k:03d}" for k in range(55, 5, -1)]
+    assert "1–50 of 55" in codes.text and 'href="/office/products?codes_offset=50#codes" rel="next"' in codes.text
+    rest = browse(world, "finance").get("/office/products?codes_offset=50")
+    assert re.findall(r'<tr data-code="(CODE\d+)">', rest.text) == [f"CODE{k:03d}" for k in range(5, 0, -1)]
+    assert len(rows(browse(world, "finance").get("/office/discount-codes.csv"))) == 55

@@ -73,22 +73,23 @@ def test_alerts_once_per_account_limit_and_trading_day(world):
                            follow_redirects=True)
     assert "Alert distance saved." in flash_of(saved) and "1,500.00 in the account" in saved.text
     assert len(world.audit("near_breach.settings")) == 1
-    # A1 ends the batch 1,300 above its daily floor (95,000): within 1,500 — one alert (on the state the batch
-    # leaves); more events and batches that day add none
+    # A1 dips to 1,100 above its daily floor (95,000) and ends the batch 1,300 above it: within 1,500 — one
+    # alert, naming the batch's worst point (e2); more events and batches that day add none
     world.ingest(equity("e2", "A1", "2026-03-02T11:00:00Z", "96100"), equity("e3", "A1", "2026-03-02T12:00:00Z", "96300"),
                  opened("o2", "A2", "2026-03-02T09:00:00Z"), equity("e4", "A2", "2026-03-02T10:00:00Z", "99000"))
     world.evaluate()
     world.ingest(equity("e5", "A1", "2026-03-02T13:00:00Z", "96000"))
     world.evaluate()
-    assert alerts(world) == [("A1", "daily_loss", "2026-03-02", "1300")]
+    assert alerts(world) == [("A1", "daily_loss", "2026-03-02", "1100")]
     [payload] = near_outbox(world)
     assert payload["account"] == "A1" and payload["rule"] == "daily_loss" and payload["trader_id"] is None
-    assert "1300 above the daily loss level 95000" in payload["message"]
+    assert "1100 above the daily loss level 95000 at 2026-03-02 11:00:00 UTC" in payload["message"]
+    assert payload["reached_at"] == "2026-03-02T11:00:00+00:00" and payload["equity"] == "96100"
     # the next trading day is a new day: it alerts again; a crossed floor is a breach, not an alert
     world.ingest(equity("e6", "A1", "2026-03-03T10:00:00Z", "96050"),
                  opened("o3", "A3", "2026-03-02T09:00:00Z"), equity("e7", "A3", "2026-03-02T10:00:00Z", "94000"))
     world.evaluate()
-    assert alerts(world) == [("A1", "daily_loss", "2026-03-02", "1300"), ("A1", "daily_loss", "2026-03-03", "1050")]
+    assert alerts(world) == [("A1", "daily_loss", "2026-03-02", "1100"), ("A1", "daily_loss", "2026-03-03", "1050")]
     assert world.status_of(world.accounts["A3"]) == "breached"
     # a percentage of equity: A2 is 4,000 above its floor at 99,000 = 4.04 %
     browse(world, "admin").post_form("/office/alerts/settings", {"within_pct": "4.5", "within_amount": ""})

@@ -249,3 +249,20 @@ def test_scaling_reviews_are_read_by_finance_and_decided_by_risk(world):
         assert (s.get(Scaling, first).status, s.get(Scaling, first).reason) == ("rejected", "too <fast>")
         assert s.get(Scaling, second).status == "pending"
     assert [e.entity_id for e in world.audit("scaling.rejected")] == [str(first)]
+
+
+def test_the_queue_does_not_assess_each_open_payout_again(world, monkeypatch):
+    """Issue 16's scale bound: the queue shows the stored checks (and an open case now) without running
+    every check of each open payout (some 16 queries a row, seconds a page at 100,000 accounts); the
+    payout's page still checks everything now."""
+    _, payout = requested(world, "P9", "10300")
+    from propcrm.services import payouts as payout_service
+
+    calls = []
+    real = payout_service.assess
+    monkeypatch.setattr(payout_service, "assess", lambda *a, **k: calls.append(1) or real(*a, **k))
+    finance = browse(world, "finance")
+    queue = finance.get("/office/payouts")
+    assert queue.status_code == 200 and f'<tr data-payout="{payout}">' in queue.text
+    assert calls == []
+    assert "Prepare payout" in finance.get(f"/office/payouts/{payout}").text and calls

@@ -316,3 +316,25 @@ def test_two_traders_taking_one_pseudonym_at_once_get_a_conflict_not_an_error(wo
         with pytest.raises(Conflict, match="another trader has it"):
             leaderboard.opt_in(s, firm_id="fa", trader_id=world.traders["t2"], pseudonym="amber crane", actor="t")
         assert leaderboard.entry_of(s, firm_id="fa", trader_id=world.traders["t2"]) is None
+
+
+def test_staff_read_the_leaderboard_entries_a_page_at_a_time(world):
+    """Issue 16's scale bound: a big firm's traders opt in by the ten thousand; the staff page lists the
+    entries 50 a page, newest first, with the total and a pager (it rendered every one)."""
+    now = dt.datetime.now(UTC)
+    with world.sessions.begin() as s:
+        traders = [m.Trader(firm_id="fa", name=f"Bulk {k}", email=f"bulk{k}@x.example", kyc_status="approved")
+                   for k in range(60)]
+        s.add_all(traders)
+        s.flush()
+        s.add_all([LeaderboardEntry(firm_id="fa", trader_id=t.id, pseudonym=f"Owl{k:02d}", pseudonym_key=f"owl{k:02d}",
+                                    opted_in=True, opted_in_at=now, updated_at=now) for k, t in enumerate(traders)])
+    staff = browse(world, "risk")
+    first = staff.get("/office/leaderboard")
+    assert first.status_code == 200
+    names = re.findall(r'<tr><th scope="row">(Owl\d+)</th>', first.text)
+    assert names == [f"Owl{k:02d}" for k in range(59, 9, -1)] and "1–50 of 60" in first.text
+    assert "entries_offset=50#entries" in first.text
+    rest = staff.get("/office/leaderboard?entries_offset=50")
+    assert re.findall(r'<tr><th scope="row">(Owl\d+)</th>', rest.text) == [f"Owl{k:02d}" for k in range(9, -1, -1)]
+    assert 'rel="next"' not in rest.text.split('id="entries"')[1]

@@ -168,15 +168,22 @@ def test_an_open_live_stream_stops_delivering_once_its_session_is_revoked(tmp_pa
         reader = threading.Thread(target=watch, daemon=True)
         reader.start()
         assert wait_for(b"retry:", 10)
-        time.sleep(2.5)  # the hub's first poll sets its cursor
+        deadline = time.monotonic() + 10
+        while getattr(getattr(app.state, "live_hub", None), "cursor", None) is None:  # its first poll sets it
+            assert time.monotonic() < deadline, "the live hub did not poll"
+            time.sleep(0.05)
         new_decision(1)
         assert wait_for(b"review decision 1", 8), "the stream does not deliver at all (test setup)"
 
         with world.sessions.begin() as s:  # what POST /logout does (or an admin revoking the user's sessions)
             users.revoke_token(s, token=token, actor="test")
-        time.sleep(1.0)
+        time.sleep(1.0)  # longer than live.RECHECK: the stream must ask again before its next event
         new_decision(2)
-        leaked = wait_for(b"review decision 2", 5)
+        # the decision, or the end of the stream (a revoked session's stream ends at its next event), or 5 s
+        deadline = time.monotonic() + 5
+        while b"review decision 2" not in b"".join(received) and reader.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        leaked = b"review decision 2" in b"".join(received)
         assert not leaked, "a revoked session's open /live stream still receives the firm's new decisions"
     finally:
         stop.set()

@@ -1,7 +1,7 @@
 """In-memory fakes of the storage seams of the services, for unit tests without a database.
 
 Each fake keeps the contract its SQL adapter keeps (the same ``Protocol``); ``tests/integration/
-test_case_store.py`` and ``test_task_store.py`` run one set of contract checks on both the fake and the
+test_case_store.py``, ``test_task_store.py`` and ``test_communication_store.py`` run one set of contract checks on both the fake and the
 adapter (SQLite and PostgreSQL), so a rule proven on the fake holds on the database.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_analytics import CASE_OPEN_STATUSES, Case, CaseNote
-from propcrm.adapters.db.models_lifecycle import StaffTask
+from propcrm.adapters.db.models_lifecycle import Communication, StaffTask, SupportConversation
 from propcrm.services.errors import NotFound
 
 UTC = dt.timezone.utc
@@ -159,6 +159,69 @@ class FakeTaskStore:
 
     def user(self, user_id: int) -> m.User | None:
         return self.users.get(user_id)
+
+    def audit(self, **entry: Any) -> None:
+        self.audits.append(entry)
+
+
+class FakeCommunicationStore:
+    """:class:`propcrm.services.communications.CommunicationStore` in memory (the timeline's and the support
+    inbox's rules). Traders and users are transient ORM objects the test adds; what the rules wrote is in
+    ``communications``, ``conversations``, ``outbox`` and ``audits``."""
+
+    def __init__(self) -> None:
+        self.traders: dict[int, m.Trader] = {}
+        self.users: dict[int, m.User] = {}
+        self.conversations: dict[int, SupportConversation] = {}
+        self.communications: dict[int, Communication] = {}
+        self.outbox: dict[int, m.OutboxMessage] = {}
+        self.audits: list[dict[str, Any]] = []
+        self._conversation_ids, self._communication_ids, self._outbox_ids = (itertools.count(1) for _ in range(3))
+
+    # what a test sets up
+    def add_trader(self, *, id: int, firm_id: str = "fa", name: str = "t") -> m.Trader:
+        self.traders[id] = m.Trader(id=id, firm_id=firm_id, name=name, email=f"{name}@traders.example")
+        return self.traders[id]
+
+    def add_user(self, *, id: int, role: str, firm_id: str = "fa", active: bool = True) -> m.User:
+        self.users[id] = m.User(id=id, firm_id=firm_id, email=f"{role}{id}@{firm_id}.example", role=role,
+                                active=active)
+        return self.users[id]
+
+    # the CommunicationStore protocol
+    def trader(self, trader_id: int) -> m.Trader | None:
+        return self.traders.get(trader_id)
+
+    def user(self, user_id: int) -> m.User | None:
+        return self.users.get(user_id)
+
+    def conversation(self, conversation_id: int, *, for_update: bool = False) -> SupportConversation | None:
+        return self.conversations.get(conversation_id)
+
+    def conversation_of(self, firm_id: str, trader_id: int, *, for_update: bool = False) -> SupportConversation | None:
+        return next((c for c in self.conversations.values() if c.firm_id == firm_id and c.trader_id == trader_id), None)
+
+    def add_conversation(self, row: SupportConversation) -> None:
+        if self.conversation_of(row.firm_id, row.trader_id) is not None:  # the table's unique (firm, trader)
+            raise ValueError(f"trader {row.trader_id} has a conversation already")
+        row.id = next(self._conversation_ids)
+        self.conversations[row.id] = row
+
+    def add_communication(self, row: Communication) -> None:
+        row.id = next(self._communication_ids)
+        self.communications[row.id] = row
+
+    def add_outbox(self, row: m.OutboxMessage) -> None:
+        if self.outbox_by_key(row.dedupe_key) is not None:  # the table's unique dedupe key
+            raise ValueError(f"outbox key {row.dedupe_key!r} is taken")
+        row.id = next(self._outbox_ids)
+        self.outbox[row.id] = row
+
+    def outbox_by_key(self, dedupe_key: str) -> m.OutboxMessage | None:
+        return next((o for o in self.outbox.values() if o.dedupe_key == dedupe_key), None)
+
+    def communication_of_outbox(self, outbox_id: int) -> Communication | None:
+        return next((c for c in self.communications.values() if c.outbox_id == outbox_id), None)
 
     def audit(self, **entry: Any) -> None:
         self.audits.append(entry)

@@ -175,3 +175,41 @@ def test_the_audit_configuration_comes_from_the_settings(tmp_path, monkeypatch):
     assert keyed.key is not None and keyed.key_source == str(tmp_path / "audit.key")
     with pytest.raises(AnchorConfigError, match="shorter than 32"):
         config_for(url, Settings.from_env({"PROPCRM_AUDIT_KEY": "short"}))
+
+
+def test_the_delivery_defaults_are_typed_fields_and_the_dispatcher_builds_from_them():
+    from propcrm.adapters.settings import Delivery
+    from propcrm.services.dispatch import DispatchConfigError, connectors_from, email_from, webhook_from
+
+    empty = Settings.from_env({}).delivery
+    assert empty == Delivery() and email_from(empty) is None and webhook_from(empty) is None
+    delivery = Settings.from_env({
+        "PROPCRM_SMTP_HOST": " smtp.example ", "PROPCRM_SMTP_SSL": "yes", "PROPCRM_SMTP_PASSWORD": "mail-secret",
+        "PROPCRM_SMTP_TIMEOUT": "2.5", "PROPCRM_RISK_EMAIL": "desk@firm.example",
+        "PROPCRM_FIRM_WEBHOOK_URL": "https://firm.example/hook", "PROPCRM_FIRM_WEBHOOK_SECRET": "hook-secret",
+        "PROPCRM_PLATFORM_BRIDGE_URL": "https://bridge.example/c", "PROPCRM_PLATFORM_BRIDGE_SECRET": "bridge-secret",
+    }).delivery
+    assert delivery.smtp_host == "smtp.example" and delivery.smtp_ssl and delivery.smtp_port is None
+    assert delivery.smtp_timeout == 2.5 and delivery.risk_email == "desk@firm.example"
+    for secret in ("mail-secret", "hook-secret", "bridge-secret"):
+        assert secret not in repr(delivery)
+    email = email_from(delivery)
+    assert email.port == 465 and email.use_ssl and email.timeout == 2.5 and email.risk_address == "desk@firm.example"
+    assert webhook_from(delivery).url == "https://firm.example/hook"
+    assert connectors_from(delivery)["*"].url == "https://bridge.example/c"
+    with pytest.raises(DispatchConfigError, match="not both"):
+        email_from(Delivery(smtp_host="smtp.example", smtp_starttls=True, smtp_ssl=True))
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("PROPCRM_SMTP_PORT", "smtp"), ("PROPCRM_SMTP_PORT", "70000"), ("PROPCRM_SMTP_STARTTLS", "perhaps"),
+    ("PROPCRM_SMTP_TIMEOUT", "0"), ("PROPCRM_FIRM_WEBHOOK_TIMEOUT", "soon"), ("PROPCRM_PLATFORM_BRIDGE_TIMEOUT", "-1"),
+])
+def test_a_bad_delivery_value_is_refused_naming_the_variable(name, value):
+    from propcrm.services.dispatch import DispatchConfigError, email_from_env
+
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+    if name.startswith("PROPCRM_SMTP"):  # the mapping form of the dispatcher's configuration says the same
+        with pytest.raises(DispatchConfigError, match=name):
+            email_from_env({"PROPCRM_SMTP_HOST": "smtp.example", name: value})

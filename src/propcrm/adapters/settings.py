@@ -14,9 +14,13 @@ stream), the default event-ahead limit, the audit key and anchors, the secret st
 from ``current()``, never from the environment at call time. ``current()`` before any ``install`` reads
 the environment once (a library use, a test) and keeps it; ``forget()`` drops it (tests).
 
-Not here (yet): the notifier, webhook, SMTP and platform-connector settings of ``services/dispatch.py``
-(moving to per-firm settings), which the entry points pass as ``settings.env``; the bus's stream details
-(``BusConfig.from_env(settings.env)``).
+The deployment's delivery defaults — SMTP server, firm webhook, platform bridge (``Delivery``, the field
+``settings.delivery``) — are typed here too: the dispatcher builds its notifiers and connectors from them and
+the firms pages, API and CLI show them as the defaults a firm's own settings override. Their contradictions
+(a URL without its secret, STARTTLS and SSL both) are the dispatcher's to refuse (``DispatchConfigError``),
+since only a process that delivers needs them whole.
+
+Not here (yet): the bus's stream details (``BusConfig.from_env(settings.env, url=settings.nats_url)``).
 """
 
 from __future__ import annotations
@@ -104,6 +108,73 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
     return Path(text) if text else None
 
 
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    return env.get(name, "").strip() or None
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _seconds(env, name, default)
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive, got {env.get(name, '').strip()[:40]!r}")
+    return value
+
+
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise SettingsError(f"{name} must be a port number, got {text[:40]!r}")
+    return int(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The deployment's delivery defaults (a firm's own settings take precedence: services/firms.py)."""
+
+    #: ``PROPCRM_SMTP_HOST``: set, e-mail is sent; ``…_PORT`` (``None``: 25, 587 with STARTTLS, 465 with SSL)
+    smtp_host: str | None = None
+    smtp_port: int | None = None
+    #: ``PROPCRM_SMTP_FROM``
+    smtp_sender: str | None = None
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False
+    smtp_user: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_timeout: float = 10.0
+    #: ``PROPCRM_RISK_EMAIL``: the risk desk's address
+    risk_email: str | None = None
+    #: ``PROPCRM_FIRM_WEBHOOK_URL`` / ``…_SECRET`` / ``…_TIMEOUT``
+    webhook_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_timeout: float = 10.0
+    #: ``PROPCRM_PLATFORM_BRIDGE_URL`` / ``…_SECRET`` / ``…_TIMEOUT``: one signed-webhook bridge for every platform
+    bridge_url: str | None = None
+    bridge_secret: str | None = field(default=None, repr=False)
+    bridge_timeout: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Delivery:
+        """The delivery defaults of ``env``; a malformed value raises ``SettingsError`` naming its variable."""
+        return cls(
+            smtp_host=_text(env, "PROPCRM_SMTP_HOST"),
+            smtp_port=_port(env, "PROPCRM_SMTP_PORT"),
+            smtp_sender=_text(env, "PROPCRM_SMTP_FROM"),
+            smtp_starttls=_switch(env, "PROPCRM_SMTP_STARTTLS", False),
+            smtp_ssl=_switch(env, "PROPCRM_SMTP_SSL", False),
+            smtp_user=env.get("PROPCRM_SMTP_USER") or None,
+            smtp_password=env.get("PROPCRM_SMTP_PASSWORD") or None,
+            smtp_timeout=_positive(env, "PROPCRM_SMTP_TIMEOUT", 10.0),
+            risk_email=_text(env, "PROPCRM_RISK_EMAIL"),
+            webhook_url=_text(env, "PROPCRM_FIRM_WEBHOOK_URL"),
+            webhook_secret=env.get("PROPCRM_FIRM_WEBHOOK_SECRET") or None,
+            webhook_timeout=_positive(env, "PROPCRM_FIRM_WEBHOOK_TIMEOUT", 10.0),
+            bridge_url=_text(env, "PROPCRM_PLATFORM_BRIDGE_URL"),
+            bridge_secret=env.get("PROPCRM_PLATFORM_BRIDGE_SECRET") or None,
+            bridge_timeout=_positive(env, "PROPCRM_PLATFORM_BRIDGE_TIMEOUT", 10.0),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     #: ``PROPCRM_DATABASE_URL``; ``None``: the embedded SQLite database in ``data_dir``
@@ -129,7 +200,9 @@ class Settings:
     audit_anchor_interval: float = 60.0
     #: ``PROPCRM_VECTOR_TICKS``: the partition workers screen ticks in integers (engine/marking.py); "0": off
     vector_ticks: bool = True
-    #: the environment as it was read (for the adapters that still take a mapping: bus, dispatch)
+    #: SMTP, firm webhook and platform bridge defaults (the dispatcher; the firms pages show them)
+    delivery: Delivery = field(default_factory=Delivery)
+    #: the environment as it was read (for the adapter that still takes a mapping: the bus's stream details)
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False, compare=False)
 
     @classmethod
@@ -153,6 +226,7 @@ class Settings:
             audit_anchor_dir=_path(env, AUDIT_ANCHOR_DIR_ENV),
             audit_anchor_interval=_anchor_interval(env),
             vector_ticks=_switch(env, VECTOR_TICKS_ENV, True),
+            delivery=Delivery.from_env(env),
             env=env,
         )
 
@@ -193,4 +267,4 @@ def forget() -> None:
     _current = None
 
 
-__all__ = ["DEFAULT_MAX_AHEAD", "Settings", "SettingsError", "current", "forget", "install", "parse_max_ahead"]
+__all__ = ["DEFAULT_MAX_AHEAD", "Delivery", "Settings", "SettingsError", "current", "forget", "install", "parse_max_ahead"]

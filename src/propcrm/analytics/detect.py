@@ -518,7 +518,9 @@ class _TradingCoincidence:
 # hedging
 
 
-def _symbol_groups(frame: TradeFrame, config: AnalysisConfig) -> tuple[np.ndarray, np.ndarray]:
+def symbol_groups(frame: TradeFrame, config: AnalysisConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Per symbol of ``frame``: its hedging group (its own index, or one past the symbols per correlated set of
+    ``config``) and its sign in that group. Shared with incremental analysis, which buckets history the same way."""
     group = np.arange(len(frame.symbols), dtype=np.int64)
     sign = np.ones(len(frame.symbols), dtype=np.int8)
     index = {s: i for i, s in enumerate(frame.symbols)}
@@ -575,7 +577,7 @@ def hedging_buckets(frame: TradeFrame, config: AnalysisConfig) -> Buckets:
     come off together. The exact pass (stage 2) compares every overlapping opposite pair of a candidate
     pair of accounts, whatever the delay and the sizes.
     """
-    group, sign = _symbol_groups(frame, config)
+    group, sign = symbol_groups(frame, config)
     g = group[frame.sym]
     direction = frame.side * sign[frame.sym]
     end = _end_ms(frame)
@@ -969,7 +971,7 @@ def _hedge_expected(frame: TradeFrame, config: AnalysisConfig, a: np.ndarray, b:
 def _hedge_model(frame: TradeFrame, config: AnalysisConfig) -> tuple:
     """The sorted columns the hedging chance model searches (built once per frame and configuration)."""
     n_acc = len(frame.accounts)
-    group, sign = _symbol_groups(frame, config)
+    group, sign = symbol_groups(frame, config)
     g = group[frame.sym].astype(np.int64)
     n_groups = int(group.max()) + 1 if group.size else 1
     direction = frame.side * sign[frame.sym]

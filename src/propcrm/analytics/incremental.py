@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .detect import AnalysisConfig
+from .detect import AnalysisConfig, symbol_groups
 from .frame import TradeFrame, unique
 from .run import Analysis, analyze
 
@@ -166,13 +166,11 @@ class HistoryIndex:
     def _buckets(self, config: AnalysisConfig) -> list[tuple[int, np.ndarray, np.ndarray, int]]:
         """Per bucket grid (copy: symbol and side; hedging: symbol group): (key base, row order, sorted packed key|time, window),
         built once per configuration."""
-        from .detect import _symbol_groups
-
         cache = self.__dict__.setdefault("_sorted", {})
         ident = (config.correlated, config.copy_window_s, config.hedge_max_delay_s)
         if ident not in cache:
             frame = self.frame
-            group, _sign = _symbol_groups(frame, config)
+            group, _sign = symbol_groups(frame, config)
             keys = [(frame.sym.astype(np.int64) * 2 + (frame.side > 0), int(config.copy_window_s * 1000)),
                     (group[frame.sym].astype(np.int64), int(config.hedge_max_delay_s * 1000))]
             built = []
@@ -192,8 +190,6 @@ class HistoryIndex:
         """History rows the detectors could pair with the batch's trades: in each detector's bucket (copy:
         symbol and side; hedging: symbol group and size bin) the ``candidate_neighbours`` nearest opens on
         either side inside the window — the neighbourhood a full analysis searches for candidates."""
-        from .detect import _symbol_groups
-
         frame = self.frame
         index = {name: i for i, name in enumerate(frame.symbols)}
         bsym = np.asarray([index.get(batch.symbols[s], -1) for s in batch.sym.tolist()], np.int64)
@@ -201,7 +197,7 @@ class HistoryIndex:
         if not known.any() or not frame.n:
             return np.zeros(0, np.int64)
         bsym, bside, blots, bms = bsym[known], batch.side[known], batch.lots[known], batch.open_ms[known]
-        group, _sign = _symbol_groups(frame, config)
+        group, _sign = symbol_groups(frame, config)
         batch_keys = [bsym * 2 + (bside > 0), group[bsym].astype(np.int64)]
         limits = [config.copy_candidate_neighbours, config.hedge_candidate_neighbours]
         low_bits = (1 << 38) - 1

@@ -77,8 +77,9 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         from ..adapters.db.session import database_url as default_database_url
         from ..cluster.dispatcher import run_dispatcher_role
 
+        settings = _settings()
         run_dispatcher_role(database_url=database_url or default_database_url(), metrics_port=metrics_port,
-                            metrics_host=metrics_host, interval=interval)
+                            metrics_host=metrics_host, interval=interval, settings=settings)
 
     @cluster_app.command("up")
     def cluster_up(

@@ -25,6 +25,17 @@ def report_rejections(rejected: list, limit: int = 20) -> None:
         err.print(f"  … and {len(rejected) - limit} more")
 
 
+def process_settings():
+    """The process's configuration, read from the environment once and installed (``adapters/settings``); a
+    malformed value fails the command with the variable's name."""
+    from ..adapters.settings import Settings, SettingsError, install
+
+    try:
+        return install(Settings.from_env())
+    except SettingsError as exc:
+        raise fail(str(exc)) from None
+
+
 def database(database_url: Optional[str]):
     """A migrated engine for the CLI's database (the caller disposes it)."""
     from sqlalchemy.exc import SQLAlchemyError

@@ -94,17 +94,16 @@ def firms_settings(
 ) -> None:
     """Show a firm's settings (each with where it comes from; secrets only as set or not), after applying
     any ``--set``."""
-    import os
-
     from ..services.firms import describe, update_settings
-    from .common import cli_actor
+    from .common import cli_actor, process_settings
 
     changes = _pairs(setting)
+    defaults = process_settings().delivery
 
     def action(session):
         if changes:
             update_settings(session, firm_id=firm, changes=changes, actor=cli_actor())
-        return describe(session, firm_id=firm, env=os.environ)
+        return describe(session, firm_id=firm, defaults=defaults)
 
     described = _transaction(database_url, action)
     print(f"firm {described['id']}: {described['name']}")

@@ -235,12 +235,21 @@ def bench_ticks(
     ticks: Annotated[int, typer.Option(help="ticks fed one by one")] = 5_000,
     scale: Annotated[str, typer.Option(help="comma-separated open-position counts for the growth table ('' for none)")] = "5000,20000,50000,100000",
     vector: Annotated[bool, typer.Option("--vector/--exact", help="screen ticks with numpy (default) or re-value every holder in Decimal")] = True,
+    mix: Annotated[str, typer.Option(help="calm: ±30 points a tick; market: trends and news spikes that take holders out of their band; both: calm, then market")] = "calm",
+    spike_every: Annotated[int, typer.Option(help="market: a news spike every this many ticks")] = 250,
+    sweep: Annotated[str, typer.Option(help="comma-separated positions per symbol: CPU µs per tick and per holder, vector and exact ('' for none)")] = "",
+    sweep_symbols: Annotated[int, typer.Option(help="symbols of the sweep")] = 6,
+    sweep_ticks: Annotated[int, typer.Option(help="ticks per sweep point (fewer on the exact path at the top)")] = 400,
 ) -> None:
     """Ticks/s and tick→decision latency (p50/p99) when ticks re-value the accounts holding the symbol."""
     from ..tools.bench_ticks import bench_ticks as run_bench
 
+    if mix not in ("calm", "market", "both"):
+        raise typer.BadParameter("--mix is calm, market or both")
     run_bench(accounts=accounts, positions=positions, symbols=symbols, ticks=ticks,
-              scale=[int(n) for n in scale.split(",") if n.strip()], vector=vector)
+              scale=[int(n) for n in scale.split(",") if n.strip()], vector=vector, mix=mix, spike_every=max(10, spike_every),
+              sweep=[int(n) for n in sweep.split(",") if n.strip()], sweep_symbols=sweep_symbols,
+              sweep_ticks=sweep_ticks)
 
 
 @bench_app.command("partition-ticks")
@@ -466,11 +475,14 @@ def bench_ingest(
 def bench_worker(
     accounts: Annotated[int, typer.Option(help="accounts in the synthetic firm")] = 1000,
     requests: Annotated[int, typer.Option(help="requests of 250 events, one pass after each")] = 160,
+    alert_distance: Annotated[Optional[str], typer.Option(
+        "--alert-distance", help="the firm's near-breach alert distance: \"5%\" of equity or an amount \"500\" "
+                                 "(default: none, alerts off)")] = None,
 ) -> None:
     """CPU time of the evaluation worker per request (SQLite, in-process): holds on a shared machine."""
     from ..tools.bench_service import bench_worker as run_bench
 
-    run_bench(accounts=accounts, requests=requests)
+    run_bench(accounts=accounts, requests=requests, alert_distance=alert_distance)
 
 
 @bench_app.command("web")
@@ -481,11 +493,14 @@ def bench_web(
     database_url: Annotated[Optional[str], typer.Option("--database-url", help="time PostgreSQL instead (built when empty)")] = None,
     requests: Annotated[int, typer.Option(help="timed requests per page")] = 200,
     url: Annotated[Optional[list[str]], typer.Option("--url", help="a page to time (repeatable; {id} = a random account id); default: the accounts pages")] = None,
+    roles: Annotated[bool, typer.Option("--roles", help="also every role's daily pages (risk, support, finance, admin, the portal)")] = False,
+    role: Annotated[Optional[str], typer.Option("--role", help="only this login's pages (e.g. support@bench.example), or the --url pages as it")] = None,
 ) -> None:
-    """Response times of the back office's account pages over a big firm (p50/p95/p99/max per page)."""
+    """Response times of the back office's pages over a big firm (p50/p95/p99/max per page)."""
     from ..tools.bench_web import bench_web as run_bench
 
-    run_bench(accounts=accounts, events=events, db=db, database_url=database_url, requests=requests, urls=url)
+    run_bench(accounts=accounts, events=events, db=db, database_url=database_url, requests=requests, urls=url,
+              roles=roles, role=role)
 
 
 @bench_app.command("portal")
@@ -683,7 +698,7 @@ def trades_backfill(
     from ..adapters.db import models as m
     from ..adapters.db.session import sessions
     from ..services.trades import backfill
-    from ..web.queries_accounts import backfill_points
+    from ..services.equity_replay import backfill_points
 
     engine = database(database_url)
     try:

@@ -251,15 +251,10 @@ def _worker_loop(session_factory, stop: threading.Event, *, fallback: float = FA
 
 
 def _dispatch_loop(dispatcher, stop: threading.Event) -> None:
-    while not stop.is_set():
-        try:
-            report = dispatcher.run_once()
-        except Exception:  # noqa: BLE001
-            log.exception("dispatch pass failed; retrying")
-            stop.wait(1.0)
-            continue
-        if not getattr(report, "delivered", 0) and not getattr(report, "failed", 0):
-            stop.wait(0.5)
+    """Woken by the outbox rows this process commits (the worker's decisions); 0.5 s poll otherwise."""
+    from ..services.dispatch import dispatch_loop
+
+    dispatch_loop(dispatcher, stop, fallback=0.5)
 
 
 def _status_loop(session_factory, stop: threading.Event, print_, every: float = 5.0) -> None:
@@ -427,9 +422,10 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
                     timeout_graceful_shutdown=5)  # open live streams must not hold the exit
     finally:
         stop.set()
-        from ..services.wakeup import EVENTS
+        from ..services.wakeup import EVENTS, OUTBOX
 
         EVENTS.notify()  # the worker waits on it: let it see `stop` now
+        OUTBOX.notify()  # and the dispatcher on this one
         for thread in threads:
             thread.join(timeout=5)
         if demo_platform is not None:  # issue 20

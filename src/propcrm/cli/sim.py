@@ -26,9 +26,11 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     ) -> None:
         """Run the trading-platform simulator: an MT5 Web API subset, a price feed, simulated traders.
 
-        The manager password is read from PROPCRM_SIM_MANAGER_PASSWORD (or a line of stdin).
+        The manager password is read from PROPCRM_SIM_MANAGER_PASSWORD (or a line of stdin). SIGUSR1 stops the
+        simulated traders and leaves the platform running.
         """
         import logging
+        import signal
         import threading
 
         from ..tools.platform_sim.main import Simulator
@@ -47,12 +49,30 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         print(f"platform simulator: MT5 Web API at {sim.url} (manager {manager}); {len(sim.server.accounts)} accounts, "
               f"{len(sim.server.deals)} deals so far. Stop with Ctrl-C.", flush=True)
         stop = threading.Event()
+        if hasattr(signal, "SIGUSR1"):  # the traders stop, the platform goes on (bench platforms drains with it)
+            signal.signal(signal.SIGUSR1, lambda *_: sim.traders_stop.set())
         try:
             stop.wait()
         except KeyboardInterrupt:
             pass
         finally:
             sim.close()
+
+    @bench_app.command("breach")
+    def bench_breach(
+        breaches: Annotated[int, typer.Option(help="accounts breached one after another")] = 20,
+        gap_s: Annotated[float, typer.Option("--gap-s", help="seconds between two breaches")] = 0.3,
+        workdir: Annotated[Optional[str], typer.Option(help="directory for the two databases (default: a new temporary one)")] = None,
+    ) -> None:
+        """From a breach to the platform simulator refusing the account's orders, as `serve` runs it
+        (no trading load): p50/p99/max from the breach decision and from the event's commit."""
+        import logging
+
+        from ..adapters.logs import configure_logging
+        from ..tools.platform_sim.bench_breach import bench_breach as run
+
+        configure_logging(logging.WARNING)
+        run(breaches=breaches, gap_s=gap_s, workdir=workdir)
 
     @bench_app.command("platforms")
     def bench_platforms(
@@ -62,7 +82,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         seconds: Annotated[float, typer.Option(help="measured seconds (after the warm-up)")] = 30,
         warmup: Annotated[float, typer.Option(help="seconds before measuring")] = 5,
         reckless_share: Annotated[float, typer.Option("--reckless-share", help="share of traders who breach sooner or later")] = 0.05,
-        wake: Annotated[bool, typer.Option("--wake/--poll", help="event-driven worker and dispatcher instead of the embedded loops' idle waits")] = False,
+        wake: Annotated[bool, typer.Option("--wake/--poll", hidden=True, help="ignored: the worker and the dispatcher are woken by commits, as in serve")] = True,
         workdir: Annotated[Optional[str], typer.Option(help="directory for the two databases (default: a new temporary one)")] = None,
     ) -> None:
         """Deals and equity updates from the platform simulator through the MT5 Web API connector into

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from ..adapters.db import models as m
 from ..adapters.db.session import make_engine, migrate, sessions
+from ..adapters.settings import Settings
 from ..services.dispatch import build_dispatcher, describe_setup
 from .metrics import DispatcherMetrics, serve_http
 
@@ -26,7 +27,9 @@ UTC = dt.timezone.utc
 
 
 def run_dispatcher_role(*, database_url: str, metrics_port: int | None, metrics_host: str = "127.0.0.1",
-                        interval: float = 0.5, stop: threading.Event | None = None) -> None:
+                        interval: float = 0.5, stop: threading.Event | None = None,
+                        settings: Settings | None = None) -> None:
+    """The outbox dispatcher as a cluster role; ``settings``: the entry point's (default: the process's)."""
     if not logging.getLogger().handlers:
         from ..adapters.logs import configure_logging
 
@@ -35,7 +38,7 @@ def run_dispatcher_role(*, database_url: str, metrics_port: int | None, metrics_
     migrate(url := database_url)
     engine = make_engine(url)
     session_factory = sessions(engine)
-    dispatcher = build_dispatcher(session_factory)
+    dispatcher = build_dispatcher(session_factory, settings)
     metrics = DispatcherMetrics()
     stop = stop or threading.Event()
     state = {"last_pass": 0.0, "last_error": None}

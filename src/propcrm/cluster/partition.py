@@ -57,6 +57,8 @@ from ..engine.evaluate import copy_state
 from ..services.catalog import PackCache
 from ..services.ingest import ahead_of_clock, max_ahead_from_env, quarantine_lines
 from ..services import audit
+from ..engine.lows import Zone
+from ..services import near_breach
 from ..services.payouts import SOURCE as PAYOUT_SOURCE, WITHDRAWAL_APPLIED
 from ..services.equity_points import point_of
 from ..services.trades import PROJECTED_EVENTS
@@ -139,6 +141,9 @@ class PartitionRun:
     # firm -> ids of the events applied once by id (:data:`ONCE_SOURCES`): a re-publication past the
     # stream's de-duplication window is dropped here
     once: dict[str, set[str]] = field(default_factory=dict)
+    # firm -> the version of the symbol table its engine marks with (:meth:`Directory.symbols_at`):
+    # a batch that finds another version stored gives the engine that one first
+    symbols: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass
@@ -228,13 +233,32 @@ class Directory:
     def symbols(self, firm_id: str) -> SymbolTable | None:
         """The firm's symbol table (None: it has none, no position is marked to market), parsed once
         per stored version — what the embedded worker reads (``services.symbols``)."""
+        return self.symbols_at(firm_id)[0]
+
+    def symbols_at(self, firm_id: str) -> tuple[SymbolTable | None, object]:
+        """The firm's symbol table and its version (what :meth:`symbol_versions` reports for it), read
+        together so that a change between the two reads cannot be missed."""
         with self.sessions() as session:
             row = session.get(m.SymbolTable, firm_id)
             body = row.body if row is not None else None
+            version = (row.updated_at, row.symbols) if row is not None else None
         cached = self._symbol_tables.get(firm_id)
         if cached is None or cached[0] != body:
             cached = self._symbol_tables[firm_id] = (body, parse_symbol_table(body) if body is not None else None)
-        return cached[1]
+        return cached[1], version
+
+    def symbol_versions(self, firm_ids: list[str]) -> dict[str, object]:
+        """The stored version of each firm's symbol table (``None``: it has none) — one indexed read
+        of two columns, never the bodies."""
+        versions: dict[str, object] = dict.fromkeys(firm_ids)
+        with self.sessions() as session:
+            for start in range(0, len(firm_ids), _CHUNK):
+                for firm_id, updated_at, count in session.execute(
+                    select(m.SymbolTable.firm_id, m.SymbolTable.updated_at, m.SymbolTable.symbols)
+                    .where(m.SymbolTable.firm_id.in_(firm_ids[start : start + _CHUNK]))
+                ):
+                    versions[firm_id] = (updated_at, count)
+        return versions
 
     def program_for(self, firm_id: str):
         def resolve(external_id: str) -> PhaseProgram | None:
@@ -263,8 +287,14 @@ class PartitionStore:
 
     def __init__(self, sessions: sessionmaker[Session], stream: str, partitions: int, worker_id: str, *,
                  snapshot_interval_s: float = 2.0, snapshot_max_dirty: int = 20_000,
-                 max_ahead: dt.timedelta | None = None, vector: bool | None = None) -> None:
+                 max_ahead: dt.timedelta | None = None, vector: bool | None = None,
+                 symbols_check_s: float = 1.0) -> None:
         self.sessions = sessions
+        # a firm's symbol table changed through the API or an import reaches the running partitions:
+        # at most every ``symbols_check_s``, a batch reads the tables' versions (not their bodies) and
+        # gives an engine whose table is older the stored one before it applies anything
+        self.symbols_check_s = symbols_check_s
+        self._symbols_checked = -1e18
         # ticks screened in integers (engine.marking): the same decisions and states as the exact
         # path; the states then lag the ticks until settled, which this store does before it reads them.
         # It pays from ~20 holders per tick per partition (docs/cluster.md); PROPCRM_VECTOR_TICKS=0: off
@@ -278,6 +308,7 @@ class PartitionStore:
         self._home: dict[tuple[str, str], int] = {}  # (firm, account) -> partition, cached
         self.max_ahead = max_ahead_from_env() if max_ahead is None else max_ahead
         self._applied_once: list[dict] = []  # a batch's once-only events applied (audited with its commit)
+        self._zones: dict[str, tuple[float, Zone | None]] = {}  # firm → (until, its near-breach alert distance)
 
     # ------------------------------------------------------------------ takeover
     def take(self, partition: int, epoch: int = 0) -> PartitionRun:
@@ -330,7 +361,8 @@ class PartitionStore:
         for firm_id, engine in run.engines.items():
             # the firm's table as stored now, and the index of the positions ticks move: the states
             # above were put in without it
-            engine.set_symbols(self.directory.symbols(firm_id))
+            table, run.symbols[firm_id] = self.directory.symbols_at(firm_id)
+            engine.set_symbols(table)
         return run
 
     def _engine(self, run: PartitionRun, firm_id: str) -> Engine:
@@ -340,8 +372,63 @@ class PartitionStore:
             # JetStream's de-duplication, a redelivered message by the checkpoint
             engine = run.engines[firm_id] = Engine(self.directory.program_for(firm_id), dedupe=False,
                                                    vector=self.vector)
-            engine.set_symbols(self.directory.symbols(firm_id))  # positions are marked to market with it
+            table, run.symbols[firm_id] = self.directory.symbols_at(firm_id)
+            engine.set_symbols(table)  # positions are marked to market with it
+        engine.watch_lows(self._zone(firm_id))  # the batch's worst points, for the near-breach alerts
         return engine
+
+    def _refresh_symbols(self, batch: list[tuple[PartitionRun, list[StreamMessage]]], now: float) -> int:
+        """Give every engine of the batch's runs whose firm's symbol table changed since it was read the
+        stored table (re-indexing the holders; pending screened marks are settled first), before the
+        batch's messages. Returns how many engines changed table. Rate-limited to ``symbols_check_s``."""
+        if now - self._symbols_checked < self.symbols_check_s:
+            return 0
+        self._symbols_checked = now
+        firms = sorted({firm_id for run, _ in batch for firm_id in run.engines})
+        if not firms:
+            return 0
+        stored = self.directory.symbol_versions(firms)
+        changed = 0
+        for run, _ in batch:
+            for firm_id, engine in run.engines.items():
+                if run.symbols.get(firm_id) != stored[firm_id]:
+                    table, run.symbols[firm_id] = self.directory.symbols_at(firm_id)
+                    engine.set_symbols(table)
+                    changed += 1
+                    log.info("partition %d: firm %s's symbol table changed; its engine uses the new one "
+                             "from stream seq > %d", run.partition, firm_id, run.applied)
+        return changed
+
+    def _zone(self, firm_id: str) -> Zone | None:
+        """The firm's near-breach alert distance, read at most every ``near_breach.SETTINGS_TTL`` seconds."""
+        now = time.monotonic()
+        cached = self._zones.get(firm_id)
+        if cached is None or cached[0] <= now:
+            with self.sessions() as session:
+                cached = self._zones[firm_id] = (now + near_breach.SETTINGS_TTL,
+                                                 near_breach.zone_of(session, firm_id))
+        return cached[1]
+
+    def _lows(self, run: PartitionRun, outcomes: dict) -> None:
+        """Hand each account's worst points of the batch to its outcome (an account only a tick moved gets
+        an outcome of its own: it has no decision, but it may have dipped)."""
+        for firm_id, engine in run.engines.items():
+            if engine.lows is None:
+                continue
+            for (firm, _), outcome in outcomes.items():  # watched: no point is no alert (not the end state)
+                if firm == firm_id and outcome.lows is None:
+                    outcome.lows = []
+            for external_id, points in engine.drain_lows().items():
+                key = (firm_id, external_id)
+                outcome = outcomes.get(key)
+                if outcome is None:
+                    ref, st, dirty = self.directory.get(firm_id, external_id), engine.state(external_id), \
+                        run.dirty.get(key)
+                    if ref is None or st is None or dirty is None:
+                        continue
+                    outcome = outcomes[key] = outcome_for(ref, st, engine.programs[external_id], dirty.last_seq, [],
+                                                          dirty.status_ts)
+                outcome.lows = [*(outcome.lows or ()), *points]
 
     # ------------------------------------------------------------------ batches
     def apply(self, batch: list[tuple[PartitionRun, list[StreamMessage]]], *, snapshot: bool = False) -> BatchResult:
@@ -364,6 +451,7 @@ class PartitionStore:
             result.error = f"partitions {stale}: a batch rolled back on this run; take the partition over again"
             return result
         try:
+            self._refresh_symbols(batch, now)
             for run, messages in batch:
                 plan = _Plan(run, run.seq, run.seq, run.applied)
                 for message in messages:
@@ -374,6 +462,8 @@ class PartitionStore:
                     events = self._apply_message(run, message, outcomes, dead, touched, silent=silent)
                     plan.applied = message.seq
                     if silent:
+                        for engine in run.engines.values():
+                            engine.drain_lows()  # the replayed past alerted when it was live
                         continue
                     plan.new = message.seq
                     result.messages += 1
@@ -384,6 +474,7 @@ class PartitionStore:
                 plan.snapshot = snapshot
                 if plan.new != plan.old or plan.snapshot:
                     plans.append(plan)
+                self._lows(run, outcomes)
             for run, _ in batch:  # the states as the exact path has them: checked, stored, snapshotted
                 for engine in run.engines.values():
                     engine.settle()

@@ -23,7 +23,7 @@ states.
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
+from decimal import ROUND_CEILING, Context, Decimal
 from math import gcd
 from typing import Any
 
@@ -43,6 +43,7 @@ _MAX_MARK = 2**55
 _MAX_ROWS = 32  # positions per screened account: their marks' sum stays below 2**60
 _MAX_PLACES = 8  # events carry at most 8 decimal places (domain.events.MAX_PLACES)
 _GROW = 256
+_CEILING = Context(prec=60, rounding=ROUND_CEILING)
 
 
 def to_units(value: Decimal) -> int | None:
@@ -72,14 +73,17 @@ def equity_from_units(units: int, places: int) -> Decimal:
     return Decimal(whole).scaleb(-places)
 
 
-def _mark_places(q: np.ndarray) -> np.ndarray:
-    """The places ``mark_from_units`` writes each mark with (2 to 8)."""
-    places = np.full(len(q), MARK_PLACES, np.int8)
-    step = 1
-    for _ in range(MARK_PLACES - 2):
-        step *= 10
-        places -= (q % step == 0).astype(np.int8)
-    return places
+# the places ``mark_from_units`` writes a mark of q units with, by q mod 10**6: which of 10, 100, …,
+# 10**6 divide q depends on that remainder alone (the floor modulo of a negative q included)
+_PLACES_BY_REST = np.full(10 ** (MARK_PLACES - 2), MARK_PLACES, np.int8)
+for _k in range(1, MARK_PLACES - 1):
+    _PLACES_BY_REST[:: 10**_k] -= 1
+
+
+def mark_places(q: np.ndarray) -> np.ndarray:
+    """The places ``mark_from_units`` writes each mark with (2 to 8): one modulo and one look-up
+    (it was six modulo passes, a fifth of a screened tick's CPU)."""
+    return _PLACES_BY_REST[q % len(_PLACES_BY_REST)]
 
 
 def _places(value: Decimal) -> int:
@@ -95,6 +99,14 @@ def _watch(value: Decimal, up: bool) -> int:
     scaled = value.scaleb(MARK_PLACES)
     edge = int(scaled.to_integral_value(rounding="ROUND_CEILING" if up else "ROUND_FLOOR"))
     return max(-_TOP, min(_TOP, edge))
+
+
+def _alert_units(below: Decimal) -> int:
+    """The screen's threshold for an equity ``below`` (rounded up: the screen may only err towards the exact path)."""
+    if below.is_infinite():
+        return _TOP if below > 0 else -_TOP
+    units = int(below.scaleb(MARK_PLACES, _CEILING).to_integral_value(ROUND_CEILING))
+    return max(-_TOP, min(_TOP, units))
 
 
 def _micros(ts: dt.datetime) -> int:
@@ -245,6 +257,9 @@ class Marks:
         self.top = np.zeros(n, np.int64)  # the highest equity since the settlement, when it made a new peak
         self.top_places = np.zeros(n, np.int8)
         self.raised = np.zeros(n, bool)
+        # near-breach watching (engine/lows.py): an equity at or under ``alert`` goes the exact path (to be
+        # measured there), as does a new intraday peak (it moves a level the measure reads)
+        self.alert = np.full(n, -_TOP, np.int64)
         self.stamp = np.zeros(n, np.int64)  # scratch: picks each account once from rows (no sort)
         self.pending = np.zeros(n, bool)  # the Decimal state lags the integers
         self.rows: dict[str, list[tuple[Book, int, str]]] = {}
@@ -347,7 +362,7 @@ class Marks:
             self.names.append(account)
             if index == len(self.base):
                 for name in ("base", "floating", "low", "high", "peak", "deadline", "places", "pending",
-                             "trail", "amount", "cap", "offset", "top", "top_places", "raised", "stamp"):
+                             "trail", "amount", "cap", "offset", "top", "top_places", "raised", "stamp", "alert"):
                     old = getattr(self, name)
                     new = np.zeros(len(old) * 2, old.dtype)
                     new[: len(old)] = old
@@ -385,6 +400,7 @@ class Marks:
         self.pending[index] = False
         self.raised[index] = False
         self.trail[index] = False
+        self.alert[index] = _alert_units(self.engine.low_below(st.account, st))
         line = self.engine.programs[st.account].peak_line(st)
         if line is not None:
             amount, cap, offset = (to_units(x) if x is not None else _TOP for x in line)
@@ -451,6 +467,7 @@ class Marks:
         if not moved:
             return sorted(exact)
         now = _micros(ts)
+        watching = self.engine.lows is not None
         verdicts = []
         for book, changed, q, accounts, change, cents in moved:  # every change is in before any test
             equity = self.base[accounts] + floating[accounts]
@@ -461,6 +478,8 @@ class Marks:
             )
             if gone is not None:
                 inside &= ~np.isin(accounts, gone)
+            if watching:
+                inside &= (equity > self.alert[accounts]) & (equity <= self.peak[accounts])
             verdicts.append(inside)
         kept = []
         for (book, changed, q, accounts, change, cents), inside in zip(moved, verdicts):
@@ -474,7 +493,7 @@ class Marks:
             # the exact path's equity keeps the most places of every mark it added or took out — the old
             # mark's too: a whole-cent tick can take out a mark of more places (a tick quoted to an extra
             # place before the account's state was re-read), so "cents" alone does not bound them
-            np.maximum.at(self.places, accounts, np.maximum(_mark_places(q), _mark_places(book.mark[changed])))
+            np.maximum.at(self.places, accounts, np.maximum(mark_places(q), mark_places(book.mark[changed])))
             book.mark[changed] = q
             self.pending[accounts] = True
             kept.append(accounts)

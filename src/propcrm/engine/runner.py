@@ -15,6 +15,7 @@ import gc
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -26,6 +27,7 @@ from ..domain.program import LIVE, CompiledPack, PhaseProgram
 from ..domain.rules.base import Ctx
 from ..domain.state import AccountState
 from .evaluate import apply, copy_state
+from .lows import INFINITY, Low, LowPoint, Zone, limit_slots
 from .marking import Marks
 
 
@@ -123,6 +125,9 @@ class Engine:
         self.last_clock: dt.datetime | None = None
         self.stats = Stats()
         self.rejected: list[Rejected] = []
+        # near-breach watching (engine/lows.py): None = off, and the fast path pays nothing for it
+        self.low_zone: Zone | None = None
+        self.lows: dict[str, Low] | None = None
         self.marks: Marks | None = Marks(self) if vector else None
 
     # ------------------------------------------------------------------ state
@@ -170,8 +175,60 @@ class Engine:
             self.adopt(st, program)
         self.seen = set(snap.seen)
         self.last_clock = snap.last_clock
+        if self.lows is not None:
+            self.lows = {}
         if self.marks is not None:
             self.marks.reset()
+
+    # ------------------------------------------------------------------ worst points (engine/lows.py)
+    def watch_lows(self, zone: Zone | None) -> None:
+        """Note, for every account, the worst point within ``zone`` of its daily-loss and max-loss level per
+        trading day (None: stop; what was noted is dropped)."""
+        if zone is not None and zone.within_pct is None and zone.within_amount is None:
+            zone = None
+        if zone == self.low_zone:
+            return
+        self.low_zone = zone
+        self.lows = None if zone is None else {}
+        if self.marks is not None:  # the screen's thresholds follow
+            for account in list(self.states):
+                self.marks.touch(account)
+
+    def drain_lows(self) -> dict[str, list[LowPoint]]:
+        """The worst points noted since the last drain, per account (those with any), and start afresh."""
+        lows = self.lows
+        if not lows:
+            return {}
+        out = {account: list(low.points.values()) for account, low in lows.items() if low.points}
+        self.lows = {}
+        if self.marks is not None:  # their thresholds go back up to the zone's ceiling
+            for account in lows:
+                self.marks.touch(account)
+        return out
+
+    def _low(self, account: str, st: AccountState) -> Low:
+        lows = self.lows
+        assert lows is not None and self.low_zone is not None
+        low = lows.get(account)
+        if low is None:
+            low = lows[account] = Low(limit_slots(self.programs[account]), self.low_zone, st)
+        return low
+
+    def low_below(self, account: str, st: AccountState) -> Decimal:
+        """The equity at or under which an event of ``account`` must be measured (-Infinity: none)."""
+        if self.lows is None:
+            return -INFINITY
+        return self._low(account, st).below
+
+    def _note_low(self, account: str, st: AccountState, ts: dt.datetime, event_id: str) -> None:
+        """Measure a state an evaluated event left (its levels or day may have moved)."""
+        self._low(account, st).note(st, ts, event_id)
+
+    def _note_low_fast(self, account: str, st: AccountState, ts: dt.datetime, event_id: str) -> None:
+        """Measure an in-band equity update only when it is under the account's threshold."""
+        low = self._low(account, st)
+        if st.equity <= low.below:
+            low.note(st, ts, event_id)
 
     # ------------------------------------------------------------------ events
     def _reject(self, ev: Any, kind: str, reason: str, line: int | None) -> None:
@@ -191,6 +248,7 @@ class Engine:
         seen_add = seen.add
         stats = self.stats
         marks = self.marks
+        lows = self.lows
         count = fast = 0
         for ev in events:
             count += 1
@@ -221,8 +279,14 @@ class Engine:
                         st.equity = equity
                         if equity > st.peak_watch:
                             programs[account].raise_peak(st)
+                            if lows is not None and account in lows:
+                                lows[account].refresh(st)  # a trailing level moved
                         st.last_ts = ts
                         fast += 1
+                        if lows is not None:  # one look-up and one comparison unless it may be a new worst point
+                            low = lows.get(ev.account)
+                            if low is None or equity <= low.below:
+                                self._note_low_fast(ev.account, st, ts, eid)
                         continue
             elif cls is Clock:
                 seen_add(eid)
@@ -263,6 +327,8 @@ class Engine:
         pending marks into ``st``."""
         if self.marks is not None:
             self.marks.touch(st.account)
+        if self.lows is not None:  # its worst points so far were of the state it replaces
+            self.lows.pop(st.account, None)
         self.states[st.account] = st
         self.programs[st.account] = program
         self._reindex(st.account, st)
@@ -273,6 +339,8 @@ class Engine:
             self.marks.touch(account)
         self.states.pop(account, None)
         self.programs.pop(account, None)
+        if self.lows is not None:
+            self.lows.pop(account, None)
         self._unindex(account)
 
     def _reindex(self, account: str, st: AccountState) -> None:
@@ -350,6 +418,10 @@ class Engine:
             st.equity = equity
             if equity > st.peak_watch:
                 program.raise_peak(st)
+                if self.lows is not None and account in self.lows:
+                    self.lows[account].refresh(st)
+            if self.lows is not None:
+                self._note_low_fast(account, st, ts, ev.id)
             return
         new = copy_state(st)
         new.positions = positions
@@ -361,6 +433,8 @@ class Engine:
             self._reject(ev, "internal", f"tick not applied to {account}: {type(exc).__name__}: {exc}", line)
             return
         self.states[account] = new
+        if self.lows is not None:
+            self._note_low(account, new, ts, ev.id)
         decisions = ctx.finish()
         if decisions:
             self._count(decisions)
@@ -408,6 +482,8 @@ class Engine:
             self._reject(ev, "internal", f"not applied: {type(exc).__name__}: {exc}", line)
             return False
         self.states[account] = new
+        if self.lows is not None:
+            self._note_low(account, new, ts, ev.id)
         if (new.positions is not st.positions or new.status != st.status) and (
             self.marks is not None or self.market.symbols or self.held
         ):  # (without a symbol table nothing is indexed: nothing to re-index)
@@ -451,6 +527,8 @@ class Engine:
                 self._reject(ev, "internal", f"clock not applied to {account}: {type(exc).__name__}: {exc}", line)
                 continue
             self.states[account] = new
+            if self.lows is not None:
+                self._note_low(account, new, ts, ev.id)
             decisions = ctx.finish()
             if decisions:
                 self._count(decisions)
@@ -472,6 +550,8 @@ class Engine:
             ctx = Ctx(ev.id, ev.ts, self.market)
             program.on_news(new, entry, ctx)
             self.states[account] = new
+            if self.lows is not None:
+                self._note_low(account, new, ev.ts, ev.id)
             decisions = ctx.finish()
             if decisions:
                 self._count(decisions)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
@@ -133,6 +133,28 @@ def case_view(session: Session, case: Case, *, notes: bool = True) -> dict[str, 
     return out
 
 
+#: the case list's order, strongest evidence first (the API, the cases page and the CSV export)
+STRONGEST_FIRST = (Case.score.desc(), Case.id.desc())
+
+
+def cases_where(*, firm_id: str, statuses: tuple[str, ...] | None = None, detector: str | None = None,
+                account_id: int | None = None, assigned_user_id: int | None = None) -> Select[tuple[Case]]:
+    """The firm's cases with these filters (``None``: not applied): the one read model of the case list, which
+    the API's ``/cases`` (:func:`list_cases`) and the cases page (``web/queries_cases.case_list``: its counts and
+    pages) order by :data:`STRONGEST_FIRST` and page."""
+    query = select(Case).where(Case.firm_id == firm_id)
+    if statuses is not None:
+        query = query.where(Case.status.in_(statuses))
+    if detector is not None:
+        query = query.where(Case.detector == detector)
+    if account_id is not None:
+        query = query.where(Case.id.in_(select(CaseAccount.case_id).where(CaseAccount.account_id == account_id,
+                                                                            CaseAccount.firm_id == firm_id)))
+    if assigned_user_id is not None:
+        query = query.where(Case.assigned_user_id == assigned_user_id)
+    return query
+
+
 def list_cases(session: Session, *, firm_id: str, status: str | None = None, detector: str | None = None,
                account_id: int | None = None, limit: int = 50, offset: int = 0) -> dict[str, Any]:
     if not 1 <= limit <= 500:
@@ -141,16 +163,10 @@ def list_cases(session: Session, *, firm_id: str, status: str | None = None, det
         raise Invalid("`offset`: must not be negative")
     if status is not None and status not in CASE_STATUSES:
         raise Invalid(f"`status`: one of {', '.join(CASE_STATUSES)}")
-    query = select(Case).where(Case.firm_id == firm_id)
-    if status is not None:
-        query = query.where(Case.status == status)
-    if detector is not None:
-        query = query.where(Case.detector == detector)
-    if account_id is not None:
-        query = query.where(Case.id.in_(select(CaseAccount.case_id).where(CaseAccount.account_id == account_id,
-                                                                            CaseAccount.firm_id == firm_id)))
+    query = cases_where(firm_id=firm_id, statuses=None if status is None else (status,), detector=detector,
+                        account_id=account_id)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(query.order_by(Case.score.desc(), Case.id.desc()).limit(limit).offset(offset))
+    rows = session.scalars(query.order_by(*STRONGEST_FIRST).limit(limit).offset(offset))
     return {"total": total, "limit": limit, "offset": offset, "items": [case_view(session, c, notes=False) for c in rows]}
 
 

@@ -32,6 +32,11 @@ claimed value: if this dispatcher was so slow that its lease ran out and another
 the row, the later claim owns it. A dispatcher killed mid-delivery loses nothing: its leased rows
 come due again when the lease ends (at least once; hence the idempotency key).
 
+**Platform commands first.** A pass claims due platform commands before other rows (then by id): a
+breach's ``disable`` never waits behind a batch of e-mails to a slow SMTP server or webhooks, because
+the time from a breach to the platform refusing the account's orders is what limits a trader's
+further losses (issue 20). Notifications keep their order among themselves.
+
 **Order per account.** Platform commands for one account are delivered in the order they were
 written: a command waits while an earlier command for the same account is still pending and
 either due or already tried (in flight, or failing and backing off). So a ``resume`` never
@@ -58,7 +63,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import case, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from ..adapters.db import models as m
@@ -68,7 +73,7 @@ from ..adapters.platforms import LoggingConnector, PlatformConnector, SignedWebh
 from . import audit, firms
 from ..adapters.db.models_tenants import FirmSettings
 from ..adapters.logs import configure_logging
-from ..adapters.settings import Settings
+from ..adapters.settings import Delivery, Settings, SettingsError
 from ..adapters.settings import current as current_settings
 
 log = logging.getLogger("propcrm.dispatch")
@@ -132,6 +137,10 @@ def describe_error(exc: BaseException) -> str:
     return text if len(text) <= ERROR_LIMIT else text[: ERROR_LIMIT - 1] + "…"
 
 
+#: ``Dispatcher(bus=...)`` default: the bus of the process's settings (``adapters/settings.current()``)
+PROCESS_BUS: Any = object()
+
+
 class Dispatcher:
     """Delivers due outbox rows. Any number of dispatchers may run side by side (see the module doc)."""
 
@@ -148,6 +157,7 @@ class Dispatcher:
         batch: int = 50,
         lease_s: float = 600,
         max_rows: int = 1000,
+        bus: Any = PROCESS_BUS,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -163,6 +173,8 @@ class Dispatcher:
         self.batch = batch
         self.lease = dt.timedelta(seconds=lease_s)
         self.max_rows = max_rows
+        #: the scale-out event log bus events go to (a ``BusConfig``; ``None``: none), by default the process's
+        self.bus = bus
         self._firm_channels: dict[str, tuple[Any, tuple[EmailNotifier | None, WebhookNotifier | None]]] = {}
 
     def channels(self, session: Session, firm_id: str) -> tuple[EmailNotifier | None, WebhookNotifier | None]:
@@ -228,7 +240,7 @@ class Dispatcher:
         query = (
             select(o.id, o.firm_id, o.kind, o.payload, o.dedupe_key, o.attempts)
             .where(o.status == "pending", o.next_attempt_at <= now, or_(o.kind != "platform_command", ~held_back))
-            .order_by(o.id)
+            .order_by(case((o.kind == "platform_command", 0), else_=1), o.id)  # commands first: module doc
             .limit(limit)
         )
         with self.sessions.begin() as session:
@@ -308,7 +320,7 @@ class Dispatcher:
         event once by its id even past the stream's de-duplication window."""
         from ..adapters.bus.jetstream import BusConfig, publish_event
 
-        config = BusConfig.from_env()
+        config = BusConfig.from_env() if self.bus is PROCESS_BUS else self.bus
         if config is None:
             raise DeliveryError("a bus event needs the scale-out event log (PROPCRM_NATS_URL is not set)")
         payload = claim.payload
@@ -475,40 +487,23 @@ class Dispatcher:
 # configuration from the environment and the `propcrm dispatch` loop
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    value = env.get(name, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
-        return False
-    if value in ("1", "true", "yes", "on"):
-        return True
-    raise DispatchConfigError(f"{name} must be true or false, got {value!r}")
-
-
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
-    value = env.get(name, "").strip()
-    if not value:
-        return default
+def _delivery(env: Mapping[str, str]) -> Delivery:
     try:
-        number = float(value)
-    except ValueError:
-        raise DispatchConfigError(f"{name} must be a number, got {value!r}") from None
-    if number <= 0:
-        raise DispatchConfigError(f"{name} must be positive, got {value!r}")
-    return number
+        return Delivery.from_env(env)
+    except SettingsError as exc:
+        raise DispatchConfigError(str(exc)) from None
 
 
-def connectors_from_env(env: Mapping[str, str]) -> dict[str, PlatformConnector]:
-    """``PROPCRM_PLATFORM_BRIDGE_URL`` + ``…_SECRET`` (+ ``…_TIMEOUT``): one signed-webhook bridge for
-    every platform; neither: the logging connector. A URL without a secret is refused rather than
-    quietly falling back to logging, which would leave breached accounts trading."""
-    url = env.get("PROPCRM_PLATFORM_BRIDGE_URL", "").strip()
-    secret = env.get("PROPCRM_PLATFORM_BRIDGE_SECRET", "")
+def connectors_from(delivery: Delivery) -> dict[str, PlatformConnector]:
+    """The platform bridge of ``delivery`` (``PROPCRM_PLATFORM_BRIDGE_URL`` + ``…_SECRET``, ``…_TIMEOUT``): one
+    signed-webhook bridge for every platform; neither: the logging connector. A URL without a secret is
+    refused rather than quietly falling back to logging, which would leave breached accounts trading."""
+    url, secret = delivery.bridge_url, delivery.bridge_secret
     if url:
         if not secret:
             raise DispatchConfigError("PROPCRM_PLATFORM_BRIDGE_URL is set but PROPCRM_PLATFORM_BRIDGE_SECRET is not")
-        timeout = _number(env, "PROPCRM_PLATFORM_BRIDGE_TIMEOUT", 10.0)
         try:
-            return {ANY_PLATFORM: SignedWebhookConnector(url, secret, timeout)}
+            return {ANY_PLATFORM: SignedWebhookConnector(url, secret, delivery.bridge_timeout)}
         except ValueError as exc:
             raise DispatchConfigError(f"PROPCRM_PLATFORM_BRIDGE_URL: {exc}") from None
     if secret:
@@ -516,52 +511,63 @@ def connectors_from_env(env: Mapping[str, str]) -> dict[str, PlatformConnector]:
     return {ANY_PLATFORM: LoggingConnector()}
 
 
-def email_from_env(env: Mapping[str, str]) -> EmailNotifier | None:
-    """``PROPCRM_SMTP_HOST`` (required to send e-mail), ``…_PORT`` (25; 587 with STARTTLS; 465 with
-    SSL), ``…_FROM``, ``…_STARTTLS``, ``…_SSL``, ``…_USER``, ``…_PASSWORD``, ``…_TIMEOUT``;
-    ``PROPCRM_RISK_EMAIL``: the firm's risk desk."""
-    host = env.get("PROPCRM_SMTP_HOST", "").strip()
-    if not host:
+def email_from(delivery: Delivery) -> EmailNotifier | None:
+    """The default SMTP server of ``delivery`` (``PROPCRM_SMTP_HOST``, required to send e-mail; ``…_PORT``: 25,
+    587 with STARTTLS, 465 with SSL; ``…_FROM``, ``…_STARTTLS``, ``…_SSL``, ``…_USER``, ``…_PASSWORD``,
+    ``…_TIMEOUT``; ``PROPCRM_RISK_EMAIL``: the firm's risk desk)."""
+    if not delivery.smtp_host:
         return None
-    starttls = _flag(env, "PROPCRM_SMTP_STARTTLS")
-    use_ssl = _flag(env, "PROPCRM_SMTP_SSL")
+    starttls, use_ssl = delivery.smtp_starttls, delivery.smtp_ssl
     if starttls and use_ssl:
         raise DispatchConfigError("set PROPCRM_SMTP_STARTTLS or PROPCRM_SMTP_SSL, not both")
-    port_text = env.get("PROPCRM_SMTP_PORT", "").strip()
-    try:
-        port = int(port_text) if port_text else (465 if use_ssl else 587 if starttls else 25)
-    except ValueError:
-        raise DispatchConfigError(f"PROPCRM_SMTP_PORT must be a port number, got {port_text!r}") from None
+    port = delivery.smtp_port or (465 if use_ssl else 587 if starttls else 25)
     return EmailNotifier(
-        host, port, env.get("PROPCRM_SMTP_FROM", "").strip() or "propcrm@localhost",
-        starttls=starttls, use_ssl=use_ssl,
-        username=env.get("PROPCRM_SMTP_USER") or None, password=env.get("PROPCRM_SMTP_PASSWORD") or None,
-        timeout=_number(env, "PROPCRM_SMTP_TIMEOUT", 10.0),
-        risk_address=env.get("PROPCRM_RISK_EMAIL", "").strip() or None,
+        delivery.smtp_host, port, delivery.smtp_sender or "propcrm@localhost",
+        starttls=starttls, use_ssl=use_ssl, username=delivery.smtp_user, password=delivery.smtp_password,
+        timeout=delivery.smtp_timeout, risk_address=delivery.risk_email,
     )
 
 
-def webhook_from_env(env: Mapping[str, str]) -> WebhookNotifier | None:
-    """``PROPCRM_FIRM_WEBHOOK_URL`` + ``PROPCRM_FIRM_WEBHOOK_SECRET``: signed notifications to the firm."""
-    url = env.get("PROPCRM_FIRM_WEBHOOK_URL", "").strip()
-    secret = env.get("PROPCRM_FIRM_WEBHOOK_SECRET", "")
-    if not url:
+def webhook_from(delivery: Delivery) -> WebhookNotifier | None:
+    """The firm webhook of ``delivery`` (``PROPCRM_FIRM_WEBHOOK_URL`` + ``…_SECRET``): signed notifications."""
+    if not delivery.webhook_url:
         return None
-    if not secret:
+    if not delivery.webhook_secret:
         raise DispatchConfigError("PROPCRM_FIRM_WEBHOOK_URL is set but PROPCRM_FIRM_WEBHOOK_SECRET is not")
     try:
-        return WebhookNotifier(url, secret, _number(env, "PROPCRM_FIRM_WEBHOOK_TIMEOUT", 10.0))
+        return WebhookNotifier(delivery.webhook_url, delivery.webhook_secret, delivery.webhook_timeout)
     except ValueError as exc:
         raise DispatchConfigError(f"PROPCRM_FIRM_WEBHOOK_URL: {exc}") from None
 
 
+def connectors_from_env(env: Mapping[str, str]) -> dict[str, PlatformConnector]:
+    """:func:`connectors_from` the variables of ``env`` (a mapping: tests, tools)."""
+    return connectors_from(_delivery(env))
+
+
+def email_from_env(env: Mapping[str, str]) -> EmailNotifier | None:
+    """:func:`email_from` the variables of ``env``."""
+    return email_from(_delivery(env))
+
+
+def webhook_from_env(env: Mapping[str, str]) -> WebhookNotifier | None:
+    """:func:`webhook_from` the variables of ``env``."""
+    return webhook_from(_delivery(env))
+
+
 def build_dispatcher(session_factory: sessionmaker[Session], env: Settings | Mapping[str, str] | None = None,
                      **options: Any) -> Dispatcher:
-    """A dispatcher configured from ``env`` (see the ``*_from_env`` functions): the process's settings
-    (default: ``adapters/settings.current()``; the variables they were read from) or a mapping."""
-    env = _variables(env)
-    dispatcher = Dispatcher(session_factory, connectors=connectors_from_env(env), email=email_from_env(env),
-                            webhook=webhook_from_env(env), **options)
+    """A dispatcher configured from the typed settings of an entry point (``settings.delivery``; the bus of
+    ``settings.nats_url``), or from a mapping of variables (tests, tools); ``None``: the process's settings
+    (``adapters/settings.current()``)."""
+    settings = current_settings() if env is None else env
+    if isinstance(settings, Settings):
+        delivery = settings.delivery
+        options.setdefault("bus", _bus_config(settings))
+    else:
+        delivery = _delivery(settings)
+    dispatcher = Dispatcher(session_factory, connectors=connectors_from(delivery), email=email_from(delivery),
+                            webhook=webhook_from(delivery), **options)
     # issue 20: platforms with a stored connection (`propcrm platforms add`) are commanded through it
     from ..features.platforms.commands import with_connections
 
@@ -569,10 +575,13 @@ def build_dispatcher(session_factory: sessionmaker[Session], env: Settings | Map
     return dispatcher
 
 
-def _variables(env: Settings | Mapping[str, str] | None) -> Mapping[str, str]:
-    if env is None:
-        env = current_settings()
-    return env.env if isinstance(env, Settings) else env
+def _bus_config(settings: Settings) -> Any:
+    """The scale-out event log of ``settings`` (``None``: the embedded deployment)."""
+    if settings.nats_url is None:
+        return None
+    from ..adapters.bus.jetstream import BusConfig
+
+    return BusConfig.from_env(settings.env, url=settings.nats_url)
 
 
 def describe_setup(dispatcher: Dispatcher) -> str:
@@ -593,6 +602,29 @@ def summary(report: DispatchReport) -> str:
     return (f"{report.delivered:,} delivered, {report.failed:,} to retry, {report.dead:,} dead, "
             f"{report.cancelled:,} cancelled, {report.notifications:,} in-app notifications "
             f"({report.claimed:,} claimed, {report.seconds:.2f} s)")
+
+
+def dispatch_loop(dispatcher: Dispatcher, stop: threading.Event, *, fallback: float = 0.5,
+                  total: DispatchReport | None = None) -> None:
+    """Passes until ``stop``: while a pass delivers or fails something, the next one at once; when idle,
+    wait until outbox rows are committed in this process (:data:`~.wakeup.OUTBOX` — the worker's
+    decisions in ``propcrm serve``) or ``fallback`` seconds pass (rows another process wrote, retries
+    coming due). There is no poll interval between a breach's commit and its ``disable`` being sent.
+    Whoever sets ``stop`` should also call ``OUTBOX.notify()`` to end the wait at once."""
+    from .wakeup import OUTBOX
+
+    while not stop.is_set():
+        seen = OUTBOX.generation  # read before the pass: a commit during the pass wakes the next wait
+        try:
+            report = dispatcher.run_once()
+        except Exception:  # noqa: BLE001 - a failed pass is retried; each outcome committed on its own
+            log.exception("dispatch pass failed; retrying")
+            stop.wait(min(fallback, 1.0))
+            continue
+        if total is not None:
+            total.add(report)
+        if not report.delivered and not report.failed and not report.cancelled and not report.dead:
+            OUTBOX.wait(seen, fallback)
 
 
 def run_dispatcher(*, database_url: str | None, once: bool = False, interval: float = 1.0,
@@ -618,16 +650,7 @@ def run_dispatcher(*, database_url: str | None, once: bool = False, interval: fl
             return total
         stop = stop or threading.Event()
         try:
-            while not stop.is_set():
-                try:
-                    report = dispatcher.run_once()
-                except Exception:  # noqa: BLE001 - a failed pass is retried; each outcome committed on its own
-                    log.exception("dispatch pass failed; retrying")
-                    stop.wait(interval)
-                    continue
-                total.add(report)
-                if report.claimed == 0:
-                    stop.wait(interval)
+            dispatch_loop(dispatcher, stop, fallback=interval, total=total)
         except KeyboardInterrupt:
             pass
         print_(summary(total))
@@ -644,10 +667,14 @@ __all__ = [
     "DispatchReport",
     "Dispatcher",
     "build_dispatcher",
+    "connectors_from",
     "connectors_from_env",
+    "dispatch_loop",
     "describe_error",
+    "email_from",
     "email_from_env",
     "run_dispatcher",
     "summary",
+    "webhook_from",
     "webhook_from_env",
 ]

@@ -21,7 +21,7 @@ merged with the new points under the same rule (a point that stops being the min
 So an account stores at most 8 rows per minute it traded in, whatever its event count; the chart thins
 what it reads to ``MAX_POINTS`` (:func:`propcrm.web.queries_accounts.downsample`).
 
-:func:`propcrm.web.queries_accounts.backfill_points` fills the projection of accounts evaluated before
+:func:`propcrm.services.equity_replay.backfill_points` fills the projection of accounts evaluated before
 it existed from the embedded event log (``propcrm trades backfill``), through the chart's replay.
 """
 

@@ -51,7 +51,7 @@ from ..domain.market import Market, NewsEntry, SymbolTable, Tick, parse_symbol_t
 from ..domain.program import CompiledPack, compile_pack
 from ..domain.state import AccountState
 from ..engine.runner import Engine, moved_by
-from . import audit
+from . import audit, near_breach
 from .equity_points import Sampler
 from .catalog import PackCache
 from .trades import PROJECTED_EVENTS
@@ -565,6 +565,7 @@ class EvaluationWorker:
         if account.firm_id not in self._pass_symbols:  # read once per firm and pass, not once per account
             self._pass_symbols[account.firm_id] = self._symbols(session, account.firm_id)
         engine.set_symbols(self._pass_symbols[account.firm_id])  # positions are marked to market with it
+        engine.watch_lows(near_breach.zone_of(session, account.firm_id))  # the batch's worst point, for the alerts
         program_key = (account.pack_version_id, account.phase)
         stored: bytes | None = None
         held = self._held.pop(account.id, None)  # back only when this pass commits (run_pass)
@@ -650,6 +651,7 @@ class EvaluationWorker:
             trades=[(ev, row.seq) for ev, row in zip(events, fed)
                     if row.account_id is not None and row.seq not in refused and isinstance(ev, PROJECTED_EVENTS)],
         )
+        unit.outcome.lows = engine.drain_lows().get(account.external_id, []) if engine.lows is not None else None
         unit.outcome.points = sampler.finish(decisions, (ev.id for ev, row in zip(events, fed) if row.seq in refused))
         unit.outcome.encoded = STATE_ENCODER.encode(st)
         unit.outcome.stored = stored

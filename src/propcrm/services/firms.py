@@ -35,6 +35,7 @@ from ..adapters.db.models_tenants import FirmSettings
 from ..adapters.documents import DocumentStore
 from ..adapters.notify import EmailNotifier, WebhookNotifier
 from ..adapters.platforms.secrets import SecretBox
+from ..adapters.settings import Delivery
 from . import audit
 from .errors import Conflict, Invalid, NotFound
 from .passwords import generate_password
@@ -333,20 +334,20 @@ def logo(session: Session, *, firm_id: str, store: DocumentStore) -> tuple[bytes
         return None
 
 
-def describe(session: Session, *, firm_id: str, env: Mapping[str, str], box: SecretBox | None = None) -> dict[str, Any]:
+def describe(session: Session, *, firm_id: str, defaults: Delivery, box: SecretBox | None = None) -> dict[str, Any]:
     """A firm's settings as the API and the pages show them: each value with where it comes from (``firm``
-    or ``default``: the environment); secrets only as ``…_set``."""
+    or ``default``: the deployment's ``defaults``, ``settings.delivery`` of the entry point); secrets only
+    as ``…_set``."""
     firm = get_firm(session, firm_id)
     row = session.get(FirmSettings, firm_id)
     sealed = (box or SecretBox()).open(row.sealed) if row is not None and row.sealed else {}
     own = {field: (getattr(row, field) if row is not None else None) for field in TEXT_FIELDS if field != "name"}
     defaults = {"product_name": DEFAULT_PRODUCT, "accent_colour": DEFAULT_ACCENT,
-                "smtp_host": env.get("PROPCRM_SMTP_HOST", "").strip() or None,
-                "smtp_port": int(p) if (p := env.get("PROPCRM_SMTP_PORT", "").strip()).isdigit() else None,
-                "smtp_sender": env.get("PROPCRM_SMTP_FROM", "").strip() or None,
-                "smtp_user": env.get("PROPCRM_SMTP_USER", "").strip() or None,
-                "risk_email": env.get("PROPCRM_RISK_EMAIL", "").strip() or None,
-                "webhook_url": _safe(env.get("PROPCRM_FIRM_WEBHOOK_URL", "").strip()) or None}
+                "smtp_host": defaults.smtp_host, "smtp_port": defaults.smtp_port,
+                "smtp_sender": defaults.smtp_sender,
+                "smtp_user": (defaults.smtp_user or "").strip() or None,
+                "risk_email": defaults.risk_email,
+                "webhook_url": _safe(defaults.webhook_url or "") or None}
     effective = {field: {"value": own[field] if own[field] is not None else defaults[field],
                          "source": "firm" if own[field] is not None else "default"} for field in own}
     return {

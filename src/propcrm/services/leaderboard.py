@@ -278,10 +278,12 @@ def unhide(session: Session, *, firm_id: str, entry_id: int, actor: str, reason:
     return entry
 
 
-def entries(session: Session, *, firm_id: str) -> list[LeaderboardEntry]:
-    """Every entry of the firm (staff: who takes part, who is hidden), newest first."""
-    return list(session.scalars(select(LeaderboardEntry).where(LeaderboardEntry.firm_id == firm_id)
-                                .order_by(LeaderboardEntry.id.desc())))
+def entries(session: Session, *, firm_id: str, limit: int | None = None, offset: int = 0) -> list[LeaderboardEntry]:
+    """The firm's entries (staff: who takes part, who is hidden), newest first; ``limit``/``offset``: a page."""
+    query = select(LeaderboardEntry).where(LeaderboardEntry.firm_id == firm_id).order_by(LeaderboardEntry.id.desc())
+    if limit is not None:
+        query = query.limit(limit).offset(offset)
+    return list(session.scalars(query))
 
 
 # --------------------------------------------------------------------------------------------------

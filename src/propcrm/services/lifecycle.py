@@ -146,11 +146,23 @@ def lead_view(lead: Lead) -> dict[str, Any]:
             "lost_reason": lead.lost_reason}
 
 
-def list_leads(session: Session, *, firm_id: str, status: str | None = None) -> list[Lead]:
+def list_leads(session: Session, *, firm_id: str, status: str | None = None, limit: int | None = None,
+               offset: int = 0, newest_first: bool = False) -> list[Lead]:
+    """The firm's leads (oldest first, or ``newest_first``); ``limit``/``offset``: one page of them."""
     query = select(Lead).where(Lead.firm_id == firm_id)
     if status is not None:
         query = query.where(Lead.status == status)
-    return list(session.scalars(query.order_by(Lead.id)))
+    query = query.order_by(Lead.id.desc() if newest_first else Lead.id)
+    if limit is not None:
+        query = query.limit(limit).offset(offset)
+    return list(session.scalars(query))
+
+
+def count_leads(session: Session, *, firm_id: str, status: str | None = None) -> int:
+    query = select(func.count()).select_from(Lead).where(Lead.firm_id == firm_id)
+    if status is not None:
+        query = query.where(Lead.status == status)
+    return session.scalar(query) or 0
 
 
 def convert_lead(session: Session, *, firm_id: str, lead_id: int, actor: str) -> m.Trader:
@@ -487,8 +499,18 @@ def discount_view(row: DiscountCode) -> dict[str, Any]:
             "max_uses": row.max_uses, "uses": row.uses, "active": row.active, "expires_at": row.expires_at}
 
 
-def list_discount_codes(session: Session, *, firm_id: str) -> list[DiscountCode]:
-    return list(session.scalars(select(DiscountCode).where(DiscountCode.firm_id == firm_id).order_by(DiscountCode.id)))
+def list_discount_codes(session: Session, *, firm_id: str, limit: int | None = None, offset: int = 0,
+                        newest_first: bool = False) -> list[DiscountCode]:
+    """The firm's discount codes (oldest first, or ``newest_first``); ``limit``/``offset``: one page of them."""
+    query = select(DiscountCode).where(DiscountCode.firm_id == firm_id).order_by(
+        DiscountCode.id.desc() if newest_first else DiscountCode.id)
+    if limit is not None:
+        query = query.limit(limit).offset(offset)
+    return list(session.scalars(query))
+
+
+def count_discount_codes(session: Session, *, firm_id: str) -> int:
+    return session.scalar(select(func.count()).select_from(DiscountCode).where(DiscountCode.firm_id == firm_id)) or 0
 
 
 def get_discount_code(session: Session, *, firm_id: str, code_id: int) -> DiscountCode:
@@ -777,6 +799,6 @@ def count_orders(session: Session, *, firm_id: str) -> int:
 
 __all__ = [
     "Refusal", "behind", "capture_lead", "convert_lead", "create_discount_code", "create_order", "derived_stage", "first_delivery",
-    "get_order", "kyc_cleared", "list_discount_codes", "list_leads", "list_orders", "payment_update", "refund",
+    "get_order", "kyc_cleared", "count_discount_codes", "count_leads", "list_discount_codes", "list_leads", "list_orders", "payment_update", "refund",
     "set_kyc", "settings_of", "stage_history", "sync", "sync_firm", "trader_view", "transition", "update_settings",
 ]

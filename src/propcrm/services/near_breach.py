@@ -1,15 +1,21 @@
 """Near-breach alerts: risk staff hear of an account that comes within the firm's distance of a loss limit
 before it breaches — once per account, limit and trading day, not on every event.
 
-**Where.** The evaluation write path (:func:`services.outcomes.write_outcomes`, the embedded worker and the
-partitioned workers alike) calls :func:`check` with a batch's outcomes, in the batch's transaction. For the
-accounts of firms that set a distance it computes the figures the accounts list sorts on
-(:func:`services.accounts.stored_figures`: equity − daily floor, equity − max-loss level), and for each limit
-within the distance (and not yet crossed: a breach has its own decision and notification) adds one
+**Where.** Both evaluation drivers (the embedded worker and the partitioned workers) have their engine watch
+the accounts of a firm that set a distance (:func:`zone_of` → ``Engine.watch_lows``, engine/lows.py): per
+account, limit and trading day it notes the *worst point of the batch* — the applied event (equity update,
+close, tick marking the positions, day rollover…) that brought equity nearest the first daily-loss or
+max-loss level while within the distance, measured against the level as it stood then — and the driver hands
+those points over with the outcome (``AccountOutcome.lows``). So a dip into the zone and a recovery inside
+one batch alert, naming the dip's equity and time. The evaluation write path
+(:func:`services.outcomes.write_outcomes`) calls :func:`check` with a batch's outcomes, in the batch's
+transaction; for each point (not crossed: a breach has its own decision and notification) it adds one
 ``near_breach_alerts`` row — unique on (account, limit, trading day), so a repeat is a no-op on either backend —
 and one ``notify`` outbox row (the existing path: in-app for admin and risk, the risk desk's e-mail, the firm's
 webhook). A process-wide memo of what was alerted today keeps an account sitting near its floor from costing a
-statement per event.
+statement per event. An outcome without points (a driver that did not watch, e.g. the first batch after a
+firm set its distance in another process) is measured on the state the batch ended with, as the accounts
+list's figures (:func:`services.accounts.stored_figures`) give it.
 
 **Distance.** ``within_pct``: the distance as a percentage of equity, as the accounts list's "near" filter
 measures it; ``within_amount``: the distance in the account's currency, as its "near_amount" filter. Either or
@@ -32,6 +38,7 @@ from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
 from ..adapters.db.models_lifecycle import NearBreachAlert, NearBreachSettings
+from ..engine.lows import Zone
 from . import audit
 from .accounts import figures_for_states, money
 from .errors import Conflict, Invalid, NotFound
@@ -150,6 +157,12 @@ def _distances(session: Session, firm_ids: set[str]) -> dict[str, tuple[Decimal 
     return out
 
 
+def zone_of(session: Session, firm_id: str) -> Zone | None:
+    """The firm's alert distance as the engine watches it (None: alerts off, the engine watches nothing)."""
+    found = _distances(session, {firm_id}).get(firm_id)
+    return Zone(*found) if found is not None else None
+
+
 def _remember_after_commit(session: Session, memo: _Memo, key: tuple[int, str, dt.date]) -> None:
     """Remember ``key`` once the batch's transaction commits: a batch that rolls back (and is applied again)
     must alert again."""
@@ -170,63 +183,78 @@ def _remember_after_commit(session: Session, memo: _Memo, key: tuple[int, str, d
     pending.append(key)
 
 
-def _within(distance: Decimal, equity: Decimal, pct: Decimal | None, amount: Decimal | None) -> bool:
-    if distance <= 0:  # crossed (or touched): the breach decision tells
-        return False
-    if amount is not None and distance <= amount:
-        return True
-    return pct is not None and equity > 0 and distance * HUNDRED <= pct * equity
+def _points(session: Session, live: list[Any], now: dt.datetime) -> list[list[tuple]]:
+    """Per outcome, its candidate points ``(rule, trading day, equity, level, distance, reached at)``: the
+    worst points the engine noted, or (not watched) the limits of the state the batch ended with."""
+    out: list[list[tuple] | None] = [
+        [(p.rule, p.trading_day or now.date(), p.equity, p.level, p.distance, p.ts) for p in o.lows]
+        if o.lows is not None else None for o in live]
+    unwatched = [o for o, points in zip(live, out) if points is None]
+    if unwatched:
+        figures = iter(figures_for_states(
+            session, ((o.account.pack_version_id, o.account.phase, o.state) for o in unwatched)))
+        for i, o in enumerate(live):
+            if out[i] is None:
+                f, st = next(figures), o.state
+                out[i] = [(rule, st.trading_day or now.date(), st.equity, f.get(level_key), f.get(distance_key),
+                           st.last_ts) for rule, distance_key, level_key in LIMITS
+                          if f.get(distance_key) is not None and f.get(level_key) is not None]
+    return out  # type: ignore[return-value]
 
 
 def check(session: Session, outcomes: list[Any], now: dt.datetime) -> int:
-    """Alert on the batch's accounts within their firm's distance of a limit; returns the alerts added."""
+    """Alert on the batch's accounts that came within their firm's distance of a limit; returns the alerts
+    added (at most one per account, limit and trading day, ever)."""
     firms = _distances(session, {o.account.firm_id for o in outcomes})
     if not firms:
         return 0
     live = [o for o in outcomes if o.account.firm_id in firms and o.state.status in ("active", "paused")]
     if not live:
         return 0
-    figures = figures_for_states(session, ((o.account.pack_version_id, o.account.phase, o.state) for o in live))
     dialect = session.get_bind().dialect.name
     memo = memo_of(session)
     added = 0
-    for outcome, f in zip(live, figures):
-        account, st = outcome.account, outcome.state
-        pct, amount = firms[account.firm_id]
-        day = st.trading_day or now.date()
-        for rule, distance_key, level_key in LIMITS:
-            distance, level = f.get(distance_key), f.get(level_key)
-            if distance is None or level is None or not _within(distance, st.equity, pct, amount):
+    for outcome, points in zip(live, _points(session, live, now)):
+        account = outcome.account
+        zone = Zone(*firms[account.firm_id])
+        for rule, day, equity, level, distance, reached_at in points:
+            if not zone.within(distance, equity):
                 continue
             key = (account.id, rule, day)
             if memo.seen(key):
                 continue
             statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(NearBreachAlert.__table__)
             statement = statement.values(firm_id=account.firm_id, account_id=account.id, limit_rule=rule,
-                                         trading_day=day, equity=st.equity, level=level, distance=distance,
-                                         created_at=now).on_conflict_do_nothing(
+                                         trading_day=day, equity=equity, level=level, distance=distance,
+                                         reached_at=reached_at, created_at=now).on_conflict_do_nothing(
                 index_elements=["account_id", "limit_rule", "trading_day"]).returning(NearBreachAlert.__table__.c.id)
             alert_id = session.execute(statement).scalar()
             _remember_after_commit(session, memo, key)
             if alert_id is None:  # alerted before (another process, or before a restart)
                 continue
             added += 1
+            at = _when(reached_at)
             audit.append(session, actor="system:near_breach", action="near_breach.alert", entity="account",
                          entity_id=str(account.id),
                          after={"alert": alert_id, "account": account.external_id, "rule": rule,
-                                "trading_day": day.isoformat(), "equity": money(st.equity), "level": money(level),
-                                "distance": money(distance)}, firm_id=account.firm_id)
+                                "trading_day": day.isoformat(), "equity": money(equity), "level": money(level),
+                                "distance": money(distance), "reached_at": at}, firm_id=account.firm_id)
             name = LIMIT_NAMES[rule]
-            message = (f"Equity {money(st.equity)} is {money(distance)} above the {name} level {money(level)} "
-                       f"(trading day {day.isoformat()}).")
+            moment = f" at {at.replace('T', ' ').replace('+00:00', ' UTC')}" if at else ""
+            message = (f"Equity {money(equity)} was {money(distance)} above the {name} level {money(level)}"
+                       f"{moment} (trading day {day.isoformat()}).")
             session.execute(insert(m.OutboxMessage.__table__), [{
                 "firm_id": account.firm_id, "kind": "notify", "dedupe_key": f"near_breach:{alert_id}",
                 "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,
                 "payload": {"kind": "near_breach", "account": account.external_id, "platform": account.platform,
                             "login": account.login, "rule": rule, "message": message, "trader_id": None,
                             "alert": alert_id, "trading_day": day.isoformat(), "distance": money(distance),
-                            "level": money(level), "equity": money(st.equity)}}])
+                            "level": money(level), "equity": money(equity), "reached_at": at}}])
     return added
+
+
+def _when(ts: dt.datetime | None) -> str | None:
+    return ts.astimezone(UTC).isoformat(timespec="seconds") if ts is not None else None
 
 
 def list_alerts(session: Session, *, firm_id: str, unseen_only: bool = False, limit: int = 100,
@@ -244,7 +272,7 @@ def list_alerts(session: Session, *, firm_id: str, unseen_only: bool = False, li
         .where(*where).order_by(NearBreachAlert.id.desc()).limit(limit).offset(offset))
     return [{"id": a.id, "account_id": a.account_id, "account": ext, "status": status, "trader": trader,
              "trader_id": trader_id, "rule": a.limit_rule, "trading_day": a.trading_day, "equity": a.equity,
-             "level": a.level, "distance": a.distance, "created_at": a.created_at, "seen_by": a.seen_by,
+             "level": a.level, "distance": a.distance, "reached_at": a.reached_at, "created_at": a.created_at, "seen_by": a.seen_by,
              "seen_at": a.seen_at} for a, ext, status, trader, trader_id in rows], int(total)
 
 
@@ -261,4 +289,4 @@ def mark_seen(session: Session, *, firm_id: str, alert_id: int, actor: str) -> N
     return row
 
 
-__all__ = ["LIMITS", "check", "memo_of", "list_alerts", "mark_seen", "settings_of", "update_settings"]
+__all__ = ["LIMITS", "check", "memo_of", "zone_of", "list_alerts", "mark_seen", "settings_of", "update_settings"]

@@ -165,6 +165,10 @@ class AccountOutcome:
     trades: list[tuple[object, int | None]] = field(default_factory=list)
     #: the chart's points of the batch, in time order (:mod:`propcrm.services.equity_points`)
     points: list = field(default_factory=list)
+    #: the batch's worst points within the firm's alert distance (``engine.lows.LowPoint``, one per limit and
+    #: trading day) when the driver's engine watched the account; None: not watched (near_breach.check then
+    #: measures ``state``)
+    lows: list | None = None
 
 
 @dataclass

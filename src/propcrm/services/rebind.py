@@ -50,7 +50,7 @@ from ..domain.program import PhaseProgram
 from ..domain.state import AccountState
 from ..engine.replay import compare_decisions
 from ..engine.runner import Engine
-from . import audit
+from . import audit, equity_replay
 from .catalog import compiled_pack
 from .errors import Conflict, Invalid
 from .evaluation import firm_wide
@@ -324,6 +324,8 @@ def _write_move(session: Session, move: Move, target: m.RulePackVersion, reason:
                         .values(generation=m.AccountState.generation + 1)
                         .execution_options(synchronize_session=False))
         account.status = ref.status
+        # the chart's floors and decision marks follow the new version: its points are replayed under it
+        equity_replay.backfill_points(session, firm_id=account.firm_id, account_ids=[account.id])
     if before_status == "breached" and account.status in TRADING:
         session.add(m.OutboxMessage(
             firm_id=account.firm_id, kind="platform_command",

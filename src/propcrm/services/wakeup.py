@@ -1,4 +1,5 @@
-"""In-process wake-up of the evaluation worker: events are pushed to it as soon as ingestion commits them.
+"""In-process wake-ups: the evaluation worker as soon as events are committed, the outbox dispatcher as
+soon as outbox rows are.
 
 Whatever stores events (:func:`propcrm.services.ingest.ingest` and re-submission) marks its session
 with :func:`events_stored`; when that session's transaction commits, :data:`EVENTS` moves on one
@@ -9,6 +10,12 @@ between a commit and the pass that evaluates it. A rollback wakes nobody.
 Events written by another process (``propcrm work`` beside ``propcrm serve --no-worker``, a CLI
 import) do not reach this signal: the worker also wakes on a slow fallback timer
 (:func:`Signal.wait`'s ``timeout``) and finds them in the database as before.
+
+The same for the outbox (:data:`OUTBOX`): any session that inserts ``outbox`` rows — the worker's
+group commit (an insert statement), ``session.add(OutboxMessage(...))`` anywhere else — wakes the
+embedded dispatcher when it commits, so a breach's ``disable`` is delivered right after the decision
+is committed instead of after the dispatcher's idle wait (issue 20: breach → platform refusing
+orders). A dispatcher in another process (``propcrm dispatch``) keeps its poll interval.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 _MARK = "propcrm.events_stored"
+_OUTBOX_MARK = "propcrm.outbox_written"
+_OUTBOX_TABLE = "outbox"
 
 
 class Signal:
@@ -49,17 +58,46 @@ class Signal:
 EVENTS = Signal()
 
 
+#: Outbox rows written in this process: notified after every commit that inserted at least one.
+OUTBOX = Signal()
+
+
 def events_stored(session: Session) -> None:
     """Mark ``session``: when its transaction commits, wake the worker (:data:`EVENTS`)."""
     session.info[_MARK] = True
 
 
+def outbox_written(session: Session) -> None:
+    """Mark ``session``: when its transaction commits, wake the dispatcher (:data:`OUTBOX`). Inserts
+    into ``outbox`` mark their session by themselves (below); this is for writers that go around them."""
+    session.info[_OUTBOX_MARK] = True
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _on_execute(state) -> None:  # noqa: ANN001 - sqlalchemy.orm.ORMExecuteState
+    if state.is_insert and getattr(getattr(state.statement, "table", None), "name", None) == _OUTBOX_TABLE:
+        state.session.info[_OUTBOX_MARK] = True
+
+
+@event.listens_for(Session, "before_flush")
+def _before_flush(session: Session, flush_context, instances) -> None:  # noqa: ANN001
+    if _OUTBOX_MARK not in session.info:
+        for obj in session.new:
+            if getattr(obj, "__tablename__", None) == _OUTBOX_TABLE:
+                session.info[_OUTBOX_MARK] = True
+                break
+
+
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
-    if session.info.pop(_MARK, False):
+    info = session.info
+    if info.pop(_MARK, False):
         EVENTS.notify()
+    if info.pop(_OUTBOX_MARK, False):
+        OUTBOX.notify()
 
 
 @event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
     session.info.pop(_MARK, None)
+    session.info.pop(_OUTBOX_MARK, None)

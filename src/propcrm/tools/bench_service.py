@@ -331,14 +331,23 @@ def bench_ingest(*, backends: list[str], events: int, accounts: int, request_siz
     return results
 
 
-def bench_worker(*, accounts: int, requests: int, request_size: int = 250) -> dict:
+def alert_distance_of(text: str) -> tuple[str | None, str | None]:
+    """``"5%"`` → (within_pct "5", None); ``"500"`` → (None, within_amount "500")."""
+    text = text.strip()
+    return (text[:-1].strip(), None) if text.endswith("%") else (None, text)
+
+
+def bench_worker(*, accounts: int, requests: int, request_size: int = 250, alert_distance: str | None = None) -> dict:
     """``propcrm bench worker``: the evaluation worker's CPU time per request, in one process on SQLite,
     no HTTP — a figure that holds on a shared machine, where wall-clock latency is mostly the wait for
     a core. Seeds the firm of ``bench ingest``, evaluates a backlog of the throughput firm's events, then
     ingests the steady firm's events in requests of ``request_size`` and runs one pass after each;
     prints the CPU milliseconds of ingestion and of the pass per request, the passes' p50/p90/p99/max
-    and the accounts a pass evaluates."""
+    and the accounts a pass evaluates. ``alert_distance`` (``"5%"`` of equity or an amount ``"500"``): the
+    firm's near-breach alert distance, so the passes pay for watching the worst points and alerting."""
     from ..services.evaluation import EvaluationWorker
+    from ..adapters.db.models_lifecycle import NearBreachAlert
+    from ..services import near_breach
     from ..services.ingest import ingest
 
     console = Console(highlight=False, width=200)
@@ -349,6 +358,10 @@ def bench_worker(*, accounts: int, requests: int, request_size: int = 250) -> di
     seed(url, [load, steady])
     engine = make_engine(url)
     factory = sessions(engine)
+    if alert_distance:
+        pct, amount = alert_distance_of(alert_distance)
+        with factory.begin() as session:
+            near_breach.update_settings(session, firm_id="bench", within_pct=pct, within_amount=amount, actor="bench")
     worker = EvaluationWorker(factory)
     backlog = list(generate(load))[: accounts * 20]
     for start in range(0, len(backlog), 5000):
@@ -367,15 +380,19 @@ def bench_worker(*, accounts: int, requests: int, request_size: int = 250) -> di
         evaluated += worker.run_pass().accounts
         passes.append((time.process_time() - t1) * 1000)
         ingest_cpu += t1 - t0
+    with factory() as session:
+        alerts = session.query(NearBreachAlert).count()
     engine.dispose()
     q = percentiles(passes)
     result = {"requests": len(passes), "ingest_ms": ingest_cpu * 1000 / len(passes),
               "pass_ms": sum(passes) / len(passes), "passes": q, "accounts_per_pass": evaluated / len(passes),
-              "cpu_bound_rate": len(lines) / (ingest_cpu + sum(passes) / 1000)}
+              "cpu_bound_rate": len(lines) / (ingest_cpu + sum(passes) / 1000), "alerts": alerts,
+              "process_cpu_s": time.process_time()}
     console.print(
         f"bench worker: {result['requests']} requests of {request_size} events, {accounts:,} + {steady.accounts:,} "
         f"accounts · CPU per request: ingest {result['ingest_ms']:.1f} ms, worker pass {result['pass_ms']:.1f} ms "
         f"(p50 {q['p50']:.0f} · p90 {q['p90']:.0f} · p99 {q['p99']:.0f} · max {q['max']:.0f} ms; "
         f"{result['accounts_per_pass']:.0f} accounts per pass) · one core would take "
-        f"{result['cpu_bound_rate']:,.0f} events/s · load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        f"{result['cpu_bound_rate']:,.0f} events/s · alert distance {alert_distance or 'none'}: {alerts} alerts · "
+        f"process CPU {result['process_cpu_s']:.1f} s · load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     return result

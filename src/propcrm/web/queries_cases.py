@@ -89,16 +89,10 @@ def case_list(session: Session, *, firm_id: str, status: str = "active", kind: s
     """Cases of the firm, strongest evidence first (as the API's list), with the filters of the page."""
     if status not in dict(STATUS_FILTERS):
         status = "active"
-    base = select(Case).where(Case.firm_id == firm_id)
-    if kind:
-        base = base.where(Case.detector == kind)
-    if mine_user_id is not None:
-        base = base.where(Case.assigned_user_id == mine_user_id)
-    counted = base  # the status counts follow the other filters
-    if status == "active":
-        base = base.where(Case.status.in_(CASE_OPEN_STATUSES))
-    elif status != "all":
-        base = base.where(Case.status == status)
+    statuses = (tuple(CASE_OPEN_STATUSES) if status == "active" else None if status == "all" else (status,))
+    filters = {"firm_id": firm_id, "detector": kind or None, "assigned_user_id": mine_user_id}
+    counted = case_service.cases_where(**filters)  # the status counts follow the other filters
+    base = case_service.cases_where(**filters, statuses=statuses)
     counts = {s: 0 for s in CASE_STATUSES}
     sub = counted.subquery()
     for name, n in session.execute(select(sub.c.status, func.count()).group_by(sub.c.status)).all():
@@ -108,7 +102,7 @@ def case_list(session: Session, *, firm_id: str, status: str = "active", kind: s
     total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
     pages = max(1, math.ceil(total / PAGE_SIZE))
     page = min(max(page, 1), pages)
-    cases = list(session.scalars(base.order_by(Case.score.desc(), Case.id.desc())
+    cases = list(session.scalars(base.order_by(*case_service.STRONGEST_FIRST)
                                  .limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)))
     accounts: dict[int, list[tuple[int, str]]] = {c.id: [] for c in cases}
     if cases:

@@ -110,3 +110,27 @@ def test_bench_ticks_prints_the_figures_it_promises():
     out = " ".join(result.output.split())
     assert "ticks/s on one core" in out and "p99" in out and "accounts re-valued per tick" in out
     assert "cost by open positions per symbol" in out
+
+
+def test_bench_ticks_market_mix_takes_holders_out_of_their_band_and_counts_their_decisions():
+    """The market stream's trends and news spikes push some holders through the exact path (calm ticks
+    never do), each of them gets its decisions, and the sweep prints both paths' cost per holder."""
+    from typer.testing import CliRunner
+
+    from propcrm.cli import app
+    from propcrm.tools.bench_ticks import build, run_ticks
+
+    engine, table = build(2000, 1500, 12)
+    calm = run_ticks(engine, table, 300, mix="calm")
+    market = run_ticks(engine, table, 600, mix="market", first=300, spike_every=50)
+    assert calm["exact"] == 0 and calm["decisions"] == 0
+    assert market["spikes"] > 0 and market["exact"] > 0 and market["spike_exact_max"] > 0
+    assert market["kinds"].get("breach", 0) > 0 and market["kinds"].get("warning", 0) > 0
+    assert market["holders_after"] < market["holders_before"]  # a breached account's positions leave the screen
+    result = CliRunner().invoke(app, ["bench", "ticks", "--accounts", "300", "--positions", "200", "--symbols", "6",
+                                      "--ticks", "40", "--scale", "", "--mix", "both", "--sweep", "5,20",
+                                      "--sweep-ticks", "30"])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "stream: calm" in out and "stream: market" in out and "band leavers" in out
+    assert "cost by holders per symbol" in out and "vector" in out and "exact" in out

@@ -21,7 +21,7 @@ from propcrm.domain.events import Balance, Clock, Equity, Price, TradeClosed, Tr
 from propcrm.domain.market import parse_symbol_table
 from propcrm.domain.program import compile_pack
 from propcrm.domain.rulepack import parse_pack
-from propcrm.engine.marking import mark_from_units, to_units
+from propcrm.engine.marking import mark_from_units, mark_places, to_units
 from propcrm.engine.runner import Engine
 
 D = Decimal
@@ -212,6 +212,18 @@ def test_units_round_trip_and_marks_are_written_as_the_market_writes_them():
     assert str(mark_from_units(-1_250_000_000)) == "-12.50"
     assert str(mark_from_units(12_345)) == "0.00012345"
     assert str(mark_from_units(120_000)) == "0.0012"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.integers(-(2**55), 2**55), st.integers(0, 9)), min_size=1, max_size=40))
+def test_the_screen_counts_a_mark_s_places_as_the_market_writes_it(draws):
+    """``mark_places`` (one modulo and a look-up over a whole book) gives, for every mark, the places
+    ``mark_from_units`` writes it with — what the exact path's equity keeps."""
+    import numpy as np
+
+    values = [q - q % 10**k if k else q for q, k in draws] + [0, -(10**6), 10**7, -5, 2**55 - 1]
+    places = mark_places(np.array(values, dtype=np.int64))
+    assert [int(p) for p in places] == [-mark_from_units(q).as_tuple().exponent for q in values]
 
 
 STATIC = WIDE.replace("trailing: equity_intraday, lock: initial", "trailing: none")

@@ -311,7 +311,9 @@ class StaffTask(Base):
     done_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     done_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     __table_args__ = (Index("ix_staff_tasks_open", "firm_id", "status", "due_on"),
-                      Index("ix_staff_tasks_trader", "firm_id", "trader_id"))
+                      Index("ix_staff_tasks_trader", "firm_id", "trader_id"),
+                      # the "done" view, newest done first, a page at a time (migration 0025)
+                      Index("ix_staff_tasks_done", "firm_id", "status", "done_at", "id"))
 
 
 class NearBreachSettings(Base):
@@ -338,6 +340,8 @@ class NearBreachAlert(Base):
     equity: Mapped[Decimal] = mapped_column(Money)
     level: Mapped[Decimal] = mapped_column(Money)
     distance: Mapped[Decimal] = mapped_column(Money)
+    # (migration 0026) when the batch's worst point was reached: the time of the event whose equity is named
+    reached_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     seen_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     seen_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)

@@ -63,6 +63,16 @@ def sessions(engine: Engine, *, readonly: bool = False) -> sessionmaker[Session]
     return sessionmaker(bind, expire_on_commit=False)
 
 
+def readonly_sessions(factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    """The read-only twin of ``factory`` (same engine): on SQLite its sessions begin deferred, so a
+    lookup on a hot path (a platform command's connection and login, a connector's mapping) reads the
+    last committed state at once instead of queueing behind the writers for the write lock."""
+    bind = factory.kw.get("bind")
+    if bind is None or bind.dialect.name != "sqlite":
+        return factory
+    return sessionmaker(bind.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False)
+
+
 def alembic_config(url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))

@@ -139,6 +139,7 @@ class ConnectorRunner:
         self._mapped_at = 0.0
         self._last_ts: dict[str, dt.datetime] = {}
         self._eq_ms: dict[str, int] = {}
+        self._digests: dict[str, str] = {}  # account → the digest in its equity ids
         self._open: dict[str, set[str]] = {}  # account -> open positions as propcrm will hold them
         self._cursor: str | None = None
         self._connected = False
@@ -302,6 +303,7 @@ class ConnectorRunner:
         mapped = self._mapped
         by_account: dict[str, list[tuple[dt.datetime, int, dict]]] = {}
         unmapped = 0
+        kinds: dict[str, int] = {}  # counted here, added to the metrics once per step (a label lookup per event cost more)
         for event in poll.events:
             if event.login is None:  # firm-wide (news, prices): no order to keep
                 by_account.setdefault("", []).append((event.ts, 0, event.body))
@@ -311,7 +313,7 @@ class ConnectorRunner:
                 unmapped += 1
                 continue
             by_account.setdefault(account, []).append((event.ts, 0, {**event.body, "account": account}))
-            self.metrics.events.labels(self.name, event.kind).inc()
+            kinds[event.kind] = kinds.get(event.kind, 0) + 1
         if unmapped:
             self.metrics.unmapped.labels(self.name).inc(unmapped)
         for reading in poll.readings:
@@ -331,7 +333,9 @@ class ConnectorRunner:
             if reading.floating is not None:
                 body["floating"] = reading.floating
             by_account.setdefault(account, []).append((reading.observed_at, 1, body))
-            self.metrics.events.labels(self.name, "equity").inc()
+            kinds["equity"] = kinds.get("equity", 0) + 1
+        for kind, count in kinds.items():
+            self.metrics.events.labels(self.name, kind).inc(count)
         lines: list[bytes] = []
         stamps: list[tuple[str, dt.datetime]] = []
         for account, items in by_account.items():
@@ -358,7 +362,9 @@ class ConnectorRunner:
         if ms <= previous:
             ms = previous + 1
         self._eq_ms[account] = ms
-        digest = hashlib.blake2b(account.encode(), digest_size=4).hexdigest()
+        digest = self._digests.get(account)
+        if digest is None:
+            digest = self._digests[account] = hashlib.blake2b(account.encode(), digest_size=4).hexdigest()
         return f"eq-{digest}-{ms}"
 
     def _commit(self, poll: Poll) -> CommitReport:

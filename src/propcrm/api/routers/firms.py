@@ -10,12 +10,12 @@ whether it is the firm's own or the process's default (services/firms.py).
 from __future__ import annotations
 
 import datetime as dt
-import os
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 
+from ...adapters.settings import Delivery
 from ...http.auth import Db, require_roles
 from ...roles import ADMIN, OPERATOR
 from ...services import firms as firm_service
@@ -104,8 +104,16 @@ class OnboardOut(BaseModel):
     admin_password: str = Field(description="the admin's first password: in this answer only; hand it over now")
 
 
-def _describe(session, firm_id: str) -> dict:
-    return firm_service.describe(session, firm_id=firm_id, env=os.environ)
+def _defaults(request: Request) -> Delivery:
+    """The deployment's delivery defaults, from the settings the app was created with."""
+    return request.app.state.settings.delivery
+
+
+Defaults = Annotated[Delivery, Depends(_defaults)]
+
+
+def _describe(session, firm_id: str, defaults: Delivery) -> dict:
+    return firm_service.describe(session, firm_id=firm_id, defaults=defaults)
 
 
 @router.get("/operator/firms", response_model=list[FirmOut], summary="Every firm (operator)")
@@ -115,24 +123,24 @@ def list_firms(user: OperatorUser, session: Db) -> list[dict]:
 
 @router.post("/operator/firms", response_model=OnboardOut, status_code=201, summary="Onboard a firm and its first admin",
              responses={409: {"model": ErrorOut, "description": "the firm exists already"}})
-def onboard(body: OnboardIn, user: OperatorUser, session: Db) -> dict:
+def onboard(body: OnboardIn, user: OperatorUser, session: Db, defaults: Defaults) -> dict:
     settings = body.settings.model_dump(exclude_unset=True) if body.settings is not None else None
     made = firm_service.create_firm(session, firm_id=body.id, name=body.name, admin_email=body.admin_email,
                                     actor=user.actor, settings=settings)
-    return {"firm": _describe(session, made.firm.id), "admin_email": made.admin.email, "admin_password": made.password}
+    return {"firm": _describe(session, made.firm.id, defaults), "admin_email": made.admin.email, "admin_password": made.password}
 
 
 @router.get("/operator/firms/{firm_id}/settings", response_model=SettingsOut, summary="A firm's settings (operator)",
             responses={404: {"model": ErrorOut, "description": "no such firm"}})
-def firm_settings(firm_id: FirmId, user: OperatorUser, session: Db) -> dict:
-    return _describe(session, firm_id)
+def firm_settings(firm_id: FirmId, user: OperatorUser, session: Db, defaults: Defaults) -> dict:
+    return _describe(session, firm_id, defaults)
 
 
 @router.put("/operator/firms/{firm_id}/settings", response_model=SettingsOut, summary="Change a firm's settings (operator)",
             responses={404: {"model": ErrorOut, "description": "no such firm"}})
-def change_firm_settings(firm_id: FirmId, body: SettingsIn, user: OperatorUser, session: Db) -> dict:
+def change_firm_settings(firm_id: FirmId, body: SettingsIn, user: OperatorUser, session: Db, defaults: Defaults) -> dict:
     firm_service.update_settings(session, firm_id=firm_id, changes=body.model_dump(exclude_unset=True), actor=user.actor)
-    return _describe(session, firm_id)
+    return _describe(session, firm_id, defaults)
 
 
 def _row(session, firm_id: str) -> dict:
@@ -158,15 +166,15 @@ def resume_firm(firm_id: FirmId, body: ReasonIn, user: OperatorUser, session: Db
 
 
 @router.get("/firm/settings", response_model=SettingsOut, summary="Your firm's settings (admin)")
-def own_settings(user: AdminUser, session: Db) -> dict:
-    return _describe(session, user.firm_id)
+def own_settings(user: AdminUser, session: Db, defaults: Defaults) -> dict:
+    return _describe(session, user.firm_id, defaults)
 
 
 @router.put("/firm/settings", response_model=SettingsOut, summary="Change your firm's settings (admin)")
-def change_own_settings(body: SettingsIn, user: AdminUser, session: Db) -> dict:
+def change_own_settings(body: SettingsIn, user: AdminUser, session: Db, defaults: Defaults) -> dict:
     firm_service.update_settings(session, firm_id=user.firm_id, changes=body.model_dump(exclude_unset=True),
                                  actor=user.actor)
-    return _describe(session, user.firm_id)
+    return _describe(session, user.firm_id, defaults)
 
 
 __all__ = ["router"]

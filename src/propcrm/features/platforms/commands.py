@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ...adapters.db import models as m
 from ...adapters.db.models_platforms import PlatformConnection
+from ...adapters.db.session import readonly_sessions
 from ...adapters.delivery import DeliveryError
 from ...adapters.platforms.metrics import ConnectorMetrics, default_metrics
 from ...adapters.platforms.port import NewAccount, NotConnected, PlatformError, PlatformGateway
@@ -70,6 +71,7 @@ class PlatformCommands:
                  metrics: ConnectorMetrics | None = None, gateway_factory: Any = None,
                  on_mapped: Any = None) -> None:
         self.sessions = session_factory
+        self._reads = readonly_sessions(session_factory)  # lookups never wait for the write lock (SQLite)
         self.fallback = fallback
         self._box = box
         self.metrics = metrics or default_metrics()
@@ -89,7 +91,7 @@ class PlatformCommands:
     # ------------------------------------------------------------------ PlatformConnector
     def send(self, command: dict[str, Any]) -> None:
         firm, platform = command.get("firm"), command.get("platform")
-        with self.sessions() as session:
+        with self._reads() as session:
             row = find_connection(session, firm_id=str(firm), name=str(platform)) if firm and platform else None
             if row is not None:
                 session.expunge(row)
@@ -146,7 +148,7 @@ class PlatformCommands:
 
     def _login(self, row: PlatformConnection, command: dict[str, Any]) -> str:
         account = str(command.get("account") or "")
-        with self.sessions() as session:
+        with self._reads() as session:
             account_id = session.scalar(select(m.Account.id).where(m.Account.firm_id == row.firm_id,
                                                                    m.Account.external_id == account))
             login = None if account_id is None else login_of(session, connection_id=row.id, account_id=account_id)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ...adapters.db import models as m
 from ...adapters.db.models_platforms import PlatformConnection
+from ...adapters.db.session import readonly_sessions
 from ...adapters.platforms.runner import AccountView, CommitReport
 from ...services import audit
 from ...services.evaluation import STATE_DECODER
@@ -43,24 +44,25 @@ def _parse_ts(text: str) -> dt.datetime:
 class DatabaseStore:
     def __init__(self, session_factory: sessionmaker[Session], *, firm_id: str, connection_id: int, name: str) -> None:
         self.sessions = session_factory
+        self._reads = readonly_sessions(session_factory)  # reads never queue for SQLite's write lock
         self.firm_id = firm_id
         self.connection_id = connection_id
         self.name = name
         self._stored: str | None = None  # the cursor as last read or written
 
     def mapped(self) -> dict[str, str]:
-        with self.sessions() as session:
+        with self._reads() as session:
             return mapped_logins(session, connection_id=self.connection_id)
 
     def cursor(self) -> str | None:
-        with self.sessions() as session:
+        with self._reads() as session:
             self._stored = session.scalar(select(PlatformConnection.cursor)
                                           .where(PlatformConnection.id == self.connection_id))
             return self._stored
 
     def views(self, accounts: Sequence[str]) -> dict[str, AccountView]:
         views: dict[str, AccountView] = {}
-        with self.sessions() as session:
+        with self._reads() as session:
             for start in range(0, len(accounts), _CHUNK):
                 views.update(self._views(session, list(accounts[start:start + _CHUNK])))
         return views

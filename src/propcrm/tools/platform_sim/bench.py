@@ -19,8 +19,10 @@ Measured, over the run after a warm-up:
   when trading was disabled on the account (``Account.disabled_at``); after it, the simulator refuses
   the account's orders (10017).
 
-``--wake`` replaces the embedded loops' fixed idle waits (worker 0.2 s, dispatcher 0.5 s) by events:
-the worker runs as soon as the connector commits, the dispatcher as soon as the worker decides.
+The worker and the dispatcher run as in ``propcrm serve``: the worker is woken by the connector's
+commits (services/wakeup.py ``EVENTS``), the dispatcher by the worker's outbox rows (``OUTBOX``); their
+fallback polls (1 s, 0.5 s) only matter for work written by other processes. (``wake`` is accepted and
+ignored: it chose between these and fixed idle waits before the service itself was event-driven.)
 """
 
 from __future__ import annotations
@@ -70,7 +72,9 @@ class Sampler:
     def run(self, stop: threading.Event) -> None:
         query = text("SELECT (SELECT min(seq) FROM raw_events WHERE status = 'pending' AND account_id IS NOT NULL), "
                      "(SELECT max(seq) FROM raw_events)")
-        with self.engine.connect() as conn:
+        # a deferred (read) transaction: on SQLite every other unit of work takes the write lock up front,
+        # and a sampler queueing for it would stamp its samples late by a commit's length
+        with self.engine.execution_options(sqlite_begin="DEFERRED").connect() as conn:
             while not stop.wait(0.01):
                 low, high = conn.execute(query).one()
                 conn.commit()
@@ -157,7 +161,7 @@ def bench_platforms(*, accounts: int = 400, deals_per_s: float = 2000, equity_pe
     migrate(url)
     print_(f"bench platforms: {accounts} accounts, offered {deals_per_s:,.0f} deals/s and {equity_per_s:,.0f} equity "
            f"updates/s (readings every {readings_s * 1000:.0f} ms), {seconds:.0f} s after {warmup:.0f} s of warm-up; "
-           f"{'event-driven' if wake else 'polling (embedded default)'} worker and dispatcher; work dir {root}",
+           f"worker and dispatcher woken by commits, as in `serve`; work dir {root}",
            flush=True)
     connection_id = _seed(url, sim_db, accounts, box, sim_url, readings_s, 0.02)
 
@@ -185,70 +189,73 @@ def bench_platforms(*, accounts: int = 400, deals_per_s: float = 2000, equity_pe
     store = DatabaseStore(db, firm_id=FIRM, connection_id=connection_id, name=CONNECTION)
     runner = ConnectorRunner(gateway_for(row, box), store, metrics=metrics, settings=RunnerSettings(
         poll_interval_s=0.02, backoff_initial_s=0.2, guard=GuardSettings(settle_s=1.0)))
-    committed, decided = threading.Event(), threading.Event()
-    runner.wake = committed
     saved_env = {k: os.environ.pop(k) for k in ("PROPCRM_PLATFORM_BRIDGE_URL", "PROPCRM_PLATFORM_BRIDGE_SECRET")
                  if k in os.environ}
     dispatcher = build_dispatcher(db, {})
     from ...features.platforms.commands import PlatformCommands
+    from ...services.dispatch import dispatch_loop
+    from ...services.wakeup import EVENTS, OUTBOX
 
     dispatcher.connectors.router = PlatformCommands(db, fallback=None, box=box)  # the bench's own key
     stop = threading.Event()
     worker = EvaluationWorker(db)
     passes = {"worker": 0, "dispatch": 0}
+    run_once = dispatcher.run_once
 
-    def worker_loop() -> None:
+    def counted_pass(*args: Any, **kwargs: Any) -> Any:
+        passes["dispatch"] += 1
+        return run_once(*args, **kwargs)
+
+    dispatcher.run_once = counted_pass  # type: ignore[method-assign]
+
+    def worker_loop() -> None:  # what `propcrm serve` runs (cli/serve.py): woken by committed events
         while not stop.is_set():
+            seen = EVENTS.generation
             report = worker.run_pass()
             passes["worker"] += 1
-            if report.decisions:
-                decided.set()
-            if report.accounts == 0:
-                if wake:
-                    committed.wait(0.2)
-                    committed.clear()
-                else:
-                    stop.wait(0.2)
+            if report.accounts == 0 and report.set_aside == 0 and report.stale == 0:
+                EVENTS.wait(seen, 1.0)
 
-    def dispatch_loop() -> None:
-        while not stop.is_set():
-            report = dispatcher.run_once()
-            passes["dispatch"] += 1
-            if not report.delivered and not report.failed:
-                if wake:
-                    decided.wait(0.5)
-                    decided.clear()
-                else:
-                    stop.wait(0.5)
+    def dispatch_loop_() -> None:  # likewise: woken by committed outbox rows, 0.5 s poll otherwise
+        dispatch_loop(dispatcher, stop, fallback=0.5)
 
     sampler = Sampler(engine)
     threads = [threading.Thread(target=runner.run, args=(stop,), name="connector", daemon=True),
                threading.Thread(target=worker_loop, name="worker", daemon=True),
-               threading.Thread(target=dispatch_loop, name="dispatch", daemon=True),
+               threading.Thread(target=dispatch_loop_, name="dispatch", daemon=True),
                threading.Thread(target=sampler.run, args=(stop,), name="sampler", daemon=True)]
     for thread in threads:
         thread.start()
     time.sleep(warmup)
+    cpu_start = _cpu(threads, sim.pid)
+    load_start = os.getloadavg()[0]
     window_start = time.time()
     time.sleep(seconds)
     window_end = time.time()
-    sim.send_signal(signal.SIGINT)  # the traders stop; what they did is drained below
+    cpu_end = _cpu(threads, sim.pid)
+    load_end = os.getloadavg()[0]
+    sim.send_signal(signal.SIGUSR1)  # the traders stop; the platform serves on while what they did is drained
+    drained_by = time.time() + 30
+    with engine.execution_options(sqlite_begin="DEFERRED").connect() as conn:
+        while time.time() < drained_by:
+            pending = conn.execute(text("SELECT count(*) FROM raw_events WHERE status = 'pending' "
+                                        "AND account_id IS NOT NULL")).scalar()
+            commands = conn.execute(text("SELECT count(*) FROM outbox WHERE status = 'pending' "
+                                         "AND kind = 'platform_command'")).scalar()
+            conn.commit()
+            if not pending and not commands and time.time() - window_end > 3:
+                break
+            time.sleep(0.2)
+    stop.set()
+    EVENTS.notify()
+    OUTBOX.notify()
+    for thread in threads:
+        thread.join(timeout=10)
+    sim.send_signal(signal.SIGINT)
     try:
         sim.wait(timeout=20)
     except subprocess.TimeoutExpired:
         sim.kill()
-    drained_by = time.time() + 30
-    with engine.connect() as conn:
-        while time.time() < drained_by:
-            pending = conn.execute(text("SELECT count(*) FROM raw_events WHERE status = 'pending' "
-                                        "AND account_id IS NOT NULL")).scalar()
-            conn.commit()
-            if not pending and time.time() - window_end > 3:
-                break
-            time.sleep(0.2)
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=10)
     dispatcher.close()
     os.environ.update(saved_env)
 
@@ -303,13 +310,33 @@ def bench_platforms(*, accounts: int = 400, deals_per_s: float = 2000, equity_pe
         "deal_p50_ms": _ms(_pct(deal_lat, 0.5)), "deal_p99_ms": _ms(_pct(deal_lat, 0.99)),
         "equity_p50_ms": _ms(_pct(equity_lat, 0.5)), "equity_p99_ms": _ms(_pct(equity_lat, 0.99)),
         "breaches": len(breaches), "breaches_disabled": len(breach_lat),
-        "breach_p50_ms": _ms(_pct(breach_lat, 0.5)), "breach_max_ms": _ms(max(breach_lat) if breach_lat else None),
+        "breach_p50_ms": _ms(_pct(breach_lat, 0.5)), "breach_p99_ms": _ms(_pct(breach_lat, 0.99)),
+        "breach_max_ms": _ms(max(breach_lat) if breach_lat else None),
         "poll_mean_ms": _ms(mean_of(poll)), "commit_mean_ms": _ms(mean_of(commit)),
+        "cpu_per_s": {name: round((cpu_end[name] - cpu_start[name]) / span, 3) for name in cpu_end
+                      if name in cpu_start},
+        "load": (round(load_start, 1), round(load_end, 1)),
         "worker_passes": passes["worker"], "dispatch_passes": passes["dispatch"], "raw_events": status_counts,
     }
     engine.dispose()
     _print(result, print_)
     return result
+
+
+def _cpu(threads: list[threading.Thread], sim_pid: int) -> dict[str, float]:
+    """CPU seconds so far of each of the bench's threads and of the simulator's process (Linux)."""
+    out: dict[str, float] = {}
+    for thread in threads:
+        try:
+            out[thread.name] = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        except (OSError, AttributeError, TypeError):
+            pass
+    try:
+        fields = Path(f"/proc/{sim_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        out["simulator"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -328,9 +355,11 @@ def _print(r: dict[str, Any], print_) -> None:
     print_(f"{'equity → decisions (per s)':34}{r['equity_per_s_offered']:>12,.0f}{r['equity_per_s_evaluated']:>12,.0f}"
            f"{f(r['equity_p50_ms']):>10}{f(r['equity_p99_ms']):>10}")
     print_(f"{'breach → orders refused':34}{r['breaches']:>12}{r['breaches_disabled']:>12}"
-           f"{f(r['breach_p50_ms']):>10}{f(r['breach_max_ms']):>10}  (p50, max)")
+           f"{f(r['breach_p50_ms']):>10}{f(r['breach_p99_ms']):>10}  (max {f(r['breach_max_ms'])})")
     print_(f"connector: mean poll {f(r['poll_mean_ms'])}, mean commit {f(r['commit_mean_ms'])}; "
            f"worker passes {r['worker_passes']:,}, dispatcher passes {r['dispatch_passes']:,}; raw events {r['raw_events']}")
+    print_("CPU seconds per second of the window: " + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_per_s"].items())
+           + f"; load average {r['load'][0]} → {r['load'][1]}")
 
 
 __all__ = ["bench_platforms"]

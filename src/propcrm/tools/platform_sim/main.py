@@ -30,6 +30,8 @@ class Simulator:
     server: SimServer = field(init=False)
     api: WebApi = field(init=False)
     stop: threading.Event = field(default_factory=threading.Event)
+    traders_stop: threading.Event = field(default_factory=threading.Event)
+    """Set: the simulated traders stop; the server, its Web API and the price feed go on."""
     threads: list[threading.Thread] = field(default_factory=list)
     robots: Robots | None = None
 
@@ -73,13 +75,15 @@ class Simulator:
               reckless_scale: float = 10.0) -> Robots:
         self.robots = Robots(self.server, logins, orders_per_s=orders_per_s, reckless_share=reckless_share,
                              reckless_scale=reckless_scale, seed=self.seed + 4)
-        thread = threading.Thread(target=self.robots.run, args=(self.stop,), name="platform-sim-robots", daemon=True)
+        thread = threading.Thread(target=self.robots.run, args=(self.traders_stop,), name="platform-sim-robots",
+                                  daemon=True)
         self.threads.append(thread)
         thread.start()
         return self.robots
 
     def close(self) -> None:
         self.stop.set()
+        self.traders_stop.set()
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
         for thread in self.threads:

@@ -32,6 +32,7 @@ router = APIRouter()
 MAX_ID = 2**31 - 1
 Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 LEAD_STATUSES = ("new", "converted", "lost")
+PAGE = 50  # leads and discount codes a page
 TASK_PAGE = 50
 TASK_VIEWS = (("open", "Open"), ("mine", "Mine"), ("overdue", "Overdue"), ("done", "Done"), ("all", "All"))
 
@@ -71,8 +72,21 @@ def _done(request: Request, session, back: str, action, ok: str, refused: str = 
 def leads_page(request: Request, user: Role(*SUPPORT_DESK), session: Db) -> Response:
     status = request.query_params.get("status")
     status = status if status in LEAD_STATUSES else None
-    rows = lifecycle_service.list_leads(session, firm_id=user.firm_id, status=status)
-    return render(request, "crm/leads.html", {"leads": rows, "status": status, "statuses": LEAD_STATUSES})
+    offset = int_param(request.query_params.get("offset"), 0, 0, 1_000_000_000)
+    # a page, newest first: a firm captures leads by the hundred thousand (the CSV export has them all)
+    rows = lifecycle_service.list_leads(session, firm_id=user.firm_id, status=status, limit=PAGE, offset=offset,
+                                        newest_first=True)
+    total = lifecycle_service.count_leads(session, firm_id=user.firm_id, status=status)
+
+    def link(**changes: Any) -> str:
+        merged = {"status": status, **changes}
+        return "/office/leads?" + urlencode({k: v for k, v in merged.items() if v not in (None, "", 0)})
+
+    return render(request, "crm/leads.html", {
+        "leads": rows, "status": status, "statuses": LEAD_STATUSES, "total": total, "offset": offset,
+        "prev_href": link(offset=max(offset - PAGE, 0) or None) if offset > 0 else None,
+        "next_href": link(offset=offset + PAGE) if offset + PAGE < total else None,
+    })
 
 
 @router.post("/office/leads")
@@ -122,12 +136,18 @@ def products_page(request: Request, user: Role(*FINANCE), session: Db) -> Respon
     for p in products:
         v = versions.get(p["pack_version_id"])
         p["pack"] = f"{v.pack_id} v{v.version}" if v else "—"
+    offset = int_param(request.query_params.get("codes_offset"), 0, 0, 1_000_000_000)
+    # the codes a page at a time, newest first: affiliate programmes make them by the thousand
     codes = [lifecycle_service.discount_view(row)
-             for row in lifecycle_service.list_discount_codes(session, firm_id=user.firm_id)]
+             for row in lifecycle_service.list_discount_codes(session, firm_id=user.firm_id, limit=PAGE,
+                                                              offset=offset, newest_first=True)]
+    codes_total = lifecycle_service.count_discount_codes(session, firm_id=user.firm_id)
     for c in codes:
         c["last_day"] = (c["expires_at"] - dt.timedelta(days=1)).date() if c["expires_at"] else None
     return render(request, "crm/products.html", {
-        "products": products, "codes": codes,
+        "products": products, "codes": codes, "codes_total": codes_total, "codes_offset": offset,
+        "prev_href": f"/office/products?codes_offset={max(offset - PAGE, 0)}#codes" if offset > 0 else None,
+        "next_href": f"/office/products?codes_offset={offset + PAGE}#codes" if offset + PAGE < codes_total else None,
         "sellable": [v for v in versions.values() if v.status != "retired"],
     })
 

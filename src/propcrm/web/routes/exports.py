@@ -239,8 +239,10 @@ def alerts_csv(request: Request, user: Role(*RISK)) -> Response:
 
         for a in batched(page):
             yield (a["id"], a["account"], a["trader"], a["rule"], a["trading_day"].isoformat(), money(a["equity"]),
-                   money(a["level"]), money(a["distance"]), a["created_at"], a["seen_by"], a["seen_at"])
+                   money(a["level"]), money(a["distance"]), a["reached_at"], a["created_at"], a["seen_by"],
+                   a["seen_at"])
 
     return csv_response(request, "near-breach-alerts", ["id", "account", "trader", "limit", "trading_day", "equity",
-                                                        "level", "distance", "raised_at", "seen_by", "seen_at"],
+                                                        "level", "distance", "reached_at", "raised_at", "seen_by",
+                                                        "seen_at"],
                         produce)

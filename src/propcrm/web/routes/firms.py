@@ -10,7 +10,6 @@ the logged-in user's firm its colour and logo (a stylesheet, not an inline style
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
@@ -172,7 +171,8 @@ async def own_logo(request: Request, user: Role(*ADMIN), session: Db) -> Respons
 
 def _settings_page(request: Request, session, firm_id: str, *, base: str) -> Response:
     try:
-        settings = firm_service.describe(session, firm_id=firm_id, env=os.environ)
+        settings = firm_service.describe(session, firm_id=firm_id,
+                                         defaults=request.app.state.settings.delivery)
     except NotFound as exc:
         return render(request, "error.html", {"status": 404, "title": "Not found", "message": str(exc)}, status=404)
     return render(request, "firms/settings.html", {"s": settings, "base": base,

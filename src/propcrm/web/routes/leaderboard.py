@@ -7,6 +7,7 @@ Staff see the pseudonyms only here too; the trader behind an entry is one link a
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
@@ -20,6 +21,7 @@ from ...services.errors import Conflict, Invalid
 router = APIRouter()
 
 EntryId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+ENTRIES_PAGE = 50
 Moderator = Role(*LEADERBOARD)
 Admin = Role(*ADMIN)
 
@@ -27,14 +29,25 @@ Admin = Role(*ADMIN)
 @router.get("/office/leaderboard")
 def office_leaderboard(request: Request, user: Moderator, session: Db,
                        period: Annotated[str, Query(max_length=8)] = leaderboard.DEFAULT_PERIOD,
-                       size: Annotated[str, Query(max_length=16)] = "") -> Response:
+                       size: Annotated[str, Query(max_length=16)] = "",
+                       entries_offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0) -> Response:
     board = leaderboard.board(session, firm_id=user.firm_id, period=period)
     chosen = leaderboard.size_of(size)
+    # the entries a page at a time (a big firm's traders opt in by the ten thousand); the count is the
+    # one entries_version reads on every board read anyway
+    total = leaderboard.entries_version(session, firm_id=user.firm_id)[0]
+    shown = leaderboard.entries(session, firm_id=user.firm_id, limit=ENTRIES_PAGE, offset=entries_offset)
+
+    def link(offset: int) -> str:
+        return "/office/leaderboard?" + urlencode({"period": board.period, "size": size, "entries_offset": offset}) + "#entries"
+
     return render(request, "portal/leaderboard.html", {
         "board": board, "rows": [{"row": row, "you": False} for row in board.filtered(chosen)], "size": chosen,
         "periods": leaderboard.PERIODS, "entry": None, "staff": True,
-        "entries": leaderboard.entries(session, firm_id=user.firm_id), "may_set": user.role in ADMIN,
-        "max_minimum": leaderboard.MAX_MINIMUM})
+        "entries": shown, "entries_total": total, "entries_offset": entries_offset,
+        "entries_prev": link(max(entries_offset - ENTRIES_PAGE, 0)) if entries_offset > 0 else None,
+        "entries_next": link(entries_offset + ENTRIES_PAGE) if entries_offset + ENTRIES_PAGE < total else None,
+        "may_set": user.role in ADMIN, "max_minimum": leaderboard.MAX_MINIMUM})
 
 
 def _whole(text: object) -> object:

@@ -73,10 +73,12 @@ LOT = Decimal(10_000)
 
 def dec(value: Any, default: Decimal = ZERO) -> Decimal:
     """A platform number (a JSON string such as ``"26000.00"``, an int, a Decimal) as a Decimal."""
+    if isinstance(value, Decimal):  # what the Web API's decoder gives: the common case first
+        return value
     if value is None or value == "":
         return default
-    if isinstance(value, Decimal):
-        return value
+    if isinstance(value, int):
+        return Decimal(value)
     if isinstance(value, float):  # never produced by our decoders; str() keeps the shortest repr
         value = repr(value)
     try:
@@ -103,6 +105,8 @@ def norm(value: Decimal) -> Decimal:
 
 
 def integer(value: Any, default: int = 0) -> int:
+    if type(value) is int:  # the Web API's decoder and the Manager API give ints: no detour through text
+        return value
     if value is None or value == "":
         return default
     return int(Decimal(str(value)))
