@@ -219,11 +219,12 @@ def bench_engine(
     events: Annotated[int, typer.Option(help="events (approximately)")] = 2_000_000,
     repeat: Annotated[int, typer.Option(help="timed runs; the best is reported")] = 3,
     profile: Annotated[bool, typer.Option(help="also print a cProfile of one engine run")] = False,
+    peer_python: Annotated[Optional[str], typer.Option(help="a Python with zen-engine: run the generic-engine peer on the same stream, alternating")] = None,
 ) -> None:
     """Events/s from NDJSON bytes to decisions on one core, decode-only rate, ratio, state bytes/account."""
     from ..tools.bench_engine import bench_engine as run_bench
 
-    run_bench(accounts=accounts, events=events, repeat=repeat, profile=profile)
+    run_bench(accounts=accounts, events=events, repeat=repeat, profile=profile, peer_python=peer_python)
 
 
 @bench_app.command("ticks")

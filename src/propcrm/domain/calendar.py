@@ -26,12 +26,16 @@ def zone(name: str) -> ZoneInfo:
 class TradingCalendar:
     """Where trading days begin and end for one pack (``timezone`` + ``day_start``)."""
 
-    __slots__ = ("tz", "day_start", "_label_shift")
+    __slots__ = ("tz", "day_start", "_label_shift", "_starts", "_labels")
 
     def __init__(self, timezone: str, day_start: dt.time) -> None:
         self.tz = zone(timezone)
         self.day_start = day_start
         self._label_shift = _DAY if day_start >= _NOON else dt.timedelta(0)
+        # Every account of a pack shares its trading days: the same date and datetime objects, not one
+        # copy per account state (immutable values; a few dozen bytes per account saved).
+        self._starts: dict[dt.date, dt.datetime] = {}
+        self._labels: dict[dt.date, dt.date] = {}
 
     def session(self, instant: dt.datetime) -> tuple[dt.date, dt.datetime, dt.datetime]:
         """(trading date, start UTC, end UTC) of the trading day that holds ``instant``."""
@@ -47,10 +51,16 @@ class TradingCalendar:
         if end <= instant:  # the wall clock repeated an hour after today's day_start (fold=0) had passed
             opened_on += _DAY
             start, end = end, self._at(opened_on + _DAY)
-        return opened_on + self._label_shift, start, end
+        label = self._labels.get(opened_on)
+        if label is None:
+            label = self._labels[opened_on] = opened_on + self._label_shift
+        return label, start, end
 
     def _at(self, day: dt.date) -> dt.datetime:
-        return dt.datetime.combine(day, self.day_start, tzinfo=self.tz).astimezone(UTC)
+        start = self._starts.get(day)
+        if start is None:
+            start = self._starts[day] = dt.datetime.combine(day, self.day_start, tzinfo=self.tz).astimezone(UTC)
+        return start
 
 
 def next_weekly(instant: dt.datetime, weekday: int, at: dt.time, tz: ZoneInfo) -> dt.datetime:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 from collections.abc import Callable
+from sys import intern
 from typing import Any
 
 import msgspec
@@ -469,8 +470,9 @@ class PhaseProgram:
                 f"{st.paused_until:%Y-%m-%d %H:%M} UTC",
                 position=ev.position,
             )
+        symbol = intern(ev.symbol)  # one string per symbol, not one per remembered trade and position
         position = Position(
-            symbol=ev.symbol,
+            symbol=symbol,
             side=ev.side,
             lots=ev.lots,
             opened_lots=ev.lots,
@@ -489,7 +491,7 @@ class PhaseProgram:
             st.opened_today = True
             st.active_days += 1
         st.last_trade_at = st.last_open_at = ev.ts
-        self._remember(st, RecentAction(ts=ev.ts, action="open", position=ev.position, symbol=ev.symbol))
+        self._remember(st, RecentAction(ts=ev.ts, action="open", position=ev.position, symbol=symbol))
         for rule in self.hook["on_open"]:
             rule.on_open(st, ev, ctx)
             if ctx.breached:
@@ -518,11 +520,11 @@ class PhaseProgram:
                 pos = msgspec.structs.replace(pos, lots=remaining, realised=before + net, mark=rest)
             else:
                 pos = msgspec.structs.replace(pos, lots=remaining, realised=before + net)
-            positions = dict(st.positions)
             if remaining > 0:
+                positions = dict(st.positions)
                 positions[ev.position] = pos
-            else:
-                del positions[ev.position]
+            else:  # (built without it: a dict emptied by deletion keeps its table, 3× an empty one's size)
+                positions = {k: p for k, p in st.positions.items() if k != ev.position}
             st.positions = positions
         if not st.positions:
             st.equity = st.balance  # flat: nothing floats

@@ -17,7 +17,7 @@ from ..domain.events import Rejected
 from ..domain.market import SymbolTable
 from ..domain.program import CompiledPack
 from .ndjson import iter_file
-from .runner import Engine
+from .runner import Engine, batch_gc
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -87,12 +87,13 @@ def replay(
     run = ReplayRun(engine)
     started = time.perf_counter()
     encode = ENCODER.encode
-    for batch, lines, malformed in with_prices(events, prices):
-        run.malformed.extend(malformed)
-        decisions = engine.feed(batch, lines)
-        run.decisions += len(decisions)
-        if sink is not None and decisions:
-            sink(b"".join(encode(d) + b"\n" for d in decisions))
+    with batch_gc():
+        for batch, lines, malformed in with_prices(events, prices):
+            run.malformed.extend(malformed)
+            decisions = engine.feed(batch, lines)
+            run.decisions += len(decisions)
+            if sink is not None and decisions:
+                sink(b"".join(encode(d) + b"\n" for d in decisions))
     engine.settle()  # every state at its last tick, as the exact path leaves it
     run.seconds = time.perf_counter() - started
     return run

@@ -6,8 +6,10 @@ equity updates, the rest trades, balance, news and clock events — and times, o
 * decode only: msgspec decoding the NDJSON into typed events;
 * engine: decoding *and* applying every event to its account through the full rule pack;
 
-then reports both rates, their ratio, and the memory an account's state takes. Each figure is the
-best of ``repeat`` runs (the least disturbed by the rest of the machine).
+then reports both rates, their ratio, the engine's rate per CPU-second of the process, and the memory
+an account's state takes. Each figure is the best of ``repeat`` runs (the least disturbed by the rest
+of the machine). With ``peer_python`` (an interpreter that has ``zen-engine``) the generic-engine peer
+(:mod:`.bench_peer_zen`) runs over the same file after each engine run, and the table compares them.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from rich.table import Table
 from ..domain.events import DECODER
 from ..domain.program import compile_pack
 from ..domain.rulepack import parse_pack
-from ..engine.runner import Engine
+from ..engine.runner import Engine, batch_gc
 
 BENCH_PACK = """
 id: bench-two-step
@@ -110,11 +112,13 @@ def decode_only(chunks: list[bytes]) -> int:
 
 
 def run_engine(chunks: list[bytes], pack) -> Engine:
+    """As ``propcrm replay`` runs it (the collector tuned for a batch process)."""
     engine = Engine(pack)
     decode = DECODER.decode_lines
     feed = engine.feed
-    for chunk in chunks:
-        feed(decode(chunk))
+    with batch_gc():
+        for chunk in chunks:
+            feed(decode(chunk))
     return engine
 
 
@@ -148,7 +152,24 @@ def state_bytes(engine: Engine) -> tuple[float, float]:
     return total / accounts, snapshot / accounts
 
 
-def bench_engine(*, accounts: int, events: int, repeat: int, profile: bool) -> dict:
+def run_peer(python: str, path: Path) -> dict | None:
+    """The zen-engine peer (:mod:`.bench_peer_zen`) over the same file, in a child process of ``python``
+    (an interpreter with ``zen-engine``); None when that interpreter cannot run it."""
+    import json
+    import subprocess
+
+    src = str(Path(__file__).resolve().parents[2])  # the tree propcrm is imported from
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run(
+        [python, "-m", "propcrm.tools.bench_peer_zen", str(path)], capture_output=True, text=True, env=env
+    )
+    if done.returncode != 0:
+        Console(stderr=True).print(f"peer not run: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_engine(*, accounts: int, events: int, repeat: int, profile: bool, peer_python: str | None = None) -> dict:
     console = Console(highlight=False)
     pack = compile_pack(parse_pack(BENCH_PACK))
     path = firm_file(accounts, events, console)
@@ -162,20 +183,28 @@ def bench_engine(*, accounts: int, events: int, repeat: int, profile: bool) -> d
     sample = sum(mix.values()) or 1
 
     gc.collect()
-    decode_times, engine_times = [], []
+    decode_times, engine_times, engine_cpu, peers = [], [], [], []
     engine = None
     for _ in range(repeat):
         started = time.perf_counter()
         n = decode_only(chunks)
         decode_times.append(time.perf_counter() - started)
         gc.collect()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         engine = run_engine(chunks, pack)
         engine_times.append(time.perf_counter() - started)
+        engine_cpu.append(time.process_time() - cpu)
         gc.collect()
+        if peer_python:  # alternating with the engine's runs, so both see the same machine
+            peer = run_peer(peer_python, path)
+            if peer is not None:
+                peers.append(peer)
     assert engine is not None
     decode_rate = n / min(decode_times)
     engine_rate = engine.stats.events / min(engine_times)
+    engine_cpu_rate = engine.stats.events / min(engine_cpu)
+    peer_cpu_rate = max((p["events"] / p["cpu_s"] for p in peers), default=None)
+    peer_rate = max((p["events"] / p["wall_s"] for p in peers), default=None)
     in_memory, snapshot = state_bytes(engine)
     stats = engine.stats
 
@@ -189,12 +218,27 @@ def bench_engine(*, accounts: int, events: int, repeat: int, profile: bool) -> d
     )
     table.add_row("decode only", f"{decode_rate:,.0f} events/s")
     table.add_row("engine (decode + rules)", f"{engine_rate:,.0f} events/s")
+    table.add_row("engine, per CPU-second of the process", f"{engine_cpu_rate:,.0f} events/s")
+    if peer_cpu_rate is not None and peer_rate is not None:
+        last = peers[-1]["counts"]
+        table.add_row(
+            "peer: zen-engine, 4 rules (per CPU-second)",
+            f"{peer_rate:,.0f} events/s ({peer_cpu_rate:,.0f}); engine is {engine_cpu_rate / peer_cpu_rate:.2f}× "
+            "on CPU time",
+        )
+        table.add_row("peer's findings", ", ".join(f"{k} {v:,}" for k, v in last.items()))
+    elif peer_python:
+        table.add_row("peer: zen-engine", "not run (see the message above)")
     table.add_row("engine / decode", f"{engine_rate / decode_rate:.2f}")
     table.add_row("equity updates on the fast path", f"{stats.fast_path / max(stats.events, 1):.1%} of all events")
     table.add_row("decisions", ", ".join(f"{k} {v:,}" for k, v in sorted(stats.decisions.items())))
     table.add_row("state, in memory", f"{in_memory:,.0f} bytes/account")
     table.add_row("state, msgpack snapshot", f"{snapshot:,.0f} bytes/account")
-    table.add_row("runs", f"best of {repeat}: decode {min(decode_times):.2f} s, engine {min(engine_times):.2f} s")
+    table.add_row(
+        "runs",
+        f"best of {repeat}: decode {min(decode_times):.2f} s, engine {min(engine_times):.2f} s "
+        f"({min(engine_cpu):.2f} CPU-s)",
+    )
     console.print(table)
 
     if profile:
@@ -210,6 +254,8 @@ def bench_engine(*, accounts: int, events: int, repeat: int, profile: bool) -> d
         "decode_rate": decode_rate,
         "engine_rate": engine_rate,
         "ratio": engine_rate / decode_rate,
+        "engine_cpu_rate": engine_cpu_rate,
+        "peer_cpu_rate": peer_cpu_rate,
         "state_bytes": in_memory,
         "snapshot_bytes": snapshot,
     }

@@ -293,9 +293,11 @@ class WeekendHoldingRule(CompiledRule):
         self.weekday = WEEKDAYS.index(start.weekday)
         self.at = parse_hhmm(start.time)
         self.tz = zone(start.timezone)
+        self._moments: dict[dt.datetime, dt.datetime] = {}
 
     def next_start(self, after: dt.datetime) -> dt.datetime:
-        return next_weekly(after, self.weekday, self.at, self.tz)
+        moment = next_weekly(after, self.weekday, self.at, self.tz)
+        return self._moments.setdefault(moment, moment)  # one object for every account (all in UTC)
 
     def on_phase_start(self, st: AccountState) -> None:
         # the first moment is set by the program once the phase's first event time is known
