@@ -659,7 +659,7 @@ class PartitionStore:
     @staticmethod
     def _context(run: PartitionRun) -> bytes:
         return _CONTEXT_ENCODER.encode(PartitionContext(firms={
-            firm_id: FirmContext(engine.market, engine.last_clock, sorted(run.once.get(firm_id, ())))
+            firm_id: FirmContext(engine.market.canonical(), engine.last_clock, sorted(run.once.get(firm_id, ())))
             for firm_id, engine in sorted(run.engines.items())
         }))
 

@@ -167,6 +167,14 @@ class Market(msgspec.Struct):
     prices: dict[str, Tick] = {}
     symbols: dict[str, SymbolSpec] = {}  # the firm's symbol table; without an entry a symbol is not marked
 
+    def canonical(self) -> Market:
+        """This market as a snapshot writes it: the same fields, with the news calendar's de-duplication keys in
+        a fixed order (by their msgpack bytes) instead of the set's, which follows the process's string hash
+        seed — so the same engine snapshots to the same bytes in every process. The copy shares everything
+        else and is only for encoding (it decodes back to a set)."""
+        ordered = sorted(self.news_keys, key=msgspec.msgpack.encode)
+        return msgspec.structs.replace(self, news_keys=ordered)  # type: ignore[arg-type]
+
     # ------------------------------------------------------------------ marking
     def set_symbols(self, table: SymbolTable | None) -> None:
         self.symbols = table.by_symbol() if table is not None else {}

@@ -155,7 +155,7 @@ class Engine:
         return msgspec.msgpack.encode(
             Snapshot(
                 states=list(self.states.values()),
-                market=self.market,
+                market=self.market.canonical(),
                 seen=sorted(self.seen),
                 last_clock=self.last_clock,
             )
