@@ -255,7 +255,7 @@ def verify_bounded(session: Session, *, firm_id: str, budget_s: float | None = N
             found.anchors, found.latest_anchor = check.anchors, check.latest
             if not check.ok:
                 found.ok, found.problem = False, "; ".join(check.problems)
-                found.first_bad_seq = (check.latest.seq if check.latest else None)
+                found.first_bad_seq = (check.latest.seq or None) if check.latest else None
         if result.first_bad_seq is not None:
             exists, firm = firm_of_entry(session, result.first_bad_seq)
             found.bad_in_firm = (firm == firm_id) if exists else None
