@@ -61,7 +61,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import false, func, select, update
+from sqlalchemy import bindparam, false, func, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -221,22 +221,26 @@ def _chain_filter(firm_id: str | None) -> Any:
     return func.coalesce(_TABLE.c.firm_id, "") == (firm_id or "")
 
 
+_TAIL = (select(_TABLE.c.seq, _TABLE.c.chain_seq, _TABLE.c.hash, _TABLE.c.mac)
+         .where(func.coalesce(_TABLE.c.firm_id, "") == bindparam("chain"), _TABLE.c.chain_seq.is_not(None))
+         .order_by(_TABLE.c.chain_seq.desc()).limit(1))
+"""Built once (it is read on every append): the newest entry of one chain, through ``ux_audit_log_chain``."""
+_NEXTVAL = (select(func.nextval(func.pg_get_serial_sequence("audit_log", "seq")))
+            .select_from(func.generate_series(1, bindparam("count"))))
+_TOP = select(func.max(_TABLE.c.seq))
+
+
 def _tail(session: Session, firm_id: str | None) -> Any:
-    """The newest entry of ``firm_id``'s chain (by ``chain_seq``, through ``ux_audit_log_chain``), or None."""
-    return session.execute(
-        select(_TABLE.c.seq, _TABLE.c.chain_seq, _TABLE.c.hash, _TABLE.c.mac)
-        .where(_chain_filter(firm_id), _TABLE.c.chain_seq.is_not(None))
-        .order_by(_TABLE.c.chain_seq.desc()).limit(1)).first()
+    """The newest entry of ``firm_id``'s chain (by ``chain_seq``), or None."""
+    return session.execute(_TAIL, {"chain": firm_id or ""}).first()
 
 
 def _next_seqs(session: Session, count: int) -> list[int]:
     """``count`` new log-wide numbers, increasing. PostgreSQL: from the column's sequence (no lock; a
     rolled-back transaction leaves a gap). SQLite: after the highest, under the write lock already held."""
     if session.get_bind().dialect.name == "postgresql":
-        values = session.execute(select(func.nextval(func.pg_get_serial_sequence("audit_log", "seq")))
-                                 .select_from(func.generate_series(1, count))).scalars().all()
-        return sorted(values)
-    top = session.execute(select(func.max(_TABLE.c.seq))).scalar() or 0
+        return sorted(session.execute(_NEXTVAL, {"count": count}).scalars().all())
+    top = session.execute(_TOP).scalar() or 0
     return list(range(top + 1, top + 1 + count))
 
 
