@@ -31,8 +31,9 @@ def db(db_url):
     engine.dispose()
 
 
-def seed(Session, n: int = 5) -> list[AuditEntry]:
-    """``n`` entries of assorted shapes, each appended in its own transaction."""
+def seed(Session, n: int = 5, firms: tuple[str | None, ...] = ("f1",)) -> list[AuditEntry]:
+    """``n`` entries of assorted shapes, each appended in its own transaction, to ``firms``' chains in turn
+    (one chain by default: ``seq`` and ``chain_seq`` are then the same)."""
     out = []
     for i in range(n):
         with Session.begin() as s:
@@ -40,7 +41,7 @@ def seed(Session, n: int = 5) -> list[AuditEntry]:
                 s, actor=f"user:{i % 3}", action="account.status", entity="account", entity_id=str(100 + i),
                 before={"status": "active", "balance": Decimal("100000.00")},
                 after={"status": "breached", "balance": Decimal("94999.005") - i, "at": T0},
-                firm_id="f1" if i % 2 else None, ts=T0 + dt.timedelta(seconds=i),
+                firm_id=firms[i % len(firms)], ts=T0 + dt.timedelta(seconds=i),
             ))
     return out
 
@@ -62,23 +63,32 @@ def check(Session, **kwargs) -> audit.VerifyResult:
         return audit.verify(s, **kwargs)
 
 
+def hashed(row) -> str:
+    """An entry's hash recomputed from its row (format 2: ``seq`` is its place in its chain)."""
+    return audit.entry_hash(**{f: getattr(row, f) for f in FIELDS} | {"seq": row.chain_seq}, v=2)
+
+
 def test_a_chain_of_entries_verifies_and_every_hash_can_be_recomputed_from_the_rows(db):
     engine, Session = db
     assert check(Session) == audit.VerifyResult(ok=True, entries=0)  # an empty log is intact
-    entries = seed(Session, 10)
+    entries = seed(Session, 10, firms=(None, "f1"))
     with Session() as s:
         rows = s.execute(select(LOG).order_by(LOG.c.seq)).all()
     assert [r.seq for r in rows] == list(range(1, 11))
-    assert rows[0].prev_hash == audit.GENESIS == "0" * 64
-    for prev, row in zip(rows, rows[1:]):
-        assert row.prev_hash == prev.hash
+    for firm in (None, "f1"):  # each firm's entries form a chain of their own
+        chain = [r for r in rows if r.firm_id == firm]
+        assert [r.chain_seq for r in chain] == [1, 2, 3, 4, 5]
+        assert chain[0].prev_hash == audit.GENESIS == "0" * 64
+        for prev, row in zip(chain, chain[1:]):
+            assert row.prev_hash == prev.hash
     for row, entry in zip(rows, entries):
-        assert row.hash == entry.hash == audit.entry_hash(**{f: getattr(row, f) for f in FIELDS})
+        assert row.hash == entry.hash == hashed(row)
         assert len(row.hash) == 64 and int(row.hash, 16) >= 0
     for page_size in (1, 3, 10, 1000):  # paging never changes the answer
         result = check(Session, page_size=page_size)
         assert result.ok and result.entries == 10 and result.first_bad_seq is None and result.problem is None
         assert result.head_hash == rows[-1].hash
+        assert result.heads == {None: (5, rows[-2].hash), "f1": (5, rows[-1].hash)}
 
 
 def test_the_hash_is_over_the_documented_canonical_json(db):
@@ -88,10 +98,10 @@ def test_the_hash_is_over_the_documented_canonical_json(db):
                              after={"ä": Decimal("1.50"), "b": [1, True, None]}, firm_id="f1", ts=T0)
     import hashlib
 
-    document = (
+    document = (  # format 2: "seq" is the place in the firm's chain, "v" says the format
         '{"action":"pack.activate","actor":"admin@f1","after":{"b":[1,true,null],"ä":"1.50"},"before":null,'
         '"entity":"rule_pack","entity_id":"p/3","firm_id":"f1","prev_hash":"' + "0" * 64 + '","seq":1,'
-        '"ts":"2026-03-02T14:03:11.123456Z"}'
+        '"ts":"2026-03-02T14:03:11.123456Z","v":2}'
     )
     assert entry.hash == hashlib.sha256(document.encode("utf-8")).hexdigest()
 
@@ -106,9 +116,11 @@ def test_appends_belong_to_the_callers_transaction(db):
         with Session.begin() as s:
             audit.append(s, actor="a", action="z", entity="e")
             raise RuntimeError("the unit of work fails")
-    with Session.begin() as s:  # the rolled-back entry left no trace and no gap
+    with Session.begin() as s:  # the rolled-back entry left no trace and no gap in the chain
         c = audit.append(s, actor="a", action="w", entity="e")
-        assert (c.seq, c.prev_hash) == (3, b.hash)
+        assert (c.chain_seq, c.prev_hash) == (3, b.hash)
+        # the log-wide number: PostgreSQL's sequence does not give back the rolled-back one
+        assert c.seq == (4 if engine.dialect.name == "postgresql" else 3)
     assert check(Session).entries == 3
 
 
@@ -148,8 +160,14 @@ def test_altering_any_field_of_an_entry_is_caught_and_named(db, field):
         assert conn.execute(update(LOG).where(LOG.c.seq == 3).values({field: ALTERATIONS[field]})).rowcount == 1
     result = check(Session, page_size=2)
     assert not result.ok
+    if field == "firm_id":  # moved to firm f2's chain: a hole in f1's, an entry f2's chain cannot own
+        assert result.first_bad_seq == 4 and result.broken_firm == "f1" and result.entries == 2
+        assert result.problem.startswith("#3 in the chain is missing: entry #4 (#4 in the chain) follows")
+        assert result.problems[1].startswith("firm f2's chain: #1–#2 in the chain are missing")
+        return
     assert result.first_bad_seq == 3 and result.entries == 2
     assert result.problem.startswith("entry #3 was altered")
+    assert result.broken_firm == "f1" and result.problems == (f"firm f1's chain: {result.problem}",)
 
 
 def test_a_subtle_money_edit_in_before_after_is_caught(db):
@@ -167,9 +185,9 @@ def test_an_altered_entry_whose_hash_was_recomputed_is_named_by_the_broken_link(
     seed(Session, 5)
     with Session() as s:
         row = s.execute(select(LOG).where(LOG.c.seq == 2)).one()
-    forged = {f: getattr(row, f) for f in FIELDS} | {"actor": "mallory"}
+    forged = {f: getattr(row, f) for f in FIELDS} | {"actor": "mallory", "seq": row.chain_seq}
     with attacker(engine) as conn:
-        conn.execute(update(LOG).where(LOG.c.seq == 2).values(actor="mallory", hash=audit.entry_hash(**forged)))
+        conn.execute(update(LOG).where(LOG.c.seq == 2).values(actor="mallory", hash=audit.entry_hash(**forged, v=2)))
     result = check(Session)
     assert (result.ok, result.first_bad_seq, result.entries) == (False, 2, 1)
     assert "entry #2 was altered and its hash recomputed" in result.problem
@@ -177,20 +195,20 @@ def test_an_altered_entry_whose_hash_was_recomputed_is_named_by_the_broken_link(
 
 
 @pytest.mark.parametrize(
-    ("removed", "first_bad", "wording"),
-    [
-        ([3], 3, "entry #3 is missing: entry #4 follows #2"),
-        ([1], 1, "entry #1 is missing: the log starts at #2"),
-        ([2, 3], 2, "entries #2–#3 are missing: entry #4 follows #1"),
+    ("removed", "first_bad", "intact", "wording"),
+    [  # first_bad: the entry after the hole (a removed entry's log-wide number is gone with it)
+        ([3], 4, 2, "#3 in the chain is missing: entry #4 (#4 in the chain) follows entry #2 (#2)"),
+        ([1], 2, 0, "#1 in the chain is missing: the chain starts at entry #2 (#2 in the chain)"),
+        ([2, 3], 4, 1, "#2–#3 in the chain are missing: entry #4 (#4 in the chain) follows entry #1 (#1)"),
     ],
 )
-def test_deleting_entries_is_caught_and_the_first_missing_one_named(db, removed, first_bad, wording):
+def test_deleting_entries_is_caught_and_the_first_missing_one_named(db, removed, first_bad, intact, wording):
     engine, Session = db
     seed(Session, 5)
     with attacker(engine) as conn:
         conn.execute(delete(LOG).where(LOG.c.seq.in_(removed)))
     result = check(Session)
-    assert (result.ok, result.first_bad_seq, result.entries) == (False, first_bad, first_bad - 1)
+    assert (result.ok, result.first_bad_seq, result.entries) == (False, first_bad, intact)
     assert result.problem.startswith(wording)
 
 
@@ -199,8 +217,8 @@ def test_deleting_and_renumbering_to_hide_the_gap_is_caught(db):
     seed(Session, 5)
     with attacker(engine) as conn:
         conn.execute(delete(LOG).where(LOG.c.seq == 2))
-        for seq in (3, 4, 5):
-            conn.execute(update(LOG).where(LOG.c.seq == seq).values(seq=seq - 1))
+        for seq in (3, 4, 5):  # renumbered in the log and in the chain
+            conn.execute(update(LOG).where(LOG.c.seq == seq).values(seq=seq - 1, chain_seq=seq - 1))
     result = check(Session)
     assert (result.ok, result.first_bad_seq) == (False, 2)
     assert "was altered" in result.problem and "moved" in result.problem
@@ -209,12 +227,24 @@ def test_deleting_and_renumbering_to_hide_the_gap_is_caught(db):
 def test_reordering_entries_is_caught(db):
     engine, Session = db
     seed(Session, 5)
-    with attacker(engine) as conn:  # swap #2 and #4 through a free number
+    with attacker(engine) as conn:  # swap #2 and #4 in the chain, through a free number
+        conn.execute(update(LOG).where(LOG.c.seq == 2).values(seq=1000, chain_seq=1000))
+        conn.execute(update(LOG).where(LOG.c.seq == 4).values(seq=2, chain_seq=2))
+        conn.execute(update(LOG).where(LOG.c.seq == 1000).values(seq=4, chain_seq=4))
+    result = check(Session)
+    assert (result.ok, result.first_bad_seq, result.entries) == (False, 2, 1)
+    with attacker(engine) as conn:  # put the chain back, then swap only their log-wide numbers (not hashed)
+        conn.execute(update(LOG).where(LOG.c.seq == 2).values(seq=1000, chain_seq=1000))
+        conn.execute(update(LOG).where(LOG.c.seq == 4).values(seq=2, chain_seq=2))
+        conn.execute(update(LOG).where(LOG.c.seq == 1000).values(seq=4, chain_seq=4))
+    assert check(Session).ok
+    with attacker(engine) as conn:
         conn.execute(update(LOG).where(LOG.c.seq == 2).values(seq=1000))
         conn.execute(update(LOG).where(LOG.c.seq == 4).values(seq=2))
         conn.execute(update(LOG).where(LOG.c.seq == 1000).values(seq=4))
-    result = check(Session)
-    assert (result.ok, result.first_bad_seq, result.entries) == (False, 2, 1)
+    result = check(Session)  # the order along the chain contradicts the log's numbering
+    assert (result.ok, result.first_bad_seq, result.entries) == (False, 3, 2)
+    assert result.problem.startswith("entry #3 was moved")
 
 
 def test_only_the_first_of_several_tamperings_is_named(db):
@@ -229,8 +259,8 @@ def test_only_the_first_of_several_tamperings_is_named(db):
     with attacker(engine) as conn:  # put #3 back as it was: now the deletion is the first problem
         conn.execute(update(LOG).where(LOG.c.seq == 3).values(entity_id="102"))
     result = check(Session, page_size=2)
-    assert (result.first_bad_seq, result.entries) == (5, 4)
-    assert result.problem.startswith("entry #5 is missing")
+    assert (result.first_bad_seq, result.entries) == (6, 4)
+    assert result.problem.startswith("#5 in the chain is missing")
 
 
 def test_an_undecodable_stored_value_is_reported_not_crashed_on(db):
@@ -306,7 +336,8 @@ def test_the_cli_reports_an_intact_log_and_names_the_first_broken_entry(db, db_u
     entries = seed(Session, 3)
     result = run_cli(db_url)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[:2] == ["audit log intact: 3 entries", f"head: entry #3 hash {entries[-1].hash}"]
+    assert result.stdout.splitlines()[:2] == ["audit log intact: 3 entries",
+                                              f"firm f1's chain: 3 entries, head hash {entries[-1].hash}"]
     assert result.stdout.splitlines()[2].startswith("NOT keyed: no audit key is configured")  # test_audit_anchors.py
     with attacker(engine) as conn:
         conn.execute(update(LOG).where(LOG.c.seq == 2).values(actor="mallory"))

@@ -72,16 +72,20 @@ def attacker(engine):
             conn.execute(text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only"))
 
 
-def forge_append(engine, *, mac: str | None = None) -> int:
-    """An entry appended with a correct seq, link and SHA-256 — all anyone can compute without the key."""
+def forge_append(engine, *, mac: str | None = None, firm_id: str = "fa") -> int:
+    """An entry appended to ``firm_id``'s chain with a correct place, link and SHA-256 — all anyone can
+    compute without the key."""
     with engine.connect() as conn:
-        tail = conn.execute(select(LOG.c.seq, LOG.c.hash).order_by(LOG.c.seq.desc()).limit(1)).first()
-    fields = dict(seq=tail.seq + 1, firm_id="fa", ts=dt.datetime.now(UTC), actor="user:1:admin@fa.example",
+        top = conn.execute(select(LOG.c.seq).order_by(LOG.c.seq.desc()).limit(1)).scalar()
+        tail = conn.execute(select(LOG.c.chain_seq, LOG.c.hash).where(LOG.c.firm_id == firm_id)
+                            .order_by(LOG.c.chain_seq.desc()).limit(1)).first()
+    fields = dict(seq=tail.chain_seq + 1, firm_id=firm_id, ts=dt.datetime.now(UTC), actor="user:1:admin@fa.example",
                   action="payout.approved", entity="payout", entity_id="7", before=None,
                   after={"status": "approved"}, prev_hash=tail.hash)
+    digest = audit.entry_hash(**fields, v=2)
     with attacker(engine) as conn:
-        conn.execute(LOG.insert().values(**fields, hash=audit.entry_hash(**fields), mac=mac))
-    return fields["seq"]
+        conn.execute(LOG.insert().values(**fields | {"seq": top + 1}, chain_seq=fields["seq"], hash=digest, mac=mac))
+    return top + 1
 
 
 def test_an_untouched_keyed_and_anchored_log_verifies(keyed, db_url):
@@ -90,24 +94,26 @@ def test_an_untouched_keyed_and_anchored_log_verifies(keyed, db_url):
     with Session() as s:
         assert all(r.mac == audit.entry_mac(KEY.encode(), r.hash) for r in s.scalars(select(AuditEntry)))
     written = anchor(engine, db_url).written
-    assert written is not None and written.seq == 5
+    assert written is not None and written.chains == {"fa": (5, written.chains["fa"][1])}
     assert anchor(engine, db_url).written is None  # nothing new: no second line
     seed(Session, 2, start=5)
-    assert anchor(engine, db_url).written.seq == 7
+    assert anchor(engine, db_url).written.chains["fa"][0] == 7
     [path] = list(directory.glob("anchors-*.ndjson"))
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [line["seq"] for line in lines] == [5, 7] and KEY not in path.read_text()
+    assert [line["chains"][0][:2] for line in lines] == [["fa", 5], ["fa", 7]] and KEY not in path.read_text()
+    assert [line["v"] for line in lines] == [2, 2]
     result = verify_cli(db_url)
     assert result.exit_code == 0, result.output
     assert "audit log intact: 7 entries" in result.output and "keyed from entry #1" in result.output
-    assert "2 anchor(s)" in result.output and "saw entry #7, which is unchanged" in result.output
+    assert "2 anchor(s)" in result.output and "saw 1 chain(s), unchanged" in result.output
 
 
-@pytest.mark.parametrize("removed,named", [((7,), "entry #7 is missing"), ((5, 6, 7), "entries #5–#7 are missing")])
+@pytest.mark.parametrize("removed,named", [((7,), "firm fa's chain: #7 in the chain is missing"),
+                                            ((5, 6, 7), "firm fa's chain: #5–#7 in the chain are missing")])
 def test_removing_the_newest_entries_fails_verify_and_names_the_gap(keyed, db_url, removed, named):
     engine, Session, _ = keyed
     seed(Session, 7)
-    assert anchor(engine, db_url).written.seq == 7
+    assert anchor(engine, db_url).written.chains["fa"][0] == 7
     with attacker(engine) as conn:
         conn.execute(delete(LOG).where(LOG.c.seq.in_(removed)))
     with Session() as s:
@@ -145,7 +151,7 @@ def test_anchors_are_verified_with_the_key(keyed, db_url, tmp_path):
     original = path.read_text()
     # an anchor altered to hide a removal (it now claims the log ended at #4) is not authentic
     record = json.loads(original)
-    path.write_text(json.dumps({**record, "seq": 4}) + "\n")
+    path.write_text(json.dumps({**record, "chains": [["fa", 4, record["chains"][0][2]]]}) + "\n")
     result = verify_cli(db_url)
     assert result.exit_code == 1 and "is not authentic" in result.output
     # an anchor made with another key is named as such
@@ -218,7 +224,7 @@ def test_serve_keys_the_embedded_database_and_anchors_on_its_schedule(tmp_path, 
         engine.dispose()
         reconfigure()
     [path] = list((tmp_path / "audit-anchors").glob("anchors-*.ndjson"))
-    assert json.loads(path.read_text().splitlines()[0])["seq"] == 3
+    assert json.loads(path.read_text().splitlines()[0])["chains"][0][:2] == ["fa", 3]
     secret = key_file.read_text().strip()
     assert secret not in caplog.text and secret not in repr(config) and "audit anchors every" in caplog.text
     assert verify_cli(url).exit_code == 0
@@ -244,4 +250,4 @@ def test_the_web_verification_checks_key_marks_and_anchors_too(keyed, db_url):
         with attacker(engine) as conn:
             conn.execute(delete(LOG).where(LOG.c.seq >= seq - 1))
         truncated = page.get("/office/audit/verify")
-        assert f"entry #{seq - 1} is missing" in truncated.text and "Broken" in truncated.text
+        assert "in the chain is missing" in truncated.text and "Broken" in truncated.text

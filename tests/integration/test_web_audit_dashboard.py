@@ -230,6 +230,7 @@ def test_verify_chain_names_the_entry_that_was_tampered_with(world):
         conn.execute(text("UPDATE audit_log SET entity_id = 'x' WHERE seq = :seq"), {"seq": other.seq})
     body = browse(world, "fa:risk").get("/office/audit/verify").text
     assert f"The chain is broken at entry #{other.seq}" in body and "another firm" in body
+    assert "in firm fb&#39;s chain" in body or "in firm fb's chain" in body  # which firm's chain broke
     assert f"seq={other.seq}" not in body
     with attacker(world) as conn:  # put it back: the chain verifies again
         conn.execute(text("UPDATE audit_log SET entity_id = :v WHERE seq = :seq"),

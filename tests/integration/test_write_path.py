@@ -35,14 +35,15 @@ def test_append_many_chains_like_append_and_verifies(db_url):
     assert [r.seq for r in rows] == list(range(1, 8))
     assert rows[1].after == {"decision": 0, "value": "94999.50"}  # exact decimal text, as append stores it
 
-    # the same entries appended one by one chain to the same hashes
+    # the same entries appended one by one chain to the same hashes: firm f1's chain, from its start
+    # (the operators' entries before and after them are a chain of their own)
     with Session() as s:
-        first = s.get(m.AuditEntry, 1)
-        prev = first.hash
-        for seq, entry in zip(range(2, 7), _entries(5)):
-            expected = audit.entry_hash(seq=seq, firm_id="f1", ts=entry["ts"], actor="engine", action="decision.breach",
-                                        entity="account", entity_id=entry["entity_id"], before=None,
-                                        after=audit.plain(entry["after"]), prev_hash=prev)
+        assert [s.get(m.AuditEntry, seq).chain_seq for seq in (1, 7)] == [1, 2]
+        prev = audit.GENESIS
+        for seq, place, entry in zip(range(2, 7), range(1, 6), _entries(5)):
+            expected = audit.entry_hash(seq=place, firm_id="f1", ts=entry["ts"], actor="engine",
+                                        action="decision.breach", entity="account", entity_id=entry["entity_id"],
+                                        before=None, after=audit.plain(entry["after"]), prev_hash=prev, v=2)
             assert s.get(m.AuditEntry, seq).hash == expected
             prev = expected
     engine.dispose()

@@ -304,7 +304,7 @@ def audit_verify(
     from sqlalchemy.exc import SQLAlchemyError
 
     from ..adapters.db import session as db
-    from ..services.audit import verify
+    from ..services.audit import chain_name, verify
     from ..services.audit_anchors import check_anchors
 
     url = database_url or db.database_url()
@@ -322,13 +322,17 @@ def audit_verify(
         raise fail(f"cannot read the audit log: {str(exc).splitlines()[0]}") from None
     if not result.ok:
         print(f"audit log broken at entry #{result.first_bad_seq}: {result.problem}")
+        for problem in result.problems:  # every broken chain, by name
+            print(f"  {problem}")
         raise typer.Exit(1)
     if check is not None and not check.ok:
         print("audit log broken: " + "; ".join(check.problems))
         raise typer.Exit(1)
     print(f"audit log intact: {result.entries} {'entry' if result.entries == 1 else 'entries'}")
-    if result.head_hash:
-        print(f"head: entry #{result.entries} hash {result.head_hash}")
+    if result.legacy_head:
+        print(f"pre-upgrade chain: head entry #{result.legacy_head[0]} hash {result.legacy_head[1]}")
+    for firm_id, (chain_seq, digest) in result.heads.items():
+        print(f"{chain_name(firm_id)}: {chain_seq} {'entry' if chain_seq == 1 else 'entries'}, head hash {digest}")
     if config.key is None:
         print("NOT keyed: no audit key is configured (PROPCRM_AUDIT_KEY or PROPCRM_AUDIT_KEY_FILE), so removal of "
               "the newest entries and forged appends cannot be detected")
@@ -338,8 +342,10 @@ def audit_verify(
     if check is None or check.latest is None:
         print(f"no anchors yet in {config.directory}: the serve process and the workers write them")
     else:
+        saw = (f"{len(check.latest.chains)} chain(s)" if check.latest.chains or not check.latest.seq
+               else f"entry #{check.latest.seq}")
         print(f"{check.anchors} anchor(s) in {config.directory}, all authentic; the latest, written "
-              f"{check.latest.anchored_at}, saw entry #{check.latest.seq}, which is unchanged")
+              f"{check.latest.anchored_at}, saw {saw}, unchanged")
 
 
 @audit_app.command("anchor")

@@ -1,10 +1,27 @@
-"""The tamper-evident audit log: an append-only, SHA-256 hash chain over ``audit_log``.
+"""The tamper-evident audit log: append-only SHA-256 hash chains over ``audit_log``, one per firm.
 
-Every entry carries ``prev_hash`` (the ``hash`` of the entry before it, or 64 zeros for the first) and
-``hash``, the SHA-256 (lower-case hex) of the entry's canonical JSON::
+**Chains.** Every firm's entries form their own chain, and the entries without a firm (operator and system
+actions) form one more; so appending takes a lock on one chain only and two firms never wait on each other
+(:func:`_lock_tail`). An entry's place in its chain is ``chain_seq`` (1, 2, …); ``seq`` is the log-wide
+number the database gives it (increasing along every chain, with gaps where a transaction rolled back —
+it orders the audit viewer and is not hashed). Entries written before migration 0027 have no
+``chain_seq``: they stay, untouched, in the one global chain they were written in (format 1 below, linked
+in ``seq`` order with no gap), which :func:`verify` checks as the *pre-upgrade chain*.
+
+Every entry carries ``prev_hash`` (the ``hash`` of the entry before it in its chain, or 64 zeros for the
+first) and ``hash``, the SHA-256 (lower-case hex) of the entry's canonical JSON. Format 2 (every entry
+with a ``chain_seq``)::
+
+    {"action": …, "actor": …, "after": …, "before": …, "entity": …, "entity_id": …,
+     "firm_id": …, "prev_hash": …, "seq": <chain_seq>, "ts": "2026-03-02T14:03:11.000000Z", "v": 2}
+
+Format 1 (the pre-upgrade chain: no ``"v"`` key, ``"seq"`` is the global ``seq``)::
 
     {"action": …, "actor": …, "after": …, "before": …, "entity": …, "entity_id": …,
      "firm_id": …, "prev_hash": …, "seq": …, "ts": "2026-03-02T14:03:11.000000Z"}
+
+A verifier tells them apart by ``chain_seq`` being set, and a format-1 entry cannot pass as format 2 (the
+``"v"`` key is hashed). ``firm_id`` is hashed, so moving an entry to another chain breaks it.
 
 Canonical JSON is UTF-8 with sorted keys, no insignificant whitespace (``","`` and ``":"``), non-ASCII
 characters written as themselves and NaN/Infinity refused. ``ts`` is RFC 3339 in UTC with exactly six
@@ -14,9 +31,9 @@ hashing they are reduced to plain JSON — a :class:`~decimal.Decimal` becomes i
 text like ``ts``, a date its ISO text, an enum its value, a tuple a list; mapping keys must be text.
 Anyone can therefore re-compute every hash from the rows alone, in any language.
 
-Editing an entry in place breaks its own hash; deleting one leaves a gap in ``seq`` and breaks the
-next entry's link; moving one changes its ``seq`` (which is hashed). :func:`verify` walks the chain and
-names the first such entry. Two things a chain on its own cannot show, by construction: removal of the
+Editing an entry in place breaks its own hash; deleting one leaves a gap in its chain's ``chain_seq``
+and breaks the next entry's link; moving one changes its ``chain_seq`` (which is hashed). :func:`verify`
+walks every chain and names, per chain, the first such entry. Two things a chain on its own cannot show, by construction: removal of the
 *newest* entries (the tail simply gets shorter) and entries appended (or a tail rewritten) by someone
 who can write to the table, since anyone can compute a SHA-256. Both are caught by the **key** and the
 **anchors** (:mod:`propcrm.services.audit_anchors`):
@@ -25,10 +42,10 @@ who can write to the table, since anyone can compute a SHA-256. Both are caught 
   hex of the hash's ASCII). Without the key nobody can append an entry that verifies; the key lives in
   the configuration, never in the database or the log. Entries written before the key was configured
   carry none; every entry after the first keyed one must.
-* the serve process and the workers export, on a schedule, keyed **anchors** — the newest entry's
-  ``seq`` and ``hash``, MAC'd — to files outside the database; ``propcrm audit verify`` checks every anchor
-  with the key and the log against them, so removing the newest entries is caught up to the latest
-  anchor.
+* the serve process and the workers export, on a schedule, keyed **anchors** — every chain's newest
+  entry (``chain_seq`` and ``hash``), MAC'd — to files outside the database; ``propcrm audit verify``
+  checks every anchor with the key and the log against them, so removing the newest entries of any
+  chain is caught up to the latest anchor.
 """
 
 from __future__ import annotations
@@ -39,12 +56,12 @@ import hashlib
 import hmac
 import json
 import math
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import false, func, select, update
+from sqlalchemy import bindparam, false, func, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -55,11 +72,25 @@ UTC = dt.timezone.utc
 GENESIS = "0" * 64
 """``prev_hash`` of the first entry."""
 
-# pg_advisory_xact_lock key for "the audit chain's tail": the first 8 bytes of SHA-256("propcrm.audit_log").
+# pg_advisory_xact_lock key of the global chain's tail before migration 0027 (no longer taken).
 LOCK_KEY = int.from_bytes(hashlib.sha256(b"propcrm.audit_log").digest()[:8], "big", signed=True)
+
+
+def chain_lock_key(firm_id: str | None) -> int:
+    """pg_advisory_xact_lock key for one chain's tail: the first 8 bytes of SHA-256 of
+    ``propcrm.audit_log/<firm id>`` (``propcrm.audit_log/`` for the chain of entries without a firm)."""
+    name = b"propcrm.audit_log/" + (firm_id or "").encode("utf-8")
+    return int.from_bytes(hashlib.sha256(name).digest()[:8], "big", signed=True)
+
+
+def chain_name(firm_id: str | None) -> str:
+    """How messages name a chain."""
+    return "the operators' chain (no firm)" if firm_id is None else f"firm {firm_id}'s chain"
 
 _TABLE = AuditEntry.__table__
 _FIELDS = ("seq", "firm_id", "ts", "actor", "action", "entity", "entity_id", "before", "after", "prev_hash")
+FORMAT = 2
+"""Format of the entries appended now (see the module docstring)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -131,9 +162,11 @@ def entry_hash(
     before: Any,
     after: Any,
     prev_hash: str,
+    v: int = 1,
 ) -> str:
-    """SHA-256 hex of an entry's canonical JSON (see the module docstring)."""
-    document = {
+    """SHA-256 hex of an entry's canonical JSON (see the module docstring): format ``v`` — 1, the
+    pre-upgrade chain (``seq`` = the global seq), or 2 (``seq`` = the entry's ``chain_seq``)."""
+    document: dict[str, Any] = {
         "seq": seq,
         "firm_id": firm_id,
         "ts": rfc3339(ts),
@@ -145,6 +178,8 @@ def entry_hash(
         "after": after,
         "prev_hash": prev_hash,
     }
+    if v != 1:
+        document["v"] = v
     return hashlib.sha256(canonical_json(document)).hexdigest()
 
 
@@ -176,17 +211,52 @@ def _check_tail_key(key: bytes | None, tail: Any) -> None:
                             "(or that entry was altered): nothing is appended; run propcrm audit verify")
 
 
+def _is_keyed(session: Session) -> Any:
+    """Some entry of the log carries a key mark (a new chain's first entry must then be keyed too)."""
+    return session.execute(select(_TABLE.c.seq, _TABLE.c.hash, _TABLE.c.mac)
+                           .where(_TABLE.c.mac.is_not(None)).order_by(_TABLE.c.seq.desc()).limit(1)).first()
+
+
+def _chain_filter(firm_id: str | None) -> Any:
+    return func.coalesce(_TABLE.c.firm_id, "") == (firm_id or "")
+
+
+_TAIL = (select(_TABLE.c.seq, _TABLE.c.chain_seq, _TABLE.c.hash, _TABLE.c.mac)
+         .where(func.coalesce(_TABLE.c.firm_id, "") == bindparam("chain"), _TABLE.c.chain_seq.is_not(None))
+         .order_by(_TABLE.c.chain_seq.desc()).limit(1))
+"""Built once (it is read on every append): the newest entry of one chain, through ``ux_audit_log_chain``."""
+_NEXTVAL = (select(func.nextval(func.pg_get_serial_sequence("audit_log", "seq")))
+            .select_from(func.generate_series(1, bindparam("count"))))
+_TOP = select(func.max(_TABLE.c.seq))
+
+
+def _tail(session: Session, firm_id: str | None) -> Any:
+    """The newest entry of ``firm_id``'s chain (by ``chain_seq``), or None."""
+    return session.execute(_TAIL, {"chain": firm_id or ""}).first()
+
+
+def _next_seqs(session: Session, count: int) -> list[int]:
+    """``count`` new log-wide numbers, increasing. PostgreSQL: from the column's sequence (no lock; a
+    rolled-back transaction leaves a gap). SQLite: after the highest, under the write lock already held."""
+    if session.get_bind().dialect.name == "postgresql":
+        return sorted(session.execute(_NEXTVAL, {"count": count}).scalars().all())
+    top = session.execute(_TOP).scalar() or 0
+    return list(range(top + 1, top + 1 + count))
+
+
 # --------------------------------------------------------------------------------------------------
 # appending
 
 
-def _lock_tail(session: Session) -> None:
-    """Make this transaction the only one that may append until it ends.
+def _lock_tail(session: Session, firm_ids: Iterable[str | None] = (None,)) -> None:
+    """Make this transaction the only one that may append to these firms' chains until it ends.
 
-    PostgreSQL: ``pg_advisory_xact_lock`` on :data:`LOCK_KEY`; released at commit or rollback. The
-    tail is read *after* the lock is granted, so under READ COMMITTED (the default) it is the
-    latest committed tail. (Under REPEATABLE READ/SERIALIZABLE a snapshot taken before the lock may
-    be stale; the insert then fails on the unique ``seq``/``hash`` instead of forking the chain.)
+    PostgreSQL: ``pg_advisory_xact_lock`` on :func:`chain_lock_key` of each chain, in a fixed order (so two
+    transactions locking several chains cannot deadlock); released at commit or rollback. Another firm's
+    appends do not wait. The tail is read *after* the lock is granted, so under READ COMMITTED (the
+    default) it is the latest committed tail. (Under REPEATABLE READ/SERIALIZABLE a snapshot taken before
+    the lock may be stale; the insert then fails on the unique (chain, ``chain_seq``) instead of forking
+    the chain.)
 
     SQLite: BEGIN IMMEDIATE semantics, not "trust the single writer". A database-wide write lock is
     what SQLite has; a no-op ``UPDATE audit_log … WHERE 0 = 1`` acquires it (the driver opens the
@@ -200,11 +270,56 @@ def _lock_tail(session: Session) -> None:
     """
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(LOCK_KEY)))
+        for lock_key in sorted({chain_lock_key(firm_id) for firm_id in firm_ids}):
+            session.execute(select(func.pg_advisory_xact_lock(lock_key)))
     elif dialect == "sqlite":
         session.execute(update(_TABLE).where(false()).values(seq=_TABLE.c.seq))
     else:  # pragma: no cover - only the two supported backends
         raise NotImplementedError(f"audit log: no append lock for {dialect}")
+
+
+def _chain_rows(session: Session, prepared: list[tuple[Mapping[str, Any], Any, Any]]) -> list[dict[str, Any]]:
+    """The rows for ``prepared`` entries, chained onto their chains' tails under the chains' locks."""
+    key = _key_of(session)
+    firm_ids = list(dict.fromkeys(entry.get("firm_id") for entry, _, _ in prepared))
+    _lock_tail(session, firm_ids)
+    session.flush()
+    tails: dict[str | None, tuple[int, str]] = {}
+    log_keyed: list[Any] = []
+    for firm_id in firm_ids:
+        tail = _tail(session, firm_id)
+        if tail is None:  # a new chain: keyed if the log is
+            if not log_keyed:
+                log_keyed.append(_is_keyed(session))
+            _check_tail_key(key, log_keyed[0])
+            tails[firm_id] = (0, GENESIS)
+        else:
+            _check_tail_key(key, tail)
+            tails[firm_id] = (tail.chain_seq, tail.hash)
+    seqs = _next_seqs(session, len(prepared))
+    now = dt.datetime.now(UTC)
+    rows = []
+    for seq, (entry, before_plain, after_plain) in zip(seqs, prepared):
+        firm_id = entry.get("firm_id")
+        chain_seq, prev_hash = tails[firm_id]
+        chain_seq += 1
+        fields = dict(
+            seq=chain_seq, firm_id=firm_id, ts=(entry.get("ts") or now).astimezone(UTC),
+            actor=entry["actor"], action=entry["action"], entity=entry["entity"], entity_id=entry.get("entity_id"),
+            before=before_plain, after=after_plain, prev_hash=prev_hash,
+        )
+        digest = entry_hash(**fields, v=FORMAT)
+        tails[firm_id] = (chain_seq, digest)
+        rows.append({**fields, "seq": seq, "chain_seq": chain_seq, "hash": digest,
+                     "mac": entry_mac(key, digest) if key is not None else None})
+    return rows
+
+
+def _prepare(entry: Mapping[str, Any]) -> tuple[Mapping[str, Any], Any, Any]:
+    ts = entry.get("ts")
+    if ts is not None:
+        rfc3339(ts)  # refuse a naive time before taking the lock
+    return entry, plain(entry.get("before"), _path="before"), plain(entry.get("after"), _path="after")
 
 
 def append(
@@ -219,73 +334,37 @@ def append(
     firm_id: str | None = None,
     ts: dt.datetime | None = None,
 ) -> AuditEntry:
-    """Append one entry to the chain inside the caller's transaction (it commits or rolls back with it).
+    """Append one entry to its firm's chain inside the caller's transaction (it commits or rolls back with it).
 
-    Takes the append lock (see :func:`_lock_tail`) and keeps it until the caller's transaction ends,
-    so append late in a unit of work and commit soon. The entry is flushed (with anything else
+    Takes the chain's append lock (see :func:`_lock_tail`) and keeps it until the caller's transaction
+    ends, so append late in a unit of work and commit soon. The entry is flushed (with anything else
     pending in ``session``) so that a second append in the same transaction chains onto it.
     ``ts`` defaults to now, read after the lock, so default timestamps never go backwards along
     the chain. Returns the new :class:`AuditEntry`; its ``before``/``after`` hold the stored plain-JSON
     form (decimals as text).
     """
-    before_plain = plain(before, _path="before")
-    after_plain = plain(after, _path="after")
-    if ts is not None:
-        rfc3339(ts)  # refuse a naive time before taking the lock
-    key = _key_of(session)
-    _lock_tail(session)
-    tail = session.execute(
-        select(_TABLE.c.seq, _TABLE.c.hash, _TABLE.c.mac).order_by(_TABLE.c.seq.desc()).limit(1)
-    ).first()
-    _check_tail_key(key, tail)
-    seq, prev_hash = (1, GENESIS) if tail is None else (tail.seq + 1, tail.hash)
-    when = (ts or dt.datetime.now(UTC)).astimezone(UTC)
-    fields = dict(
-        seq=seq, firm_id=firm_id, ts=when, actor=actor, action=action, entity=entity, entity_id=entity_id,
-        before=before_plain, after=after_plain, prev_hash=prev_hash,
-    )
-    digest = entry_hash(**fields)
-    entry = AuditEntry(**fields, hash=digest, mac=entry_mac(key, digest) if key is not None else None)
+    prepared = _prepare(dict(actor=actor, action=action, entity=entity, entity_id=entity_id, before=before,
+                             after=after, firm_id=firm_id, ts=ts))
+    (row,) = _chain_rows(session, [prepared])
+    entry = AuditEntry(**row)
     session.add(entry)
     session.flush()
     return entry
 
 
 def append_many(session: Session, entries: list[dict[str, Any]]) -> list[int]:
-    """Append several entries in one go: one lock, one read of the tail, one multi-row insert.
+    """Append several entries in one go: one lock and one tail read per chain, one multi-row insert.
 
     Each entry is a mapping of :func:`append`'s keyword arguments (``actor``, ``action``, ``entity``,
-    optional ``entity_id``, ``before``, ``after``, ``firm_id``, ``ts``). The entries are chained in the
-    order given, exactly as consecutive :func:`append` calls would chain them, so :func:`verify`
-    cannot tell the difference; only the cost differs (the lock and the tail read once per batch
-    rather than once per entry). Returns the new entries' ``seq`` values.
+    optional ``entity_id``, ``before``, ``after``, ``firm_id``, ``ts``). Each entry goes to its firm's
+    chain, chained in the order given, exactly as consecutive :func:`append` calls would chain them, so
+    :func:`verify` cannot tell the difference; only the cost differs (the locks and the tail reads once
+    per batch rather than once per entry). Returns the new entries' ``seq`` values.
     """
     if not entries:
         return []
-    prepared = []
-    for entry in entries:
-        ts = entry.get("ts")
-        if ts is not None:
-            rfc3339(ts)
-        prepared.append((entry, plain(entry.get("before"), _path="before"), plain(entry.get("after"), _path="after")))
-    key = _key_of(session)
-    _lock_tail(session)
-    session.flush()
-    tail = session.execute(select(_TABLE.c.seq, _TABLE.c.hash, _TABLE.c.mac)
-                           .order_by(_TABLE.c.seq.desc()).limit(1)).first()
-    _check_tail_key(key, tail)
-    seq, prev_hash = (0, GENESIS) if tail is None else (tail.seq, tail.hash)
-    now = dt.datetime.now(UTC)
-    rows = []
-    for entry, before_plain, after_plain in prepared:
-        seq += 1
-        fields = dict(
-            seq=seq, firm_id=entry.get("firm_id"), ts=(entry.get("ts") or now).astimezone(UTC),
-            actor=entry["actor"], action=entry["action"], entity=entry["entity"], entity_id=entry.get("entity_id"),
-            before=before_plain, after=after_plain, prev_hash=prev_hash,
-        )
-        prev_hash = entry_hash(**fields)
-        rows.append({**fields, "hash": prev_hash, "mac": entry_mac(key, prev_hash) if key is not None else None})
+    prepared = [_prepare(entry) for entry in entries]
+    rows = _chain_rows(session, prepared)
     session.execute(_TABLE.insert(), rows)
     return [row["seq"] for row in rows]
 
@@ -298,20 +377,34 @@ def append_many(session: Session, entries: list[dict[str, Any]]) -> list[int]:
 class VerifyResult:
     ok: bool
     entries: int
-    """Entries that verified: all of them when ``ok``, otherwise the intact prefix before the break."""
+    """Entries that verified: all of them when ``ok``, otherwise every intact chain and the intact prefix
+    of each broken one."""
     first_bad_seq: int | None = None
+    """The log-wide ``seq`` of the first entry found bad (in the first broken chain)."""
     problem: str | None = None
     head_hash: str | None = None
-    """Hash of the last intact entry: keep it elsewhere to detect later truncation or rewriting."""
+    """Hash of the newest intact entry (by ``seq``): keep it elsewhere to detect later truncation or
+    rewriting. Per chain: :attr:`heads`."""
     keyed_from: int | None = None
     """With a key: the first entry that carries a key mark (the ones before predate the key)."""
+    broken_chain: str | None = None
+    """Which chain broke first, in words (:func:`chain_name`, or "the pre-upgrade chain")."""
+    broken_firm: str | None = None
+    """The firm whose chain broke first (None: the operators' chain or the pre-upgrade chain)."""
+    heads: dict[str | None, tuple[int, str]] = field(default_factory=dict)
+    """Per chain (firm id, None for the operators'): the last intact entry's ``chain_seq`` and hash."""
+    legacy_head: tuple[int, str] | None = None
+    """The pre-upgrade chain's last intact entry: its ``seq`` and hash."""
+    problems: tuple[str, ...] = ()
+    """One problem per broken chain (every chain is walked, not only up to the first break)."""
 
 
 class _Unreadable:
     """A row whose stored values could not even be decoded (e.g. garbage written into SQLite)."""
 
-    def __init__(self, seq: int, error: Exception) -> None:
+    def __init__(self, seq: int, chain_seq: int | None, error: Exception) -> None:
         self.seq = seq
+        self.chain_seq = chain_seq
         self.error = error
 
 
@@ -320,81 +413,114 @@ def _short(digest: Any) -> str:
     return text[:12] + "…" if len(text) > 12 else text
 
 
-def _rows(session: Session, page_size: int, after: int | None = None) -> Iterator[Any]:
-    """All entries in ``seq`` order (after ``after``), ``page_size`` at a time (keyset pagination)."""
-    columns = [_TABLE.c[name] for name in _FIELDS] + [_TABLE.c.hash, _TABLE.c.mac]
+_COLUMNS = [_TABLE.c[name] for name in _FIELDS] + [_TABLE.c.hash, _TABLE.c.mac, _TABLE.c.chain_seq]
+_LEGACY = object()
+"""The chain argument of :func:`_rows` for the pre-upgrade chain."""
+
+
+def _rows(session: Session, page_size: int, chain: Any, after: int | None = None) -> Iterator[Any]:
+    """One chain's entries in order (after ``after``), ``page_size`` at a time (keyset pagination): the
+    pre-upgrade chain (``chain`` is :data:`_LEGACY`) by ``seq``, a firm's (or None's) by ``chain_seq``."""
+    if chain is _LEGACY:
+        order, where = _TABLE.c.seq, _TABLE.c.chain_seq.is_(None)
+    else:
+        order, where = _TABLE.c.chain_seq, _chain_filter(chain) & _TABLE.c.chain_seq.is_not(None)
     last: int | None = after
     while True:
-        query = select(*columns).order_by(_TABLE.c.seq).limit(page_size)
+        query = select(*_COLUMNS).where(where).order_by(order).limit(page_size)
         if last is not None:
-            query = query.where(_TABLE.c.seq > last)
+            query = query.where(order > last)
         try:
             page = session.execute(query).all()
         except DBAPIError:
             raise
         except Exception:  # noqa: BLE001 - a value the types cannot decode: find it row by row
-            page = list(_rows_one_by_one(session, last, page_size))
+            page = list(_rows_one_by_one(session, where, order, last, page_size))
         if not page:
             return
         yield from page
-        last = page[-1].seq
+        last = getattr(page[-1], order.name)
         if len(page) < page_size:
             return
 
 
-def _rows_one_by_one(session: Session, last: int | None, page_size: int) -> Iterator[Any]:
-    seqs = select(_TABLE.c.seq).order_by(_TABLE.c.seq).limit(page_size)
+def _rows_one_by_one(session: Session, where: Any, order: Any, last: int | None, page_size: int) -> Iterator[Any]:
+    keys = select(_TABLE.c.seq, _TABLE.c.chain_seq).where(where).order_by(order).limit(page_size)
     if last is not None:
-        seqs = seqs.where(_TABLE.c.seq > last)
-    columns = [_TABLE.c[name] for name in _FIELDS] + [_TABLE.c.hash, _TABLE.c.mac]
-    for seq in session.scalars(seqs).all():
+        keys = keys.where(order > last)
+    for seq, chain_seq in session.execute(keys).all():
         try:
-            yield session.execute(select(*columns).where(_TABLE.c.seq == seq)).one()
+            yield session.execute(select(*_COLUMNS).where(_TABLE.c.seq == seq)).one()
         except DBAPIError:
             raise
         except Exception as exc:  # noqa: BLE001
-            yield _Unreadable(seq, exc)
+            yield _Unreadable(seq, chain_seq, exc)
 
 
-def verify(session: Session, *, page_size: int = 1000, key: bytes | None = None, after_seq: int = 0,
-           after_hash: str = GENESIS) -> VerifyResult:
-    """Walk the whole chain in ``seq`` order and stop at the first entry that is not what was appended.
-
-    Checks, entry by entry: ``seq`` continues without a gap (a gap = entries removed); the entry's
-    own hash matches its content (else it was altered, or moved — ``seq`` is hashed); its
-    ``prev_hash`` is the previous entry's hash (else the previous entry was altered and re-hashed,
-    or this entry's link was rewritten); with ``key``, its key mark (``mac``) — required from the first
-    keyed entry on (else it was appended or rewritten by someone without the key). Reads in pages of
-    ``page_size``. ``after_seq``/``after_hash``: start after an entry already verified (the anchor
-    writer checks only what is new); ``entries`` then counts from there.
-    """
-    count = 0
-    prev_seq = after_seq
-    prev_hash = after_hash
-    heads: list[str | None] = [None]  # heads[-1]: hash of the last entry that verified
+@dataclass
+class _Walk:
+    entries: int = 0
+    head: tuple[int, int, str] | None = None  # position, seq, hash of the last intact entry
     keyed_from: int | None = None
+    bad_seq: int | None = None
+    problem: str | None = None
 
-    def broken(seq: int, problem: str) -> VerifyResult:
-        intact = seq - 1 - after_seq  # entries after_seq+1 … seq-1 verified
-        return VerifyResult(ok=False, entries=intact, first_bad_seq=seq, problem=problem,
-                            head_hash=heads[-1] if intact == count else heads[-2], keyed_from=keyed_from)
 
-    for row in _rows(session, page_size, after=after_seq or None):
+def _walk(session: Session, chain: Any, *, page_size: int, key: bytes | None, after: int, after_hash: str) -> _Walk:
+    """Walk one chain from after position ``after`` (hash ``after_hash``) and stop at its first bad entry.
+
+    Checks, entry by entry: the position (``seq`` in the pre-upgrade chain, ``chain_seq`` in a firm's)
+    continues without a gap (a gap = entries removed); the entry's own hash matches its content (else it
+    was altered, or moved — the position is hashed); its ``prev_hash`` is the previous entry's hash (else
+    the previous entry was altered and re-hashed, or this entry's link was rewritten); with ``key``, its
+    key mark (``mac``) — required from the chain's first keyed entry on; in a firm's chain, ``seq``
+    increases (the database numbers entries in the order they are appended).
+    """
+    legacy = chain is _LEGACY
+    state = _Walk()
+    prev_pos, prev_hash, prev_seq = after, after_hash, 0
+    heads: list[tuple[int, int, str] | None] = [None]
+
+    def name(pos: int, seq: int | None = None) -> str:
+        """An entry in messages: by ``seq`` when known (a missing one of a firm's chain by its place)."""
+        if legacy:
+            return f"entry #{pos}"
+        return f"entry #{seq}" if seq is not None else f"#{pos} in the chain"
+
+    seen = [0]
+
+    def broken(bad_seq: int | None, problem: str, *, previous_bad: bool = False) -> _Walk:
+        """``previous_bad``: the break is the last entry that looked intact (it was re-hashed)."""
+        state.entries = max(0, seen[0] - (1 if previous_bad else 0))
+        state.head = heads[-2] if previous_bad else heads[-1]
+        state.bad_seq, state.problem = bad_seq, problem
+        return state
+
+    for row in _rows(session, page_size, chain, after=after or None):
         seq = row.seq
-        if seq != prev_seq + 1:
-            missing = prev_seq + 1
-            if seq == missing + 1:
-                span, gone = f"entry #{missing} is", "it was removed or moved"
+        pos = seq if legacy else row.chain_seq
+        if pos != prev_pos + 1:
+            missing = prev_pos + 1
+            if pos == missing + 1:
+                span, gone = f"{name(missing)} is", "it was removed or moved"
             else:
-                span, gone = f"entries #{missing}–#{seq - 1} are", "they were removed or moved"
-            where = f"entry #{seq} follows #{prev_seq}" if prev_seq else f"the log starts at #{seq}"
-            return broken(missing, f"{span} missing: {where}; {gone}")
+                span = (f"entries #{missing}–#{pos - 1} are" if legacy
+                        else f"#{missing}–#{pos - 1} in the chain are")
+                gone = "they were removed or moved"
+            follower = f"entry #{seq} (#{pos} in the chain)"
+            before = f"entry #{prev_seq} (#{prev_pos})" if prev_seq else f"#{prev_pos}"
+            where = f"{follower} follows {before}" if prev_pos else f"the chain starts at {follower}"
+            if legacy:
+                where = f"entry #{seq} follows #{prev_pos}" if prev_pos else f"the log starts at #{seq}"
+            return broken(missing if legacy else seq, f"{span} missing: {where}; {gone}")
         if isinstance(row, _Unreadable):
-            return broken(seq, f"entry #{seq} was altered: its stored values can no longer be read "
+            return broken(seq, f"{name(pos, seq)} was altered: its stored values can no longer be read "
                                f"({type(row.error).__name__}: {row.error})")
-        fields = {name: getattr(row, name) for name in _FIELDS}
+        fields = {name_: getattr(row, name_) for name_ in _FIELDS}
+        if not legacy:
+            fields["seq"] = pos
         try:
-            recomputed = entry_hash(**fields)
+            recomputed = entry_hash(**fields, v=1 if legacy else FORMAT)
         except (TypeError, ValueError, AttributeError) as exc:
             recomputed = None
             reason = f"its stored values are not valid for an entry ({exc})"
@@ -403,25 +529,98 @@ def verify(session: Session, *, page_size: int = 1000, key: bytes | None = None,
                       f"hashes to {_short(recomputed)}); a field was changed, or it was moved from "
                       f"another position")
         if recomputed != row.hash:
-            return broken(seq, f"entry #{seq} was altered: {reason}")
+            return broken(seq, f"{name(pos, seq)} was altered: {reason}")
         if key is not None:
             mark = getattr(row, "mac", None)
             if mark is not None and hmac.compare_digest(entry_mac(key, row.hash), str(mark)):
-                keyed_from = keyed_from or seq
-            elif mark is not None or keyed_from is not None or after_seq:
-                return broken(seq, f"entry #{seq} was not written by propcrm: its key mark is "
+                state.keyed_from = state.keyed_from or seq
+            elif mark is not None or state.keyed_from is not None or after:
+                return broken(seq, f"{name(pos, seq)} was not written by propcrm: its key mark is "
                                    f"{'missing' if mark is None else 'wrong'} (a forged append, or an entry "
                                    "rewritten by someone without the audit key — or the key is not the log's)")
         if row.prev_hash != prev_hash:
-            if prev_seq == 0:
-                return broken(seq, f"entry #{seq} should start the chain (previous hash of 64 zeros) but "
+            if prev_pos == 0:
+                return broken(seq, f"{name(pos, seq)} should start the chain (previous hash of 64 zeros) but "
                                    f"records {_short(row.prev_hash)}; its link was rewritten")
-            return broken(prev_seq, f"entry #{prev_seq} was altered and its hash recomputed: entry #{seq} "
-                                    f"recorded the previous hash as {_short(row.prev_hash)}, but entry "
-                                    f"#{prev_seq} now hashes to {_short(prev_hash)} (or entry #{seq}'s "
-                                    f"link was rewritten)")
-        count += 1
-        prev_seq = seq
-        prev_hash = row.hash
-        heads = [heads[-1], prev_hash]
-    return VerifyResult(ok=True, entries=count, head_hash=heads[-1], keyed_from=keyed_from)
+            previous = heads[-1][1] if heads[-1] else None
+            return broken(prev_pos if legacy else (previous or seq),
+                          f"{name(prev_pos, None if legacy else previous)} was altered and its hash recomputed: "
+                          f"{name(pos, seq)} recorded the previous hash as {_short(row.prev_hash)}, but "
+                          f"{name(prev_pos, None if legacy else previous)} now hashes to {_short(prev_hash)} "
+                          f"(or {name(pos, seq)}'s link was rewritten)", previous_bad=True)
+        if not legacy and prev_seq and seq <= prev_seq:
+            return broken(seq, f"{name(pos, seq)} was moved: it comes after entry #{prev_seq} in the chain but "
+                               "carries a smaller number")
+        seen[0] += 1
+        prev_pos, prev_hash, prev_seq = pos, row.hash, seq
+        heads = [heads[-1], (pos, seq, prev_hash)]
+    state.entries = seen[0]
+    state.head = heads[-1]
+    return state
+
+
+def chains(session: Session) -> list[str | None]:
+    """The firms with a chain (None: the operators' chain), operators' first, then by firm id."""
+    found = session.execute(select(_TABLE.c.firm_id).where(_TABLE.c.chain_seq.is_not(None)).distinct()).scalars()
+    return sorted(set(found), key=lambda firm: (firm is not None, firm or ""))
+
+
+def verify(session: Session, *, page_size: int = 1000, key: bytes | None = None, after_seq: int = 0,
+           after_hash: str = GENESIS, after_chains: Mapping[str | None, tuple[int, str]] | None = None) -> VerifyResult:
+    """Walk every chain — the pre-upgrade chain, then the operators', then each firm's — and stop each at
+    its first entry that is not what was appended (see :func:`_walk`); report the first broken chain in
+    ``first_bad_seq``/``problem``/``broken_firm`` and every broken one in ``problems``.
+
+    Reads in pages of ``page_size``. ``after_seq``/``after_hash`` (the pre-upgrade chain) and
+    ``after_chains`` (per firm: ``chain_seq`` and hash): start after entries already verified (the anchor
+    writer checks only what is new); ``entries`` then counts from there. With ``key``, an entry without
+    a key mark appended after the log's first keyed entry is refused in any chain (a whole chain forged
+    without the key).
+    """
+    after_chains = after_chains or {}
+    walks: list[tuple[Any, _Walk]] = [(_LEGACY, _walk(session, _LEGACY, page_size=page_size, key=key,
+                                                         after=after_seq, after_hash=after_hash))]
+    for firm_id in chains(session):
+        start, start_hash = after_chains.get(firm_id, (0, GENESIS))
+        walks.append((firm_id, _walk(session, firm_id, page_size=page_size, key=key, after=start,
+                                     after_hash=start_hash)))
+    keyed = [w.keyed_from for _, w in walks if w.keyed_from is not None]
+    keyed_from = min(keyed) if keyed else None
+    if key is not None and keyed_from is not None:  # an unkeyed entry after the first keyed one, in any chain
+        late = session.execute(select(_TABLE.c.seq, _TABLE.c.firm_id, _TABLE.c.chain_seq)
+                               .where(_TABLE.c.mac.is_(None), _TABLE.c.seq > keyed_from)
+                               .order_by(_TABLE.c.seq).limit(1)).first()
+        if late is not None:
+            for chain, w in walks:
+                if w.problem is None and ((chain is _LEGACY and late.chain_seq is None)
+                                          or (chain is not _LEGACY and late.chain_seq is not None
+                                              and chain == late.firm_id)):
+                    w.bad_seq = late.seq
+                    w.problem = (f"entry #{late.seq} was not written by propcrm: its key mark is missing, and "
+                                 f"entry #{keyed_from} already carries one (a forged append, or an entry written "
+                                 "by someone without the audit key)")
+                    if w.head is not None and w.head[1] >= late.seq:  # the intact part ends before it
+                        w.head, w.entries = None, 0
+    problems = []
+    first: tuple[Any, _Walk] | None = None
+    for chain, w in walks:
+        if w.problem is not None:
+            label = "the pre-upgrade chain" if chain is _LEGACY else chain_name(chain)
+            problems.append(f"{label}: {w.problem}")
+            first = first or (chain, w)
+    heads = {chain: (w.head[0], w.head[2]) for chain, w in walks if chain is not _LEGACY and w.head is not None}
+    for chain, position in after_chains.items():
+        heads.setdefault(chain, position)
+    legacy_walk = walks[0][1]
+    legacy_head = ((legacy_walk.head[0], legacy_walk.head[2]) if legacy_walk.head is not None
+                   else ((after_seq, after_hash) if after_seq else None))
+    newest = max((w.head for _, w in walks if w.head is not None), key=lambda head: head[1], default=None)
+    result = VerifyResult(ok=not problems, entries=sum(w.entries for _, w in walks),
+                          head_hash=newest[2] if newest else None, keyed_from=keyed_from, heads=heads,
+                          legacy_head=legacy_head, problems=tuple(problems))
+    if first is None:
+        return result
+    chain, w = first
+    return replace(result, first_bad_seq=w.bad_seq, problem=w.problem,
+                   broken_chain="the pre-upgrade chain" if chain is _LEGACY else chain_name(chain),
+                   broken_firm=None if chain is _LEGACY else chain)

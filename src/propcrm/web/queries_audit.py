@@ -216,6 +216,8 @@ class Verification:
     keyed: bool = False  # an audit key is configured: key marks checked, and the anchors
     anchors: int = 0
     latest_anchor: Any = None  # audit_anchors.Anchor
+    chains: int = 0  # chains checked (one per firm, the operators', the pre-upgrade one if any)
+    broken_chain: str | None = None  # which chain broke, in words
 
     @property
     def rate(self) -> int:
@@ -249,13 +251,14 @@ def verify_bounded(session: Session, *, firm_id: str, budget_s: float | None = N
         seconds = time.monotonic() - started
         found = Verification(ok=result.ok, entries=result.entries, seconds=seconds, first_bad_seq=result.first_bad_seq,
                              problem=result.problem, head_hash=result.head_hash, total=total,
-                             keyed=config.key is not None)
+                             keyed=config.key is not None, broken_chain=result.broken_chain,
+                             chains=len(result.heads) + (1 if result.legacy_head else 0))
         if result.ok and config.key is not None:  # the anchors outside the database: the newest entries
             check = check_anchors(session, config)
             found.anchors, found.latest_anchor = check.anchors, check.latest
             if not check.ok:
                 found.ok, found.problem = False, "; ".join(check.problems)
-                found.first_bad_seq = (check.latest.seq if check.latest else None)
+                found.first_bad_seq = (check.latest.seq or None) if check.latest else None
         if result.first_bad_seq is not None:
             exists, firm = firm_of_entry(session, result.first_bad_seq)
             found.bad_in_firm = (firm == firm_id) if exists else None

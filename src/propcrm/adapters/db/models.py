@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -497,11 +498,16 @@ class AuditEntry(Base):
     hash: Mapped[str] = mapped_column(String(64), unique=True)
     # HMAC-SHA256(audit key, hash) when an audit key is configured (migration 0011)
     mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # the entry's place in its firm's chain (firm_id NULL: the operators' chain); NULL: written before
+    # migration 0027, in the one global chain linked by seq (services/audit.py)
+    chain_seq: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), nullable=True)
     # the audit viewer's filters, newest first: by action, by entity, by time (migration 0008)
     __table_args__ = (
         Index("ix_audit_log_firm_action", "firm_id", "action", "seq"),
         Index("ix_audit_log_firm_entity", "firm_id", "entity", "entity_id", "seq"),
         Index("ix_audit_log_firm_ts", "firm_id", "ts"),
+        # one entry per place in a chain; the tail read and the per-chain walk of verify (migration 0027)
+        Index("ux_audit_log_chain", text("coalesce(firm_id, '')"), "chain_seq", unique=True),
     )
 
 
