@@ -1,7 +1,7 @@
 """the audit log: one hash chain per firm (issue 14)
 
 Revision ID: 0027
-Revises: 0024
+Revises: 0026
 
 - ``audit_log.chain_seq``: an entry's position in its firm's chain (entries with no firm — operator and
   system actions — form their own chain). NULL marks an entry written before this migration: those stay
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 
 revision = '0027'
-down_revision = '0024'
+down_revision = "0026"
 branch_labels = None
 depends_on = None
 
