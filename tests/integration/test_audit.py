@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
@@ -17,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from propcrm.adapters.db.models import AuditEntry
 from propcrm.adapters.db.session import make_engine, sessions
 from propcrm.services import audit
+from support.tamper import attacker
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 3, 2, 14, 3, 11, 123456, tzinfo=UTC)
@@ -45,17 +45,6 @@ def seed(Session, n: int = 5, firms: tuple[str | None, ...] = ("f1",)) -> list[A
             ))
     return out
 
-
-@contextmanager
-def attacker(engine):
-    """A connection with direct write access to the table (on PostgreSQL: the owner, trigger disabled)."""
-    with engine.begin() as conn:
-        pg = conn.dialect.name == "postgresql"
-        if pg:
-            conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only"))
-        yield conn
-        if pg:
-            conn.execute(text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only"))
 
 
 def check(Session, **kwargs) -> audit.VerifyResult:

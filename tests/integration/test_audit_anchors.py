@@ -9,7 +9,6 @@ import json
 import logging
 import threading
 import time
-from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import delete, select, text
@@ -20,6 +19,7 @@ from propcrm.adapters.db.session import make_engine, sessions
 from propcrm.adapters.settings import forget as forget_settings
 from propcrm.cli import app
 from propcrm.services import audit, audit_anchors
+from support.tamper import attacker
 
 UTC = dt.timezone.utc
 KEY = "k" * 8 + "-a-test-audit-key-of-enough-length-0123456789"
@@ -59,17 +59,6 @@ def anchor(engine, db_url) -> audit_anchors.AnchorOutcome:
 def verify_cli(db_url, *extra: str):
     return CliRunner().invoke(app, ["audit", "verify", "--database-url", db_url, *extra])
 
-
-@contextmanager
-def attacker(engine):
-    """Direct write access to the table (on PostgreSQL: the owner, with the append-only trigger disabled)."""
-    with engine.begin() as conn:
-        pg = conn.dialect.name == "postgresql"
-        if pg:
-            conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only"))
-        yield conn
-        if pg:
-            conn.execute(text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only"))
 
 
 def forge_append(engine, *, mac: str | None = None, firm_id: str = "fa") -> int:

@@ -10,7 +10,6 @@ import hmac
 import json
 import threading
 import time
-from contextlib import contextmanager
 
 import pytest
 from alembic import command
@@ -21,6 +20,7 @@ from propcrm.adapters.db.models import AuditEntry
 from propcrm.adapters.db.session import alembic_config, make_engine, sessions
 from propcrm.cli import app
 from propcrm.services import audit, audit_anchors
+from support.tamper import attacker
 
 UTC = dt.timezone.utc
 KEY = "k" * 8 + "-a-test-audit-key-of-enough-length-0123456789"
@@ -45,16 +45,6 @@ def keyed(db_url, tmp_path, monkeypatch):
     engine.dispose()
     audit_anchors.forget_configuration()
 
-
-@contextmanager
-def attacker(engine):
-    with engine.begin() as conn:
-        pg = conn.dialect.name == "postgresql"
-        if pg:
-            conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only"))
-        yield conn
-        if pg:
-            conn.execute(text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only"))
 
 
 def append(Session, firm_id, n: int = 1, start: int = 0) -> None:

@@ -9,7 +9,6 @@ import datetime as dt
 import html
 import json
 import re
-from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
@@ -21,6 +20,7 @@ from propcrm.services import audit, business
 from propcrm.web import queries_audit
 from support.lifecycle import add_life_pack, funded_account
 from support.staff import PASSWORD
+from support import tamper
 from support.web import browse
 
 pytestmark = pytest.mark.usefixtures("cheap_argon2")
@@ -59,17 +59,9 @@ def entries(world, **where) -> list[m.AuditEntry]:
         return list(s.scalars(query))
 
 
-@contextmanager
 def attacker(world):
     """Direct write access to ``audit_log`` (on PostgreSQL: its append-only trigger disabled)."""
-    engine = world.sessions.kw["bind"]
-    with engine.begin() as conn:
-        pg = conn.dialect.name == "postgresql"
-        if pg:
-            conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only"))
-        yield conn
-        if pg:
-            conn.execute(text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only"))
+    return tamper.attacker(world.sessions.kw["bind"])
 
 
 # --------------------------------------------------------------------------------------------------
