@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from ..adapters.db import models as m
 from ..adapters.db.models_lifecycle import Payout, PayoutApproval
 from ..domain.money import ZERO
+from ..services import business
 from ..services import payouts as payout_service
 from ..services.cases import open_cases_touching
 from ..services.lifecycle import settings_of
@@ -90,6 +91,7 @@ class Queue:
     open_prepared: Decimal
     liability: Decimal | None  # None: not for this reader (the dashboard's business numbers: admin, finance)
     liability_accounts: int | None
+    liability_at: dt.datetime | None = None  # when the liability was computed (kept up to 30 s: services.firm_cache)
 
 
 def _filtered(query, status: str, standing):
@@ -153,11 +155,13 @@ def queue(session: Session, *, firm_id: str, status: str = "open", page: int = 1
     for st, value in session.execute(select(Payout.status, Payout.trader_amount)
                                      .where(Payout.firm_id == firm_id, Payout.status.in_(OPEN))):
         sums[st] += value or ZERO
-    liability, liable = (payout_service.open_liability(session, firm_id=firm_id) if with_liability
-                         else (None, None))
+    liability = liable = liability_at = None
+    if with_liability:
+        (liability, liable), liability_at = business.cached_liability(session, firm_id=firm_id)
     return Queue(rows=rows, total=total, page=page, pages=pages, status=status, counts=counts,
                  open_requested=sums["requested"], open_prepared=sums["prepared"],
-                 liability=liability, liability_accounts=None if liable is None else len(liable))
+                 liability=liability, liability_accounts=None if liable is None else len(liable),
+                 liability_at=liability_at)
 
 
 # --------------------------------------------------------------------------------------------------
