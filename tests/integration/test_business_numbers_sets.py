@@ -5,6 +5,10 @@ a mixed firm: several products and pack versions, every phase, first outcomes in
 with gains, losses and deducted profit, approved payouts (split tiers, penalties already deducted), scalings
 that carried profit over (with and without their parts), and another firm's rows that must not count.
 
+The web pages' cached copies (``business.cached_numbers``, ``cached_liability``) are the reference's figures too,
+computed again as soon as the firm's audit log, decisions or accounts move (the marker is read from the database, so
+a change in any process counts), after the TTL otherwise, and never shared between firms or databases.
+
 Also: the web indexes of migration 0008 exist after migrating and agree with the models."""
 
 from __future__ import annotations
@@ -20,14 +24,15 @@ from sqlalchemy import func, select
 
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_lifecycle import Order, Payout, Scaling
-from propcrm.adapters.db.session import make_engine, sessions
+from propcrm.adapters.db.session import make_engine, migrate, sessions
 from propcrm.domain.money import ZERO
 from propcrm.domain.rulepack import parse_pack
 from propcrm.domain.state import AccountState
-from propcrm.services import business, payouts
+from propcrm.services import audit, business, payouts
 from propcrm.services.accounts import money
 from propcrm.services.catalog import add_pack, create_account, ensure_firm
 from propcrm.services.evaluation import STATE_DECODER
+from propcrm.services.firm_cache import FirmCache, change_marker
 from propcrm.services.lifecycle import paid_revenue
 from support.lifecycle import LIFE_PACK, funded_account
 
@@ -333,3 +338,106 @@ def test_the_web_indexes_are_migrated_and_declared(db_url):
     assert found["decisions"]["ix_decisions_account_ts"] == ("firm_id", "account_id", "ts")
     assert [d for d in diffs if any(t in repr(d) for t in ("'audit_log'", "'decisions'", "audit_log>", "decisions>"))] == []
 
+
+# --------------------------------------------------------------------------------------------------
+# the web pages' cached copies (services.firm_cache): the reference's figures, recomputed when the marker moves
+
+
+T1 = dt.datetime(2026, 2, 2, 12, 0, tzinfo=dt.timezone.utc)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def counting(compute):
+    calls = []
+
+    def run(session, *, firm_id):
+        calls.append(firm_id)
+        return compute(session, firm_id=firm_id)
+    return run, calls
+
+
+def test_the_cached_numbers_are_the_reference_ones_and_kept(firm):
+    business.NUMBERS.forget()
+    business.LIABILITY.forget()
+    with firm() as s:
+        numbers, at = business.cached_numbers(s, firm_id="fa")
+        assert numbers == reference_numbers(s, "fa") and at.tzinfo is not None
+        (total, rows), _ = business.cached_liability(s, firm_id="fa")
+        assert (total, rows) == reference_liability(s, "fa") and total > 0 and len(rows) >= 10
+        again, at_again = business.cached_numbers(s, firm_id="fa")
+        assert again is numbers and at_again == at  # kept: nothing changed
+        other, _ = business.cached_numbers(s, firm_id="fb")
+        assert other == reference_numbers(s, "fb") and other != numbers  # per firm
+
+
+def test_every_marker_move_recomputes_and_the_figures_follow(firm):
+    clock = Clock()
+    compute, calls = counting(business.business_numbers)
+    cache = FirmCache(compute, ttl=30, clock=clock)
+    with firm() as s:
+        first, _ = cache.get(s, firm_id="fa")
+        cache.get(s, firm_id="fa")
+        assert len(calls) == 1
+        # a payout approved (as approve_payout does: the status, and an audit entry): paid and liability move
+        before = change_marker(s, firm_id="fa")
+        payout = s.scalar(select(Payout).where(Payout.firm_id == "fa", Payout.status == "requested"))
+        payout.status = "approved"
+        audit.append(s, actor="tests", action="payout.approved", entity="payout", entity_id=str(payout.id),
+                     after={"status": "approved"}, firm_id="fa")
+        s.flush()
+        assert change_marker(s, firm_id="fa") != before
+        second, _ = cache.get(s, firm_id="fa")
+        assert len(calls) == 2 and second == reference_numbers(s, "fa")
+        assert second["payouts"]["paid"] != first["payouts"]["paid"]
+        # a breach decided by the evaluation (no audit entry): counted at once
+        account_id = s.scalar(select(m.Account.id).where(m.Account.firm_id == "fa", m.Account.status == "active"))
+        _decision(s, "fa", account_id, "breach", T1, rule="new_rule_only_here")
+        s.flush()
+        third, _ = cache.get(s, firm_id="fa")
+        assert len(calls) == 3 and third == reference_numbers(s, "fa")
+        assert any(b["rule"] == "new_rule_only_here" for b in third["breaches_by_rule"])
+        # a new account: counted at once
+        version = s.scalar(select(m.Account.pack_version_id).where(m.Account.id == account_id))
+        create_account(s, firm_id="fa", external_id="NEW-1", pack_version_id=version)
+        s.flush()
+        fourth, _ = cache.get(s, firm_id="fa")
+        assert len(calls) == 4 and fourth == reference_numbers(s, "fa")
+        assert sum(g["accounts"] for g in fourth["pass_rates"]) == sum(g["accounts"] for g in third["pass_rates"]) + 1
+        # another firm's change does not move fa's marker
+        fb_account = s.scalar(select(m.Account.id).where(m.Account.firm_id == "fb"))
+        _decision(s, "fb", fb_account, "breach", T1)
+        s.flush()
+        cache.get(s, firm_id="fa")
+        assert len(calls) == 4
+        # nothing changed but the TTL passed (a funded account's balance moving is not in the marker)
+        clock.now += 29.9
+        cache.get(s, firm_id="fa")
+        assert len(calls) == 4
+        clock.now += 0.2
+        cache.get(s, firm_id="fa")
+        assert len(calls) == 5
+
+
+def test_the_liability_is_kept_apart_per_database(firm, tmp_path):
+    """Two databases holding a firm of the same name (and the same marker) never share a value."""
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    migrate(url)
+    other_engine = make_engine(url)
+    try:
+        with sessions(other_engine).begin() as s:
+            ensure_firm(s, firm_id="fa")
+        cache = FirmCache(payouts.open_liability, ttl=30, clock=Clock(), marker=lambda session, firm_id: 0)
+        with firm() as s:
+            full, _ = cache.get(s, firm_id="fa")
+        with sessions(other_engine)() as s:
+            empty, _ = cache.get(s, firm_id="fa")
+        assert full[0] > 0 and empty == (Decimal(0), [])
+    finally:
+        other_engine.dispose()

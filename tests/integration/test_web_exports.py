@@ -9,9 +9,11 @@ import io
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import select
 
 from propcrm.adapters.db import models as m
-from propcrm.web.csv_export import BATCH, cell
+from propcrm.services import audit as audit_service
+from propcrm.web.csv_export import BATCH, FIRST, batched, cell, rows_as_csv
 from support.staff import build_world, seed
 from support.web import browse
 
@@ -79,6 +81,41 @@ def test_every_row_once_past_a_batch_and_formulas_defused(world):
     assert "'=HYPERLINK(\"http://evil.example\",\"click\")" in names
     assert "'+1 (555) 0100" in names and "'@SUM(A1)" in names
     assert not any(name[:1] in "=+@" for name in names)
+
+
+def test_the_first_rows_go_out_before_the_rest_is_read():
+    """The header and the first FIRST rows are a chunk of their own, read with a first page of FIRST: a
+    download's first bytes wait for one small read, not for a batch of BATCH (nor for the whole list)."""
+    items = list(range(FIRST + 2 * BATCH + 7))
+    reads = []
+
+    def fetch(limit, offset):
+        reads.append((limit, offset))
+        return items[offset:offset + limit]
+
+    chunks = rows_as_csv(["n"], ([n] for n in batched(fetch)))
+    first = next(chunks)
+    assert reads == [(FIRST, 0)]
+    assert list(csv.reader(io.StringIO(first))) == [["n"]] + [[str(n)] for n in range(FIRST)]
+    rest = list(chunks)
+    assert reads == [(FIRST, 0), (BATCH, FIRST), (BATCH, FIRST + BATCH), (BATCH, FIRST + 2 * BATCH)]
+    assert [len(list(csv.reader(io.StringIO(c)))) for c in rest] == [BATCH, BATCH, 7]
+    assert [int(r[0]) for c in [first, *rest] for r in csv.reader(io.StringIO(c)) if r[0] != "n"] == items
+    # an exact multiple: the last read is short (empty), nothing repeated
+    reads.clear()
+    items[:] = list(range(FIRST + BATCH))
+    assert list(batched(fetch)) == items and reads == [(FIRST, 0), (BATCH, FIRST), (BATCH, FIRST + BATCH)]
+
+
+def test_the_audit_export_holds_every_entry_once_past_the_first_page(world):
+    with world.sessions.begin() as s:
+        for n in range(FIRST + 25):
+            audit_service.append(s, actor="tests", action="bulk.entry", entity="thing", entity_id=str(n),
+                                 after={"n": n}, firm_id="fa")
+        wanted = sorted(s.scalars(select(m.AuditEntry.seq).where(m.AuditEntry.firm_id == "fa")))
+    rows = table(browse(world, "fa:admin").get("/office/audit.csv"))
+    seqs = [int(r[0]) for r in rows[1:]]
+    assert len(seqs) > FIRST + 25 and sorted(seqs) == wanted and seqs == sorted(seqs, reverse=True)
 
 
 def test_a_cell_is_exact_and_safe():

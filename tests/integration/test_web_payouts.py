@@ -266,3 +266,56 @@ def test_the_queue_does_not_assess_each_open_payout_again(world, monkeypatch):
     assert queue.status_code == 200 and f'<tr data-payout="{payout}">' in queue.text
     assert calls == []
     assert "Prepare payout" in finance.get(f"/office/payouts/{payout}").text and calls
+
+
+def test_the_queues_open_case_check_is_the_per_account_one_asked_once(world):
+    """The queue asks which open payouts an open case touches (on the account or one linked to it) once for the
+    page: exactly what open_cases_touching says account by account, on link chains, a cycle, cases open, under
+    review, dismissed and confirmed, and another firm's links and cases (which must not count)."""
+    import datetime as dt
+
+    from propcrm.adapters.db.models_analytics import AccountLink, Case, CaseAccount
+    from propcrm.services.cases import accounts_with_open_cases, open_cases_touching
+    from propcrm.services.catalog import create_account
+
+    at = dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc)
+    with world.sessions.begin() as s:
+        ids = [create_account(s, firm_id="fa", external_id=f"L{n}", pack_version_id=world.life).id for n in range(12)]
+        fb = s.scalar(select(m.Account.id).where(m.Account.firm_id == "fb"))
+
+        def link(a, b, firm="fa"):
+            s.add(AccountLink(firm_id=firm, account_a=a, account_b=b, via="ip", value=f"{a}-{b}", first_seen=at,
+                              last_seen=at))
+
+        def case(status, *accounts, firm="fa"):
+            row = Case(firm_id=firm, detector="manual", fingerprint=f"{status}-{accounts}", status=status, title="t")
+            s.add(row)
+            s.flush()
+            for a in accounts:
+                s.add(CaseAccount(case_id=row.id, account_id=a, firm_id=firm))
+
+        link(ids[0], ids[1]), link(ids[1], ids[2]), link(ids[2], ids[3])  # a chain 0-1-2-3, case on its far end
+        case("open", ids[3])
+        link(ids[4], ids[5]), link(ids[5], ids[6]), link(ids[6], ids[4])  # a cycle, case under review on 5
+        case("under_review", ids[5])
+        link(ids[7], ids[8])  # only closed cases
+        case("dismissed", ids[7]), case("confirmed", ids[8])
+        case("open", ids[9])  # alone, on itself
+        link(ids[10], fb, firm="fb")  # another firm's link to an account with another firm's open case
+        case("open", fb, firm="fb")
+        s.flush()
+        for include_linked in (True, False):
+            want = {a for a in ids if open_cases_touching(s, firm_id="fa", account_ids=[a], include_linked=include_linked)}
+            got = accounts_with_open_cases(s, firm_id="fa", account_ids=ids, include_linked=include_linked)
+            assert got == want, include_linked
+            assert got == (set(ids[:7]) | {ids[9]} if include_linked else {ids[3], ids[5], ids[9]})
+            assert accounts_with_open_cases(s, firm_id="fa", account_ids=ids, include_linked=include_linked,
+                                            chunk=2) == want
+    # and on the page: a payout on an account linked to one under an open case shows no_open_case
+    account, payout = requested(world, "P7", "10300")
+    with world.sessions.begin() as s:
+        s.add(AccountLink(firm_id="fa", account_a=account, account_b=ids[0], via="ip", value="p7", first_seen=at,
+                          last_seen=at))
+    row = re.search(rf'<tr data-payout="{payout}">.*?</tr>', browse(world, "finance").get("/office/payouts").text,
+                    re.S).group(0)
+    assert "no_open_case" in row

@@ -4,6 +4,7 @@ open payout liability. Read-only; every amount exact (decimal text), ratios to 4
 
 from __future__ import annotations
 
+import datetime as dt
 import statistics
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -15,6 +16,7 @@ from ..adapters.db import models as m
 from ..adapters.db.models_lifecycle import Order, Payout
 from ..domain.money import ZERO
 from .accounts import money
+from .firm_cache import FirmCache
 from .payouts import open_liability
 
 RATIO = Decimal("0.0001")
@@ -106,4 +108,21 @@ def business_numbers(session: Session, *, firm_id: str) -> dict[str, Any]:
     }
 
 
-__all__ = ["business_numbers"]
+# the web pages' copies: kept while the firm's audit log, decisions and accounts are unchanged, at most
+# ``firm_cache.CACHE_SECONDS`` (see ``services.firm_cache``); the API computes afresh
+NUMBERS: FirmCache[dict[str, Any]] = FirmCache(business_numbers)
+LIABILITY: FirmCache[tuple[Decimal, list[dict[str, Any]]]] = FirmCache(open_liability)
+
+
+def cached_numbers(session: Session, *, firm_id: str) -> tuple[dict[str, Any], dt.datetime]:
+    """:func:`business_numbers` as computed at most ``CACHE_SECONDS`` ago with nothing audited or decided since,
+    and when."""
+    return NUMBERS.get(session, firm_id=firm_id)
+
+
+def cached_liability(session: Session, *, firm_id: str) -> tuple[tuple[Decimal, list[dict[str, Any]]], dt.datetime]:
+    """:func:`~propcrm.services.payouts.open_liability`, kept as :func:`cached_numbers` is."""
+    return LIABILITY.get(session, firm_id=firm_id)
+
+
+__all__ = ["LIABILITY", "NUMBERS", "business_numbers", "cached_liability", "cached_numbers"]

@@ -74,6 +74,49 @@ def open_cases_touching(
     return refs
 
 
+def accounts_with_open_cases(session: Session, *, firm_id: str, account_ids: Iterable[int],
+                             include_linked: bool = True, chunk: int = 500) -> set[int]:
+    """Which of ``account_ids`` :func:`open_cases_touching` would find a case for, asked of them all at once: the
+    link clusters walked together (one read per step of the walk, not per account), then one read of the open
+    cases' accounts among them. For a page of payouts: 3 queries a row before."""
+    given = set(account_ids)
+    if not given:
+        return set()
+    parent: dict[int, int] = {a: a for a in given}  # union-find over the links seen: a cluster is a component
+
+    def root(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    frontier = set(given) if include_linked else set()
+    while frontier:
+        ids = sorted(frontier)
+        found: set[int] = set()
+        for start in range(0, len(ids), chunk):
+            part = ids[start:start + chunk]
+            for a, b in session.execute(select(AccountLink.account_a, AccountLink.account_b).where(
+                    AccountLink.firm_id == firm_id, or_(AccountLink.account_a.in_(part), AccountLink.account_b.in_(part)))):
+                for x in (a, b):
+                    if x not in parent:
+                        parent[x] = x
+                        found.add(x)
+                ra, rb = root(a), root(b)
+                if ra != rb:
+                    parent[ra] = rb
+        frontier = found
+    members = sorted(parent)
+    cased: set[int] = set()
+    for start in range(0, len(members), chunk):
+        cased.update(session.scalars(
+            select(CaseAccount.account_id).join(Case, Case.id == CaseAccount.case_id)
+            .where(Case.firm_id == firm_id, Case.status.in_(CASE_OPEN_STATUSES),
+                   CaseAccount.account_id.in_(members[start:start + chunk])).distinct()))
+    cased_roots = {root(a) for a in cased}
+    return {a for a in given if root(a) in cased_roots}
+
+
 def risk_score_of(session: Session, *, firm_id: str, account_id: int) -> int | None:
     """The account's latest behavioural risk score (0–100), or None when it was never scored."""
     return session.scalar(select(RiskScore.score).where(RiskScore.firm_id == firm_id, RiskScore.account_id == account_id))
@@ -442,5 +485,5 @@ def assign(session: Session, *, firm_id: str, case_id: int, user_id: int | None,
                                                       actor_user_id=actor_user_id, actor=actor)
 
 
-__all__ = ["TRANSITIONS", "CaseRef", "CaseStore", "CaseWorkflow", "SqlCaseStore", "add_note", "assign", "case_view", "get_case", "linked_accounts", "list_cases",
+__all__ = ["TRANSITIONS", "CaseRef", "CaseStore", "CaseWorkflow", "SqlCaseStore", "accounts_with_open_cases", "add_note", "assign", "case_view", "get_case", "linked_accounts", "list_cases",
            "open_cases_touching", "record_finding", "risk_score_of", "transition"]

@@ -23,6 +23,10 @@ from sqlalchemy.orm import Session
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 BATCH = 500
+# the first rows go out on their own, before the second read: at 100,000 accounts a first read of 500 rows (a
+# page of traders with their counts, of audit entries with their JSON) cost 85-110 ms of CPU before a byte was
+# sent; 50 cost what the list page does
+FIRST = 50
 
 
 def cell(value: Any) -> str:
@@ -44,7 +48,8 @@ def cell(value: Any) -> str:
 
 
 def rows_as_csv(header: list[str], rows: Iterable[Iterable[Any]]) -> Iterator[str]:
-    """``header`` then ``rows``, as CSV text in chunks (one a batch of rows)."""
+    """``header`` then ``rows``, as CSV text in chunks: the header and the first ``FIRST`` rows, then a chunk
+    every ``BATCH`` rows."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(header)
@@ -52,7 +57,7 @@ def rows_as_csv(header: list[str], rows: Iterable[Iterable[Any]]) -> Iterator[st
     for row in rows:
         writer.writerow([cell(value) for value in row])
         count += 1
-        if count % BATCH == 0:
+        if count == FIRST or (count - FIRST) % BATCH == 0:
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()
@@ -75,15 +80,17 @@ def csv_response(request: Request, filename: str, header: list[str],
         "X-Content-Type-Options": "nosniff"})
 
 
-def batched(fetch: Callable[[int, int], list[Any]], *, limit: int = BATCH) -> Iterator[Any]:
-    """Every item of a paged read: ``fetch(limit, offset)`` until a short page."""
-    offset = 0
+def batched(fetch: Callable[[int, int], list[Any]], *, limit: int = BATCH, first: int = FIRST) -> Iterator[Any]:
+    """Every item of a paged read: ``fetch(first, 0)``, then ``fetch(limit, offset)`` until a short page (the
+    first page small, so that its rows are sent before the rest is read)."""
+    offset, size = 0, min(first, limit)
     while True:
-        items = fetch(limit, offset)
+        items = fetch(size, offset)
         yield from items
-        if len(items) < limit:
+        if len(items) < size:
             return
-        offset += limit
+        offset += size
+        size = limit
 
 
-__all__ = ["FORMULA_START", "batched", "cell", "csv_response", "rows_as_csv"]
+__all__ = ["BATCH", "FIRST", "FORMULA_START", "batched", "cell", "csv_response", "rows_as_csv"]

@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 from ..adapters.db import models as m
 from ..adapters.db.models_lifecycle import Payout, PayoutApproval
 from ..domain.money import ZERO
+from ..services import business
 from ..services import payouts as payout_service
-from ..services.cases import open_cases_touching
+from ..services.cases import accounts_with_open_cases, open_cases_touching
 from ..services.lifecycle import settings_of
 from ..http.pages import fmt_actor, fmt_money
 
@@ -90,6 +91,7 @@ class Queue:
     open_prepared: Decimal
     liability: Decimal | None  # None: not for this reader (the dashboard's business numbers: admin, finance)
     liability_accounts: int | None
+    liability_at: dt.datetime | None = None  # when the liability was computed (kept up to 30 s: services.firm_cache)
 
 
 def _filtered(query, status: str, standing):
@@ -121,16 +123,18 @@ def queue(session: Session, *, firm_id: str, status: str = "open", page: int = 1
     # open work oldest first (first come, first served); history newest first
     order = Payout.id.asc() if status in ("open", "requested", "prepared", "partially_approved") else Payout.id.desc()
     rows = []
-    for payout, external_id, trader_name, approvals, all_given in session.execute(
-            query.order_by(order).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)):
+    found = session.execute(query.order_by(order).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)).all()
+    # the open payouts' accounts an open case touches (or one linked to them), asked once for the page
+    cased = accounts_with_open_cases(session, firm_id=firm_id, include_linked=True, account_ids=[
+        payout.account_id for payout, *_ in found if payout.status in OPEN])
+    for payout, external_id, trader_name, approvals, all_given in found:
         # the checks as stored (at the request, at preparation), and for an open payout whether an open
         # case touches the account or one linked to it now (what risk opens a case to stop). Assessing
         # every check of each open payout again took some 16 queries a row (one of them a scan of the
         # firm's accounts for the lineage): seconds a page at 100,000 accounts. The payout's own page
         # checks everything now, and preparing and approving check everything again.
         failed = [c.get("name", "?") for c in (payout.checks or []) if not c.get("ok")]
-        if payout.status in OPEN and "no_open_case" not in failed and open_cases_touching(
-                session, firm_id=firm_id, account_ids=[payout.account_id], include_linked=True):
+        if payout.status in OPEN and "no_open_case" not in failed and payout.account_id in cased:
             failed.append("no_open_case")
         if payout.status != "prepared":
             approvals = all_given
@@ -153,11 +157,13 @@ def queue(session: Session, *, firm_id: str, status: str = "open", page: int = 1
     for st, value in session.execute(select(Payout.status, Payout.trader_amount)
                                      .where(Payout.firm_id == firm_id, Payout.status.in_(OPEN))):
         sums[st] += value or ZERO
-    liability, liable = (payout_service.open_liability(session, firm_id=firm_id) if with_liability
-                         else (None, None))
+    liability = liable = liability_at = None
+    if with_liability:
+        (liability, liable), liability_at = business.cached_liability(session, firm_id=firm_id)
     return Queue(rows=rows, total=total, page=page, pages=pages, status=status, counts=counts,
                  open_requested=sums["requested"], open_prepared=sums["prepared"],
-                 liability=liability, liability_accounts=None if liable is None else len(liable))
+                 liability=liability, liability_accounts=None if liable is None else len(liable),
+                 liability_at=liability_at)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from ...services.decisions import KINDS
 from ...services.accounts import STATUSES
 from .. import queries_audit
 from .. import queries_traders
-from ..csv_export import batched, csv_response
+from ..csv_export import BATCH, FIRST, batched, csv_response
 from . import crm
 from .accounts import NEAR_CHOICES, near_amount_param, text_param
 from .audit import parse_when
@@ -163,9 +163,10 @@ def audit_csv(request: Request, user: Role(*RISK), actor: Text = "", action: Tex
                                     entity_id=entity_id.strip(), text=text.strip(), **bounds)
 
     def produce(session):
-        before = None
+        before, limit = None, FIRST  # the first entries sent before the rest is read
         while True:
-            found = queries_audit.search(session, firm_id=user.firm_id, filters=filters, before=before, limit=500)
+            found = queries_audit.search(session, firm_id=user.firm_id, filters=filters, before=before, limit=limit)
+            limit = BATCH
             for e in found.entries:
                 yield (e.seq, e.ts, e.actor, e.action, e.entity, e.entity_id, e.before, e.after, e.hash)
             if found.older is None:
