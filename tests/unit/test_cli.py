@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from propcrm.cli import app
+from support.cli import run_cli as run
 
 EVENTS = [
     {"id": "o1", "type": "trade_opened", "account": "A1", "ts": "2026-03-02T09:00:00Z", "position": "p1",
@@ -34,14 +33,6 @@ def process(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProce
     return subprocess.run(
         [sys.executable, "-m", "propcrm.cli", *args], capture_output=True, input=stdin, timeout=120
     )
-
-
-def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    """The command in this process, answered as a process would be: exit status, stdout and stderr apart.
-
-    An exception the command does not turn into an exit status propagates (a process would exit 1 with it)."""
-    result = CliRunner().invoke(app, list(args), input=stdin, catch_exceptions=False)
-    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout_bytes, result.stderr_bytes)
 
 
 @pytest.fixture
@@ -164,7 +155,10 @@ def test_bench_engine_measures_the_whole_firm_through_the_full_pack_and_prints_c
 
     A tiny firm in-process (the figures' size does not matter here; docs/benchmarks.md has real ones).
     """
+    from typer.testing import CliRunner
+
     from propcrm.tools import bench_engine as bench
+    from propcrm.cli import app
     from propcrm.domain.events import DECODER
     from propcrm.domain.program import compile_pack
     from propcrm.domain.rulepack import parse_pack
