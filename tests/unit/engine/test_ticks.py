@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from propcrm.domain.events import Balance, Equity, Price, TradeClosed, TradeOpened
 from propcrm.domain.market import Market, SymbolSpec, Tick, parse_symbol_table
 from propcrm.domain.program import compile_pack
-from propcrm.domain.rulepack import parse_pack
 from propcrm.engine.runner import Engine
+
+from support.packs import parsed
 
 D = Decimal
 UTC = dt.timezone.utc
@@ -71,7 +72,7 @@ class Feed:
     """One engine with the table, and terse constructors for its events."""
 
     def __init__(self, pack: str = TWO_STEP, table=TABLE) -> None:
-        self.engine = Engine(compile_pack(parse_pack(pack)))
+        self.engine = Engine(compile_pack(parsed(pack)))
         self.engine.set_symbols(table)
         self.n = 0
         self.t = 0

@@ -24,6 +24,8 @@ from propcrm.domain.rulepack import parse_pack
 from propcrm.engine.marking import mark_from_units, mark_places, to_units
 from propcrm.engine.runner import Engine
 
+from support.packs import parsed
+
 D = Decimal
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
@@ -146,7 +148,7 @@ def streams(draw, max_events: int = 90):
 
 
 def engines(pack: str) -> tuple[Engine, Engine]:
-    compiled = compile_pack(parse_pack(pack))
+    compiled = compile_pack(parsed(pack))
     exact, vector = Engine(compiled), Engine(compiled, vector=True)
     exact.set_symbols(TABLE)
     vector.set_symbols(TABLE)
