@@ -1,4 +1,7 @@
-"""The commands as a firm uses them: replay, whatif, packs — real processes, real files."""
+"""The commands as a firm uses them: replay, whatif, packs — real files; the commands run in this process
+(typer's runner: the same exit status, stdout and stderr, without ~0.7 s of interpreter start and import per
+command), and two of them as real ``python -m propcrm.cli`` processes, so the entry point, a real exit status
+and the split of decisions (stdout) from the summary (stderr) are held in a process of its own too."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from support.cli import run_cli as run
 
 EVENTS = [
     {"id": "o1", "type": "trade_opened", "account": "A1", "ts": "2026-03-02T09:00:00Z", "position": "p1",
@@ -23,7 +28,8 @@ EVENTS = [
 ]
 
 
-def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+def process(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    """The command as a real process."""
     return subprocess.run(
         [sys.executable, "-m", "propcrm.cli", *args], capture_output=True, input=stdin, timeout=120
     )
@@ -37,7 +43,7 @@ def history(tmp_path: Path) -> Path:
 
 
 def test_replay_prints_decisions_as_ndjson_and_a_summary(history):
-    result = run("replay", "--pack", "two-step-100k", str(history))
+    result = process("replay", "--pack", "two-step-100k", str(history))
     assert result.returncode == 0, result.stderr.decode()
     decisions = [json.loads(line) for line in result.stdout.decode().splitlines()]
     breach = [d for d in decisions if d["kind"] == "breach"]
@@ -64,7 +70,7 @@ def test_a_malformed_line_is_named_and_the_rest_still_applies(history, tmp_path)
     bad = tmp_path / "bad.ndjson"
     bad.write_text(history.read_text() + '{"id":"x","type":"equity","account":"A1","ts":"2026-03-02T12:00:00Z",'
                    '"equity":"lots","balance":"1"}\n{"id": "y", "type": "nope"}\n')
-    result = run("replay", "--pack", "two-step-100k", str(bad))
+    result = process("replay", "--pack", "two-step-100k", str(bad))
     assert result.returncode == 2
     err = result.stderr.decode()
     assert "line 6" in err and "`equity`" in err and "Invalid decimal" in err

@@ -17,6 +17,8 @@ from propcrm.domain.rulepack import parse_pack
 from propcrm.engine.lows import LowPoint, Zone, limit_slots
 from propcrm.engine.runner import Engine
 
+from support.packs import parsed
+
 from .test_vector_marking import BANDS, TABLE, WIDE, streams
 
 D = Decimal
@@ -58,7 +60,7 @@ def merged(pieces: list[dict]) -> dict:
 def test_the_noted_worst_point_is_the_minimum_over_a_per_event_evaluation(events, pack, zone, data):
     """The reference measures every account after every single event (an account no event touched has not
     moved); the watching engines, exact and screened, drained anywhere, lose and invent nothing."""
-    compiled = compile_pack(parse_pack(pack))
+    compiled = compile_pack(parsed(pack))
     reference, exact, vector = Engine(compiled), Engine(compiled), Engine(compiled, vector=True)
     for engine in (reference, exact, vector):
         engine.set_symbols(TABLE)

@@ -10,10 +10,11 @@ from hypothesis import strategies as st
 
 from propcrm.domain.decisions import to_ndjson
 from propcrm.domain.program import compile_pack
-from propcrm.domain.rulepack import RulePack, load_pack, parse_pack
+from propcrm.domain.rulepack import RulePack
 from propcrm.engine.evaluate import apply
 from propcrm.engine.runner import Engine
 
+from support.packs import parsed
 from support.strategies import histories
 
 EVERYTHING = """
@@ -58,7 +59,7 @@ FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 
 
 def _pack(which: str) -> RulePack:
-    return parse_pack(which) if "\n" in which else load_pack(which)
+    return parsed(which)
 
 
 def _run(pack, events, chunks=None):
@@ -102,7 +103,7 @@ def test_splitting_a_history_into_chunks_changes_nothing(events, which, data):
 @FAST
 @given(histories(), st.randoms(use_true_random=False))
 def test_the_order_of_rules_in_a_pack_does_not_change_the_decisions(events, rnd: random.Random):
-    pack = parse_pack(EVERYTHING)
+    pack = parsed(EVERYTHING)
     phases = []
     for phase in pack.phases:
         rules = list(phase.rules)
@@ -148,7 +149,7 @@ def test_the_fast_path_decides_exactly_what_full_evaluation_decides(events, whic
 @FAST
 @given(histories())
 def test_a_static_floor_never_moves_and_trailing_levels_never_decrease(events):
-    compiled = compile_pack(parse_pack(EVERYTHING.replace("trailing: balance_intraday, lock: initial", "trailing: none")))
+    compiled = compile_pack(parsed(EVERYTHING.replace("trailing: balance_intraday, lock: initial", "trailing: none")))
     program = compiled.phase(None)
     static_slots = [r.slot for r in program.limits if getattr(r, "trailing", None) == "none"]
     trailing_slots = [r.slot for r in program.limits if getattr(r, "trailing", "none") != "none"]
@@ -170,7 +171,7 @@ def test_a_static_floor_never_moves_and_trailing_levels_never_decrease(events):
 @FAST
 @given(histories(max_events=40))
 def test_apply_never_changes_the_state_it_is_given(events):
-    compiled = compile_pack(parse_pack(EVERYTHING))
+    compiled = compile_pack(parsed(EVERYTHING))
     program = compiled.phase(None)
     engine = Engine(compiled)
     for ev in events:

@@ -1,14 +1,15 @@
 """`propcrm replay --prices --symbols` and `propcrm whatif` to the tick (issue 15): a dispute replays
-to the tick that caused it. Real processes, real files."""
+to the tick that caused it. Real files; the commands run in this process (support/cli.py; tests/unit/test_cli.py
+starts real ones)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from support.cli import run_cli as run
 
 EVENTS = [
     {"id": "o1", "type": "trade_opened", "account": "A1", "ts": "2026-03-02T14:01:00Z", "position": "p1",
@@ -24,10 +25,6 @@ PRICES = [
     {"id": "t2", "type": "price", "ts": "2026-03-02T14:04:00Z", "symbol": "EURUSD", "bid": "1.08005", "ask": "1.08015"},
 ]
 SYMBOLS = [{"symbol": "EURUSD", "profit_currency": "USD", "contract_size": "100000", "digits": 5}]
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "propcrm.cli", *args], capture_output=True, timeout=120)
 
 
 def ndjson(path: Path, rows: list[dict]) -> str:

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from propcrm.domain.events import Balance, Equity, Price, TradeClosed, TradeOpened
 from propcrm.domain.market import Market, SymbolSpec, Tick, parse_symbol_table
 from propcrm.domain.program import compile_pack
-from propcrm.domain.rulepack import parse_pack
 from propcrm.engine.runner import Engine
+
+from support.packs import parsed
 
 D = Decimal
 UTC = dt.timezone.utc
@@ -71,7 +72,7 @@ class Feed:
     """One engine with the table, and terse constructors for its events."""
 
     def __init__(self, pack: str = TWO_STEP, table=TABLE) -> None:
-        self.engine = Engine(compile_pack(parse_pack(pack)))
+        self.engine = Engine(compile_pack(parsed(pack)))
         self.engine.set_symbols(table)
         self.n = 0
         self.t = 0
@@ -284,6 +285,20 @@ GRID = {
 }
 TRADED = ["EURUSD", "USDJPY", "EURGBP", "XAUUSD", "ES"]
 
+# The strategies a history is drawn from, built once: hypothesis keeps a strategy's validation and label on the
+# object, so a fresh ``sampled_from([...])`` per draw pays them again for every event of every example. Same
+# elements in the same order, so the same histories as building them in place.
+GAPS = st.sampled_from([0, 1, 7, 600])
+KINDS = st.sampled_from(["tick"] * 6 + ["open", "open", "close", "equity", "balance"])
+WHO = st.sampled_from(["A1", "A2"])
+QUOTED, OPENED = st.sampled_from(sorted(GRID)), st.sampled_from(TRADED)
+SIZES = st.sampled_from([D("0.01"), D("0.37"), D("1"), D("3.5")])
+SIDES = st.sampled_from(["buy", "sell"])
+TICK_MOVE = {s: st.integers(-centre // 20, centre // 20) for s, (centre, _, _) in GRID.items()}
+OPEN_AT = {s: st.integers(-centre // 50, centre // 50) for s, (centre, _, _) in GRID.items()}
+PROFITS, COMMISSIONS = st.integers(-500_000, 500_000), st.integers(0, 900)
+MONEY, AMOUNTS = st.integers(990_000_000, 1_010_000_000), st.integers(-90_000, 90_000)
+
 
 @st.composite
 def tick_histories(draw):
@@ -291,23 +306,23 @@ def tick_histories(draw):
     open_: dict[str, dict[str, D]] = {a: {} for a in accounts}
     events, t = [], T0
     for serial in range(draw(st.integers(1, 70))):
-        t += dt.timedelta(seconds=draw(st.sampled_from([0, 1, 7, 600])))
+        t += dt.timedelta(seconds=draw(GAPS))
         eid = f"x{serial}"
-        kind = draw(st.sampled_from(["tick"] * 6 + ["open", "open", "close", "equity", "balance"]))
-        account = draw(st.sampled_from(accounts))
+        kind = draw(KINDS)
+        account = draw(WHO)
         if kind == "tick":
-            symbol = draw(st.sampled_from(sorted(GRID)))
+            symbol = draw(QUOTED)
             centre, step, spread = GRID[symbol]
-            bid = (centre + draw(st.integers(-centre // 20, centre // 20))) * step
+            bid = (centre + draw(TICK_MOVE[symbol])) * step
             events.append(Price(id=eid, ts=t, symbol=symbol, bid=bid, ask=bid + spread * step))
         elif kind == "open":
-            symbol = draw(st.sampled_from(TRADED))
+            symbol = draw(OPENED)
             centre, step, _ = GRID[symbol]
-            lots = draw(st.sampled_from([D("0.01"), D("0.37"), D("1"), D("3.5")]))
+            lots = draw(SIZES)
             open_[account][eid] = lots
             events.append(TradeOpened(id=eid, ts=t, account=account, position=eid, symbol=symbol,
-                                      side=draw(st.sampled_from(["buy", "sell"])), lots=lots,
-                                      price=(centre + draw(st.integers(-centre // 50, centre // 50))) * step))
+                                      side=draw(SIDES), lots=lots,
+                                      price=(centre + draw(OPEN_AT[symbol])) * step))
         elif kind == "close" and open_[account]:
             pos = draw(st.sampled_from(sorted(open_[account])))
             held = open_[account][pos]
@@ -317,14 +332,14 @@ def tick_histories(draw):
             else:
                 open_[account][pos] = held - lots
             events.append(TradeClosed(id=eid, ts=t, account=account, position=pos, lots=lots, price=D("1"),
-                                      profit=D(draw(st.integers(-500_000, 500_000))).scaleb(-2),
-                                      commission=-D(draw(st.integers(0, 900))).scaleb(-2)))
+                                      profit=D(draw(PROFITS)).scaleb(-2),
+                                      commission=-D(draw(COMMISSIONS)).scaleb(-2)))
         elif kind == "equity":
-            equity = D(draw(st.integers(990_000_000, 1_010_000_000))).scaleb(-2)
+            equity = D(draw(MONEY)).scaleb(-2)
             events.append(Equity(id=eid, ts=t, account=account, equity=equity,
-                                 balance=D(draw(st.integers(990_000_000, 1_010_000_000))).scaleb(-2)))
+                                 balance=D(draw(MONEY)).scaleb(-2)))
         elif kind == "balance":
-            events.append(Balance(id=eid, ts=t, account=account, amount=D(draw(st.integers(-90_000, 90_000))).scaleb(-2),
+            events.append(Balance(id=eid, ts=t, account=account, amount=D(draw(AMOUNTS)).scaleb(-2),
                                   reason="adjustment"))
     return events
 

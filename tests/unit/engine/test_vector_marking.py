@@ -24,6 +24,8 @@ from propcrm.domain.rulepack import parse_pack
 from propcrm.engine.marking import mark_from_units, mark_places, to_units
 from propcrm.engine.runner import Engine
 
+from support.packs import parsed
+
 D = Decimal
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
@@ -76,34 +78,51 @@ LOTS = [D("0.01"), D("0.1"), D("0.37"), D("1"), D("3.5"), D("0.001")]
 ACCOUNTS = ["A1", "A2", "A3", "A4"]
 
 
+# The strategies a stream is drawn from, built once: hypothesis caches a strategy's validation and label on the
+# object, so a fresh ``sampled_from([...])`` per draw pays them again for every event of every example (most of
+# this file's generation time). Same elements in the same order: the same streams as building them in place.
+SYMBOLS = st.sampled_from(sorted(GRID))
+PRICED_UP_FRONT = st.lists(SYMBOLS, unique=True, max_size=len(GRID))
+GAPS = st.sampled_from([0, 1, 7, 600, 3600 * 7])
+KINDS = st.sampled_from(["tick"] * 10 + ["open"] * 3 + ["close", "equity", "balance", "clock"])
+WHO = st.sampled_from(ACCOUNTS)
+SIDES = st.sampled_from(["buy", "sell"])
+SIZES = st.sampled_from(LOTS)
+ONE_IN_TEN, FINER = st.integers(0, 9), st.integers(1, 9)
+PROFITS, COMMISSIONS = st.integers(-300_000, 300_000), st.integers(0, 900)
+EQUITIES, BALANCES, AMOUNTS = st.integers(9_700_000, 10_300_000), st.integers(9_900_000, 10_100_000), st.integers(-90_000, 90_000)
+TICK_MOVE = {s: st.integers(-centre // 40, centre // 40) for s, (centre, _, _) in GRID.items()}
+OPEN_AT = {s: st.integers(-centre // 60, centre // 60) for s, (centre, _, _) in GRID.items()}
+
+
 @st.composite
 def streams(draw, max_events: int = 90):
     open_: dict[str, dict[str, D]] = {a: {} for a in ACCOUNTS}
     events, t = [], T0
     # most symbols priced up front, so most opens are marked at once (and screened)
-    for symbol in draw(st.lists(st.sampled_from(sorted(GRID)), unique=True, max_size=len(GRID))):
+    for symbol in draw(PRICED_UP_FRONT):
         centre, step, spread = GRID[symbol]
         events.append(Price(id=f"p0{symbol}", ts=t, symbol=symbol, bid=centre * step, ask=(centre + spread) * step))
     for serial in range(draw(st.integers(1, max_events))):
-        t += dt.timedelta(seconds=draw(st.sampled_from([0, 1, 7, 600, 3600 * 7])))
+        t += dt.timedelta(seconds=draw(GAPS))
         eid = f"x{serial}"
-        kind = draw(st.sampled_from(["tick"] * 10 + ["open"] * 3 + ["close", "equity", "balance", "clock"]))
-        account = draw(st.sampled_from(ACCOUNTS))
+        kind = draw(KINDS)
+        account = draw(WHO)
         if kind == "tick":
-            symbol = draw(st.sampled_from(sorted(GRID)))
+            symbol = draw(SYMBOLS)
             centre, step, spread = GRID[symbol]
-            bid = (centre + draw(st.integers(-centre // 40, centre // 40))) * step
-            if draw(st.integers(0, 9)) == 0:
-                bid += D(draw(st.integers(1, 9))).scaleb(step.as_tuple().exponent - 1)  # a finer quote than before
+            bid = (centre + draw(TICK_MOVE[symbol])) * step
+            if draw(ONE_IN_TEN) == 0:
+                bid += D(draw(FINER)).scaleb(step.as_tuple().exponent - 1)  # a finer quote than before
             events.append(Price(id=eid, ts=t, symbol=symbol, bid=bid, ask=bid + spread * step))
         elif kind == "open":
-            symbol = draw(st.sampled_from(sorted(GRID)))
+            symbol = draw(SYMBOLS)
             centre, step, _ = GRID[symbol]
-            lots = draw(st.sampled_from(LOTS))
+            lots = draw(SIZES)
             open_[account][eid] = lots
             events.append(TradeOpened(id=eid, ts=t, account=account, position=eid, symbol=symbol,
-                                      side=draw(st.sampled_from(["buy", "sell"])), lots=lots,
-                                      price=(centre + draw(st.integers(-centre // 60, centre // 60))) * step))
+                                      side=draw(SIDES), lots=lots,
+                                      price=(centre + draw(OPEN_AT[symbol])) * step))
         elif kind == "close" and open_[account]:
             pos = draw(st.sampled_from(sorted(open_[account])))
             held = open_[account][pos]
@@ -114,14 +133,14 @@ def streams(draw, max_events: int = 90):
             else:
                 open_[account][pos] = held - lots
             events.append(TradeClosed(id=eid, ts=t, account=account, position=pos, lots=lots, price=D("1"),
-                                      profit=D(draw(st.integers(-300_000, 300_000))).scaleb(-2),
-                                      commission=-D(draw(st.integers(0, 900))).scaleb(-2)))
+                                      profit=D(draw(PROFITS)).scaleb(-2),
+                                      commission=-D(draw(COMMISSIONS)).scaleb(-2)))
         elif kind == "equity":
             events.append(Equity(id=eid, ts=t, account=account,
-                                 equity=D(draw(st.integers(9_700_000, 10_300_000))).scaleb(-2),
-                                 balance=D(draw(st.integers(9_900_000, 10_100_000))).scaleb(-2)))
+                                 equity=D(draw(EQUITIES)).scaleb(-2),
+                                 balance=D(draw(BALANCES)).scaleb(-2)))
         elif kind == "balance":
-            events.append(Balance(id=eid, ts=t, account=account, amount=D(draw(st.integers(-90_000, 90_000))).scaleb(-2),
+            events.append(Balance(id=eid, ts=t, account=account, amount=D(draw(AMOUNTS)).scaleb(-2),
                                   reason="adjustment"))
         elif kind == "clock":
             events.append(Clock(id=eid, ts=t))
@@ -129,7 +148,7 @@ def streams(draw, max_events: int = 90):
 
 
 def engines(pack: str) -> tuple[Engine, Engine]:
-    compiled = compile_pack(parse_pack(pack))
+    compiled = compile_pack(parsed(pack))
     exact, vector = Engine(compiled), Engine(compiled, vector=True)
     exact.set_symbols(TABLE)
     vector.set_symbols(TABLE)
