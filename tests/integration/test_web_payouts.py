@@ -4,6 +4,8 @@ rejection the trader reads, a case that blocks, and user text escaped."""
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from decimal import Decimal
 
@@ -319,3 +321,22 @@ def test_the_queues_open_case_check_is_the_per_account_one_asked_once(world):
     row = re.search(rf'<tr data-payout="{payout}">.*?</tr>', browse(world, "finance").get("/office/payouts").text,
                     re.S).group(0)
     assert "no_open_case" in row
+
+
+def test_the_payouts_export_lists_what_the_api_lists_newest_first_with_names(world):
+    _, first = requested(world, "P7", "10400")
+    _, second = requested(world, "P8", "10600")
+    browse(world, "finance").post_form(f"/office/payouts/{first}/reject", {"reason": "duplicate"},
+                                       follow_redirects=True)
+    world.client.cookies.clear()
+    listed = world.client.get("/api/v1/payouts", headers=world.headers("finance")).json()
+    listed = listed["items"] if isinstance(listed, dict) else listed
+    exported = list(csv.reader(io.StringIO(browse(world, "finance").get("/office/payouts.csv").text)))
+    assert exported[0][:4] == ["id", "status", "account", "trader"]
+    rows = exported[1:]
+    assert [int(r[0]) for r in rows] == sorted((p["id"] for p in listed), reverse=True) == [second, first]
+    assert [(r[1], r[2]) for r in rows] == [("requested", "P8"), ("rejected", "P7")]
+    assert rows[0][3]  # the trader's name, not an id
+    requested_only = list(csv.reader(io.StringIO(
+        browse(world, "finance").get("/office/payouts.csv?status=requested").text)))[1:]
+    assert [int(r[0]) for r in requested_only] == [second]

@@ -40,7 +40,7 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
@@ -377,8 +377,10 @@ def get_payout(session: Session, *, firm_id: str, payout_id: int, trader_scope: 
     return row
 
 
-def list_payouts(session: Session, *, firm_id: str, trader_scope: int | None = None, status: str | None = None,
-                 account_id: int | None = None) -> list[Payout]:
+def payouts_query(*, firm_id: str, trader_scope: int | None = None, status: str | None = None,
+                  account_id: int | None = None) -> Select:
+    """The payouts list's one read model: a firm's payouts (a trader's own, a status, an account), for the
+    API's list and the back office's CSV export, which add their order and columns."""
     query = select(Payout).where(Payout.firm_id == firm_id)
     if trader_scope is not None:
         query = query.where(Payout.trader_id == trader_scope)
@@ -386,6 +388,12 @@ def list_payouts(session: Session, *, firm_id: str, trader_scope: int | None = N
         query = query.where(Payout.status == status)
     if account_id is not None:
         query = query.where(Payout.account_id == account_id)
+    return query
+
+
+def list_payouts(session: Session, *, firm_id: str, trader_scope: int | None = None, status: str | None = None,
+                 account_id: int | None = None) -> list[Payout]:
+    query = payouts_query(firm_id=firm_id, trader_scope=trader_scope, status=status, account_id=account_id)
     return list(session.scalars(query.order_by(Payout.id)))
 
 
@@ -926,6 +934,6 @@ def open_liability(session: Session, *, firm_id: str, chunk: int = 2000) -> tupl
     return total, rows
 
 
-__all__ = ["amount_now", "approve_payout", "assess", "queue_bus_event", "carried_over", "get_payout", "lineage_of", "list_payouts",
+__all__ = ["amount_now", "approve_payout", "assess", "queue_bus_event", "carried_over", "get_payout", "lineage_of", "list_payouts", "payouts_query",
            "open_liability", "payout_view", "prepare_payout", "preview", "reject_payout", "request_payout",
            "resolve_violation", "METHODS", "approval_notice", "mark_sent", "method_words", "payment_details"]

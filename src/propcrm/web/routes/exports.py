@@ -10,7 +10,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from sqlalchemy import select
 
 from ...adapters.db import models as m
 from ...adapters.db.models_lifecycle import Payout
@@ -23,6 +22,7 @@ from ...services import cases as case_service
 from ...services import decisions as decision_service
 from ...services import lifecycle as lifecycle_service
 from ...services import near_breach
+from ...services import payouts as payout_service
 from ...services import products as product_service
 from ...services import tasks as task_service
 from ...services.decisions import KINDS
@@ -134,12 +134,11 @@ def payouts_csv(request: Request, user: Role(*MANAGERS)) -> Response:
 
     def produce(session):
         def page(limit: int, offset: int):
-            query = (select(Payout, m.Account.external_id, m.Trader.name)
+            wanted = status[:32] if status and status not in ("all", "open") else None
+            query = (payout_service.payouts_query(firm_id=user.firm_id, status=wanted)
+                     .add_columns(m.Account.external_id, m.Trader.name)
                      .join(m.Account, m.Account.id == Payout.account_id)
-                     .outerjoin(m.Trader, m.Trader.id == Payout.trader_id)
-                     .where(Payout.firm_id == user.firm_id))
-            if status and status not in ("all", "open"):
-                query = query.where(Payout.status == status[:32])
+                     .outerjoin(m.Trader, m.Trader.id == Payout.trader_id))
             return session.execute(query.order_by(Payout.id.desc()).limit(limit).offset(offset)).all()
 
         for p, account, trader in batched(page):
