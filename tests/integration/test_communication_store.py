@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 from support.fakes import FakeCommunicationStore
+from support.stores import sql_traders, sql_user
 
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_lifecycle import Communication, SupportConversation
 from propcrm.adapters.db.session import make_engine, sessions
-from propcrm.services import users
 from propcrm.services.catalog import ensure_firm
 from propcrm.services.communications import Correspondence, SqlCommunicationStore
 from propcrm.services.errors import Conflict, Invalid, NotFound
@@ -109,15 +109,9 @@ def test_the_sql_store_keeps_the_contract(db_url):
             setup = Setup(traders={}, users={})
             for firm in ("fa", "fb"):
                 ensure_firm(s, firm_id=firm)
-            for key in ("fa:t1", "fa:t2", "fb:tb"):
-                trader = m.Trader(firm_id=key[:2], name=key[3:], email=f"{key[3:]}@traders.example")
-                s.add(trader)
-                s.flush()
-                setup.traders[key] = trader.id
+            setup.traders.update(sql_traders(s, ("fa:t1", "fa:t2", "fb:tb")))
             for key in ("fa:support", "fa:finance", "fb:support"):
-                user = users.create_user(s, firm_id=key[:2], email=f"{key[3:]}@{key[:2]}.example",
-                                         password="correct horse battery staple", role=key[3:])
-                setup.users[key] = user.id
+                setup.users[key] = sql_user(s, key, role=key.split(":")[1])
         with factory.begin() as s:
             closed = check_contract(SqlCommunicationStore(s), setup)
         with factory() as s:  # what the adapter wrote is in the database after the commit

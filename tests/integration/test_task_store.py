@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 from support.fakes import FakeTaskStore
+from support.stores import sql_traders, sql_user
 
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_analytics import Case
 from propcrm.adapters.db.models_lifecycle import StaffTask
 from propcrm.adapters.db.session import make_engine, sessions
 from propcrm.domain.rulepack import load_pack
-from propcrm.services import users
 from propcrm.services.catalog import add_pack, create_account, ensure_firm
 from propcrm.services.errors import Conflict, Invalid
 from propcrm.services.tasks import SqlTaskStore, TaskDesk
@@ -90,11 +90,7 @@ def test_the_sql_store_keeps_the_contract(db_url):
             setup = Setup(traders={}, accounts={}, cases={}, users={})
             for firm in ("fa", "fb"):
                 ensure_firm(s, firm_id=firm)
-            for key in ("fa:t1", "fa:t2", "fb:tb"):
-                trader = m.Trader(firm_id=key[:2], name=key[3:], email=f"{key[3:]}@traders.example")
-                s.add(trader)
-                s.flush()
-                setup.traders[key] = trader.id
+            setup.traders.update(sql_traders(s, ("fa:t1", "fa:t2", "fb:tb")))
             for firm, name, trader_key in (("fa", "A2", "fa:t2"), ("fb", "B1", "fb:tb")):
                 version = add_pack(s, firm_id=firm, pack=load_pack("two-step-100k"), activate=True)
                 setup.accounts[name] = create_account(s, firm_id=firm, external_id=name, pack_version_id=version.id,
@@ -106,10 +102,7 @@ def test_the_sql_store_keeps_the_contract(db_url):
                 s.flush()
                 setup.cases[firm] = case.id
             for key, active in (("fa:risk", True), ("fa:inactive", False), ("fb:risk", True)):
-                user = users.create_user(s, firm_id=key[:2], email=f"{key[3:]}@{key[:2]}.example",
-                                         password="correct horse battery staple", role="risk")
-                user.active = active
-                setup.users[key] = user.id
+                setup.users[key] = sql_user(s, key, role="risk", active=active)
         with factory.begin() as s:
             done = check_contract(SqlTaskStore(s), setup)
         with factory() as s:  # what the adapter wrote is in the database after the commit
