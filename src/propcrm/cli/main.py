@@ -721,6 +721,31 @@ def trades_backfill(
           f"and {points:,} chart points")
 
 
+points_app = typer.Typer(help="The account chart's equity points (their roll-up).", no_args_is_help=True)
+app.add_typer(points_app, name="points")
+
+
+@points_app.command("rollup")
+def points_rollup(
+    firm: Annotated[Optional[str], typer.Option("--firm", help="only this firm (default: every firm)")] = None,
+    database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DATABASE_URL_HELP)] = None,
+) -> None:
+    """Roll up the chart's older equity points (per hour of a trading day before the previous trading day,
+    per trading day after 30 days; exact first, last, extremes and decision points kept). Incremental and
+    idempotent: the scale-out deployment schedules it (e.g. hourly); ``propcrm serve`` runs it itself."""
+    from ..adapters.db.session import sessions
+    from ..services.equity_rollup import rollup
+
+    engine = database(database_url)
+    try:
+        report = rollup(sessions(engine), firm_id=firm)
+    finally:
+        engine.dispose()
+    per_million = report.cpu_s / report.read * 1e6 if report.read else 0.0
+    print(f"rolled up the equity points of {report.accounts:,} accounts: {report.read:,} points read, "
+          f"{report.deleted:,} deleted, {report.cpu_s:.2f} s CPU ({per_million:.1f} s per million points read)")
+
+
 @packs_app.command("add")
 def packs_add(
     file: Annotated[str, typer.Argument(help="rule pack file (YAML/JSON) or preset name")],

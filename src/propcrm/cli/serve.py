@@ -369,6 +369,10 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
 
         threads.append(threading.Thread(target=analysis_loop, args=(sessions(engine), stop),
                                         kwargs={"interval": settings.analysis_interval}, name="analysis", daemon=True))
+        from ..services.equity_rollup import rollup_loop  # issue 14: the chart's older points rolled up
+
+        threads.append(threading.Thread(target=rollup_loop, args=(sessions(engine), stop), name="equity-rollup",
+                                        daemon=True))
         # issue 20: the platform connectors (`propcrm platforms add`) run inside the embedded service
         from ..features.platforms.service import ConnectorSupervisor
 

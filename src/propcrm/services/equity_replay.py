@@ -17,7 +17,7 @@ from ..domain.events import DECODER
 from ..domain.market import Market
 from ..domain.rules.limits import DailyLossRule, MaxLossRule
 from ..engine.runner import Engine
-from . import equity_points
+from . import equity_points, equity_rollup
 from .accounts import compiled_pack
 from .evaluation import firm_wide
 from .symbols import table_for
@@ -124,5 +124,6 @@ def backfill_points(session: Session, *, firm_id: str, account_ids: Sequence[int
         series = [equity_points.Point(_EPOCH + dt.timedelta(milliseconds=p["t"]), p["equity"], p["balance"],
                                       p["daily_floor"], p["max_loss"], tuple(p["decisions"])) for p in points]
         written += equity_points.record(session, [(firm_id, account.id, series)])
+        equity_rollup.forget(session, [account.id])  # the rebuilt points are rolled up afresh
         accounts += 1
     return accounts, written

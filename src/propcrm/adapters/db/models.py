@@ -467,6 +467,20 @@ class EquityPoint(Base):
     __table_args__ = (Index("ix_equity_points_account", "account_id", "minute", "ts"),)
 
 
+class EquityRollup(Base):
+    """How far an account's equity points are rolled up (migration 0028,
+    :mod:`propcrm.services.equity_rollup`): before ``hours_until`` a stored hour of a trading day keeps only
+    its first, last and extreme points and the points with decisions; before ``days_until`` a trading day
+    does. Both are minute numbers (``EquityPoint.minute``); only ever moved forward."""
+
+    __tablename__ = "equity_rollups"
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"))
+    hours_until: Mapped[int] = mapped_column(BigInteger, default=0)
+    days_until: Mapped[int] = mapped_column(BigInteger, default=0)
+    rolled_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
 class Override(Base):
     """A risk officer clearing a decision (the decision stays) or stopping an account, with a reason."""
 

@@ -1,0 +1,312 @@
+"""The equity-points projection kept bounded: older points rolled up per hour, then per trading day.
+
+The evaluation writes a point per evaluated event (at most :data:`~propcrm.services.equity_points.PER_MINUTE`
+per account and minute). Kept for ever that is a row per event. This roll-up keeps:
+
+- the **current and the previous trading day** (in the pack's timezone, from its ``day_start``) as written;
+- before that, per **hour of a trading day** (hours counted from the day's start, so a bucket never spans two
+  trading days, whatever the zone's offset), and before :data:`DAY_AFTER` per **trading day**, the bucket's
+  *open* and *close* (its first and last point), the points of the **lowest and highest** equity, balance,
+  daily floor and max-loss level (the earliest of equals), and **every point that carries decisions** (the
+  breach, the pause, the warning a dispute reads).
+
+A rolled-up bucket is a subset of the stored points — real points with the values they had, compared as
+Decimal — so the chart (:func:`propcrm.services.equity_points.read`, the back office's and the portal's
+``series.json``) reads rolled-up and recent points the same way, and every extreme of a bucket (of every span
+of buckets) is exactly the stored series'. Rolling a day's hour-buckets up again per day keeps what rolling
+the raw day would (the first, last, extreme and decision points of a day are kept by its hours), so a run
+is idempotent and a run over a part of the data already rolled changes nothing.
+
+**Incremental**: per account :class:`~propcrm.adapters.db.models.EquityRollup` holds the minute up to which
+its points are rolled per hour and per day; a run reads only the points between those marks and the new
+horizons. **Safe beside the writers**: it deletes only rows it read, by id, in buckets that ended before
+the account's newest point; the evaluation writes an account's points in time order (the engine refuses an
+older event) and touches only the minute of its newest point and later ones, so the two never write the
+same rows. A re-bind's rebuild (:func:`propcrm.services.equity_replay.backfill_points`) replaces an account's
+points and clears its marks. Two runs at once (two processes) delete the same rows: keeping is idempotent.
+
+Where it runs: inside ``propcrm serve`` (embedded; :func:`rollup_loop`, every :data:`INTERVAL` seconds) and
+as ``propcrm points rollup`` (scale-out: a scheduled job beside the workers, e.g. hourly; any database).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from ..adapters.db import models as m
+from ..domain.calendar import TradingCalendar
+from .accounts import compiled_pack
+from .equity_points import minute_of
+
+#: older than this (from the start of the trading day holding it): one bucket per trading day
+DAY_AFTER = dt.timedelta(days=30)
+#: seconds between two runs inside ``propcrm serve``
+INTERVAL = 600.0
+#: accounts per transaction (the write lock is held for one chunk's deletes only)
+CHUNK = 200
+_IDS = 500
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_TINY = dt.timedelta(microseconds=1)
+_HOUR = dt.timedelta(hours=1)
+
+
+@dataclass
+class RollupReport:
+    accounts: int = 0  # accounts whose marks moved
+    read: int = 0  # points read
+    deleted: int = 0  # points deleted
+    cpu_s: float = 0.0
+
+    def add(self, other: "RollupReport") -> None:
+        self.accounts += other.accounts
+        self.read += other.read
+        self.deleted += other.deleted
+        self.cpu_s += other.cpu_s
+
+
+def _minute_start(minute: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(minutes=minute)
+
+
+def _aware(ts: dt.datetime) -> dt.datetime:
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=dt.timezone.utc)
+
+
+def hour_bucket(calendar: TradingCalendar, ts: dt.datetime) -> tuple[dt.date, int]:
+    """(trading day, hours since its start) of ``ts``: a bucket never spans two trading days."""
+    day, start, _ = calendar.session(ts)
+    return day, int((ts - start) // _HOUR)
+
+
+def day_bucket(calendar: TradingCalendar, ts: dt.datetime) -> tuple[dt.date, int]:
+    return calendar.session(ts)[0], -1
+
+
+def horizons(calendar: TradingCalendar, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """(hours, days): points before ``hours`` (the start of the previous trading day) are rolled per hour,
+    before ``days`` (the start of the trading day :data:`DAY_AFTER` before ``now``) per trading day."""
+    _, today, _ = calendar.session(now)
+    _, previous, _ = calendar.session(today - _TINY)
+    _, old, _ = calendar.session(now - DAY_AFTER)
+    return previous, min(old, previous)
+
+
+def keep(points: Sequence[Any]) -> set[int]:
+    """The indexes of one bucket's points (in time order: ``ts``, then ``id``) it keeps: the first and the
+    last; of equity, balance, daily floor and max-loss level the lowest and the highest (the earliest of
+    equals; a level that is None is not compared); and every point with decisions."""
+    n = len(points)
+    if n <= 2:
+        return set(range(n))
+    chosen = {0, n - 1}
+    for field in ("equity", "balance", "daily_floor", "max_loss"):
+        low = high = None
+        for i, p in enumerate(points):
+            value = getattr(p, field)
+            if value is None:
+                continue
+            if low is None or value < low[0]:
+                low = (value, i)
+            if high is None or value > high[0]:
+                high = (value, i)
+        if low is not None:
+            chosen.add(low[1])
+            chosen.add(high[1])
+    chosen.update(i for i, p in enumerate(points) if p.decisions)
+    return chosen
+
+
+def _drops(rows: Sequence[Any], bucket_of) -> list[int]:
+    """The ids of ``rows`` (one account's, in time order) that no bucket keeps."""
+    out: list[int] = []
+    start = 0
+    n = len(rows)
+    while start < n:
+        key = bucket_of(rows[start].ts)
+        end = start + 1
+        while end < n and bucket_of(rows[end].ts) == key:
+            end += 1
+        part = rows[start:end]
+        if len(part) > 2:
+            kept = keep(part)
+            out.extend(row.id for i, row in enumerate(part) if i not in kept)
+        start = end
+    return out
+
+
+def _calendar(session: Session, cache: dict[int, TradingCalendar], version_id: int, phase: str | None):
+    found = cache.get(version_id)
+    if found is None:
+        version = session.get(m.RulePackVersion, version_id)
+        found = cache[version_id] = compiled_pack(version).phase(phase).calendar
+    return found
+
+
+def _plan(session: Session, firm_id: str, after: int, now: dt.datetime, cache: dict) -> list[tuple]:
+    """The next :data:`CHUNK` accounts of the firm after id ``after`` that have points: (account id,
+    calendar, hours mark, days mark, newest point's minute, newest point's time)."""
+    table = m.EquityPoint.__table__
+    newest = (select(func.max(table.c.minute)).where(table.c.account_id == m.Account.id)
+              .correlate(m.Account).scalar_subquery())
+    rows = session.execute(
+        select(m.Account.id, m.Account.pack_version_id, m.Account.phase, m.EquityRollup.hours_until,
+               m.EquityRollup.days_until, newest.label("newest"))
+        .outerjoin(m.EquityRollup, m.EquityRollup.account_id == m.Account.id)
+        .where(m.Account.firm_id == firm_id, m.Account.id > after)
+        .order_by(m.Account.id).limit(CHUNK)).all()
+    out = []
+    for account_id, version_id, phase, hours_until, days_until, newest_minute in rows:
+        calendar = _calendar(session, cache, version_id, phase)
+        out.append((account_id, calendar, hours_until, days_until, newest_minute))
+    return out
+
+
+def _bounds(calendar: TradingCalendar, now: dt.datetime, newest_minute: int):
+    """(hours limit, days limit) as minute numbers for an account: the horizons, but never into the bucket
+    of the account's newest point (the writers may still add to it). Trading days and their hours start on
+    whole minutes, so the newest point's minute tells its buckets."""
+    hours_at, days_at = horizons(calendar, now)
+    newest_ts = _minute_start(newest_minute)
+    _day, start, _ = calendar.session(newest_ts)
+    hour_open = start + (newest_ts - start) // _HOUR * _HOUR
+    return minute_of(min(hours_at, hour_open)), minute_of(min(days_at, start))
+
+
+def rollup_firm(session_factory, *, firm_id: str, now: dt.datetime | None = None) -> RollupReport:
+    """One incremental run over a firm's accounts, :data:`CHUNK` accounts a transaction."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    report = RollupReport()
+    cache: dict[int, TradingCalendar] = {}
+    after = 0
+    while True:
+        with session_factory.begin() as session:
+            part = rollup_chunk(session, firm_id=firm_id, after=after, now=now, cache=cache)
+        report.add(part[0])
+        if part[1] is None:
+            return report
+        after = part[1]
+
+
+def rollup_chunk(session: Session, *, firm_id: str, after: int, now: dt.datetime,
+                 cache: dict | None = None) -> tuple[RollupReport, int | None]:
+    """Roll up the next :data:`CHUNK` accounts after ``after`` in ``session``'s transaction: set-wise (one
+    read of their new points per distinct range, deletes by id in chunks, the marks in one upsert each).
+    Returns (report, the last account id; None when there were none left)."""
+    started = time.process_time()
+    cache = {} if cache is None else cache
+    report = RollupReport()
+    plan = _plan(session, firm_id, after, now, cache)
+    if not plan:
+        return report, None
+    table = m.EquityPoint.__table__
+    ranges: dict[tuple[int, int], list[int]] = {}  # (from, to) minute → accounts, per tier
+    tiers: dict[int, tuple[TradingCalendar, int, int, int, int]] = {}
+    marks: list[tuple[int, int, int, bool]] = []
+    for account_id, calendar, hours_until, days_until, newest_minute in plan:
+        if newest_minute is None:
+            continue
+        hours_to, days_to = _bounds(calendar, now, newest_minute)
+        hours_from, days_from = hours_until or 0, days_until or 0
+        hours_to, days_to = max(hours_to, hours_from), max(days_to, days_from)
+        if hours_to == hours_from and days_to == days_from:
+            continue
+        if days_to > days_from:
+            ranges.setdefault((days_from, days_to), []).append(account_id)
+        hour_from = max(hours_from, days_to)
+        if hours_to > hour_from:
+            ranges.setdefault((hour_from, hours_to), []).append(account_id)
+        tiers[account_id] = (calendar, hours_to, days_to, hours_from, days_from)
+        marks.append((account_id, hours_to, days_to, hours_until is not None))
+    by_account: dict[int, list] = {}
+    for (lo, hi), accounts in ranges.items():
+        for start in range(0, len(accounts), _IDS):
+            part = accounts[start:start + _IDS]
+            rows = session.execute(
+                select(table.c.id, table.c.account_id, table.c.ts, table.c.equity, table.c.balance,
+                       table.c.daily_floor, table.c.max_loss, table.c.decisions)
+                .where(table.c.account_id.in_(part), table.c.minute >= lo, table.c.minute < hi))
+            for row in rows:
+                by_account.setdefault(row.account_id, []).append(row)
+    drop: list[int] = []
+    for account_id, rows in by_account.items():
+        report.read += len(rows)
+        calendar, _hours_to, days_to, _hf, _df = tiers[account_id]
+        rows.sort(key=lambda r: (_aware(r.ts), r.id))
+        split = _minute_start(days_to)
+        older = [r for r in rows if _aware(r.ts) < split]
+        newer = [r for r in rows if _aware(r.ts) >= split]
+        drop += _drops([_Row(r) for r in older], lambda ts: day_bucket(calendar, ts))
+        drop += _drops([_Row(r) for r in newer], lambda ts: hour_bucket(calendar, ts))
+    for start in range(0, len(drop), _IDS):
+        session.execute(delete(table).where(table.c.id.in_(drop[start:start + _IDS])))
+    report.deleted = len(drop)
+    stamp = now
+    fresh = [{"account_id": a, "firm_id": firm_id, "hours_until": h, "days_until": d, "rolled_at": stamp}
+             for a, h, d, known in marks if not known]
+    if fresh:
+        session.execute(insert(m.EquityRollup.__table__), fresh)
+    rollups = m.EquityRollup.__table__
+    for a, h, d, known in marks:
+        if known:  # forward only: a concurrent run may have moved it further
+            session.execute(update(rollups).where(rollups.c.account_id == a, rollups.c.hours_until <= h,
+                                                  rollups.c.days_until <= d)
+                            .values(hours_until=h, days_until=d, rolled_at=stamp))
+    report.accounts = len(marks)
+    report.cpu_s = time.process_time() - started
+    return report, plan[-1][0]
+
+
+class _Row:
+    """A stored point as :func:`keep` reads it (aware ``ts``; ``decisions`` as stored text)."""
+
+    __slots__ = ("id", "ts", "equity", "balance", "daily_floor", "max_loss", "decisions")
+
+    def __init__(self, row) -> None:
+        self.id, self.ts = row.id, _aware(row.ts)
+        self.equity, self.balance, self.daily_floor, self.max_loss = row.equity, row.balance, row.daily_floor, row.max_loss
+        self.decisions = row.decisions
+
+
+def rollup(session_factory, *, now: dt.datetime | None = None, firm_id: str | None = None) -> RollupReport:
+    """One run over every firm (or one)."""
+    with session_factory() as session:
+        firms = [firm_id] if firm_id else list(session.scalars(select(m.Firm.id).order_by(m.Firm.id)))
+    report = RollupReport()
+    for firm in firms:
+        report.add(rollup_firm(session_factory, firm_id=firm, now=now))
+    return report
+
+
+def forget(session: Session, account_ids: Sequence[int]) -> None:
+    """Clear the marks of accounts whose points were rebuilt (a re-bind, a backfill): rolled up afresh."""
+    if account_ids:
+        session.execute(delete(m.EquityRollup).where(m.EquityRollup.account_id.in_(list(account_ids)))
+                        .execution_options(synchronize_session=False))
+
+
+def rollup_loop(session_factory, stop, *, interval: float = INTERVAL) -> None:
+    """The embedded service's roll-up: a run every ``interval`` seconds (0 or less: off). A failed chunk
+    rolls back (its marks stay) and is done again at the next run."""
+    log = logging.getLogger("propcrm.equity_rollup")
+    if interval <= 0:
+        return
+    while not stop.wait(interval):
+        try:
+            report = rollup(session_factory)
+            if report.deleted:
+                log.info("equity points rolled up: %s accounts, %s read, %s deleted, %.2f s CPU",
+                         report.accounts, report.read, report.deleted, report.cpu_s)
+        except Exception:  # noqa: BLE001 - the chunk rolled back; the next run starts from the same marks
+            log.exception("equity roll-up failed; retrying at the next interval")
+
+
+__all__ = ["CHUNK", "DAY_AFTER", "INTERVAL", "RollupReport", "day_bucket", "forget", "horizons", "hour_bucket",
+           "keep", "rollup", "rollup_chunk", "rollup_firm", "rollup_loop"]
