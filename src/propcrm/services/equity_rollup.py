@@ -142,6 +142,17 @@ def _drops(rows: Sequence[Any], bucket_of) -> list[int]:
     return out
 
 
+def dropped(points: Sequence[Any], calendar: TradingCalendar, *, days_before: dt.datetime) -> list[int]:
+    """The ids of an account's ``points`` (objects with ``id``, aware ``ts``, the four values and
+    ``decisions``; any order) that the roll-up deletes: those before ``days_before`` per trading day, the
+    others per hour of their trading day. The caller passes only points of closed buckets."""
+    rows = sorted(points, key=lambda p: (p.ts, p.id))
+    older = [p for p in rows if p.ts < days_before]
+    newer = [p for p in rows if p.ts >= days_before]
+    return (_drops(older, lambda ts: day_bucket(calendar, ts))
+            + _drops(newer, lambda ts: hour_bucket(calendar, ts)))
+
+
 def _calendar(session: Session, cache: dict[int, TradingCalendar], version_id: int, phase: str | None):
     found = cache.get(version_id)
     if found is None:
@@ -239,12 +250,7 @@ def rollup_chunk(session: Session, *, firm_id: str, after: int, now: dt.datetime
     for account_id, rows in by_account.items():
         report.read += len(rows)
         calendar, _hours_to, days_to, _hf, _df = tiers[account_id]
-        rows.sort(key=lambda r: (_aware(r.ts), r.id))
-        split = _minute_start(days_to)
-        older = [r for r in rows if _aware(r.ts) < split]
-        newer = [r for r in rows if _aware(r.ts) >= split]
-        drop += _drops([_Row(r) for r in older], lambda ts: day_bucket(calendar, ts))
-        drop += _drops([_Row(r) for r in newer], lambda ts: hour_bucket(calendar, ts))
+        drop += dropped([_Row(r) for r in rows], calendar, days_before=_minute_start(days_to))
     for start in range(0, len(drop), _IDS):
         session.execute(delete(table).where(table.c.id.in_(drop[start:start + _IDS])))
     report.deleted = len(drop)
@@ -308,5 +314,5 @@ def rollup_loop(session_factory, stop, *, interval: float = INTERVAL) -> None:
             log.exception("equity roll-up failed; retrying at the next interval")
 
 
-__all__ = ["CHUNK", "DAY_AFTER", "INTERVAL", "RollupReport", "day_bucket", "forget", "horizons", "hour_bucket",
+__all__ = ["CHUNK", "DAY_AFTER", "INTERVAL", "RollupReport", "day_bucket", "dropped", "forget", "horizons", "hour_bucket",
            "keep", "rollup", "rollup_chunk", "rollup_firm", "rollup_loop"]

@@ -471,11 +471,15 @@ class EquityRollup(Base):
     """How far an account's equity points are rolled up (migration 0028,
     :mod:`propcrm.services.equity_rollup`): before ``hours_until`` a stored hour of a trading day keeps only
     its first, last and extreme points and the points with decisions; before ``days_until`` a trading day
-    does. Both are minute numbers (``EquityPoint.minute``); only ever moved forward."""
+    does. Both are minute numbers (``EquityPoint.minute``); only ever moved forward.
+
+    No foreign keys, on purpose: inserting a row that references ``accounts`` takes a key-share lock on the
+    account's row on PostgreSQL, and the evaluation worker claims accounts with ``FOR UPDATE SKIP LOCKED`` —
+    it would skip the account while a roll-up chunk is open."""
 
     __tablename__ = "equity_rollups"
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
-    firm_id: Mapped[str] = mapped_column(ForeignKey("firms.id"))
+    account_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    firm_id: Mapped[str] = mapped_column(String(64))
     hours_until: Mapped[int] = mapped_column(BigInteger, default=0)
     days_until: Mapped[int] = mapped_column(BigInteger, default=0)
     rolled_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -9,6 +9,10 @@ first and last point, the points of the lowest and highest equity, balance, dail
 and every point with decisions (services/equity_rollup.py). The roll-up runs incrementally from these marks;
 an account without a row has nothing rolled yet. Nothing is rolled by the upgrade itself: the first run of
 the roll-up (inside ``propcrm serve``, or ``propcrm points rollup``) does it.
+
+No foreign keys on purpose: on PostgreSQL a row inserted with a key to ``accounts`` key-share-locks the
+account's row, and the evaluation worker's claim (``FOR UPDATE SKIP LOCKED``) would skip the account while a
+roll-up transaction is open.
 """
 from alembic import op
 import sqlalchemy as sa
@@ -25,10 +29,8 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         'equity_rollups',
-        sa.Column('account_id', sa.Integer(),
-                  sa.ForeignKey('accounts.id', name='fk_equity_rollups_account_id_accounts'), nullable=False),
-        sa.Column('firm_id', sa.String(64), sa.ForeignKey('firms.id', name='fk_equity_rollups_firm_id_firms'),
-                  nullable=False),
+        sa.Column('account_id', sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column('firm_id', sa.String(64), nullable=False),
         sa.Column('hours_until', sa.BigInteger(), nullable=False),
         sa.Column('days_until', sa.BigInteger(), nullable=False),
         sa.Column('rolled_at', UtcDateTime(), nullable=False),
