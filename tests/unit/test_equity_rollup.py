@@ -12,6 +12,7 @@ from typing import NamedTuple
 from hypothesis import given, settings, strategies as st
 
 from propcrm.domain.calendar import TradingCalendar
+from propcrm.services.equity_points import minute_of
 from propcrm.services.equity_rollup import day_bucket, dropped, horizons, hour_bucket, keep
 from propcrm.web.queries_accounts import downsample
 
@@ -26,6 +27,7 @@ FIELDS = ("equity", "balance", "daily_floor", "max_loss")
 class P(NamedTuple):
     id: int
     ts: dt.datetime
+    minute: int
     equity: Decimal
     balance: Decimal
     daily_floor: Decimal | None
@@ -34,12 +36,13 @@ class P(NamedTuple):
 
 
 def _point(i: int, seconds: int, equity: str, *, decisions: str | None = None, balance: str = "100000") -> P:
-    return P(i, START + dt.timedelta(seconds=seconds), Decimal(equity), Decimal(balance), Decimal("95000"),
+    ts = START + dt.timedelta(seconds=seconds)
+    return P(i, ts, minute_of(ts), Decimal(equity), Decimal(balance), Decimal("95000"),
              Decimal("90000"), decisions)
 
 
 def _kept(points, calendar=PRAGUE, days_before=START):
-    gone = set(dropped(points, calendar, days_before=days_before))
+    gone = set(dropped(points, calendar, days_before=minute_of(days_before)))
     return [p for p in points if p.id not in gone]
 
 
@@ -54,7 +57,7 @@ def test_an_hour_keeps_its_open_close_extremes_and_every_point_with_a_decision()
 
 def test_balance_and_levels_keep_their_extremes_too():
     points = [_point(1, 0, "100000"), _point(2, 60, "100000", balance="99000"),
-              P(3, START + dt.timedelta(seconds=120), Decimal("100000"), Decimal("100000"), Decimal("94000"),
+              P(3, START + dt.timedelta(seconds=120), minute_of(START) + 2, Decimal("100000"), Decimal("100000"), Decimal("94000"),
                 Decimal("91000")), _point(4, 180, "100000"), _point(5, 240, "100000")]
     assert [p.id for p in _kept(points)] == [1, 2, 3, 5]
 
@@ -98,7 +101,7 @@ def series(draw):
         floor = draw(st.one_of(st.none(), cents))
         level = draw(st.one_of(st.none(), cents))
         decisions = draw(st.one_of(st.none(), st.none(), st.none(), st.just("breach: max-loss")))
-        points.append(P(i + 1, at, draw(cents), draw(cents), floor, level, decisions))
+        points.append(P(i + 1, at, minute_of(at), draw(cents), draw(cents), floor, level, decisions))
     return points
 
 
@@ -122,6 +125,7 @@ def _extremes(points):
        split_at=st.integers(min_value=0, max_value=120))
 def test_rolled_up_points_keep_every_buckets_ends_extremes_and_decisions(points, calendar, split_at):
     days_before = points[min(split_at, len(points) - 1)].ts
+    split = minute_of(days_before)
     kept = _kept(points, calendar, days_before)
     assert set(kept) <= set(points)
     # whole series: ends, every extreme (values and the moments they were reached first), every decision
@@ -130,8 +134,8 @@ def test_rolled_up_points_keep_every_buckets_ends_extremes_and_decisions(points,
     assert [p for p in kept if p.decisions] == [p for p in points if p.decisions]
     # per bucket (days before the split, hours after it): the same
     for tier, bucket_of in (("day", lambda ts: day_bucket(calendar, ts)), ("hour", lambda ts: hour_bucket(calendar, ts))):
-        part = [p for p in points if (p.ts < days_before) == (tier == "day")]
-        rolled = _buckets([p for p in kept if (p.ts < days_before) == (tier == "day")], bucket_of)
+        part = [p for p in points if (p.minute < split) == (tier == "day")]
+        rolled = _buckets([p for p in kept if (p.minute < split) == (tier == "day")], bucket_of)
         for key, raw in _buckets(part, bucket_of).items():
             got = rolled[key]
             assert got[0] == raw[0] and got[-1] == raw[-1]
@@ -144,7 +148,7 @@ def test_rolled_up_points_keep_every_buckets_ends_extremes_and_decisions(points,
                                key=lambda v: v[0]) == low
             assert len(got) <= 2 + 2 * len(FIELDS) + sum(1 for p in raw if p.decisions)
     # idempotent; and hours rolled up again per day are the raw days rolled up
-    assert dropped(kept, calendar, days_before=days_before) == []
+    assert dropped(kept, calendar, days_before=split) == []
     later = points[-1].ts + dt.timedelta(days=2)
     assert _kept(kept, calendar, later) == _kept(points, calendar, later)
     # the chart drawn from them (its own thinning to a limit included) shows the raw series' extremes

@@ -76,10 +76,6 @@ def _minute_start(minute: int) -> dt.datetime:
     return _EPOCH + dt.timedelta(minutes=minute)
 
 
-def _aware(ts: dt.datetime) -> dt.datetime:
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=dt.timezone.utc)
-
-
 def hour_bucket(calendar: TradingCalendar, ts: dt.datetime) -> tuple[dt.date, int]:
     """(trading day, hours since its start) of ``ts``: a bucket never spans two trading days."""
     day, start, _ = calendar.session(ts)
@@ -87,6 +83,7 @@ def hour_bucket(calendar: TradingCalendar, ts: dt.datetime) -> tuple[dt.date, in
 
 
 def day_bucket(calendar: TradingCalendar, ts: dt.datetime) -> tuple[dt.date, int]:
+    """(trading day, -1) of ``ts``."""
     return calendar.session(ts)[0], -1
 
 
@@ -100,7 +97,7 @@ def horizons(calendar: TradingCalendar, now: dt.datetime) -> tuple[dt.datetime, 
 
 
 def keep(points: Sequence[Any]) -> set[int]:
-    """The indexes of one bucket's points (in time order: ``ts``, then ``id``) it keeps: the first and the
+    """The indexes of one bucket's points (in time order) it keeps: the first and the
     last; of equity, balance, daily floor and max-loss level the lowest and the highest (the earliest of
     equals; a level that is None is not compared); and every point with decisions."""
     n = len(points)
@@ -124,33 +121,38 @@ def keep(points: Sequence[Any]) -> set[int]:
     return chosen
 
 
-def _drops(rows: Sequence[Any], bucket_of) -> list[int]:
-    """The ids of ``rows`` (one account's, in time order) that no bucket keeps."""
+def _span(calendar: TradingCalendar, minute: int, per_day: bool) -> tuple[int, int]:
+    """[first, end) minute numbers of the bucket holding ``minute``: its trading day, or its hour of it
+    (counted from the day's start; the last one ends with the day on a 25-hour DST day)."""
+    ts = _minute_start(minute)
+    _day, start, end = calendar.session(ts)
+    if not per_day:
+        start = start + (ts - start) // _HOUR * _HOUR
+        end = min(start + _HOUR, end)
+    return minute_of(start), minute_of(end)
+
+
+def dropped(points: Sequence[Any], calendar: TradingCalendar, *, days_before: int) -> list[int]:
+    """The ids of an account's ``points`` (in time order; objects with ``id``, ``minute``, the four values
+    and ``decisions``) that the roll-up deletes: buckets of those before minute ``days_before`` are trading
+    days, of the others hours of a trading day. The caller passes only points of closed buckets. The
+    calendar is asked once per bucket, not per point."""
     out: list[int] = []
-    start = 0
-    n = len(rows)
-    while start < n:
-        key = bucket_of(rows[start].ts)
-        end = start + 1
-        while end < n and bucket_of(rows[end].ts) == key:
-            end += 1
-        part = rows[start:end]
-        if len(part) > 2:
+    n, i = len(points), 0
+    while i < n:
+        minute = points[i].minute
+        first, end = _span(calendar, minute, minute < days_before)
+        if minute < days_before:
+            end = min(end, days_before)
+        j = i + 1
+        while j < n and first <= points[j].minute < end:
+            j += 1
+        if j - i > 2:
+            part = points[i:j]
             kept = keep(part)
-            out.extend(row.id for i, row in enumerate(part) if i not in kept)
-        start = end
+            out.extend(p.id for k, p in enumerate(part) if k not in kept)
+        i = j
     return out
-
-
-def dropped(points: Sequence[Any], calendar: TradingCalendar, *, days_before: dt.datetime) -> list[int]:
-    """The ids of an account's ``points`` (objects with ``id``, aware ``ts``, the four values and
-    ``decisions``; any order) that the roll-up deletes: those before ``days_before`` per trading day, the
-    others per hour of their trading day. The caller passes only points of closed buckets."""
-    rows = sorted(points, key=lambda p: (p.ts, p.id))
-    older = [p for p in rows if p.ts < days_before]
-    newer = [p for p in rows if p.ts >= days_before]
-    return (_drops(older, lambda ts: day_bucket(calendar, ts))
-            + _drops(newer, lambda ts: hour_bucket(calendar, ts)))
 
 
 def _calendar(session: Session, cache: dict[int, TradingCalendar], version_id: int, phase: str | None):
@@ -220,6 +222,7 @@ def rollup_chunk(session: Session, *, firm_id: str, after: int, now: dt.datetime
     table = m.EquityPoint.__table__
     ranges: dict[tuple[int, int], list[int]] = {}  # (from, to) minute → accounts, per tier
     tiers: dict[int, tuple[TradingCalendar, int, int, int, int]] = {}
+    ranges_of: dict[int, list[int]] = {}
     marks: list[tuple[int, int, int, bool]] = []
     for account_id, calendar, hours_until, days_until, newest_minute in plan:
         if newest_minute is None:
@@ -231,26 +234,33 @@ def rollup_chunk(session: Session, *, firm_id: str, after: int, now: dt.datetime
             continue
         if days_to > days_from:
             ranges.setdefault((days_from, days_to), []).append(account_id)
+            ranges_of.setdefault(account_id, []).append(days_from)
         hour_from = max(hours_from, days_to)
         if hours_to > hour_from:
             ranges.setdefault((hour_from, hours_to), []).append(account_id)
+            ranges_of.setdefault(account_id, []).append(hour_from)
         tiers[account_id] = (calendar, hours_to, days_to, hours_from, days_from)
         marks.append((account_id, hours_to, days_to, hours_until is not None))
     by_account: dict[int, list] = {}
     for (lo, hi), accounts in ranges.items():
         for start in range(0, len(accounts), _IDS):
             part = accounts[start:start + _IDS]
+            # the time order is the index's (account, minute, ts); ``ts`` itself is not needed (buckets
+            # start on whole minutes), nor the decisions' text
             rows = session.execute(
-                select(table.c.id, table.c.account_id, table.c.ts, table.c.equity, table.c.balance,
-                       table.c.daily_floor, table.c.max_loss, table.c.decisions)
-                .where(table.c.account_id.in_(part), table.c.minute >= lo, table.c.minute < hi))
+                select(table.c.id, table.c.account_id, table.c.minute, table.c.equity, table.c.balance,
+                       table.c.daily_floor, table.c.max_loss, table.c.decisions.isnot(None).label("decisions"))
+                .where(table.c.account_id.in_(part), table.c.minute >= lo, table.c.minute < hi)
+                .order_by(table.c.account_id, table.c.minute, table.c.ts, table.c.id))
             for row in rows:
                 by_account.setdefault(row.account_id, []).append(row)
     drop: list[int] = []
     for account_id, rows in by_account.items():
         report.read += len(rows)
         calendar, _hours_to, days_to, _hf, _df = tiers[account_id]
-        drop += dropped([_Row(r) for r in rows], calendar, days_before=_minute_start(days_to))
+        if len(ranges_of[account_id]) > 1:  # the day range and the hour range after it: one time order
+            rows.sort(key=lambda r: r.minute)  # stable: each range came in time order
+        drop += dropped(rows, calendar, days_before=days_to)
     for start in range(0, len(drop), _IDS):
         session.execute(delete(table).where(table.c.id.in_(drop[start:start + _IDS])))
     report.deleted = len(drop)
@@ -268,17 +278,6 @@ def rollup_chunk(session: Session, *, firm_id: str, after: int, now: dt.datetime
     report.accounts = len(marks)
     report.cpu_s = time.process_time() - started
     return report, plan[-1][0]
-
-
-class _Row:
-    """A stored point as :func:`keep` reads it (aware ``ts``; ``decisions`` as stored text)."""
-
-    __slots__ = ("id", "ts", "equity", "balance", "daily_floor", "max_loss", "decisions")
-
-    def __init__(self, row) -> None:
-        self.id, self.ts = row.id, _aware(row.ts)
-        self.equity, self.balance, self.daily_floor, self.max_loss = row.equity, row.balance, row.daily_floor, row.max_loss
-        self.decisions = row.decisions
 
 
 def rollup(session_factory, *, now: dt.datetime | None = None, firm_id: str | None = None) -> RollupReport:
