@@ -509,6 +509,24 @@ def bench_web(
               roles=roles, role=role)
 
 
+@bench_app.command("rollup")
+def bench_rollup(
+    accounts: Annotated[int, typer.Option(help="accounts")] = 20,
+    days: Annotated[int, typer.Option(help="trading days of points")] = 10,
+    every: Annotated[int, typer.Option(help="seconds between two equity reports, 08:00-16:00 UTC")] = 10,
+    db: Annotated[Optional[str], typer.Option("--db", help="SQLite file to build, or to reuse when it exists")] = None,
+    database_url: Annotated[Optional[str], typer.Option("--database-url", help="PostgreSQL instead (an empty database)")] = None,
+) -> None:
+    """The equity-points roll-up on a dense series: rows and bytes as written and after each tier, CPU per
+    million points read (the sparse end: `propcrm points rollup --measure` on a `bench web` firm)."""
+    import tempfile
+
+    from ..tools.bench_rollup import run
+
+    url = database_url or f"sqlite:///{db or tempfile.mkdtemp(prefix='propcrm-rollup-') + '/rollup.db'}"
+    run(url, accounts=accounts, days=days, every=every)
+
+
 @bench_app.command("portal")
 def bench_portal(
     trades: Annotated[int, typer.Option(help="closed trades of the trader's account")] = 10_000,
@@ -729,6 +747,7 @@ app.add_typer(points_app, name="points")
 def points_rollup(
     firm: Annotated[Optional[str], typer.Option("--firm", help="only this firm (default: every firm)")] = None,
     database_url: Annotated[Optional[str], typer.Option("--database-url", help=_DATABASE_URL_HELP)] = None,
+    measure: Annotated[bool, typer.Option("--measure", help="also print the table's rows and bytes before and after (a scan)")] = False,
 ) -> None:
     """Roll up the chart's older equity points (per hour of a trading day before the previous trading day,
     per trading day after 30 days; exact first, last, extremes and decision points kept). Incremental and
@@ -736,11 +755,19 @@ def points_rollup(
     from ..adapters.db.session import sessions
     from ..services.equity_rollup import rollup
 
+    from ..services.equity_rollup import footprint
+
     engine = database(database_url)
     try:
+        before = footprint(engine) if measure else None
         report = rollup(sessions(engine), firm_id=firm)
+        after = footprint(engine) if measure else None
     finally:
         engine.dispose()
+    if before is not None and after is not None:
+        for label, (rows, data, stored) in (("before", before), ("after", after)):
+            print(f"equity_points {label}: {rows:,} rows, {data / 1e6:,.1f} MB of rows and index entries"
+                  + (f" ({stored / 1e6:,.1f} MB of pages; freed pages are reused, VACUUM returns them)" if stored else ""))
     per_million = report.cpu_s / report.read * 1e6 if report.read else 0.0
     print(f"rolled up the equity points of {report.accounts:,} accounts: {report.read:,} points read, "
           f"{report.deleted:,} deleted, {report.cpu_s:.2f} s CPU ({per_million:.1f} s per million points read)")

@@ -251,7 +251,7 @@ def rollup_chunk(session: Session, *, firm_id: str, after: int, now: dt.datetime
                 select(table.c.id, table.c.account_id, table.c.minute, table.c.equity, table.c.balance,
                        table.c.daily_floor, table.c.max_loss, table.c.decisions.isnot(None).label("decisions"))
                 .where(table.c.account_id.in_(part), table.c.minute >= lo, table.c.minute < hi)
-                .order_by(table.c.account_id, table.c.minute, table.c.ts, table.c.id))
+                .order_by(table.c.account_id, table.c.minute, table.c.ts, table.c.id)).all()
             for row in rows:
                 by_account.setdefault(row.account_id, []).append(row)
     drop: list[int] = []
@@ -290,6 +290,27 @@ def rollup(session_factory, *, now: dt.datetime | None = None, firm_id: str | No
     return report
 
 
+def footprint(engine) -> tuple[int, int, int | None]:
+    """(rows, bytes of data, bytes of pages) of ``equity_points`` and its index, for measuring the roll-up.
+    SQLite: from ``dbstat`` (data = page bytes less their unused space; the file keeps freed pages for
+    reuse until VACUUM). PostgreSQL: the rows' ``pg_column_size`` plus the index's size estimate from its
+    entries (pages: ``pg_total_relation_size``, which shrinks only after VACUUM FULL)."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        rows = conn.scalar(select(func.count()).select_from(m.EquityPoint.__table__))
+        if engine.dialect.name == "sqlite":
+            data, pages = conn.execute(text(
+                "SELECT sum(pgsize - unused), sum(pgsize) FROM dbstat "
+                "WHERE name IN ('equity_points', 'ix_equity_points_account')")).one()
+            return rows, int(data or 0), int(pages or 0)
+        data = conn.scalar(text("SELECT coalesce(sum(pg_column_size(p.*)), 0) "
+                                "+ coalesce(sum(pg_column_size(ROW(p.account_id, p.minute, p.ts))), 0) "
+                                "FROM equity_points p"))
+        pages = conn.scalar(text("SELECT pg_total_relation_size('equity_points')"))
+        return rows, int(data), int(pages)
+
+
 def forget(session: Session, account_ids: Sequence[int]) -> None:
     """Clear the marks of accounts whose points were rebuilt (a re-bind, a backfill): rolled up afresh."""
     if account_ids:
@@ -313,5 +334,5 @@ def rollup_loop(session_factory, stop, *, interval: float = INTERVAL) -> None:
             log.exception("equity roll-up failed; retrying at the next interval")
 
 
-__all__ = ["CHUNK", "DAY_AFTER", "INTERVAL", "RollupReport", "day_bucket", "dropped", "forget", "horizons", "hour_bucket",
+__all__ = ["CHUNK", "DAY_AFTER", "INTERVAL", "RollupReport", "day_bucket", "dropped", "footprint", "forget", "horizons", "hour_bucket",
            "keep", "rollup", "rollup_chunk", "rollup_firm", "rollup_loop"]
