@@ -209,3 +209,32 @@ def test_the_rollup_table_is_migrated_as_declared(db_url, world):
     finally:
         engine.dispose()
     assert [d for d in diffs if "equity_rollups" in repr(d)] == []
+
+
+class _OneRun:
+    """A stop event whose first wait times out (one run) and whose second says stop."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def wait(self, interval: float) -> bool:
+        self.waits.append(interval)
+        return len(self.waits) > 1
+
+
+def test_the_services_loop_runs_the_rollup_and_survives_a_failed_run(world, monkeypatch):
+    a1 = world.accounts["A1"]
+    world.ingest(*_events("A1", days=2, breach=False))
+    world.evaluate()
+    raw = len(_rows(world, a1))
+    stop = _OneRun()
+    equity_rollup.rollup_loop(world.sessions, stop, interval=600)  # the clock now: March is long gone
+    assert stop.waits == [600, 600]
+    assert len(_rows(world, a1)) < raw
+
+    def broken(*_a, **_k):
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr(equity_rollup, "rollup", broken)
+    equity_rollup.rollup_loop(world.sessions, _OneRun(), interval=600)  # logged, not raised
+    equity_rollup.rollup_loop(world.sessions, _OneRun(), interval=0)  # off
