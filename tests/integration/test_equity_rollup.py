@@ -121,7 +121,8 @@ def test_the_rollup_keeps_the_charts_extremes_breach_and_shape_and_a_second_run_
     # a re-bind's rebuild from the log: the raw series back, the marks cleared, rolled up the same way again
     with world.sessions.begin() as s:
         assert backfill_points(s, firm_id="fa", account_ids=[a1])[0] == 1
-        assert s.get(m.EquityRollup, a1) is None
+        mark = s.get(m.EquityRollup, a1)
+        assert (mark.hours_until, mark.days_until) == (0, 0)
     rebuilt = _rows(world, a1)
     assert [r[1:] for r in rebuilt] == [r[1:] for r in raw]
     _run(world, dt.datetime(2026, 4, 14, 12, 0, tzinfo=UTC))
@@ -238,3 +239,34 @@ def test_the_services_loop_runs_the_rollup_and_survives_a_failed_run(world, monk
     monkeypatch.setattr(equity_rollup, "rollup", broken)
     equity_rollup.rollup_loop(world.sessions, _OneRun(), interval=600)  # logged, not raised
     equity_rollup.rollup_loop(world.sessions, _OneRun(), interval=0)  # off
+
+
+def test_a_rebuild_between_a_runs_read_and_its_writes_is_not_marked_rolled(world, monkeypatch):
+    """A re-bind rebuilds the account's points after the roll-up read the old ones: the old ids are gone
+    (the deletes hit nothing), and the marks' compare-and-set fails, so the next run rolls the rebuilt
+    points up."""
+    a1 = world.accounts["A1"]
+    world.ingest(*_events("A1", days=2, breach=False))
+    world.evaluate()
+    with world.sessions.begin() as s:  # the account has a marks row from an earlier (empty) run
+        equity_rollup.forget(s, firm_id="fa", account_ids=[a1])
+    raw = _rows(world, a1)
+    real_commit = equity_rollup._commit
+
+    def rebuild_first(*args, **kwargs):
+        with world.sessions.begin() as s:
+            backfill_points(s, firm_id="fa", account_ids=[a1])
+        monkeypatch.setattr(equity_rollup, "_commit", real_commit)
+        return real_commit(*args, **kwargs)
+
+    monkeypatch.setattr(equity_rollup, "_commit", rebuild_first)
+    now = dt.datetime(2026, 6, 1, tzinfo=UTC)
+    report = _run(world, now)
+    assert report.deleted == 0 and report.read > 0  # chosen from the old rows, whose ids may be reused
+    assert [r[1:] for r in _rows(world, a1)] == [r[1:] for r in raw]  # the rebuilt series, whole
+    with world.sessions() as s:
+        mark = s.get(m.EquityRollup, a1)
+        assert (mark.hours_until, mark.days_until) == (0, 0)  # not marked: the rebuilt points are not rolled
+    again = _run(world, now)
+    assert again.deleted > 0
+    assert len(_rows(world, a1)) == len(raw) - again.deleted

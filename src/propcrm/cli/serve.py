@@ -278,7 +278,8 @@ def _status_loop(session_factory, stop: threading.Event, print_, every: float = 
 
 def run_worker(*, database_url: str | None, once: bool = False) -> None:
     """An evaluation worker process: passes until stopped (or, with ``once``, until nothing is pending).
-    It also anchors the audit log on its schedule (``services/audit_anchors.py``)."""
+    It also anchors the audit log on its schedule (``services/audit_anchors.py``) and rolls up the chart's
+    older points every 10 minutes (``services/equity_rollup.py``)."""
     from ..services.audit_anchors import anchor_loop
     from ..services.evaluation import EvaluationWorker
 
@@ -297,6 +298,10 @@ def run_worker(*, database_url: str | None, once: bool = False) -> None:
         anchors = threading.Thread(target=anchor_loop, args=(sessions(engine, readonly=True), url, stop),
                                    name="audit-anchors", daemon=True)
         anchors.start()
+        from ..services.equity_rollup import rollup_loop  # issue 14: the chart's older points rolled up
+
+        rollups = threading.Thread(target=rollup_loop, args=(sessions(engine), stop), name="equity-rollup", daemon=True)
+        rollups.start()
         try:
             _worker_loop(sessions(engine), stop, fallback=FALLBACK_POLL_SEPARATE)
         except KeyboardInterrupt:
@@ -304,6 +309,7 @@ def run_worker(*, database_url: str | None, once: bool = False) -> None:
         finally:
             stop.set()
             anchors.join(timeout=5)
+            rollups.join(timeout=5)
     finally:
         engine.dispose()
 

@@ -124,6 +124,6 @@ def backfill_points(session: Session, *, firm_id: str, account_ids: Sequence[int
         series = [equity_points.Point(_EPOCH + dt.timedelta(milliseconds=p["t"]), p["equity"], p["balance"],
                                       p["daily_floor"], p["max_loss"], tuple(p["decisions"])) for p in points]
         written += equity_points.record(session, [(firm_id, account.id, series)])
-        equity_rollup.forget(session, [account.id])  # the rebuilt points are rolled up afresh
+        equity_rollup.forget(session, firm_id=firm_id, account_ids=[account.id])  # the rebuilt points are rolled up afresh
         accounts += 1
     return accounts, written

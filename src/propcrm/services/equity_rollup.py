@@ -42,6 +42,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
+from ..adapters.db.session import readonly_sessions
 from ..domain.calendar import TradingCalendar
 from .accounts import compiled_pack
 from .equity_points import minute_of
@@ -171,14 +172,14 @@ def _plan(session: Session, firm_id: str, after: int, now: dt.datetime, cache: d
               .correlate(m.Account).scalar_subquery())
     rows = session.execute(
         select(m.Account.id, m.Account.pack_version_id, m.Account.phase, m.EquityRollup.hours_until,
-               m.EquityRollup.days_until, newest.label("newest"))
+               m.EquityRollup.days_until, newest.label("newest"), m.EquityRollup.rolled_at)
         .outerjoin(m.EquityRollup, m.EquityRollup.account_id == m.Account.id)
         .where(m.Account.firm_id == firm_id, m.Account.id > after)
         .order_by(m.Account.id).limit(CHUNK)).all()
     out = []
-    for account_id, version_id, phase, hours_until, days_until, newest_minute in rows:
+    for account_id, version_id, phase, hours_until, days_until, newest_minute, rolled_at in rows:
         calendar = _calendar(session, cache, version_id, phase)
-        out.append((account_id, calendar, hours_until, days_until, newest_minute))
+        out.append((account_id, calendar, hours_until, days_until, newest_minute, rolled_at))
     return out
 
 
@@ -193,54 +194,58 @@ def _bounds(calendar: TradingCalendar, now: dt.datetime, newest_minute: int):
     return minute_of(min(hours_at, hour_open)), minute_of(min(days_at, start))
 
 
-def rollup_firm(session_factory, *, firm_id: str, now: dt.datetime | None = None) -> RollupReport:
-    """One incremental run over a firm's accounts, :data:`CHUNK` accounts a transaction."""
-    now = now or dt.datetime.now(dt.timezone.utc)
-    report = RollupReport()
-    cache: dict[int, TradingCalendar] = {}
-    after = 0
-    while True:
-        with session_factory.begin() as session:
-            part = rollup_chunk(session, firm_id=firm_id, after=after, now=now, cache=cache)
-        report.add(part[0])
-        if part[1] is None:
-            return report
-        after = part[1]
+def _targets(row: tuple, now: dt.datetime) -> tuple[int, int, int, int] | None:
+    """(hours from, days from, hours to, days to) of a planned account, None when its marks stay."""
+    _account_id, calendar, hours_until, days_until, newest_minute, _rolled_at = row
+    if newest_minute is None:
+        return None
+    hours_to, days_to = _bounds(calendar, now, newest_minute)
+    hours_from, days_from = hours_until or 0, days_until or 0
+    hours_to, days_to = max(hours_to, hours_from), max(days_to, days_from)
+    if hours_to == hours_from and days_to == days_from:
+        return None
+    return hours_from, days_from, hours_to, days_to
 
 
-def rollup_chunk(session: Session, *, firm_id: str, after: int, now: dt.datetime,
-                 cache: dict | None = None) -> tuple[RollupReport, int | None]:
-    """Roll up the next :data:`CHUNK` accounts after ``after`` in ``session``'s transaction: set-wise (one
-    read of their new points per distinct range, deletes by id in chunks, the marks in one upsert each).
-    Returns (report, the last account id; None when there were none left)."""
+@dataclass
+class _Work:
+    """What a chunk's read found: the ids to delete and the marks to move (account, old hours, old days,
+    new hours, new days, whether a marks row existed)."""
+
+    report: RollupReport
+    drop: dict[int, list[int]]  # account → ids
+    marks: list[tuple]  # (account, rolled_at as read or None, new hours, new days)
+    last: int | None
+
+
+def _compute(session: Session, *, firm_id: str, after: int, now: dt.datetime, cache: dict) -> _Work:
+    """Plan the next :data:`CHUNK` accounts after ``after`` and read their new points (one read per distinct
+    range, in the index's time order), choosing what each closed bucket drops. Reads only."""
     started = time.process_time()
-    cache = {} if cache is None else cache
     report = RollupReport()
     plan = _plan(session, firm_id, after, now, cache)
     if not plan:
-        return report, None
+        return _Work(report, {}, [], None)
     table = m.EquityPoint.__table__
-    ranges: dict[tuple[int, int], list[int]] = {}  # (from, to) minute → accounts, per tier
-    tiers: dict[int, tuple[TradingCalendar, int, int, int, int]] = {}
-    ranges_of: dict[int, list[int]] = {}
-    marks: list[tuple[int, int, int, bool]] = []
-    for account_id, calendar, hours_until, days_until, newest_minute in plan:
-        if newest_minute is None:
+    ranges: dict[tuple[int, int], list[int]] = {}  # (from, to) minute → accounts
+    tiers: dict[int, tuple[TradingCalendar, int]] = {}
+    ranges_of: dict[int, int] = {}
+    marks: list[tuple] = []
+    for row in plan:
+        target = _targets(row, now)
+        if target is None:
             continue
-        hours_to, days_to = _bounds(calendar, now, newest_minute)
-        hours_from, days_from = hours_until or 0, days_until or 0
-        hours_to, days_to = max(hours_to, hours_from), max(days_to, days_from)
-        if hours_to == hours_from and days_to == days_from:
-            continue
+        account_id, calendar, rolled_at = row[0], row[1], row[5]
+        hours_from, days_from, hours_to, days_to = target
         if days_to > days_from:
             ranges.setdefault((days_from, days_to), []).append(account_id)
-            ranges_of.setdefault(account_id, []).append(days_from)
+            ranges_of[account_id] = ranges_of.get(account_id, 0) + 1
         hour_from = max(hours_from, days_to)
         if hours_to > hour_from:
             ranges.setdefault((hour_from, hours_to), []).append(account_id)
-            ranges_of.setdefault(account_id, []).append(hour_from)
-        tiers[account_id] = (calendar, hours_to, days_to, hours_from, days_from)
-        marks.append((account_id, hours_to, days_to, hours_until is not None))
+            ranges_of[account_id] = ranges_of.get(account_id, 0) + 1
+        tiers[account_id] = (calendar, days_to)
+        marks.append((account_id, rolled_at, hours_to, days_to))
     by_account: dict[int, list] = {}
     for (lo, hi), accounts in ranges.items():
         for start in range(0, len(accounts), _IDS):
@@ -254,30 +259,97 @@ def rollup_chunk(session: Session, *, firm_id: str, after: int, now: dt.datetime
                 .order_by(table.c.account_id, table.c.minute, table.c.ts, table.c.id)).all()
             for row in rows:
                 by_account.setdefault(row.account_id, []).append(row)
-    drop: list[int] = []
+    drop: dict[int, list[int]] = {}
     for account_id, rows in by_account.items():
         report.read += len(rows)
-        calendar, _hours_to, days_to, _hf, _df = tiers[account_id]
-        if len(ranges_of[account_id]) > 1:  # the day range and the hour range after it: one time order
+        calendar, days_to = tiers[account_id]
+        if ranges_of[account_id] > 1:  # the day range and the hour range after it: one time order
             rows.sort(key=lambda r: r.minute)  # stable: each range came in time order
-        drop += dropped(rows, calendar, days_before=days_to)
-    for start in range(0, len(drop), _IDS):
-        session.execute(delete(table).where(table.c.id.in_(drop[start:start + _IDS])))
-    report.deleted = len(drop)
-    stamp = now
-    fresh = [{"account_id": a, "firm_id": firm_id, "hours_until": h, "days_until": d, "rolled_at": stamp}
-             for a, h, d, known in marks if not known]
-    if fresh:
-        session.execute(insert(m.EquityRollup.__table__), fresh)
-    rollups = m.EquityRollup.__table__
-    for a, h, d, known in marks:
-        if known:  # forward only: a concurrent run may have moved it further
-            session.execute(update(rollups).where(rollups.c.account_id == a, rollups.c.hours_until <= h,
-                                                  rollups.c.days_until <= d)
-                            .values(hours_until=h, days_until=d, rolled_at=stamp))
-    report.accounts = len(marks)
+        drop[account_id] = dropped(rows, calendar, days_before=days_to)
     report.cpu_s = time.process_time() - started
-    return report, plan[-1][0]
+    return _Work(report, drop, marks, plan[-1][0])
+
+
+def _delete(session: Session, ids: Sequence[int]) -> None:
+    table = m.EquityPoint.__table__
+    for start in range(0, len(ids), _IDS):
+        session.execute(delete(table).where(table.c.id.in_(list(ids[start:start + _IDS]))))
+
+
+def _commit(session: Session, firm_id: str, work: _Work, marks: Sequence[tuple], now: dt.datetime) -> int:
+    """Delete the chosen points of ``marks``' accounts and move their marks, in ``session``'s transaction —
+    only for accounts whose marks row is as the read saw it (``rolled_at``; or still absent). A rebuild
+    (:func:`forget`) since the read changed it: that account's ids may be reused (SQLite hands out a deleted
+    highest rowid again), so nothing of it is deleted now; its points are rolled up at the next run.
+    Returns the points deleted."""
+    rollups = m.EquityRollup.__table__
+    ids = [mark[0] for mark in marks]
+    present = dict(session.execute(select(rollups.c.account_id, rollups.c.rolled_at)
+                                   .where(rollups.c.account_id.in_(ids))).all())
+    ok = [mark for mark in marks if (mark[0] not in present if mark[1] is None else present.get(mark[0]) == mark[1])]
+    gone = [i for mark in ok for i in work.drop.get(mark[0], ())]
+    _delete(session, gone)
+    fresh = [{"account_id": a, "firm_id": firm_id, "hours_until": h, "days_until": d, "rolled_at": now}
+             for a, seen, h, d in ok if seen is None]
+    if fresh:
+        session.execute(insert(rollups), fresh)
+    for a, seen, h, d in ok:
+        if seen is not None:  # compare-and-set too: on PostgreSQL a rebuild may commit after the check above
+            session.execute(update(rollups).where(rollups.c.account_id == a, rollups.c.rolled_at == seen)
+                            .values(hours_until=h, days_until=d, rolled_at=now))
+    return len(gone)
+
+
+def rollup_firm(session_factory, *, firm_id: str, now: dt.datetime | None = None,
+                deletes_per_commit: int = 1000) -> RollupReport:
+    """One incremental run over a firm's accounts, :data:`CHUNK` accounts at a time. A chunk is read and
+    decided in a read-only session (on SQLite: no write lock, WAL reads never wait), then committed in
+    groups of accounts of about ``deletes_per_commit`` deleted points, each group's deletes with its
+    marks (:func:`_commit`) — the writers wait for the roll-up a few milliseconds at a time, never for its
+    reads. An idle run (the usual one within a trading day) writes nothing."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    report = RollupReport()
+    cache: dict[int, TradingCalendar] = {}
+    reader = readonly_sessions(session_factory)
+    after = 0
+    while True:
+        with reader() as session:
+            work = _compute(session, firm_id=firm_id, after=after, now=now, cache=cache)
+        if work.last is None:
+            return report
+        started = time.process_time()
+        deleted = 0
+        group: list[tuple] = []
+        size = 0
+        for mark in work.marks:  # accounts grouped so a commit deletes about ``deletes_per_commit`` points
+            group.append(mark)
+            size += len(work.drop.get(mark[0], ()))
+            if size >= deletes_per_commit:
+                with session_factory.begin() as session:
+                    deleted += _commit(session, firm_id, work, group, now)
+                group, size = [], 0
+        if group:
+            with session_factory.begin() as session:
+                deleted += _commit(session, firm_id, work, group, now)
+        work.report.cpu_s += time.process_time() - started
+        work.report.deleted = deleted
+        work.report.accounts = len(work.marks)
+        report.add(work.report)
+        after = work.last
+
+
+def rollup_chunk(session: Session, *, firm_id: str, after: int, now: dt.datetime,
+                 cache: dict | None = None) -> tuple[RollupReport, int | None]:
+    """Roll up the next :data:`CHUNK` accounts after ``after`` in ``session``'s one transaction (reads,
+    deletes and marks). Returns (report, the last account id; None when there were none left)."""
+    work = _compute(session, firm_id=firm_id, after=after, now=now, cache={} if cache is None else cache)
+    if work.last is None:
+        return work.report, None
+    started = time.process_time()
+    work.report.deleted = _commit(session, firm_id, work, work.marks, now)
+    work.report.cpu_s += time.process_time() - started
+    work.report.accounts = len(work.marks)
+    return work.report, work.last
 
 
 def rollup(session_factory, *, now: dt.datetime | None = None, firm_id: str | None = None) -> RollupReport:
@@ -311,11 +383,23 @@ def footprint(engine) -> tuple[int, int, int | None]:
         return rows, int(data), int(pages)
 
 
-def forget(session: Session, account_ids: Sequence[int]) -> None:
-    """Clear the marks of accounts whose points were rebuilt (a re-bind, a backfill): rolled up afresh."""
-    if account_ids:
-        session.execute(delete(m.EquityRollup).where(m.EquityRollup.account_id.in_(list(account_ids)))
-                        .execution_options(synchronize_session=False))
+def forget(session: Session, *, firm_id: str, account_ids: Sequence[int]) -> None:
+    """Reset the marks of accounts whose points were rebuilt (a re-bind, a backfill): rolled up afresh. The
+    row is written (at 0, with a new ``rolled_at``) rather than deleted: a run that read the old points
+    meanwhile then fails its compare-and-set (or its insert), so it cannot mark points it never read."""
+    if not account_ids:
+        return
+    rollups = m.EquityRollup.__table__
+    stamp = dt.datetime.now(dt.timezone.utc)
+    ids = list(account_ids)
+    session.execute(update(rollups).where(rollups.c.account_id.in_(ids))
+                    .values(hours_until=0, days_until=0, rolled_at=stamp)
+                    .execution_options(synchronize_session=False))
+    present = set(session.scalars(select(rollups.c.account_id).where(rollups.c.account_id.in_(ids))))
+    missing = [{"account_id": a, "firm_id": firm_id, "hours_until": 0, "days_until": 0, "rolled_at": stamp}
+               for a in ids if a not in present]
+    if missing:
+        session.execute(insert(rollups), missing)
 
 
 def rollup_loop(session_factory, stop, *, interval: float = INTERVAL) -> None:
@@ -334,5 +418,6 @@ def rollup_loop(session_factory, stop, *, interval: float = INTERVAL) -> None:
             log.exception("equity roll-up failed; retrying at the next interval")
 
 
-__all__ = ["CHUNK", "DAY_AFTER", "INTERVAL", "RollupReport", "day_bucket", "dropped", "footprint", "forget", "horizons", "hour_bucket",
+__all__ = ["CHUNK", "DAY_AFTER", "INTERVAL", "RollupReport", "day_bucket", "dropped", "footprint", "forget",
+           "horizons", "hour_bucket",
            "keep", "rollup", "rollup_chunk", "rollup_firm", "rollup_loop"]
