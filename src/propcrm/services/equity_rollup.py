@@ -22,11 +22,14 @@ its points are rolled per hour and per day; a run reads only the points between 
 horizons. **Safe beside the writers**: it deletes only rows it read, by id, in buckets that ended before
 the account's newest point; the evaluation writes an account's points in time order (the engine refuses an
 older event) and touches only the minute of its newest point and later ones, so the two never write the
-same rows. A re-bind's rebuild (:func:`propcrm.services.equity_replay.backfill_points`) replaces an account's
-points and clears its marks. Two runs at once (two processes) delete the same rows: keeping is idempotent.
+same rows. Reads and choices happen in a read-only session; the deletes are committed in groups of
+accounts with their marks, each account's only if its marks row is as read (:func:`_commit`). A re-bind's
+rebuild (:func:`propcrm.services.equity_replay.backfill_points`) replaces an account's points and resets its
+marks (:func:`forget`). Two runs at once (two processes) delete the same rows: keeping is idempotent.
 
-Where it runs: inside ``propcrm serve`` (embedded; :func:`rollup_loop`, every :data:`INTERVAL` seconds) and
-as ``propcrm points rollup`` (scale-out: a scheduled job beside the workers, e.g. hourly; any database).
+Where it runs: inside ``propcrm serve`` and ``propcrm work`` (embedded; :func:`rollup_loop`, every
+:data:`INTERVAL` seconds) and as ``propcrm points rollup`` (scale-out: a scheduled job beside the workers,
+e.g. hourly; any database).
 """
 
 from __future__ import annotations
@@ -354,7 +357,7 @@ def rollup_chunk(session: Session, *, firm_id: str, after: int, now: dt.datetime
 
 def rollup(session_factory, *, now: dt.datetime | None = None, firm_id: str | None = None) -> RollupReport:
     """One run over every firm (or one)."""
-    with session_factory() as session:
+    with readonly_sessions(session_factory)() as session:
         firms = [firm_id] if firm_id else list(session.scalars(select(m.Firm.id).order_by(m.Firm.id)))
     report = RollupReport()
     for firm in firms:
