@@ -188,7 +188,9 @@ def bench_platforms(*, accounts: int = 400, deals_per_s: float = 2000, equity_pe
     metrics = ConnectorMetrics()
     store = DatabaseStore(db, firm_id=FIRM, connection_id=connection_id, name=CONNECTION)
     runner = ConnectorRunner(gateway_for(row, box), store, metrics=metrics, settings=RunnerSettings(
-        poll_interval_s=0.02, backoff_initial_s=0.2, guard=GuardSettings(settle_s=1.0)))
+        # the simulator's database is new: a first sync reading 7 days back (168 hour-long windows) only
+        # delayed the measurement
+        poll_interval_s=0.02, backoff_initial_s=0.2, start_lookback_s=600, guard=GuardSettings(settle_s=1.0)))
     saved_env = {k: os.environ.pop(k) for k in ("PROPCRM_PLATFORM_BRIDGE_URL", "PROPCRM_PLATFORM_BRIDGE_SECRET")
                  if k in os.environ}
     dispatcher = build_dispatcher(db, {})
