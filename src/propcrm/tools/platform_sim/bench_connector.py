@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .bench import CONNECTION, FIRM, _cpu, _free_port, _seed
+from .bench import CONNECTION, FIRM, cpu_seconds, free_port, seed_bench
 
 
 def bench_connector(*, accounts: int = 400, deals_per_s: float = 2000, equity_per_s: float = 10_000,
@@ -49,11 +49,11 @@ def bench_connector(*, accounts: int = 400, deals_per_s: float = 2000, equity_pe
         stale.unlink()
     url = f"sqlite:///{root / 'propcrm.db'}"
     sim_db = str(root / "sim.db")
-    port = _free_port()
+    port = free_port()
     readings_s = max(0.02, accounts / equity_per_s) if equity_per_s > 0 else 3600.0
     box = SecretBox(new_key().encode())
     migrate(url)
-    connection_id = _seed(url, sim_db, accounts, box, f"http://127.0.0.1:{port}", readings_s, 0.02)
+    connection_id = seed_bench(url, sim_db, accounts, box, f"http://127.0.0.1:{port}", readings_s, 0.02)
     print_(f"bench connector: {accounts} accounts, offered {deals_per_s:,.0f} deals/s, readings every "
            f"{readings_s * 1000:.0f} ms (≤ {equity_per_s:,.0f} equity updates/s), store {store}, {seconds:.0f} s after "
            f"{warmup:.0f} s of warm-up; work dir {root}", flush=True)
@@ -142,14 +142,14 @@ def bench_connector(*, accounts: int = 400, deals_per_s: float = 2000, equity_pe
     thread.start()
     time.sleep(warmup)
     sim_deals_start = _sim_deals(sim_db)
-    cpu_start = _cpu([thread], sim.pid)
+    cpu_start = cpu_seconds([thread], sim.pid)
     load_start = os.getloadavg()[0]
     measuring.set()
     started = time.time()
     time.sleep(seconds)
     measuring.clear()
     span = time.time() - started
-    cpu_end = _cpu([thread], sim.pid)
+    cpu_end = cpu_seconds([thread], sim.pid)
     load_end = os.getloadavg()[0]
     sim_deals_end = _sim_deals(sim_db)
     stop.set()
