@@ -82,6 +82,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         seconds: Annotated[float, typer.Option(help="measured seconds (after the warm-up)")] = 20,
         warmup: Annotated[float, typer.Option(help="seconds before measuring")] = 3,
         store: Annotated[str, typer.Option(help="db: ingest into SQLite as `serve` does; none: make the lines and drop them")] = "db",
+        in_process: Annotated[bool, typer.Option("--in-process", help="instead: the connector's CPU per line alone, the simulator driven step by step in this process")] = False,
         workdir: Annotated[Optional[str], typer.Option(help="directory for the two databases (default: a new temporary one)")] = None,
     ) -> None:
         """The simulator's deals per second and CPU, and the MT5 Web API connector's CPU per stored event
@@ -92,6 +93,11 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
         from ..adapters.logs import configure_logging
         configure_logging(logging.WARNING)
+        if in_process:
+            from ..tools.platform_sim.bench_connector import connector_cpu
+
+            connector_cpu(accounts=accounts)
+            return
         if store not in ("db", "none"):
             raise typer.BadParameter("--store is db or none")
         run(accounts=accounts, deals_per_s=deals_per_s, equity_per_s=equity_per_s, seconds=seconds, warmup=warmup,

@@ -361,7 +361,10 @@ def _runs(tickets: Iterable[int]) -> list[list[int]]:
 
 
 def _in_runs(ticket: int, runs: list[list[int]]) -> bool:
-    return any(a <= ticket <= b for a, b in runs)
+    for a, b in runs:  # a loop, not any(generator): called for every deal a poll re-reads
+        if a <= ticket <= b:
+            return True
+    return False
 
 
 class DealCursor(msgspec.Struct, frozen=True):
