@@ -74,6 +74,35 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         configure_logging(logging.WARNING)
         run(breaches=breaches, gap_s=gap_s, workdir=workdir)
 
+    @bench_app.command("connector")
+    def bench_connector(
+        accounts: Annotated[int, typer.Option(help="accounts on the simulator, all mapped")] = 400,
+        deals_per_s: Annotated[float, typer.Option("--deals-per-s", help="orders (deals) per second the simulated traders place")] = 2000,
+        equity_per_s: Annotated[float, typer.Option("--equity-per-s", help="equity updates per second (sets how often the connector reads the accounts)")] = 10_000,
+        seconds: Annotated[float, typer.Option(help="measured seconds (after the warm-up)")] = 20,
+        warmup: Annotated[float, typer.Option(help="seconds before measuring")] = 3,
+        store: Annotated[str, typer.Option(help="db: ingest into SQLite as `serve` does; none: make the lines and drop them")] = "db",
+        in_process: Annotated[bool, typer.Option("--in-process", help="instead: the connector's CPU per line alone, the simulator driven step by step in this process")] = False,
+        workdir: Annotated[Optional[str], typer.Option(help="directory for the two databases (default: a new temporary one)")] = None,
+    ) -> None:
+        """The simulator's deals per second and CPU, and the MT5 Web API connector's CPU per stored event
+        (poll, lines, commit), at the issue's load — without the worker and the dispatcher."""
+        import logging
+
+        from ..tools.platform_sim.bench_connector import bench_connector as run
+
+        from ..adapters.logs import configure_logging
+        configure_logging(logging.WARNING)
+        if in_process:
+            from ..tools.platform_sim.bench_connector import connector_cpu
+
+            connector_cpu(accounts=accounts)
+            return
+        if store not in ("db", "none"):
+            raise typer.BadParameter("--store is db or none")
+        run(accounts=accounts, deals_per_s=deals_per_s, equity_per_s=equity_per_s, seconds=seconds, warmup=warmup,
+            store=store, workdir=workdir)
+
     @bench_app.command("platforms")
     def bench_platforms(
         accounts: Annotated[int, typer.Option(help="accounts on the simulator, all mapped")] = 400,

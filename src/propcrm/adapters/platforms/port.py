@@ -154,7 +154,12 @@ def utc_from_ms(ms: int) -> dt.datetime:
 
 def rfc3339(ts: dt.datetime) -> str:
     """Milliseconds, ``Z``: the form every connector writes."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    if ts.year < 1000:  # strftime's own form of such years
+        return ts.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return (f"{ts.year}-{ts.month:02d}-{ts.day:02d}T{ts.hour:02d}:{ts.minute:02d}:{ts.second:02d}."
+            f"{ts.microsecond // 1000:03d}Z")
 
 
 __all__ = ["AccountReading", "NewAccount", "NotConnected", "PlatformError", "PlatformEvent", "PlatformGateway",

@@ -306,13 +306,15 @@ class ConnectorRunner:
         kinds: dict[str, int] = {}  # counted here, added to the metrics once per step (a label lookup per event cost more)
         for event in poll.events:
             if event.login is None:  # firm-wide (news, prices): no order to keep
-                by_account.setdefault("", []).append((event.ts, 0, event.body))
+                by_account.setdefault("", []).append((event.ts, 0, dict(event.body)))
                 continue
             account = mapped.get(event.login)
             if account is None:
                 unmapped += 1
                 continue
-            by_account.setdefault(account, []).append((event.ts, 0, {**event.body, "account": account}))
+            body = dict(event.body)  # a copy: the gateway's event stays as it was
+            body["account"] = account
+            by_account.setdefault(account, []).append((event.ts, 0, body))
             kinds[event.kind] = kinds.get(event.kind, 0) + 1
         if unmapped:
             self.metrics.unmapped.labels(self.name).inc(unmapped)
@@ -342,13 +344,15 @@ class ConnectorRunner:
             items.sort(key=lambda item: (item[0], item[1]))
             last = self._last_ts.get(account) if account else None
             for ts, _, body in items:
+                # ``body`` is this step's own dict (made above): fields are added in place, in the order
+                # (and with the effect on an existing key) of the copies ``{**body, key: value}`` they were
                 if last is not None and ts < last:
-                    body = {**body, "platform_ts": rfc3339(ts)}
+                    body["platform_ts"] = rfc3339(ts)
                     ts = last
                     self.metrics.clamped.labels(self.name).inc()
                 if body.get("type") == "equity":
-                    body = {**body, "id": self._equity_id(account, ts)}
-                body = {**body, "ts": rfc3339(ts)}
+                    body["id"] = self._equity_id(account, ts)
+                body["ts"] = rfc3339(ts)
                 lines.append(_ENCODER.encode(body))
                 if account:
                     last = ts

@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 UTC = dt.timezone.utc
 EPOCH = dt.datetime(1970, 1, 1)
+EPOCH_UTC = dt.datetime(1970, 1, 1, tzinfo=UTC)
+_MS = dt.timedelta(milliseconds=1)
 _OFFSET = re.compile(r"^(?:UTC|GMT)?\s*([+-])(\d{1,2})(?::?(\d{2}))?$", re.IGNORECASE)
 
 
@@ -42,6 +44,8 @@ class ServerClock:
     def __init__(self, zone: str | dt.tzinfo = "UTC") -> None:
         self.zone = parse_zone(zone) if isinstance(zone, str) else zone
         self.name = zone if isinstance(zone, str) else str(zone)
+        # a fixed offset (UTC, +02:00) needs no zone rules: server time minus the offset is UTC
+        self._offset = self.zone.utcoffset(None) if isinstance(self.zone, dt.timezone) else None
 
     def wall_to_utc(self, wall: dt.datetime) -> dt.datetime:
         """A naive wall-clock time of the server as an aware UTC time."""
@@ -51,6 +55,8 @@ class ServerClock:
         return self.wall_to_utc(EPOCH + dt.timedelta(seconds=server_seconds))
 
     def ms_to_utc(self, server_ms: int) -> dt.datetime:
+        if self._offset is not None and type(server_ms) is int:
+            return EPOCH_UTC + (server_ms * _MS - self._offset)
         return self.wall_to_utc(EPOCH + dt.timedelta(milliseconds=server_ms))
 
     def to_server(self, utc: dt.datetime) -> int:

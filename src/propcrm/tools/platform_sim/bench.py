@@ -49,7 +49,7 @@ UTC = dt.timezone.utc
 FIRM, CONNECTION, MANAGER = "bench", "sim", "1000"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -94,7 +94,7 @@ class Sampler:
         return out
 
 
-def _seed(url: str, sim_db: str, accounts: int, box: Any, sim_url: str, readings_s: float, poll_s: float) -> int:
+def seed_bench(url: str, sim_db: str, accounts: int, box: Any, sim_url: str, readings_s: float, poll_s: float) -> int:
     from ...adapters.db import models as m
     from ...adapters.db.session import make_engine, sessions
     from ...domain.rulepack import load_pack
@@ -154,7 +154,7 @@ def bench_platforms(*, accounts: int = 400, deals_per_s: float = 2000, equity_pe
     sim_db = str(root / "sim.db")
     for stale in root.glob("*.db*"):
         stale.unlink()
-    port = _free_port()
+    port = free_port()
     sim_url = f"http://127.0.0.1:{port}"
     readings_s = max(0.02, accounts / equity_per_s) if equity_per_s > 0 else 3600.0
     box = SecretBox(new_key().encode())
@@ -163,7 +163,7 @@ def bench_platforms(*, accounts: int = 400, deals_per_s: float = 2000, equity_pe
            f"updates/s (readings every {readings_s * 1000:.0f} ms), {seconds:.0f} s after {warmup:.0f} s of warm-up; "
            f"worker and dispatcher woken by commits, as in `serve`; work dir {root}",
            flush=True)
-    connection_id = _seed(url, sim_db, accounts, box, sim_url, readings_s, 0.02)
+    connection_id = seed_bench(url, sim_db, accounts, box, sim_url, readings_s, 0.02)
 
     env = {**os.environ, "PROPCRM_SIM_MANAGER_PASSWORD": "bench-manager"}
     sim = subprocess.Popen([sys.executable, "-m", "propcrm.cli", "platform-sim", "--db", sim_db, "--port", str(port),
@@ -188,7 +188,9 @@ def bench_platforms(*, accounts: int = 400, deals_per_s: float = 2000, equity_pe
     metrics = ConnectorMetrics()
     store = DatabaseStore(db, firm_id=FIRM, connection_id=connection_id, name=CONNECTION)
     runner = ConnectorRunner(gateway_for(row, box), store, metrics=metrics, settings=RunnerSettings(
-        poll_interval_s=0.02, backoff_initial_s=0.2, guard=GuardSettings(settle_s=1.0)))
+        # the simulator's database is new: a first sync reading 7 days back (168 hour-long windows) only
+        # delayed the measurement
+        poll_interval_s=0.02, backoff_initial_s=0.2, start_lookback_s=600, guard=GuardSettings(settle_s=1.0)))
     saved_env = {k: os.environ.pop(k) for k in ("PROPCRM_PLATFORM_BRIDGE_URL", "PROPCRM_PLATFORM_BRIDGE_SECRET")
                  if k in os.environ}
     dispatcher = build_dispatcher(db, {})
@@ -227,12 +229,12 @@ def bench_platforms(*, accounts: int = 400, deals_per_s: float = 2000, equity_pe
     for thread in threads:
         thread.start()
     time.sleep(warmup)
-    cpu_start = _cpu(threads, sim.pid)
+    cpu_start = cpu_seconds(threads, sim.pid)
     load_start = os.getloadavg()[0]
     window_start = time.time()
     time.sleep(seconds)
     window_end = time.time()
-    cpu_end = _cpu(threads, sim.pid)
+    cpu_end = cpu_seconds(threads, sim.pid)
     load_end = os.getloadavg()[0]
     sim.send_signal(signal.SIGUSR1)  # the traders stop; the platform serves on while what they did is drained
     drained_by = time.time() + 30
@@ -323,7 +325,7 @@ def bench_platforms(*, accounts: int = 400, deals_per_s: float = 2000, equity_pe
     return result
 
 
-def _cpu(threads: list[threading.Thread], sim_pid: int) -> dict[str, float]:
+def cpu_seconds(threads: list[threading.Thread], sim_pid: int) -> dict[str, float]:
     """CPU seconds so far of each of the bench's threads and of the simulator's process (Linux)."""
     out: dict[str, float] = {}
     for thread in threads:
@@ -362,4 +364,4 @@ def _print(r: dict[str, Any], print_) -> None:
            + f"; load average {r['load'][0]} → {r['load'][1]}")
 
 
-__all__ = ["bench_platforms"]
+__all__ = ["bench_platforms", "cpu_seconds", "free_port", "seed_bench"]

@@ -33,11 +33,16 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import msgspec
+
 from ...adapters.platforms.servertime import ServerClock
+
+_ENC = msgspec.json.Encoder()
 
 USER_RIGHT_ENABLED = 0x1
 USER_RIGHT_TRADE_DISABLED = 0x4
@@ -155,6 +160,14 @@ class Deal:
     Dealer: int = 0
     wall_ms: int = 0  # the wall clock when it was executed (for the benchmark's latency)
 
+    def web_json(self) -> bytes:
+        """:meth:`to_web` encoded, made once: a deal never changes, and a connector reads each one many
+        times (every poll re-reads the last second or so)."""
+        cached = self.__dict__.get("_web")
+        if cached is None:
+            cached = self.__dict__["_web"] = _ENC.encode(self.to_web())
+        return cached
+
     def to_web(self) -> dict[str, Any]:
         """As the Web API documents a deal (numbers as JSON strings)."""
         d = self.Digits
@@ -168,6 +181,11 @@ class Deal:
                 "ExpertID": "0", "PositionID": str(self.PositionID), "Comment": self.Comment,
                 "PricePosition": f"{self.PricePosition:.{d}f}", "VolumeClosed": str(self.VolumeClosed),
                 "Flags": "0", "Reason": str(self.Reason), "Gateway": "", "ModificationFlags": "0"}
+
+
+def _record(obj: Any, names: tuple[str, ...]) -> bytes:
+    """A dataclass of plain values as the JSON object ``asdict`` would give (without its deep copies)."""
+    return _ENC.encode({name: getattr(obj, name) for name in names})
 
 
 def cents(value: int) -> str:
@@ -202,6 +220,11 @@ class Result:
     volume_ext: int = 0
 
 
+_ACCOUNT_FIELDS = tuple(f.name for f in fields(Account))
+_POSITION_FIELDS = tuple(f.name for f in fields(Position))
+_DEAL_FIELDS = tuple(f.name for f in fields(Deal))
+
+
 class SimServer:
     def __init__(self, path: str | None = None, *, zone: str = "Europe/Athens", seed: int = 7,
                  symbols: Iterable[SymbolSpec] = DEFAULT_SYMBOLS, stop_out_level: float = 50.0,
@@ -226,6 +249,12 @@ class SimServer:
         self._last_server_day: dt.date | None = None
         self._db: sqlite3.Connection | None = None
         self.listeners: list[Any] = []  # objects with on_deal / on_position / on_login (the fake Manager API)
+        self._batch: dict[str, Any] | None = None  # changes of a batch, written when it ends (see batch())
+        self.accounts_version = 0  # moves when an account is added or changes group (group masks' cache)
+        self._masks: dict[str, tuple[int, list[int]]] = {}
+        self._times_in_order = True  # every deal's Time ≥ the one before (false if the clock went back)
+        self.price_generation = 0  # moves when positions are marked anew or charged a swap
+        self.touched: dict[int, int] = {}  # login → moves with each of its deals and changes
         for spec in self.symbols.values():
             self._quote(spec, spec.price)
         if path:
@@ -250,6 +279,8 @@ class SimServer:
             self.open_by_login.setdefault(position.login, {})[position.ticket] = position
         for (body,) in db.execute("SELECT body FROM deals ORDER BY deal"):
             deal = Deal(**json.loads(body))
+            if self.deals and deal.Time < self.deals[-1].Time:
+                self._times_in_order = False
             self.deals.append(deal)
             self.deals_by_login.setdefault(deal.Login, []).append(deal)
         meta = dict(db.execute("SELECT key, value FROM meta"))
@@ -265,15 +296,32 @@ class SimServer:
               gone: Iterable[int] = (), deals: Iterable[Deal] = ()) -> None:
         if self._db is None:
             return
+        batch = self._batch
+        if batch is not None:  # written when the batch ends, before anyone can read (the lock is held)
+            for a in accounts:
+                batch["accounts"][a.login] = a
+            for p in positions:
+                batch["positions"][p.ticket] = p
+            for t in gone:
+                batch["positions"].pop(t, None)
+                batch["gone"].append(t)
+            batch["deals"].extend(deals)
+            return
+        self._write(accounts, positions, gone, deals)
+
+    def _write(self, accounts: Iterable[Account], positions: Iterable[Position], gone: Iterable[int],
+               deals: Iterable[Deal]) -> None:
         db = self._db
+        assert db is not None
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany("INSERT OR REPLACE INTO accounts VALUES (?, ?)",
-                           [(a.login, json.dumps(asdict(a))) for a in accounts])
+                           [(a.login, _record(a, _ACCOUNT_FIELDS)) for a in accounts])
             db.executemany("INSERT OR REPLACE INTO positions VALUES (?, ?)",
-                           [(p.ticket, json.dumps(asdict(p))) for p in positions])
+                           [(p.ticket, _record(p, _POSITION_FIELDS)) for p in positions])
             db.executemany("DELETE FROM positions WHERE ticket = ?", [(t,) for t in gone])
-            db.executemany("INSERT INTO deals VALUES (?, ?, ?)", [(d.Deal, d.Login, json.dumps(asdict(d))) for d in deals])
+            db.executemany("INSERT INTO deals VALUES (?, ?, ?)", [(d.Deal, d.Login, _record(d, _DEAL_FIELDS))
+                                                                  for d in deals])
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [
                 ("next_login", str(self.next_login)), ("next_ticket", str(self.next_ticket)),
                 ("prices", json.dumps({n: (b + a) / 2 for n, (b, a) in self.prices.items()}))])
@@ -281,6 +329,23 @@ class SimServer:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Several operations under the lock and in one write transaction (the simulated traders' orders
+        of a moment): nothing of them can be read before it is written, as for a single operation."""
+        with self.lock:
+            if self._batch is not None or self._db is None:  # nested, or nothing to write
+                yield
+                return
+            self._batch = batch = {"accounts": {}, "positions": {}, "gone": [], "deals": []}
+            try:
+                yield
+            finally:
+                self._batch = None
+                if batch["accounts"] or batch["positions"] or batch["gone"] or batch["deals"]:
+                    self._write(batch["accounts"].values(), batch["positions"].values(), batch["gone"],
+                                batch["deals"])
 
     def close(self) -> None:
         if self._db is not None:
@@ -324,6 +389,7 @@ class SimServer:
         """Charge a night's swap to every open position (three on Wednesday), into its ``Storage``."""
         with self.lock:
             factor = 3 if triple else 1
+            self.price_generation += 1
             for position in self.positions.values():
                 spec = self.symbols[position.symbol]
                 rate = spec.swap_long_cents if position.action == 0 else spec.swap_short_cents
@@ -355,12 +421,24 @@ class SimServer:
         return notional / max(leverage, 1)
 
     def _after_prices(self) -> None:
+        self.price_generation += 1
         closing: list[tuple[Position, int]] = []
         by_login: dict[int, list[Position]] = {}
+        # what _mark does, with each symbol's figures looked up once per tick instead of once per position
+        marks = {name: (spec.contract_size, bid, ask, spec.quote == "USD", (bid + ask) / 2)
+                 for name, spec in self.symbols.items() for bid, ask in (self.prices[name],)}
         for position in self.positions.values():
-            self._mark(position)
+            contract_size, bid, ask, usd, mid = marks[position.symbol]
+            lots = position.volume_ext / 100_000_000
+            if position.action == 0:
+                position.price_current = bid
+                diff = bid - position.price_open
+            else:
+                position.price_current = ask
+                diff = position.price_open - ask
+            amount = diff * contract_size * lots
+            position.profit = amount if usd else amount / mid
             by_login.setdefault(position.login, []).append(position)
-            bid, ask = self.prices[position.symbol]
             if position.action == 0:
                 if position.sl and bid <= position.sl:
                     closing.append((position, REASON_SL))
@@ -379,9 +457,8 @@ class SimServer:
                 continue
             live = [p for p in positions if p.ticket in self.positions]
             while live:
-                state = self.trade_state(login)
-                margin = state["margin"]
-                if margin <= 0 or state["equity"] / margin * 100 > self.stop_out_level:
+                equity, margin = self._equity_margin(account)
+                if margin <= 0 or equity / margin * 100 > self.stop_out_level:
                     break
                 worst = min(live, key=lambda p: p.profit)
                 self._close(worst, REASON_SO)
@@ -400,6 +477,7 @@ class SimServer:
             account = Account(login=login, group=group, name=name, rights=rights, leverage=leverage, email=email,
                               comment=comment, pass_main=pass_main, pass_investor=pass_investor, registration=now)
             self.accounts[login] = account
+            self.accounts_version += 1
             self._save(accounts=[account])
             return account
 
@@ -409,6 +487,9 @@ class SimServer:
             before = account.rights
             for name, value in changes.items():
                 setattr(account, name, value)
+            if "group" in changes:
+                self.accounts_version += 1
+            self.touched[login] = self.touched.get(login, 0) + 1
             if account.rights & USER_RIGHT_TRADE_DISABLED and not before & USER_RIGHT_TRADE_DISABLED:
                 account.disabled_at = self.wall()
             elif not account.rights & USER_RIGHT_TRADE_DISABLED:
@@ -439,11 +520,25 @@ class SimServer:
                     "floating": floating, "equity": equity, "margin": margin, "free": equity - margin,
                     "positions": len(positions)}
 
+    def _equity_margin(self, account: Account) -> tuple[float, float]:
+        """``trade_state``'s equity and margin, the same sums in the same order, without the rest."""
+        positions = self.open_by_login.get(account.login)
+        if not positions:
+            return account.balance_c / 100 + account.credit_c / 100 + (0 + 0 / 100), 0
+        leverage = account.leverage
+        profit = sum(p.profit for p in positions.values())
+        storage = sum(p.storage_c for p in positions.values()) / 100
+        margin = sum(self._margin(p, leverage) for p in positions.values())
+        return account.balance_c / 100 + account.credit_c / 100 + (profit + storage), margin
+
     # ------------------------------------------------------------------ deals
     def _deal(self, **fields: Any) -> Deal:
         now_ms = self.server_ms()
         deal = Deal(Deal=self.next_deal, Time=now_ms // 1000, TimeMsc=now_ms, wall_ms=int(self.wall() * 1000), **fields)
         self.next_deal += 1
+        if self.deals and deal.Time < self.deals[-1].Time:
+            self._times_in_order = False
+        self.touched[deal.Login] = self.touched.get(deal.Login, 0) + 1
         self.deals.append(deal)
         self.deals_by_login.setdefault(deal.Login, []).append(deal)
         self._notify("on_deal", deal)
@@ -550,11 +645,25 @@ class SimServer:
     def logins_of(self, *, logins: Iterable[int] | None = None, group: str | None = None) -> list[int]:
         with self.lock:
             if group:
-                return [a.login for a in self.accounts.values() if group_matches(a.group, group)]
+                cached = self._masks.get(group)
+                if cached is None or cached[0] != self.accounts_version:
+                    cached = self._masks[group] = (self.accounts_version, [a.login for a in self.accounts.values()
+                                                                           if group_matches(a.group, group)])
+                return list(cached[1])
             return [login for login in (logins or []) if login in self.accounts]
 
     def deals_between(self, logins: Iterable[int], start_s: int, end_s: int) -> list[Deal]:
         with self.lock:
+            logins = list(logins)
+            wanted = set(logins)
+            if len(wanted) > 8 and len(wanted) == len(logins) and self._times_in_order:
+                # many accounts (a group mask): one walk back over all deals — they are numbered in time
+                # order — instead of one per account and a sort
+                deals = self.deals
+                i = len(deals)
+                while i and deals[i - 1].Time >= start_s:
+                    i -= 1
+                return [d for d in deals[i:] if d.Time <= end_s and d.Login in wanted]
             found = []
             for login in logins:
                 for deal in reversed(self.deals_by_login.get(login, [])):

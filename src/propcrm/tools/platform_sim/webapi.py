@@ -56,6 +56,12 @@ def _json(document: Any, status: int = 200) -> Response:
     return Response(_ENC.encode(document), status_code=status, media_type="application/json")
 
 
+def _deals_answer(deals: list) -> Response:
+    """``{"retcode": "0 Done", "answer": [deal, …]}`` from each deal's JSON, encoded once per deal."""
+    return Response(b'{"retcode":"0 Done","answer":[' + b",".join([d.web_json() for d in deals]) + b"]}",
+                    media_type="application/json")
+
+
 def _fail(retcode: str) -> Response:
     return _json({"retcode": retcode})
 
@@ -80,6 +86,7 @@ class WebApi:
         self.started_wall = server.wall()
         self.active: set[int] = set()  # accounts with activity since the start (they have a trading state)
         self.requests_served = 0
+        self._states: dict[int, tuple[tuple, bytes]] = {}  # login → (what it depends on, its trading state)
 
     # ------------------------------------------------------------------ plumbing
     def _key(self, request: Request) -> tuple[str, int]:
@@ -256,6 +263,21 @@ class WebApi:
     def user_logins(self, params, body, request) -> Response:
         return _json({"retcode": OK, "answer": [str(l) for l in self.server.logins_of(group=params.get("group", "*"))]})
 
+    def _state_json(self, login: int) -> bytes:
+        """:meth:`_state` encoded, made again only when something it shows may have changed: the account's
+        deals and settings, or — with positions open — a new marking of prices."""
+        server = self.server
+        account = server.accounts[login]
+        positions = server.open_by_login.get(login)
+        key = (server.touched.get(login, 0), server.price_generation if positions else -1, len(positions or ()),
+               account.balance_c, account.credit_c, account.leverage)
+        cached = self._states.get(login)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        encoded = _ENC.encode(self._state(login))
+        self._states[login] = (key, encoded)
+        return encoded
+
     def _state(self, login: int) -> dict[str, Any]:
         s = self.server.trade_state(login)
 
@@ -281,8 +303,8 @@ class WebApi:
 
     def account_get_batch(self, params, body, request) -> Response:
         with self.server.lock:
-            answer = [self._state(l) for l in self._logins(params, body) if self._has_state(l)]
-        return _json({"retcode": OK, "answer": answer})
+            answer = [self._state_json(l) for l in self._logins(params, body) if self._has_state(l)]
+        return Response(b'{"retcode":"0 Done","answer":[' + b",".join(answer) + b"]}", media_type="application/json")
 
     # ------------------------------------------------------------------ positions
     def _position(self, p) -> dict[str, Any]:
@@ -335,14 +357,13 @@ class WebApi:
             if params.get("symbol"):
                 symbols = set(params["symbol"].split(","))
                 found = [d for d in found if d.Symbol in symbols]
-            return Response(b'{"retcode":"0 Done","answer":' + _ENC.encode([d.to_web() for d in found]) + b"}",
-                            media_type="application/json")
+            return _deals_answer(found)
 
     def deal_get_page(self, params, body, request) -> Response:
         offset, total = self._page(params)
         with self.server.lock:
             found = self.server.deals_between([int(params["login"])], int(params["from"]), int(params["to"]))
-            return _json({"retcode": OK, "answer": [d.to_web() for d in found[offset:offset + total]]})
+            return _deals_answer(found[offset:offset + total])
 
     def deal_get_total(self, params, body, request) -> Response:
         found = self.server.deals_between([int(params["login"])], int(params["from"]), int(params["to"]))

@@ -158,6 +158,37 @@ class Mt5Deal:
                    lots_closed=norm(closed) if closed else ZERO)
 
 
+    @classmethod
+    def from_web(cls, record: Any) -> Mt5Deal:
+        """:meth:`from_record` for a decoded Web API deal (``webapi.WebDeal``: ints and Decimals already),
+        the same values without the detours a mapping or a foreign object needs."""
+        time_ms = record.TimeMsc or record.Time * 1000
+        lots = _lots(record.VolumeExt, LOT_EXT) if record.VolumeExt else _lots(record.Volume, LOT)
+        closed = (_lots(record.VolumeClosedExt, LOT_EXT) if record.VolumeClosedExt
+                  else _lots(record.VolumeClosed, LOT))
+        return cls(deal=record.Deal, login=str(record.Login), action=record.Action, entry=record.Entry,
+                   time_ms=time_ms, symbol=record.Symbol or "", price=record.Price, lots=lots, profit=record.Profit,
+                   storage=record.Storage, commission=record.Commission, position=record.PositionID,
+                   order=record.Order, reason=record.Reason, comment=record.Comment or "", price_sl=record.PriceSL,
+                   price_tp=record.PriceTP, lots_closed=closed)
+
+
+_LOTS: dict[tuple[int, Decimal], Decimal] = {}
+
+
+def _lots(volume: int, unit: Decimal) -> Decimal:
+    """``norm(Decimal(volume) / unit)`` (``ZERO`` for none), remembered: a platform trades few distinct volumes."""
+    key = (volume, unit)
+    found = _LOTS.get(key)
+    if found is None:
+        lots = dec(volume) / unit
+        found = norm(lots) if lots else ZERO
+        if len(_LOTS) > 10_000:
+            _LOTS.clear()
+        _LOTS[key] = found
+    return found
+
+
 def _reason(code: int) -> str:
     return {DEAL_REASON_SL: "sl", DEAL_REASON_TP: "tp", DEAL_REASON_SO: "stop_out"}.get(code, "manual")
 

@@ -110,6 +110,16 @@ class WebDeal(msgspec.Struct):
     Comment: str = ""
 
 
+class DealHead(msgspec.Struct):
+    """What a poll needs of every deal it reads (most of them re-read, already seen): the rest of a
+    deal is decoded only for the new ones."""
+
+    Deal: int = 0
+    Login: int = 0
+    Time: int = 0
+    TimeMsc: int = 0
+
+
 class WebPosition(msgspec.Struct):
     Login: int = 0
     Position: int = 0
@@ -169,6 +179,9 @@ def _decoder(kind: Any) -> msgspec.json.Decoder:
 
 
 _ANY = msgspec.json.Decoder(strict=False, float_hook=Decimal)
+_DEAL = msgspec.json.Decoder(WebDeal, strict=False)
+_HEAD = msgspec.json.Decoder(DealHead, strict=False)
+_RAW_DEALS = list[msgspec.Raw]
 
 
 def retcode_number(retcode: str) -> int:
@@ -348,7 +361,10 @@ def _runs(tickets: Iterable[int]) -> list[list[int]]:
 
 
 def _in_runs(ticket: int, runs: list[list[int]]) -> bool:
-    return any(a <= ticket <= b for a, b in runs)
+    for a, b in runs:  # a loop, not any(generator): called for every deal a poll re-reads
+        if a <= ticket <= b:
+            return True
+    return False
 
 
 class DealCursor(msgspec.Struct, frozen=True):
@@ -469,18 +485,25 @@ class Mt5WebGateway:
     def _deals(self, selector: dict[str, str], start: int, end: int) -> list[WebDeal]:
         return self.api.get("/api/deal/get_batch", list[WebDeal], **selector, **{"from": start, "to": end}) or []
 
-    def _deals_since(self, start: int, logins: Sequence[str]) -> list[WebDeal]:
+    def _raw_deals(self, selector: dict[str, str], start: int, end: int) -> list[tuple[DealHead, msgspec.Raw]]:
+        raws = self.api.get("/api/deal/get_batch", _RAW_DEALS, **selector, **{"from": start, "to": end}) or []
+        try:
+            return [(_HEAD.decode(raw), raw) for raw in raws]
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise PlatformError(f"/api/deal/get_batch: unexpected answer ({exc})") from None
+
+    def _deals_since(self, start: int, logins: Sequence[str]) -> list[tuple[DealHead, msgspec.Raw]]:
         server_now = self.clock.to_server(self._now())
         horizon = server_now + 86400  # server clocks run ahead of ours, sometimes by hours
         selectors = self._selectors(logins)
-        deals: list[WebDeal] = []
+        deals: list[tuple[DealHead, msgspec.Raw]] = []
         window = max(60, self.settings.catchup_window_s)
         cursor = start
         while cursor <= horizon:
             # catching up: windows of ``catchup_window_s``; the last one (now and the future) in one request
             end = horizon if cursor + window > server_now else cursor + window - 1
             for selector in selectors:
-                deals.extend(self._deals(selector, cursor, end))
+                deals.extend(self._raw_deals(selector, cursor, end))
             cursor = end + 1
         return deals
 
@@ -504,17 +527,22 @@ class Mt5WebGateway:
         deals = self._deals_since(state.start, logins)
         wanted = set(logins)
         newest = None
-        for deal in sorted(deals, key=lambda d: (d.TimeMsc or d.Time * 1000, d.Deal)):
-            if _in_runs(deal.Deal, state.seen) or str(deal.Login) not in wanted:
-                continue
-            record = Mt5Deal.from_record(deal)
+        fresh = [(head, raw) for head, raw in deals
+                 if not _in_runs(head.Deal, state.seen) and str(head.Login) in wanted]
+        fresh.sort(key=lambda pair: (pair[0].TimeMsc or pair[0].Time * 1000, pair[0].Deal))
+        for _, raw in fresh:
+            try:
+                deal = _DEAL.decode(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise PlatformError(f"/api/deal/get_batch: unexpected answer ({exc})") from None
+            record = Mt5Deal.from_web(deal)
             poll.events.extend(deal_events(record, self.clock))
             newest = record.time_ms
         if deals:
-            latest = max(d.Time for d in deals)
+            latest = max(head.Time for head, _ in deals)
             frm = max(state.start, latest - self.settings.deal_overlap_s)
             # every deal from ``state.start`` on was in this answer, so the tickets from ``frm`` on are all here
-            seen = _runs(d.Deal for d in deals if d.Time >= frm)
+            seen = _runs(head.Deal for head, _ in deals if head.Time >= frm)
             poll.cursor = DealCursor(start=frm, seen=seen).encode()
         else:
             poll.cursor = state.encode() if cursor is None else cursor
