@@ -97,8 +97,14 @@ def _watch(value: Decimal, up: bool) -> int:
     if value.is_infinite():
         return _TOP if value > 0 else -_TOP
     scaled = value.scaleb(MARK_PLACES)
-    edge = int(scaled.to_integral_value(rounding="ROUND_CEILING" if up else "ROUND_FLOOR"))
-    return max(-_TOP, min(_TOP, edge))
+    edge = int(scaled)  # towards zero; then up (ceiling) or down (floor) when a fraction was cut off
+    if edge != scaled:
+        if up:
+            if scaled > 0:
+                edge += 1
+        elif scaled < 0:
+            edge -= 1
+    return -_TOP if edge < -_TOP else (_TOP if edge > _TOP else edge)
 
 
 def _alert_units(below: Decimal) -> int:

@@ -434,3 +434,19 @@ def test_a_band_leaver_keeps_its_rows(monkeypatch):
     assert vector.stats.exact_marked == 1 and rebuilt == []
     assert to_ndjson(got) == to_ndjson(want)
     assert state_bytes(vector) == state_bytes(exact)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(-(10**20), 10**20), st.integers(0, 14), st.booleans())
+def test_a_band_edge_in_units_is_the_floor_or_ceiling_of_its_exact_value(digits, places, up):
+    """``_watch`` (a truncation and a step, where it was a rounding in Decimal) writes a band edge
+    in 1e-8 units rounded up for an upper edge and down for a lower one, clamped to ±2**62."""
+    import math
+
+    from propcrm.engine.marking import _watch
+
+    value = D(digits).scaleb(-places)
+    exact = Fraction(value) * 10**8
+    want = math.ceil(exact) if up else math.floor(exact)
+    assert _watch(value, up) == max(-(2**62), min(2**62, want))
+    assert _watch(D("Infinity"), up) == 2**62 and _watch(D("-Infinity"), up) == -(2**62)
