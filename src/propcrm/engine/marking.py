@@ -286,7 +286,7 @@ class Marks:
         the marks, the equity (with the places the exact path's sums would have given it) and the
         intraday peak the exact path would have recorded at the highest tick."""
         index = self.slot.get(account)
-        if index is None or not self.pending[index]:
+        if index is None or not self.pending.item(index):  # (.item: a Python value, not a numpy scalar)
             return
         self.pending[index] = False
         st = self.engine.states.get(account)
@@ -294,8 +294,8 @@ class Marks:
             return
         positions = None
         for book, slot, key in self.rows[account]:
-            q = int(book.mark[slot])
-            if q == book.settled[slot]:
+            q = book.mark.item(slot)
+            if q == book.settled.item(slot):
                 continue
             book.settled[slot] = q
             if positions is None:
@@ -304,10 +304,10 @@ class Marks:
         if positions is not None:
             st.positions = positions
             self.held_positions[account] = positions
-        equity = equity_from_units(int(self.base[index] + self.floating[index]), int(self.places[index]))
-        if self.raised[index]:
+        equity = equity_from_units(self.base.item(index) + self.floating.item(index), self.places.item(index))
+        if self.raised.item(index):
             self.raised[index] = False
-            st.equity = equity_from_units(int(self.top[index]), int(self.top_places[index]))
+            st.equity = equity_from_units(self.top.item(index), self.top_places.item(index))
             self.engine.programs[account].raise_peak(st)
         st.equity = equity
 
