@@ -22,7 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # The last tick described and its text: a tick that takes many accounts out of their band names itself in
 # each of their decisions, and writing it (its prices, its time in UTC) is the dearest part of a decision.
-_DESCRIBED: list = [None, None, ""]
+# One immutable tuple, replaced whole: engines in several threads each read a consistent one.
+_DESCRIBED: tuple = (None, None, "")
 
 
 class Ctx:
@@ -52,9 +53,10 @@ class Ctx:
     ) -> None:
         if self.tick is not None:
             symbol, tick = self.tick
+            global _DESCRIBED
             last = _DESCRIBED
             if last[1] is not tick or last[0] != symbol:  # (the tick is held here: its id cannot be reused)
-                last[:] = symbol, tick, tick.describe(symbol)
+                last = _DESCRIBED = (symbol, tick, tick.describe(symbol))
             message = f"{message} (at the tick {last[2]})"
             details["tick"] = {"symbol": symbol, "bid": tick.bid, "ask": tick.ask, "ts": tick.ts}
         self.decisions.append(
