@@ -97,8 +97,14 @@ def _watch(value: Decimal, up: bool) -> int:
     if value.is_infinite():
         return _TOP if value > 0 else -_TOP
     scaled = value.scaleb(MARK_PLACES)
-    edge = int(scaled.to_integral_value(rounding="ROUND_CEILING" if up else "ROUND_FLOOR"))
-    return max(-_TOP, min(_TOP, edge))
+    edge = int(scaled)  # towards zero; then up (ceiling) or down (floor) when a fraction was cut off
+    if edge != scaled:
+        if up:
+            if scaled > 0:
+                edge += 1
+        elif scaled < 0:
+            edge -= 1
+    return -_TOP if edge < -_TOP else (_TOP if edge > _TOP else edge)
 
 
 def _alert_units(below: Decimal) -> int:
@@ -280,7 +286,7 @@ class Marks:
         the marks, the equity (with the places the exact path's sums would have given it) and the
         intraday peak the exact path would have recorded at the highest tick."""
         index = self.slot.get(account)
-        if index is None or not self.pending[index]:
+        if index is None or not self.pending.item(index):  # (.item: a Python value, not a numpy scalar)
             return
         self.pending[index] = False
         st = self.engine.states.get(account)
@@ -288,8 +294,8 @@ class Marks:
             return
         positions = None
         for book, slot, key in self.rows[account]:
-            q = int(book.mark[slot])
-            if q == book.settled[slot]:
+            q = book.mark.item(slot)
+            if q == book.settled.item(slot):
                 continue
             book.settled[slot] = q
             if positions is None:
@@ -298,10 +304,10 @@ class Marks:
         if positions is not None:
             st.positions = positions
             self.held_positions[account] = positions
-        equity = equity_from_units(int(self.base[index] + self.floating[index]), int(self.places[index]))
-        if self.raised[index]:
+        equity = equity_from_units(self.base.item(index) + self.floating.item(index), self.places.item(index))
+        if self.raised.item(index):
             self.raised[index] = False
-            st.equity = equity_from_units(int(self.top[index]), int(self.top_places[index]))
+            st.equity = equity_from_units(self.top.item(index), self.top_places.item(index))
             self.engine.programs[account].raise_peak(st)
         st.equity = equity
 
@@ -428,6 +434,54 @@ class Marks:
                 continue
             self._detach(account)
             self._attach(account)
+
+    def resync(self, account: str) -> None:
+        """The exact path has just evaluated a tick for ``account``: when it only re-marked positions the
+        screen holds (the same positions, lots and prices, new marks) and the account stays screenable,
+        take its new marks and band into its existing rows instead of rebuilding them at the next tick
+        (``_catch_up``: detach, attach, a new row per position). Else it stays dirty for ``_catch_up``.
+
+        Cheaper by ~20 µs a band leaver; the rows end exactly as a rebuild would leave them (the same
+        integers; only the rows' slots in their books may differ, which nothing reads in order) —
+        ``tests/unit/engine/test_vector_marking.py`` holds both to the same rows."""
+        index = self.slot.get(account)
+        if index is None or account not in self.dirty:
+            return
+        st = self.engine.states.get(account)
+        if st is None or st.status not in LIVE or st.phase_start is None:
+            return
+        positions = st.positions
+        held = self.held_positions[account]
+        rows = self.rows[account]
+        if positions is not held:
+            if len(positions) != len(held):
+                return
+            marks = []
+            for book, slot, key in rows:
+                pos, was = positions.get(key), held[key]
+                if pos is None or pos.mark is None or (pos is not was and (
+                        pos.lots != was.lots or pos.price != was.price or pos.side != was.side or pos.symbol != was.symbol)):
+                    return
+                q = to_units(pos.mark)
+                if q is None or abs(q) >= _MAX_MARK:
+                    return
+                marks.append(q)
+            for key, pos in positions.items():  # the positions no tick moves must be the very same
+                if pos.symbol not in self.engine.market.symbols and held.get(key) is not pos:
+                    return
+        else:
+            marks = [int(book.settled[slot]) for book, slot, _ in rows]
+        equity = to_units(st.equity)
+        if equity is None or abs(equity) >= _MAX_EQUITY:
+            return
+        floating = 0
+        for (book, slot, _), q in zip(rows, marks):
+            book.mark[slot] = book.settled[slot] = q
+            floating += q
+        self.floating[index] = floating
+        self.held_positions[account] = positions
+        self._rebase(index, st, equity)
+        self.dirty.discard(account)
 
     # ------------------------------------------------------------------ a tick
     def tick(self, symbol: str, ts: dt.datetime) -> list[str]:

@@ -388,8 +388,14 @@ class Engine:
             if not holders:
                 return
             accounts = sorted(holders)  # in account order: the same after a snapshot is restored
+        if self.marks is None:
+            for account in accounts:
+                self._tick_account(account, ev, tick, line, out)
+            return
+        resync = self.marks.resync
         for account in accounts:
             self._tick_account(account, ev, tick, line, out)
+            resync(account)  # its rows take the new marks at once (else they are rebuilt at the next tick)
 
     def _tick_account(self, account: str, ev: Price, tick: Tick, line: int | None, out: list[Decision]) -> None:
         """The exact path of a tick for one holder: re-mark its positions in Decimal; inside its band

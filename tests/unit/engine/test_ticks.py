@@ -463,3 +463,21 @@ def test_a_history_with_ticks_cut_into_snapshotted_chunks_replays_to_the_same_by
     assert to_ndjson(got) == to_ndjson(expected)
     for name, state in whole.engine.states.items():
         assert engine.states[name] == state
+
+
+def test_every_decision_names_its_own_tick_when_one_tick_decides_for_many_accounts():
+    """A tick's text is written once and shared by the decisions it causes (``Ctx.decide``): the next
+    tick, of the same symbol or another, names itself."""
+    f = Feed()
+    f.tick("EURUSD", "1.08500", "1.08510", 0)
+    f.tick("XAUUSD", "2000.00", "2000.50", 0)
+    for account in ("A1", "A2"):
+        f.open("p1", "EURUSD", "buy", "10", "1.08510", 10, account=account)
+    f.open("p1", "EURUSD", "buy", "5", "1.08510", 10, account="A3")
+    f.open("p2", "XAUUSD", "buy", "10", "2000.50", 10, account="A3")
+    first = f.tick("EURUSD", "1.08005", "1.08015", 180)  # A1 and A2 through the daily floor
+    assert [(d.account, d.kind) for d in first] == [("A1", "breach"), ("A2", "breach")]
+    assert all("at the tick EURUSD bid 1.08005 / ask 1.08015 at 2026-03-02 09:03:00 UTC" in d.message for d in first)
+    second = f.tick("XAUUSD", "1995.00", "1995.50", 200)  # A3: −2,525 then −5,500 → 91,975 < 95,000
+    assert [(d.account, d.kind) for d in second] == [("A3", "breach")]
+    assert "at the tick XAUUSD bid 1995.00 / ask 1995.50 at 2026-03-02 09:03:20 UTC" in second[0].message

@@ -359,3 +359,94 @@ def test_a_state_put_back_is_installed_as_given_and_the_screen_follows_it():
         engine.feed(later)
     assert state_bytes(engines[True]) == state_bytes(engines[False])
     assert "A04" not in engines[True].holders.get("EURUSD", {})
+
+
+def _screened(marks, account: str):
+    """What the screen holds for ``account``, independent of where its rows sit in their books: the
+    per-account integers and each position's row (lots and open price as exact fractions)."""
+    from propcrm.engine.marking import Marks  # noqa: F401  (the type read here)
+
+    i = marks.slot[account]
+    fields = [int(getattr(marks, name)[i]) for name in ("base", "floating", "low", "high", "peak", "deadline",
+                                                        "places", "alert", "pending", "raised", "trail")]
+    if marks.trail[i]:
+        fields += [int(marks.amount[i]), int(marks.cap[i]), int(marks.offset[i])]
+    rows = sorted(
+        (key, book.symbol, book.currency, bool(book.buy[s]), Fraction(int(book.lots[s]), 10**book.lot_places),
+         Fraction(int(book.open[s]), 10**book.price_places), int(book.mark[s]), int(book.settled[s]))
+        for book, s, key in marks.rows[account]
+    )
+    return fields, rows, marks.held_positions[account] is marks.engine.states[account].positions
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(streams(), st.sampled_from([BANDS, WIDE]))
+def test_a_band_leaver_s_rows_taken_in_place_equal_rows_rebuilt_from_its_state(events, pack):
+    """After the exact path evaluated a tick for a screened account that only re-marked its positions,
+    ``Marks.resync`` writes the new marks and band into its existing rows instead of rebuilding them at
+    the next tick. The rows it leaves equal, integer for integer, those a screen built afresh from the
+    same Decimal states holds; and the decisions and states are, to the byte, those of the screen that
+    rebuilds (resync off) and of the exact path."""
+    from propcrm.engine.marking import Marks
+
+    exact, vector = engines(pack)
+    _, rebuilding = engines(pack)
+    rebuilding.marks.resync = lambda account: None  # the screen as it was: every leaver rebuilt
+    want, got, old = [], [], []
+    for ev in events:
+        want += exact.feed([ev])
+        got += vector.feed([ev])
+        old += rebuilding.feed([ev])
+        if not isinstance(ev, Price):
+            continue
+        marks = vector.marks
+        fresh = Marks(vector)  # reads the Decimal states, changes nothing
+        fresh._catch_up()
+        for account in marks.slot:
+            if account in marks.dirty or marks.pending[marks.slot[account]]:
+                continue  # its Decimal state lags the integers, or it is rebuilt at the next tick anyway
+            assert account in fresh.slot
+            assert _screened(marks, account) == _screened(fresh, account)
+    assert to_ndjson(got) == to_ndjson(want) == to_ndjson(old)
+    assert state_bytes(vector) == state_bytes(exact) == state_bytes(rebuilding)
+    assert vector.stats.marked == exact.stats.marked == rebuilding.stats.marked
+    assert vector.snapshot() == exact.snapshot()
+
+
+def test_a_band_leaver_keeps_its_rows(monkeypatch):
+    """A tick that takes a screened holder out of its band (a warning) leaves its rows in place: the
+    next tick re-values it in the screen without rebuilding it."""
+    exact, vector = engines(BANDS)
+    start = [Price(id="p", ts=T0, symbol="EURUSD", bid=D("1.08000"), ask=D("1.08010")),
+             TradeOpened(id="o", ts=T0, account="A1", position="q", symbol="EURUSD", side="buy",
+                         lots=D("10"), price=D("1.08010"))]
+    bids = [D("1.07990"), D("1.07890"), D("1.07880"), D("1.07870"), D("1.07875")]  # −200, −1,200, −1,300 …
+    fall = [Price(id=f"t{k}", ts=T0 + dt.timedelta(seconds=k + 1), symbol="EURUSD", bid=bid, ask=bid + D("0.0001"))
+            for k, bid in enumerate(bids)]
+    for engine in (exact, vector):
+        engine.feed(start)
+        engine.feed(fall[:1])  # read into the screen
+    rebuilt = []
+    original = vector.marks._attach
+    monkeypatch.setattr(vector.marks, "_attach", lambda account: rebuilt.append(account) or original(account))
+    want, got = exact.feed(fall[1:]), vector.feed(fall[1:])
+    assert [d.kind for d in got] == ["warning"]  # 1,000 of the 2,000 daily room: the 50% warning
+    assert vector.stats.exact_marked == 1 and rebuilt == []
+    assert to_ndjson(got) == to_ndjson(want)
+    assert state_bytes(vector) == state_bytes(exact)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(-(10**20), 10**20), st.integers(0, 14), st.booleans())
+def test_a_band_edge_in_units_is_the_floor_or_ceiling_of_its_exact_value(digits, places, up):
+    """``_watch`` (a truncation and a step, where it was a rounding in Decimal) writes a band edge
+    in 1e-8 units rounded up for an upper edge and down for a lower one, clamped to ±2**62."""
+    import math
+
+    from propcrm.engine.marking import _watch
+
+    value = D(digits).scaleb(-places)
+    exact = Fraction(value) * 10**8
+    want = math.ceil(exact) if up else math.floor(exact)
+    assert _watch(value, up) == max(-(2**62), min(2**62, want))
+    assert _watch(D("Infinity"), up) == 2**62 and _watch(D("-Infinity"), up) == -(2**62)

@@ -20,6 +20,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..state import AccountState, Position
 
 
+# The last tick described and its text: a tick that takes many accounts out of their band names itself in
+# each of their decisions, and writing it (its prices, its time in UTC) is the dearest part of a decision.
+# One immutable tuple, replaced whole: engines in several threads each read a consistent one.
+_DESCRIBED: tuple = (None, None, "")
+
+
 class Ctx:
     """One event's evaluation: the event, the market, and the decisions taken so far."""
 
@@ -47,7 +53,11 @@ class Ctx:
     ) -> None:
         if self.tick is not None:
             symbol, tick = self.tick
-            message = f"{message} (at the tick {tick.describe(symbol)})"
+            global _DESCRIBED
+            last = _DESCRIBED
+            if last[1] is not tick or last[0] != symbol:  # (the tick is held here: its id cannot be reused)
+                last = _DESCRIBED = (symbol, tick, tick.describe(symbol))
+            message = f"{message} (at the tick {last[2]})"
             details["tick"] = {"symbol": symbol, "bid": tick.bid, "ask": tick.ask, "ts": tick.ts}
         self.decisions.append(
             Decision(
