@@ -649,10 +649,17 @@ def run_dispatcher(*, database_url: str | None, once: bool = False, interval: fl
             print_(summary(total))
             return total
         stop = stop or threading.Event()
+        from .wakeup import listen_outbox
+
+        listening = listen_outbox(engine, stop)  # PostgreSQL: other processes' outbox commits wake the loop
         try:
             dispatch_loop(dispatcher, stop, fallback=interval, total=total)
         except KeyboardInterrupt:
             pass
+        finally:
+            stop.set()
+            if listening is not None:
+                listening.join(timeout=5)
         print_(summary(total))
         return total
     finally:
