@@ -37,6 +37,8 @@ from propcrm.adapters.platforms.runner import ConnectorRunner, RunnerSettings
 from propcrm.adapters.platforms.secrets import SecretBox, new_key
 from propcrm.domain.rulepack import load_pack
 from propcrm.features.platforms.connections import add_connection, gateway_for
+from propcrm.adapters.settings import Settings, install
+from propcrm.features.platforms.service import ConnectorSupervisor
 from propcrm.features.platforms.store import BusStore, store_for
 from propcrm.services.catalog import add_pack, create_account, ensure_firm
 from propcrm.services.dispatch import build_dispatcher
@@ -208,11 +210,23 @@ def world(pg_url, bus, tmp_path, monkeypatch):
     w.close()
 
 
-def test_the_bus_store_is_chosen_in_the_scale_out_deployment(world):
-    assert type(store_for(world.db, firm_id=FIRM, connection_id=world.connection_id, name="sim",
-                          bus=world.bus)) is BusStore
-    assert type(store_for(world.db, firm_id=FIRM, connection_id=world.connection_id, name="sim")).__name__ \
-        == "DatabaseStore"
+def test_the_bus_store_is_chosen_in_the_scale_out_deployment(world, monkeypatch):
+    def chosen():
+        store = store_for(world.db, firm_id=FIRM, connection_id=world.connection_id, name="sim")
+        return type(store).__name__, getattr(store, "bus", None)
+
+    assert chosen() == ("DatabaseStore", None)
+    for key, value in world.bus.as_env().items():  # PROPCRM_NATS_URL: the deployment is the scale-out one
+        monkeypatch.setenv(key, value)
+    install(Settings.from_env())
+    assert chosen() == ("BusStore", world.bus)
+    supervisor = ConnectorSupervisor(world.db, refresh_s=3600)  # what `propcrm connect` runs
+    try:
+        supervisor.refresh()
+        [running] = supervisor.running.values()
+        assert type(running.runner.store) is BusStore
+    finally:
+        supervisor.close()
 
 
 def test_a_breach_through_the_bus_disables_the_platform_account_without_the_dispatcher_s_poll(world):

@@ -608,8 +608,8 @@ def dispatch_loop(dispatcher: Dispatcher, stop: threading.Event, *, fallback: fl
                   total: DispatchReport | None = None) -> None:
     """Passes until ``stop``: while a pass delivers or fails something, the next one at once; when idle,
     wait until outbox rows are committed in this process (:data:`~.wakeup.OUTBOX` — the worker's
-    decisions in ``propcrm serve``) or ``fallback`` seconds pass (rows another process wrote, retries
-    coming due). There is no poll interval between a breach's commit and its ``disable`` being sent.
+    decisions in ``propcrm serve``), or in another one when :func:`~.wakeup.listen_outbox` runs
+    (PostgreSQL ``NOTIFY``), or ``fallback`` seconds pass (SQLite's other processes, retries coming due). There is no poll interval between a breach's commit and its ``disable`` being sent.
     Whoever sets ``stop`` should also call ``OUTBOX.notify()`` to end the wait at once."""
     from .wakeup import OUTBOX
 

@@ -195,6 +195,21 @@ def bench_platforms_bus(*, nats_url: str, database_url: str | None = None, accou
                                                 "--interval", "0.5"], env=env, stdout=out, stderr=out)
     notices = _Notices(bus)
     notices.start()
+    from ..services.wakeup import Signal, listen_outbox
+
+    class Stamped(Signal):  # when outbox commits were announced (NOTIFY), as a dispatcher hears them
+        def __init__(self) -> None:
+            super().__init__()
+            self.at: list[float] = []
+
+        def notify(self) -> None:
+            self.at.append(time.time())
+            super().notify()
+
+    heard = Stamped()
+    listening_stop = threading.Event()
+    listen_engine = make_engine(url)
+    listen_outbox(listen_engine, listening_stop, signal=heard)
 
     engine = make_engine(url)
     db = sessions(engine)
@@ -277,6 +292,7 @@ def bench_platforms_bus(*, nats_url: str, database_url: str | None = None, accou
             except subprocess.TimeoutExpired:
                 proc.kill()
         notices.close()
+        listening_stop.set()
 
     # ---------------------------------------------------------------- figures
     sim_conn = sqlite3.connect(sim_db)
@@ -312,6 +328,15 @@ def bench_platforms_bus(*, nats_url: str, database_url: str | None = None, accou
                                   .where(m.Decision.firm_id == FIRM, m.Decision.kind == "breach")))
         letters = s.scalar(text("SELECT count(*) FROM cluster_dead_letters"))
     breach_lat = [disabled[login] - created.timestamp() for login, created in breaches if login in disabled]
+    # the breach's commit as the dispatcher could first know it: the first NOTIFY heard after the decision
+    announced = sorted(heard.at)
+    commit_lat, wake_lat = [], []
+    for login, created in breaches:
+        at = next((t for t in announced if t >= created.timestamp()), None)
+        if at is not None and login in disabled:
+            commit_lat.append(at - created.timestamp())
+            wake_lat.append(disabled[login] - at)
+    listen_engine.dispose()
     span = window_end - window_start
     in_window = sum(1 for w in deals_wall.values() if window_start <= w < window_end)
     result = {
@@ -325,6 +350,9 @@ def bench_platforms_bus(*, nats_url: str, database_url: str | None = None, accou
         "acked_p50_ms": _pct(bus_lat, 0.5), "acked_p90_ms": _pct(bus_lat, 0.9), "acked_p99_ms": _pct(bus_lat, 0.99),
         "breaches": len(breaches), "breaches_refused": len(breach_lat), "breach_p50_ms": _pct(breach_lat, 0.5),
         "breach_p90_ms": _pct(breach_lat, 0.9), "breach_p99_ms": _pct(breach_lat, 0.99),
+        "notify_p50_ms": _pct(commit_lat, 0.5), "notify_p90_ms": _pct(commit_lat, 0.9),
+        "notify_p99_ms": _pct(commit_lat, 0.99), "refused_p50_ms": _pct(wake_lat, 0.5),
+        "refused_p90_ms": _pct(wake_lat, 0.9), "refused_p99_ms": _pct(wake_lat, 0.99),
         "dead_letters": letters, "messages": len(published), "connector": runner.health.to_dict(),
         "cpu_per_s": {k: round((cpu_end[k] - cpu_start[k]) / span, 2) for k in cpu_end if k in cpu_start},
         "load": (round(load_start, 1), round(load_end, 1)),
@@ -378,6 +406,10 @@ def _print(r: dict[str, Any], print_) -> None:
            f"{f(r['acked_p50_ms']):>10}{f(r['acked_p90_ms']):>10}{f(r['acked_p99_ms']):>10}")
     print_(f"{'breach → orders refused':30}{r['breaches']:>10}{r['breaches_refused']:>10}"
            f"{f(r['breach_p50_ms']):>10}{f(r['breach_p90_ms']):>10}{f(r['breach_p99_ms']):>10}")
+    print_(f"{'   (decision → NOTIFY heard)':30}{'':>10}{'':>10}"
+           f"{f(r['notify_p50_ms']):>10}{f(r['notify_p90_ms']):>10}{f(r['notify_p99_ms']):>10}")
+    print_(f"{'   (NOTIFY heard → refused)':30}{'':>10}{'':>10}"
+           f"{f(r['refused_p50_ms']):>10}{f(r['refused_p90_ms']):>10}{f(r['refused_p99_ms']):>10}")
     print_(f"connector: {r['messages']:,} messages published, health {r['connector']}")
     print_(f"dead letters {r['dead_letters']}; CPU seconds per second of the window: "
            + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_per_s"].items())
