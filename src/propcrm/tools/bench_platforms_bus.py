@@ -327,6 +327,10 @@ def bench_platforms_bus(*, nats_url: str, database_url: str | None = None, accou
                                   .join(m.Account, m.Account.id == m.Decision.account_id)
                                   .where(m.Decision.firm_id == FIRM, m.Decision.kind == "breach")))
         letters = s.scalar(text("SELECT count(*) FROM cluster_dead_letters"))
+        commands = s.execute(select(m.OutboxMessage.created_at, m.OutboxMessage.sent_at, m.OutboxMessage.attempts)
+                             .where(m.OutboxMessage.kind == "platform_command")).all()
+    queued = sorted((sent - created).total_seconds() for created, sent, _ in commands if sent is not None)
+    retried = sum(1 for *_, attempts in commands if attempts > 1)
     breach_lat = [disabled[login] - created.timestamp() for login, created in breaches if login in disabled]
     # the breach's commit as the dispatcher could first know it: the first NOTIFY heard after the decision
     announced = sorted(heard.at)
@@ -353,6 +357,7 @@ def bench_platforms_bus(*, nats_url: str, database_url: str | None = None, accou
         "notify_p50_ms": _pct(commit_lat, 0.5), "notify_p90_ms": _pct(commit_lat, 0.9),
         "notify_p99_ms": _pct(commit_lat, 0.99), "refused_p50_ms": _pct(wake_lat, 0.5),
         "refused_p90_ms": _pct(wake_lat, 0.9), "refused_p99_ms": _pct(wake_lat, 0.99),
+        "command_p50_ms": _pct(queued, 0.5), "command_p99_ms": _pct(queued, 0.99), "commands_retried": retried,
         "dead_letters": letters, "messages": len(published), "connector": runner.health.to_dict(),
         "cpu_per_s": {k: round((cpu_end[k] - cpu_start[k]) / span, 2) for k in cpu_end if k in cpu_start},
         "load": (round(load_start, 1), round(load_end, 1)),
@@ -410,6 +415,8 @@ def _print(r: dict[str, Any], print_) -> None:
            f"{f(r['notify_p50_ms']):>10}{f(r['notify_p90_ms']):>10}{f(r['notify_p99_ms']):>10}")
     print_(f"{'   (NOTIFY heard → refused)':30}{'':>10}{'':>10}"
            f"{f(r['refused_p50_ms']):>10}{f(r['refused_p90_ms']):>10}{f(r['refused_p99_ms']):>10}")
+    print_(f"platform commands: row committed → sent p50 {f(r['command_p50_ms'])}, p99 {f(r['command_p99_ms'])}; "
+           f"{r['commands_retried']} needed more than one attempt")
     print_(f"connector: {r['messages']:,} messages published, health {r['connector']}")
     print_(f"dead letters {r['dead_letters']}; CPU seconds per second of the window: "
            + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_per_s"].items())
