@@ -684,6 +684,28 @@ def test_a_platform_command_is_claimed_before_older_notifications(db):
     assert pending == 0
 
 
+def test_a_command_committed_during_a_batch_of_notifications_goes_before_the_rest_of_the_batch(db):
+    """A breach decided while a pass fans out a batch of notifications (under load each is a transaction
+    of its own that waits for a core): its disable must not wait for the batch's end."""
+    ids = _firm(db)
+    for n in range(5):
+        _notify(db, trader_id=ids["trader"], key=f"decision:{n}:notify")
+    order: list[str] = []
+    dispatcher = Dispatcher(db, connectors={"mt5": RecordingBridge(order)})
+    fan_out = dispatcher._fan_out
+
+    def recorded(claim, now, report):
+        order.append(f"notify:{claim.dedupe_key}")
+        fan_out(claim, now, report)
+        if len(order) == 2:  # a worker commits a breach meanwhile
+            _command(db, "disable", key="decision:9:platform_command")
+
+    dispatcher._fan_out = recorded
+    report = dispatcher.run_once(T0)
+    assert order[:3] == ["notify:decision:0:notify", "notify:decision:1:notify", "command:disable"], order
+    assert len(order) == 6 and report.claimed == 6
+
+
 def test_committed_outbox_rows_wake_the_dispatcher_and_a_rollback_does_not(db):
     from sqlalchemy import insert
 

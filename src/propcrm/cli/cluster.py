@@ -72,6 +72,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="serve /metrics and /healthz on this port (internal)")] = None,
         metrics_host: Annotated[str, typer.Option("--metrics-host", help="address of the metrics port")] = "127.0.0.1",
         interval: Annotated[float, typer.Option("--interval", min=0.05, help="seconds to wait when nothing is due")] = 0.5,
+        wake: Annotated[bool, typer.Option("--wake/--no-wake", help="on PostgreSQL, start a pass as soon as another process commits outbox rows (LISTEN/NOTIFY); --no-wake: poll only")] = True,
     ) -> None:
         """The outbox dispatcher as a cluster role: `propcrm dispatch` plus /metrics (outbox backlog) and /healthz."""
         from ..adapters.db.session import database_url as default_database_url
@@ -79,7 +80,7 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
 
         settings = _settings()
         run_dispatcher_role(database_url=database_url or default_database_url(), metrics_port=metrics_port,
-                            metrics_host=metrics_host, interval=interval, settings=settings)
+                            metrics_host=metrics_host, interval=interval, settings=settings, wake=wake)
 
     @cluster_app.command("up")
     def cluster_up(

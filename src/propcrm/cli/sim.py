@@ -113,11 +113,27 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
         reckless_share: Annotated[float, typer.Option("--reckless-share", help="share of traders who breach sooner or later")] = 0.05,
         wake: Annotated[bool, typer.Option("--wake/--poll", hidden=True, help="ignored: the worker and the dispatcher are woken by commits, as in serve")] = True,
         workdir: Annotated[Optional[str], typer.Option(help="directory for the two databases (default: a new temporary one)")] = None,
+        nats_url: Annotated[Optional[str], typer.Option("--nats-url", help="bus mode: the scale-out deployment on this NATS JetStream (worker and dispatcher processes, PostgreSQL)")] = None,
+        database_url: Annotated[Optional[str], typer.Option("--database-url", help="bus mode: PostgreSQL URL (default: PROPCRM_TEST_PG_URL or postgres@127.0.0.1/test); a fresh schema is made and dropped")] = None,
+        workers: Annotated[int, typer.Option(help="bus mode: worker processes")] = 2,
+        partitions: Annotated[int, typer.Option(help="bus mode: partitions of the stream")] = 16,
     ) -> None:
         """Deals and equity updates from the platform simulator through the MT5 Web API connector into
         decisions: rates, p50/p99 from the simulator's event to propcrm's decision, and from a breach to
-        the simulator refusing the account's orders."""
+        the simulator refusing the account's orders. With --nats-url: the same through the bus, partition
+        worker processes and a dispatcher process (tools/bench_platforms_bus.py), p50/p90/p99."""
         import logging
+
+        if nats_url:
+            from ..adapters.logs import configure_logging
+            from ..tools.bench_platforms_bus import bench_platforms_bus
+
+            configure_logging(logging.WARNING)
+            bench_platforms_bus(nats_url=nats_url, database_url=database_url, accounts=accounts,
+                                deals_per_s=deals_per_s, equity_per_s=equity_per_s, seconds=seconds, warmup=warmup,
+                                reckless_share=reckless_share, workers=workers, partitions=partitions,
+                                workdir=workdir)
+            return
 
         from ..tools.platform_sim.bench import bench_platforms as run
 

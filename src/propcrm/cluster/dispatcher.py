@@ -4,6 +4,10 @@ It is ``propcrm dispatch`` — the same :class:`~propcrm.services.dispatch.Dispa
 rows with ``FOR UPDATE SKIP LOCKED`` and leases, so any number run side by side and each can be
 restarted at any time — plus the ``/metrics`` (outbox backlog, due, dead, deliveries) and ``/healthz``
 endpoints a cluster needs. Workers only write outbox rows; delivery never slows evaluation down.
+
+It does not wait a poll interval for the workers' rows: on PostgreSQL it listens for the
+``NOTIFY`` their commits send (:func:`propcrm.services.wakeup.listen_outbox`) and starts a pass at
+once; ``interval`` is the fallback when nothing wakes it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from ..adapters.db import models as m
 from ..adapters.db.session import make_engine, migrate, sessions
 from ..adapters.settings import Settings
 from ..services.dispatch import build_dispatcher, describe_setup
+from ..services.wakeup import OUTBOX, listen_outbox
 from .metrics import DispatcherMetrics, serve_http
 
 log = logging.getLogger("propcrm.dispatch")
@@ -28,8 +33,9 @@ UTC = dt.timezone.utc
 
 def run_dispatcher_role(*, database_url: str, metrics_port: int | None, metrics_host: str = "127.0.0.1",
                         interval: float = 0.5, stop: threading.Event | None = None,
-                        settings: Settings | None = None) -> None:
-    """The outbox dispatcher as a cluster role; ``settings``: the entry point's (default: the process's)."""
+                        settings: Settings | None = None, wake: bool = True) -> None:
+    """The outbox dispatcher as a cluster role; ``settings``: the entry point's (default: the process's);
+    ``wake=False``: poll only (no ``LISTEN``, for comparisons)."""
     if not logging.getLogger().handlers:
         from ..adapters.logs import configure_logging
 
@@ -50,11 +56,14 @@ def run_dispatcher_role(*, database_url: str, metrics_port: int | None, metrics_
 
     http = serve_http(metrics_host, metrics_port, metrics.registry, health) if metrics_port is not None else None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    log.info("dispatcher role: %s", describe_setup(dispatcher))
+        signal.signal(signal.SIGTERM, lambda *_: (stop.set(), OUTBOX.notify()))
+    listening = listen_outbox(engine, stop) if wake else None
+    log.info("dispatcher role: %s; woken by %s", describe_setup(dispatcher),
+             f"the outbox channel, else every {interval:g} s" if listening else f"a poll every {interval:g} s")
     last_counts = 0.0
     try:
         while not stop.is_set():
+            seen = OUTBOX.generation  # read before the pass: a commit during it wakes the next wait
             try:
                 report = dispatcher.run_once()
                 state["last_pass"], state["last_error"] = time.monotonic(), None
@@ -70,10 +79,13 @@ def run_dispatcher_role(*, database_url: str, metrics_port: int | None, metrics_
                 last_counts = time.monotonic()
                 _count(session_factory, metrics)
             if report.claimed == 0:
-                stop.wait(interval)
+                OUTBOX.wait(seen, interval)
     except KeyboardInterrupt:
         pass
     finally:
+        stop.set()
+        if listening is not None:
+            listening.join(timeout=5)
         dispatcher.close()
         if http is not None:
             http.shutdown()

@@ -44,7 +44,7 @@ from sqlalchemy import BigInteger, Integer, bindparam, func, insert, select, upd
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..adapters.bus.partitions import HEADER_FIRM, HEADER_PUBLISHED, HEADER_SOURCE, partition_of
+from ..adapters.bus.partitions import HEADER_FIRM, HEADER_ONCE, HEADER_PUBLISHED, HEADER_SOURCE, partition_of
 from ..adapters.db import models as m
 from ..adapters.db.models_cluster import DeadLetter, PartitionCheckpoint
 from ..adapters.settings import current
@@ -62,6 +62,7 @@ from ..services import near_breach
 from ..services.payouts import SOURCE as PAYOUT_SOURCE, WITHDRAWAL_APPLIED
 from ..services.equity_points import point_of
 from ..services.trades import PROJECTED_EVENTS
+from .once import RecentIds, window_from_env
 from ..services.outcomes import (
     RESEND,
     STATE_DECODER,
@@ -94,6 +95,8 @@ class FirmContext(msgspec.Struct):
     # ids of the events applied once by id (payout withdrawals): kept with the snapshot, so a takeover's
     # replay rebuilds exactly the set the live run had
     once: list[str] = []
+    # the recent ids of platform connectors' events per account (cluster/once.py), for the same reason
+    recent: dict[str, list] = {}
 
 
 class PartitionContext(msgspec.Struct):
@@ -141,6 +144,9 @@ class PartitionRun:
     # firm -> ids of the events applied once by id (:data:`ONCE_SOURCES`): a re-publication past the
     # stream's de-duplication window is dropped here
     once: dict[str, set[str]] = field(default_factory=dict)
+    # firm -> the recent ids of the events published by platform connectors (HEADER_ONCE): a re-read or
+    # re-published one is dropped (cluster/once.py)
+    recent: dict[str, RecentIds] = field(default_factory=dict)
     # firm -> the version of the symbol table its engine marks with (:meth:`Directory.symbols_at`):
     # a batch that finds another version stored gives the engine that one first
     symbols: dict[str, object] = field(default_factory=dict)
@@ -308,6 +314,7 @@ class PartitionStore:
         self._home: dict[tuple[str, str], int] = {}  # (firm, account) -> partition, cached
         self.max_ahead = max_ahead_from_env() if max_ahead is None else max_ahead
         self._applied_once: list[dict] = []  # a batch's once-only events applied (audited with its commit)
+        self.once_window_s = window_from_env()  # platform events' once-by-id window (cluster/once.py)
         self._zones: dict[str, tuple[float, Zone | None]] = {}  # firm → (until, its near-breach alert distance)
 
     # ------------------------------------------------------------------ takeover
@@ -358,6 +365,8 @@ class PartitionStore:
             engine.last_clock = firm.last_clock
             if firm.once:
                 run.once[firm_id] = set(firm.once)
+            if firm.recent:
+                run.recent[firm_id] = RecentIds.load(firm.recent, window_s=self.once_window_s)
         for firm_id, engine in run.engines.items():
             # the firm's table as stored now, and the index of the positions ticks move: the states
             # above were put in without it
@@ -659,7 +668,8 @@ class PartitionStore:
     @staticmethod
     def _context(run: PartitionRun) -> bytes:
         return _CONTEXT_ENCODER.encode(PartitionContext(firms={
-            firm_id: FirmContext(engine.market.canonical(), engine.last_clock, sorted(run.once.get(firm_id, ())))
+            firm_id: FirmContext(engine.market.canonical(), engine.last_clock, sorted(run.once.get(firm_id, ())),
+                                 run.recent[firm_id].dump() if firm_id in run.recent else {})
             for firm_id, engine in sorted(run.engines.items())
         }))
 
@@ -694,6 +704,11 @@ class PartitionStore:
         home = self._home
         skip = run.skip
         horizon = None if silent else dt.datetime.now(UTC) + self.max_ahead
+        recent = None  # a platform connector's message: its events are applied once by id (cluster/once.py)
+        if HEADER_ONCE in message.headers:
+            recent = run.recent.get(firm_id)
+            if recent is None:
+                recent = run.recent[firm_id] = RecentIds(window_s=self.once_window_s)
         lines = message.body.split(b"\n")
         for number, raw in enumerate(lines, start=1):
             try:
@@ -723,6 +738,12 @@ class PartitionStore:
                            raw, number, event.id)
                     continue
             if source in ONCE_SOURCES and not self._first_time(run, firm_id, source, event, account, message, silent):
+                continue
+            if recent is not None and account is not None and not recent.first(account, event):
+                if not silent:
+                    log.debug("partition %d: event %s of platform source %s (firm %s) was applied already; the "
+                             "repeat at stream sequence %d is dropped", run.partition, event.id, source, firm_id,
+                             message.seq)
                 continue
             if account is not None:
                 accounts.add(account)

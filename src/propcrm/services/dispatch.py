@@ -35,7 +35,11 @@ come due again when the lease ends (at least once; hence the idempotency key).
 **Platform commands first.** A pass claims due platform commands before other rows (then by id): a
 breach's ``disable`` never waits behind a batch of e-mails to a slow SMTP server or webhooks, because
 the time from a breach to the platform refusing the account's orders is what limits a trader's
-further losses (issue 20). Notifications keep their order among themselves.
+further losses (issue 20). Notifications keep their order among themselves. A command committed
+while a pass works through a batch of notifications does not wait for the batch's end either: when
+outbox rows were committed meanwhile (:data:`~.wakeup.OUTBOX`, which other processes' commits reach
+through :func:`~.wakeup.listen_outbox` on PostgreSQL), the pass claims due commands before its next
+notification.
 
 **Order per account.** Platform commands for one account are delivered in the order they were
 written: a command waits while an earlier command for the same account is still pending and
@@ -197,12 +201,23 @@ class Dispatcher:
         started = time.perf_counter()
         now = (now or dt.datetime.now(UTC)).astimezone(UTC)
         report = DispatchReport()
+        from .wakeup import OUTBOX
+
         while report.claimed < self.max_rows:
+            seen = OUTBOX.generation
             claims = self._claim(now, min(self.batch, self.max_rows - report.claimed))
             if not claims:
                 break
             report.claimed += len(claims)
             for claim in claims:
+                if claim.kind != "platform_command" and OUTBOX.generation != seen:
+                    # outbox rows were committed meanwhile (a worker's breach, woken across processes by
+                    # NOTIFY): its command goes before the rest of this batch of notifications
+                    seen = OUTBOX.generation
+                    for urgent in self._claim(now, self.batch, commands_only=True):
+                        report.claimed += 1
+                        report.by_kind[urgent.kind] = report.by_kind.get(urgent.kind, 0) + 1
+                        self._deliver(urgent, now, report)
                 report.by_kind[claim.kind] = report.by_kind.get(claim.kind, 0) + 1
                 self._deliver(claim, now, report)
         report.seconds = time.perf_counter() - started
@@ -226,7 +241,7 @@ class Dispatcher:
                 closer()
 
     # ------------------------------------------------------------------ claiming
-    def _claim(self, now: dt.datetime, limit: int) -> list[_Claim]:
+    def _claim(self, now: dt.datetime, limit: int, *, commands_only: bool = False) -> list[_Claim]:
         o = m.OutboxMessage
         earlier = aliased(m.OutboxMessage)
         held_back = exists().where(
@@ -243,6 +258,8 @@ class Dispatcher:
             .order_by(case((o.kind == "platform_command", 0), else_=1), o.id)  # commands first: module doc
             .limit(limit)
         )
+        if commands_only:
+            query = query.where(o.kind == "platform_command")
         with self.sessions.begin() as session:
             if session.get_bind().dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True, of=o)
@@ -608,8 +625,8 @@ def dispatch_loop(dispatcher: Dispatcher, stop: threading.Event, *, fallback: fl
                   total: DispatchReport | None = None) -> None:
     """Passes until ``stop``: while a pass delivers or fails something, the next one at once; when idle,
     wait until outbox rows are committed in this process (:data:`~.wakeup.OUTBOX` — the worker's
-    decisions in ``propcrm serve``) or ``fallback`` seconds pass (rows another process wrote, retries
-    coming due). There is no poll interval between a breach's commit and its ``disable`` being sent.
+    decisions in ``propcrm serve``), or in another one when :func:`~.wakeup.listen_outbox` runs
+    (PostgreSQL ``NOTIFY``), or ``fallback`` seconds pass (SQLite's other processes, retries coming due). There is no poll interval between a breach's commit and its ``disable`` being sent.
     Whoever sets ``stop`` should also call ``OUTBOX.notify()`` to end the wait at once."""
     from .wakeup import OUTBOX
 
@@ -649,10 +666,17 @@ def run_dispatcher(*, database_url: str | None, once: bool = False, interval: fl
             print_(summary(total))
             return total
         stop = stop or threading.Event()
+        from .wakeup import listen_outbox
+
+        listening = listen_outbox(engine, stop)  # PostgreSQL: other processes' outbox commits wake the loop
         try:
             dispatch_loop(dispatcher, stop, fallback=interval, total=total)
         except KeyboardInterrupt:
             pass
+        finally:
+            stop.set()
+            if listening is not None:
+                listening.join(timeout=5)
         print_(summary(total))
         return total
     finally:

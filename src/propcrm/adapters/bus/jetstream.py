@@ -165,11 +165,13 @@ class Published:
 
 
 class EventPublisher:
-    """Publishes a request's events as batch messages; every partition's messages in order."""
+    """Publishes a request's events as batch messages; every partition's messages in order.
+    ``headers``: added to every message (a platform connector's :data:`~.partitions.HEADER_ONCE`)."""
 
-    def __init__(self, js, config: BusConfig) -> None:
+    def __init__(self, js, config: BusConfig, *, headers: Mapping[str, str] | None = None) -> None:
         self.js = js
         self.config = config
+        self.headers = dict(headers or {})
 
     async def publish(self, firm_id: str, source: str, lines: Iterable[tuple[str | None, bytes]]) -> list[Published]:
         messages = split_into_messages(firm_id, source, lines, self.config.partitions)
@@ -187,7 +189,7 @@ class EventPublisher:
                     self.config.subject(message.partition),
                     message.body,
                     headers={HEADER_MSG_ID: message.msg_id, HEADER_FIRM: firm_id, HEADER_SOURCE: source,
-                             HEADER_COUNT: str(message.count), HEADER_PUBLISHED: published_ns},
+                             HEADER_COUNT: str(message.count), HEADER_PUBLISHED: published_ns, **self.headers},
                     wait_stall=self.config.publish_timeout_s,
                 ))
             acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=self.config.publish_timeout_s)

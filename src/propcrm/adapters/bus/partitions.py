@@ -34,6 +34,10 @@ HEADER_SOURCE = "Propcrm-Source"
 HEADER_COUNT = "Propcrm-Count"
 HEADER_PUBLISHED = "Propcrm-Published-Ns"
 HEADER_MSG_ID = "Nats-Msg-Id"
+HEADER_ONCE = "Propcrm-Once"
+"""Set (to ``platform``) on the messages of a platform connector (features/platforms/store.BusStore): the
+partition worker applies their events at most once by id, because a connector re-reads on purpose and
+re-publishes a step after a crash between the publication and its cursor (cluster/partition.py)."""
 
 
 def partition_of(firm_id: str, account: str, partitions: int) -> int:
@@ -135,6 +139,7 @@ __all__ = [
     "HEADER_COUNT",
     "HEADER_FIRM",
     "HEADER_MSG_ID",
+    "HEADER_ONCE",
     "HEADER_PUBLISHED",
     "HEADER_SOURCE",
     "message_id",

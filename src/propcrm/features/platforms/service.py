@@ -23,7 +23,7 @@ from ...adapters.platforms.runner import ConnectorRunner, RunnerSettings
 from ...adapters.platforms.secrets import SecretBox
 from .connections import gateway_for
 from .families import family, parse_settings
-from .store import DatabaseStore
+from .store import store_for
 
 log = logging.getLogger("propcrm.platforms")
 
@@ -46,6 +46,7 @@ class ConnectorSupervisor:
     metrics: ConnectorMetrics = field(default_factory=default_metrics)
     box: SecretBox | None = None
     settings_override: dict[str, Any] = field(default_factory=dict)
+    bus: Any = None  # a BusConfig: publish to it (default: the process's PROPCRM_NATS_URL, else the database)
     running: dict[int, _Running] = field(default_factory=dict)
 
     def _wanted(self) -> list[PlatformConnection]:
@@ -80,7 +81,8 @@ class ConnectorSupervisor:
         settings = parse_settings(row.family, dict(row.settings or {}))
         runner_settings = RunnerSettings(poll_interval_s=float(getattr(settings, "poll_interval_s", 0.25)),
                                          **self.settings_override)
-        store = DatabaseStore(self.session_factory, firm_id=row.firm_id, connection_id=row.id, name=row.name)
+        store = store_for(self.session_factory, firm_id=row.firm_id, connection_id=row.id, name=row.name,
+                          bus=self.bus)
         runner = ConnectorRunner(gateway, store, settings=runner_settings, metrics=self.metrics)
         runner.wake = self.wake
         stop = threading.Event()
@@ -94,6 +96,9 @@ class ConnectorSupervisor:
         if item is not None:
             item.stop.set()
             item.thread.join(timeout=10)
+            close = getattr(item.runner.store, "close", None)
+            if close is not None:  # the bus store's connection
+                close()
 
     def mapped(self, name: str) -> None:
         """A login was mapped on connection ``name``: its runner reads the mapping at its next step."""

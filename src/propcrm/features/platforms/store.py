@@ -8,9 +8,11 @@ reads again from the cursor of the last committed batch, and what it reads twice
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -23,7 +25,8 @@ from ...adapters.db.session import readonly_sessions
 from ...adapters.platforms.runner import AccountView, CommitReport
 from ...services import audit
 from ...services.evaluation import STATE_DECODER
-from ...services.ingest import ingest
+from ...adapters.bus import bus_mode
+from ...services.ingest import ingest, prepare_for_bus, publish_prepared
 from ...services.users import suspension
 from .connections import mapped_logins
 
@@ -155,4 +158,112 @@ class DatabaseStore:
         return True
 
 
-__all__ = ["DatabaseStore"]
+class BusStore(DatabaseStore):
+    """propcrm's side of a connection in the scale-out deployment (``PROPCRM_NATS_URL`` set): a step's
+    events are checked as the ingest node checks a request (:func:`~propcrm.services.ingest.prepare_for_bus`:
+    malformed lines, unknown accounts and events from the future are quarantined), published to their
+    accounts' partitions (:class:`~propcrm.adapters.bus.jetstream.EventPublisher`, the ingest node's
+    subjects and headers, plus :data:`~propcrm.adapters.bus.partitions.HEADER_ONCE`), and only once
+    JetStream has acknowledged every message is the cursor stored.
+
+    The two cannot be one transaction: a crash between them re-publishes the step after the restart (the
+    runner reads again from the stored cursor). That is harmless because the partition workers apply a
+    platform source's events at most once by id (``cluster/partition.py``), as they do for payouts.
+
+    The NATS connection lives on a private event loop in a daemon thread, so it answers the server's
+    pings between steps; :meth:`close` ends both."""
+
+    def __init__(self, session_factory: sessionmaker[Session], *, firm_id: str, connection_id: int, name: str,
+                 bus) -> None:
+        super().__init__(session_factory, firm_id=firm_id, connection_id=connection_id, name=name)
+        self.bus = bus  # adapters.bus.jetstream.BusConfig
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._nc = None
+        self._publisher = None
+
+    def _run(self, coroutine, timeout: float):
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name=f"platform-{self.name}-bus", daemon=True)
+            thread.start()
+            self._loop, self._thread = loop, thread
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    async def _publish(self, prepared):
+        from ...adapters.bus.jetstream import EventPublisher, connect
+        from ...adapters.bus.partitions import HEADER_ONCE
+
+        if self._publisher is None:
+            self._nc, js = await connect(self.bus, name=f"propcrm-connect-{self.name}")
+            self._publisher = EventPublisher(js, self.bus, headers={HEADER_ONCE: "platform"})
+        try:
+            return await publish_prepared(self._publisher, prepared)
+        except Exception:
+            await self._drop()  # a fresh connection for the retry of the step
+            raise
+
+    async def _drop(self) -> None:
+        nc, self._nc, self._publisher = self._nc, None, None
+        if nc is not None:
+            try:
+                await nc.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection may fail too
+                pass
+
+    def commit(self, lines: list[bytes], cursor: str | None) -> CommitReport:
+        if not lines and cursor == self._stored:
+            return CommitReport()
+        report = self.publish(lines) if lines else CommitReport()
+        self.store_cursor(cursor)  # after JetStream's acknowledgement (a crash before it: the step is re-read)
+        return report
+
+    def publish(self, lines: list[bytes]) -> CommitReport:
+        """Check ``lines`` and publish them; returns once JetStream acknowledged every message (raises
+        :class:`~propcrm.adapters.bus.jetstream.BusError` else: the runner reconnects and reads again)."""
+        with self.sessions.begin() as session:  # the quarantine of refused lines commits before the publish
+            refused = suspension(session, self.firm_id)
+            if refused is not None:  # nothing published, the cursor stays
+                raise FirmSuspended(f"platform {self.name}: {refused}")
+            prepared = prepare_for_bus(session, firm_id=self.firm_id, source=self.name,
+                                       body=b"\n".join(lines) + b"\n", content_type="application/x-ndjson")
+        result = self._run(self._publish(prepared), timeout=self.bus.publish_timeout_s + 10)
+        return CommitReport(accepted=result.accepted, duplicates=result.duplicates, rejected=result.rejected,
+                            reasons=[f"{o.id}: {o.reason}" for o in result.rejections()[:10]])
+
+    def store_cursor(self, cursor: str | None) -> None:
+        with self.sessions.begin() as session:
+            session.execute(update(PlatformConnection).where(PlatformConnection.id == self.connection_id)
+                            .values(cursor=cursor).execution_options(synchronize_session=False))
+        self._stored = cursor
+
+    def close(self) -> None:
+        """End the NATS connection and its loop (the supervisor calls it when it stops the runner)."""
+        loop, thread = self._loop, self._thread
+        if loop is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._drop(), loop).result(5)
+        except Exception:  # noqa: BLE001
+            pass
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join(timeout=5)
+        loop.close()
+        self._loop = self._thread = None
+
+
+def store_for(session_factory: sessionmaker[Session], *, firm_id: str, connection_id: int, name: str,
+              bus=None) -> DatabaseStore:
+    """The store a connection's runner writes through: :class:`BusStore` in the scale-out deployment
+    (``bus``, a ``BusConfig``, or the process's settings' ``PROPCRM_NATS_URL``), :class:`DatabaseStore` else."""
+    if bus is None and bus_mode():
+        from ...adapters.bus.jetstream import BusConfig
+
+        bus = BusConfig.from_env()
+    if bus is not None:
+        return BusStore(session_factory, firm_id=firm_id, connection_id=connection_id, name=name, bus=bus)
+    return DatabaseStore(session_factory, firm_id=firm_id, connection_id=connection_id, name=name)
+
+
+__all__ = ["BusStore", "DatabaseStore", "FirmSuspended", "store_for"]
