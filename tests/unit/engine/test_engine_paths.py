@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import msgspec
 from hypothesis import HealthCheck, given, settings
@@ -58,7 +59,19 @@ PACKS["two-step-100k"] = compile_pack(parsed("two-step-100k"))
 # Offsets from the balance where something happens in one of the packs (floors, warnings, targets, locks).
 EDGES = [0, -2400, -3000, -3200, -4000, -4800, -5000, -6000, -7200, -8000, -9000, -10000, 100, 5000, 8000, 10000, 12000]
 NUDGES = ["0"] * 6 + ["0.01", "-0.01", "0.001", "-0.005", "0.00000001", "0.000000001", "0.10000000000", "-0.5", "250"]
-GAPS = [0, 0, 1, 30, 60, 300, 900, 3600, 4 * 3600, 11 * 3600, 26 * 3600, -1, -120]
+GAPS = [0, 0, 1, 30, 60, 300, 900, 3600, 4 * 3600, 11 * 3600, 26 * 3600, -1, -120, "day", "day"]
+# The packs' trading days start at midnight in Prague and at 17:00 in Chicago: a "day" gap lands on the next
+# start exactly, or a second either side.
+DAY_STARTS = [(ZoneInfo("Europe/Prague"), dt.time(0)), (ZoneInfo("America/Chicago"), dt.time(17))]
+
+
+def _next_day_start(t: dt.datetime, zone: ZoneInfo, at: dt.time) -> dt.datetime:
+    day = t.astimezone(zone).date()
+    for ahead in range(3):
+        start = dt.datetime.combine(day + dt.timedelta(days=ahead), at, tzinfo=zone).astimezone(UTC)
+        if start > t:
+            return start
+    raise AssertionError("a day start within three days")
 KINDS = ["equity"] * 10 + ["open", "close", "balance", "session", "clock", "news", "dup", "junk"]
 
 
@@ -74,12 +87,17 @@ def _text(value: Decimal, how: str) -> str:
 def streams(draw, max_events: int = 90) -> bytes:
     accounts = [f"A{i}" for i in range(draw(st.integers(1, 3)))]
     balance = {a: Decimal("100000.00") for a in accounts}
+    top = dict(balance)  # the highest equity reported: intraday trailing levels follow it
     held: dict[str, list[str]] = {a: [] for a in accounts}
     t = draw(st.sampled_from(STARTS))
     ids: list[str] = []
     lines: list[str] = []
     for serial in range(draw(st.integers(1, max_events))):
-        t += dt.timedelta(seconds=draw(st.sampled_from(GAPS)))
+        gap = draw(st.sampled_from(GAPS))
+        if gap == "day":
+            t = _next_day_start(t, *draw(st.sampled_from(DAY_STARTS))) + dt.timedelta(seconds=draw(st.sampled_from([-1, 0, 0, 1])))
+        else:
+            t += dt.timedelta(seconds=gap)
         ts = t.strftime("%Y-%m-%dT%H:%M:%SZ")
         account = draw(st.sampled_from(accounts))
         kind = draw(st.sampled_from(KINDS))
@@ -93,7 +111,9 @@ def streams(draw, max_events: int = 90) -> bytes:
                 edge = draw(st.integers(-1500, 1500))
             else:
                 edge = draw(st.sampled_from(EDGES)) + draw(st.integers(-50, 50)) * draw(st.sampled_from([0, 0, 1, 37]))
-            equity = balance[account] + edge + Decimal(draw(st.sampled_from(NUDGES)))
+            base = balance[account] if draw(st.booleans()) else top[account]
+            equity = base + edge + Decimal(draw(st.sampled_from(NUDGES)))
+            top[account] = max(top[account], equity)
             shown = draw(st.sampled_from(["string"] * 8 + ["number", "exp"]))
             bal = balance[account] if draw(st.integers(0, 9)) else balance[account] + Decimal("-12.50")
             extra = draw(st.sampled_from(["", "", "", ',"margin":"120.5","floating":"-3.25"', ',"note":"x"', ',"margin":null']))
@@ -183,3 +203,18 @@ def test_the_engine_loop_gives_what_the_reference_loop_gives(buf, pack, cuts):
     assert new.rejected == ref.rejected
     assert new_bad == ref_bad
     assert new.snapshot() == ref.snapshot() or new.market.news_keys  # (news keys are a set: hash order)
+
+
+def test_the_instruction_count_run_applies_the_first_chunks_of_the_bench_file(tmp_path, monkeypatch):
+    """``python -m propcrm.tools.bench_engine_count N`` (run under cachegrind) applies exactly the events of
+    the file's first N chunks, as the bench's engine run does; 0 chunks is start-up alone."""
+    from rich.console import Console
+
+    from propcrm.tools.bench_engine import firm_file, line_chunks
+    from propcrm.tools.bench_engine_count import count_run
+
+    monkeypatch.setenv("PROPCRM_CACHE", str(tmp_path))
+    assert count_run(0, accounts=20, events=3000) == (0, 0)
+    data = firm_file(20, 3000, Console(quiet=True)).read_bytes()
+    events, _ = count_run(1, accounts=20, events=3000)
+    assert events == line_chunks(data)[0].count(b"\n") > 0
