@@ -93,7 +93,7 @@ def _spec_for(accounts: int, events: int, FirmSpec, estimate_events):  # noqa: N
     return best[1]
 
 
-def _chunks(data: bytes, size: int = CHUNK) -> list[bytes]:
+def line_chunks(data: bytes, size: int = CHUNK) -> list[bytes]:
     out, start = [], 0
     while start < len(data):
         end = data.rfind(b"\n", start, start + size)
@@ -174,7 +174,7 @@ def bench_engine(*, accounts: int, events: int, repeat: int, profile: bool, peer
     pack = compile_pack(parse_pack(BENCH_PACK))
     path = firm_file(accounts, events, console)
     data = path.read_bytes()
-    chunks = _chunks(data)
+    chunks = line_chunks(data)
     lines = data.count(b"\n")
     mix = Counter()
     for chunk in chunks[:3]:
