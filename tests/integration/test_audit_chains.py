@@ -62,7 +62,8 @@ def test_two_firms_append_concurrently_without_waiting_on_each_other(db):
     append(Session, "fb")
     holder = Session()
     holder.begin()
-    audit.append(holder, actor="slow", action="x", entity="e", firm_id="fa")  # fa's chain locked until commit
+    audit.append(holder, actor="slow", action="x", entity="e", firm_id="fa")
+    audit._lock_tail(holder, ["fa"])  # as its commit does: fa's chain locked until the commit ends
     done: dict[str, float] = {}
 
     def other(firm_id: str) -> None:
@@ -93,12 +94,48 @@ def test_two_firms_append_concurrently_without_waiting_on_each_other(db):
     assert [r.actor for r in rows if r.firm_id == "fa"] == ["user:1", "slow", "other"]
 
 
+def test_transactions_appending_to_two_chains_in_opposite_orders_never_deadlock(db):
+    """One transaction appends for firm fa, then (a separate call) for fb; another does fb, then fa. Both
+    hold their first append while the other makes its second: with a lock per append this is a deadlock
+    (PostgreSQL aborts one); with the chains locked together at the commit, in one order, both complete."""
+    engine, Session = db
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer per database: no two transactions hold chain locks at once")
+    both_appended_once = threading.Barrier(2, timeout=10)
+    errors: list[BaseException] = []
+
+    def writer(first: str, second: str) -> None:
+        try:
+            with Session.begin() as s:
+                audit.append(s, actor="w", action="first", entity="e", firm_id=first)
+                both_appended_once.wait()  # each holds whatever its first append took
+                audit.append(s, actor="w", action="second", entity="e", firm_id=second)
+                audit.append(s, actor="w", action="operators", entity="e")  # and a third chain
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+            both_appended_once.abort()
+
+    threads = [threading.Thread(target=writer, args=pair) for pair in (("fa", "fb"), ("fb", "fa"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors, errors
+    with Session() as s:
+        result = audit.verify(s)
+        rows = s.execute(select(LOG.c.firm_id, LOG.c.action)).all()
+    assert result.ok and result.entries == 6, result.problem
+    assert sorted((r.firm_id or "", r.action) for r in rows) == [
+        ("", "operators"), ("", "operators"), ("fa", "first"), ("fa", "second"), ("fb", "first"), ("fb", "second")]
+
+
 def test_append_many_chains_each_firm_in_the_order_given(db):
     engine, Session = db
     append(Session, "fa", 2)
     with Session.begin() as s:
-        seqs = audit.append_many(s, [dict(actor="w", action="a", entity="e", entity_id=str(i), firm_id=firm)
-                                     for i, firm in enumerate(["fb", "fa", None, "fb", "fa"])])
+        entries = audit.append_many(s, [dict(actor="w", action="a", entity="e", entity_id=str(i), firm_id=firm)
+                                        for i, firm in enumerate(["fb", "fa", None, "fb", "fa"])])
+    seqs = [entry.seq for entry in entries]  # numbered by the commit
     assert seqs == sorted(seqs) and len(set(seqs)) == 5
     with Session() as s:
         rows = s.execute(select(LOG.c.firm_id, LOG.c.chain_seq, LOG.c.entity_id).where(LOG.c.seq.in_(seqs))

@@ -206,3 +206,109 @@ def test_a_quarantined_line_re_submitted_goes_to_the_stream_and_is_applied(pg_ur
             assert worker.poll() is None, _tail(log)
         finally:
             _stop([worker])
+
+
+def _stream_lines(bus, firm: str, account: str) -> list[bytes]:
+    """The account's lines as the stream holds them, in stream order (what ``propcrm replay`` of it reads)."""
+    from propcrm.adapters.bus.partitions import HEADER_FIRM
+
+    async def read() -> list[bytes]:
+        nc, js = await connect(bus)
+        try:
+            info = await js.stream_info(bus.stream)
+            out = []
+            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+                msg = await js.get_msg(bus.stream, seq)
+                if (msg.headers or {}).get(HEADER_FIRM) != firm:
+                    continue
+                out.extend(line for line in msg.data.split(b"\n")
+                           if line.strip() and json.loads(line).get("account") == account)
+            return out
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def test_a_withdrawal_takes_effect_at_its_place_in_the_stream_and_an_older_platform_event_after_it_applies(
+        pg_url, bus, tmp_path, monkeypatch):
+    """The withdrawal is approved now; the platform's deposit of an earlier time (after the account's last
+    event) reaches the stream after it. It is applied, not dead-lettered as older than the withdrawal; the
+    withdrawal is applied once; and a replay of the stream's lines gives the stored state."""
+    from propcrm.adapters.db.models_cluster import DeadLetter
+    from propcrm.domain.events import DECODER
+    from propcrm.domain.program import compile_pack
+    from propcrm.domain.rulepack import parse_pack
+    from propcrm.engine.runner import Engine
+    from propcrm.services.evaluation import STATE_DECODER
+
+    _, world = build_world(pg_url)
+    log = tmp_path / "worker0.log"
+    worker = None
+    with world.client:
+        seed(world)
+        for key, value in bus.as_env().items():
+            monkeypatch.setenv(key, value)
+        install(Settings.from_env())
+        version = add_life_pack(world.sessions, "fa")
+        approve_kyc(world.sessions, world.traders["t1"])
+        approver = world.headers(add_user(world, firm="fa", role="finance", name="f2"))
+        account = funded_account(world.sessions, firm="fa", version_id=version, external_id="P8",
+                                 trader_id=world.traders["t1"], balance=Decimal("10500"))
+        with world.sessions() as s:
+            start = STATE_DECODER.decode(s.get(m.AccountState, account).state)  # last event: 2026-01-05
+            body = s.get(m.RulePackVersion, version).body
+        worker = _start_worker(pg_url, bus, log)
+        try:
+            pid = world.client.post("/api/v1/payouts", json={"account_id": account},
+                                    headers=world.headers("trader")).json()["id"]
+            assert world.client.post(f"/api/v1/payouts/{pid}/prepare", json={},
+                                     headers=world.headers("finance")).status_code == 200
+            approved = world.client.post(f"/api/v1/payouts/{pid}/approve", headers=approver)
+            assert approved.status_code == 200 and approved.json()["status"] == "approved", approved.text
+            assert build_dispatcher(world.sessions, env=dict(os.environ)).run_once().by_kind.get("bus_event") == 1
+            _wait("the withdrawal in the stored state", lambda: _state(world, account)[0] == Decimal("10000"), log,
+                  lambda: _diagnosis(world, bus))
+
+            # the platform's deposit of 2026-01-06 (before the approval, after the account's last event)
+            # arrives now: the withdrawal took effect at the account's last event, so it is in order
+            deposit = json.dumps({"id": "dep-late", "type": "balance", "account": "P8",
+                                  "ts": "2026-01-06T10:00:00Z", "amount": "1", "reason": "deposit"}).encode()
+
+            async def publish_late_deposit() -> None:
+                nc, js = await connect(bus)
+                try:
+                    await EventPublisher(js, bus).publish("fa", "mt5", [("P8", deposit)])
+                finally:
+                    await nc.close()
+
+            asyncio.run(publish_late_deposit())
+
+            def letters() -> list:
+                with world.sessions() as s:
+                    return s.execute(select(DeadLetter.event_id, DeadLetter.reason)).all()
+
+            _wait("the late deposit applied or dead-lettered",
+                  lambda: _state(world, account)[0] != Decimal("10000") or letters(), log)
+            assert letters() == []
+            assert _state(world, account)[0] == Decimal("10001")
+            assert len(world.audit(payout_service.WITHDRAWAL_APPLIED)) == 1
+            assert worker.poll() is None, _tail(log)
+
+            lines = _stream_lines(bus, "fa", "P8")
+            assert [json.loads(line)["id"] for line in lines] == [f"payout-{pid}", "dep-late"]
+            assert json.loads(lines[0])["at"] == "position"
+            program = compile_pack(parse_pack(body)).phase(start.phase)
+            engine = Engine(lambda _account: program, dedupe=False)
+            engine.adopt(start, program)
+            decisions = engine.feed([DECODER.decode(line) for line in lines])
+            assert engine.rejected == []
+            with world.sessions() as s:
+                stored = STATE_DECODER.decode(s.get(m.AccountState, account).state)
+                stored_decisions = s.scalar(select(func.count()).select_from(m.Decision)
+                                            .where(m.Decision.account_id == account))
+            assert engine.states["P8"] == stored
+            assert stored.balance == Decimal("10001") and stored.last_ts == dt.datetime(2026, 1, 6, 10, tzinfo=UTC)
+            assert len(decisions) == stored_decisions
+        finally:
+            _stop([worker])

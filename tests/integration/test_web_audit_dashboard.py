@@ -170,7 +170,7 @@ def test_an_entry_expands_to_its_before_after_and_hashes_and_user_text_is_escape
                              entity_id="<b>7</b>", before={"note": None},
                              after={"note": "<img src=x onerror=alert(1)>", "amount": Decimal("1250.50")},
                              firm_id="fa")
-        seq, digest, prev = entry.seq, entry.hash, entry.prev_hash
+    seq, digest, prev = entry.seq, entry.hash, entry.prev_hash
     body = browse(world, "risk").get("/office/audit?action=trader.note").text
     assert seqs(body) == [seq]
     assert "<script>alert('actor')</script>" not in body and "&lt;script&gt;alert(" in body

@@ -112,6 +112,7 @@ def test_the_audit_export_holds_every_entry_once_past_the_first_page(world):
         for n in range(FIRST + 25):
             audit_service.append(s, actor="tests", action="bulk.entry", entity="thing", entity_id=str(n),
                                  after={"n": n}, firm_id="fa")
+    with world.sessions() as s:  # (written by the commit)
         wanted = sorted(s.scalars(select(m.AuditEntry.seq).where(m.AuditEntry.firm_id == "fa")))
     rows = table(browse(world, "fa:admin").get("/office/audit.csv"))
     seqs = [int(r[0]) for r in rows[1:]]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import select
@@ -133,3 +134,63 @@ def test_the_alerts_page(world):
     # switching alerts off
     off = risk.post_form("/office/alerts/settings", {"within_amount": "", "within_pct": ""}, follow_redirects=True)
     assert "alerts are off" in flash_of(off).lower()
+
+
+def test_a_batchs_alerts_are_written_set_wise_with_the_same_rows_audit_and_outbox(world):
+    """One batch puts three accounts within the distance of both limits: one insert statement writes its
+    alerts (one that another process wrote already is skipped by the unique key), the audit entries follow
+    the alerts in id order with the same content as one per alert, and each alert has its outbox row."""
+    import datetime as dt
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from propcrm.services import audit as audit_service
+
+    browse(world, "risk").post_form("/office/alerts/settings", {"within_amount": "7000", "within_pct": ""})
+    with world.sessions.begin() as s:  # another process alerted A2's max loss for the day already
+        s.add(NearBreachAlert(firm_id="fa", account_id=world.accounts["A2"], limit_rule="max_loss",
+                              trading_day=dt.date(2026, 3, 2), equity=Decimal("96500"), level=Decimal("90000"),
+                              distance=Decimal("6500"),
+                              reached_at=dt.datetime(2026, 3, 2, 10, tzinfo=dt.timezone.utc),
+                              created_at=dt.datetime.now(dt.timezone.utc)))
+    world.ingest(opened("o1", "A1", "2026-03-02T09:00:00Z"), equity("e1", "A1", "2026-03-02T10:00:00Z", "96000"),
+                 opened("o2", "A2", "2026-03-02T09:00:00Z"), equity("e2", "A2", "2026-03-02T10:00:00Z", "96500"),
+                 opened("o3", "A3", "2026-03-02T09:00:00Z"), equity("e3", "A3", "2026-03-02T10:00:00Z", "95500"))
+    inserts: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO NEAR_BREACH_ALERTS"):
+            inserts.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        world.evaluate()
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    assert len(inserts) == 1  # the batch's alerts in one statement (one per alert before)
+    expected = [("A1", "daily_loss", "2026-03-02", "1000"), ("A1", "max_loss", "2026-03-02", "6000"),
+                ("A2", "max_loss", "2026-03-02", "6500"), ("A2", "daily_loss", "2026-03-02", "1500"),
+                ("A3", "daily_loss", "2026-03-02", "500"), ("A3", "max_loss", "2026-03-02", "5500")]
+    assert sorted(alerts(world)) == sorted(expected)
+    with world.sessions() as s:
+        rows = s.execute(select(NearBreachAlert, m.Account.external_id)
+                         .join(m.Account, m.Account.id == NearBreachAlert.account_id)
+                         .where(NearBreachAlert.created_at > dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+                         .order_by(NearBreachAlert.id)).all()
+        new = [(a, ext) for a, ext in rows if not (ext == "A2" and a.limit_rule == "max_loss")]
+        entries = s.scalars(select(m.AuditEntry).where(m.AuditEntry.action == "near_breach.alert")
+                            .order_by(m.AuditEntry.seq)).all()
+        assert audit_service.verify(s).ok
+    assert len(new) == 5
+    assert [(e.actor, e.entity, e.entity_id, e.firm_id) for e in entries] == [
+        ("system:near_breach", "account", str(a.account_id), "fa") for a, _ in new]
+    assert [e.after for e in entries] == [
+        {"alert": a.id, "account": ext, "rule": a.limit_rule, "trading_day": a.trading_day.isoformat(),
+         "equity": format(a.equity.normalize(), "f"), "level": format(a.level.normalize(), "f"),
+         "distance": format(a.distance.normalize(), "f"), "reached_at": a.reached_at.isoformat(timespec="seconds")}
+        for a, ext in new]
+    payloads = near_outbox(world)
+    assert [p["alert"] for p in payloads] == [a.id for a, _ in new]
+    assert [(p["account"], p["rule"], p["distance"]) for p in payloads] == [
+        (e.after["account"], e.after["rule"], e.after["distance"]) for e in entries]

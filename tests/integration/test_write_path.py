@@ -26,9 +26,9 @@ def test_append_many_chains_like_append_and_verifies(db_url):
     Session = sessions(engine)
     with Session.begin() as s:
         audit.append(s, actor="cli", action="firm.create", entity="firm", entity_id="f1")
-        seqs = audit.append_many(s, _entries(5))
+        entries = audit.append_many(s, _entries(5))
         audit.append(s, actor="cli", action="key.create", entity="api_key", entity_id="k1")
-    assert seqs == [2, 3, 4, 5, 6]
+    assert [entry.seq for entry in entries] == [2, 3, 4, 5, 6]  # numbered by the commit
     with Session() as s:
         assert audit.verify(s).ok
         rows = s.execute(select(m.AuditEntry.seq, m.AuditEntry.hash, m.AuditEntry.after)).all()

@@ -167,6 +167,10 @@ class Balance(Event, tag="balance", frozen=True, gc=False):
     account: NonEmpty
     amount: Decimal
     reason: BalanceReason
+    # "position": the event takes effect at its place in the log, at the time of the account's last applied
+    # event (its own ``ts`` says when it was written): a payout's withdrawal on the scale-out log, which
+    # must neither be out of order nor put a later-arriving older platform event out of order
+    at: Literal["position"] | None = None
 
     def __post_init__(self) -> None:
         _finite("amount", self.amount)

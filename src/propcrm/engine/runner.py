@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from ..domain.decisions import Decision
-from ..domain.events import Clock, Equity, News, Price, Rejected, Session
+from ..domain.events import Balance, Clock, Equity, News, Price, Rejected, Session
 from ..domain.market import Market, NewsEntry, SymbolTable, Tick
 from ..domain.program import LIVE, CompiledPack, PhaseProgram
 from ..domain.rules.base import Ctx
@@ -462,6 +462,11 @@ class Engine:
                 return False
         ts = ev.ts
         last = st.last_ts
+        if last is not None and type(ev) is Balance and ev.at is not None:
+            # applied at its place in the log: at the account's last event time, whatever its own stamp —
+            # a replay of the same log applies it at the same point
+            ev = msgspec.structs.replace(ev, ts=last)
+            ts = last
         if last is not None and ts < last:
             self.stats.out_of_order += 1
             self._reject(

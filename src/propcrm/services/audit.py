@@ -2,7 +2,9 @@
 
 **Chains.** Every firm's entries form their own chain, and the entries without a firm (operator and system
 actions) form one more; so appending takes a lock on one chain only and two firms never wait on each other
-(:func:`_lock_tail`). An entry's place in its chain is ``chain_seq`` (1, 2, …); ``seq`` is the log-wide
+(:func:`_lock_tail`). Entries are staged in the session and written when its transaction commits, every
+chain the transaction appended to locked together in one fixed order: a transaction appending for firm A
+and later for firm B cannot deadlock with one doing the reverse, and the locks last only the commit. An entry's place in its chain is ``chain_seq`` (1, 2, …); ``seq`` is the log-wide
 number the database gives it (increasing along every chain, with gaps where a transaction rolled back —
 it orders the audit viewer and is not hashed). Entries written before migration 0027 have no
 ``chain_seq``: they stay, untouched, in the one global chain they were written in (format 1 below, linked
@@ -61,7 +63,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, false, func, select, update
+from sqlalchemy import bindparam, event, false, func, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -315,11 +317,96 @@ def _chain_rows(session: Session, prepared: list[tuple[Mapping[str, Any], Any, A
     return rows
 
 
+_LIMITS = (("actor", 200), ("action", 64), ("entity", 64), ("entity_id", 200), ("firm_id", 64))
+
+
 def _prepare(entry: Mapping[str, Any]) -> tuple[Mapping[str, Any], Any, Any]:
+    """Everything that can be refused about an entry, refused at the call (not at the commit that writes
+    it): a naive time, a value JSON cannot say exactly, a field longer than its column."""
     ts = entry.get("ts")
     if ts is not None:
-        rfc3339(ts)  # refuse a naive time before taking the lock
+        rfc3339(ts)
+    for name, limit in _LIMITS:
+        value = entry.get(name)
+        if value is None and name in ("entity_id", "firm_id"):
+            continue
+        if not isinstance(value, str) or not value or len(value) > limit:
+            raise ValueError(f"audit entry: {name} must be text of 1 to {limit} characters, got {value!r:.80}")
     return entry, plain(entry.get("before"), _path="before"), plain(entry.get("after"), _path="after")
+
+
+# --------------------------------------------------------------------------------------------------
+# staged appends: written, every chain of the transaction at once, when the transaction commits
+
+
+_STAGED = "propcrm.audit.staged"
+
+
+def _staged(session: Session) -> list[tuple[Any, tuple[Mapping[str, Any], Any, Any], AuditEntry]]:
+    """The session's entries waiting for its commit, each with the (nested) transaction it was appended in."""
+    staged = session.info.get(_STAGED)
+    if staged is None:
+        staged = session.info[_STAGED] = []
+        event.listen(session, "before_commit", _write_staged)
+        event.listen(session, "after_soft_rollback", _drop_rolled_back)
+        event.listen(session, "after_transaction_end", _forget_ended)
+    return staged
+
+
+def _stage(session: Session, prepared: list[tuple[Mapping[str, Any], Any, Any]]) -> list[AuditEntry]:
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    if transaction is None:  # (autobegin) the entries belong to the transaction that starts now
+        session.connection()
+        transaction = session.get_transaction()
+    staged = _staged(session)
+    entries = []
+    for item in prepared:
+        entry, before_plain, after_plain = item
+        pending = AuditEntry(firm_id=entry.get("firm_id"), actor=entry["actor"], action=entry["action"],
+                             entity=entry["entity"], entity_id=entry.get("entity_id"), before=before_plain,
+                             after=after_plain)
+        staged.append((transaction, item, pending))
+        entries.append(pending)
+    return entries
+
+
+def _write_staged(session: Session) -> None:
+    """``before_commit``: write the transaction's staged entries — every chain it appends to locked at once,
+    in the fixed order (:func:`_lock_tail`), so no two transactions can wait on each other's chains.
+    (A savepoint's release also fires ``before_commit``: only the outermost commit writes.)"""
+    staged = session.info.get(_STAGED)
+    if not staged or session.get_nested_transaction() is not None:
+        return
+    items = list(staged)
+    staged.clear()
+    rows = _chain_rows(session, [item for _, item, _ in items])
+    session.execute(_TABLE.insert(), rows)
+    for (_, _, pending), row in zip(items, rows):
+        for name, value in row.items():
+            setattr(pending, name, value)
+
+
+def _within(transaction: Any, ended: Any) -> bool:
+    while transaction is not None:
+        if transaction is ended:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+def _drop_rolled_back(session: Session, previous_transaction: Any) -> None:
+    """A rolled-back transaction or savepoint takes the entries appended inside it along."""
+    staged = session.info.get(_STAGED)
+    if staged:
+        staged[:] = [item for item in staged if not _within(item[0], previous_transaction)]
+
+
+def _forget_ended(session: Session, transaction: Any) -> None:
+    """The outermost transaction ended (committed: written; rolled back or closed: dropped)."""
+    if transaction.parent is None and not transaction.nested:
+        staged = session.info.get(_STAGED)
+        if staged:
+            staged.clear()
 
 
 def append(
@@ -336,37 +423,33 @@ def append(
 ) -> AuditEntry:
     """Append one entry to its firm's chain inside the caller's transaction (it commits or rolls back with it).
 
-    Takes the chain's append lock (see :func:`_lock_tail`) and keeps it until the caller's transaction
-    ends, so append late in a unit of work and commit soon. The entry is flushed (with anything else
-    pending in ``session``) so that a second append in the same transaction chains onto it.
-    ``ts`` defaults to now, read after the lock, so default timestamps never go backwards along
-    the chain. Returns the new :class:`AuditEntry`; its ``before``/``after`` hold the stored plain-JSON
-    form (decimals as text).
+    The entry is checked now (a naive ``ts``, a value the log cannot record exactly, a field too long:
+    :class:`ValueError`/:class:`TypeError` at the call) and written when the caller's transaction commits,
+    with every other entry the transaction appended, under the locks of all their chains taken together
+    in a fixed order (:func:`_lock_tail`): a transaction that appends for firm A and then for firm B can
+    never deadlock with one doing the reverse, and the locks are held only for the commit. A savepoint
+    rolled back drops the entries appended inside it. Entries of one chain are chained in the order
+    appended. ``ts`` defaults to the commit's time, read under the locks, so default timestamps never go
+    backwards along a chain. Returns the :class:`AuditEntry`, numbered (``seq``, ``chain_seq``, ``hash``)
+    once the transaction has committed; its ``before``/``after`` hold the stored plain-JSON form
+    (decimals as text). A key problem (:class:`AuditKeyError`) is raised by the commit.
     """
     prepared = _prepare(dict(actor=actor, action=action, entity=entity, entity_id=entity_id, before=before,
                              after=after, firm_id=firm_id, ts=ts))
-    (row,) = _chain_rows(session, [prepared])
-    entry = AuditEntry(**row)
-    session.add(entry)
-    session.flush()
+    (entry,) = _stage(session, [prepared])
     return entry
 
 
-def append_many(session: Session, entries: list[dict[str, Any]]) -> list[int]:
-    """Append several entries in one go: one lock and one tail read per chain, one multi-row insert.
-
-    Each entry is a mapping of :func:`append`'s keyword arguments (``actor``, ``action``, ``entity``,
-    optional ``entity_id``, ``before``, ``after``, ``firm_id``, ``ts``). Each entry goes to its firm's
-    chain, chained in the order given, exactly as consecutive :func:`append` calls would chain them, so
-    :func:`verify` cannot tell the difference; only the cost differs (the locks and the tail reads once
-    per batch rather than once per entry). Returns the new entries' ``seq`` values.
+def append_many(session: Session, entries: list[dict[str, Any]]) -> list[AuditEntry]:
+    """Append several entries: :func:`append` for each, in the order given (the same chains, the same
+    hashes as consecutive calls, written at the commit with one lock and one tail read per chain and one
+    multi-row insert). Each entry is a mapping of :func:`append`'s keyword arguments (``actor``,
+    ``action``, ``entity``, optional ``entity_id``, ``before``, ``after``, ``firm_id``, ``ts``). Returns
+    the entries (numbered once the transaction has committed).
     """
     if not entries:
         return []
-    prepared = [_prepare(entry) for entry in entries]
-    rows = _chain_rows(session, prepared)
-    session.execute(_TABLE.insert(), rows)
-    return [row["seq"] for row in rows]
+    return _stage(session, [_prepare(entry) for entry in entries])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ those points over with the outcome (``AccountOutcome.lows``). So a dip into the 
 one batch alert, naming the dip's equity and time. The evaluation write path
 (:func:`services.outcomes.write_outcomes`) calls :func:`check` with a batch's outcomes, in the batch's
 transaction; for each point (not crossed: a breach has its own decision and notification) it adds one
-``near_breach_alerts`` row — unique on (account, limit, trading day), so a repeat is a no-op on either backend —
+``near_breach_alerts`` row (all of a batch's in one statement, their audit entries and outbox rows likewise) — unique on (account, limit, trading day), so a repeat is a no-op on either backend —
 and one ``notify`` outbox row (the existing path: in-app for admin and risk, the risk desk's e-mail, the firm's
 webhook). A process-wide memo of what was alerted today keeps an account sitting near its floor from costing a
 statement per event. An outcome without points (a driver that did not watch, e.g. the first batch after a
@@ -49,6 +49,7 @@ LIMIT_NAMES = {"daily_loss": "daily loss", "max_loss": "max loss"}
 SETTINGS_TTL = 30.0  # seconds a worker keeps a firm's settings (a change in another process arrives after it)
 MEMO_SIZE = 100_000
 HUNDRED = Decimal(100)
+_INSERT_ROWS = 1000  # alerts per insert statement
 
 
 class _Memo:
@@ -204,16 +205,19 @@ def _points(session: Session, live: list[Any], now: dt.datetime) -> list[list[tu
 
 def check(session: Session, outcomes: list[Any], now: dt.datetime) -> int:
     """Alert on the batch's accounts that came within their firm's distance of a limit; returns the alerts
-    added (at most one per account, limit and trading day, ever)."""
+    added (at most one per account, limit and trading day, ever).
+
+    Set-wise per batch: one multi-row insert of the candidate alerts (a repeat is skipped by the unique
+    key, on either backend), one :func:`audit.append_many` of the new ones and one insert of their outbox
+    rows — the same rows, in the same order, as one statement per alert wrote."""
     firms = _distances(session, {o.account.firm_id for o in outcomes})
     if not firms:
         return 0
     live = [o for o in outcomes if o.account.firm_id in firms and o.state.status in ("active", "paused")]
     if not live:
         return 0
-    dialect = session.get_bind().dialect.name
     memo = memo_of(session)
-    added = 0
+    candidates: dict[tuple[int, str, dt.date], tuple[Any, str, dt.date, Any, Any, Any, Any]] = {}
     for outcome, points in zip(live, _points(session, live, now)):
         account = outcome.account
         zone = Zone(*firms[account.firm_id])
@@ -221,36 +225,52 @@ def check(session: Session, outcomes: list[Any], now: dt.datetime) -> int:
             if not zone.within(distance, equity):
                 continue
             key = (account.id, rule, day)
-            if memo.seen(key):
+            if key in candidates or memo.seen(key):
                 continue
-            statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(NearBreachAlert.__table__)
-            statement = statement.values(firm_id=account.firm_id, account_id=account.id, limit_rule=rule,
-                                         trading_day=day, equity=equity, level=level, distance=distance,
-                                         reached_at=reached_at, created_at=now).on_conflict_do_nothing(
-                index_elements=["account_id", "limit_rule", "trading_day"]).returning(NearBreachAlert.__table__.c.id)
-            alert_id = session.execute(statement).scalar()
-            _remember_after_commit(session, memo, key)
-            if alert_id is None:  # alerted before (another process, or before a restart)
-                continue
-            added += 1
-            at = _when(reached_at)
-            audit.append(session, actor="system:near_breach", action="near_breach.alert", entity="account",
-                         entity_id=str(account.id),
-                         after={"alert": alert_id, "account": account.external_id, "rule": rule,
-                                "trading_day": day.isoformat(), "equity": money(equity), "level": money(level),
-                                "distance": money(distance), "reached_at": at}, firm_id=account.firm_id)
-            name = LIMIT_NAMES[rule]
-            moment = f" at {at.replace('T', ' ').replace('+00:00', ' UTC')}" if at else ""
-            message = (f"Equity {money(equity)} was {money(distance)} above the {name} level {money(level)}"
-                       f"{moment} (trading day {day.isoformat()}).")
-            session.execute(insert(m.OutboxMessage.__table__), [{
-                "firm_id": account.firm_id, "kind": "notify", "dedupe_key": f"near_breach:{alert_id}",
-                "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,
-                "payload": {"kind": "near_breach", "account": account.external_id, "platform": account.platform,
-                            "login": account.login, "rule": rule, "message": message, "trader_id": None,
-                            "alert": alert_id, "trading_day": day.isoformat(), "distance": money(distance),
-                            "level": money(level), "equity": money(equity), "reached_at": at}}])
-    return added
+            candidates[key] = (account, rule, day, equity, level, distance, reached_at)
+    if not candidates:
+        return 0
+    table = NearBreachAlert.__table__
+    make = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    rows = [dict(firm_id=account.firm_id, account_id=account.id, limit_rule=rule, trading_day=day, equity=equity,
+                 level=level, distance=distance, reached_at=reached_at, created_at=now)
+            for account, rule, day, equity, level, distance, reached_at in candidates.values()]
+    added_ids: dict[tuple[int, str, dt.date], int] = {}
+    for start in range(0, len(rows), _INSERT_ROWS):  # (the backends' limits on bound parameters)
+        statement = make(table).values(rows[start : start + _INSERT_ROWS]).on_conflict_do_nothing(
+            index_elements=["account_id", "limit_rule", "trading_day"]).returning(
+            table.c.id, table.c.account_id, table.c.limit_rule, table.c.trading_day)
+        added_ids.update(((account_id, rule, day), alert_id)
+                         for alert_id, account_id, rule, day in session.execute(statement))
+    for key in candidates:
+        _remember_after_commit(session, memo, key)
+    entries: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    for key, (account, rule, day, equity, level, distance, reached_at) in candidates.items():
+        alert_id = added_ids.get(key)
+        if alert_id is None:  # alerted before (another process, or before a restart)
+            continue
+        at = _when(reached_at)
+        entries.append(dict(actor="system:near_breach", action="near_breach.alert", entity="account",
+                            entity_id=str(account.id),
+                            after={"alert": alert_id, "account": account.external_id, "rule": rule,
+                                   "trading_day": day.isoformat(), "equity": money(equity), "level": money(level),
+                                   "distance": money(distance), "reached_at": at}, firm_id=account.firm_id))
+        name = LIMIT_NAMES[rule]
+        moment = f" at {at.replace('T', ' ').replace('+00:00', ' UTC')}" if at else ""
+        message = (f"Equity {money(equity)} was {money(distance)} above the {name} level {money(level)}"
+                   f"{moment} (trading day {day.isoformat()}).")
+        messages.append({
+            "firm_id": account.firm_id, "kind": "notify", "dedupe_key": f"near_breach:{alert_id}",
+            "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,
+            "payload": {"kind": "near_breach", "account": account.external_id, "platform": account.platform,
+                        "login": account.login, "rule": rule, "message": message, "trader_id": None,
+                        "alert": alert_id, "trading_day": day.isoformat(), "distance": money(distance),
+                        "level": money(level), "equity": money(equity), "reached_at": at}})
+    if entries:
+        audit.append_many(session, entries)
+        session.execute(insert(m.OutboxMessage.__table__), messages)
+    return len(entries)
 
 
 def _when(ts: dt.datetime | None) -> str | None:

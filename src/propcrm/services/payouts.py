@@ -589,16 +589,15 @@ def withdrawal_ts(session: Session, account: m.Account, now: dt.datetime | None)
     events evaluation set aside (never applied).
 
     In the scale-out deployment the log is the stream, which the database cannot search: the
-    withdrawal is stamped now, or right after the account's latest evaluated event should that be
-    later (an event ahead of the clock), so the engine never finds it out of order. A platform event
-    older than it that arrives afterwards is refused as out of order (a dead letter to re-send)."""
+    withdrawal is stamped with the approval's time and carries ``"at": "position"``, so the engine
+    applies it at its place in the stream — at the time of the account's last applied event
+    (:class:`~propcrm.domain.events.Balance`) — and a platform event older than the approval that
+    arrives afterwards is applied as it would have been without the withdrawal. ``propcrm replay`` of
+    the stream applies it at the same point."""
     from ..adapters.bus import bus_mode
 
     if bus_mode():
-        wall = (now or now_utc()).astimezone(UTC)
-        state_row = session.get(m.AccountState, account.id)
-        last = STATE_DECODER.decode(state_row.state).last_ts if state_row is not None else None
-        return max(wall, last + dt.timedelta(microseconds=1)) if last is not None else wall
+        return (now or now_utc()).astimezone(UTC)
     latest = session.scalar(select(func.max(m.RawEvent.ts)).where(
         m.RawEvent.firm_id == account.firm_id,
         (m.RawEvent.account_id == account.id) | m.RawEvent.account_id.is_(None),
@@ -606,10 +605,13 @@ def withdrawal_ts(session: Session, account: m.Account, now: dt.datetime | None)
     return latest if latest is not None else (now or now_utc()).astimezone(UTC)
 
 
-def _withdrawal_line(row: Payout, account: m.Account, ts: dt.datetime) -> bytes:
-    return json.dumps({"id": f"payout-{row.id}", "type": "balance", "account": account.external_id,
-                       "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "amount": money(-row.withdrawal),
-                       "reason": "payout", "payout": row.id, "trader_amount": money(row.trader_amount)}).encode() + b"\n"
+def _withdrawal_line(row: Payout, account: m.Account, ts: dt.datetime, *, at_position: bool = False) -> bytes:
+    event = {"id": f"payout-{row.id}", "type": "balance", "account": account.external_id,
+             "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "amount": money(-row.withdrawal),
+             "reason": "payout", "payout": row.id, "trader_amount": money(row.trader_amount)}
+    if at_position:  # the scale-out log: applied at its place in the stream (withdrawal_ts)
+        event["at"] = "position"
+    return json.dumps(event).encode() + b"\n"
 
 
 def _stored_withdrawal_problem(stored_account_id: int | None, body: bytes, row: Payout, account: m.Account) -> str | None:
@@ -690,7 +692,7 @@ def _withdraw_on_bus(session: Session, row: Payout, account: m.Account, *, now: 
         mine = stored.firm_id == account.firm_id and payload.get("account") == account.external_id
         return _stored_withdrawal_problem(account.id if mine else None, str(payload.get("line", "")).encode(), row,
                                           account)
-    line = _withdrawal_line(row, account, withdrawal_ts(session, account, now))
+    line = _withdrawal_line(row, account, withdrawal_ts(session, account, now), at_position=True)
     savepoint = session.begin_nested()
     # the checks of ingestion (an event's shape and bounds, its account), without writing to raw_events
     prepared = prepare_for_bus(session, firm_id=account.firm_id, source=SOURCE, body=line)
