@@ -288,8 +288,15 @@ class PartitionStore:
     def __init__(self, sessions: sessionmaker[Session], stream: str, partitions: int, worker_id: str, *,
                  snapshot_interval_s: float = 2.0, snapshot_max_dirty: int = 20_000,
                  max_ahead: dt.timedelta | None = None, vector: bool | None = None,
-                 symbols_check_s: float = 1.0) -> None:
+                 symbols_check_s: float = 1.0, commit_hook=None, event_seqs: bool = False) -> None:
         self.sessions = sessions
+        # The event log's adapter: ``commit_hook(session, ranges, dead)`` runs in every batch's transaction
+        # before its dead letters are written (``ranges``: partition -> (old, new) position; ``dead``: the
+        # batch's dead letters, ``account`` still in them) — the table log marks its rows evaluated there.
+        # ``event_seqs``: the log's sequence numbers are ``raw_events.seq`` (the table log), so the
+        # trade-history projection links each trade to its stored event as the decisions do.
+        self.commit_hook = commit_hook
+        self.event_seqs = event_seqs
         # a firm's symbol table changed through the API or an import reaches the running partitions:
         # at most every ``symbols_check_s``, a batch reads the tables' versions (not their bodies) and
         # gives an engine whose table is older the stored one before it applies anything
@@ -311,7 +318,10 @@ class PartitionStore:
         self._zones: dict[str, tuple[float, Zone | None]] = {}  # firm → (until, its near-breach alert distance)
 
     # ------------------------------------------------------------------ takeover
-    def take(self, partition: int, epoch: int = 0) -> PartitionRun:
+    def take(self, partition: int, epoch: int = 0, *, fresh: bool = False) -> PartitionRun:
+        """Take a partition over from its checkpoint. ``fresh``: its state snapshot is empty whatever
+        ``account_states`` holds (the table log's first start over events another driver evaluated: the
+        engines are rebuilt by replaying the log from its start)."""
         with self.sessions.begin() as session:
             make = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
             session.execute(
@@ -333,7 +343,7 @@ class PartitionStore:
             context = _CONTEXT_DECODER.decode(checkpoint.context) if checkpoint.context else PartitionContext()
             self.directory.refresh(session)
             refs = {ref.id: ref for ref in self.directory.in_partition(partition)}
-            ids = sorted(refs)
+            ids = [] if fresh else sorted(refs)
             loaded: list[tuple[AccountRef, bytes]] = []
             for start in range(0, len(ids), _CHUNK):
                 # statuses fresh from the database: a cached one may be from a batch that rolled back
@@ -512,6 +522,8 @@ class PartitionStore:
                     audit.append_many(session, applied)
                 self._snapshot(session, plans)
                 self._advance(session, plans)
+                if self.commit_hook is not None:
+                    self.commit_hook(session, {plan.run.partition: (plan.old, plan.new) for plan in plans}, dead)
                 if dead:
                     quarantined = [row for row in map(self._quarantine_row, dead) if row is not None]
                     session.execute(insert(DeadLetter.__table__), dead)
@@ -784,7 +796,7 @@ class PartitionStore:
         if not silent:
             for ev, number in zip(events, lines_of):
                 if isinstance(ev, PROJECTED_EVENTS) and number not in refused:
-                    trades.setdefault(ev.account, []).append((ev, None))
+                    trades.setdefault(ev.account, []).append((ev, message.seq if self.event_seqs else None))
         by_account: dict[str, list[Decision]] = {}
         for decision in decisions:
             by_account.setdefault(decision.account, []).append(decision)

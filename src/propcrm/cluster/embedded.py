@@ -1,0 +1,216 @@
+"""The embedded service's log driver: the scale-out workers' partition driver
+(:class:`~propcrm.cluster.partition.PartitionStore`) over the ``raw_events`` table
+(:class:`~propcrm.cluster.eventlog.TableLog`), in the ``propcrm serve`` process
+(``PROPCRM_EMBEDDED_DRIVER=log``).
+
+Engines stay in memory per partition between batches (the pass worker, ``services/evaluation.py``,
+reads each account's events and state back and builds an engine per account per pass). A batch is
+every row stored after the driver's position, up to ``batch`` rows, applied and committed in one
+transaction with, besides what a partition batch commits (decisions with their ``event_seq``,
+statuses, outbox, audit, trade and equity-point projections, near-breach alerts, dead letters and
+quarantine, the checkpoint), the rows' own statuses: an account's row moves from ``pending`` to
+``applied``, or to ``rejected`` with the reason when it is set aside (a firm-wide row stays ``stored``
+unless it is refused for everyone). Payouts' "all events evaluated" check therefore reads the same
+columns as with the pass worker.
+
+**States.** ``PROPCRM_EMBEDDED_STATES=batch`` (default): every batch is also a state snapshot — the
+states of the accounts it changed and the engines' context are written with it, so ``account_states``
+(what the back office lists) is as fresh as the decisions, and a restart replays nothing.
+``interval``: a snapshot every ``PROPCRM_SNAPSHOT_INTERVAL`` seconds as the scale-out workers do
+(cheaper batches; the stored figures lag by up to the interval; docs/benchmarks.md has both).
+
+**Restart.** The checkpoint (``cluster_checkpoints``, stream ``raw_events``) says how far effects are
+committed; the states are those of the last snapshot; the rows in between are replayed silently
+(:meth:`PartitionStore.take`). On the first start over a database the pass worker evaluated (states stored, no checkpoint), that
+worker first finishes what is pending, then the engines are rebuilt by replaying the whole log silently
+(its effects are committed) and the next batch writes every state.
+
+One driver per database: the checkpoint fences a second one off (it would be taken over again and again).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..adapters.db import models as m
+from ..adapters.db.models_cluster import PartitionCheckpoint
+from ..adapters.settings import current
+from ..services.evaluation import EvaluationWorker, PassReport
+from ..services.ingest import quarantine_lines
+from ..services.outcomes import clean_reason
+from .eventlog import TABLE_STREAM, TableLog
+from .partition import PartitionRun, PartitionStore, StreamMessage
+
+log = logging.getLogger("propcrm.evaluation")
+UTC = dt.timezone.utc
+_CHUNK = 1000
+
+
+class LogDriver:
+    """The partition driver over ``raw_events``; ``run_pass`` / ``run_until_idle`` as the pass worker's."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, partitions: int | None = None, batch: int = 5000,
+                 states: str | None = None, snapshot_interval_s: float | None = None,
+                 worker_id: str = "embedded") -> None:
+        settings = current()
+        self.sessions = sessions
+        self.partitions = settings.embedded_partitions if partitions is None else partitions
+        self.batch = batch
+        self.with_batch = (settings.embedded_states if states is None else states) == "batch"
+        self.log = TableLog(sessions, self.partitions)
+        self.store = PartitionStore(
+            sessions, TABLE_STREAM, self.partitions, worker_id,
+            snapshot_interval_s=settings.snapshot_interval if snapshot_interval_s is None else snapshot_interval_s,
+            commit_hook=self._mark, event_seqs=True)
+        self.runs: dict[int, PartitionRun] = {}
+        self.cursor = 0  # the log position read up to (every partition's messages up to here are applied)
+        self._read = None  # the batch being applied: its LogRead (for the commit hook)
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> None:
+        """Take every partition over (after a first start's bootstrap, see the module's text)."""
+        fresh = self._bootstrap()
+        self.runs = {p: self.store.take(p, fresh=fresh) for p in range(self.partitions)}
+        self.cursor = min(run.applied for run in self.runs.values())
+
+    def _bootstrap(self) -> bool:
+        with self.sessions() as session:
+            known = session.scalar(select(PartitionCheckpoint.partition)
+                                   .where(PartitionCheckpoint.stream == TABLE_STREAM).limit(1))
+            evaluated = session.scalar(select(m.AccountState.account_id).limit(1))
+        if known is not None or evaluated is None:
+            return False  # taken over before, or nothing evaluated yet: the log is read from its start
+        pending = EvaluationWorker(self.sessions).run_until_idle()
+        head = self.log.head()
+        log.info("log driver: first start over %d stored events (%d evaluated now by the pass worker); the "
+                 "engines are rebuilt from the log", head, pending.events)
+        now = dt.datetime.now(UTC)
+        with self.sessions.begin() as session:
+            make = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+            session.execute(make(PartitionCheckpoint.__table__).values([
+                {"stream": TABLE_STREAM, "partition": p, "seq": head, "state_seq": 0, "updated_at": now}
+                for p in range(self.partitions)]).on_conflict_do_nothing(index_elements=["stream", "partition"]))
+        return True
+
+    # ------------------------------------------------------------------ batches
+    def run_pass(self) -> PassReport:
+        started = time.perf_counter()
+        report = PassReport()
+        if not self.runs:
+            self.start()
+        read = self.log.read(self.cursor, self.batch)
+        if read.reached == self.cursor:
+            return report
+        if not read.messages:  # only rows set aside or holes: nothing to apply
+            self.cursor = read.reached
+            return report
+        by_partition: dict[int, list[StreamMessage]] = {}
+        for message in read.messages:
+            by_partition.setdefault(message.partition, []).append(message)
+        batch = [(self.runs[p], messages) for p, messages in sorted(by_partition.items())]
+        self._read = read
+        try:
+            result = self.store.apply(batch, snapshot=self.with_batch)
+        finally:
+            self._read = None
+        if result.failed:
+            for p in result.failed:  # its engines are ahead of the database: take it over again
+                self.runs[p] = self.store.take(p)
+            self.cursor = min(run.applied for run in self.runs.values())
+            raise RuntimeError(f"log driver: a batch failed and is retried ({result.error})")
+        self.cursor = read.reached
+        report.events = result.events
+        report.accounts = len({(m.partition, m.seq) for m in read.messages})
+        report.decisions = sum(result.decisions.values())
+        report.by_kind = dict(result.decisions)
+        report.rejected = result.dead_letters
+        report.set_aside = len(result.set_aside)
+        report.seconds = time.perf_counter() - started
+        self.last_result = result
+        return report
+
+    def run_until_idle(self, *, max_passes: int = 10_000) -> PassReport:
+        total = PassReport()
+        for _ in range(max_passes):
+            before = self.cursor if self.runs else -1
+            report = self.run_pass()
+            if self.cursor == before:
+                break
+            total.accounts += report.accounts
+            total.events += report.events
+            total.decisions += report.decisions
+            total.rejected += report.rejected
+            total.set_aside += report.set_aside
+            total.seconds += report.seconds
+            for kind, n in report.by_kind.items():
+                total.by_kind[kind] = total.by_kind.get(kind, 0) + n
+        return total
+
+    def _mark(self, session: Session, ranges: dict[int, tuple[int, int]], dead: list[dict]) -> None:
+        """In the batch's transaction: the stored rows' statuses (see the module's text)."""
+        read = self._read
+        if read is None:
+            return
+        own = read.own
+        rejected: dict[int, str] = {}
+        quarantine: dict[int, dict] = {}
+        for letter in dead:
+            seq = letter["stream_seq"]
+            if seq in own:
+                rejected.setdefault(seq, letter["reason"])
+                if letter.get("account") is None and seq not in quarantine:  # (one with an account is already)
+                    quarantine[seq] = letter
+            elif letter.get("account") is None:  # a firm-wide row refused for everyone (it is in every partition)
+                rejected.setdefault(seq, letter["reason"])
+                quarantine.setdefault(seq, letter)
+        applied = sorted({message.seq for message in read.messages
+                          if message.seq in own and message.seq not in rejected
+                          and _within(ranges.get(message.partition), message.seq)})
+        table = m.RawEvent.__table__
+        for start in range(0, len(applied), _CHUNK):
+            session.execute(update(table).where(table.c.seq.in_(applied[start : start + _CHUNK]))
+                            .values(status="applied"))
+        if rejected:
+            session.execute(update(table).where(table.c.seq == bindparam("row_seq"))
+                            .values(status="rejected", reason=bindparam("row_reason")),
+                            [{"row_seq": seq, "row_reason": clean_reason(reason)} for seq, reason in rejected.items()])
+        rows = [{"firm_id": letter["firm_id"], "source": letter["source"], "line": None, "body": letter["body"],
+                 "reason": letter["reason"], "received_at": letter["created_at"], "resolved_at": None}
+                for letter in quarantine.values() if letter["firm_id"] and letter["source"]]
+        if rows:
+            quarantine_lines(session, rows)
+
+
+def _within(span: tuple[int, int] | None, seq: int) -> bool:
+    """Whether ``seq`` is one of the positions a batch committed for its partition (not a replay)."""
+    return span is not None and span[0] < seq <= span[1]
+
+
+def driver_loop(sessions: sessionmaker[Session], stop: threading.Event, *, fallback: float = 1.0,
+                driver: LogDriver | None = None) -> None:
+    """Batches while there is work; when idle, wait until ingestion commits events in this process
+    (services/wakeup.py) or ``fallback`` seconds pass (events another process stored)."""
+    from ..services.wakeup import EVENTS
+
+    driver = driver or LogDriver(sessions)
+    while not stop.is_set():
+        seen = EVENTS.generation  # read before the batch: a commit during it wakes the next wait
+        before = driver.cursor if driver.runs else -1
+        try:
+            driver.run_pass()
+        except Exception:  # noqa: BLE001 - a failed batch is retried from the checkpoint
+            log.exception("log driver: batch failed; retrying")
+            stop.wait(1.0)
+            continue
+        if driver.cursor == before:
+            EVENTS.wait(seen, fallback)
+
+
+__all__ = ["LogDriver", "driver_loop"]
