@@ -39,6 +39,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..adapters.bus.partitions import HEADER_FIRM, HEADER_SOURCE
 from ..adapters.db import models as m
 from ..adapters.db.models_cluster import PartitionCheckpoint
 from ..adapters.settings import current
@@ -51,6 +52,8 @@ from .partition import PartitionRun, PartitionStore, StreamMessage
 log = logging.getLogger("propcrm.evaluation")
 UTC = dt.timezone.utc
 _CHUNK = 1000
+#: rows joined into one message at most (the bus's messages hold up to 2,000 lines)
+MESSAGE_ROWS = 2000
 
 
 class LogDriver:
@@ -68,10 +71,11 @@ class LogDriver:
         self.store = PartitionStore(
             sessions, TABLE_STREAM, self.partitions, worker_id,
             snapshot_interval_s=settings.snapshot_interval if snapshot_interval_s is None else snapshot_interval_s,
-            commit_hook=self._mark, event_seqs=True)
+            commit_hook=self._mark)
         self.runs: dict[int, PartitionRun] = {}
         self.cursor = 0  # the log position read up to (every partition's messages up to here are applied)
         self._read = None  # the batch being applied: its LogRead (for the commit hook)
+        self._lines: dict[tuple[int, int], list[int] | None] = {}  # (partition, message seq) -> its rows' seqs
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
@@ -111,10 +115,9 @@ class LogDriver:
         if not read.messages:  # only rows set aside or holes: nothing to apply
             self.cursor = read.reached
             return report
-        by_partition: dict[int, list[StreamMessage]] = {}
-        for message in read.messages:
-            by_partition.setdefault(message.partition, []).append(message)
+        by_partition = self._join(read.messages)
         batch = [(self.runs[p], messages) for p, messages in sorted(by_partition.items())]
+        self._lines = {(p, message.seq): message.seqs for p, messages in by_partition.items() for message in messages}
         self._read = read
         try:
             result = self.store.apply(batch, snapshot=self.with_batch)
@@ -127,7 +130,7 @@ class LogDriver:
             raise RuntimeError(f"log driver: a batch failed and is retried ({result.error})")
         self.cursor = read.reached
         report.events = result.events
-        report.accounts = len({(m.partition, m.seq) for m in read.messages})
+        report.accounts = result.messages
         report.decisions = sum(result.decisions.values())
         report.by_kind = dict(result.decisions)
         report.rejected = result.dead_letters
@@ -135,6 +138,28 @@ class LogDriver:
         report.seconds = time.perf_counter() - started
         self.last_result = result
         return report
+
+    def _join(self, rows: list[StreamMessage]) -> dict[int, list[StreamMessage]]:
+        """A partition's consecutive rows of one firm and source as one message (as ingestion batches a
+        request's lines on the bus), its ``seq`` its last row's, each line's own in ``seqs``: the engines
+        take a message's events together. A message never spans a partition's committed position or its
+        snapshot's (what is replayed silently and what is applied stay apart however a restart reads)."""
+        parts: dict[int, list[tuple[StreamMessage, list[int], list[bytes]]]] = {}
+        for row in rows:
+            run = self.runs[row.partition]
+            joined = parts.setdefault(row.partition, [])
+            if joined:
+                last, seqs, bodies = joined[-1]
+                if (len(seqs) < MESSAGE_ROWS and last.headers[HEADER_FIRM] == row.headers[HEADER_FIRM]
+                        and last.headers[HEADER_SOURCE] == row.headers[HEADER_SOURCE]
+                        and (seqs[-1] <= run.seq) == (row.seq <= run.seq)
+                        and (seqs[-1] <= run.applied) == (row.seq <= run.applied)):
+                    seqs.append(row.seq)
+                    bodies.append(row.body)
+                    continue
+            joined.append((row, [row.seq], [row.body]))
+        return {p: [StreamMessage(p, seqs[-1], first.headers, b"\n".join(bodies), seqs)
+                    for first, seqs, bodies in joined] for p, joined in parts.items()}
 
     def run_until_idle(self, *, max_passes: int = 10_000) -> PassReport:
         total = PassReport()
@@ -162,7 +187,8 @@ class LogDriver:
         rejected: dict[int, str] = {}
         quarantine: dict[int, dict] = {}
         for letter in dead:
-            seq = letter["stream_seq"]
+            seqs, line = self._lines.get((letter["partition"], letter["stream_seq"])), letter.get("line")
+            seq = seqs[line - 1] if seqs and line and line <= len(seqs) else letter["stream_seq"]
             if seq in own:
                 rejected.setdefault(seq, letter["reason"])
                 if letter.get("account") is None and seq not in quarantine:  # (one with an account is already)

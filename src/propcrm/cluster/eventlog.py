@@ -90,17 +90,25 @@ class TableLog:
         with self.sessions() as session:
             xmin = self._snapshot(session, "xmin") if self.postgres else None
             rows = session.execute(
-                select(raw.seq, raw.firm_id, raw.source, raw.account_id, m.Account.external_id, raw.body,
-                       raw.received_at, raw.status)
-                .outerjoin(m.Account, m.Account.id == raw.account_id)
+                select(raw.seq, raw.firm_id, raw.source, raw.account_id, raw.body, raw.received_at, raw.status)
                 .where(raw.seq > after).order_by(raw.seq).limit(limit)
             ).all()
+            home = self._home
+            if self.partitions > 1:  # the partition of accounts met for the first time
+                new = sorted({row.account_id for row in rows if row.account_id is not None} - home.keys())
+                for start in range(0, len(new), 1000):
+                    for account_id, firm_id, external_id in session.execute(
+                        select(m.Account.id, m.Account.firm_id, m.Account.external_id)
+                        .where(m.Account.id.in_(new[start : start + 1000]))
+                    ):
+                        home[account_id] = partition_of(firm_id, external_id, self.partitions)
             xmax = self._snapshot(session, "xmax") if self.postgres and rows else None
         out = LogRead(reached=after)
         messages = out.messages
         expected = after + 1
         everyone = range(self.partitions)
-        home = self._home
+        single = self.partitions == 1
+        headers_of: dict[tuple, dict[str, str]] = {}  # a request's rows share firm, source and time
         for row in rows:
             if row.seq != expected and self.postgres:
                 if not self._hole_final(expected, row.seq, xmin, xmax):
@@ -109,16 +117,16 @@ class TableLog:
             out.reached = row.seq
             if row.status == "rejected":
                 continue  # set aside: what the engines met is the log without it (as a takeover's replay)
-            headers = {HEADER_FIRM: row.firm_id, HEADER_SOURCE: row.source,
-                       HEADER_PUBLISHED: str(int(row.received_at.timestamp() * 1e9))}
-            body = bytes(row.body)
+            key = (row.firm_id, row.source, row.received_at)
+            headers = headers_of.get(key)
+            if headers is None:
+                headers = headers_of[key] = {HEADER_FIRM: row.firm_id, HEADER_SOURCE: row.source,
+                                             HEADER_PUBLISHED: str(int(row.received_at.timestamp() * 1e9))}
+            body = row.body if type(row.body) is bytes else bytes(row.body)
             if row.account_id is None:
                 messages.extend(StreamMessage(p, row.seq, headers, body) for p in everyone)
                 continue
-            p = home.get(row.account_id)
-            if p is None:
-                p = home[row.account_id] = partition_of(row.firm_id, row.external_id, self.partitions)
-            messages.append(StreamMessage(p, row.seq, headers, body))
+            messages.append(StreamMessage(0 if single else home[row.account_id], row.seq, headers, body))
             out.own.add(row.seq)
         return out
 
