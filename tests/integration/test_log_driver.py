@@ -168,3 +168,39 @@ def test_the_table_log_routes_firm_wide_rows_to_every_partition_and_skips_rows_s
     seqs = [message.seq for message in read.messages]
     assert seqs == sorted(seqs)
     engine.dispose()
+
+
+@pytest.mark.parametrize("driver_kind", ["log", "poll"])
+def test_a_cleared_breach_is_taken_over_not_written_back(db_url, lines, driver_kind):
+    """Staff clear a breach (services/overrides.py rewrites the state and bumps its generation): the
+    driver takes the stored state over before its next batch instead of going on from — and storing
+    again — the breached copy it holds; as the pass worker does."""
+    from propcrm.services import users
+    from propcrm.services.overrides import override_account
+
+    engine = make_engine(db_url)
+    Session = sessions(engine)
+    accounts = _load(Session, lines)
+    driver = LogDriver(Session, partitions=2, states="batch") if driver_kind == "log" else EvaluationWorker(Session)
+    driver.run_until_idle()
+    with Session.begin() as s:
+        breached = s.scalars(select(m.Account).where(m.Account.status == "breached").order_by(m.Account.id)).first()
+        assert breached is not None
+        user = users.create_user(s, firm_id=FIRM, email="risk@demo.example", password="correct horse battery staple",
+                                 role="risk", actor="test")
+        override_account(s, firm_id=FIRM, account_id=breached.id, reason="broker error", actor_user_id=user.id,
+                         actor="test")
+        external, last_ts = breached.external_id, STATE_DECODER.decode(
+            s.get(m.AccountState, breached.id).state).last_ts
+    later = last_ts.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    line = (f'{{"id":"after-clear","type":"equity","account":"{external}","ts":"{later}",'
+            f'"equity":"100000.00","balance":"100000.00"}}\n').encode()
+    _load(Session, [line], accounts=accounts)
+    driver.run_until_idle()
+    with Session() as s:
+        # evaluated in full from the cleared state: the loss still there breaches again, on this event (from
+        # a breached copy held in memory the event would change nothing and decide nothing)
+        decided = s.scalars(select(m.Decision.body).where(m.Decision.account_id == breached.id)).all()
+        assert any(b'"event_id":"after-clear"' in body and b'"kind":"breach"' in body for body in decided)
+        assert s.scalar(select(m.RawEvent.status).where(m.RawEvent.event_id == "after-clear")) == "applied"
+    engine.dispose()

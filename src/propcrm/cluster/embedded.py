@@ -39,13 +39,13 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..adapters.bus.partitions import HEADER_FIRM, HEADER_SOURCE
+from ..adapters.bus.partitions import HEADER_FIRM, HEADER_SOURCE, partition_of
 from ..adapters.db import models as m
 from ..adapters.db.models_cluster import PartitionCheckpoint
 from ..adapters.settings import current
 from ..services.evaluation import EvaluationWorker, PassReport
 from ..services.ingest import quarantine_lines
-from ..services.outcomes import clean_reason
+from ..services.outcomes import STATE_DECODER, clean_reason
 from .eventlog import TABLE_STREAM, TableLog
 from .partition import PartitionRun, PartitionStore, StreamMessage
 
@@ -76,6 +76,7 @@ class LogDriver:
         self.cursor = 0  # the log position read up to (every partition's messages up to here are applied)
         self._read = None  # the batch being applied: its LogRead (for the commit hook)
         self._lines: dict[tuple[int, int], list[int] | None] = {}  # (partition, message seq) -> its rows' seqs
+        self._generations: dict[int, int] = {}  # account id -> account_states.generation of the state held
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
@@ -83,6 +84,39 @@ class LogDriver:
         fresh = self._bootstrap()
         self.runs = {p: self.store.take(p, fresh=fresh) for p in range(self.partitions)}
         self.cursor = min(run.applied for run in self.runs.values())
+        with self.sessions() as session:  # the states taken over are of these generations
+            self._generations = dict(session.execute(
+                select(m.AccountState.account_id, m.AccountState.generation).where(m.AccountState.generation > 0)).all())
+
+    def _reload_changed(self) -> int:
+        """Take over again the states someone else rewrote since they were read (a cleared breach, a
+        re-bind: ``account_states.generation`` moves, services/rebind.py's invalidation point) with the
+        account's pack version, phase and status, before the next batch meets them — else the batch
+        would go on from the engine's copy and write it back over theirs. Returns how many."""
+        states = m.AccountState
+        with self.sessions() as session:
+            rows = session.execute(select(states.account_id, states.generation).where(states.generation > 0)).all()
+            changed = [account_id for account_id, generation in rows if self._generations.get(account_id) != generation]
+            if not changed:
+                return 0
+            found = session.execute(
+                select(m.Account.id, m.Account.firm_id, m.Account.external_id, m.Account.pack_version_id,
+                       m.Account.phase, m.Account.status, states.state, states.generation)
+                .join(states, states.account_id == m.Account.id).where(m.Account.id.in_(changed[:_CHUNK]))).all()
+        for row in found:
+            ref = self.store.directory.get(row.firm_id, row.external_id)
+            if ref is not None:
+                ref.pack_version_id, ref.phase, ref.status = row.pack_version_id, row.phase, row.status
+                run = self.runs[partition_of(row.firm_id, row.external_id, self.partitions)]
+                engine = run.engines.get(row.firm_id)
+                if engine is not None:
+                    engine.settle()
+                    engine.adopt(STATE_DECODER.decode(bytes(row.state)), self.store.directory.program(ref))
+                    run.dirty.pop((row.firm_id, row.external_id), None)
+                log.info("log driver: account %s (firm %s) was rewritten outside the driver; its stored state "
+                         "is taken over", row.external_id, row.firm_id)
+            self._generations[row.id] = row.generation
+        return len(found)
 
     def _bootstrap(self) -> bool:
         with self.sessions() as session:
@@ -109,6 +143,7 @@ class LogDriver:
         report = PassReport()
         if not self.runs:
             self.start()
+        self._reload_changed()
         read = self.log.read(self.cursor, self.batch)
         if read.reached == self.cursor:
             return report
