@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import threading
 import time
 
@@ -54,6 +55,7 @@ UTC = dt.timezone.utc
 _CHUNK = 1000
 #: rows joined into one message at most (the bus's messages hold up to 2,000 lines)
 MESSAGE_ROWS = 2000
+_LINE = re.compile(r"^line \d+: ")
 
 
 class LogDriver:
@@ -224,6 +226,7 @@ class LogDriver:
         for letter in dead:
             seqs, line = self._lines.get((letter["partition"], letter["stream_seq"])), letter.get("line")
             seq = seqs[line - 1] if seqs and line and line <= len(seqs) else letter["stream_seq"]
+            letter["reason"] = row_reason(letter["reason"])  # (its quarantine entry's too)
             if seq in own:
                 rejected.setdefault(seq, letter["reason"])
                 if letter.get("account") is None and seq not in quarantine:  # (one with an account is already)
@@ -241,12 +244,21 @@ class LogDriver:
         if rejected:
             session.execute(update(table).where(table.c.seq == bindparam("row_seq"))
                             .values(status="rejected", reason=bindparam("row_reason")),
-                            [{"row_seq": seq, "row_reason": clean_reason(reason)} for seq, reason in rejected.items()])
+                            [{"row_seq": seq, "row_reason": row_reason(reason)} for seq, reason in rejected.items()])
         rows = [{"firm_id": letter["firm_id"], "source": letter["source"], "line": None, "body": letter["body"],
                  "reason": letter["reason"], "received_at": letter["created_at"], "resolved_at": None}
                 for letter in quarantine.values() if letter["firm_id"] and letter["source"]]
         if rows:
             quarantine_lines(session, rows)
+
+
+def row_reason(reason: str) -> str:
+    """A dead letter's reason as a stored row's (one event: no line number within a message), worded as
+    the pass worker words it."""
+    reason = _LINE.sub("", reason, count=1)
+    if reason.startswith("not a valid event: "):
+        reason = "malformed: " + reason[len("not a valid event: "):]
+    return clean_reason(reason)
 
 
 def _within(span: tuple[int, int] | None, seq: int) -> bool:
