@@ -4,6 +4,8 @@ or a restart at any batch with the same decisions and states."""
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 import pytest
 from sqlalchemy import func, select
@@ -203,4 +205,55 @@ def test_a_cleared_breach_is_taken_over_not_written_back(db_url, lines, driver_k
         decided = s.scalars(select(m.Decision.body).where(m.Decision.account_id == breached.id)).all()
         assert any(b'"event_id":"after-clear"' in body and b'"kind":"breach"' in body for body in decided)
         assert s.scalar(select(m.RawEvent.status).where(m.RawEvent.event_id == "after-clear")) == "applied"
+    engine.dispose()
+
+
+def test_the_table_log_never_passes_a_row_committed_late_with_a_lower_seq(db_url, lines):
+    """PostgreSQL numbers rows before they commit: a row numbered first and committed last is still
+    read (the reader waits at the hole); a hole a rolled-back insert leaves is passed once its
+    transaction has ended. (On SQLite one writer numbers and commits in order.)"""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite numbers and commits rows in order (one writer)")
+    engine = make_engine(db_url)
+    Session = sessions(engine)
+    accounts = _load(Session, lines[:3])
+    log = TableLog(Session, 1)
+    start = log.head()
+
+    def settled(after: int):  # the hole is final once every transaction running when it was seen ended
+        for _ in range(500):  # (xids are the server's: another database's transaction can hold it a moment)
+            read = log.read(after, 100)
+            if not read.hole:
+                return read
+            time.sleep(0.01)
+        raise AssertionError("the reader stayed at a hole whose transaction ended")
+
+    def row(event_id: str) -> m.RawEvent:
+        return m.RawEvent(firm_id=FIRM, source="mt5", event_id=event_id, account_id=accounts["A7"] if "A7" in accounts
+                          else next(v for k, v in accounts.items() if k != "_version"), type="clock",
+                          ts=DECODER.decode(lines[0]).ts, body=lines[0].rstrip(b"\n"), status="pending")
+
+    slow = Session()
+    slow.begin()
+    slow.add(row("slow"))
+    slow.flush()  # numbered, not committed
+    with Session.begin() as s:
+        s.add(row("fast"))
+    first = log.read(start, 100)
+    assert first.messages == [] and first.hole and first.reached == start
+    slow.commit()
+    slow.close()
+    second = settled(start)
+    assert len(second.messages) == 2
+    doomed = Session()
+    doomed.begin()
+    doomed.add(row("doomed"))
+    doomed.flush()
+    with Session.begin() as s:
+        s.add(row("after"))
+    assert log.read(second.reached, 100).hole
+    doomed.rollback()
+    doomed.close()
+    third = settled(second.reached)
+    assert [message.seq for message in third.messages] == [third.reached]
     engine.dispose()

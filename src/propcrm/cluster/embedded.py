@@ -79,6 +79,7 @@ class LogDriver:
         self._read = None  # the batch being applied: its LogRead (for the commit hook)
         self._lines: dict[tuple[int, int], list[int] | None] = {}  # (partition, message seq) -> its rows' seqs
         self._generations: dict[int, int] = {}  # account id -> account_states.generation of the state held
+        self.at_hole = False  # the last read stopped at a hole in seq that may still fill (PostgreSQL)
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
@@ -147,6 +148,7 @@ class LogDriver:
             self.start()
         self._reload_changed()
         read = self.log.read(self.cursor, self.batch)
+        self.at_hole = read.hole
         if read.reached == self.cursor:
             return report
         if not read.messages:  # only rows set aside or holes: nothing to apply
@@ -200,10 +202,15 @@ class LogDriver:
 
     def run_until_idle(self, *, max_passes: int = 10_000) -> PassReport:
         total = PassReport()
+        waited = 0
         for _ in range(max_passes):
             before = self.cursor if self.runs else -1
             report = self.run_pass()
             if self.cursor == before:
+                if self.at_hole and waited < 200:  # a transaction that may fill it is still running
+                    waited += 1
+                    time.sleep(0.01)
+                    continue
                 break
             total.accounts += report.accounts
             total.events += report.events
@@ -282,7 +289,9 @@ def driver_loop(sessions: sessionmaker[Session], stop: threading.Event, *, fallb
             log.exception("log driver: batch failed; retrying")
             stop.wait(1.0)
             continue
-        if driver.cursor == before:
+        if driver.at_hole:
+            stop.wait(0.005)  # a transaction that may fill a hole in seq is still running: look again soon
+        elif driver.cursor == before:
             EVENTS.wait(seen, fallback)
 
 

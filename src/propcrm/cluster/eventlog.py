@@ -57,6 +57,8 @@ class LogRead:
     messages: list[StreamMessage] = field(default_factory=list)
     reached: int = 0
     own: set[int] = field(default_factory=set)
+    #: stopped at a hole that may still fill (PostgreSQL): read again shortly, not after the idle wait
+    hole: bool = False
 
 
 class EventLog(Protocol):
@@ -112,6 +114,7 @@ class TableLog:
         for row in rows:
             if row.seq != expected and self.postgres:
                 if not self._hole_final(expected, row.seq, xmin, xmax):
+                    out.hole = True
                     break
             expected = row.seq + 1
             out.reached = row.seq
