@@ -41,12 +41,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..adapters.bus.partitions import HEADER_FIRM, HEADER_PUBLISHED, HEADER_SOURCE, partition_of
 from ..adapters.db import models as m
+from ..adapters.db.models_cluster import TABLE_STREAM
 from .partition import StreamMessage
 
 log = logging.getLogger("propcrm.cluster")
 
-#: the stream name of the table log's checkpoints (``cluster_checkpoints.stream``) and dead letters
-TABLE_STREAM = "raw_events"
 
 
 @dataclass
