@@ -21,9 +21,9 @@ states of the accounts it changed and the engines' context are written with it, 
 
 **Restart.** The checkpoint (``cluster_checkpoints``, stream ``raw_events``) says how far effects are
 committed; the states are those of the last snapshot; the rows in between are replayed silently
-(:meth:`PartitionStore.take`). On the first start over a database the pass worker evaluated (states stored, no checkpoint), that
-worker first finishes what is pending, then the engines are rebuilt by replaying the whole log silently
-(its effects are committed) and the next batch writes every state.
+(:meth:`PartitionStore.take`). On the first start over a database the pass worker evaluated (states
+stored, no checkpoint), that worker first catches every account up to the head of the log, and the
+driver goes on from there with the stored states (see ``_bootstrap``).
 
 One driver per database: the checkpoint fences a second one off (it would be taken over again and again).
 """
@@ -36,6 +36,7 @@ import re
 import threading
 import time
 
+import msgspec
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
@@ -44,11 +45,13 @@ from ..adapters.bus.partitions import HEADER_FIRM, HEADER_SOURCE, partition_of
 from ..adapters.db import models as m
 from ..adapters.db.models_cluster import PartitionCheckpoint
 from ..adapters.settings import current
+from ..domain.events import DECODER
+from ..engine.runner import Engine
 from ..services.evaluation import EvaluationWorker, PassReport
 from ..services.ingest import quarantine_lines
 from ..services.outcomes import STATE_DECODER, clean_reason
 from .eventlog import TABLE_STREAM, TableLog
-from .partition import PartitionRun, PartitionStore, StreamMessage
+from .partition import FirmContext, PartitionContext, PartitionRun, PartitionStore, StreamMessage
 
 log = logging.getLogger("propcrm.evaluation")
 UTC = dt.timezone.utc
@@ -84,8 +87,8 @@ class LogDriver:
     # ------------------------------------------------------------------ start
     def start(self) -> None:
         """Take every partition over (after a first start's bootstrap, see the module's text)."""
-        fresh = self._bootstrap()
-        self.runs = {p: self.store.take(p, fresh=fresh) for p in range(self.partitions)}
+        self._bootstrap()
+        self.runs = {p: self.store.take(p) for p in range(self.partitions)}
         self.cursor = min(run.applied for run in self.runs.values())
         with self.sessions() as session:  # the states taken over are of these generations
             self._generations = dict(session.execute(
@@ -121,24 +124,46 @@ class LogDriver:
             self._generations[row.id] = row.generation
         return len(found)
 
-    def _bootstrap(self) -> bool:
+    def _bootstrap(self) -> None:
+        """The first start over a database the pass worker evaluated (states stored, no checkpoint): the
+        pass worker catches every account up to the head of the log (eagerly: every firm clock and news
+        event met), then the checkpoints start there, their states being the stored ones, with the
+        engines' context — each firm's news calendar, last prices and last clock — rebuilt from its
+        firm-wide rows alone (no account in the engines, so nothing is applied twice)."""
         with self.sessions() as session:
             known = session.scalar(select(PartitionCheckpoint.partition)
                                    .where(PartitionCheckpoint.stream == TABLE_STREAM).limit(1))
             evaluated = session.scalar(select(m.AccountState.account_id).limit(1))
         if known is not None or evaluated is None:
-            return False  # taken over before, or nothing evaluated yet: the log is read from its start
-        pending = EvaluationWorker(self.sessions).run_until_idle()
+            return  # taken over before, or nothing evaluated yet: the log is read from its start
+        pending = EvaluationWorker(self.sessions, lazy_clock=False).run_until_idle()
         head = self.log.head()
-        log.info("log driver: first start over %d stored events (%d evaluated now by the pass worker); the "
-                 "engines are rebuilt from the log", head, pending.events)
+        firms: dict[str, Engine] = {}
+        raw = m.RawEvent
+        with self.sessions() as session:
+            rows = session.execute(select(raw.firm_id, raw.body).where(
+                raw.account_id.is_(None), raw.status != "rejected", raw.seq <= head).order_by(raw.seq))
+            for firm_id, body in rows:
+                try:
+                    event = DECODER.decode(body)
+                except (msgspec.ValidationError, msgspec.DecodeError):
+                    continue  # set aside when it was met
+                engine = firms.get(firm_id)
+                if engine is None:
+                    engine = firms[firm_id] = Engine(_nobody, dedupe=False)
+                engine.feed([event])
+                del engine.rejected[:]
+        context = msgspec.msgpack.encode(PartitionContext(firms={
+            firm_id: FirmContext(engine.market.canonical(), engine.last_clock) for firm_id, engine in sorted(firms.items())}))
+        log.info("log driver: first start over %d stored events (%d evaluated now by the pass worker); it goes on "
+                 "from there with the stored states", head, pending.events)
         now = dt.datetime.now(UTC)
         with self.sessions.begin() as session:
             make = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
             session.execute(make(PartitionCheckpoint.__table__).values([
-                {"stream": TABLE_STREAM, "partition": p, "seq": head, "state_seq": 0, "updated_at": now}
+                {"stream": TABLE_STREAM, "partition": p, "seq": head, "state_seq": head, "context": context,
+                 "updated_at": now}
                 for p in range(self.partitions)]).on_conflict_do_nothing(index_elements=["stream", "partition"]))
-        return True
 
     # ------------------------------------------------------------------ batches
     def run_pass(self) -> PassReport:
@@ -266,6 +291,11 @@ def row_reason(reason: str) -> str:
     if reason.startswith("not a valid event: "):
         reason = "malformed: " + reason[len("not a valid event: "):]
     return clean_reason(reason)
+
+
+def _nobody(account: str) -> None:
+    """The program of an account the bootstrap's engines never hold (they see firm-wide events only)."""
+    return None
 
 
 def _within(span: tuple[int, int] | None, seq: int) -> bool:

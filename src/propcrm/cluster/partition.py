@@ -319,10 +319,7 @@ class PartitionStore:
         self._zones: dict[str, tuple[float, Zone | None]] = {}  # firm → (until, its near-breach alert distance)
 
     # ------------------------------------------------------------------ takeover
-    def take(self, partition: int, epoch: int = 0, *, fresh: bool = False) -> PartitionRun:
-        """Take a partition over from its checkpoint. ``fresh``: its state snapshot is empty whatever
-        ``account_states`` holds (the table log's first start over events another driver evaluated: the
-        engines are rebuilt by replaying the log from its start)."""
+    def take(self, partition: int, epoch: int = 0) -> PartitionRun:
         with self.sessions.begin() as session:
             make = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
             session.execute(
@@ -344,7 +341,7 @@ class PartitionStore:
             context = _CONTEXT_DECODER.decode(checkpoint.context) if checkpoint.context else PartitionContext()
             self.directory.refresh(session)
             refs = {ref.id: ref for ref in self.directory.in_partition(partition)}
-            ids = [] if fresh else sorted(refs)
+            ids = sorted(refs)
             loaded: list[tuple[AccountRef, bytes]] = []
             for start in range(0, len(ids), _CHUNK):
                 # statuses fresh from the database: a cached one may be from a batch that rolled back
