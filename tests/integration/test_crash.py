@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from propcrm.adapters.db import models as m
@@ -112,7 +113,11 @@ def _sigkill(proc: subprocess.Popen | None) -> None:
     proc.wait(timeout=10)
 
 
-def test_sigkilled_service_ingests_and_decides_exactly_once(db_url, tmp_path):
+@pytest.mark.parametrize("driver", ["poll", "log"])
+def test_sigkilled_service_ingests_and_decides_exactly_once(db_url, tmp_path, driver, monkeypatch):
+    """``driver``: the worker's (``PROPCRM_EMBEDDED_DRIVER``): the pass worker, or the partition driver
+    over ``raw_events`` (a killed one is taken over from its checkpoint and snapshot by the next)."""
+    monkeypatch.setenv("PROPCRM_EMBEDDED_DRIVER", driver)  # (the processes started below inherit it)
     lines = list(generate(SPEC))
     requests = [b"".join(lines[i : i + REQUEST_LINES]) for i in range(0, len(lines), REQUEST_LINES)]
     n = len(requests)
@@ -230,6 +235,16 @@ def test_sigkilled_service_ingests_and_decides_exactly_once(db_url, tmp_path):
     assert expected, "the synthetic firm should produce decisions"
     assert len(decisions) == len(expected), (len(decisions), len(expected))
     assert decisions == expected
+    if driver == "log":  # its states are written with every batch: they are replay's, byte for byte
+        from propcrm.services.outcomes import STATE_DECODER, STATE_ENCODER
+
+        engine = Engine(compile_pack(load_pack("two-step-100k")))
+        engine.feed([DECODER.decode(x) for x in lines])
+        with Session() as s:
+            stored_states = {external: STATE_ENCODER.encode(STATE_DECODER.decode(bytes(blob))) for external, blob in
+                             s.execute(select(m.Account.external_id, m.AccountState.state)
+                                       .join(m.Account, m.Account.id == m.AccountState.account_id))}
+        assert stored_states == {a: STATE_ENCODER.encode(engine.state(a)) for a in engine.states}
     db.dispose()
     print(f"\n{len(lines)} events in {n} requests; API killed {service.api_kills}x ({inflight_lost} answer(s) lost), "
           f"worker killed {service.worker_kills}x; sent in {sent_at - started:.1f}s, drained in "

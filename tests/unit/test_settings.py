@@ -213,3 +213,17 @@ def test_a_bad_delivery_value_is_refused_naming_the_variable(name, value):
     if name.startswith("PROPCRM_SMTP"):  # the mapping form of the dispatcher's configuration says the same
         with pytest.raises(DispatchConfigError, match=name):
             email_from_env({"PROPCRM_SMTP_HOST": "smtp.example", name: value})
+
+
+def test_the_embedded_driver_settings_default_to_the_pass_worker_and_name_a_bad_value():
+    from propcrm.adapters.settings import Settings, SettingsError
+
+    settings = Settings.from_env({})
+    assert (settings.embedded_driver, settings.embedded_states, settings.embedded_partitions) == ("poll", "batch", 1)
+    chosen = Settings.from_env({"PROPCRM_EMBEDDED_DRIVER": "LOG", "PROPCRM_EMBEDDED_STATES": "interval",
+                                "PROPCRM_EMBEDDED_PARTITIONS": "8"})
+    assert (chosen.embedded_driver, chosen.embedded_states, chosen.embedded_partitions) == ("log", "interval", 8)
+    for name, value in (("PROPCRM_EMBEDDED_DRIVER", "push"), ("PROPCRM_EMBEDDED_STATES", "never"),
+                        ("PROPCRM_EMBEDDED_PARTITIONS", "0"), ("PROPCRM_EMBEDDED_PARTITIONS", "x")):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({name: value})

@@ -48,6 +48,10 @@ AUDIT_KEY_FILE_ENV = "PROPCRM_AUDIT_KEY_FILE"
 AUDIT_ANCHOR_DIR_ENV = "PROPCRM_AUDIT_ANCHOR_DIR"
 AUDIT_ANCHOR_INTERVAL_ENV = "PROPCRM_AUDIT_ANCHOR_INTERVAL"
 VECTOR_TICKS_ENV = "PROPCRM_VECTOR_TICKS"  # "0": the partition workers value every tick in Decimal
+EMBEDDED_DRIVER_ENV = "PROPCRM_EMBEDDED_DRIVER"  # "log": the partition driver over raw_events; "poll": the pass worker
+EMBEDDED_PARTITIONS_ENV = "PROPCRM_EMBEDDED_PARTITIONS"  # the log driver's partitions (default 1)
+EMBEDDED_STATES_ENV = "PROPCRM_EMBEDDED_STATES"  # "batch": states written with every batch; "interval": snapshots
+EMBEDDED_DRIVERS = ("poll", "log")
 
 DEFAULT_MAX_AHEAD = dt.timedelta(minutes=5)
 MAX_AHEAD_LIMIT = 24 * 60  # minutes: a day; more is no longer "a clock a little fast"
@@ -200,6 +204,16 @@ class Settings:
     audit_anchor_interval: float = 60.0
     #: ``PROPCRM_VECTOR_TICKS``: the partition workers screen ticks in integers (engine/marking.py); "0": off
     vector_ticks: bool = True
+    #: ``PROPCRM_EMBEDDED_DRIVER``: how the embedded service evaluates (no NATS): ``poll`` — the pass
+    #: worker (services/evaluation.py); ``log`` — the partition driver over the ``raw_events`` table
+    #: (cluster/embedded.py, the scale-out workers' driver)
+    embedded_driver: str = "poll"
+    #: ``PROPCRM_EMBEDDED_PARTITIONS``: the log driver's partitions (1: one engine per firm)
+    embedded_partitions: int = 1
+    #: ``PROPCRM_EMBEDDED_STATES``: ``batch`` — the log driver writes the states of the accounts a batch
+    #: changed with the batch (``account_states`` as fresh as the decisions); ``interval`` — every
+    #: ``PROPCRM_SNAPSHOT_INTERVAL`` seconds, as the scale-out workers do
+    embedded_states: str = "batch"
     #: SMTP, firm webhook and platform bridge defaults (the dispatcher; the firms pages show them)
     delivery: Delivery = field(default_factory=Delivery)
     #: the environment as it was read (for the adapter that still takes a mapping: the bus's stream details)
@@ -226,6 +240,9 @@ class Settings:
             audit_anchor_dir=_path(env, AUDIT_ANCHOR_DIR_ENV),
             audit_anchor_interval=_anchor_interval(env),
             vector_ticks=_switch(env, VECTOR_TICKS_ENV, True),
+            embedded_driver=_choice(env, EMBEDDED_DRIVER_ENV, EMBEDDED_DRIVERS, "poll"),
+            embedded_partitions=_partitions(env),
+            embedded_states=_choice(env, EMBEDDED_STATES_ENV, ("batch", "interval"), "batch"),
             delivery=Delivery.from_env(env),
             env=env,
         )
@@ -241,6 +258,20 @@ class Settings:
     def bus_mode(self) -> bool:
         """The event log is the NATS stream, not the embedded ``raw_events`` table."""
         return self.nats_url is not None
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = env.get(name, "").strip().lower() or default
+    if value not in allowed:
+        raise SettingsError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _partitions(env: Mapping[str, str]) -> int:
+    raw = env.get(EMBEDDED_PARTITIONS_ENV, "").strip() or "1"
+    if not raw.isdigit() or not 1 <= int(raw) <= 1024:
+        raise SettingsError(f"{EMBEDDED_PARTITIONS_ENV}: {raw!r} is not a whole number from 1 to 1024")
+    return int(raw)
 
 
 _current: Settings | None = None

@@ -484,11 +484,15 @@ def bench_worker(
     alert_distance: Annotated[Optional[str], typer.Option(
         "--alert-distance", help="the firm's near-breach alert distance: \"5%\" of equity or an amount \"500\" "
                                  "(default: none, alerts off)")] = None,
+    driver: Annotated[str, typer.Option(help="poll: the pass worker; log: the partition driver over raw_events")] = "poll",
+    states: Annotated[str, typer.Option(help="the log driver's account_states: batch (with every batch) or interval")] = "batch",
 ) -> None:
     """CPU time of the evaluation worker per request (SQLite, in-process): holds on a shared machine."""
     from ..tools.bench_service import bench_worker as run_bench
 
-    run_bench(accounts=accounts, requests=requests, alert_distance=alert_distance)
+    if driver not in ("poll", "log") or states not in ("batch", "interval"):
+        raise typer.BadParameter("--driver is poll or log; --states is batch or interval")
+    run_bench(accounts=accounts, requests=requests, alert_distance=alert_distance, driver=driver, states=states)
 
 
 @bench_app.command("web")

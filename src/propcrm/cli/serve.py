@@ -231,12 +231,20 @@ FALLBACK_POLL_EMBEDDED = 1.0
 FALLBACK_POLL_SEPARATE = 0.2
 
 
-def _worker_loop(session_factory, stop: threading.Event, *, fallback: float = FALLBACK_POLL_EMBEDDED) -> None:
+def _worker_loop(session_factory, stop: threading.Event, *, fallback: float = FALLBACK_POLL_EMBEDDED,
+                 driver: str = "poll") -> None:
     """Passes while there is work; when idle, wait until ingestion commits events in this process
-    (no poll interval between a commit and its pass) or ``fallback`` seconds pass."""
+    (no poll interval between a commit and its pass) or ``fallback`` seconds pass. ``driver``
+    (``PROPCRM_EMBEDDED_DRIVER``): ``poll``, the pass worker; ``log``, the partition driver over the
+    ``raw_events`` table (cluster/embedded.py), woken the same way."""
     from ..services.evaluation import EvaluationWorker
     from ..services.wakeup import EVENTS
 
+    if driver == "log":
+        from ..cluster.embedded import driver_loop
+
+        driver_loop(session_factory, stop, fallback=fallback)
+        return
     worker = EvaluationWorker(session_factory)
     while not stop.is_set():
         seen = EVENTS.generation  # read before the pass: a commit during the pass wakes the next wait
@@ -290,7 +298,12 @@ def run_worker(*, database_url: str | None, once: bool = False) -> None:
     engine = make_engine(url)
     try:
         if once:
-            report = EvaluationWorker(sessions(engine)).run_until_idle()
+            if settings.embedded_driver == "log":
+                from ..cluster.embedded import LogDriver
+
+                report = LogDriver(sessions(engine)).run_until_idle()
+            else:
+                report = EvaluationWorker(sessions(engine)).run_until_idle()
             print(f"evaluated {report.events:,} events of {report.accounts:,} account passes: "
                   f"{report.decisions:,} decisions, {report.rejected:,} rejected")
             return
@@ -303,7 +316,7 @@ def run_worker(*, database_url: str | None, once: bool = False) -> None:
         rollups = threading.Thread(target=rollup_loop, args=(sessions(engine), stop), name="equity-rollup", daemon=True)
         rollups.start()
         try:
-            _worker_loop(sessions(engine), stop, fallback=FALLBACK_POLL_SEPARATE)
+            _worker_loop(sessions(engine), stop, fallback=FALLBACK_POLL_SEPARATE, driver=settings.embedded_driver)
         except KeyboardInterrupt:
             stop.set()
         finally:
@@ -368,7 +381,7 @@ def serve(*, host: str, port: int, database_url: str | None, demo: bool, demo_ac
         dispatcher = build_dispatcher(session_factory, settings)  # a bad configuration stops the start, loudly
         threads += [
             threading.Thread(target=_worker_loop, args=(sessions(engine), stop), name="evaluation",
-                             daemon=True),
+                             kwargs={"driver": settings.embedded_driver}, daemon=True),
             threading.Thread(target=_dispatch_loop, args=(dispatcher, stop), name="dispatch", daemon=True),
         ]
         from ..services.analysis import analysis_loop  # abuse analysis: incremental passes (PROPCRM_ANALYSIS_INTERVAL)

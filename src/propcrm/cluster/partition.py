@@ -119,6 +119,10 @@ class StreamMessage:
     seq: int
     headers: dict[str, str]
     body: bytes
+    #: the log position of each line when the log numbers events one by one (the table log joins
+    #: consecutive rows into one message whose ``seq`` is its last row's): decisions and trades link to
+    #: their own line's; ``None`` (JetStream): the message's ``seq`` is the link
+    seqs: list[int] | None = None
 
 
 @dataclass
@@ -294,8 +298,12 @@ class PartitionStore:
     def __init__(self, sessions: sessionmaker[Session], stream: str, partitions: int, worker_id: str, *,
                  snapshot_interval_s: float = 2.0, snapshot_max_dirty: int = 20_000,
                  max_ahead: dt.timedelta | None = None, vector: bool | None = None,
-                 symbols_check_s: float = 1.0) -> None:
+                 symbols_check_s: float = 1.0, commit_hook=None) -> None:
         self.sessions = sessions
+        # The event log's adapter: ``commit_hook(session, ranges, dead)`` runs in every batch's transaction
+        # before its dead letters are written (``ranges``: partition -> (old, new) position; ``dead``: the
+        # batch's dead letters, ``account`` still in them) — the table log marks its rows evaluated there.
+        self.commit_hook = commit_hook
         # a firm's symbol table changed through the API or an import reaches the running partitions:
         # at most every ``symbols_check_s``, a batch reads the tables' versions (not their bodies) and
         # gives an engine whose table is older the stored one before it applies anything
@@ -521,6 +529,8 @@ class PartitionStore:
                     audit.append_many(session, applied)
                 self._snapshot(session, plans)
                 self._advance(session, plans)
+                if self.commit_hook is not None:
+                    self.commit_hook(session, {plan.run.partition: (plan.old, plan.new) for plan in plans}, dead)
                 if dead:
                     quarantined = [row for row in map(self._quarantine_row, dead) if row is not None]
                     session.execute(insert(DeadLetter.__table__), dead)
@@ -805,7 +815,9 @@ class PartitionStore:
         if not silent:
             for ev, number in zip(events, lines_of):
                 if isinstance(ev, PROJECTED_EVENTS) and number not in refused:
-                    trades.setdefault(ev.account, []).append((ev, None))
+                    trades.setdefault(ev.account, []).append((ev, message.seqs[number - 1] if message.seqs else None))
+        seq_of = {} if message.seqs is None or not decisions else \
+            {ev.id: message.seqs[number - 1] for ev, number in zip(events, lines_of)}
         by_account: dict[str, list[Decision]] = {}
         for decision in decisions:
             by_account.setdefault(decision.account, []).append(decision)
@@ -839,7 +851,11 @@ class PartitionStore:
                 outcome.state, outcome.last_seq, outcome.status, outcome.status_ts = st, message.seq, fresh.status, when
             # each decision links to its event: the stream sequence of the message that carried it (one
             # stream holds every partition, so the sequence is unique) beside the decision's event id
-            outcome.decisions.extend((d, message.seq) for d in by_account.get(external_id, ()))
+            if message.seqs is None:
+                outcome.decisions.extend((d, message.seq) for d in by_account.get(external_id, ()))
+            else:  # each decision links to its own event's position in the log
+                outcome.decisions.extend((d, seq_of.get(d.event_id, message.seq))
+                                         for d in by_account.get(external_id, ()))
             outcome.trades.extend(trades.get(external_id, ()))
             if external_id in accounts or external_id in by_account:  # the chart's points (as the replay's)
                 outcome.points.append(point_of(st, engine.programs[external_id], when, by_account.get(external_id, ())))

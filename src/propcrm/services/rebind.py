@@ -43,7 +43,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from ..adapters.db import models as m
-from ..adapters.db.models_cluster import PartitionCheckpoint
+from ..adapters.db.models_cluster import TABLE_STREAM, PartitionCheckpoint
 from ..domain.decisions import Decision
 from ..domain.events import DECODER
 from ..domain.program import PhaseProgram
@@ -270,7 +270,8 @@ def _move(session: Session, account: m.Account, versions: dict[int, m.RulePackVe
 
 def preview(session: Session, *, firm_id: str, version_id: int, selection: Selection, lock: bool = False) -> Plan:
     """The what-if of moving the selected accounts to version ``version_id``; changes nothing."""
-    if session.scalar(select(PartitionCheckpoint.stream).limit(1)) is not None:
+    if session.scalar(select(PartitionCheckpoint.stream).where(PartitionCheckpoint.stream != TABLE_STREAM)
+                      .limit(1)) is not None:  # (the embedded log driver's checkpoints are the table's)
         raise Conflict("a re-bind works in the embedded deployment only: the scaled-out workers keep each account's "
                        "history on the bus and its state in memory (docs/cluster.md), which a re-bind cannot replay "
                        "or replace yet")

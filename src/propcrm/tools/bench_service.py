@@ -337,14 +337,17 @@ def alert_distance_of(text: str) -> tuple[str | None, str | None]:
     return (text[:-1].strip(), None) if text.endswith("%") else (None, text)
 
 
-def bench_worker(*, accounts: int, requests: int, request_size: int = 250, alert_distance: str | None = None) -> dict:
+def bench_worker(*, accounts: int, requests: int, request_size: int = 250, alert_distance: str | None = None,
+                 driver: str = "poll", states: str = "batch") -> dict:
     """``propcrm bench worker``: the evaluation worker's CPU time per request, in one process on SQLite,
     no HTTP — a figure that holds on a shared machine, where wall-clock latency is mostly the wait for
     a core. Seeds the firm of ``bench ingest``, evaluates a backlog of the throughput firm's events, then
     ingests the steady firm's events in requests of ``request_size`` and runs one pass after each;
     prints the CPU milliseconds of ingestion and of the pass per request, the passes' p50/p90/p99/max
     and the accounts a pass evaluates. ``alert_distance`` (``"5%"`` of equity or an amount ``"500"``): the
-    firm's near-breach alert distance, so the passes pay for watching the worst points and alerting."""
+    firm's near-breach alert distance, so the passes pay for watching the worst points and alerting.
+    ``driver``: ``poll`` (the pass worker) or ``log`` (the partition driver over ``raw_events``, with
+    ``states`` ``batch`` or ``interval``: see cluster/embedded.py); the backlog's CPU rate is printed too."""
     from ..services.evaluation import EvaluationWorker
     from ..adapters.db.models_lifecycle import NearBreachAlert
     from ..services import near_breach
@@ -362,12 +365,19 @@ def bench_worker(*, accounts: int, requests: int, request_size: int = 250, alert
         pct, amount = alert_distance_of(alert_distance)
         with factory.begin() as session:
             near_breach.update_settings(session, firm_id="bench", within_pct=pct, within_amount=amount, actor="bench")
-    worker = EvaluationWorker(factory)
+    if driver == "log":
+        from ..cluster.embedded import LogDriver
+
+        worker = LogDriver(factory, states=states)
+    else:
+        worker = EvaluationWorker(factory)
     backlog = list(generate(load))[: accounts * 20]
     for start in range(0, len(backlog), 5000):
         with factory.begin() as session:
             ingest(session, firm_id="bench", source="bench", body=b"".join(backlog[start : start + 5000]))
+    t0 = time.process_time()
     worker.run_until_idle()
+    backlog_cpu = time.process_time() - t0
     lines = list(generate(steady))[: requests * request_size]
     ingest_cpu = 0.0
     passes: list[float] = []
@@ -387,9 +397,10 @@ def bench_worker(*, accounts: int, requests: int, request_size: int = 250, alert
     result = {"requests": len(passes), "ingest_ms": ingest_cpu * 1000 / len(passes),
               "pass_ms": sum(passes) / len(passes), "passes": q, "accounts_per_pass": evaluated / len(passes),
               "cpu_bound_rate": len(lines) / (ingest_cpu + sum(passes) / 1000), "alerts": alerts,
-              "process_cpu_s": time.process_time()}
+              "process_cpu_s": time.process_time(), "backlog_rate": len(backlog) / max(backlog_cpu, 1e-9)}
     console.print(
-        f"bench worker: {result['requests']} requests of {request_size} events, {accounts:,} + {steady.accounts:,} "
+        f"bench worker ({driver}{'/' + states if driver == 'log' else ''}): backlog of {len(backlog):,} events "
+        f"at {result['backlog_rate']:,.0f} events/s of CPU · {result['requests']} requests of {request_size} events, {accounts:,} + {steady.accounts:,} "
         f"accounts · CPU per request: ingest {result['ingest_ms']:.1f} ms, worker pass {result['pass_ms']:.1f} ms "
         f"(p50 {q['p50']:.0f} · p90 {q['p90']:.0f} · p99 {q['p99']:.0f} · max {q['max']:.0f} ms; "
         f"{result['accounts_per_pass']:.0f} accounts per pass) · one core would take "

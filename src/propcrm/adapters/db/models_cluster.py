@@ -24,6 +24,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 from .models import Base, UtcDateTime, utcnow
 
 
+#: the stream name of the embedded log driver's checkpoints: the ``raw_events`` table as the log
+#: (cluster/eventlog.py); every other stream is a JetStream stream of the scale-out deployment
+TABLE_STREAM = "raw_events"
+
+
 class PartitionCheckpoint(Base):
     __tablename__ = "cluster_checkpoints"
     stream: Mapped[str] = mapped_column(String(64), primary_key=True)
