@@ -39,8 +39,9 @@ from typing import Any
 
 from sqlalchemy import create_engine, select, text
 
+from .platform_sim.bench import CONNECTION, FIRM, seed_bench
+
 UTC = dt.timezone.utc
-FIRM, CONNECTION, MANAGER = "bench", "sim", "1000"
 
 
 def _pct(values: list[float], p: float) -> float | None:
@@ -48,44 +49,6 @@ def _pct(values: list[float], p: float) -> float | None:
         return None
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 1)
-
-
-def _seed(url: str, sim_db: str, accounts: int, box: Any, sim_url: str, readings_s: float) -> int:
-    from ..adapters.db import models as m
-    from ..adapters.db.session import make_engine, sessions
-    from ..domain.rulepack import load_pack
-    from ..features.platforms.connections import add_connection, map_login
-    from ..services.catalog import add_pack, create_account, ensure_firm
-    from .platform_sim.server import SimServer
-
-    server = SimServer(sim_db, zone="+02:00")
-    logins = []
-    for i in range(accounts):
-        account = server.add_user(group="bench\\challenge", name=f"Bench {i + 1}", leverage=100)
-        server.balance_operation(account.login, 100_000_00, "pc init bench")
-        logins.append(account.login)
-    server.close()
-    engine = make_engine(url)
-    with sessions(engine).begin() as s:
-        ensure_firm(s, firm_id=FIRM, name="Bench Prop")
-        version = add_pack(s, firm_id=FIRM, pack=load_pack("two-step-100k"), activate=True)
-        row = add_connection(s, firm_id=FIRM, name=CONNECTION, family_name="mt5-web",
-                             settings={"url": sim_url, "manager": MANAGER, "server_timezone": "+02:00",
-                                       "groups_by_phase": {"*": "bench\\challenge"}, "groups": "bench\\*",
-                                       "poll_interval_s": 0.02, "readings_interval_s": readings_s,
-                                       "users_interval_s": 5.0},
-                             secrets={"password": "bench-manager"}, actor="bench", box=box)
-        trader = m.Trader(firm_id=FIRM, name="Bench trader", email="bench@traders.example")
-        s.add(trader)
-        s.flush()
-        for i, login in enumerate(logins):
-            create_account(s, firm_id=FIRM, external_id=f"B{i + 1}", pack_version_id=version.id, platform=CONNECTION,
-                           trader_id=trader.id)
-            s.flush()
-            map_login(s, firm_id=FIRM, connection=CONNECTION, login=str(login), account=f"B{i + 1}", actor="bench")
-        connection_id = row.id
-    engine.dispose()
-    return connection_id
 
 
 class _Notices:
@@ -166,7 +129,7 @@ def bench_platforms_bus(*, nats_url: str, database_url: str | None = None, accou
            f"equity updates/s (readings every {readings_s * 1000:.0f} ms), {seconds:.0f} s after {warmup:.0f} s of "
            f"warm-up; {workers} worker process(es) on {partitions} partitions, 1 dispatcher process (woken by NOTIFY); "
            f"stream {bus.stream}, schema {schema}, work dir {root}", flush=True)
-    connection_id = _seed(url, sim_db, accounts, box, f"http://127.0.0.1:{port}", readings_s)
+    connection_id = seed_bench(url, sim_db, accounts, box, f"http://127.0.0.1:{port}", readings_s, poll_s=0.02)
     env = {**os.environ, **bus.as_env(), "PROPCRM_DATABASE_URL": url, "PROPCRM_SECRET_KEY": key,
            "PROPCRM_SIM_MANAGER_PASSWORD": "bench-manager"}
     for name in ("PROPCRM_PLATFORM_BRIDGE_URL", "PROPCRM_PLATFORM_BRIDGE_SECRET"):
