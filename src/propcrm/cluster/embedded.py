@@ -237,14 +237,7 @@ class LogDriver:
                     time.sleep(0.01)
                     continue
                 break
-            total.accounts += report.accounts
-            total.events += report.events
-            total.decisions += report.decisions
-            total.rejected += report.rejected
-            total.set_aside += report.set_aside
-            total.seconds += report.seconds
-            for kind, n in report.by_kind.items():
-                total.by_kind[kind] = total.by_kind.get(kind, 0) + n
+            total.add(report)
         return total
 
     def _mark(self, session: Session, ranges: dict[int, tuple[int, int]], dead: list[dict]) -> None:

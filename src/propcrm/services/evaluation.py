@@ -92,6 +92,17 @@ class PassReport:
     seconds: float = 0.0
     by_kind: dict[str, int] = field(default_factory=dict)
 
+    def add(self, report: PassReport) -> None:
+        """Count another pass's figures into these (a run of passes; ``stale`` is per pass, not summed)."""
+        self.accounts += report.accounts
+        self.events += report.events
+        self.decisions += report.decisions
+        self.rejected += report.rejected
+        self.set_aside += report.set_aside
+        self.seconds += report.seconds
+        for kind, n in report.by_kind.items():
+            self.by_kind[kind] = self.by_kind.get(kind, 0) + n
+
 
 @dataclass
 class _AccountWork:
@@ -223,14 +234,7 @@ class EvaluationWorker:
             report = self.run_pass(firm_id=firm_id)
             if report.events == 0 and report.accounts == 0 and report.set_aside == 0 and report.stale == 0:
                 break
-            total.accounts += report.accounts
-            total.events += report.events
-            total.decisions += report.decisions
-            total.rejected += report.rejected
-            total.set_aside += report.set_aside
-            total.seconds += report.seconds
-            for kind, n in report.by_kind.items():
-                total.by_kind[kind] = total.by_kind.get(kind, 0) + n
+            total.add(report)
         return total
 
     # ------------------------------------------------------------------ internals
