@@ -35,20 +35,18 @@ from propcrm.adapters.platforms.metrics import ConnectorMetrics
 from propcrm.adapters.platforms.mt5.webapi import USER_RIGHT_TRADE_DISABLED
 from propcrm.adapters.platforms.runner import ConnectorRunner, RunnerSettings
 from propcrm.adapters.platforms.secrets import SecretBox, new_key
-from propcrm.domain.rulepack import load_pack
-from propcrm.features.platforms.connections import add_connection, gateway_for
+from propcrm.features.platforms.connections import gateway_for
 from propcrm.adapters.settings import Settings, install
 from propcrm.features.platforms.service import ConnectorSupervisor
 from propcrm.features.platforms.store import BusStore, store_for
-from propcrm.services.catalog import add_pack, create_account, ensure_firm
+from propcrm.services.catalog import create_account
 from propcrm.services.dispatch import build_dispatcher
 from propcrm.tools.platform_sim.main import Simulator
 from propcrm.tools.platform_sim.server import TRADE_DISABLED
 from integration.test_cluster import _start_worker, _stop, _tail, bus, nats_url, pg_url  # noqa: F401 - fixtures
 
 UTC = dt.timezone.utc
-FIRM = "acme"
-MANAGER, PASSWORD = "1000", "Manager#2026"
+from support.sim_firm import FIRM, MANAGER, PASSWORD, clear_delivery_env, seed_sim_firm
 LONG_POLL_S = 600  # the dispatcher's fallback poll: never reached within a test
 
 
@@ -68,9 +66,7 @@ class CrashAfterPublish(BusStore):
 class BusWorld:
     def __init__(self, db_url: str, bus: BusConfig, tmp_path: Path, monkeypatch) -> None:
         monkeypatch.setenv("PROPCRM_SECRET_KEY", new_key())
-        for name in ("PROPCRM_PLATFORM_BRIDGE_URL", "PROPCRM_PLATFORM_BRIDGE_SECRET", "PROPCRM_SMTP_HOST",
-                     "PROPCRM_FIRM_WEBHOOK_URL", "PROPCRM_NATS_URL"):
-            monkeypatch.delenv(name, raising=False)
+        clear_delivery_env(monkeypatch)
         self.url, self.bus, self.tmp = db_url, bus, tmp_path
         migrate(db_url)
         self.engine = make_engine(db_url)
@@ -78,19 +74,7 @@ class BusWorld:
         self.sim_path = str(tmp_path / "sim.db")
         self.sim = Simulator(self.sim_path, MANAGER, PASSWORD, zone="+02:00", controls=True).start(feed=False)
         self.box = SecretBox()
-        with self.db.begin() as s:
-            ensure_firm(s, firm_id=FIRM, name="Acme Prop")
-            version = add_pack(s, firm_id=FIRM, pack=load_pack("two-step-100k"), activate=True)
-            trader = m.Trader(firm_id=FIRM, name="Alice", email="alice@traders.example")
-            s.add(trader)
-            s.flush()
-            self.trader_id, self.version_id = trader.id, version.id
-            row = add_connection(s, firm_id=FIRM, name="sim", family_name="mt5-web",
-                                 settings={"url": self.sim.url, "manager": MANAGER, "server_timezone": "+02:00",
-                                           "groups_by_phase": {"*": "demo\\challenge"}, "readings_interval_s": 0,
-                                           "users_interval_s": 0.5},
-                                 secrets={"password": PASSWORD}, actor="test", box=self.box)
-            self.connection_id = row.id
+        self.trader_id, self.version_id, self.connection_id = seed_sim_firm(self.db, sim_url=self.sim.url, box=self.box)
         self.procs: list[subprocess.Popen] = []
         self.logs: list[Path] = []
         self.runner: ConnectorRunner | None = None
