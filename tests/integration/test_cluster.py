@@ -93,6 +93,16 @@ def pg_url(pg_base_url):
 
 
 # ------------------------------------------------------------------------------------------- helpers
+def become_scale_out(bus: BusConfig, monkeypatch) -> None:
+    """Make this process's deployment the scale-out one on ``bus`` (its settings, as after a restart with
+    ``PROPCRM_NATS_URL`` set): what the API and services then refuse or route through the bus."""
+    from propcrm.adapters.settings import Settings, install
+
+    for key, value in bus.as_env().items():
+        monkeypatch.setenv(key, value)
+    install(Settings.from_env())
+
+
 def _replay(lines: list[bytes]) -> list[bytes]:
     engine = Engine(compile_pack(load_pack("two-step-100k")))
     return sorted(ENCODER.encode(d) for d in engine.feed([DECODER.decode(x) for x in lines]))

@@ -18,10 +18,9 @@ from sqlalchemy import func, select
 from propcrm.adapters.bus.jetstream import EventPublisher, connect
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_analytics import Case, CaseAccount
-from propcrm.adapters.settings import Settings, install
 from propcrm.services.ingest import prepare_for_bus, publish_prepared
 from support.staff import build_world, seed
-from integration.test_cluster import _start_worker, _stop, _tail, bus, nats_url, pg_url  # noqa: F401 - fixtures
+from integration.test_cluster import become_scale_out, _start_worker, _stop, _tail, bus, nats_url, pg_url  # noqa: F401 - fixtures
 from integration.test_cluster_payouts import _diagnosis, _wait
 from integration.test_web_cases import START, hedging_events, sessions_events
 
@@ -60,9 +59,7 @@ def test_the_analysis_finds_hedging_and_a_shared_device_on_a_firm_fed_through_th
     worker = None
     with world.client:
         seed(world)
-        for key, value in bus.as_env().items():
-            monkeypatch.setenv(key, value)
-        install(Settings.from_env())  # the deployment is now the scale-out one (as after a restart)
+        become_scale_out(bus, monkeypatch)  # the deployment is now the scale-out one (as after a restart)
         worker = _start_worker(pg_url, bus, log)
         try:
             _publish(world, bus, [*sessions_events(["A1", "A2"], "dev-shared-1"), *hedging_events("A1", "A2")])

@@ -22,14 +22,13 @@ from sqlalchemy import func, select
 from propcrm.adapters.bus.jetstream import EventPublisher, connect, publish_event
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_lifecycle import Payout
-from propcrm.adapters.settings import Settings, install
 from propcrm.services import payouts as payout_service
 from propcrm.services import scaling
 from propcrm.services.dispatch import build_dispatcher
 from propcrm.services.lifecycle import Refusal
 from support.lifecycle import add_life_pack, add_user, approve_kyc, funded_account
 from support.staff import build_world, seed
-from integration.test_cluster import _start_worker, _stop, _tail, bus, nats_url, pg_url  # noqa: F401 - fixtures
+from integration.test_cluster import become_scale_out, _start_worker, _stop, _tail, bus, nats_url, pg_url  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.usefixtures("cheap_argon2")
 UTC = dt.timezone.utc
@@ -73,9 +72,7 @@ def test_a_payout_approved_by_two_people_is_withdrawn_once_through_the_bus(pg_ur
     worker = None
     with world.client:
         seed(world)  # (its fixtures write to the embedded log: before the deployment becomes the scale-out one)
-        for key, value in bus.as_env().items():
-            monkeypatch.setenv(key, value)
-        install(Settings.from_env())  # the deployment is now the scale-out one (as after a restart)
+        become_scale_out(bus, monkeypatch)  # the deployment is now the scale-out one (as after a restart)
         version = add_life_pack(world.sessions, "fa")
         approve_kyc(world.sessions, world.traders["t1"])
         assert world.client.post("/api/v1/lifecycle/settings", json={"dual_approval_over": "100"},
@@ -174,9 +171,7 @@ def test_a_quarantined_line_re_submitted_goes_to_the_stream_and_is_applied(pg_ur
     worker = None
     with world.client:
         seed(world)
-        for key, value in bus.as_env().items():
-            monkeypatch.setenv(key, value)
-        install(Settings.from_env())  # the deployment is now the scale-out one (as after a restart)
+        become_scale_out(bus, monkeypatch)  # the deployment is now the scale-out one (as after a restart)
         version = add_life_pack(world.sessions, "fa")
         ts = dt.datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         line = json.dumps({"id": "dep-q1", "type": "balance", "account": "Q1", "ts": ts, "amount": "100",
@@ -247,9 +242,7 @@ def test_a_withdrawal_takes_effect_at_its_place_in_the_stream_and_an_older_platf
     worker = None
     with world.client:
         seed(world)
-        for key, value in bus.as_env().items():
-            monkeypatch.setenv(key, value)
-        install(Settings.from_env())
+        become_scale_out(bus, monkeypatch)
         version = add_life_pack(world.sessions, "fa")
         approve_kyc(world.sessions, world.traders["t1"])
         approver = world.headers(add_user(world, firm="fa", role="finance", name="f2"))
