@@ -47,6 +47,9 @@ either due or already tried (in flight, or failing and backing off). So a ``resu
 overtakes a ``pause`` that could not be delivered yet, nor an ``enable`` a ``disable``. A
 ``resume`` not yet due does not hold back later commands; and a ``resume`` is not sent to an
 account that has meanwhile been breached, suspended or closed — it is ``cancelled`` instead.
+So a claim holds at most one command per account, and on PostgreSQL the claimed commands of different
+accounts are delivered side by side (``command_workers`` threads; a burst of breaches' disables
+no longer queue one behind the other's platform round trips); SQLite delivers them one at a time.
 
 **Audit.** Every row's final status is audited with :func:`services.audit.append` in the same
 transaction: ``platform.<command>`` for a delivered platform command, ``notification.sent`` /
