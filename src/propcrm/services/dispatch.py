@@ -47,6 +47,9 @@ either due or already tried (in flight, or failing and backing off). So a ``resu
 overtakes a ``pause`` that could not be delivered yet, nor an ``enable`` a ``disable``. A
 ``resume`` not yet due does not hold back later commands; and a ``resume`` is not sent to an
 account that has meanwhile been breached, suspended or closed — it is ``cancelled`` instead.
+So a claim holds at most one command per account, and on PostgreSQL the claimed commands of different
+accounts are delivered side by side (``command_workers`` threads; a burst of breaches' disables
+no longer queue one behind the other's platform round trips); SQLite delivers them one at a time.
 
 **Audit.** Every row's final status is audited with :func:`services.audit.append` in the same
 transaction: ``platform.<command>`` for a delivered platform command, ``notification.sent`` /
@@ -162,6 +165,7 @@ class Dispatcher:
         lease_s: float = 600,
         max_rows: int = 1000,
         bus: Any = PROCESS_BUS,
+        command_workers: int = 4,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -179,6 +183,9 @@ class Dispatcher:
         self.max_rows = max_rows
         #: the scale-out event log bus events go to (a ``BusConfig``; ``None``: none), by default the process's
         self.bus = bus
+        #: platform commands of different accounts delivered side by side (PostgreSQL; :meth:`_deliver_commands`)
+        self.command_workers = max(1, int(command_workers))
+        self._pool: Any = None
         self._firm_channels: dict[str, tuple[Any, tuple[EmailNotifier | None, WebhookNotifier | None]]] = {}
 
     def channels(self, session: Session, firm_id: str) -> tuple[EmailNotifier | None, WebhookNotifier | None]:
@@ -209,19 +216,58 @@ class Dispatcher:
             if not claims:
                 break
             report.claimed += len(claims)
+            commands = [c for c in claims if c.kind == "platform_command"]
+            if commands:
+                report.by_kind["platform_command"] = report.by_kind.get("platform_command", 0) + len(commands)
+                self._deliver_commands(commands, now, report)
             for claim in claims:
-                if claim.kind != "platform_command" and OUTBOX.generation != seen:
+                if claim.kind == "platform_command":
+                    continue
+                if OUTBOX.generation != seen:
                     # outbox rows were committed meanwhile (a worker's breach, woken across processes by
                     # NOTIFY): its command goes before the rest of this batch of notifications
                     seen = OUTBOX.generation
-                    for urgent in self._claim(now, self.batch, commands_only=True):
-                        report.claimed += 1
-                        report.by_kind[urgent.kind] = report.by_kind.get(urgent.kind, 0) + 1
-                        self._deliver(urgent, now, report)
+                    urgent = self._claim(now, self.batch, commands_only=True)
+                    if urgent:
+                        report.claimed += len(urgent)
+                        report.by_kind["platform_command"] = report.by_kind.get("platform_command", 0) + len(urgent)
+                        self._deliver_commands(urgent, now, report)
                 report.by_kind[claim.kind] = report.by_kind.get(claim.kind, 0) + 1
                 self._deliver(claim, now, report)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _deliver_commands(self, claims: list[_Claim], now: dt.datetime, report: DispatchReport) -> None:
+        """Claimed platform commands, those of different accounts side by side (``command_workers``
+        threads; SQLite: one at a time, it has one writer), those of one account one after the other in
+        claim order; returns when all are finished. A command is mostly waiting for its platform (a
+        ``disable`` on the MT5 Web API: the user read, the rights update, the positions read, a close
+        request per position and its result), so in a burst of breaches the last account's ``disable``
+        no longer waits for every one before it (issue 20)."""
+        lanes: dict[tuple[str, str], list[_Claim]] = {}
+        for claim in claims:  # a claim holds at most one command per account; a lane keeps order if not
+            lanes.setdefault((claim.firm_id, str(claim.payload.get("account"))), []).append(claim)
+        if len(lanes) == 1 or self.command_workers == 1 or self._single_writer():
+            for claim in claims:
+                self._deliver(claim, now, report)
+            return
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=self.command_workers, thread_name_prefix="dispatch-command")
+
+        def lane(items: list[_Claim]) -> DispatchReport:
+            own = DispatchReport()  # one per thread: merged below, never shared while in flight
+            for item in items:
+                self._deliver(item, now, own)
+            return own
+
+        for future in [self._pool.submit(lane, items) for items in lanes.values()]:
+            report.add(future.result())
+
+    def _single_writer(self) -> bool:
+        bind = self.sessions.kw.get("bind")
+        return bind is None or bind.dialect.name == "sqlite"
 
     def retry_delay(self, attempts: int, row_id: int) -> dt.timedelta:
         """Wait after failed attempt number ``attempts``: ``base · 2^(attempts−1)``, capped, plus up to
@@ -234,6 +280,9 @@ class Dispatcher:
         return dt.timedelta(seconds=delay * (1 + jitter))
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         own = [hook for _, (_, hook) in self._firm_channels.values() if hook is not None and hook is not self.webhook]
         for thing in [*self.connectors.values(), self.email, self.webhook, *own]:
             closer = getattr(thing, "close", None)

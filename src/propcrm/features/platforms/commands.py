@@ -58,6 +58,13 @@ COMMANDS = ("disable", "pause", "enable", "resume", "close_positions", "adjust_b
 BALANCE_REASONS = ("deposit", "withdrawal", "payout", "reset")
 
 
+def _close_quietly(gateway: PlatformGateway) -> None:
+    try:
+        gateway.close()
+    except Exception:  # noqa: BLE001 - closing a broken session is best effort
+        pass
+
+
 class CommandError(DeliveryError):
     """A command the platform connection cannot carry out (the message says why; never a secret)."""
 
@@ -69,15 +76,20 @@ def _key8(key: str) -> str:
 class PlatformCommands:
     def __init__(self, session_factory: sessionmaker[Session], *, fallback: Any = None, box: SecretBox | None = None,
                  metrics: ConnectorMetrics | None = None, gateway_factory: Any = None,
-                 on_mapped: Any = None) -> None:
+                 on_mapped: Any = None, sessions_per_connection: int = 4) -> None:
         self.sessions = session_factory
         self._reads = readonly_sessions(session_factory)  # lookups never wait for the write lock (SQLite)
         self.fallback = fallback
         self._box = box
         self.metrics = metrics or default_metrics()
         self._factory = gateway_factory or (lambda row: gateway_for(row, self._box_()))
-        self._gateways: dict[int, PlatformGateway] = {}
-        self._lock = threading.Lock()
+        #: gateways (platform sessions) per connection, idle ones ready for the next command; at most
+        #: ``sessions_per_connection`` per connection, each used by one command at a time, so the dispatcher's
+        #: commands for different accounts run side by side instead of queueing behind one session
+        self.sessions_per_connection = max(1, int(sessions_per_connection))
+        self._idle: dict[int, list[PlatformGateway]] = {}
+        self._open: dict[int, int] = {}
+        self._lock = threading.Condition()
         self.on_mapped = on_mapped  # called with the connection name after a login is mapped
 
     def _box_(self) -> SecretBox:
@@ -106,45 +118,76 @@ class PlatformCommands:
         if name not in COMMANDS:
             raise CommandError(f"unknown platform command {name!r}; known: {', '.join(COMMANDS)}")
         started = time.perf_counter()
-        with self._lock:
-            try:
-                gateway = self._gateway(row)
-                getattr(self, f"_{name}")(row, gateway, command)
-            except NotConnected as exc:
-                self._drop(row.id)
-                self.metrics.commands.labels(row.name, name, "retry").inc()
-                raise CommandError(f"{row.name}: {exc}") from None
-            except PlatformError as exc:
-                self.metrics.commands.labels(row.name, name, "failed").inc()
-                raise CommandError(f"{row.name}: {exc}") from None
+        gateway: PlatformGateway | None = None
+        try:
+            gateway = self._checkout(row)
+            getattr(self, f"_{name}")(row, gateway, command)
+        except NotConnected as exc:
+            if gateway is not None:
+                self._discard(row.id, gateway)
+                gateway = None
+            self.metrics.commands.labels(row.name, name, "retry").inc()
+            raise CommandError(f"{row.name}: {exc}") from None
+        except PlatformError as exc:
+            self.metrics.commands.labels(row.name, name, "failed").inc()
+            raise CommandError(f"{row.name}: {exc}") from None
+        finally:
+            if gateway is not None:
+                self._checkin(row.id, gateway)
         self.metrics.commands.labels(row.name, name, "done").inc()
         log.info("platform %s (firm %s): %s %s done", row.name, row.firm_id, name, command.get("account"))
         self.metrics.command_seconds.labels(row.name, name).observe(time.perf_counter() - started)
 
     def close(self) -> None:
         with self._lock:
-            for connection_id in list(self._gateways):
-                self._drop(connection_id)
+            idle = [g for gateways in self._idle.values() for g in gateways]
+            self._idle.clear()
+            self._open.clear()  # a gateway still in use is closed when its command gives it back
+        for gateway in idle:
+            _close_quietly(gateway)
         closer = getattr(self.fallback, "close", None)
         if callable(closer):
             closer()
 
     # ------------------------------------------------------------------ sessions
-    def _gateway(self, row: PlatformConnection) -> PlatformGateway:
-        gateway = self._gateways.get(row.id)
-        if gateway is None:
+    def _checkout(self, row: PlatformConnection) -> PlatformGateway:
+        """An idle gateway of the connection, a new one while fewer than ``sessions_per_connection`` are
+        open, else the next one a command gives back."""
+        with self._lock:
+            while True:
+                idle = self._idle.get(row.id)
+                if idle:
+                    return idle.pop()
+                if self._open.get(row.id, 0) < self.sessions_per_connection:
+                    self._open[row.id] = self._open.get(row.id, 0) + 1
+                    break
+                self._lock.wait()
+        try:
             gateway = self._factory(row)
             gateway.open()
-            self._gateways[row.id] = gateway
+        except BaseException:
+            self._forget(row.id)
+            raise
         return gateway
 
-    def _drop(self, connection_id: int) -> None:
-        gateway = self._gateways.pop(connection_id, None)
-        if gateway is not None:
-            try:
-                gateway.close()
-            except Exception:  # noqa: BLE001
-                pass
+    def _checkin(self, connection_id: int, gateway: PlatformGateway) -> None:
+        with self._lock:
+            if connection_id in self._open:
+                self._idle.setdefault(connection_id, []).append(gateway)
+                self._lock.notify()
+                return
+        _close_quietly(gateway)  # closed meanwhile (``close``)
+
+    def _discard(self, connection_id: int, gateway: PlatformGateway) -> None:
+        """A gateway whose session broke: closed, and its place given to a new one."""
+        self._forget(connection_id)
+        _close_quietly(gateway)
+
+    def _forget(self, connection_id: int) -> None:
+        with self._lock:
+            if self._open.get(connection_id, 0) > 0:
+                self._open[connection_id] -= 1
+            self._lock.notify()
 
     def _login(self, row: PlatformConnection, command: dict[str, Any]) -> str:
         account = str(command.get("account") or "")
