@@ -48,6 +48,8 @@ AUDIT_KEY_FILE_ENV = "PROPCRM_AUDIT_KEY_FILE"
 AUDIT_ANCHOR_DIR_ENV = "PROPCRM_AUDIT_ANCHOR_DIR"
 AUDIT_ANCHOR_INTERVAL_ENV = "PROPCRM_AUDIT_ANCHOR_INTERVAL"
 VECTOR_TICKS_ENV = "PROPCRM_VECTOR_TICKS"  # "0": the partition workers value every tick in Decimal
+CONNECTOR_COMMIT_LINES_ENV = "PROPCRM_CONNECTOR_COMMIT_LINES"  # a platform connector's lines per transaction
+DEFAULT_CONNECTOR_COMMIT_LINES = 2000
 
 DEFAULT_MAX_AHEAD = dt.timedelta(minutes=5)
 MAX_AHEAD_LIMIT = 24 * 60  # minutes: a day; more is no longer "a clock a little fast"
@@ -117,6 +119,16 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise SettingsError(f"{name} must be positive, got {env.get(name, '').strip()[:40]!r}")
     return value
+
+
+def _lines_per_commit(env: Mapping[str, str]) -> int:
+    text = env.get(CONNECTOR_COMMIT_LINES_ENV, "").strip()
+    if not text:
+        return DEFAULT_CONNECTOR_COMMIT_LINES
+    if not text.isdigit() or not 1 <= int(text) <= 1_000_000:
+        raise SettingsError(f"{CONNECTOR_COMMIT_LINES_ENV} must be a whole number of lines from 1 to 1000000, "
+                            f"got {text[:40]!r}")
+    return int(text)
 
 
 def _port(env: Mapping[str, str], name: str) -> int | None:
@@ -200,6 +212,9 @@ class Settings:
     audit_anchor_interval: float = 60.0
     #: ``PROPCRM_VECTOR_TICKS``: the partition workers screen ticks in integers (engine/marking.py); "0": off
     vector_ticks: bool = True
+    #: ``PROPCRM_CONNECTOR_COMMIT_LINES``: at most this many of a connector step's lines per transaction
+    #: (embedded deployment; a short commit lets the evaluation worker have SQLite's write lock between)
+    connector_commit_lines: int = DEFAULT_CONNECTOR_COMMIT_LINES
     #: SMTP, firm webhook and platform bridge defaults (the dispatcher; the firms pages show them)
     delivery: Delivery = field(default_factory=Delivery)
     #: the environment as it was read (for the adapter that still takes a mapping: the bus's stream details)
@@ -226,6 +241,7 @@ class Settings:
             audit_anchor_dir=_path(env, AUDIT_ANCHOR_DIR_ENV),
             audit_anchor_interval=_anchor_interval(env),
             vector_ticks=_switch(env, VECTOR_TICKS_ENV, True),
+            connector_commit_lines=_lines_per_commit(env),
             delivery=Delivery.from_env(env),
             env=env,
         )
