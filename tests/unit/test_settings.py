@@ -213,3 +213,11 @@ def test_a_bad_delivery_value_is_refused_naming_the_variable(name, value):
     if name.startswith("PROPCRM_SMTP"):  # the mapping form of the dispatcher's configuration says the same
         with pytest.raises(DispatchConfigError, match=name):
             email_from_env({"PROPCRM_SMTP_HOST": "smtp.example", name: value})
+
+
+def test_a_connector_s_lines_per_transaction_default_and_bounds():
+    assert Settings.from_env({}).connector_commit_lines == 2000
+    assert Settings.from_env({"PROPCRM_CONNECTOR_COMMIT_LINES": " 500 "}).connector_commit_lines == 500
+    for bad in ("0", "-5", "2.5", "many", "1000001"):
+        with pytest.raises(SettingsError, match="PROPCRM_CONNECTOR_COMMIT_LINES"):
+            Settings.from_env({"PROPCRM_CONNECTOR_COMMIT_LINES": bad})
