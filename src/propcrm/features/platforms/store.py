@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -34,6 +35,7 @@ from .connections import mapped_logins
 log = logging.getLogger("propcrm.platforms.store")
 UTC = dt.timezone.utc
 _CHUNK = 500
+PART_PAUSE_S = 0.1  # SQLite's busy handler looks every 100 ms once a writer has waited ~0.3 s
 _KEEP = object()  # an earlier part of a step: the stored cursor is left as it is
 
 
@@ -48,10 +50,11 @@ def _parse_ts(text: str) -> dt.datetime:
 
 class DatabaseStore:
     def __init__(self, session_factory: sessionmaker[Session], *, firm_id: str, connection_id: int, name: str,
-                 commit_lines: int | None = None) -> None:
+                 commit_lines: int | None = None, part_pause_s: float = PART_PAUSE_S) -> None:
         self.sessions = session_factory
         # lines per transaction (``PROPCRM_CONNECTOR_COMMIT_LINES``, see :meth:`commit`)
         self.commit_lines = max(1, commit_lines or current_settings().connector_commit_lines)
+        self.part_pause_s = part_pause_s  # between two parts of a step (see commit)
         self._reads = readonly_sessions(session_factory)  # reads never queue for SQLite's write lock
         self.firm_id = firm_id
         self.connection_id = connection_id
@@ -127,7 +130,9 @@ class DatabaseStore:
     def commit(self, lines: list[bytes], cursor: str | None) -> CommitReport:
         """Store a step's ``lines`` and move the cursor to ``cursor``. At most :attr:`commit_lines` lines
         go in one transaction, so that a commit stays short and the evaluation worker gets SQLite's write
-        lock between two (a step at the issue's load carried ~8,000 lines: 1.7–2 s holding the lock).
+        lock between two (a step at the issue's load carried ~8,000 lines: 1.7–2 s holding the lock);
+        the thread pauses :attr:`part_pause_s` between two parts, so that a writer asleep in SQLite's
+        busy handler wakes to a free lock.
         Only the last part moves the cursor: after a crash between two parts the connector reads the
         whole step again from the previous cursor, and the lines the first parts stored come back as
         duplicates of their ids (deals, fees, positions, logins: ids from the platform's tickets) —
@@ -138,6 +143,11 @@ class DatabaseStore:
         size = self.commit_lines
         parts = [lines[start:start + size] for start in range(0, len(lines), size)] or [[]]
         for number, part in enumerate(parts, start=1):
+            if number > 1 and self.part_pause_s:
+                # A writer that queued for the lock during the last part sleeps in SQLite's busy handler
+                # (polls 1, 2, 5 … then every 100 ms): without a pause this thread would take the lock
+                # again before it looks, and the cap would shorten nothing for it.
+                time.sleep(self.part_pause_s)
             self._commit_part(part, cursor if number == len(parts) else _KEEP, report)
         self._stored = cursor
         return report
