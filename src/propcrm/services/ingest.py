@@ -633,17 +633,18 @@ def _insert_new_sqlite(session: Session, rows: list[dict]) -> set[str]:
     return new
 
 
-_SQLITE_INSERTS: dict[int, str] = {}
+_SQLITE_FULL_PAGE: list[str] = []  # the statement of a full page, made once (a last, shorter page is made each time)
 
 
 def _sqlite_insert_sql(count: int) -> str:
-    text = _SQLITE_INSERTS.get(count)
-    if text is None:
-        values = ", ".join(f"(?1, ?2, ?{b}, ?{b + 1}, ?{b + 2}, ?{b + 3}, ?{b + 4}, ?3, ?4)"
-                           for b in range(5, 5 + 5 * count, 5))
-        text = _SQLITE_INSERTS[count] = (
-            "INSERT INTO raw_events (firm_id, source, event_id, account_id, type, ts, body, received_at, status) "
+    if count == _INSERT_PAGE and _SQLITE_FULL_PAGE:
+        return _SQLITE_FULL_PAGE[0]
+    values = ", ".join(f"(?1, ?2, ?{b}, ?{b + 1}, ?{b + 2}, ?{b + 3}, ?{b + 4}, ?3, ?4)"
+                       for b in range(5, 5 + 5 * count, 5))
+    text = ("INSERT INTO raw_events (firm_id, source, event_id, account_id, type, ts, body, received_at, status) "
             f"VALUES {values} ON CONFLICT (firm_id, source, event_id) DO NOTHING RETURNING event_id")
+    if count == _INSERT_PAGE:
+        _SQLITE_FULL_PAGE.append(text)
     return text
 
 
