@@ -50,11 +50,12 @@ class World:
         self.worker = EvaluationWorker(self.db)
         self.runner = self.new_runner()
 
-    def new_runner(self) -> ConnectorRunner:
+    def new_runner(self, commit_lines: int | None = None) -> ConnectorRunner:
         with self.db() as s:
             row = s.get(PlatformConnection, self.connection_id)
             s.expunge(row)
-        store = DatabaseStore(self.db, firm_id=FIRM, connection_id=self.connection_id, name="sim")
+        store = DatabaseStore(self.db, firm_id=FIRM, connection_id=self.connection_id, name="sim",
+                              commit_lines=commit_lines)
         return ConnectorRunner(gateway_for(row, self.box), store, metrics=ConnectorMetrics(), settings=RunnerSettings(
             poll_interval_s=0.01, backoff_initial_s=0.05, backoff_max_s=0.2, guard=GuardSettings(settle_s=0)))
 
@@ -174,6 +175,59 @@ def test_no_deal_is_lost_or_repeated_across_dropped_sessions_and_restarts_of_eit
                     and int(i.split("-")[1]) in {d.Deal for d in deals})
     assert trades == sorted(f"deal-{d.Deal}" for d in deals)
     assert len(ids) == len(set(ids))
+    with world.db() as s:
+        assert s.scalar(select(func.count()).select_from(m.Quarantine)) == 0
+
+
+def test_a_crash_between_two_parts_of_a_step_s_commit_loses_and_repeats_nothing(world, monkeypatch):
+    """A step's lines are stored in parts of ``commit_lines`` (``PROPCRM_CONNECTOR_COMMIT_LINES``), one
+    transaction each; only the last moves the cursor. The process dies after the first part: what it
+    stored stays, the cursor has not moved, and the restarted connector reads the step again — every
+    deal stored once, none lost."""
+    from propcrm.features.platforms import store as store_module
+
+    logins = [world.challenge(f"CH-P{i}") for i in range(2)]
+    runner = world.new_runner(commit_lines=3)
+    runner.connect()
+    runner.sync()
+
+    def cursor() -> str | None:
+        with world.db() as s:
+            return s.scalar(select(PlatformConnection.cursor).where(PlatformConnection.id == world.connection_id))
+
+    before_cursor, before_ids = cursor(), world.stored_ids()
+    for _ in range(3):
+        for login in logins:
+            result = world.sim.server.execute(int(login), "EURUSD", 0, 10_000_000)
+            assert result.retcode.startswith("10009"), result
+            world.sim.server.close_position(result.order, login=int(login))
+    real = store_module.ingest
+    parts: list[int] = []
+
+    def dies_at_the_second_part(session, **kwargs):
+        parts.append(kwargs["body"].count(b"\n"))
+        if len(parts) == 2:
+            raise SystemExit("killed between two parts of a step's commit")
+        return real(session, **kwargs)
+
+    monkeypatch.setattr(store_module, "ingest", dies_at_the_second_part)
+    with pytest.raises(SystemExit):
+        runner.step()
+    monkeypatch.setattr(store_module, "ingest", real)
+    assert parts == [3, 3]  # the step had more than one part; the first was stored, the second not
+    assert len(world.stored_ids()) == len(before_ids) + 3
+    assert cursor() == before_cursor  # the cursor did not move over the lines the second part would have stored
+
+    runner = world.new_runner(commit_lines=3)  # the restart: it goes on from the stored cursor
+    runner.connect()
+    runner.sync()
+    runner.step()
+    deals = [d for d in world.sim.server.deals if d.Action in (0, 1) and d.Login in {int(x) for x in logins}]
+    assert len(deals) == 3 * 2 * 2
+    ids = world.stored_ids()
+    assert len(ids) == len(set(ids))
+    assert {f"deal-{d.Deal}" for d in deals} <= set(ids)
+    assert cursor() != before_cursor
     with world.db() as s:
         assert s.scalar(select(func.count()).select_from(m.Quarantine)) == 0
 

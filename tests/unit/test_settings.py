@@ -227,3 +227,11 @@ def test_the_embedded_driver_settings_default_to_the_pass_worker_and_name_a_bad_
                         ("PROPCRM_EMBEDDED_PARTITIONS", "0"), ("PROPCRM_EMBEDDED_PARTITIONS", "x")):
         with pytest.raises(SettingsError, match=name):
             Settings.from_env({name: value})
+
+
+def test_a_connector_s_lines_per_transaction_default_and_bounds():
+    assert Settings.from_env({}).connector_commit_lines == 2000
+    assert Settings.from_env({"PROPCRM_CONNECTOR_COMMIT_LINES": " 500 "}).connector_commit_lines == 500
+    for bad in ("0", "-5", "2.5", "many", "1000001"):
+        with pytest.raises(SettingsError, match="PROPCRM_CONNECTOR_COMMIT_LINES"):
+            Settings.from_env({"PROPCRM_CONNECTOR_COMMIT_LINES": bad})

@@ -52,6 +52,8 @@ EMBEDDED_DRIVER_ENV = "PROPCRM_EMBEDDED_DRIVER"  # "log": the partition driver o
 EMBEDDED_PARTITIONS_ENV = "PROPCRM_EMBEDDED_PARTITIONS"  # the log driver's partitions (default 1)
 EMBEDDED_STATES_ENV = "PROPCRM_EMBEDDED_STATES"  # "batch": states written with every batch; "interval": snapshots
 EMBEDDED_DRIVERS = ("poll", "log")
+CONNECTOR_COMMIT_LINES_ENV = "PROPCRM_CONNECTOR_COMMIT_LINES"  # a platform connector's lines per transaction
+DEFAULT_CONNECTOR_COMMIT_LINES = 2000
 
 DEFAULT_MAX_AHEAD = dt.timedelta(minutes=5)
 MAX_AHEAD_LIMIT = 24 * 60  # minutes: a day; more is no longer "a clock a little fast"
@@ -121,6 +123,16 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise SettingsError(f"{name} must be positive, got {env.get(name, '').strip()[:40]!r}")
     return value
+
+
+def _lines_per_commit(env: Mapping[str, str]) -> int:
+    text = env.get(CONNECTOR_COMMIT_LINES_ENV, "").strip()
+    if not text:
+        return DEFAULT_CONNECTOR_COMMIT_LINES
+    if not text.isdigit() or not 1 <= int(text) <= 1_000_000:
+        raise SettingsError(f"{CONNECTOR_COMMIT_LINES_ENV} must be a whole number of lines from 1 to 1000000, "
+                            f"got {text[:40]!r}")
+    return int(text)
 
 
 def _port(env: Mapping[str, str], name: str) -> int | None:
@@ -214,6 +226,9 @@ class Settings:
     #: changed with the batch (``account_states`` as fresh as the decisions); ``interval`` — every
     #: ``PROPCRM_SNAPSHOT_INTERVAL`` seconds, as the scale-out workers do
     embedded_states: str = "batch"
+    #: ``PROPCRM_CONNECTOR_COMMIT_LINES``: at most this many of a connector step's lines per transaction
+    #: (embedded deployment; a short commit lets the evaluation worker have SQLite's write lock between)
+    connector_commit_lines: int = DEFAULT_CONNECTOR_COMMIT_LINES
     #: SMTP, firm webhook and platform bridge defaults (the dispatcher; the firms pages show them)
     delivery: Delivery = field(default_factory=Delivery)
     #: the environment as it was read (for the adapter that still takes a mapping: the bus's stream details)
@@ -243,6 +258,7 @@ class Settings:
             embedded_driver=_choice(env, EMBEDDED_DRIVER_ENV, EMBEDDED_DRIVERS, "poll"),
             embedded_partitions=_partitions(env),
             embedded_states=_choice(env, EMBEDDED_STATES_ENV, ("batch", "interval"), "batch"),
+            connector_commit_lines=_lines_per_commit(env),
             delivery=Delivery.from_env(env),
             env=env,
         )

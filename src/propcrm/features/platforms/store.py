@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -23,6 +24,7 @@ from ...adapters.db import models as m
 from ...adapters.db.models_platforms import PlatformConnection
 from ...adapters.db.session import readonly_sessions
 from ...adapters.platforms.runner import AccountView, CommitReport
+from ...adapters.settings import current as current_settings
 from ...services import audit
 from ...services.evaluation import STATE_DECODER
 from ...adapters.bus import bus_mode
@@ -33,6 +35,8 @@ from .connections import mapped_logins
 log = logging.getLogger("propcrm.platforms.store")
 UTC = dt.timezone.utc
 _CHUNK = 500
+PART_PAUSE_S = 0.1  # SQLite's busy handler looks every 100 ms once a writer has waited ~0.3 s
+_KEEP = object()  # an earlier part of a step: the stored cursor is left as it is
 
 
 class FirmSuspended(RuntimeError):
@@ -45,8 +49,12 @@ def _parse_ts(text: str) -> dt.datetime:
 
 
 class DatabaseStore:
-    def __init__(self, session_factory: sessionmaker[Session], *, firm_id: str, connection_id: int, name: str) -> None:
+    def __init__(self, session_factory: sessionmaker[Session], *, firm_id: str, connection_id: int, name: str,
+                 commit_lines: int | None = None, part_pause_s: float = PART_PAUSE_S) -> None:
         self.sessions = session_factory
+        # lines per transaction (``PROPCRM_CONNECTOR_COMMIT_LINES``, see :meth:`commit`)
+        self.commit_lines = max(1, commit_lines or current_settings().connector_commit_lines)
+        self.part_pause_s = part_pause_s  # between two parts of a step (see commit)
         self._reads = readonly_sessions(session_factory)  # reads never queue for SQLite's write lock
         self.firm_id = firm_id
         self.connection_id = connection_id
@@ -120,23 +128,48 @@ class DatabaseStore:
         return views
 
     def commit(self, lines: list[bytes], cursor: str | None) -> CommitReport:
+        """Store a step's ``lines`` and move the cursor to ``cursor``. At most :attr:`commit_lines` lines
+        go in one transaction, so that a commit stays short and the evaluation worker gets SQLite's write
+        lock between two (a step at the issue's load carried ~8,000 lines: 1.7–2 s holding the lock);
+        the thread pauses :attr:`part_pause_s` between two parts, so that a writer asleep in SQLite's
+        busy handler wakes to a free lock.
+        Only the last part moves the cursor: after a crash between two parts the connector reads the
+        whole step again from the previous cursor, and the lines the first parts stored come back as
+        duplicates of their ids (deals, fees, positions, logins: ids from the platform's tickets) —
+        no gap, nothing stored twice."""
         report = CommitReport()
         if not lines and cursor == self._stored:
             return report  # nothing new: no write transaction (SQLite has one writer at a time)
+        size = self.commit_lines
+        parts = [lines[start:start + size] for start in range(0, len(lines), size)] or [[]]
+        for number, part in enumerate(parts, start=1):
+            if number > 1 and self.part_pause_s:
+                # A writer that queued for the lock during the last part sleeps in SQLite's busy handler
+                # (polls 1, 2, 5 … then every 100 ms): without a pause this thread would take the lock
+                # again before it looks, and the cap would shorten nothing for it.
+                time.sleep(self.part_pause_s)
+            self._commit_part(part, cursor if number == len(parts) else _KEEP, report)
+        self._stored = cursor
+        return report
+
+    def _commit_part(self, lines: list[bytes], cursor: str | None | object, report: CommitReport) -> None:
+        """One transaction: ``lines`` ingested and the cursor stored with them — unless ``cursor`` is
+        ``_KEEP`` (an earlier part of a step, see :meth:`commit`: the stored cursor stays as it is)."""
         with self.sessions.begin() as session:
             if lines:
                 refused = suspension(session, self.firm_id)
-                if refused is not None:  # nothing stored, the cursor stays: after the resume it reads on from here
+                if refused is not None:  # nothing (more) stored, the cursor stays: after the resume it reads on from here
                     raise FirmSuspended(f"platform {self.name}: {refused}")
                 result = ingest(session, firm_id=self.firm_id, source=self.name, body=b"\n".join(lines) + b"\n",
                                 content_type="application/x-ndjson")
-                report.accepted, report.duplicates, report.rejected = result.accepted, result.duplicates, result.rejected
-                report.reasons = [f"{o.id}: {o.reason}" for o in result.rejections()[:10]]
-            session.execute(update(PlatformConnection).where(PlatformConnection.id == self.connection_id)
-                            .values(cursor=cursor)  # not updated_at: that marks a change of settings
-                            .execution_options(synchronize_session=False))
-        self._stored = cursor
-        return report
+                report.accepted += result.accepted
+                report.duplicates += result.duplicates
+                report.rejected += result.rejected
+                report.reasons += [f"{o.id}: {o.reason}" for o in result.rejections()[:10 - len(report.reasons)]]
+            if cursor is not _KEEP:
+                session.execute(update(PlatformConnection).where(PlatformConnection.id == self.connection_id)
+                                .values(cursor=cursor)  # not updated_at: that marks a change of settings
+                                .execution_options(synchronize_session=False))
 
     def enforce(self, account: str, command: str, reason: str) -> bool:
         day = dt.datetime.now(UTC).date().isoformat()

@@ -136,6 +136,21 @@ def bench_connector(*, accounts: int = 400, deals_per_s: float = 2000, equity_pe
 
     runner._lines = lines  # type: ignore[method-assign]
     chosen.commit = timed("commit", chosen.commit)  # type: ignore[method-assign]
+    transactions: list[float] = []  # wall seconds of each write transaction (SQLite's write lock held)
+    part = getattr(database, "_commit_part", None)  # a step's parts (PROPCRM_CONNECTOR_COMMIT_LINES)
+    held = "_commit_part" if part is not None else "commit"
+    inner = getattr(database, held)
+
+    def holding(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            if measuring.is_set():
+                transactions.append(time.perf_counter() - started)
+
+    if store == "db":
+        setattr(database, held, holding)
 
     stop = threading.Event()
     thread = threading.Thread(target=runner.run, args=(stop,), name="connector", daemon=True)
@@ -172,6 +187,10 @@ def bench_connector(*, accounts: int = 400, deals_per_s: float = 2000, equity_pe
         "load": (round(load_start, 1), round(load_end, 1)),
     }
     result["us_per_line"]["total"] = round(sum(cpu.values()) / n * 1e6, 1)
+    transactions.sort()
+    result["transactions_ms"] = ({"n": len(transactions), "p50": round(transactions[len(transactions) // 2] * 1e3),
+                                  "p99": round(transactions[int(len(transactions) * 0.99)] * 1e3),
+                                  "max": round(transactions[-1] * 1e3)} if transactions else None)
     result["simulator_cpu_us_per_deal"] = (result["simulator_cpu_per_s"] / result["deals_per_s_simulator"] * 1e6
                                            if result["deals_per_s_simulator"] else None)
     us = result["us_per_line"]
@@ -181,6 +200,9 @@ def bench_connector(*, accounts: int = 400, deals_per_s: float = 2000, equity_pe
     print_(f"connector: {result['lines_per_s']:,.0f} lines/s stored in {counts['steps']:,} steps, "
            f"{result['connector_cpu_per_s']:.2f} CPU-s/s; per line: poll {us['poll']} µs, lines {us['lines']} µs, "
            f"commit {us['commit']} µs, total {us['total']} µs")
+    if result["transactions_ms"]:
+        t = result["transactions_ms"]
+        print_(f"write transactions: {t['n']:,}, wall p50 {t['p50']} ms, p99 {t['p99']} ms, max {t['max']} ms")
     print_(f"load average {result['load'][0]} → {result['load'][1]}")
     return result
 
