@@ -208,6 +208,66 @@ def test_a_cleared_breach_is_taken_over_not_written_back(db_url, lines, driver_k
     engine.dispose()
 
 
+@pytest.mark.parametrize("partitions", [1, 2])
+def test_a_breach_cleared_between_the_reload_check_and_the_commit_is_not_overwritten(db_url, lines, partitions,
+                                                                                     monkeypatch):
+    """Staff clear a breach after the driver's check for rewritten states and before its batch commits
+    (here: while it reads the batch's rows): the batch's write of that account is conditional on the
+    generation it holds, so the account's partition is left out of the commit, taken over again and
+    redone — its event decided once, from the cleared state — while the rest commits once."""
+    from propcrm.services import users
+    from propcrm.services.overrides import override_account
+
+    engine = make_engine(db_url)
+    Session = sessions(engine)
+    accounts = _load(Session, lines)
+    driver = LogDriver(Session, partitions=partitions, states="batch")
+    driver.run_until_idle()
+    with Session.begin() as s:
+        breached = s.scalars(select(m.Account).where(m.Account.status == "breached").order_by(m.Account.id)).first()
+        assert breached is not None
+        user = users.create_user(s, firm_id=FIRM, email="risk@demo.example", password="correct horse battery staple",
+                                 role="risk", actor="test")
+        breached_id, external, user_id = breached.id, breached.external_id, user.id
+        last_ts = STATE_DECODER.decode(s.get(m.AccountState, breached.id).state).last_ts
+        others = [a.external_id for a in s.scalars(select(m.Account).where(m.Account.status != "breached")
+                                                    .order_by(m.Account.id))]
+    later = last_ts.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    batch = [(f'{{"id":"after-clear","type":"equity","account":"{external}","ts":"{later}",'
+              f'"equity":"100000.00","balance":"100000.00"}}\n').encode()]
+    batch += [(f'{{"id":"other-{n}","type":"equity","account":"{other}","ts":"{later}",'
+               f'"equity":"1.00","balance":"1.00"}}\n').encode() for n, other in enumerate(others[:6])]
+    _load(Session, batch, accounts=accounts)
+    read = driver.log.read
+    calls = {"n": 0}
+
+    def read_then_clear(*args, **kwargs):  # after the reload check, before the batch's transaction
+        calls["n"] += 1
+        if calls["n"] == 1:
+            with Session.begin() as s:
+                override_account(s, firm_id=FIRM, account_id=breached_id, reason="broker error",
+                                 actor_user_id=user_id, actor="test")
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(driver.log, "read", read_then_clear)
+    driver.run_until_idle()
+    assert calls["n"] >= 2
+    with Session() as s:
+        # evaluated in full from the cleared state: the loss still there breaches again, on this event, once
+        decided = s.scalars(select(m.Decision.body).where(m.Decision.event_id == "after-clear")).all()
+        assert len(decided) == 1 and b'"kind":"breach"' in decided[0]
+        assert s.scalar(select(m.Account.status).where(m.Account.id == breached_id)) == "breached"
+        assert STATE_DECODER.decode(s.get(m.AccountState, breached_id).state).status == "breached"
+        # the other accounts' events: evaluated (applied, or refused as out of order), nothing decided twice
+        for n in range(len(others[:6])):
+            assert s.scalar(select(m.RawEvent.status).where(m.RawEvent.event_id == f"other-{n}")) != "pending"
+        kinds = s.execute(select(m.Decision.event_id, m.Decision.account_id, m.Decision.kind, m.Decision.rule)).all()
+        assert len(kinds) == len(set(kinds))
+        assert s.scalar(select(func.count()).select_from(m.RawEvent).where(m.RawEvent.status == "pending")) == 0
+        assert audit.verify(s).ok
+    engine.dispose()
+
+
 def test_the_table_log_never_passes_a_row_committed_late_with_a_lower_seq(db_url, lines):
     """PostgreSQL numbers rows before they commit: a row numbered first and committed last is still
     read (the reader waits at the hole); a hole a rolled-back insert leaves is passed once its
@@ -220,13 +280,12 @@ def test_the_table_log_never_passes_a_row_committed_late_with_a_lower_seq(db_url
     log = TableLog(Session, 1)
     start = log.head()
 
-    def settled(after: int):  # the hole is final once every transaction running when it was seen ended
-        for _ in range(500):  # (xids are the server's: another database's transaction can hold it a moment)
+    def settled(after: int):  # a filled hole is read at once; one left for good is passed once every
+        read = log.read(after, 100)  # writer running when it was seen has ended (seen again without them)
+        if read.hole:
             read = log.read(after, 100)
-            if not read.hole:
-                return read
-            time.sleep(0.01)
-        raise AssertionError("the reader stayed at a hole whose transaction ended")
+        assert not read.hole, "the reader stayed at a hole whose transaction ended"
+        return read
 
     def row(event_id: str) -> m.RawEvent:
         return m.RawEvent(firm_id=FIRM, source="mt5", event_id=event_id, account_id=accounts["A7"] if "A7" in accounts
@@ -235,6 +294,7 @@ def test_the_table_log_never_passes_a_row_committed_late_with_a_lower_seq(db_url
 
     slow = Session()
     slow.begin()
+    _writer(slow)
     slow.add(row("slow"))
     slow.flush()  # numbered, not committed
     with Session.begin() as s:
@@ -247,6 +307,7 @@ def test_the_table_log_never_passes_a_row_committed_late_with_a_lower_seq(db_url
     assert len(second.messages) == 2
     doomed = Session()
     doomed.begin()
+    _writer(doomed)
     doomed.add(row("doomed"))
     doomed.flush()
     with Session.begin() as s:
@@ -257,3 +318,61 @@ def test_the_table_log_never_passes_a_row_committed_late_with_a_lower_seq(db_url
     third = settled(second.reached)
     assert [message.seq for message in third.messages] == [third.reached]
     engine.dispose()
+
+
+def _writer(session) -> None:
+    """What ingestion does in its transaction before it draws seq numbers (PostgreSQL)."""
+    from propcrm.adapters.db.models_cluster import LOG_WRITERS_LOCK
+
+    session.execute(select(func.pg_advisory_xact_lock_shared(*LOG_WRITERS_LOCK)))
+
+
+def test_a_long_transaction_that_writes_no_events_never_stalls_the_table_log(db_url, lines):
+    """The reader waits at a hole for this database's ingest writers only: a long transaction of another
+    database of the server, or one of this database that stores no event, does not hold it back, while
+    an ingest transaction holding a lower seq still does."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite numbers and commits rows in order (one writer)")
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    engine = make_engine(db_url)
+    Session = sessions(engine)
+    accounts = _load(Session, lines[:3])
+    account_id = next(v for k, v in accounts.items() if k != "_version")
+    log = TableLog(Session, 1)
+    start = log.head()
+    elsewhere = make_engine(make_url(db_url).set(database="postgres").render_as_string(hide_password=False))
+    other_db = elsewhere.connect()
+    other_db.begin()
+    assert other_db.scalar(text("SELECT txid_current()"))  # a transaction id, held for the whole test
+    here = engine.connect()
+    here.begin()
+    assert here.scalar(text("SELECT txid_current()"))  # this database's, storing no event
+
+    def row(event_id: str) -> m.RawEvent:
+        return m.RawEvent(firm_id=FIRM, source="mt5", event_id=event_id, account_id=account_id, type="clock",
+                          ts=DECODER.decode(lines[0]).ts, body=lines[0].rstrip(b"\n"), status="pending")
+
+    try:
+        doomed = Session()
+        doomed.begin()
+        _writer(doomed)
+        doomed.add(row("doomed"))
+        doomed.flush()  # numbered
+        with Session.begin() as s:
+            _writer(s)
+            s.add(row("after"))
+        assert log.read(start, 100).hole
+        assert log.read(start, 100).hole  # its writer is still running: no reading past it
+        doomed.rollback()
+        doomed.close()
+        passed = log.read(start, 100)  # its writer gone: passed, the other transactions still running
+        assert not passed.hole and [message.seq for message in passed.messages] == [passed.reached]
+    finally:
+        here.rollback()
+        here.close()
+        other_db.rollback()
+        other_db.close()
+        elsewhere.dispose()
+        engine.dispose()

@@ -25,6 +25,13 @@ committed; the states are those of the last snapshot; the rows in between are re
 stored, no checkpoint), that worker first catches every account up to the head of the log, and the
 driver goes on from there with the stored states (see ``_bootstrap``).
 
+**Staff writes.** A state rewritten outside the driver (a cleared breach, a re-bind: its
+``account_states.generation`` moves) is taken over before the next batch (``_reload_changed``). One
+rewritten after that check is caught by the batch itself: its transaction locks the rows of the accounts
+it writes and compares their generation with the one held (``PartitionStore(generations=…)``); the
+partitions holding such an account are left out of the commit, taken over again and redone at once, the
+batch's other partitions committing (nothing half-applied, every event decided once).
+
 One driver per database: the checkpoint fences a second one off (it would be taken over again and again).
 """
 
@@ -59,6 +66,7 @@ _CHUNK = 1000
 #: rows joined into one message at most (the bus's messages hold up to 2,000 lines)
 MESSAGE_ROWS = 2000
 _LINE = re.compile(r"^line \d+: ")
+_REDO = 5  # batches redone in a row within one pass at most (each needs a staff write to land in its window)
 
 
 class LogDriver:
@@ -73,15 +81,17 @@ class LogDriver:
         self.batch = batch
         self.with_batch = (settings.embedded_states if states is None else states) == "batch"
         self.log = TableLog(sessions, self.partitions)
+        # account id -> account_states.generation of the state held; filled by the store's takeovers, checked
+        # by its batches under the accounts' row locks (see the module's text: "Staff writes")
+        self._generations: dict[int, int] = {}
         self.store = PartitionStore(
             sessions, TABLE_STREAM, self.partitions, worker_id,
             snapshot_interval_s=settings.snapshot_interval if snapshot_interval_s is None else snapshot_interval_s,
-            commit_hook=self._mark)
+            commit_hook=self._mark, generations=self._generations)
         self.runs: dict[int, PartitionRun] = {}
         self.cursor = 0  # the log position read up to (every partition's messages up to here are applied)
         self._read = None  # the batch being applied: its LogRead (for the commit hook)
         self._lines: dict[tuple[int, int], list[int] | None] = {}  # (partition, message seq) -> its rows' seqs
-        self._generations: dict[int, int] = {}  # account id -> account_states.generation of the state held
         self.at_hole = False  # the last read stopped at a hole in seq that may still fill (PostgreSQL)
 
     # ------------------------------------------------------------------ start
@@ -90,9 +100,6 @@ class LogDriver:
         self._bootstrap()
         self.runs = {p: self.store.take(p) for p in range(self.partitions)}
         self.cursor = min(run.applied for run in self.runs.values())
-        with self.sessions() as session:  # the states taken over are of these generations
-            self._generations = dict(session.execute(
-                select(m.AccountState.account_id, m.AccountState.generation).where(m.AccountState.generation > 0)).all())
 
     def _reload_changed(self) -> int:
         """Take over again the states someone else rewrote since they were read (a cleared breach, a
@@ -167,18 +174,26 @@ class LogDriver:
 
     # ------------------------------------------------------------------ batches
     def run_pass(self) -> PassReport:
-        started = time.perf_counter()
         report = PassReport()
+        for _ in range(_REDO):  # a batch left a partition out (an account rewritten meanwhile): redo it now
+            redo = self._pass(report)
+            if not redo:
+                break
+        return report
+
+    def _pass(self, report: PassReport) -> bool:
+        """One batch, counted into ``report``; whether partitions were left out of it to be redone."""
+        started = time.perf_counter()
         if not self.runs:
             self.start()
         self._reload_changed()
         read = self.log.read(self.cursor, self.batch)
         self.at_hole = read.hole
         if read.reached == self.cursor:
-            return report
+            return False
         if not read.messages:  # only rows set aside or holes: nothing to apply
             self.cursor = read.reached
-            return report
+            return False
         by_partition = self._join(read.messages)
         batch = [(self.runs[p], messages) for p, messages in sorted(by_partition.items())]
         self._lines = {(p, message.seq): message.seqs for p, messages in by_partition.items() for message in messages}
@@ -193,15 +208,20 @@ class LogDriver:
             self.cursor = min(run.applied for run in self.runs.values())
             raise RuntimeError(f"log driver: a batch failed and is retried ({result.error})")
         self.cursor = read.reached
-        report.events = result.events
-        report.accounts = result.messages
-        report.decisions = sum(result.decisions.values())
-        report.by_kind = dict(result.decisions)
-        report.rejected = result.dead_letters
-        report.set_aside = len(result.set_aside)
-        report.seconds = time.perf_counter() - started
+        if result.redo:  # nothing of them committed: taken over (the rewritten states read) and read again
+            for p in result.redo:
+                self.runs[p] = self.store.take(p)
+            self.cursor = min(run.applied for run in self.runs.values())
+        report.events += result.events
+        report.accounts += result.messages
+        report.decisions += sum(result.decisions.values())
+        for kind, n in result.decisions.items():
+            report.by_kind[kind] = report.by_kind.get(kind, 0) + n
+        report.rejected += result.dead_letters
+        report.set_aside += len(result.set_aside)
+        report.seconds += time.perf_counter() - started
         self.last_result = result
-        return report
+        return bool(result.redo)
 
     def _join(self, rows: list[StreamMessage]) -> dict[int, list[StreamMessage]]:
         """A partition's consecutive rows of one firm and source as one message (as ingestion batches a

@@ -20,13 +20,16 @@ give it that:
 not committed yet and will be later with a lower ``seq``. On SQLite there is one writer at a time and
 rows are numbered inside its transaction: commit order is ``seq`` order. On PostgreSQL ``seq`` comes
 from a sequence, numbers are handed out before commit and a rolled-back (or later deleted) row leaves
-a hole for good. The reader stops at a hole until every transaction that could hold its number has
-ended: a hole seen below a visible row was numbered before that row, so by a transaction that had
-begun writing when the hole was seen — one whose id is below the ``xmax`` of a snapshot taken right
-after the read. Once the oldest running transaction (``xmin``) is past that ``xmax`` the hole is
+a hole for good. Every transaction that inserts into ``raw_events`` takes the advisory lock
+:data:`~propcrm.adapters.db.models_cluster.LOG_WRITERS_LOCK` (shared, transaction-level) before it
+draws numbers (services/ingest.py). The reader stops at a hole until the writers that could hold its
+number have ended: a hole seen below a visible row was numbered before the read, so by a transaction
+that held the lock when the read was over — one of the holders ``pg_locks`` lists right after the
+read (by virtual transaction id, never reused soon). Once none of those still holds it the hole is
 final (a committed row would have shown by then; it is read again to be sure) and the reader moves
-over it. Read-only transactions (the back office's reports) take no transaction id and never hold
-the reader back.
+over it. Only this database's ingest transactions count: a long transaction of another database of the
+server, or one of this database that writes no events (a report, a migration, a back-office edit),
+never holds the reader back.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..adapters.bus.partitions import HEADER_FIRM, HEADER_PUBLISHED, HEADER_SOURCE, partition_of
 from ..adapters.db import models as m
-from ..adapters.db.models_cluster import TABLE_STREAM
+from ..adapters.db.models_cluster import LOG_WRITERS_LOCK, TABLE_STREAM
 from .partition import StreamMessage
 
 log = logging.getLogger("propcrm.cluster")
@@ -78,7 +81,7 @@ class TableLog:
         self.sessions = sessions
         self.partitions = partitions
         self._home: dict[int, int] = {}  # account id -> partition
-        self._holes: dict[int, int] = {}  # PostgreSQL: a hole's seq -> xmax of the snapshot it was seen in
+        self._holes: dict[int, frozenset] = {}  # PostgreSQL: a hole's seq -> the log's writers when it was seen
         self._hole_seen: dict[int, float] = {}
         self.postgres = sessions.kw["bind"].dialect.name == "postgresql"
 
@@ -89,7 +92,8 @@ class TableLog:
     def read(self, after: int, limit: int) -> LogRead:
         raw = m.RawEvent
         with self.sessions() as session:
-            xmin = self._snapshot(session, "xmin") if self.postgres else None
+            # the writers still running before the rows are read (a hole is final once its writers are gone)
+            writers = self._writers(session) if self.postgres and self._holes else None
             rows = session.execute(
                 select(raw.seq, raw.firm_id, raw.source, raw.account_id, raw.body, raw.received_at, raw.status)
                 .where(raw.seq > after).order_by(raw.seq).limit(limit)
@@ -103,7 +107,8 @@ class TableLog:
                         .where(m.Account.id.in_(new[start : start + 1000]))
                     ):
                         home[account_id] = partition_of(firm_id, external_id, self.partitions)
-            xmax = self._snapshot(session, "xmax") if self.postgres and rows else None
+            # the writers running once the rows are read: a hole seen now was numbered by one of them
+            after_read = self._writers(session) if self.postgres and rows else None
         out = LogRead(reached=after)
         messages = out.messages
         expected = after + 1
@@ -112,7 +117,7 @@ class TableLog:
         headers_of: dict[tuple, dict[str, str]] = {}  # a request's rows share firm, source and time
         for row in rows:
             if row.seq != expected and self.postgres:
-                if not self._hole_final(expected, row.seq, xmin, xmax):
+                if not self._hole_final(expected, row.seq, writers, after_read):
                     out.hole = True
                     break
             expected = row.seq + 1
@@ -132,18 +137,20 @@ class TableLog:
             out.own.add(row.seq)
         return out
 
-    def _hole_final(self, start: int, end: int, xmin: int | None, xmax: int | None) -> bool:
-        """Whether the numbers ``start`` … ``end - 1`` (below a visible row) are missing for good. A hole
-        is known by its first number: a row committed inside it leaves a smaller hole of its own."""
+    def _hole_final(self, start: int, end: int, writers: frozenset | None, after_read: frozenset | None) -> bool:
+        """Whether the numbers ``start`` … ``end - 1`` (below a visible row) are missing for good: once
+        none of the log's writers running when the hole was first seen (``after_read`` of that read) is
+        among those running before this read (``writers``). A hole is known by its first number: a row
+        committed inside it leaves a smaller hole of its own."""
         seen = self._holes.get(start)
         if seen is None:
-            self._holes[start] = xmax
+            self._holes[start] = after_read or frozenset()
             self._hole_seen[start] = time.monotonic()
             return False
-        if xmin is None or xmin < seen:
+        if writers is None or seen & writers:
             if time.monotonic() - self._hole_seen[start] > 30:
-                log.warning("event log: raw_events seq %d is still missing after 30 s: a transaction that may "
-                            "hold it is still running", start)
+                log.warning("event log: raw_events seq %d is still missing after 30 s: an ingest transaction "
+                            "that may hold it is still running", start)
                 self._hole_seen[start] = time.monotonic()
             return False
         del self._holes[start]
@@ -151,8 +158,16 @@ class TableLog:
         return True
 
     @staticmethod
-    def _snapshot(session: Session, which: str) -> int:
-        return int(session.scalar(text(f"SELECT pg_snapshot_{which}(pg_current_snapshot())::text::bigint")))
+    def _writers(session: Session) -> frozenset:
+        """The transactions of this database holding (or waiting for) the log's writers' lock, by
+        process id and virtual transaction id."""
+        rows = session.execute(_WRITERS, {"k1": LOG_WRITERS_LOCK[0], "k2": LOG_WRITERS_LOCK[1]}).all()
+        return frozenset((pid, vxid) for pid, vxid in rows)
+
+
+_WRITERS = text(
+    "SELECT pid, virtualtransaction FROM pg_locks WHERE locktype = 'advisory' AND classid = :k1 AND objid = :k2"
+    " AND objsubid = 2 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
 
 
 __all__ = ["EventLog", "LogRead", "TABLE_STREAM", "TableLog"]

@@ -166,6 +166,9 @@ class BatchResult:
     committed: dict[int, int] = field(default_factory=dict)  # partition -> new seq
     latencies: list[tuple[float, int]] = field(default_factory=list)  # (seconds since publish, events)
     failed: set[int] = field(default_factory=set)
+    #: partitions left out of the commit because an account of theirs was rewritten outside the driver
+    #: meanwhile (``generations``): nothing of them committed; take them over again and redo
+    redo: set[int] = field(default_factory=set)
     error: str | None = None
     commit_seconds: float = 0.0
     set_aside: dict[tuple[str, str], str] = field(default_factory=dict)  # (firm, account) -> why
@@ -298,8 +301,14 @@ class PartitionStore:
     def __init__(self, sessions: sessionmaker[Session], stream: str, partitions: int, worker_id: str, *,
                  snapshot_interval_s: float = 2.0, snapshot_max_dirty: int = 20_000,
                  max_ahead: dt.timedelta | None = None, vector: bool | None = None,
-                 symbols_check_s: float = 1.0, commit_hook=None) -> None:
+                 symbols_check_s: float = 1.0, commit_hook=None, generations: dict[int, int] | None = None) -> None:
         self.sessions = sessions
+        # account id -> ``account_states.generation`` of the state the engines hold (a driver that shares
+        # the database with staff writes: a cleared breach, a re-bind bump it). When given, ``take`` fills
+        # it, and a batch commits an account's state and effects only if the stored generation is still
+        # that one (checked under the account's row lock in the batch's transaction): otherwise the
+        # account's partition is left out of the commit (``BatchResult.redo``) to be taken over and redone.
+        self.generations = generations
         # The event log's adapter: ``commit_hook(session, ranges, dead)`` runs in every batch's transaction
         # before its dead letters are written (``ranges``: partition -> (old, new) position; ``dead``: the
         # batch's dead letters, ``account`` still in them) — the table log marks its rows evaluated there.
@@ -357,10 +366,12 @@ class PartitionStore:
                 ):
                     refs[account_id].status = status
                 rows = session.execute(
-                    select(m.AccountState.account_id, m.AccountState.state)
+                    select(m.AccountState.account_id, m.AccountState.state, m.AccountState.generation)
                     .where(m.AccountState.account_id.in_(ids[start : start + _CHUNK]))
                 ).all()
-                loaded.extend((refs[account_id], blob) for account_id, blob in rows)
+                loaded.extend((refs[account_id], blob) for account_id, blob, _ in rows)
+                if self.generations is not None:  # (the states' own: read in the same snapshot)
+                    self.generations.update((account_id, generation or 0) for account_id, _, generation in rows)
         # programs are compiled after the read transaction: on SQLite a second session would wait
         # for the first one's lock
         for ref, blob in loaded:
@@ -517,6 +528,8 @@ class PartitionStore:
                 return result
             started = time.perf_counter()
             with self.sessions.begin() as session:
+                if self.generations is not None:
+                    plans = self._hold_generations(session, batch, plans, outcomes, dead, touched, result)
                 effects = list(outcomes.values())
                 for outcome, problem in write_isolated(session, effects, _write_effects, account_of=lambda o: o.account):
                     key = (outcome.account.firm_id, outcome.account.external_id)
@@ -551,6 +564,53 @@ class PartitionStore:
             for decision, _ in outcome.decisions:
                 result.decisions[decision.kind] = result.decisions.get(decision.kind, 0) + 1
         return result
+
+    def _hold_generations(self, session: Session, batch, plans: list[_Plan], outcomes: dict, dead: list[dict],
+                          touched: dict, result: BatchResult) -> list[_Plan]:
+        """First thing in a batch's transaction: lock the rows of the accounts whose state or effects it
+        writes (``accounts``, ``FOR UPDATE`` in id order on PostgreSQL — the order staff writes lock them
+        in; SQLite's transaction holds the database's write lock already) and compare their stored
+        ``generation`` with the one the engines hold. A partition with an account rewritten meanwhile is
+        left out of this commit whole — its outcomes, dead letters, once-only audit entries, checkpoint
+        and rows' statuses — and marked stale: it is taken over again (the rewritten state read) and its
+        messages redone, so the account's events are decided once, from the rewritten state. Returns the
+        plans that commit."""
+        keys = {key: mark.run.partition for key, mark in touched.items()}
+        for plan in plans:
+            keys.update((key, plan.run.partition) for key in plan.run.dirty if plan.snapshot or key in outcomes)
+        for key in outcomes:
+            keys.setdefault(key, partition_of(key[0], key[1], self.partitions))
+        ids: dict[int, int] = {}
+        for key, partition in keys.items():
+            ref = self.directory.by_key.get(key)  # (no lookup inside the transaction)
+            if ref is not None:
+                ids[ref.id] = partition
+        ordered = sorted(ids)
+        postgres = session.get_bind().dialect.name == "postgresql"
+        stale: set[int] = set()
+        for start in range(0, len(ordered), _CHUNK):
+            chunk = ordered[start : start + _CHUNK]
+            if postgres:
+                session.execute(select(m.Account.id).where(m.Account.id.in_(chunk)).order_by(m.Account.id)
+                                .with_for_update()).all()
+            for account_id, generation in session.execute(
+                    select(m.AccountState.account_id, m.AccountState.generation)
+                    .where(m.AccountState.account_id.in_(chunk))):
+                if (generation or 0) != self.generations.get(account_id, 0):
+                    stale.add(ids[account_id])
+        if not stale:
+            return plans
+        log.info("partition store: partitions %s hold an account rewritten outside the driver since it was "
+                 "read; they are left out of this commit and redone from the stored state", sorted(stale))
+        result.redo = stale
+        for run, _ in batch:
+            if run.partition in stale:
+                run.stale = True
+        for key in [key for key, partition in keys.items() if partition in stale]:
+            outcomes.pop(key, None)
+        dead[:] = [letter for letter in dead if letter["partition"] not in stale]
+        self._applied_once = [entry for entry in self._applied_once if entry["after"]["partition"] not in stale]
+        return [plan for plan in plans if plan.run.partition not in stale]
 
     def _snapshot(self, session: Session, plans: list[_Plan]) -> None:
         """The states of the partitions whose snapshot is due, all or none per batch: a snapshot is only

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from ..adapters.bus import bus_mode
 from ..adapters.db import models as m
+from ..adapters.db.models_cluster import LOG_WRITERS_LOCK
 from ..adapters.settings import DEFAULT_MAX_AHEAD, MAX_AHEAD_ENV, SettingsError, parse_max_ahead
 from ..adapters.settings import current as current_settings
 from ..domain.events import DECODER, AnyEvent, News, decode_lines
@@ -688,9 +689,11 @@ def _insert_new_postgresql(session: Session, firm_id: str, rows: list[dict]) -> 
 
 
 def _lock_firm(session: Session, firm_id: str) -> None:
-    """Serialise a firm's event inserts until commit, so ``seq`` order is commit order (PostgreSQL)."""
+    """Serialise a firm's event inserts until commit, so ``seq`` order is commit order (PostgreSQL); and
+    mark the transaction as one of the log's writers (:data:`LOG_WRITERS_LOCK`, shared) before it draws
+    ``seq`` numbers: the table log's reader waits at a hole for this database's writers only."""
     key = int.from_bytes(hashlib.blake2b(f"raw_events:{firm_id}".encode(), digest_size=8).digest(), "big", signed=True)
-    session.execute(select(func.pg_advisory_xact_lock(key)))
+    session.execute(select(func.pg_advisory_xact_lock_shared(*LOG_WRITERS_LOCK), func.pg_advisory_xact_lock(key)))
 
 
 __all__ = ["Checks", "DEFAULT_MAX_AHEAD", "IngestError", "IngestReport", "LineOutcome", "MAX_AHEAD_VARIABLE",

@@ -28,6 +28,13 @@ from .models import Base, UtcDateTime, utcnow
 #: (cluster/eventlog.py); every other stream is a JetStream stream of the scale-out deployment
 TABLE_STREAM = "raw_events"
 
+#: PostgreSQL: the advisory lock (two int4 keys: "pcml", 1) every transaction that inserts into
+#: ``raw_events`` takes *shared*, at transaction level, before it draws ``seq`` numbers, and so holds
+#: until it ends (services/ingest.py). The table log's reader (cluster/eventlog.py) waits at a hole in
+#: ``seq`` for the holders of this lock it saw — this database's ingest writers only — instead of for
+#: every transaction of the server. Advisory locks are per database; nothing ever takes it exclusive.
+LOG_WRITERS_LOCK = (1885564268, 1)
+
 
 class PartitionCheckpoint(Base):
     __tablename__ = "cluster_checkpoints"
