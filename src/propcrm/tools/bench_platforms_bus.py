@@ -39,7 +39,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, select, text
 
-from .platform_sim.bench import CONNECTION, FIRM, seed_bench
+from .platform_sim.bench import CONNECTION, FIRM, seed_bench, start_simulator
 
 UTC = dt.timezone.utc
 
@@ -135,20 +135,9 @@ def bench_platforms_bus(*, nats_url: str, database_url: str | None = None, accou
     for name in ("PROPCRM_PLATFORM_BRIDGE_URL", "PROPCRM_PLATFORM_BRIDGE_SECRET"):
         env.pop(name, None)
     procs: dict[str, subprocess.Popen] = {}
-    sim = subprocess.Popen([sys.executable, "-m", "propcrm.cli", "platform-sim", "--db", sim_db, "--port", str(port),
-                            "--zone", "+02:00", "--tick", "0.05", "--orders-per-s", str(deals_per_s),
-                            "--reckless-share", str(reckless_share), "--reckless-scale", "60"],
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sim = start_simulator(sim_db, port, deals_per_s=deals_per_s, reckless_share=reckless_share, reckless_scale=60,
+                          env=env)
     procs["simulator"] = sim
-    seen_lines = []
-    for line in sim.stdout:
-        seen_lines.append(line.strip())
-        if line.startswith("platform simulator:"):
-            break
-    else:
-        sim.kill()
-        raise RuntimeError("the simulator did not start: " + " / ".join(seen_lines[-5:]))
-    threading.Thread(target=lambda: [None for _ in sim.stdout], daemon=True).start()
     for i in range(workers):
         with open(root / f"worker{i}.log", "ab") as out:
             procs[f"worker{i}"] = subprocess.Popen([sys.executable, "-m", "propcrm.cli", "worker"], env=env,

@@ -133,6 +133,36 @@ def seed_bench(url: str, sim_db: str, accounts: int, box: Any, sim_url: str, rea
     return connection_id
 
 
+def start_simulator(sim_db: str, port: int, *, deals_per_s: float, reckless_share: float, reckless_scale: float,
+                    env: dict[str, str] | None = None) -> subprocess.Popen:
+    """The simulator in a process of its own (``propcrm platform-sim``), once it says it listens; its log
+    is drained by a thread from then on."""
+    env = {**os.environ, "PROPCRM_SIM_MANAGER_PASSWORD": "bench-manager", **(env or {})}
+    sim = subprocess.Popen([sys.executable, "-m", "propcrm.cli", "platform-sim", "--db", sim_db, "--port", str(port),
+                            "--zone", "+02:00", "--tick", "0.05", "--orders-per-s", str(deals_per_s),
+                            "--reckless-share", str(reckless_share), "--reckless-scale", str(reckless_scale)],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in sim.stdout:  # its log, then the line that says it listens
+        seen.append(line.strip())
+        if line.startswith("platform simulator:"):
+            break
+    else:
+        sim.kill()
+        raise RuntimeError("the simulator did not start: " + " / ".join(seen[-5:]))
+    threading.Thread(target=lambda: [None for _ in sim.stdout], daemon=True).start()  # drain its log
+    return sim
+
+
+def stop_simulator(sim: subprocess.Popen) -> None:
+    """Stop it as an operator would (SIGINT: it closes its database), killed if it has not gone in 20 s."""
+    sim.send_signal(signal.SIGINT)
+    try:
+        sim.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        sim.kill()
+
+
 def bench_platforms(*, accounts: int = 400, deals_per_s: float = 2000, equity_per_s: float = 10_000,
                     seconds: float = 30, warmup: float = 5, reckless_share: float = 0.05, wake: bool = False,
                     workdir: str | None = None, print_=print) -> dict[str, Any]:
@@ -165,20 +195,7 @@ def bench_platforms(*, accounts: int = 400, deals_per_s: float = 2000, equity_pe
            flush=True)
     connection_id = seed_bench(url, sim_db, accounts, box, sim_url, readings_s, 0.02)
 
-    env = {**os.environ, "PROPCRM_SIM_MANAGER_PASSWORD": "bench-manager"}
-    sim = subprocess.Popen([sys.executable, "-m", "propcrm.cli", "platform-sim", "--db", sim_db, "--port", str(port),
-                            "--zone", "+02:00", "--tick", "0.05", "--orders-per-s", str(deals_per_s),
-                            "--reckless-share", str(reckless_share), "--reckless-scale", "60"],
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seen = []
-    for line in sim.stdout:  # its log, then the line that says it listens
-        seen.append(line.strip())
-        if line.startswith("platform simulator:"):
-            break
-    else:
-        sim.kill()
-        raise RuntimeError("the simulator did not start: " + " / ".join(seen[-5:]))
-    threading.Thread(target=lambda: [None for _ in sim.stdout], daemon=True).start()  # drain its log
+    sim = start_simulator(sim_db, port, deals_per_s=deals_per_s, reckless_share=reckless_share, reckless_scale=60)
 
     engine = make_engine(url)
     db = sessions(engine)
@@ -253,11 +270,7 @@ def bench_platforms(*, accounts: int = 400, deals_per_s: float = 2000, equity_pe
     OUTBOX.notify()
     for thread in threads:
         thread.join(timeout=10)
-    sim.send_signal(signal.SIGINT)
-    try:
-        sim.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        sim.kill()
+    stop_simulator(sim)
     dispatcher.close()
     os.environ.update(saved_env)
 
@@ -364,4 +377,4 @@ def _print(r: dict[str, Any], print_) -> None:
            + f"; load average {r['load'][0]} → {r['load'][1]}")
 
 
-__all__ = ["bench_platforms", "cpu_seconds", "free_port", "seed_bench"]
+__all__ = ["bench_platforms", "cpu_seconds", "free_port", "seed_bench", "start_simulator", "stop_simulator"]

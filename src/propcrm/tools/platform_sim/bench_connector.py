@@ -19,16 +19,13 @@ cost can be read apart from the rest of ``bench platforms``:
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from .bench import CONNECTION, FIRM, cpu_seconds, free_port, seed_bench
+from .bench import CONNECTION, FIRM, cpu_seconds, free_port, seed_bench, start_simulator, stop_simulator
 
 
 def bench_connector(*, accounts: int = 400, deals_per_s: float = 2000, equity_per_s: float = 10_000,
@@ -58,20 +55,7 @@ def bench_connector(*, accounts: int = 400, deals_per_s: float = 2000, equity_pe
            f"{readings_s * 1000:.0f} ms (≤ {equity_per_s:,.0f} equity updates/s), store {store}, {seconds:.0f} s after "
            f"{warmup:.0f} s of warm-up; work dir {root}", flush=True)
 
-    env = {**os.environ, "PROPCRM_SIM_MANAGER_PASSWORD": "bench-manager"}
-    sim = subprocess.Popen([sys.executable, "-m", "propcrm.cli", "platform-sim", "--db", sim_db, "--port", str(port),
-                            "--zone", "+02:00", "--tick", "0.05", "--orders-per-s", str(deals_per_s),
-                            "--reckless-share", "0", "--reckless-scale", "1"],
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seen = []
-    for line in sim.stdout:
-        seen.append(line.strip())
-        if line.startswith("platform simulator:"):
-            break
-    else:
-        sim.kill()
-        raise RuntimeError("the simulator did not start: " + " / ".join(seen[-5:]))
-    threading.Thread(target=lambda: [None for _ in sim.stdout], daemon=True).start()
+    sim = start_simulator(sim_db, port, deals_per_s=deals_per_s, reckless_share=0, reckless_scale=1)
 
     engine = make_engine(url)
     db = sessions(engine)
@@ -169,11 +153,7 @@ def bench_connector(*, accounts: int = 400, deals_per_s: float = 2000, equity_pe
     sim_deals_end = _sim_deals(sim_db)
     stop.set()
     thread.join(timeout=10)
-    sim.send_signal(signal.SIGINT)
-    try:
-        sim.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        sim.kill()
+    stop_simulator(sim)
     engine.dispose()
 
     n = max(counts["lines"], 1)
