@@ -9,15 +9,11 @@ import json
 
 from sqlalchemy import select
 
-from propcrm.adapters.bus.partitions import HEADER_ONCE, partition_of
+from propcrm.adapters.bus.partitions import HEADER_ONCE
 from propcrm.adapters.db import models as m
 from propcrm.adapters.db.models_cluster import DeadLetter
-from propcrm.adapters.db.session import make_engine, sessions
 from propcrm.cluster.partition import PartitionStore, StreamMessage
-from propcrm.domain.events import DECODER
-from propcrm.synth.firm import generate
-from propcrm.tools.bench_service import seed as _seed
-from integration.test_partition_store import P, SPEC, _messages
+from integration.test_partition_store import P, one_account_stream
 
 
 def _line(**fields) -> bytes:
@@ -25,14 +21,7 @@ def _line(**fields) -> bytes:
 
 
 def test_a_re_read_platform_deal_is_dropped_live_after_a_takeover_and_from_a_snapshot(db_url):
-    lines = [x.rstrip(b"\n") for x in generate(SPEC)]
-    _seed(db_url, [SPEC])
-    engine = make_engine(db_url)
-    Session = sessions(engine)
-    stream = _messages(lines)
-    account = next(e.account for e in map(DECODER.decode, lines) if getattr(e, "account", None))
-    p = partition_of("bench", account, P)
-    last = max(DECODER.decode(x).ts for x in lines)
+    engine, Session, stream, account, p, last = one_account_stream(db_url)
     stamp = last.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     later = last.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%S.5Z")  # the runner re-stamps a re-read
     deposit = _line(id="deal-501", type="balance", account=account, ts=stamp, amount="7", reason="deposit")

@@ -26,6 +26,20 @@ SPEC = FirmSpec(accounts=30, days=4, seed=11, equity_every_s=900)
 P = 2
 
 
+def one_account_stream(db_url: str):
+    """The bench firm seeded and its stream as messages, with the first account's partition and the
+    stream's last time: (engine, sessions, messages by partition, account, its partition, last ts)."""
+    from propcrm.adapters.bus.partitions import partition_of
+
+    lines = [x.rstrip(b"\n") for x in generate(SPEC)]
+    _seed(db_url, [SPEC])
+    engine = make_engine(db_url)
+    stream = _messages(lines)
+    account = next(e.account for e in map(DECODER.decode, lines) if getattr(e, "account", None))
+    return (engine, sessions(engine), stream, account, partition_of("bench", account, P),
+            max(DECODER.decode(x).ts for x in lines))
+
+
 def _messages(lines: list[bytes]) -> dict[int, list[StreamMessage]]:
     """The stream as ingestion would publish it, in requests of 300 lines; global sequence numbers."""
     out: dict[int, list[StreamMessage]] = {p: [] for p in range(P)}
@@ -180,17 +194,9 @@ def test_a_withdrawal_is_applied_once_by_its_id_across_a_takeover_and_a_snapshot
     replays it silently, and by a takeover from a snapshot taken after it (the ids travel in the context)."""
     import json
 
-    from propcrm.adapters.bus.partitions import partition_of
     from propcrm.services.payouts import SOURCE, WITHDRAWAL_APPLIED
 
-    lines = [x.rstrip(b"\n") for x in generate(SPEC)]
-    _seed(db_url, [SPEC])
-    engine = make_engine(db_url)
-    Session = sessions(engine)
-    stream = _messages(lines)
-    account = next(e.account for e in map(DECODER.decode, lines) if getattr(e, "account", None))
-    p = partition_of("bench", account, P)
-    last = max(DECODER.decode(x).ts for x in lines)
+    engine, Session, stream, account, p, last = one_account_stream(db_url)
     withdrawal = json.dumps({"id": "payout-7", "type": "balance", "account": account, "reason": "payout",
                              "ts": last.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "amount": "-1"}).encode()
     headers = {"Propcrm-Firm": "bench", "Propcrm-Source": SOURCE, "Propcrm-Count": "1"}
