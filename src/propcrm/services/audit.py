@@ -317,7 +317,8 @@ def _chain_rows(session: Session, prepared: list[tuple[Mapping[str, Any], Any, A
     return rows
 
 
-_LIMITS = (("actor", 200), ("action", 64), ("entity", 64), ("entity_id", 200), ("firm_id", 64))
+#: the text fields an entry is checked against at the call, with their column lengths (read from the table)
+_LIMITS = tuple((name, _TABLE.c[name].type.length) for name in ("actor", "action", "entity", "entity_id", "firm_id"))
 
 
 def _prepare(entry: Mapping[str, Any]) -> tuple[Mapping[str, Any], Any, Any]:
