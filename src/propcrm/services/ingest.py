@@ -30,6 +30,7 @@ seq N" can never miss a row that commits late with a smaller ``seq``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
@@ -634,19 +635,14 @@ def _insert_new_sqlite(session: Session, rows: list[dict]) -> set[str]:
     return new
 
 
-_SQLITE_FULL_PAGE: list[str] = []  # the statement of a full page, made once (a last, shorter page is made each time)
-
-
+@functools.lru_cache(maxsize=16)
 def _sqlite_insert_sql(count: int) -> str:
-    if count == _INSERT_PAGE and _SQLITE_FULL_PAGE:
-        return _SQLITE_FULL_PAGE[0]
+    """The statement of a page of ``count`` rows (made once per page size: a full page's and the few
+    last, shorter pages' sizes a process meets)."""
     values = ", ".join(f"(?1, ?2, ?{b}, ?{b + 1}, ?{b + 2}, ?{b + 3}, ?{b + 4}, ?3, ?4)"
                        for b in range(5, 5 + 5 * count, 5))
-    text = ("INSERT INTO raw_events (firm_id, source, event_id, account_id, type, ts, body, received_at, status) "
+    return ("INSERT INTO raw_events (firm_id, source, event_id, account_id, type, ts, body, received_at, status) "
             f"VALUES {values} ON CONFLICT (firm_id, source, event_id) DO NOTHING RETURNING event_id")
-    if count == _INSERT_PAGE:
-        _SQLITE_FULL_PAGE.append(text)
-    return text
 
 
 def _insert_new_postgresql(session: Session, firm_id: str, rows: list[dict]) -> set[str]:
